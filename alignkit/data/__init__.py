@@ -1,0 +1,1 @@
+"""Shared data abstractions: tasks (prompts, demonstrations, splits) and preference datasets."""

@@ -1,0 +1,53 @@
+"""A task: demonstrations and prompts, split deterministically into train and held-out parts."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Optional
+
+from alignkit.config import option
+
+
+@dataclass
+class TaskConfig:
+    """Which task supplies prompts, demonstrations and the gold reward's training data."""
+
+    dataset: str = option("imdb", "registered task dataset (see `alignkit list`)")
+    max_examples: int = option(0, "use at most this many examples before splitting (0: all)", ge=0)
+    heldout_fraction: float = option(0.1, "fraction of examples held out for evaluation", gt=0, lt=1)
+    prompt_min_tokens: int = option(2, "shortest prompt prefix, in policy tokens", ge=1)
+    prompt_max_tokens: int = option(8, "longest prompt prefix, in policy tokens", ge=1)
+    split_seed: int = option(1234, "seed of the train/held-out split (independent of the run seed)")
+
+    def check(self):
+        if self.prompt_max_tokens < self.prompt_min_tokens:
+            yield "prompt_max_tokens", f"must be >= prompt_min_tokens ({self.prompt_min_tokens})"
+
+
+@dataclass
+class Task:
+    """Texts (demonstrations) with optional labels, split into train and held-out parts."""
+
+    name: str
+    train_texts: list[str]
+    heldout_texts: list[str]
+    train_labels: Optional[list[int]] = None
+    heldout_labels: Optional[list[int]] = None
+
+    def prompts(self, tokenizer, split: str, n: int, cfg: TaskConfig, seed: int) -> list[str]:
+        """The first 2-8 tokens (by the policy's tokenizer) of ``n`` texts of a split, as in the DPO paper."""
+        texts = self.train_texts if split == "train" else self.heldout_texts
+        rng = random.Random(f"{seed}-{split}")
+        chosen = texts if n >= len(texts) else rng.sample(texts, n)
+        lengths = [rng.randint(cfg.prompt_min_tokens, cfg.prompt_max_tokens) for _ in chosen]
+        ids = tokenizer([t[:200] for t in chosen], add_special_tokens=False)["input_ids"]
+        return [tokenizer.decode(row[:k]) for row, k in zip(ids, lengths)]
+
+
+def split_indices(n: int, heldout_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A deterministic shuffle, then the first ``heldout_fraction`` of it is held out."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    cut = max(1, int(round(n * heldout_fraction)))
+    return sorted(order[cut:]), sorted(order[:cut])

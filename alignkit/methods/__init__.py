@@ -1,0 +1,1 @@
+"""Alignment methods, one module each; each registers itself with ``@register_method``."""

@@ -1,0 +1,1 @@
+"""Shared policy abstraction: loading, log-probs over completion tokens, sampling, reference handling."""

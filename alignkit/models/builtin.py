@@ -1,0 +1,92 @@
+"""``builtin:`` model aliases that work offline. ``tiny-gpt2-imdb`` is the DPO paper's IMDb SFT policy in
+miniature: a byte-level BPE tokenizer and a small GPT-2 trained from scratch on the train-split reviews,
+built on first use (a few minutes on 2 CPU cores) and cached."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from alignkit.config import fingerprint
+from alignkit.registry import register_model
+from alignkit.runlog import MetricsLog, atomic_dir, write_json
+from alignkit.training import TrainingConfig
+
+EOS = "<|endoftext|>"
+
+
+@dataclass(frozen=True)
+class TinyLMRecipe:
+    """How the builtin tiny model is made; any change gives a new cache entry."""
+
+    vocab_size: int = 4096
+    n_embd: int = 128
+    n_layer: int = 4
+    n_head: int = 4
+    n_positions: int = 128
+    tokenizer_texts: int = 8000      # reviews used to train the tokenizer
+    train_texts: int = 16000         # reviews whose openings the model learns
+    window_tokens: int = 64          # tokens of each review's opening used for training
+    steps: int = 500
+    batch_size: int = 32
+    lr: float = 2e-3
+    seed: int = 0
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE tokenizer trained in seconds, wrapped for transformers; EOS doubles as padding."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    raw.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=raw, eos_token=EOS, bos_token=EOS, pad_token=EOS,
+                                   unk_token=EOS, clean_up_tokenization_spaces=False)
+
+
+def build_tiny_gpt2(texts: list[str], recipe: TinyLMRecipe, folder: Path, log: MetricsLog) -> None:
+    """Train the tokenizer and the model on ``texts`` and save both to ``folder``."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from alignkit.models.finetune import finetune_on_completions
+    from alignkit.models.policy import Policy
+
+    torch.manual_seed(recipe.seed)
+    tokenizer = train_tokenizer(texts[: recipe.tokenizer_texts], recipe.vocab_size)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=recipe.n_embd, n_layer=recipe.n_layer,
+                        n_head=recipe.n_head, n_positions=recipe.n_positions, resid_pdrop=0.0, embd_pdrop=0.0,
+                        attn_pdrop=0.0, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id)
+    policy = Policy(GPT2LMHeadModel(config), tokenizer, torch.device("cpu"))
+    policy.max_length = recipe.window_tokens
+    openings = [t[: recipe.window_tokens * 8] for t in texts[: recipe.train_texts]]
+    cfg = TrainingConfig(lr=recipe.lr, batch_size=recipe.batch_size, max_steps=recipe.steps, epochs=100.0,
+                         warmup_steps=min(50, recipe.steps // 10), log_every=25)
+    finetune_on_completions(policy, [""] * len(openings), openings, cfg, log=log, stage="builtin/tiny-gpt2-imdb",
+                            seed=recipe.seed)
+    policy.model.generation_config.pad_token_id = tokenizer.pad_token_id
+    policy.save(folder)
+    write_json(folder / "alignkit_builtin.json", asdict(recipe))
+
+
+def tiny_gpt2_imdb(cache_dir: Path, recipe: TinyLMRecipe = TinyLMRecipe()) -> Path:
+    """The cached folder of the tiny IMDb GPT-2, training it on the IMDb train split the first time."""
+    from alignkit.data.imdb import imdb_task
+    from alignkit.data.task import TaskConfig
+
+    folder = Path(cache_dir) / "models" / f"tiny-gpt2-imdb-{fingerprint(recipe)}"
+    if (folder / "alignkit_builtin.json").is_file():
+        return folder
+    texts = imdb_task(TaskConfig()).train_texts  # the held-out reviews stay unseen, as for the gold reward
+    with atomic_dir(folder) as tmp:
+        build_tiny_gpt2(texts, recipe, tmp, MetricsLog(None))
+    return folder
+
+
+register_model("tiny-gpt2-imdb")(tiny_gpt2_imdb)

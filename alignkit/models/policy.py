@@ -1,0 +1,246 @@
+"""The policy abstraction every method shares: load (Hub id, local folder or ``builtin:`` alias), score
+completions, sample rollouts, and a frozen reference to measure KL against."""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from alignkit.config import option
+from alignkit.errors import AlignkitError
+from alignkit.models.sequences import SequenceBatch, concat_batches, sequence_logprobs, token_logprobs
+from alignkit.registry import MODELS
+
+BUILTIN_PREFIX = "builtin:"
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapter settings (peft); the reference policy is the same model with the adapter disabled."""
+
+    r: int = option(8, "adapter rank", ge=1)
+    alpha: int = option(16, "scaling numerator (scale = alpha / r)", ge=1)
+    dropout: float = option(0.0, "dropout on the adapter input", ge=0, lt=1)
+    target_modules: Optional[list[str]] = option(None, "module names to adapt (default: peft's per-architecture list)")
+
+
+@dataclass
+class ModelConfig:
+    """Which model is the starting (SFT) policy and reference, and how to load it."""
+
+    name_or_path: str = option("builtin:tiny-gpt2-imdb", "Hub id, local folder, or builtin:ALIAS (see `alignkit list`)")
+    revision: Optional[str] = option(None, "Hub revision (branch, tag or commit)")
+    gguf_file: Optional[str] = option(None, "load this GGUF file inside name_or_path (dequantized)")
+    dtype: str = option("float32", "parameter dtype", choices=("float32", "bfloat16", "float16"))
+    load_in_4bit: bool = option(False, "NF4 4-bit base weights via bitsandbytes (requires lora)")
+    load_in_8bit: bool = option(False, "8-bit base weights via bitsandbytes (requires lora)")
+    lora: Optional[LoraSettings] = option(None, "train a LoRA adapter instead of all weights")
+    trust_remote_code: bool = option(False, "allow model code from the Hub")
+    max_length: int = option(128, "longest prompt + completion in tokens", ge=8)
+
+    def check(self):
+        if (self.load_in_4bit or self.load_in_8bit) and self.lora is None:
+            yield "lora", "quantized (4-bit/8-bit) weights cannot be trained directly; set lora: {r: 8}"
+        if self.load_in_4bit and self.load_in_8bit:
+            yield "load_in_8bit", "choose one of load_in_4bit and load_in_8bit"
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise AlignkitError(f"device: {name!r} requested but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def resolve_model_path(name_or_path: str, cache_dir: Path) -> str:
+    """Turn ``builtin:ALIAS`` into the local folder its builder produces; other names pass through."""
+    if name_or_path.startswith(BUILTIN_PREFIX):
+        build = MODELS.get(name_or_path[len(BUILTIN_PREFIX):])
+        return str(build(cache_dir))
+    return name_or_path
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Dropout makes log-probs stochastic, which biases KL and DPO ratios; alignment trains without it."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+def _load_pretrained(auto_cls, cfg: ModelConfig, path: str, **extra):
+    from transformers import BitsAndBytesConfig
+
+    kwargs = dict(revision=cfg.revision, dtype=getattr(torch, cfg.dtype), trust_remote_code=cfg.trust_remote_code)
+    if cfg.gguf_file:
+        kwargs["gguf_file"] = cfg.gguf_file
+    if cfg.load_in_4bit or cfg.load_in_8bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=cfg.load_in_4bit, load_in_8bit=cfg.load_in_8bit, bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=getattr(torch, cfg.dtype))
+    try:
+        return auto_cls.from_pretrained(path, **kwargs, **extra)
+    except OSError as exc:
+        where = "local folder" if Path(path).exists() else "Hub id (offline or not found?)"
+        raise AlignkitError(f"model.name_or_path: cannot load {path!r} as a {where}: "
+                            f"{str(exc).splitlines()[0]}") from exc
+
+
+def load_tokenizer(path: str, cfg: ModelConfig):
+    from transformers import AutoTokenizer
+
+    kwargs = {"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.revision,
+                                              trust_remote_code=cfg.trust_remote_code, **kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def apply_lora(model, settings: LoraSettings, task_type: str = "CAUSAL_LM"):
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    lora = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=settings.target_modules, task_type=task_type)
+    return get_peft_model(model, lora)
+
+
+@dataclass
+class Rollout:
+    """Sampled completions with the exact token ids that were sampled (left-padded prompt + completion)."""
+
+    prompts: list[str]
+    completions: list[str]
+    batch: SequenceBatch
+
+
+class Policy:
+    """A causal LM and its tokenizer: log-probs of completions, sampling, saving."""
+
+    def __init__(self, model, tokenizer, device: torch.device):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+
+    @classmethod
+    def load(cls, cfg: ModelConfig, *, cache_dir: Path, device: torch.device) -> "Policy":
+        from transformers import AutoModelForCausalLM
+
+        path = resolve_model_path(cfg.name_or_path, cache_dir)
+        tokenizer = load_tokenizer(path, cfg)
+        model = _load_pretrained(AutoModelForCausalLM, cfg, path)
+        disable_dropout(model)
+        if cfg.lora is not None:
+            model = apply_lora(model, cfg.lora)
+        if not (cfg.load_in_4bit or cfg.load_in_8bit):
+            model.to(device)
+        model.eval()
+        return cls(model, tokenizer, device)
+
+    @property
+    def is_adapter(self) -> bool:
+        return hasattr(self.model, "disable_adapter")
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def sequence_logprobs(self, batch: SequenceBatch, *, average: bool = False) -> torch.Tensor:
+        return sequence_logprobs(self.model, batch.to(self.device), average=average)
+
+    def token_logprobs(self, batch: SequenceBatch, **kwargs):
+        return token_logprobs(self.model, batch.to(self.device), **kwargs)
+
+    @torch.no_grad()
+    def sample(self, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
+               batch_size: int = 64) -> Rollout:
+        """Sample one completion per prompt; temperature 0 is greedy. No top-k: with temperature 1 and
+        top_p 1 the samples come from exactly the distribution that :meth:`token_logprobs` scores."""
+        was_training = self.model.training
+        self.model.eval()
+        parts, completions = [], []
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start:start + batch_size]
+            batch, texts = self._sample_chunk(chunk, max_new_tokens, temperature, top_p)
+            parts.append(batch)
+            completions.extend(texts)
+        self.model.train(was_training)
+        return Rollout(list(prompts), completions, concat_batches(parts, self.tokenizer.pad_token_id))
+
+    def _sample_chunk(self, prompts, max_new_tokens, temperature, top_p):
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+        output = self.model.generate(**enc, **sampling, top_k=0, max_new_tokens=max_new_tokens,
+                                     min_new_tokens=1, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        new = output[:, enc["input_ids"].shape[1]:]
+        # keep tokens up to and including the first EOS; everything after it is padding
+        is_eos = (new == tok.eos_token_id).long()
+        after_eos = (is_eos.cumsum(-1) - is_eos) > 0
+        completion_mask = (~after_eos).long()
+        new = new.masked_fill(after_eos, tok.pad_token_id)
+        batch = SequenceBatch(
+            input_ids=torch.cat([enc["input_ids"], new], dim=1),
+            attention_mask=torch.cat([enc["attention_mask"], completion_mask], dim=1),
+            completion_mask=torch.cat([torch.zeros_like(enc["input_ids"]), completion_mask], dim=1),
+        )
+        texts = tok.batch_decode(new, skip_special_tokens=True)
+        return batch.to("cpu"), texts
+
+    def save(self, folder: str | Path) -> None:
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+
+
+class Reference:
+    """The frozen reference policy pi_ref: the adapter-disabled model under LoRA, else a frozen copy."""
+
+    def __init__(self, policy: Policy):
+        self.policy = policy
+        if policy.is_adapter:
+            self.model = None
+        else:
+            self.model = copy.deepcopy(policy.model).eval()
+            self.model.requires_grad_(False)
+
+    @contextmanager
+    def _as_model(self):
+        if self.model is not None:
+            yield self.model
+        else:
+            with self.policy.model.disable_adapter():
+                yield self.policy.model
+
+    @torch.no_grad()
+    def sequence_logprobs(self, batch: SequenceBatch, *, average: bool = False) -> torch.Tensor:
+        with self._as_model() as model:
+            return sequence_logprobs(model, batch.to(self.policy.device), average=average)
+
+    @torch.no_grad()
+    def token_logprobs(self, batch: SequenceBatch) -> torch.Tensor:
+        with self._as_model() as model:
+            return token_logprobs(model, batch.to(self.policy.device))
+
+    def as_policy(self) -> Policy:
+        """A policy view of the reference for sampling (a frozen copy, or the base with adapters off)."""
+        if self.model is not None:
+            return Policy(self.model, self.policy.tokenizer, self.policy.device)
+        return _AdapterDisabledPolicy(self.policy.model, self.policy.tokenizer, self.policy.device)
+
+
+class _AdapterDisabledPolicy(Policy):
+    def _sample_chunk(self, *args):
+        with self.model.disable_adapter():
+            return super()._sample_chunk(*args)
+
+    def token_logprobs(self, batch, **kwargs):
+        with self.model.disable_adapter():
+            return super().token_logprobs(batch, **kwargs)
+

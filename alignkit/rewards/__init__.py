@@ -1,0 +1,1 @@
+"""Reward sources and judges: the gold sentiment classifier, learned reward models."""

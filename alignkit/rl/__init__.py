@@ -1,0 +1,1 @@
+"""Reinforcement-learning math shared by PPO (pure functions in ``ops``)."""

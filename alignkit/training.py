@@ -1,0 +1,102 @@
+"""The one optimisation loop that supervised, reward-model and preference training share.
+
+A method supplies the batches and a ``step`` function returning ``(loss, metrics)``; this module owns
+the optimiser, learning-rate schedule, gradient clipping, progress bar and metric logging.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from alignkit.config import option
+from alignkit.runlog import MetricsLog
+
+
+@dataclass
+class TrainingConfig:
+    """Optimisation settings every trained method accepts."""
+
+    lr: float = option(1e-4, "peak learning rate (AdamW)", gt=0)
+    batch_size: int = option(16, "sequences (or pairs) per optimiser step", ge=1)
+    epochs: float = option(1.0, "passes over the training data (fractions allowed)", gt=0)
+    max_steps: int = option(0, "stop after this many optimiser steps (0: no limit)", ge=0)
+    warmup_steps: int = option(10, "linear learning-rate warm-up steps", ge=0)
+    weight_decay: float = option(0.0, "AdamW weight decay", ge=0)
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0: off)", ge=0)
+    log_every: int = option(10, "log averaged metrics every N steps", ge=1)
+
+    def total_steps(self, n_examples: int) -> int:
+        steps = math.ceil(self.epochs * math.ceil(n_examples / self.batch_size))
+        return min(steps, self.max_steps) if self.max_steps else steps
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainingConfig, total_steps: int):
+    """AdamW with linear warm-up then linear decay to 10% of the peak rate."""
+    params = [p for p in params if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def scale(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / (cfg.warmup_steps + 1)
+        progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+        return max(0.1, 1.0 - 0.9 * progress)
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, scale)
+
+
+def batch_indices(n: int, cfg: TrainingConfig, seed: int) -> list[list[int]]:
+    """Shuffled mini-batches of example indices covering ``cfg.epochs`` passes (capped by max_steps)."""
+    generator = torch.Generator().manual_seed(seed)
+    batches: list[list[int]] = []
+    total = cfg.total_steps(n)
+    while len(batches) < total:
+        order = torch.randperm(n, generator=generator).tolist()
+        batches.extend(order[i:i + cfg.batch_size] for i in range(0, n, cfg.batch_size))
+    return batches[:total]
+
+
+def fit(
+    params: Sequence[torch.nn.Parameter] | Iterable[torch.nn.Parameter],
+    batches: Sequence,
+    step: Callable[[object], tuple[torch.Tensor, dict]],
+    cfg: TrainingConfig,
+    *,
+    log: MetricsLog,
+    stage: str,
+    models: Sequence[torch.nn.Module] = (),
+) -> list[dict]:
+    """Run one optimiser step per batch; returns the logged (averaged) metric records."""
+    params = list(params)
+    optimizer, scheduler = make_optimizer(params, cfg, len(batches))
+    for model in models:
+        model.train()
+    pending: dict[str, list[float]] = defaultdict(list)
+    records = []
+    bar = tqdm(batches, desc=stage, unit="step", dynamic_ncols=True, leave=False)
+    for index, batch in enumerate(bar, start=1):
+        loss, metrics = step(batch)
+        loss.backward()
+        if cfg.max_grad_norm:
+            metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        pending["loss"].append(float(loss.detach()))
+        for key, value in metrics.items():
+            pending[key].append(float(value))
+        if index % cfg.log_every == 0 or index == len(batches):
+            record = {k: sum(v) / len(v) for k, v in pending.items()}
+            record["lr"] = scheduler.get_last_lr()[0]
+            log.log(stage, index, record)
+            records.append(record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            pending.clear()
+    for model in models:
+        model.eval()
+    return records
