@@ -200,13 +200,12 @@ class Policy:
 
 
 class Reference:
-    """The frozen reference policy pi_ref: the adapter-disabled model under LoRA, else a frozen copy."""
+    """The frozen reference policy pi_ref: the adapter-disabled model under LoRA, else a frozen model."""
 
-    def __init__(self, policy: Policy):
+    def __init__(self, policy: Policy, frozen_model=None):
         self.policy = policy
-        if policy.is_adapter:
-            self.model = None
-        else:
+        self.model = frozen_model
+        if frozen_model is None and not policy.is_adapter:
             self.model = copy.deepcopy(policy.model).eval()
             self.model.requires_grad_(False)
 

@@ -1,0 +1,43 @@
+"""Plots people look at: training curves and the gold-reward / KL picture of one run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def plot_run(run_dir: Path) -> Path:
+    """``eval/summary.png``: training loss, gold reward of policy vs reference, per-sample KL."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()] \
+        if (run_dir / "metrics.jsonl").exists() else []
+    samples = [json.loads(x) for x in (run_dir / "eval" / "samples.jsonl").read_text().splitlines()]
+    summary = json.loads((run_dir / "eval" / "summary.json").read_text())
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    stages = sorted({m["stage"] for m in metrics if "loss" in m})
+    for stage in stages:
+        rows = [m for m in metrics if m["stage"] == stage and m.get("loss") is not None]
+        axes[0].plot([m["step"] for m in rows], [m["loss"] for m in rows], label=stage)
+    axes[0].set(title="training loss", xlabel="step")
+    if stages:
+        axes[0].legend()
+    if samples and "gold_reward" in samples[0]:
+        bins = [i / 20 for i in range(21)]
+        axes[1].hist([s["reference_gold_reward"] for s in samples], bins=bins, alpha=0.6, label="reference (SFT)")
+        axes[1].hist([s["gold_reward"] for s in samples], bins=bins, alpha=0.6, label=summary["method"])
+        axes[1].set(title=f"gold reward (win rate {summary['win_rate_vs_reference']:.2f})", xlabel="gold reward")
+        axes[1].legend()
+        axes[2].hist([s["kl"] for s in samples], bins=30)
+        axes[2].axvline(summary["kl_mean"], color="k", linestyle="--", label=f"mean {summary['kl_mean']:.2f}")
+        axes[2].set(title="sequence KL(pi || pi_ref) per sample", xlabel="nats")
+        axes[2].legend()
+    fig.tight_layout()
+    out = run_dir / "eval" / "summary.png"
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out

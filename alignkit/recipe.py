@@ -1,0 +1,76 @@
+"""The recipe schema: one task, one starting policy, one evaluator, and a section per method.
+
+A recipe names the method to run (``method: dpo``) and may hold a section for any registered method
+(``dpo: {beta: 0.1}``, ``reward_model: {...}`` for PPO's reward model); each section is validated
+against that method's config dataclass. Errors name the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from alignkit.config import ConfigError, apply_overrides, build, option, read_yaml
+from alignkit.data.preferences import PreferenceConfig
+from alignkit.data.task import TaskConfig
+from alignkit.errors import AlignkitError
+from alignkit.eval.evaluate import EvalConfig
+from alignkit.models.policy import ModelConfig
+from alignkit.registry import METHODS, load_plugins
+
+
+@dataclass
+class Recipe:
+    """A complete, validated run description."""
+
+    method: str = option(help="registered method to run (see `alignkit list`)")
+    name: str = option("run", "run name; the run directory defaults to runs/NAME")
+    seed: int = option(0, "seed for sampling, shuffling and initialisation")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    plugins: list[str] = option([], "plugin modules or .py paths to load before validation")
+    model: ModelConfig = option(ModelConfig(), "the SFT policy: starting point and KL reference")
+    task: TaskConfig = option(TaskConfig(), "prompts, demonstrations and held-out split")
+    gold_reward: str = option("imdb-sentiment", "registered ground-truth reward used to label and judge")
+    preferences: PreferenceConfig = option(PreferenceConfig(), "preference pairs for DPO and reward models")
+    eval: EvalConfig = option(EvalConfig(), "held-out evaluation settings")
+    methods: dict[str, Any] = dataclasses.field(default_factory=dict, metadata={"help": "per-method settings"})
+
+    def method_config(self, name: str) -> Any:
+        """The validated settings of a method (its defaults when the recipe has no section for it)."""
+        if name not in self.methods:
+            self.methods[name] = build(METHODS.entry(name).meta["config"], {}, where=name)
+        return self.methods[name]
+
+
+def load_recipe(path: str | Path | None, overrides: Iterable[str] = (), plugins: Iterable[str] = (),
+                defaults: dict | None = None) -> Recipe:
+    """Read, override, and validate a recipe; plugins load first so their names validate."""
+    source = str(path) if path else "recipe"
+    raw = read_yaml(path) if path else {}
+    raw = {**(defaults or {}), **raw}
+    apply_overrides(raw, overrides)
+    listed = raw.get("plugins") or []
+    if not isinstance(listed, list):
+        raise ConfigError(f"{source}: plugins: expected a list of modules or paths")
+    base = Path(path).parent if path else Path.cwd()
+    try:
+        load_plugins([*plugins, *(_relative(p, base) for p in listed)])
+    except AlignkitError as exc:
+        raise ConfigError(f"{source}: plugins: {exc}") from None
+    sections = {k: raw.pop(k) for k in list(raw) if k in METHODS}
+    recipe = build(Recipe, raw, source=source)
+    try:
+        METHODS.entry(recipe.method)
+    except AlignkitError as exc:
+        raise ConfigError(f"{source}: method: {exc}") from None
+    sections.setdefault(recipe.method, {})
+    recipe.methods = {name: build(METHODS.entry(name).meta["config"], section, where=name, source=source)
+                      for name, section in sections.items()}
+    return recipe
+
+
+def _relative(spec: str, base: Path) -> str:
+    candidate = base / spec
+    return str(candidate) if (spec.endswith(".py") or "/" in spec) and candidate.exists() else spec

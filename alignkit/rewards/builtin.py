@@ -1,0 +1,33 @@
+"""Registered gold rewards. ``imdb-sentiment`` is the DPO paper's IMDb ground truth in miniature:
+P(positive) of prompt + completion from a TF-IDF + logistic-regression classifier fit on the task's
+train split (cached without pickle; its held-out accuracy is recorded in the manifest)."""
+
+from __future__ import annotations
+
+from alignkit.config import fingerprint
+from alignkit.registry import register_reward
+from alignkit.rewards.sentiment import SentimentClassifier
+from alignkit.runlog import atomic_dir
+
+
+@register_reward("imdb-sentiment")
+def imdb_sentiment(workspace):
+    """Gold P(positive sentiment) of prompt + completion (TF-IDF + logistic regression on IMDb)."""
+    task = workspace.task
+    if task.train_labels is None:
+        raise ValueError(f"gold_reward imdb-sentiment needs a labelled task; {task.name!r} has no labels")
+    key = fingerprint(workspace.recipe.task, "format-1")
+    folder = workspace.cache_dir / "gold" / f"imdb-sentiment-{key}"
+    if not (folder / "meta.json").is_file():
+        classifier = SentimentClassifier.fit(task.train_texts, task.train_labels,
+                                             task.heldout_texts, task.heldout_labels)
+        with atomic_dir(folder) as tmp:
+            classifier.save(tmp)
+    classifier = SentimentClassifier.load(folder)
+    workspace.artifact_keys["gold_reward"] = key
+    workspace.gold_meta = classifier.meta
+
+    def score(prompts: list[str], completions: list[str]):
+        return classifier.score([p + c for p, c in zip(prompts, completions)])
+
+    return score
