@@ -35,7 +35,8 @@ class Recipe:
     gold_reward: str = option("imdb-sentiment", "registered ground-truth reward used to label and judge")
     preferences: PreferenceConfig = option(PreferenceConfig(), "preference pairs for DPO and reward models")
     eval: EvalConfig = option(EvalConfig(), "held-out evaluation settings")
-    methods: dict[str, Any] = dataclasses.field(default_factory=dict, metadata={"help": "per-method settings"})
+    methods: dict[str, Any] = dataclasses.field(default_factory=dict, init=False,
+                                                metadata={"help": "per-method sections, keyed by method name"})
 
     def method_config(self, name: str) -> Any:
         """The validated settings of a method (its defaults when the recipe has no section for it)."""

@@ -135,6 +135,11 @@ BUILTIN_MODULES = (
     "alignkit.models.builtin",
     "alignkit.rewards.builtin",
     "alignkit.methods.dpo",
+    "alignkit.methods.ppo",
+    "alignkit.methods.reward_model",
+    "alignkit.methods.sft",
+    "alignkit.methods.preferred_ft",
+    "alignkit.methods.best_of_n",
 )
 
 _source_stack: list[str] = []

@@ -15,9 +15,10 @@ from alignkit.config import fingerprint
 from alignkit.data.preferences import PreferenceData, generate_preferences, load_preferences
 from alignkit.data.task import Task
 from alignkit.models.policy import Policy, Reference, resolve_device
+from alignkit.models.scalar_head import ScalarModel
 from alignkit.recipe import Recipe
-from alignkit.registry import DATASETS, REWARDS
-from alignkit.runlog import MetricsLog, write_jsonl
+from alignkit.registry import DATASETS, METHODS, REWARDS
+from alignkit.runlog import MetricsLog, atomic_dir, write_jsonl
 
 
 def default_cache_dir() -> Path:
@@ -86,3 +87,19 @@ class Workspace:
             data = data.subset(list(range(min(len(data), cfg.max_pairs))))
         write_jsonl(path, data.records())
         return data
+
+    @cached_property
+    def reward_model(self) -> ScalarModel:
+        """The learned (proxy) reward model: trained with the recipe's ``reward_model`` settings on the
+        shared preference pairs the first time, then loaded from the cache."""
+        cfg = self.recipe.method_config("reward_model")
+        key = fingerprint(self.recipe.model, self.recipe.task, self.recipe.gold_reward, self.recipe.preferences,
+                          cfg, self.seed)
+        self.artifact_keys["reward_model"] = key
+        folder = self.cache_dir / "reward_models" / key
+        if not folder.is_dir():
+            trained = METHODS.get("reward_model")(self, cfg)
+            with atomic_dir(folder) as tmp:
+                trained.save(tmp)
+        return ScalarModel.from_backbone(self.recipe.model, cache_dir=self.cache_dir, device=self.device,
+                                         path=str(folder))

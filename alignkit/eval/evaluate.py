@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from alignkit.config import option
+from alignkit.rl.ops import full_kl_from_logits
 from alignkit.eval.stats import mean_and_sem, wilson_interval, win_rate
 
 RewardFn = Callable[[list[str], list[str]], np.ndarray]
@@ -27,10 +28,14 @@ class EvalConfig:
 
 
 def sequence_kl(policy, reference, rollout) -> np.ndarray:
-    """Per-sample sum over completion tokens of log pi - log pi_ref: an unbiased estimate of the sequence
-    KL(pi || pi_ref) when the samples come from pi itself (temperature 1, no truncation)."""
+    """Per-sample sequence KL(pi || pi_ref): the exact per-token KL of the next-token distributions summed
+    over the sampled completion. Its mean is an unbiased estimate of the sequence KL when the samples come
+    from pi itself (temperature 1, top_p 1), and unlike sum(log pi - log pi_ref) it is never negative."""
     with torch.no_grad():
-        kl = (policy.token_logprobs(rollout.batch) - reference.token_logprobs(rollout.batch)).sum(-1)
+        _, logits = policy.token_logprobs(rollout.batch, return_logits=True)
+        _, ref_logits = reference.token_logprobs(rollout.batch, return_logits=True)
+        mask = rollout.batch.target_mask.to(logits.device)
+        kl = (full_kl_from_logits(logits, ref_logits) * mask).sum(-1)
     return kl.double().cpu().numpy()
 
 

@@ -223,9 +223,9 @@ class Reference:
             return sequence_logprobs(model, batch.to(self.policy.device), average=average)
 
     @torch.no_grad()
-    def token_logprobs(self, batch: SequenceBatch) -> torch.Tensor:
+    def token_logprobs(self, batch: SequenceBatch, **kwargs):
         with self._as_model() as model:
-            return token_logprobs(model, batch.to(self.policy.device))
+            return token_logprobs(model, batch.to(self.policy.device), **kwargs)
 
     def as_policy(self) -> Policy:
         """A policy view of the reference for sampling (a frozen copy, or the base with adapters off)."""

@@ -118,6 +118,14 @@ def clipped_value_loss(
     return loss, {"value_clipfrac": masked_mean((clipped_err > unclipped_err).float(), mask).detach()}
 
 
+def full_kl_from_logits(logits: Tensor, ref_logits: Tensor) -> Tensor:
+    """Exact KL(pi(.|s_t) || pi_ref(.|s_t)) at every position [..., V] -> [...]; summed over a sampled
+    completion it estimates the sequence KL without the sign noise of log pi - log pi_ref (always >= 0)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    ref_logp = torch.log_softmax(ref_logits.float(), dim=-1)
+    return (logp.exp() * (logp - ref_logp)).sum(-1).clamp(min=0.0)
+
+
 def entropy_from_logits(logits: Tensor) -> Tensor:
     """Entropy of ``softmax(logits)`` over the last dim, ``[..., V] -> [...]`` (numerically stable)."""
     log_probs = torch.log_softmax(logits, dim=-1)

@@ -1,0 +1,176 @@
+"""PPO for RLHF (Ziegler et al. 2019; InstructGPT): maximise r(x, y) - beta * KL(pi || pi_ref).
+
+Each iteration samples completions from the policy, scores them with the reward model (or the gold
+reward: PPO-GT), turns score and per-token KL penalty into token rewards, estimates advantages with GAE
+against a separate value model, then takes several clipped PPO epochs over minibatches. The maths lives
+in :mod:`alignkit.rl.ops`; sampling and log-probs are the shared policy's.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from alignkit.config import option
+from alignkit.models.finetune import completion_nll
+from alignkit.models.sequences import encode_pairs
+from alignkit.registry import register_method
+from alignkit.rl import ops
+from alignkit.training import TrainingConfig, make_optimizer
+from tqdm.auto import tqdm
+
+
+@dataclass
+class PPOConfig:
+    """PPO settings; defaults suit the tiny offline IMDb task on a CPU."""
+
+    steps: int = option(60, "PPO iterations (rollout + optimisation)", ge=1)
+    rollout_size: int = option(64, "prompts sampled per iteration", ge=2)
+    prompt_pool: int = option(4000, "train prompts to draw rollouts from", ge=1)
+    max_new_tokens: int = option(32, "completion length", ge=1)
+    reward: str = option("reward_model", "proxy reward: the learned reward model, or gold (PPO-GT)",
+                         choices=("reward_model", "gold"))
+    kl_coef: float = option(0.1, "initial per-token KL penalty coefficient beta", ge=0)
+    target_kl: Optional[float] = option(None, "adapt beta towards this sequence KL in nats (None: fixed beta)", gt=0)
+    kl_horizon: int = option(1000, "adaptive-KL horizon in samples", ge=1)
+    gamma: float = option(1.0, "GAE discount", ge=0, le=1)
+    lam: float = option(0.95, "GAE lambda", ge=0, le=1)
+    ppo_epochs: int = option(4, "optimisation passes over each rollout batch", ge=1)
+    minibatch_size: int = option(16, "sequences per PPO minibatch", ge=1)
+    clip_range: float = option(0.2, "policy ratio clip epsilon", gt=0)
+    clip_range_value: float = option(0.2, "value clip epsilon", gt=0)
+    vf_coef: float = option(0.5, "value-loss weight", ge=0)
+    lr: float = option(2e-4, "policy learning rate", gt=0)
+    value_lr: float = option(5e-4, "value-model learning rate", gt=0)
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0: off)", ge=0)
+    whiten_advantages: bool = option(True, "normalise advantages per rollout batch")
+    value_init: str = option("reward_model", "initialise the value model from the reward model (InstructGPT) "
+                                             "or the SFT policy's backbone", choices=("reward_model", "policy"))
+    ptx_coef: float = option(0.0, "PPO-ptx: weight gamma of the pretraining log-likelihood term", ge=0)
+    ptx_batch_size: int = option(16, "pretraining (demonstration) sequences per minibatch for PPO-ptx", ge=1)
+
+    def check(self):
+        if self.minibatch_size > self.rollout_size:
+            yield "minibatch_size", f"must be <= rollout_size ({self.rollout_size})"
+        if self.value_init == "reward_model" and self.reward == "gold":
+            yield "value_init", "reward: gold trains no reward model; use value_init: policy"
+
+
+def _value_model(ws, cfg: PPOConfig):
+    if cfg.value_init == "reward_model":
+        return ws.reward_model.copy()  # same weights, trained separately: the reward model stays fixed
+    from alignkit.models.scalar_head import ScalarModel
+
+    return ScalarModel.from_backbone(ws.recipe.model, cache_dir=ws.cache_dir, device=ws.device)
+
+
+class PPOTrainer:
+    """Holds the policy, reference, value model and reward of one PPO run; :meth:`train` runs it."""
+
+    def __init__(self, ws, cfg: PPOConfig):
+        self.ws, self.cfg = ws, cfg
+        self.policy = ws.load_policy()
+        self.reference = ws.reference_for(self.policy)
+        self.value = _value_model(ws, cfg)
+        self.value.model.train()
+        self.reward_model = ws.reward_model if cfg.reward == "reward_model" else None
+        self.prompts = ws.prompts("train", cfg.prompt_pool)
+        self.kl_ctl = ops.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
+        total = cfg.steps * cfg.ppo_epochs * -(-cfg.rollout_size // cfg.minibatch_size)
+        self.opt, self.sched = make_optimizer(self.policy.trainable_parameters(),
+                                              TrainingConfig(lr=cfg.lr, warmup_steps=0), total)
+        self.value_opt, _ = make_optimizer(self.value.parameters(), TrainingConfig(lr=cfg.value_lr, warmup_steps=0),
+                                           total)
+        self.ptx_texts = ws.task.train_texts if cfg.ptx_coef > 0 else []
+        self.rng = random.Random(ws.seed)
+
+    def train(self):
+        self.policy.model.train()
+        for step in tqdm(range(1, self.cfg.steps + 1), desc="ppo", unit="iter", dynamic_ncols=True, leave=False):
+            rollout, stats = self.rollout()
+            stats.update(self.optimise(rollout))
+            self.kl_ctl.update(stats["kl"], self.cfg.rollout_size)
+            self.ws.log.log("ppo", step, stats)
+        self.policy.model.eval()
+        return self.policy
+
+    @torch.no_grad()
+    def rollout(self) -> tuple[dict, dict]:
+        """Sample, score, and compute everything PPO needs from the behaviour policy (no gradients)."""
+        cfg, policy = self.cfg, self.policy
+        prompts = self.rng.sample(self.prompts, min(cfg.rollout_size, len(self.prompts)))
+        sampled = policy.sample(prompts, max_new_tokens=cfg.max_new_tokens, temperature=1.0,
+                                batch_size=len(prompts))
+        batch = sampled.batch.to(policy.device)
+        mask = batch.target_mask
+        logps, logits = policy.token_logprobs(batch, return_logits=True)
+        ref_logps, ref_logits = self.reference.token_logprobs(batch, return_logits=True)
+        values = self.value.token_values(batch)[:, :-1] * mask  # V(s_t) is read where token t+1 is predicted
+        gold = torch.as_tensor(np.asarray(self.ws.gold(prompts, sampled.completions)), dtype=torch.float32)
+        proxy = self.reward_model.sequence_scores(batch) if self.reward_model else gold.to(policy.device)
+        rewards, k1 = ops.token_rewards(proxy, logps, ref_logps, mask, self.kl_ctl.value)
+        advantages, returns = ops.gae_advantages(rewards, values, mask, cfg.gamma, cfg.lam)
+        if cfg.whiten_advantages:
+            advantages = ops.masked_whiten(advantages, mask)
+        seq_kl = (ops.full_kl_from_logits(logits, ref_logits) * mask).sum(-1)
+        stats = {
+            "reward/gold": gold.mean(), "reward/proxy": proxy.mean(),
+            "kl": seq_kl.mean(), "kl/k1": k1.sum(-1).mean(),
+            "reward/total": (proxy - self.kl_ctl.value * seq_kl).mean(),
+            "entropy": ops.masked_mean(ops.entropy_from_logits(logits), mask),
+            "kl_coef": self.kl_ctl.value, "completion_length": mask.sum(-1).mean(),
+        }
+        data = dict(batch=batch, mask=mask, logps=logps, values=values, advantages=advantages, returns=returns)
+        return data, {k: float(v) for k, v in stats.items()}
+
+    def optimise(self, data: dict) -> dict:
+        """Clipped PPO epochs over shuffled minibatches; returns averaged losses and diagnostics."""
+        cfg = self.cfg
+        totals: dict[str, list[float]] = {}
+        n = data["mask"].shape[0]
+        for _ in range(cfg.ppo_epochs):
+            for index in torch.randperm(n).split(cfg.minibatch_size):
+                for key, value in self.minibatch_step(data, index).items():
+                    totals.setdefault(key, []).append(float(value))
+        return {k: sum(v) / len(v) for k, v in totals.items()}
+
+    def minibatch_step(self, data: dict, index: torch.Tensor) -> dict:
+        cfg = self.cfg
+        batch, mask = data["batch"].select(index), data["mask"][index]
+        logps = self.policy.token_logprobs(batch)
+        pg_loss, pg_stats = ops.clipped_policy_loss(logps, data["logps"][index], data["advantages"][index],
+                                                    mask, cfg.clip_range)
+        values = self.value.token_values(batch)[:, :-1]
+        vf_loss, vf_stats = ops.clipped_value_loss(values, data["values"][index], data["returns"][index], mask,
+                                                   cfg.clip_range_value)
+        loss = pg_loss + cfg.vf_coef * vf_loss
+        stats = {"loss/policy": pg_loss.detach(), "loss/value": vf_loss.detach(), **pg_stats, **vf_stats}
+        if cfg.ptx_coef > 0:
+            ptx = self.ptx_loss()
+            loss = loss + cfg.ptx_coef * ptx
+            stats["loss/ptx"] = ptx.detach()
+        loss.backward()
+        for params, opt in ((self.policy.trainable_parameters(), self.opt), (self.value.parameters(), self.value_opt)):
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        self.sched.step()
+        return stats
+
+    def ptx_loss(self) -> torch.Tensor:
+        """PPO-ptx: negative log-likelihood of demonstration text, keeping the policy close to the data."""
+        texts = self.rng.sample(self.ptx_texts, min(self.cfg.ptx_batch_size, len(self.ptx_texts)))
+        batch = encode_pairs(self.policy.tokenizer, [""] * len(texts), texts,
+                             max_length=self.ws.recipe.model.max_length).to(self.policy.device)
+        return completion_nll(self.policy.model, batch)
+
+
+@register_method("ppo", config=PPOConfig)
+def train_ppo(ws, cfg: PPOConfig):
+    """RLHF with PPO against a Bradley-Terry reward model (or the gold reward) and a per-token KL penalty."""
+    return PPOTrainer(ws, cfg).train()

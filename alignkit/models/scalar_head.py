@@ -1,0 +1,74 @@
+"""A transformer backbone with a scalar head: the reward model scores a sequence at its last token, the
+PPO value function reads the same head at every position. InstructGPT initialises the value function
+from the reward model, which here is simply a copy of this object."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from alignkit.models.policy import ModelConfig, _load_pretrained, disable_dropout, load_tokenizer, resolve_model_path
+from alignkit.models.sequences import SequenceBatch, position_ids
+from alignkit.runlog import write_json
+
+META_FILE = "alignkit_scalar_head.json"
+
+
+def last_token_index(attention_mask: Tensor) -> Tensor:
+    """Index of the last attended token of each row [B] (works for left and right padding)."""
+    width = attention_mask.shape[1]
+    return width - 1 - attention_mask.long().flip(-1).argmax(-1)
+
+
+class ScalarModel:
+    """Backbone + linear head giving one scalar per position; ``bias`` is subtracted from every output
+    (the reward model's normalisation, so rewards have mean 0 on the training prompts)."""
+
+    def __init__(self, model, tokenizer, device: torch.device, bias: float = 0.0):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.bias = bias
+
+    @classmethod
+    def from_backbone(cls, cfg: ModelConfig, *, cache_dir: Path, device: torch.device, path: str | None = None):
+        """A fresh scalar head on a pretrained backbone (the SFT model's, unless ``path`` is given)."""
+        from transformers import AutoModelForSequenceClassification
+
+        path = path or resolve_model_path(cfg.name_or_path, cache_dir)
+        tokenizer = load_tokenizer(path, cfg)
+        model = _load_pretrained(AutoModelForSequenceClassification, cfg, path, num_labels=1)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        disable_dropout(model)
+        meta_path = Path(path) / META_FILE
+        bias = json.loads(meta_path.read_text())["bias"] if meta_path.is_file() else 0.0
+        return cls(model.to(device).eval(), tokenizer, device, bias)
+
+    def copy(self) -> "ScalarModel":
+        return ScalarModel(copy.deepcopy(self.model), self.tokenizer, self.device, self.bias)
+
+    def parameters(self):
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def token_values(self, batch: SequenceBatch) -> Tensor:
+        """The head's output at every position [B, T] (minus the bias)."""
+        batch = batch.to(self.device)
+        hidden = self.model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                       position_ids=position_ids(batch.attention_mask), use_cache=False)
+        head = getattr(self.model, "score", None) or self.model.classifier
+        return head(hidden.last_hidden_state).squeeze(-1).float() - self.bias
+
+    def sequence_scores(self, batch: SequenceBatch) -> Tensor:
+        """One score per sequence [B]: the head at the last attended token."""
+        values = self.token_values(batch)
+        index = last_token_index(batch.attention_mask.to(self.device))
+        return values.gather(1, index.unsqueeze(1)).squeeze(1)
+
+    def save(self, folder: str | Path) -> None:
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        write_json(Path(folder) / META_FILE, {"bias": self.bias})
