@@ -38,6 +38,8 @@ def plot_run(run_dir: Path) -> Path:
         axes[2].legend()
     fig.tight_layout()
     out = run_dir / "eval" / "summary.png"
-    fig.savefig(out, dpi=90)
+    partial = out.with_name(".summary.png.partial")
+    fig.savefig(partial, dpi=90, format="png")
     plt.close(fig)
+    partial.replace(out)  # atomic: a reader never sees half a picture
     return out

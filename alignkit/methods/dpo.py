@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from alignkit.config import option
+from alignkit.errors import UnknownNameError
 from alignkit.losses.base import PreferenceLogps, loss_parameters
 from alignkit.models.sequences import encode_pairs
 from alignkit.registry import LOSSES, register_method
@@ -28,13 +29,11 @@ class DPOConfig(TrainingConfig):
     reference_free: bool = option(False, "drop pi_ref (an implicit uniform reference)")
 
     def check(self):
-        if self.loss not in LOSSES:
-            try:
-                LOSSES.entry(self.loss)
-            except KeyError as exc:
-                yield "loss", str(exc)
+        try:
+            accepted = loss_parameters(LOSSES.get(self.loss))
+        except UnknownNameError as exc:
+            yield "loss", str(exc)
             return
-        accepted = loss_parameters(LOSSES.get(self.loss))
         for key in self.loss_params:
             if key not in accepted:
                 yield f"loss_params.{key}", (f"loss {self.loss!r} takes no parameter {key!r} "
