@@ -25,15 +25,17 @@ class TrainingConfig:
     lr: float = option(1e-4, "peak learning rate (AdamW)", gt=0)
     batch_size: int = option(16, "sequences (or pairs) per optimiser step", ge=1)
     epochs: float = option(1.0, "passes over the training data (fractions allowed)", gt=0)
-    max_steps: int = option(0, "stop after this many optimiser steps (0: no limit)", ge=0)
+    max_steps: int = option(0, "train for exactly this many optimiser steps, overriding epochs (0: use epochs)",
+                            ge=0)
     warmup_steps: int = option(10, "linear learning-rate warm-up steps", ge=0)
     weight_decay: float = option(0.0, "AdamW weight decay", ge=0)
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: off)", ge=0)
     log_every: int = option(10, "log averaged metrics every N steps", ge=1)
 
     def total_steps(self, n_examples: int) -> int:
-        steps = math.ceil(self.epochs * math.ceil(n_examples / self.batch_size))
-        return min(steps, self.max_steps) if self.max_steps else steps
+        if self.max_steps:
+            return self.max_steps
+        return math.ceil(self.epochs * math.ceil(n_examples / self.batch_size))
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainingConfig, total_steps: int):

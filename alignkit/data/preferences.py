@@ -180,7 +180,8 @@ def generate_preferences(policy, prompts: list[str], score: Callable[[list[str],
     torch.manual_seed(seed)
     k = cfg.completions_per_prompt
     repeated = [p for p in prompts for _ in range(k)]
-    rollout = policy.sample(repeated, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
+    rollout = policy.sample(repeated, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                            progress="sampling preference pairs")
     flat_scores = np.asarray(score(repeated, rollout.completions), dtype=np.float64)
     grouped = [rollout.completions[i * k:(i + 1) * k] for i in range(len(prompts))]
     return rank_into_pairs(prompts, grouped, flat_scores.reshape(len(prompts), k), labeling=cfg.labeling,

@@ -45,9 +45,9 @@ def evaluate_policy(policy, reference, prompts: list[str], gold: RewardFn, cfg: 
     sampling = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                     batch_size=cfg.batch_size)
     torch.manual_seed(seed)
-    rollout = policy.sample(prompts, **sampling)
+    rollout = policy.sample(prompts, **sampling, progress=f"sampling {method}")
     torch.manual_seed(seed + 1)
-    baseline = reference.as_policy().sample(prompts, **sampling)
+    baseline = reference.as_policy().sample(prompts, **sampling, progress="sampling reference")
     scores = np.asarray(gold(prompts, rollout.completions), float)
     baseline_scores = np.asarray(gold(prompts, baseline.completions), float)
     kl = kl_fn(policy, reference, rollout)

@@ -66,7 +66,7 @@ def build_tiny_gpt2(texts: list[str], recipe: TinyLMRecipe, folder: Path, log: M
     policy = Policy(GPT2LMHeadModel(config), tokenizer, torch.device("cpu"))
     policy.max_length = recipe.window_tokens
     openings = [t[: recipe.window_tokens * 8] for t in texts[: recipe.train_texts]]
-    cfg = TrainingConfig(lr=recipe.lr, batch_size=recipe.batch_size, max_steps=recipe.steps, epochs=100.0,
+    cfg = TrainingConfig(lr=recipe.lr, batch_size=recipe.batch_size, max_steps=recipe.steps,
                          warmup_steps=min(50, recipe.steps // 10), log_every=25)
     finetune_on_completions(policy, [""] * len(openings), openings, cfg, log=log, stage="builtin/tiny-gpt2-imdb",
                             seed=recipe.seed)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from tqdm.auto import tqdm
 
 from alignkit.config import option
 from alignkit.errors import AlignkitError
@@ -159,13 +160,16 @@ class Policy:
 
     @torch.no_grad()
     def sample(self, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
-               batch_size: int = 64) -> Rollout:
+               batch_size: int = 64, progress: str | None = None) -> Rollout:
         """Sample one completion per prompt; temperature 0 is greedy. No top-k: with temperature 1 and
         top_p 1 the samples come from exactly the distribution that :meth:`token_logprobs` scores."""
         was_training = self.model.training
         self.model.eval()
         parts, completions = [], []
-        for start in range(0, len(prompts), batch_size):
+        starts = range(0, len(prompts), batch_size)
+        if progress and len(starts) > 1:
+            starts = tqdm(starts, desc=progress, unit="batch", dynamic_ncols=True, leave=False)
+        for start in starts:
             chunk = prompts[start:start + batch_size]
             batch, texts = self._sample_chunk(chunk, max_new_tokens, temperature, top_p)
             parts.append(batch)
