@@ -132,6 +132,11 @@ def _convert(tp: Any, raw: Any, path: str, problems: list[str]) -> Any:
             problems.append(f"{path}: expected an integer, got {_kind(raw)}")
         return raw
     if tp is float:
+        if isinstance(raw, str):  # YAML 1.1 reads 3e-3 (no dot) as a string
+            try:
+                raw = float(raw)
+            except ValueError:
+                pass
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):
             problems.append(f"{path}: expected a number, got {_kind(raw)}")
             return raw

@@ -14,6 +14,7 @@ import torch
 from torch.testing import assert_close
 
 import alignkit.methods.reward_model as rm  # registers "reward_model" (also listed in BUILTIN_MODULES)
+from alignkit.errors import DataError
 from alignkit.losses.bradley_terry import bradley_terry_loss
 from alignkit.models.scalar_head import ScalarModel
 from alignkit.recipe import load_recipe
@@ -170,3 +171,13 @@ def test_workspace_trains_and_caches(setup):
     second = second_ws.reward_model
     assert not second_ws.log.records  # loaded, not retrained
     assert second.bias == first.bias != 0.0
+
+
+def test_needs_two_prompt_groups(setup, tmp_path):
+    root, *_ = setup
+    (tmp_path / "one.jsonl").write_text(json.dumps({"prompt": "review :", "chosen": " good", "rejected": " bad"}) + "\n")
+    recipe = load_recipe(None, overrides=["method=reward_model", "device=cpu", f"model.name_or_path={root / 'sft'}",
+                                          f"preferences.source={tmp_path / 'one.jsonl'}"])
+    with pytest.raises(DataError, match="at least 2 prompts"):
+        METHODS.get("reward_model")(Workspace(recipe, tmp_path / "run", cache_dir=tmp_path / "cache"),
+                                    recipe.method_config("reward_model"))

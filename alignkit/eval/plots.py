@@ -27,15 +27,9 @@ def plot_run(run_dir: Path) -> Path:
     if stages:
         axes[0].legend()
     if samples and "gold_reward" in samples[0]:
-        bins = [i / 20 for i in range(21)]
-        axes[1].hist([s["reference_gold_reward"] for s in samples], bins=bins, alpha=0.6, label="reference (SFT)")
-        axes[1].hist([s["gold_reward"] for s in samples], bins=bins, alpha=0.6, label=summary["method"])
-        axes[1].set(title=f"gold reward (win rate {summary['win_rate_vs_reference']:.2f})", xlabel="gold reward")
-        axes[1].legend()
-        axes[2].hist([s["kl"] for s in samples], bins=30)
-        axes[2].axvline(summary["kl_mean"], color="k", linestyle="--", label=f"mean {summary['kl_mean']:.2f}")
-        axes[2].set(title="sequence KL(pi || pi_ref) per sample", xlabel="nats")
-        axes[2].legend()
+        _policy_panels(axes[1], axes[2], samples, summary)
+    elif samples and "rm_chosen" in samples[0]:
+        _reward_model_panels(axes[1], axes[2], samples, summary)
     fig.tight_layout()
     out = run_dir / "eval" / "summary.png"
     partial = out.with_name(".summary.png.partial")
@@ -43,3 +37,29 @@ def plot_run(run_dir: Path) -> Path:
     plt.close(fig)
     partial.replace(out)  # atomic: a reader never sees half a picture
     return out
+
+
+def _policy_panels(ax_reward, ax_kl, samples, summary):
+    bins = [i / 20 for i in range(21)]
+    ax_reward.hist([s["reference_gold_reward"] for s in samples], bins=bins, alpha=0.6, label="reference (SFT)")
+    ax_reward.hist([s["gold_reward"] for s in samples], bins=bins, alpha=0.6, label=summary["method"])
+    ax_reward.set(title=f"gold reward (win rate {summary['win_rate_vs_reference']:.2f})", xlabel="gold reward")
+    ax_reward.legend()
+    ax_kl.hist([s["kl"] for s in samples], bins=30)
+    ax_kl.axvline(summary["kl_mean"], color="k", linestyle="--", label=f"mean {summary['kl_mean']:.2f}")
+    ax_kl.set(title="sequence KL(pi || pi_ref) per sample", xlabel="nats")
+    ax_kl.legend()
+
+
+def _reward_model_panels(ax_margin, ax_scatter, samples, summary):
+    margins = [s["rm_chosen"] - s["rm_rejected"] for s in samples]
+    ax_margin.hist(margins, bins=30)
+    ax_margin.axvline(0, color="k", linestyle="--")
+    ax_margin.set(title=f"held-out margin r(chosen) - r(rejected) (accuracy "
+                        f"{summary['heldout_pairwise_accuracy']:.2f})", xlabel="reward-model margin")
+    scored = [s for s in samples if s.get("gold_chosen") is not None]  # gold scores exist for generated pairs
+    rm = [s["rm_chosen"] for s in scored] + [s["rm_rejected"] for s in scored]
+    gold = [s["gold_chosen"] for s in scored] + [s["gold_rejected"] for s in scored]
+    ax_scatter.scatter(gold, rm, s=6, alpha=0.5)
+    ax_scatter.set(title="reward model vs gold reward (held-out completions)", xlabel="gold reward",
+                   ylabel="reward model")

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from alignkit.config import option
 from alignkit.data.preferences import PreferenceData
+from alignkit.errors import DataError
 from alignkit.losses.bradley_terry import bradley_terry_loss
 from alignkit.models.scalar_head import ScalarModel
 from alignkit.models.sequences import encode_pairs
@@ -77,6 +78,9 @@ def pair_metrics(chosen: Tensor, rejected: Tensor) -> dict[str, Tensor]:
 def train_reward_model(ws, cfg: RewardModelConfig) -> "TrainedRewardModel":
     """Bradley-Terry reward model: a scalar head on the SFT backbone, rewards centred on the training prompts."""
     train, heldout = ws.preferences.split(cfg.heldout_fraction, ws.seed)
+    if not len(train):
+        raise DataError(f"reward_model: all {len(set(heldout.group))} prompt group(s) of the preference pairs are "
+                        f"held out (heldout_fraction {cfg.heldout_fraction}); at least 2 prompts are needed")
     torch.manual_seed(ws.seed)
     scalar = ScalarModel.from_backbone(ws.recipe.model, cache_dir=ws.cache_dir, device=ws.device)
     scorer = Scorer(scalar, ws.recipe.model.max_length, ws.recipe.preferences.append_eos, cfg.eval_batch_size)
