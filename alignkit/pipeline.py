@@ -97,11 +97,13 @@ class Run:
                 _ = self.ws.sft
             with self.stage("gold reward"):
                 _ = self.ws.gold
-            for need in entry.meta.get("needs", ()):
+            config = self.recipe.method_config(self.recipe.method)
+            needs = entry.meta.get("needs", ())
+            for need in needs(config) if callable(needs) else needs:
                 with self.stage(need.replace("_", " ")):
                     getattr(self.ws, need)
             with self.stage(f"train {self.recipe.method}"):
-                artifact = entry.obj(self.ws, self.recipe.method_config(self.recipe.method))
+                artifact = entry.obj(self.ws, config)
             with self.stage("save model"), atomic_dir(self.run_dir / "model") as tmp:
                 artifact.save(tmp)
             with self.stage("evaluate"):
@@ -114,7 +116,8 @@ class Run:
         except BaseException as exc:
             self._write_manifest(status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
             raise
-        self._write_manifest(status="done", gold_reward_meta=getattr(self.ws, "gold_meta", None))
+        self._write_manifest(status="done", gold_reward_meta=self.ws.gold_meta,
+                             reward_model=self.ws.reward_model_summary)
         return summary
 
     def evaluate(self, artifact) -> tuple[dict, list[dict]]:

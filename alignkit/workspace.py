@@ -18,7 +18,7 @@ from alignkit.models.policy import Policy, Reference, resolve_device
 from alignkit.models.scalar_head import ScalarModel
 from alignkit.recipe import Recipe
 from alignkit.registry import DATASETS, METHODS, REWARDS
-from alignkit.runlog import MetricsLog, atomic_dir, write_jsonl
+from alignkit.runlog import MetricsLog, atomic_dir, write_json, write_jsonl
 
 
 def default_cache_dir() -> Path:
@@ -38,6 +38,8 @@ class Workspace:
         self.device = resolve_device(recipe.device)
         self.seed = recipe.seed
         self.artifact_keys: dict[str, str] = {}
+        self.gold_meta: dict | None = None  # the gold reward's own record (e.g. held-out accuracy)
+        self.reward_model_summary: dict | None = None  # held-out evaluation of the learned reward model
 
     @cached_property
     def task(self) -> Task:
@@ -99,7 +101,11 @@ class Workspace:
         folder = self.cache_dir / "reward_models" / key
         if not folder.is_dir():
             trained = METHODS.get("reward_model")(self, cfg)
+            summary, _ = trained.evaluate(self)
             with atomic_dir(folder) as tmp:
                 trained.save(tmp)
+                write_json(tmp / "alignkit_eval.json", summary)
+        evaluation = folder / "alignkit_eval.json"
+        self.reward_model_summary = json.loads(evaluation.read_text()) if evaluation.is_file() else None
         return ScalarModel.from_backbone(self.recipe.model, cache_dir=self.cache_dir, device=self.device,
                                          path=str(folder))

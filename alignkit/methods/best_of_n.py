@@ -118,7 +118,8 @@ def reward_function(ws, name: str):
     return score
 
 
-@register_method("best_of_n", config=BestOfNConfig)
+@register_method("best_of_n", config=BestOfNConfig,
+                 needs=lambda cfg: ("preferences", "reward_model") if cfg.reward == "reward_model" else ())
 def best_of_n(ws, cfg: BestOfNConfig):
     """Best-of-N sampling from the SFT policy, ranked by the reward model or the gold reward (no training)."""
     return BestOfNPolicy(ws.sft, reward_function(ws, cfg.reward), cfg.n, cfg.kl_reference_samples)

@@ -170,7 +170,12 @@ class PPOTrainer:
         return completion_nll(self.policy.model, batch)
 
 
-@register_method("ppo", config=PPOConfig)
+def _needs(cfg: PPOConfig) -> tuple[str, ...]:
+    """Shared artifacts to build (and time) before training: the reward model, unless PPO-GT."""
+    return ("preferences", "reward_model") if cfg.reward == "reward_model" else ()
+
+
+@register_method("ppo", config=PPOConfig, needs=_needs)
 def train_ppo(ws, cfg: PPOConfig):
     """RLHF with PPO against a Bradley-Terry reward model (or the gold reward) and a per-token KL penalty."""
     return PPOTrainer(ws, cfg).train()
