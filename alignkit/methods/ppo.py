@@ -36,7 +36,8 @@ class PPOConfig:
                          choices=("reward_model", "gold"))
     kl_coef: float = option(0.1, "initial per-token KL penalty coefficient beta", ge=0)
     target_kl: Optional[float] = option(None, "adapt beta towards this sequence KL in nats (None: fixed beta)", gt=0)
-    kl_horizon: int = option(1000, "adaptive-KL horizon in samples", ge=1)
+    kl_horizon: int = option(256, "adaptive-KL horizon in samples: beta moves at most 20% x rollout_size / horizon "
+                                  "per iteration, so short runs need short horizons", ge=1)
     gamma: float = option(1.0, "GAE discount", ge=0, le=1)
     lam: float = option(0.95, "GAE lambda", ge=0, le=1)
     ppo_epochs: int = option(4, "optimisation passes over each rollout batch", ge=1)
