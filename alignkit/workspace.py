@@ -48,9 +48,7 @@ class Workspace:
     def load_policy(self) -> Policy:
         """A fresh, trainable copy of the starting (SFT) policy."""
         torch.manual_seed(self.seed)
-        policy = Policy.load(self.recipe.model, cache_dir=self.cache_dir, device=self.device)
-        policy.max_length = self.recipe.model.max_length
-        return policy
+        return Policy.load(self.recipe.model, cache_dir=self.cache_dir, device=self.device)
 
     @cached_property
     def sft(self) -> Policy:

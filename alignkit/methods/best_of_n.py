@@ -64,8 +64,7 @@ class BestOfNPolicy(Policy):
     """
 
     def __init__(self, base: Policy, reward, n: int, kl_reference_samples: int = 16):
-        super().__init__(base.model, base.tokenizer, base.device)
-        self.max_length = getattr(base, "max_length", 128)
+        super().__init__(base.model, base.tokenizer, base.device, base.max_length)
         self.base = base
         self.reward = reward  # reward(rollout) -> np.ndarray of scores, one per row
         self.n = n

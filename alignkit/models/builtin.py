@@ -63,8 +63,7 @@ def build_tiny_gpt2(texts: list[str], recipe: TinyLMRecipe, folder: Path, log: M
                         n_head=recipe.n_head, n_positions=recipe.n_positions, resid_pdrop=0.0, embd_pdrop=0.0,
                         attn_pdrop=0.0, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
                         pad_token_id=tokenizer.pad_token_id)
-    policy = Policy(GPT2LMHeadModel(config), tokenizer, torch.device("cpu"))
-    policy.max_length = recipe.window_tokens
+    policy = Policy(GPT2LMHeadModel(config), tokenizer, torch.device("cpu"), max_length=recipe.window_tokens)
     openings = [t[: recipe.window_tokens * 8] for t in texts[: recipe.train_texts]]
     cfg = TrainingConfig(lr=recipe.lr, batch_size=recipe.batch_size, max_steps=recipe.steps,
                          warmup_steps=min(50, recipe.steps // 10), log_every=25)

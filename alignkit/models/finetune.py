@@ -19,11 +19,9 @@ def completion_nll(model, batch: SequenceBatch) -> torch.Tensor:
 def finetune_on_completions(policy, prompts: list[str], completions: list[str], cfg: TrainingConfig, *,
                             log: MetricsLog, stage: str, seed: int, append_eos: bool = False) -> list[dict]:
     """Fit ``policy`` to the completions given their prompts (empty prompts: plain language modelling)."""
-    max_length = getattr(policy, "max_length", 128)
-
     def step(index: list[int]):
         batch = encode_pairs(policy.tokenizer, [prompts[i] for i in index], [completions[i] for i in index],
-                             max_length=max_length, append_eos=append_eos).to(policy.device)
+                             max_length=policy.max_length, append_eos=append_eos).to(policy.device)
         loss = completion_nll(policy.model, batch)
         return loss, {"ppl": torch.exp(loss.detach())}
 

@@ -74,7 +74,7 @@ def disable_dropout(model: torch.nn.Module) -> None:
             module.p = 0.0
 
 
-def _load_pretrained(auto_cls, cfg: ModelConfig, path: str, **extra):
+def load_pretrained(auto_cls, cfg: ModelConfig, path: str, **extra):
     from transformers import BitsAndBytesConfig
 
     kwargs = dict(revision=cfg.revision, dtype=getattr(torch, cfg.dtype), trust_remote_code=cfg.trust_remote_code)
@@ -125,10 +125,11 @@ class Rollout:
 class Policy:
     """A causal LM and its tokenizer: log-probs of completions, sampling, saving."""
 
-    def __init__(self, model, tokenizer, device: torch.device):
+    def __init__(self, model, tokenizer, device: torch.device, max_length: int = 128):
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
+        self.max_length = max_length  # longest prompt + completion when tokenizing text for training
 
     @classmethod
     def load(cls, cfg: ModelConfig, *, cache_dir: Path, device: torch.device) -> "Policy":
@@ -136,14 +137,14 @@ class Policy:
 
         path = resolve_model_path(cfg.name_or_path, cache_dir)
         tokenizer = load_tokenizer(path, cfg)
-        model = _load_pretrained(AutoModelForCausalLM, cfg, path)
+        model = load_pretrained(AutoModelForCausalLM, cfg, path)
         disable_dropout(model)
         if cfg.lora is not None:
             model = apply_lora(model, cfg.lora)
         if not (cfg.load_in_4bit or cfg.load_in_8bit):
             model.to(device)
         model.eval()
-        return cls(model, tokenizer, device)
+        return cls(model, tokenizer, device, cfg.max_length)
 
     @property
     def is_adapter(self) -> bool:
@@ -234,8 +235,9 @@ class Reference:
     def as_policy(self) -> Policy:
         """A policy view of the reference for sampling (a frozen copy, or the base with adapters off)."""
         if self.model is not None:
-            return Policy(self.model, self.policy.tokenizer, self.policy.device)
-        return _AdapterDisabledPolicy(self.policy.model, self.policy.tokenizer, self.policy.device)
+            return Policy(self.model, self.policy.tokenizer, self.policy.device, self.policy.max_length)
+        return _AdapterDisabledPolicy(self.policy.model, self.policy.tokenizer, self.policy.device,
+                                      self.policy.max_length)
 
 
 class _AdapterDisabledPolicy(Policy):

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from alignkit.models.policy import ModelConfig, _load_pretrained, disable_dropout, load_tokenizer, resolve_model_path
+from alignkit.models.policy import ModelConfig, disable_dropout, load_pretrained, load_tokenizer, resolve_model_path
 from alignkit.models.sequences import SequenceBatch, position_ids
 from alignkit.runlog import write_json
 
@@ -41,7 +41,7 @@ class ScalarModel:
 
         path = path or resolve_model_path(cfg.name_or_path, cache_dir)
         tokenizer = load_tokenizer(path, cfg)
-        model = _load_pretrained(AutoModelForSequenceClassification, cfg, path, num_labels=1)
+        model = load_pretrained(AutoModelForSequenceClassification, cfg, path, num_labels=1)
         model.config.pad_token_id = tokenizer.pad_token_id
         disable_dropout(model)
         meta_path = Path(path) / META_FILE
