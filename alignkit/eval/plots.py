@@ -19,13 +19,10 @@ def plot_run(run_dir: Path) -> Path:
     samples = [json.loads(x) for x in (run_dir / "eval" / "samples.jsonl").read_text().splitlines()]
     summary = json.loads((run_dir / "eval" / "summary.json").read_text())
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    stages = sorted({m["stage"] for m in metrics if "loss" in m})
-    for stage in stages:
-        rows = [m for m in metrics if m["stage"] == stage and m.get("loss") is not None]
-        axes[0].plot([m["step"] for m in rows], [m["loss"] for m in rows], label=stage)
-    axes[0].set(title="training loss", xlabel="step")
-    if stages:
-        axes[0].legend()
+    if any(m["stage"] == "ppo" for m in metrics):
+        _ppo_panel(axes[0], [m for m in metrics if m["stage"] == "ppo"])
+    else:
+        _loss_panel(axes[0], metrics)
     if samples and "gold_reward" in samples[0]:
         _policy_panels(axes[1], axes[2], samples, summary)
     elif samples and "rm_chosen" in samples[0]:
@@ -63,3 +60,26 @@ def _reward_model_panels(ax_margin, ax_scatter, samples, summary):
     ax_scatter.scatter(gold, rm, s=6, alpha=0.5)
     ax_scatter.set(title="reward model vs gold reward (held-out completions)", xlabel="gold reward",
                    ylabel="reward model")
+
+
+def _loss_panel(ax, metrics):
+    stages = sorted({m["stage"] for m in metrics if m.get("loss") is not None})
+    for stage in stages:
+        rows = [m for m in metrics if m["stage"] == stage and m.get("loss") is not None]
+        ax.plot([m["step"] for m in rows], [m["loss"] for m in rows], label=stage)
+    ax.set(title="training loss", xlabel="step")
+    if stages:
+        ax.legend()
+
+
+def _ppo_panel(ax, rows):
+    """PPO has no single loss to watch: gold and proxy reward against the KL it costs, per iteration."""
+    steps = [m["step"] for m in rows]
+    ax.plot(steps, [m["reward/gold"] for m in rows], label="gold reward")
+    ax.plot(steps, [m["reward/proxy"] for m in rows], label="proxy reward", alpha=0.6)
+    ax.set(title="PPO rollouts", xlabel="iteration", ylabel="reward")
+    kl_ax = ax.twinx()
+    kl_ax.plot(steps, [m["kl"] for m in rows], color="k", linestyle="--", label="KL (nats)")
+    kl_ax.set_ylabel("sequence KL(pi || pi_ref)")
+    lines = ax.get_lines() + kl_ax.get_lines()
+    ax.legend(lines, [line.get_label() for line in lines], fontsize=8)
