@@ -15,10 +15,10 @@ from typing import Any, Iterable
 from alignkit.config import ConfigError, apply_overrides, build, option, read_yaml
 from alignkit.data.preferences import PreferenceConfig
 from alignkit.data.task import TaskConfig
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, UnknownNameError
 from alignkit.eval.evaluate import EvalConfig
 from alignkit.models.policy import ModelConfig
-from alignkit.registry import METHODS, load_plugins
+from alignkit.registry import METHODS, REWARDS, load_plugins
 
 
 @dataclass
@@ -37,6 +37,12 @@ class Recipe:
     eval: EvalConfig = option(EvalConfig(), "held-out evaluation settings")
     methods: dict[str, Any] = dataclasses.field(default_factory=dict, init=False,
                                                 metadata={"help": "per-method sections, keyed by method name"})
+
+    def check(self):
+        try:
+            REWARDS.entry(self.gold_reward)
+        except UnknownNameError as exc:
+            yield "gold_reward", str(exc)
 
     def method_config(self, name: str) -> Any:
         """The validated settings of a method (its defaults when the recipe has no section for it)."""

@@ -48,6 +48,12 @@ def test_unknown_method_and_loss_list_close_matches(tmp_path):
     assert "dpo.loss: unknown loss 'sigmoidd'; did you mean 'sigmoid'?" in message
 
 
+def test_unknown_task_dataset_and_gold_reward_fail_at_load(tmp_path):
+    message = error_of(write(tmp_path, "method: dpo\ntask: {dataset: imbd}\ngold_reward: imdb-sentimnet\n"))
+    assert "task.dataset: unknown dataset 'imbd'; did you mean 'imdb'?" in message
+    assert "gold_reward: unknown reward 'imdb-sentimnet'; did you mean 'imdb-sentiment'?" in message
+
+
 def test_loss_params_are_checked_against_the_loss_signature(tmp_path):
     message = error_of(write(tmp_path, "method: dpo\ndpo: {loss: hinge, loss_params: {label_smoothing: 0.1}}\n"))
     assert "dpo.loss_params.label_smoothing: loss 'hinge' takes no parameter" in message

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from alignkit.config import option
+from alignkit.errors import UnknownNameError
+from alignkit.registry import DATASETS
 
 
 @dataclass
@@ -21,6 +23,10 @@ class TaskConfig:
     split_seed: int = option(1234, "seed of the train/held-out split (independent of the run seed)")
 
     def check(self):
+        try:
+            DATASETS.entry(self.dataset)
+        except UnknownNameError as exc:
+            yield "dataset", str(exc)
         if self.prompt_max_tokens < self.prompt_min_tokens:
             yield "prompt_max_tokens", f"must be >= prompt_min_tokens ({self.prompt_min_tokens})"
 
