@@ -22,7 +22,7 @@ import torch
 from alignkit import __version__
 from alignkit.config import to_dict
 from alignkit.errors import AlignkitError
-from alignkit.eval.evaluate import evaluate_policy
+from alignkit.eval.evaluate import evaluate_policy, sequence_kl
 from alignkit.models.policy import Policy
 from alignkit.recipe import Recipe
 from alignkit.registry import METHODS
@@ -126,10 +126,9 @@ class Run:
             return artifact.evaluate(self.ws)
         cfg = self.recipe.eval
         prompts = self.ws.prompts("heldout", cfg.n_prompts)
-        kl_fn = getattr(artifact, "sequence_kl", None)
         summary, samples = evaluate_policy(artifact, self.ws.reference_for(artifact), prompts, self.ws.gold, cfg,
                                            seed=self.recipe.seed, method=self.recipe.method,
-                                           **({"kl_fn": kl_fn} if kl_fn else {}))
+                                           kl_fn=getattr(artifact, "sequence_kl", sequence_kl))
         summary.update(getattr(artifact, "extra_summary", {}))
         return summary, samples
 

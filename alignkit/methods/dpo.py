@@ -66,7 +66,7 @@ def train_dpo(ws, cfg: DPOConfig):
     data = ws.preferences
     policy = ws.load_policy()
     append_eos = ws.recipe.preferences.append_eos
-    max_length = ws.recipe.model.max_length
+    max_length = policy.max_length
     loss_fn = LOSSES.get(cfg.loss)
     ref_chosen = ref_rejected = None
     if not cfg.reference_free:

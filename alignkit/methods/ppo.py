@@ -82,10 +82,10 @@ class PPOTrainer:
         self.prompts = ws.prompts("train", cfg.prompt_pool)
         self.kl_ctl = ops.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
         total = cfg.steps * cfg.ppo_epochs * -(-cfg.rollout_size // cfg.minibatch_size)
-        self.opt, self.sched = make_optimizer(self.policy.trainable_parameters(),
-                                              TrainingConfig(lr=cfg.lr, warmup_steps=0), total)
-        self.value_opt, _ = make_optimizer(self.value.parameters(), TrainingConfig(lr=cfg.value_lr, warmup_steps=0),
-                                           total)
+        # collected once (not per minibatch): policy and value model have their own optimisers
+        self.policy_params, self.value_params = self.policy.trainable_parameters(), self.value.parameters()
+        self.opt, self.sched = make_optimizer(self.policy_params, TrainingConfig(lr=cfg.lr, warmup_steps=0), total)
+        self.value_opt, _ = make_optimizer(self.value_params, TrainingConfig(lr=cfg.value_lr, warmup_steps=0), total)
         self.ptx_texts = ws.task.train_texts if cfg.ptx_coef > 0 else []
         self.rng = random.Random(ws.seed)
 
@@ -155,7 +155,7 @@ class PPOTrainer:
             loss = loss + cfg.ptx_coef * ptx
             stats["loss/ptx"] = ptx.detach()
         loss.backward()
-        for params, opt in ((self.policy.trainable_parameters(), self.opt), (self.value.parameters(), self.value_opt)):
+        for params, opt in ((self.policy_params, self.opt), (self.value_params, self.value_opt)):
             if cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             opt.step()
@@ -167,7 +167,7 @@ class PPOTrainer:
         """PPO-ptx: negative log-likelihood of demonstration text, keeping the policy close to the data."""
         texts = self.rng.sample(self.ptx_texts, min(self.cfg.ptx_batch_size, len(self.ptx_texts)))
         batch = encode_pairs(self.policy.tokenizer, [""] * len(texts), texts,
-                             max_length=self.ws.recipe.model.max_length).to(self.policy.device)
+                             max_length=self.policy.max_length).to(self.policy.device)
         return completion_nll(self.policy.model, batch)
 
 
