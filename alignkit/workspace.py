@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from alignkit.config import fingerprint
-from alignkit.data.preferences import PreferenceData, generate_preferences, load_preferences
+from alignkit.data.preferences import GENERATION_VERSION, PreferenceData, generate_preferences, load_preferences
 from alignkit.data.task import Task
 from alignkit.models.policy import Policy, Reference, resolve_device
 from alignkit.models.scalar_head import ScalarModel
@@ -70,13 +70,18 @@ class Workspace:
         """The ground-truth reward: ``gold(prompts, completions) -> scores``."""
         return REWARDS.get(self.recipe.gold_reward)(self)
 
+    def _pairs_key(self) -> str:
+        """Cache key of the preference pairs: everything that decides which pairs are generated or read."""
+        return fingerprint(self.recipe.model, self.recipe.task, self.recipe.gold_reward, self.recipe.preferences,
+                           self.seed, GENERATION_VERSION)
+
     @cached_property
     def preferences(self) -> PreferenceData:
         """Preference pairs from a file/dataset, or sampled from the SFT policy and gold-labelled (cached)."""
         cfg = self.recipe.preferences
         if cfg.source != "generated":
             return load_preferences(cfg)
-        key = fingerprint(self.recipe.model, self.recipe.task, self.recipe.gold_reward, cfg, self.seed)
+        key = self._pairs_key()
         self.artifact_keys["preferences"] = key
         path = self.cache_dir / "preferences" / f"{key}.jsonl"
         if path.is_file():
@@ -93,8 +98,7 @@ class Workspace:
         """The learned (proxy) reward model: trained with the recipe's ``reward_model`` settings on the
         shared preference pairs the first time, then loaded from the cache."""
         cfg = self.recipe.method_config("reward_model")
-        key = fingerprint(self.recipe.model, self.recipe.task, self.recipe.gold_reward, self.recipe.preferences,
-                          cfg, self.seed)
+        key = fingerprint(self._pairs_key(), cfg)
         self.artifact_keys["reward_model"] = key
         folder = self.cache_dir / "reward_models" / key
         if not folder.is_dir():

@@ -85,3 +85,21 @@ def test_exact_kl_and_sampled_log_ratio_agree_on_average():
         k1 = (policy.token_logprobs(rollout.batch) - reference.token_logprobs(rollout.batch)).sum(-1).numpy()
     sem = k1.std() / len(k1) ** 0.5
     assert abs(exact.mean() - k1.mean()) < 4 * sem, (exact.mean(), k1.mean(), sem)
+
+
+def test_first_token_frequencies_match_the_scored_distribution():
+    """No hidden logits processor (top-k, min_new_tokens, ...): over 3000 one-token samples, how often EOS
+    comes first matches the model's own probability for it, which is what token_logprobs scores."""
+    policy = make_policy(seed=0)
+    eos = policy.tokenizer.eos_token_id
+    batch = encode_pairs(policy.tokenizer, ["the movie"], [" was"], max_length=16)
+    with torch.no_grad():
+        last_prompt_position = int(batch.completion_mask[0].argmax()) - 1
+        logits = policy.model(input_ids=batch.input_ids[:, :last_prompt_position + 1]).logits[0, -1]
+        p_eos = torch.softmax(logits.float(), -1)[eos].item()
+    torch.manual_seed(0)
+    rollout = policy.sample(["the movie"] * 3000, max_new_tokens=1, batch_size=1000)
+    first = rollout.batch.input_ids[:, -1]
+    freq = (first == eos).float().mean().item()
+    sigma = (p_eos * (1 - p_eos) / 3000) ** 0.5
+    assert p_eos > 0.005 and abs(freq - p_eos) < 4 * sigma, (freq, p_eos)

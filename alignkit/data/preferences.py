@@ -16,6 +16,9 @@ from alignkit.config import option
 from alignkit.errors import DataError
 
 REQUIRED_COLUMNS = ("prompt", "chosen", "rejected")
+# bump when the way pairs are sampled changes, so cached pairs (and models trained on them) are rebuilt;
+# 2: no min_new_tokens, samples come from exactly the distribution that is scored
+GENERATION_VERSION = 2
 
 
 @dataclass

@@ -184,7 +184,7 @@ class Policy:
         enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
         output = self.model.generate(**enc, **sampling, top_k=0, max_new_tokens=max_new_tokens,
-                                     min_new_tokens=1, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+                                     pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         new = output[:, enc["input_ids"].shape[1]:]
         # keep tokens up to and including the first EOS; everything after it is padding
         is_eos = (new == tok.eos_token_id).long()
