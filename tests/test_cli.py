@@ -49,6 +49,17 @@ def test_bad_recipes_exit_with_one_clear_line(tmp_path, text, fragments):
     assert not (tmp_path / "run" / "manifest.json").exists()
 
 
+@pytest.mark.parametrize("make_model", ["missing", "empty"])
+def test_unloadable_model_is_one_line_naming_the_key(tmp_path, tiny_overrides, make_model):
+    model = tmp_path / "no_such_model"
+    if make_model == "empty":
+        model.mkdir()  # a folder without config or tokenizer files
+    sets = [a for o in tiny_overrides for a in ("--set", o)]
+    result = invoke("run", RECIPES / "dpo_imdb.yaml", "--out", tmp_path / "run", *sets,
+                    "--set", f"model.name_or_path={model}")
+    assert_one_line_error(result, f"model.name_or_path: cannot load '{model}'")
+
+
 def test_dataset_missing_chosen_column(tmp_path, tiny_overrides):
     data = tmp_path / "pairs.jsonl"
     data.write_text(json.dumps({"prompt": "The film", "good": " was great", "rejected": " was bad"}) + "\n")

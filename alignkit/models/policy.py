@@ -84,20 +84,28 @@ def load_pretrained(auto_cls, cfg: ModelConfig, path: str, **extra):
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=cfg.load_in_4bit, load_in_8bit=cfg.load_in_8bit, bnb_4bit_quant_type="nf4",
             bnb_4bit_compute_dtype=getattr(torch, cfg.dtype))
-    try:
+    with _loading(path):
         return auto_cls.from_pretrained(path, **kwargs, **extra)
-    except OSError as exc:
+
+
+@contextmanager
+def _loading(path: str):
+    """Turn transformers' load failures (missing folder, unknown Hub id, offline, no config) into one line."""
+    try:
+        yield
+    except (OSError, ValueError) as exc:
         where = "local folder" if Path(path).exists() else "Hub id (offline or not found?)"
         raise AlignkitError(f"model.name_or_path: cannot load {path!r} as a {where}: "
-                            f"{str(exc).splitlines()[0]}") from exc
+                            f"{str(exc).strip().splitlines()[0]}") from exc
 
 
 def load_tokenizer(path: str, cfg: ModelConfig):
     from transformers import AutoTokenizer
 
     kwargs = {"gguf_file": cfg.gguf_file} if cfg.gguf_file else {}
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.revision,
-                                              trust_remote_code=cfg.trust_remote_code, **kwargs)
+    with _loading(path):
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.revision,
+                                                  trust_remote_code=cfg.trust_remote_code, **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
