@@ -1,8 +1,10 @@
-"""Turn a validated recipe into a finished run directory.
+"""Turn a validated recipe into a finished run directory, and re-evaluate a finished one.
 
-Layout (the contract users script against): ``manifest.json`` (resolved recipe, versions, seed, timings,
-peak memory, artifact keys, status), ``metrics.jsonl``, ``model/``, ``eval/samples.jsonl``,
-``eval/summary.json`` and ``eval/summary.png``. Every file is written atomically.
+Layout (the contract users script against): ``manifest.json`` (resolved recipe, versions, seeds, timings,
+peak memory, the cache keys of the shared stages it used, status), ``metrics.jsonl``, ``model/``,
+``eval/summary.json`` (the primary temperature's results, every temperature under ``by_temperature``, the
+training budget and cost), ``eval/samples.jsonl`` (``eval/samples_T<t>.jsonl`` for further temperatures),
+``eval/trajectory.jsonl`` (checkpoints, with ``eval.every_steps``) and ``eval/summary.png``.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ import torch
 from alignkit import __version__
 from alignkit.config import to_dict
 from alignkit.errors import AlignkitError
-from alignkit.eval.evaluate import evaluate_policy, sequence_kl
+from alignkit.eval.evaluate import evaluate_at
 from alignkit.models.policy import Policy
 from alignkit.recipe import Recipe
 from alignkit.registry import METHODS
-from alignkit.runlog import MetricsLog, atomic_dir, write_json, write_jsonl
+from alignkit.runlog import MetricsLog, atomic_dir, read_jsonl, write_json, write_jsonl
 from alignkit.workspace import Workspace
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "scikit-learn")
@@ -73,8 +75,9 @@ class Run:
         self.ws = Workspace(recipe, self.run_dir, cache_dir, MetricsLog(self.run_dir / "metrics.jsonl"))
         self.timings: dict[str, float] = {}
         self.manifest = {"alignkit_run": 1, "name": recipe.name, "method": recipe.method, "seed": recipe.seed,
-                         "recipe": to_dict(recipe), "versions": package_versions(), "argv": sys.argv,
-                         "device": str(self.ws.device), "status": "running"}
+                         "train_seed": self.ws.train_seed, "recipe": to_dict(recipe),
+                         "versions": package_versions(), "argv": sys.argv, "device": str(self.ws.device),
+                         "status": "running"}
 
     @contextmanager
     def stage(self, name: str):
@@ -90,7 +93,8 @@ class Run:
 
     def execute(self) -> dict:
         entry = METHODS.entry(self.recipe.method)
-        seed_everything(self.recipe.seed)
+        seed_everything(self.ws.train_seed)
+        (self.run_dir / "eval" / "trajectory.jsonl").unlink(missing_ok=True)
         self._write_manifest()
         try:
             with self.stage("load SFT policy"):
@@ -98,39 +102,79 @@ class Run:
             with self.stage("gold reward"):
                 _ = self.ws.gold
             config = self.recipe.method_config(self.recipe.method)
-            needs = entry.meta.get("needs", ())
-            for need in needs(config) if callable(needs) else needs:
+            for need in method_needs(self.recipe.method, config):
                 with self.stage(need.replace("_", " ")):
                     getattr(self.ws, need)
-            with self.stage(f"train {self.recipe.method}"):
+            train_stage = f"train {self.recipe.method}"
+            with self.stage(train_stage):
                 artifact = entry.obj(self.ws, config)
             with self.stage("save model"), atomic_dir(self.run_dir / "model") as tmp:
                 artifact.save(tmp)
             with self.stage("evaluate"):
-                summary, samples = self.evaluate(artifact)
-            write_jsonl(self.run_dir / "eval" / "samples.jsonl", samples)
-            write_json(self.run_dir / "eval" / "summary.json", summary)
-            from alignkit.eval.plots import plot_run
-
-            plot_run(self.run_dir)
+                summary, samples = evaluate_artifact(self.ws, artifact)
+            summary["cost"] = {"train_wall_s": self.timings[train_stage], "eval_wall_s": self.timings["evaluate"],
+                               "peak_memory": peak_memory_mb()}
+            write_outputs(self.run_dir, summary, samples)
         except BaseException as exc:
             self._write_manifest(status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
             raise
-        self._write_manifest(status="done", gold_reward_meta=self.ws.gold_meta,
+        self._write_manifest(status="done", stage_keys=self.ws.stage_keys(), gold_reward_meta=self.ws.gold_meta,
                              reward_model=self.ws.reward_model_summary)
         return summary
 
-    def evaluate(self, artifact) -> tuple[dict, list[dict]]:
-        """Policies go through the shared evaluator; other artifacts (reward models) evaluate themselves."""
-        if not isinstance(artifact, Policy):
-            return artifact.evaluate(self.ws)
-        cfg = self.recipe.eval
-        prompts = self.ws.prompts("heldout", cfg.n_prompts)
-        summary, samples = evaluate_policy(artifact, self.ws.reference_for(artifact), prompts, self.ws.gold, cfg,
-                                           seed=self.recipe.seed, method=self.recipe.method,
-                                           kl_fn=getattr(artifact, "sequence_kl", sequence_kl))
-        summary.update(getattr(artifact, "extra_summary", {}))
-        return summary, samples
+
+def method_needs(method: str, config) -> tuple[str, ...]:
+    """The shared artifacts a method declares it reads (built and timed before it trains)."""
+    needs = METHODS.entry(method).meta.get("needs", ())
+    return tuple(needs(config) if callable(needs) else needs)
+
+
+def evaluate_artifact(ws: Workspace, artifact) -> tuple[dict, dict[float, list[dict]]]:
+    """Policies go through the shared evaluator at every temperature; other artifacts (reward models)
+    evaluate themselves. Returns the summary and the per-prompt samples of each temperature."""
+    recipe = ws.recipe
+    if not isinstance(artifact, Policy):
+        summary, samples = artifact.evaluate(ws)
+        return {**summary, "budget": ws.budget.as_dict()}, {recipe.eval.temperature: samples}
+    cfg = recipe.eval
+    reference = ws.reference_for(artifact)
+    uses_reward_model = "reward_model" in method_needs(recipe.method, recipe.method_config(recipe.method))
+    proxy = ws.proxy_reward if uses_reward_model else None
+    rows, samples = [], {}
+    for temperature in cfg.all_temperatures():
+        row, samples[temperature] = evaluate_at(artifact, reference, ws.reference_samples(temperature), ws.gold,
+                                                cfg, temperature=temperature, seed=ws.train_seed,
+                                                judge=ws.judge, proxy=proxy)
+        rows.append(row)
+    if cfg.every_steps:  # the trained policy closes its trajectory, on the same prompts as the checkpoints
+        steps = ws.budget.steps
+        if not any(p["step"] == steps for p in read_jsonl(ws.run_dir / "eval" / "trajectory.jsonl")):
+            ws.record_trajectory_point(artifact, steps)
+    summary = {"method": recipe.method, "name": recipe.name, **rows[0], "judge": cfg.judge,
+               "by_temperature": rows, "budget": ws.budget.as_dict(),
+               "training_data": training_data(ws)}
+    return summary, samples
+
+
+def training_data(ws: Workspace) -> dict:
+    """What the run learned from, for the report: the pairs (shared by every method) and their split."""
+    if "_pair_split" not in ws.__dict__:
+        return {}
+    train, heldout = ws.train_pairs, ws.heldout_pairs
+    return {"train_pairs": len(train), "train_prompts": len(set(train.group)),
+            "heldout_pairs": len(heldout), "heldout_prompts": len(set(heldout.group))}
+
+
+def write_outputs(run_dir: Path, summary: dict, samples: dict[float, list[dict]]) -> None:
+    """``eval/summary.json``, the samples of each temperature and the run's plot, each written atomically."""
+    primary = summary.get("temperature")
+    for temperature, rows in samples.items():
+        name = "samples.jsonl" if temperature == primary else f"samples_T{temperature:g}.jsonl"
+        write_jsonl(run_dir / "eval" / name, rows)
+    write_json(run_dir / "eval" / "summary.json", summary)
+    from alignkit.eval.plots import plot_run
+
+    plot_run(run_dir)
 
 
 def run_recipe(recipe: Recipe, run_dir: Path, *, overwrite: bool = False, cache_dir: Path | None = None) -> dict:

@@ -7,10 +7,11 @@ against that method's config dataclass. Errors name the file and the dotted key.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from alignkit.config import ConfigError, apply_overrides, build, option, read_yaml
 from alignkit.data.preferences import PreferenceConfig
@@ -27,7 +28,9 @@ class Recipe:
 
     method: str = option(help="registered method to run (see `alignkit list`)")
     name: str = option("run", "run name; the run directory defaults to runs/NAME")
-    seed: int = option(0, "seed for sampling, shuffling and initialisation")
+    seed: int = option(0, "seed of the shared stages: prompts, preference pairs, reward model, reference samples")
+    train_seed: Optional[int] = option(None, "seed of this run's training (initialisation, shuffling, PPO "
+                                             "rollouts) and of its evaluation samples (default: seed)")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     plugins: list[str] = option([], "plugin modules or .py paths to load before validation")
     model: ModelConfig = option(ModelConfig(), "the SFT policy: starting point and KL reference")
@@ -53,15 +56,22 @@ class Recipe:
 
 def load_recipe(path: str | Path | None, overrides: Iterable[str] = (), plugins: Iterable[str] = (),
                 defaults: dict | None = None) -> Recipe:
-    """Read, override, and validate a recipe; plugins load first so their names validate."""
-    source = str(path) if path else "recipe"
+    """Read, override, and validate a recipe; plugins load first so their names validate. ``path`` may
+    also name a recipe bundled with alignkit (``dpo_imdb``; see :func:`bundled_recipe`)."""
+    path = resolve_recipe_path(path) if path else None
     raw = read_yaml(path) if path else {}
     raw = {**(defaults or {}), **raw}
     apply_overrides(raw, overrides)
+    return recipe_from_data(raw, str(path) if path else "recipe", Path(path).parent if path else Path.cwd(),
+                            plugins)
+
+
+def recipe_from_data(raw: dict, source: str, base: Path, plugins: Iterable[str] = ()) -> Recipe:
+    """Validate a recipe given as plain data; errors name ``source`` and the dotted key."""
+    raw = copy.deepcopy(raw)
     listed = raw.get("plugins") or []
     if not isinstance(listed, list):
         raise ConfigError(f"{source}: plugins: expected a list of modules or paths")
-    base = Path(path).parent if path else Path.cwd()
     try:
         load_plugins([*plugins, *(_relative(p, base) for p in listed)])
     except AlignkitError as exc:
@@ -76,6 +86,25 @@ def load_recipe(path: str | Path | None, overrides: Iterable[str] = (), plugins:
     recipe.methods = {name: build(METHODS.entry(name).meta["config"], section, where=name, source=source)
                       for name, section in sections.items()}
     return recipe
+
+
+BUNDLED = Path(__file__).resolve().parent / "recipes"
+
+
+def bundled_recipe(name: str) -> Path | None:
+    """A recipe shipped inside the package (``alignkit/recipes/NAME.yaml``), so that a plain ``pip install``
+    has every default recipe; None if there is none."""
+    path = BUNDLED / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    return path if path.is_file() else None
+
+
+def resolve_recipe_path(spec: str | Path) -> Path:
+    """An existing file as given, else a bundled recipe of that name (``dpo_imdb`` or
+    ``recipes/dpo_imdb.yaml`` both work from any folder); else the path as given, which then fails clearly."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    return bundled_recipe(path.name) or path
 
 
 def _relative(spec: str, base: Path) -> str:

@@ -69,3 +69,16 @@ class MetricsLog:
         if self.path:
             with open(self.path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
+
+
+def append_jsonl(path: str | Path, row: dict) -> None:
+    """Append one JSON line (a trajectory point, a metric record); the folder is made if needed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    path = Path(path)
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []

@@ -38,6 +38,31 @@ class TrainingConfig:
         return math.ceil(self.epochs * math.ceil(n_examples / self.batch_size))
 
 
+@dataclass
+class Budget:
+    """What training consumed, recorded next to every result: optimiser steps, the sequences and tokens
+    that went through a forward pass with gradients, and the sequences and tokens sampled while training
+    (PPO rollouts). Shared stages (pairs, reward model) keep their own budget."""
+
+    steps: int = 0
+    train_sequences: int = 0
+    train_tokens: int = 0
+    generated_sequences: int = 0
+    generated_tokens: int = 0
+
+    def add_batch(self, batch) -> None:
+        """Count a training batch (a :class:`~alignkit.models.sequences.SequenceBatch`): rows, real tokens."""
+        self.train_sequences += len(batch)
+        self.train_tokens += int(batch.attention_mask.sum())
+
+    def add_rollout(self, rollout) -> None:
+        self.generated_sequences += len(rollout.completions)
+        self.generated_tokens += rollout.n_tokens
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
 def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainingConfig, total_steps: int):
     """AdamW with linear warm-up then linear decay to 10% of the peak rate."""
     params = [p for p in params if p.requires_grad]
@@ -72,8 +97,11 @@ def fit(
     log: MetricsLog,
     stage: str,
     models: Sequence[torch.nn.Module] = (),
+    budget: Budget | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> list[dict]:
-    """Run one optimiser step per batch; returns the logged (averaged) metric records."""
+    """Run one optimiser step per batch; returns the logged (averaged) metric records. ``budget`` counts
+    the steps; ``on_step(step)`` runs after each one (e.g. to evaluate a checkpoint)."""
     params = list(params)
     optimizer, scheduler = make_optimizer(params, cfg, len(batches))
     for model in models:
@@ -89,6 +117,8 @@ def fit(
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if budget is not None:
+            budget.steps += 1
         pending["loss"].append(float(loss.detach()))
         for key, value in metrics.items():
             pending[key].append(float(value))
@@ -99,6 +129,8 @@ def fit(
             records.append(record)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
             pending.clear()
+        if on_step is not None:
+            on_step(index)
     for model in models:
         model.eval()
     return records

@@ -4,21 +4,28 @@ is what makes a comparison fair by construction."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from alignkit.config import fingerprint
 from alignkit.data.preferences import GENERATION_VERSION, PreferenceData, generate_preferences, load_preferences
 from alignkit.data.task import Task
+from alignkit.errors import DataError
+from alignkit.eval.evaluate import ReferenceSamples, trajectory_point
 from alignkit.models.policy import Policy, Reference, resolve_device
-from alignkit.models.scalar_head import ScalarModel
+from alignkit.models.scalar_head import ScalarModel, Scorer
 from alignkit.recipe import Recipe
 from alignkit.registry import DATASETS, METHODS, REWARDS
-from alignkit.runlog import MetricsLog, atomic_dir, write_json, write_jsonl
+from alignkit.runlog import MetricsLog, append_jsonl, atomic_dir, write_json, write_jsonl
+from alignkit.training import Budget
 
 
 def default_cache_dir() -> Path:
@@ -27,7 +34,13 @@ def default_cache_dir() -> Path:
 
 
 class Workspace:
-    """What a method receives: shared data, policies, rewards, and the run's metric log."""
+    """What a method receives: shared data, policies, rewards, the run's metric log and its training budget.
+
+    Shared stages are keyed by what decides them and nothing else, so changing a setting rebuilds exactly
+    the stages downstream of it: pairs <- (model, task, gold reward, generation settings, seed); the
+    train/held-out split <- pairs + heldout_fraction; reward model and reference log-probs <- split + their
+    own settings; reference samples <- (model, task, gold reward, evaluation sampling, temperature, seed).
+    """
 
     def __init__(self, recipe: Recipe, run_dir: Path | None = None, cache_dir: Path | None = None,
                  log: MetricsLog | None = None):
@@ -36,7 +49,9 @@ class Workspace:
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.log = log or MetricsLog(None)
         self.device = resolve_device(recipe.device)
-        self.seed = recipe.seed
+        self.seed = recipe.seed  # shared stages
+        self.train_seed = recipe.seed if recipe.train_seed is None else recipe.train_seed  # this run only
+        self.budget = Budget()
         self.artifact_keys: dict[str, str] = {}
         self.gold_meta: dict | None = None  # the gold reward's own record (e.g. held-out accuracy)
         self.reward_model_summary: dict | None = None  # held-out evaluation of the learned reward model
@@ -47,13 +62,14 @@ class Workspace:
 
     def load_policy(self) -> Policy:
         """A fresh, trainable copy of the starting (SFT) policy."""
-        torch.manual_seed(self.seed)
+        torch.manual_seed(self.train_seed)
         return Policy.load(self.recipe.model, cache_dir=self.cache_dir, device=self.device)
 
     @cached_property
     def sft(self) -> Policy:
         """The frozen starting policy, shared by every consumer that only samples or scores with it."""
-        policy = self.load_policy()
+        torch.manual_seed(self.seed)
+        policy = Policy.load(self.recipe.model, cache_dir=self.cache_dir, device=self.device)
         policy.model.requires_grad_(False)
         return policy
 
@@ -66,14 +82,57 @@ class Workspace:
         return self.task.prompts(self.sft.tokenizer, split, n, self.recipe.task, seed=self.seed)
 
     @cached_property
+    def eval_prompts(self) -> list[str]:
+        """The held-out prompts every method is evaluated on."""
+        return self.prompts("heldout", self.recipe.eval.n_prompts)
+
+    @cached_property
     def gold(self):
         """The ground-truth reward: ``gold(prompts, completions) -> scores``."""
         return REWARDS.get(self.recipe.gold_reward)(self)
 
-    def _pairs_key(self) -> str:
-        """Cache key of the preference pairs: everything that decides which pairs are generated or read."""
-        return fingerprint(self.recipe.model, self.recipe.task, self.recipe.gold_reward, self.recipe.preferences,
+    @cached_property
+    def judge(self):
+        """What decides win rates: the gold reward unless ``eval.judge`` names another registered judge."""
+        name = self.recipe.eval.judge
+        return self.gold if name in ("gold", self.recipe.gold_reward) else REWARDS.get(name)(self)
+
+    # ---------------------------------------------------------------------------------------------
+    # cache keys: computable without building anything, so a finished run can be checked for staleness
+
+    def stage_keys(self) -> dict[str, str]:
+        """The cache key of every shared stage under this recipe."""
+        return {"preferences": self.pairs_key(), "pair_split": self.split_key(),
+                "reward_model": self.reward_model_key(), "reference_logps": self.reference_logps_key(),
+                "reference_samples": self.reference_samples_key(self.recipe.eval.temperature)}
+
+    def pairs_key(self) -> str:
+        """Everything that decides which pairs are generated or read (not how they are split or tokenized)."""
+        cfg = self.recipe.preferences
+        deciding = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("heldout_fraction", "append_eos")}
+        source = cfg.source
+        if source != "generated" and Path(source).is_file():
+            source = hashlib.sha256(Path(source).read_bytes()).hexdigest()  # the file's content, not its name
+        return fingerprint(self.recipe.model, self.recipe.task, self.recipe.gold_reward, deciding, source,
                            self.seed, GENERATION_VERSION)
+
+    def split_key(self) -> str:
+        return fingerprint(self.pairs_key(), self.recipe.preferences.heldout_fraction)
+
+    def reward_model_key(self) -> str:
+        return fingerprint(self.split_key(), self.recipe.method_config("reward_model"), self.recipe.model,
+                           self.recipe.preferences.append_eos, "rm-2")
+
+    def reference_logps_key(self) -> str:
+        return fingerprint(self.split_key(), self.recipe.model, self.recipe.preferences.append_eos, "ref-logps-1")
+
+    def reference_samples_key(self, temperature: float) -> str:
+        cfg = self.recipe.eval
+        return fingerprint(self.recipe.model, self.recipe.task, self.recipe.gold_reward, cfg.n_prompts, cfg.top_p,
+                           cfg.max_new_tokens, float(temperature), self.seed, GENERATION_VERSION)
+
+    # ---------------------------------------------------------------------------------------------
+    # shared stages
 
     @cached_property
     def preferences(self) -> PreferenceData:
@@ -81,7 +140,7 @@ class Workspace:
         cfg = self.recipe.preferences
         if cfg.source != "generated":
             return load_preferences(cfg)
-        key = self._pairs_key()
+        key = self.pairs_key()
         self.artifact_keys["preferences"] = key
         path = self.cache_dir / "preferences" / f"{key}.jsonl"
         if path.is_file():
@@ -94,16 +153,46 @@ class Workspace:
         return data
 
     @cached_property
+    def _pair_split(self) -> tuple[PreferenceData, PreferenceData]:
+        fraction = self.recipe.preferences.heldout_fraction
+        train, heldout = self.preferences.split(fraction, self.seed)
+        if not len(train):
+            raise DataError(f"preferences.heldout_fraction: all {len(set(heldout.group))} prompt group(s) of the "
+                            f"preference pairs are held out ({fraction}); at least 2 prompts are needed")
+        self.artifact_keys["pair_split"] = self.split_key()
+        return train, heldout
+
+    @property
+    def train_pairs(self) -> PreferenceData:
+        """The pairs every method learns from: the reward model, DPO and its variants, Preferred-FT."""
+        return self._pair_split[0]
+
+    @property
+    def heldout_pairs(self) -> PreferenceData:
+        """Pairs of held-out prompt groups, never trained on: the reward model's accuracy is measured here."""
+        return self._pair_split[1]
+
+    @contextmanager
+    def _separate_budget(self):
+        """Shared stages keep their own budget, so a run's budget is its own training only."""
+        saved, self.budget = self.budget, Budget()
+        try:
+            yield self.budget
+        finally:
+            self.budget = saved
+
+    @cached_property
     def reward_model(self) -> ScalarModel:
         """The learned (proxy) reward model: trained with the recipe's ``reward_model`` settings on the
-        shared preference pairs the first time, then loaded from the cache."""
-        cfg = self.recipe.method_config("reward_model")
-        key = fingerprint(self._pairs_key(), cfg)
+        shared training pairs the first time, then loaded from the cache."""
+        key = self.reward_model_key()
         self.artifact_keys["reward_model"] = key
         folder = self.cache_dir / "reward_models" / key
         if not folder.is_dir():
-            trained = METHODS.get("reward_model")(self, cfg)
+            with self._separate_budget() as budget:
+                trained = METHODS.get("reward_model")(self, self.recipe.method_config("reward_model"))
             summary, _ = trained.evaluate(self)
+            summary["budget"] = budget.as_dict()
             with atomic_dir(folder) as tmp:
                 trained.save(tmp)
                 write_json(tmp / "alignkit_eval.json", summary)
@@ -111,3 +200,82 @@ class Workspace:
         self.reward_model_summary = json.loads(evaluation.read_text()) if evaluation.is_file() else None
         return ScalarModel.from_backbone(self.recipe.model, cache_dir=self.cache_dir, device=self.device,
                                          path=str(folder))
+
+    @cached_property
+    def proxy_reward(self):
+        """``(prompts, completions, ended) -> scores``: the reward model scoring text exactly as it was
+        trained on it, for PPO, Best-of-N and the evaluator's proxy column."""
+        scorer = Scorer(self.reward_model, self.recipe.model)
+
+        def score(prompts: list[str], completions: list[str], ended: list[bool] | bool = False) -> np.ndarray:
+            return scorer(list(prompts), list(completions), ended).double().numpy()
+
+        return score
+
+    @cached_property
+    def reference_logps(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """pi_ref's summed log-probs of every training pair's chosen and rejected completion [N], [N]:
+        computed once per pairs and model, shared by every DPO-family run and sweep point."""
+        from safetensors.torch import load_file, save_file
+
+        from alignkit.methods.dpo import reference_logprobs
+
+        key = self.reference_logps_key()
+        self.artifact_keys["reference_logps"] = key
+        path = self.cache_dir / "reference_logps" / f"{key}.safetensors"
+        if path.is_file():
+            tensors = load_file(str(path))
+            return tensors["chosen"], tensors["rejected"]
+        chosen, rejected = reference_logprobs(self.reference_for(self.sft), self.train_pairs,
+                                              self.recipe.preferences.append_eos)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        save_file({"chosen": chosen.contiguous(), "rejected": rejected.contiguous()}, str(partial))
+        os.replace(partial, path)
+        return chosen, rejected
+
+    def reference_samples(self, temperature: float) -> ReferenceSamples:
+        """The reference (SFT) policy's samples on the evaluation prompts at ``temperature``, with their
+        gold scores: drawn once per temperature and shared by every method compared against them."""
+        key = self.reference_samples_key(temperature)
+        self.artifact_keys[f"reference_samples@{temperature:g}"] = key
+        path = self.cache_dir / "reference_samples" / f"{key}.jsonl"
+        if path.is_file():
+            return ReferenceSamples.from_records([json.loads(x) for x in path.read_text().splitlines()])
+        cfg = self.recipe.eval
+        torch.manual_seed(self.seed + 1)
+        rollout = self.reference_for(self.sft).as_policy().sample(
+            self.eval_prompts, max_new_tokens=cfg.max_new_tokens, temperature=temperature, top_p=cfg.top_p,
+            batch_size=cfg.batch_size, progress=f"sampling reference (T={temperature:g})")
+        gold = np.asarray(self.gold(rollout.prompts, rollout.completions), dtype=np.float64)
+        samples = ReferenceSamples(rollout.prompts, rollout.completions, rollout.ended, gold)
+        write_jsonl(path, samples.records())
+        return samples
+
+    # ---------------------------------------------------------------------------------------------
+    # trajectories
+
+    def checkpoint_hook(self, policy: Policy):
+        """``on_step(step)`` for a training loop: every ``eval.every_steps`` optimiser steps (PPO:
+        iterations), evaluate the policy on the first ``eval.trajectory_prompts`` evaluation prompts and
+        append the point to ``eval/trajectory.jsonl``. None when trajectories are off."""
+        every = self.recipe.eval.every_steps
+        if not every or self.run_dir is None:
+            return None
+
+        def on_step(step: int) -> None:
+            if step % every == 0:
+                self.record_trajectory_point(policy, step)
+
+        return on_step
+
+    def record_trajectory_point(self, policy: Policy, step: int) -> dict:
+        """Evaluate ``policy`` as it is now on the trajectory prompts, without disturbing training's RNG."""
+        cfg = self.recipe.eval
+        reference = self.reference_samples(cfg.temperature).head(cfg.trajectory_prompts)
+        devices = [policy.device] if policy.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            point = trajectory_point(policy, self.reference_for(policy), reference, self.gold, cfg,
+                                     seed=self.train_seed, step=step)
+        append_jsonl(self.run_dir / "eval" / "trajectory.jsonl", point)
+        return point

@@ -21,7 +21,7 @@ from alignkit.models import finetune
 from alignkit.models.finetune import completion_nll
 from alignkit.models.scalar_head import ScalarModel
 from alignkit.models.sequences import encode_pairs, gather_logprobs
-from alignkit.pipeline import Run
+from alignkit.pipeline import Run, evaluate_artifact
 from alignkit.recipe import load_recipe
 from alignkit.registry import DATASETS, METHODS, register_dataset
 from alignkit.workspace import Workspace
@@ -215,8 +215,11 @@ def test_completion_nll_ignores_prompt_tokens():
 
 def test_preferred_ft_deduplicates_chosen():
     data = PreferenceData(["p", "p", "p", "q"], ["best", "best", "mid", "x"], ["mid", "low", "low", "y"])
-    assert pft.chosen_examples(data, deduplicate=True) == (["p", "p", "q"], ["best", "mid", "x"])
-    assert pft.chosen_examples(data, deduplicate=False) == (["p", "p", "p", "q"], ["best", "best", "mid", "x"])
+    assert pft.chosen_examples(data, True, False) == (["p", "p", "q"], ["best", "mid", "x"], [False] * 3)
+    assert pft.chosen_examples(data, False, True) == (["p", "p", "p", "q"], ["best", "best", "mid", "x"], [True] * 4)
+    data.chosen_ended, data.rejected_ended = [True, False, True, False], [False] * 4  # sampled: EOS where it stopped
+    assert pft.chosen_examples(data, True, False) == (["p", "p", "p", "q"], ["best", "best", "mid", "x"],
+                                                      [True, False, True, False])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -268,10 +271,10 @@ def test_best_of_n_reward_model_picks_highest_scoring_candidate(make_ws):
     candidates = spy_on_candidates(policy)
     torch.manual_seed(0)
     rollout = policy.sample(ws.prompts("train", 10), **SAMPLING)
-    with torch.no_grad():
-        all_scores = ws.reward_model.sequence_scores(candidates[0].batch).reshape(10, 3)
-        picked = ws.reward_model.sequence_scores(rollout.batch)
-    torch.testing.assert_close(picked, all_scores.max(dim=1).values, rtol=1e-5, atol=1e-5)
+    cand = candidates[0]
+    all_scores = ws.proxy_reward(cand.prompts, cand.completions, cand.ended).reshape(10, 3)
+    picked = ws.proxy_reward(rollout.prompts, rollout.completions, rollout.ended)
+    np.testing.assert_allclose(picked, all_scores.max(axis=1), rtol=1e-6)
 
 
 def test_best_of_one_is_plain_sampling_with_zero_kl(make_ws):
@@ -284,15 +287,19 @@ def test_best_of_one_is_plain_sampling_with_zero_kl(make_ws):
     plain = ws.sft.sample(prompts, **SAMPLING)
     assert ours.completions == plain.completions
     assert torch.equal(ours.batch.input_ids, plain.batch.input_ids)
-    assert policy.extra_summary == {"kl_analytic": 0.0, "best_of_n": 1}
+    summary = {"kl_mean": 0.0, "kl_sem": 0.0}
+    policy.summarize_kl(summary)
+    assert summary["kl_mean"] == 0.0 and summary["kl_kind"] == "analytic" and summary["best_of_n"] == 1
     np.testing.assert_array_equal(policy.sequence_kl(policy, ws.reference_for(policy), ours), np.zeros(8))
 
 
 def test_best_of_n_kl_analytic_and_measured(make_ws):
     ws = make_ws("best_of_n", "best_of_n.n=4", "best_of_n.reward=gold", "best_of_n.kl_reference_samples=16")
     policy = run_method(ws)
-    assert policy.extra_summary["best_of_n"] == 4
-    assert policy.extra_summary["kl_analytic"] == pytest.approx(math.log(4) - 3 / 4)
+    summary = {"kl_mean": 0.3, "kl_sem": 0.01}
+    policy.summarize_kl(summary)  # the analytic KL is reported; the sampled estimate stays as a diagnostic
+    assert summary["kl_mean"] == pytest.approx(math.log(4) - 3 / 4) and summary["kl_kind"] == "analytic"
+    assert summary["kl_sampled_estimate"] == 0.3 and summary["best_of_n"] == 4
     prompts = ws.prompts("train", 24)
     torch.manual_seed(0)
     rollout = policy.sample(prompts, **SAMPLING)
@@ -325,16 +332,19 @@ def test_log_ratio_estimate_matches_exact_kl():
 
 
 def test_best_of_n_through_the_evaluator(make_ws, tmp_path):
-    """The pipeline uses the artifact's measured KL and merges its extra summary."""
+    """The evaluator reports Best-of-N's analytic KL, keeps the sampled estimate as a diagnostic, and counts
+    all n candidates as the evaluation's generation cost."""
     ws = make_ws("best_of_n", "best_of_n.n=2", "best_of_n.reward=gold", "best_of_n.kl_reference_samples=4",
                  "eval.n_prompts=6", "eval.max_new_tokens=6")
     policy = run_method(ws)
     run = Run(ws.recipe, tmp_path / "evalrun", cache_dir=tmp_path / "cache")
     run.ws.__dict__["gold"] = letter_count
-    summary, samples = run.evaluate(policy)
-    assert summary["best_of_n"] == 2
-    assert summary["kl_analytic"] == pytest.approx(math.log(2) - 0.5)
-    assert math.isfinite(summary["kl_mean"])
+    summary, samples = evaluate_artifact(run.ws, policy)
+    samples = samples[1.0]
+    assert summary["best_of_n"] == 2 and summary["kl_kind"] == "analytic"
+    assert summary["kl_mean"] == pytest.approx(math.log(2) - 0.5)
+    assert math.isfinite(summary["kl_sampled_estimate"])
     assert all(k["kl"] <= math.log(2) + 1e-9 for k in samples)
+    assert summary["eval_generated_sequences"] == 2 * 6 == 2 * summary["n_samples"]
     policy.save(tmp_path / "saved")
     assert (tmp_path / "saved" / bon.META_FILE).is_file()

@@ -16,7 +16,7 @@ from torch.testing import assert_close
 import alignkit.methods.reward_model as rm  # registers "reward_model" (also listed in BUILTIN_MODULES)
 from alignkit.errors import DataError
 from alignkit.losses.bradley_terry import bradley_terry_loss
-from alignkit.models.scalar_head import ScalarModel
+from alignkit.models.scalar_head import ScalarModel, Scorer
 from alignkit.recipe import load_recipe
 from alignkit.registry import METHODS
 from alignkit.workspace import Workspace
@@ -103,7 +103,7 @@ def setup(tmp_path_factory):
     _write_preferences(root / "prefs.jsonl")
     recipe = load_recipe(None, overrides=[
         "method=reward_model", "device=cpu", f"model.name_or_path={root / 'sft'}", "model.max_length=32",
-        f"preferences.source={root / 'prefs.jsonl'}", "reward_model.heldout_fraction=0.2",
+        f"preferences.source={root / 'prefs.jsonl'}", "preferences.heldout_fraction=0.2",
         "reward_model.lr=0.003", "reward_model.batch_size=8", "reward_model.epochs=2", "reward_model.warmup_steps=5",
     ])
     ws = Workspace(recipe, root / "run", cache_dir=root / "cache")
@@ -114,7 +114,7 @@ def setup(tmp_path_factory):
 def test_registered_with_config():
     entry = METHODS.entry("reward_model")
     assert entry.obj is rm.train_reward_model and entry.meta["config"] is rm.RewardModelConfig
-    assert entry.meta["needs"] == ("preferences",)
+    assert entry.meta["needs"] == ("train_pairs",)  # held-out pairs are never trained on, by any method
 
 
 def test_learns_synthetic_preferences(setup):
@@ -136,9 +136,9 @@ def test_learns_synthetic_preferences(setup):
 
 def test_rewards_have_mean_zero_on_training_prompts(setup):
     _, ws, cfg, trained = setup
-    train, heldout = ws.preferences.split(cfg.heldout_fraction, ws.seed)
+    train, heldout = ws.train_pairs, ws.heldout_pairs
     assert set(train.group).isdisjoint(heldout.group)
-    *_, scores = trained.scorer.pairs(train)
+    *_, scores = rm.score_pairs(trained.scorer, train, False)
     assert len(scores) == 3 * len(set(train.group))  # each distinct completion scored once
     assert abs(trained.scalar.bias) > 1e-3  # the shift actually did something
     assert abs(scores.double().mean().item()) < 1e-4
@@ -150,9 +150,9 @@ def test_save_and_reload(setup):
     loaded = ScalarModel.from_backbone(ws.recipe.model, cache_dir=ws.cache_dir, device=ws.device,
                                        path=str(root / "saved"))
     assert loaded.bias == trained.scalar.bias
-    scorer = rm.Scorer(loaded, ws.recipe.model.max_length, False, batch_size=16)
-    chosen, rejected, _, scores = scorer.pairs(trained.heldout)
-    expected_chosen, expected_rejected, _, expected = trained.scorer.pairs(trained.heldout)
+    scorer = Scorer(loaded, ws.recipe.model, batch_size=16)
+    chosen, rejected, _, scores = rm.score_pairs(scorer, trained.heldout, False)
+    expected_chosen, expected_rejected, _, expected = rm.score_pairs(trained.scorer, trained.heldout, False)
     assert_close(scores, expected, rtol=0, atol=1e-6)
     assert_close(chosen, expected_chosen, rtol=0, atol=1e-6)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from alignkit.eval.evaluate import sequence_kl
+from alignkit.eval.kl import sequence_kl
 from alignkit.models.policy import Policy, Reference
 from alignkit.models.sequences import SequenceBatch, encode_pairs, sequence_logprobs, token_logprobs
 from tiny import tiny_gpt2, tiny_tokenizer

@@ -18,7 +18,8 @@ from alignkit.errors import DataError
 REQUIRED_COLUMNS = ("prompt", "chosen", "rejected")
 # bump when the way pairs are sampled changes, so cached pairs (and models trained on them) are rebuilt;
 # 2: no min_new_tokens, samples come from exactly the distribution that is scored
-GENERATION_VERSION = 2
+# 3: a complete generation config (no model-side logits processors); completions record whether they ended
+GENERATION_VERSION = 3
 
 
 @dataclass
@@ -29,8 +30,11 @@ class PreferenceConfig:
                                       "a .jsonl/.csv/.json file, or hf:DATASET_ID")
     columns: dict[str, str] = option({}, "map our column names to yours, e.g. {chosen: response_a}")
     split: str = option("train", "split of an hf: dataset")
-    append_eos: bool = option(False, "append the EOS token to every completion when tokenizing")
+    append_eos: bool = option(False, "append EOS to every completion of a file or hf: dataset when tokenizing "
+                                     "(generated pairs carry EOS exactly where the sampler stopped)")
     max_pairs: int = option(0, "use at most this many pairs (0: all)", ge=0)
+    heldout_fraction: float = option(0.1, "prompt groups held out from every method's training, to measure the "
+                                          "reward model's pairwise accuracy (0: none held out)", ge=0, lt=1)
     # generated pairs
     n_prompts: int = option(1000, "prompts to sample completions for (generated)", ge=1)
     completions_per_prompt: int = option(2, "K completions per prompt; K-choose-2 ranked pairs (generated)", ge=2)
@@ -51,6 +55,8 @@ class PreferenceData:
     group: list[int] = field(default_factory=list)
     chosen_scores: Optional[list[float]] = None
     rejected_scores: Optional[list[float]] = None
+    chosen_ended: Optional[list[bool]] = None  # sampled completions: did the sampler stop with EOS?
+    rejected_ended: Optional[list[bool]] = None
 
     def __post_init__(self):
         if not self.group:
@@ -59,18 +65,26 @@ class PreferenceData:
     def __len__(self) -> int:
         return len(self.prompts)
 
+    def eos_flags(self, index, append_eos: bool) -> tuple[list[bool], list[bool]]:
+        """Whether to append EOS to each chosen and rejected completion of ``index``: where the sampler
+        stopped for generated pairs, else ``append_eos`` for all."""
+        if self.chosen_ended is None:
+            return [append_eos] * len(index), [append_eos] * len(index)
+        return [self.chosen_ended[i] for i in index], [self.rejected_ended[i] for i in index]
+
     def split(self, heldout_fraction: float, seed: int) -> tuple["PreferenceData", "PreferenceData"]:
-        """Split by prompt group, so no prompt's pairs land on both sides."""
+        """Split by prompt group, so no prompt's pairs land on both sides (no held-out part at 0)."""
         groups = sorted(set(self.group))
         random.Random(seed).shuffle(groups)
-        held = set(groups[: max(1, int(len(groups) * heldout_fraction))])
+        held = set(groups[: max(1, int(len(groups) * heldout_fraction))] if heldout_fraction > 0 else [])
         return self.subset([i for i, g in enumerate(self.group) if g not in held]), \
             self.subset([i for i, g in enumerate(self.group) if g in held])
 
     def subset(self, index: list[int]) -> "PreferenceData":
         pick = lambda seq: None if seq is None else [seq[i] for i in index]  # noqa: E731
         return PreferenceData(pick(self.prompts), pick(self.chosen), pick(self.rejected), pick(self.group),
-                              pick(self.chosen_scores), pick(self.rejected_scores))
+                              pick(self.chosen_scores), pick(self.rejected_scores), pick(self.chosen_ended),
+                              pick(self.rejected_ended))
 
     def records(self) -> list[dict]:
         keys = ["prompt", "chosen", "rejected", "group"]
@@ -78,6 +92,9 @@ class PreferenceData:
         if self.chosen_scores is not None:
             for row, c, r in zip(rows, self.chosen_scores, self.rejected_scores):
                 row.update(chosen_score=c, rejected_score=r)
+        if self.chosen_ended is not None:
+            for row, c, r in zip(rows, self.chosen_ended, self.rejected_ended):
+                row.update(chosen_ended=c, rejected_ended=r)
         return rows
 
     @classmethod
@@ -92,11 +109,13 @@ class PreferenceData:
             for column in REQUIRED_COLUMNS:
                 if not isinstance(row.get(column), str):
                     raise DataError(f"{origin}: row {i}: column {column!r} must be text, got {row.get(column)!r}")
-        scores = "chosen_score" in rows[0]
+        scores, ended = "chosen_score" in rows[0], "chosen_ended" in rows[0]
         return cls([r["prompt"] for r in rows], [r["chosen"] for r in rows], [r["rejected"] for r in rows],
                    [int(r.get("group", i)) for i, r in enumerate(rows)],
                    [float(r["chosen_score"]) for r in rows] if scores else None,
-                   [float(r["rejected_score"]) for r in rows] if scores else None)
+                   [float(r["rejected_score"]) for r in rows] if scores else None,
+                   [bool(r["chosen_ended"]) for r in rows] if ended else None,
+                   [bool(r["rejected_ended"]) for r in rows] if ended else None)
 
 
 def load_preferences(cfg: PreferenceConfig) -> PreferenceData:
@@ -151,12 +170,15 @@ def _read_hub(name: str, split: str) -> list[dict]:
 
 
 def rank_into_pairs(prompts: list[str], completions: list[list[str]], scores: np.ndarray, *,
-                    labeling: str, bt_temperature: float, seed: int) -> PreferenceData:
+                    labeling: str, bt_temperature: float, seed: int,
+                    ended: list[list[bool]] | None = None) -> PreferenceData:
     """Turn K scored completions per prompt into all K-choose-2 pairs, the winner decided by the
-    higher score or sampled from the Bradley-Terry model sigmoid((s_a - s_b) / temperature)."""
+    higher score or sampled from the Bradley-Terry model sigmoid((s_a - s_b) / temperature).
+    ``ended`` (per completion: did it stop with EOS) travels with each completion."""
     rng = np.random.default_rng(seed)
-    out = PreferenceData([], [], [], [], [], [])
-    for group, (prompt, options, row) in enumerate(zip(prompts, completions, scores)):
+    ended = ended or [[False] * len(options) for options in completions]
+    out = PreferenceData([], [], [], [], [], [], [], [])
+    for group, (prompt, options, row, stops) in enumerate(zip(prompts, completions, scores, ended)):
         for a, b in itertools.combinations(range(len(options)), 2):
             if labeling == "bradley_terry":
                 p_a = 1.0 / (1.0 + np.exp(-(row[a] - row[b]) / bt_temperature))
@@ -172,6 +194,8 @@ def rank_into_pairs(prompts: list[str], completions: list[list[str]], scores: np
             out.group.append(group)
             out.chosen_scores.append(float(row[win]))
             out.rejected_scores.append(float(row[lose]))
+            out.chosen_ended.append(bool(stops[win]))
+            out.rejected_ended.append(bool(stops[lose]))
     return out
 
 
@@ -187,5 +211,6 @@ def generate_preferences(policy, prompts: list[str], score: Callable[[list[str],
                             progress="sampling preference pairs")
     flat_scores = np.asarray(score(repeated, rollout.completions), dtype=np.float64)
     grouped = [rollout.completions[i * k:(i + 1) * k] for i in range(len(prompts))]
+    stops = [rollout.ended[i * k:(i + 1) * k] for i in range(len(prompts))]
     return rank_into_pairs(prompts, grouped, flat_scores.reshape(len(prompts), k), labeling=cfg.labeling,
-                           bt_temperature=cfg.bt_temperature, seed=seed)
+                           bt_temperature=cfg.bt_temperature, seed=seed, ended=stops)

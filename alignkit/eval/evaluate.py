@@ -1,19 +1,24 @@
-"""The one evaluator every method goes through: sample held-out prompts, score with the gold reward,
-measure KL(pi || pi_ref) on the policy's own samples, and compare against the reference's samples."""
+"""The one evaluator every method goes through: sample the held-out prompts at each temperature, score the
+samples with the gold reward (and the reward model, where the run has one), measure the KL to the reference
+between the distributions actually sampled, and compare against the reference policy's samples.
+
+Every number in a summary describes what was sampled: the temperature and top-p, which KL was measured
+(``kl_kind``), how many samples, and what the evaluation itself generated.
+"""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 
 from alignkit.config import option
-from alignkit.rl.ops import full_kl_from_logits
-from alignkit.eval.stats import mean_and_sem, wilson_interval, win_rate
+from alignkit.eval.stats import mean_interval, wilson_interval, win_rate
 
-RewardFn = Callable[[list[str], list[str]], np.ndarray]
+RewardFn = Callable[..., np.ndarray]
 
 
 @dataclass
@@ -21,58 +26,147 @@ class EvalConfig:
     """How policies are evaluated: the same prompts, sampling settings and judge for every method."""
 
     n_prompts: int = option(256, "held-out prompts to sample", ge=1)
-    temperature: float = option(1.0, "sampling temperature (KL is exact only at 1.0 with top_p 1.0)", ge=0)
-    top_p: float = option(1.0, "nucleus sampling mass", gt=0, le=1)
+    temperature: float = option(1.0, "primary sampling temperature (summary, frontier); 0 = greedy (no KL)", ge=0)
+    temperatures: list[float] = option([], "further temperatures for win rate vs temperature, e.g. [0, 0.5, 1.5]")
+    top_p: float = option(1.0, "nucleus sampling mass (KL is then taken between the truncated distributions)",
+                          gt=0, le=1)
     max_new_tokens: int = option(32, "completion length", ge=1)
     batch_size: int = option(64, "prompts per generate call", ge=1)
+    judge: str = option("gold", "what decides win rates: gold (the recipe's gold_reward) or a registered "
+                                "reward/judge, e.g. reward-model or your own (see `alignkit list`)")
+    every_steps: int = option(0, "also evaluate checkpoints every N optimiser steps (PPO: iterations) on "
+                                 "trajectory_prompts prompts, tracing the run on the reward-vs-KL plane (0: off)",
+                              ge=0)
+    trajectory_prompts: int = option(64, "evaluation prompts (the first N, at most n_prompts) used for trajectory "
+                                         "points", ge=1)
+    diversity: bool = option(True, "report distinct-1/2 and self-BLEU of the samples")
+
+    def check(self):
+        if any(t < 0 for t in self.temperatures):
+            yield "temperatures", "every temperature must be >= 0"
+
+    def all_temperatures(self) -> list[float]:
+        """The primary temperature first, then the others, without repeats."""
+        return list(dict.fromkeys([float(self.temperature), *map(float, self.temperatures)]))
 
 
-def sequence_kl(policy, reference, rollout) -> np.ndarray:
-    """Per-sample sequence KL(pi || pi_ref): the exact per-token KL of the next-token distributions summed
-    over the sampled completion. Its mean is an unbiased estimate of the sequence KL when the samples come
-    from pi itself (temperature 1, top_p 1), and unlike sum(log pi - log pi_ref) it is never negative."""
-    with torch.no_grad():
-        _, logits = policy.token_logprobs(rollout.batch, return_logits=True)
-        _, ref_logits = reference.token_logprobs(rollout.batch, return_logits=True)
-        mask = rollout.batch.target_mask.to(logits.device)
-        kl = (full_kl_from_logits(logits, ref_logits) * mask).sum(-1)
-    return kl.double().cpu().numpy()
+@dataclass
+class ReferenceSamples:
+    """The reference policy's samples on the evaluation prompts, with their gold scores."""
+
+    prompts: list[str]
+    completions: list[str]
+    ended: list[bool]
+    gold: np.ndarray
+
+    def head(self, n: int) -> "ReferenceSamples":
+        return ReferenceSamples(self.prompts[:n], self.completions[:n], self.ended[:n], self.gold[:n])
+
+    def records(self) -> list[dict]:
+        return [{"prompt": p, "completion": c, "ended": e, "gold_reward": float(g)}
+                for p, c, e, g in zip(self.prompts, self.completions, self.ended, self.gold)]
+
+    @classmethod
+    def from_records(cls, rows: list[dict]) -> "ReferenceSamples":
+        return cls([r["prompt"] for r in rows], [r["completion"] for r in rows], [bool(r["ended"]) for r in rows],
+                   np.array([r["gold_reward"] for r in rows], dtype=np.float64))
 
 
-def evaluate_policy(policy, reference, prompts: list[str], gold: RewardFn, cfg: EvalConfig, *, seed: int,
-                    method: str, kl_fn=sequence_kl) -> tuple[dict, list[dict]]:
-    """Summary metrics and per-prompt samples of ``policy`` against the reference policy's samples."""
-    sampling = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                    batch_size=cfg.batch_size)
+def kl_kind(temperature: float, top_p: float) -> str:
+    """Which KL a temperature measures: ``exact`` KL(pi || pi_ref) at T = 1 and top_p = 1; between the
+    tempered/truncated policy and the reference processed the same way otherwise; none for greedy."""
+    if temperature == 0:
+        return "none (greedy)"
+    return "exact" if temperature == 1 and top_p == 1 else "sampled-distribution"
+
+
+def score_texts(reward: RewardFn, prompts: list[str], completions: list[str], ended: list[bool]) -> np.ndarray:
+    """Call a reward or judge, passing where each completion stopped with EOS if it takes ``ended``."""
+    try:
+        takes_ended = "ended" in inspect.signature(reward).parameters
+    except (TypeError, ValueError):
+        takes_ended = False
+    scores = reward(prompts, completions, ended=ended) if takes_ended else reward(prompts, completions)
+    return np.asarray(scores, dtype=np.float64).reshape(-1)
+
+
+def _policy_kl(policy, reference, rollout, temperature: float, top_p: float) -> Optional[np.ndarray]:
+    from alignkit.eval.kl import sequence_kl
+
+    if temperature == 0:
+        return None
+    own = getattr(policy, "sequence_kl", None)  # a policy whose log-probs are intractable (Best-of-N)
+    if own is not None:
+        return own(policy, reference, rollout)
+    return sequence_kl(policy, reference, rollout, temperature=temperature, top_p=top_p)
+
+
+def evaluate_at(policy, reference, samples: ReferenceSamples, gold: RewardFn, cfg: EvalConfig, *,
+                temperature: float, seed: int, judge: RewardFn | None = None, proxy: RewardFn | None = None,
+                diversity: bool | None = None) -> tuple[dict, list[dict]]:
+    """One row of results for ``policy`` sampled at ``temperature`` on the reference samples' prompts."""
+    from alignkit.training import Budget
+
+    prompts, cost = samples.prompts, Budget()
     torch.manual_seed(seed)
-    rollout = policy.sample(prompts, **sampling, progress=f"sampling {method}")
-    torch.manual_seed(seed + 1)
-    baseline = reference.as_policy().sample(prompts, **sampling, progress="sampling reference")
-    scores = np.asarray(gold(prompts, rollout.completions), float)
-    baseline_scores = np.asarray(gold(prompts, baseline.completions), float)
-    kl = kl_fn(policy, reference, rollout)
-    rate = win_rate(scores, baseline_scores)
-    low, high = wilson_interval(rate, len(prompts))
-    kl_mean, kl_sem = mean_and_sem(kl)
-    summary = {
-        "method": method,
-        "gold_reward_mean": float(scores.mean()),
-        "gold_reward_std": float(scores.std()),
-        "reference_gold_reward_mean": float(baseline_scores.mean()),
-        "kl_mean": kl_mean,
-        "kl_sem": kl_sem,
-        "win_rate_vs_reference": rate,
-        "win_rate_ci_low": low,
-        "win_rate_ci_high": high,
-        "n_samples": len(prompts),
-        "temperature": cfg.temperature,
-        "top_p": cfg.top_p,
-        "max_new_tokens": cfg.max_new_tokens,
+    rollout = policy.sample(prompts, max_new_tokens=cfg.max_new_tokens, temperature=temperature, top_p=cfg.top_p,
+                            batch_size=cfg.batch_size, progress=f"sampling policy (T={temperature:g})", budget=cost)
+    scores = score_texts(gold, prompts, rollout.completions, rollout.ended)
+    judged, judged_reference = scores, samples.gold
+    if judge is not None and judge is not gold:
+        judged = score_texts(judge, prompts, rollout.completions, rollout.ended)
+        judged_reference = score_texts(judge, prompts, samples.completions, samples.ended)
+    kl = _policy_kl(policy, reference, rollout, temperature, cfg.top_p)
+    rate = win_rate(judged, judged_reference)
+    gold_mean, gold_low, gold_high = mean_interval(scores)
+    row = {
+        "temperature": temperature, "top_p": cfg.top_p, "n_samples": len(prompts),
+        "gold_reward_mean": gold_mean, "gold_reward_std": float(scores.std()),
+        "gold_reward_ci_low": gold_low, "gold_reward_ci_high": gold_high,
+        "reference_gold_reward_mean": float(samples.gold.mean()),
+        "kl_kind": kl_kind(temperature, cfg.top_p),
+        "win_rate_vs_reference": rate, **dict(zip(("win_rate_ci_low", "win_rate_ci_high"),
+                                                  wilson_interval(rate, len(prompts)))),
+        "mean_completion_tokens": float(rollout.batch.completion_lengths.float().mean()),
+        "eos_fraction": float(np.mean(rollout.ended)),
+        "eval_generated_sequences": cost.generated_sequences, "eval_generated_tokens": cost.generated_tokens,
     }
-    samples = [
-        {"prompt": p, "completion": c, "gold_reward": s, "kl": k, "reference_completion": rc,
-         "reference_gold_reward": rs}
-        for p, c, s, k, rc, rs in zip(prompts, rollout.completions, scores, kl, baseline.completions,
-                                      baseline_scores)
-    ]
-    return summary, samples
+    if kl is None:
+        row.update(kl_mean=None, kl_sem=None, kl_ci_low=None, kl_ci_high=None)
+    else:
+        kl_mean, kl_low, kl_high = mean_interval(kl)
+        row.update(kl_mean=kl_mean, kl_sem=(kl_high - kl_mean) / 1.96 if len(kl) > 1 else None,
+                   kl_ci_low=kl_low, kl_ci_high=kl_high)
+        if hasattr(policy, "summarize_kl"):
+            policy.summarize_kl(row)
+    proxy_scores = None
+    if proxy is not None:
+        proxy_scores = score_texts(proxy, prompts, rollout.completions, rollout.ended)
+        mean, low, high = mean_interval(proxy_scores)
+        row.update(proxy_reward_mean=mean, proxy_reward_ci_low=low, proxy_reward_ci_high=high,
+                   reference_proxy_reward_mean=float(score_texts(proxy, prompts, samples.completions,
+                                                                 samples.ended).mean()))
+    if cfg.diversity if diversity is None else diversity:
+        from alignkit.eval.diversity import diversity as diversity_of
+
+        row.update(diversity_of(rollout.completions))
+    rows = [{"prompt": p, "completion": c, "ended": e, "gold_reward": float(s),
+             "kl": None if kl is None else float(k), "judge_score": float(j),
+             "reference_completion": rc, "reference_gold_reward": float(rs), "reference_judge_score": float(rj)}
+            for p, c, e, s, k, j, rc, rs, rj in zip(prompts, rollout.completions, rollout.ended, scores,
+                                                     kl if kl is not None else [None] * len(prompts), judged,
+                                                     samples.completions, samples.gold, judged_reference)]
+    if proxy_scores is not None:
+        for r, value in zip(rows, proxy_scores):
+            r["proxy_reward"] = float(value)
+    return row, rows
+
+
+def trajectory_point(policy, reference, samples: ReferenceSamples, gold: RewardFn, cfg: EvalConfig, *,
+                     seed: int, step: int) -> dict:
+    """A checkpoint's point on the reward-vs-KL plane, at the primary temperature on the trajectory prompts."""
+    row, _ = evaluate_at(policy, reference, samples, gold, cfg, temperature=cfg.temperature, seed=seed,
+                         diversity=False)
+    keep = ("temperature", "n_samples", "gold_reward_mean", "gold_reward_ci_low", "gold_reward_ci_high", "kl_kind",
+            "kl_mean", "kl_ci_low", "kl_ci_high", "win_rate_vs_reference", "win_rate_ci_low", "win_rate_ci_high")
+    return {"step": step, **{k: row[k] for k in keep}}

@@ -42,8 +42,13 @@ def _policy_panels(ax_reward, ax_kl, samples, summary):
     ax_reward.hist([s["gold_reward"] for s in samples], bins=bins, alpha=0.6, label=summary["method"])
     ax_reward.set(title=f"gold reward (win rate {summary['win_rate_vs_reference']:.2f})", xlabel="gold reward")
     ax_reward.legend()
-    ax_kl.hist([s["kl"] for s in samples], bins=30)
-    ax_kl.axvline(summary["kl_mean"], color="k", linestyle="--", label=f"mean {summary['kl_mean']:.2f}")
+    if summary.get("kl_mean") is None:  # greedy decoding: no sampling distribution, no KL
+        ax_kl.set(title="no KL at temperature 0 (greedy)")
+        return
+    kls = [s["kl"] for s in samples if s.get("kl") is not None]
+    ax_kl.hist(kls, bins=30)
+    ax_kl.axvline(summary["kl_mean"], color="k", linestyle="--",
+                  label=f"mean {summary['kl_mean']:.2f} ({summary.get('kl_kind', 'exact')})")
     ax_kl.set(title="sequence KL(pi || pi_ref) per sample", xlabel="nats")
     ax_kl.legend()
 

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-
 from alignkit.config import option
 from alignkit.models.policy import Policy, Rollout
 from alignkit.registry import register_method
@@ -70,16 +68,21 @@ class BestOfNPolicy(Policy):
         self.n = n
         self.kl_reference_samples = kl_reference_samples
         self.sampling: dict = {}
-        self.extra_summary = {"kl_analytic": analytic_kl(n), "best_of_n": n}
+
+    def summarize_kl(self, summary: dict) -> None:
+        """The reported KL is the analytic log n - (n-1)/n; the sampled estimate, biased low with few
+        reference samples, stays as a diagnostic."""
+        summary.update(kl_sampled_estimate=summary["kl_mean"], kl_sampled_estimate_sem=summary["kl_sem"],
+                       kl_mean=analytic_kl(self.n), kl_sem=0.0, kl_kind="analytic", best_of_n=self.n)
 
     def sample(self, prompts: list[str], **sampling) -> Rollout:
         """n samples per prompt from the SFT policy; the highest-reward one per prompt (first on ties)."""
-        self.sampling = dict(sampling)
+        self.sampling = {k: v for k, v in sampling.items() if k != "budget"}
         n = self.n
         candidates = self.base.sample([p for p in prompts for _ in range(n)], **sampling)
         scores = self.reward(candidates).reshape(len(prompts), n)
         rows = [i * n + int(j) for i, j in enumerate(scores.argmax(axis=1))]
-        return Rollout(list(prompts), [candidates.completions[r] for r in rows], candidates.batch.select(rows))
+        return candidates.select(rows)
 
     def sequence_kl(self, policy, reference, rollout: Rollout) -> np.ndarray:
         """A measured estimate of KL(pi_bon || pi_ref) per sample: log pi_bon(y)/pi_ref(y) estimated by
@@ -102,23 +105,17 @@ class BestOfNPolicy(Policy):
 
 
 def reward_function(ws, name: str):
-    """``rollout -> scores``: the learned reward model on the sampled tokens, or the gold reward on text."""
+    """``rollout -> scores``: the learned reward model (scoring text as it was trained, EOS where the
+    sampler stopped) or the gold reward."""
     if name == "gold":
         gold = ws.gold
         return lambda rollout: np.asarray(gold(rollout.prompts, rollout.completions), dtype=np.float64)
-    model = ws.reward_model
-
-    @torch.no_grad()
-    def score(rollout: Rollout, chunk: int = 64) -> np.ndarray:
-        parts = [model.sequence_scores(rollout.batch.select(slice(i, i + chunk))).double().cpu()
-                 for i in range(0, len(rollout.batch), chunk)]
-        return torch.cat(parts).numpy()
-
-    return score
+    proxy = ws.proxy_reward
+    return lambda rollout: np.asarray(proxy(rollout.prompts, rollout.completions, rollout.ended), dtype=np.float64)
 
 
 @register_method("best_of_n", config=BestOfNConfig,
-                 needs=lambda cfg: ("preferences", "reward_model") if cfg.reward == "reward_model" else ())
+                 needs=lambda cfg: ("train_pairs", "reward_model") if cfg.reward == "reward_model" else ())
 def best_of_n(ws, cfg: BestOfNConfig):
     """Best-of-N sampling from the SFT policy, ranked by the reward model or the gold reward (no training)."""
     return BestOfNPolicy(ws.sft, reward_function(ws, cfg.reward), cfg.n, cfg.kl_reference_samples)

@@ -14,7 +14,6 @@ import torch
 from alignkit.config import option
 from alignkit.errors import UnknownNameError
 from alignkit.losses.base import PreferenceLogps, loss_parameters
-from alignkit.models.sequences import encode_pairs
 from alignkit.registry import LOSSES, register_method
 from alignkit.training import TrainingConfig, batch_indices, fit
 
@@ -40,42 +39,43 @@ class DPOConfig(TrainingConfig):
                                              f"(it takes: {', '.join(accepted) or 'none'})")
 
 
-def pair_batch(tokenizer, prompts, chosen, rejected, max_length, append_eos):
-    """Chosen and rejected completions of the same prompts as one batch: chosen rows first."""
-    return encode_pairs(tokenizer, list(prompts) * 2, list(chosen) + list(rejected),
-                        max_length=max_length, append_eos=append_eos)
+def pair_batch(policy, data, index: list[int], append_eos: bool):
+    """The chosen and rejected completions of pairs ``index`` as one batch of ``policy``'s: chosen rows first."""
+    chosen_eos, rejected_eos = data.eos_flags(index, append_eos)
+    prompts = [data.prompts[i] for i in index]
+    return policy.encode(prompts * 2, [data.chosen[i] for i in index] + [data.rejected[i] for i in index],
+                         chosen_eos + rejected_eos)
 
 
 @torch.no_grad()
-def reference_logprobs(reference, tokenizer, data, max_length, append_eos, batch_size=64):
+def reference_logprobs(reference, data, append_eos: bool, batch_size: int = 64):
     """Summed reference log-probs of every pair's chosen and rejected completion [N], [N]."""
     chosen, rejected = [], []
     for start in range(0, len(data), batch_size):
-        idx = slice(start, start + batch_size)
-        batch = pair_batch(tokenizer, data.prompts[idx], data.chosen[idx], data.rejected[idx], max_length,
-                           append_eos)
-        c, r = reference.sequence_logprobs(batch).cpu().chunk(2)
+        index = list(range(start, min(start + batch_size, len(data))))
+        c, r = reference.sequence_logprobs(pair_batch(reference.policy, data, index, append_eos)).cpu().chunk(2)
         chosen.append(c)
         rejected.append(r)
     return torch.cat(chosen), torch.cat(rejected)
 
 
-@register_method("dpo", config=DPOConfig, needs=("preferences",))
+def _needs(cfg: DPOConfig) -> tuple[str, ...]:
+    return ("train_pairs",) if cfg.reference_free else ("train_pairs", "reference_logps")
+
+
+@register_method("dpo", config=DPOConfig, needs=_needs)
 def train_dpo(ws, cfg: DPOConfig):
     """Direct Preference Optimization (Rafailov et al. 2023) with a pluggable preference loss."""
-    data = ws.preferences
+    data = ws.train_pairs
     policy = ws.load_policy()
     append_eos = ws.recipe.preferences.append_eos
-    max_length = policy.max_length
     loss_fn = LOSSES.get(cfg.loss)
-    ref_chosen = ref_rejected = None
-    if not cfg.reference_free:
-        ref_chosen, ref_rejected = reference_logprobs(ws.reference_for(policy), policy.tokenizer, data,
-                                                      max_length, append_eos)
+    # pi_ref's log-probs over the pairs: one shared, cached pass for every DPO-family run on these pairs
+    ref_chosen, ref_rejected = (None, None) if cfg.reference_free else ws.reference_logps
 
     def step(index: list[int]):
-        batch = pair_batch(policy.tokenizer, [data.prompts[i] for i in index], [data.chosen[i] for i in index],
-                           [data.rejected[i] for i in index], max_length, append_eos).to(policy.device)
+        batch = pair_batch(policy, data, index, append_eos)
+        ws.budget.add_batch(batch)
         logps = policy.sequence_logprobs(batch)
         chosen, rejected = logps.chunk(2)
         lengths = batch.target_mask.sum(-1)
@@ -84,8 +84,8 @@ def train_dpo(ws, cfg: DPOConfig):
         out = loss_fn(PreferenceLogps(chosen, rejected, *ref, *lengths.chunk(2)), beta=cfg.beta, **cfg.loss_params)
         return out.losses.mean(), preference_metrics(out, chosen, rejected)
 
-    fit(policy.trainable_parameters(), batch_indices(len(data), cfg, ws.seed), step, cfg, log=ws.log,
-        stage="dpo", models=[policy.model])
+    fit(policy.trainable_parameters(), batch_indices(len(data), cfg, ws.train_seed), step, cfg, log=ws.log,
+        stage="dpo", models=[policy.model], budget=ws.budget, on_step=ws.checkpoint_hook(policy))
     return policy
 
 

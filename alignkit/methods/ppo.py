@@ -17,7 +17,6 @@ import torch
 
 from alignkit.config import option
 from alignkit.models.finetune import completion_nll
-from alignkit.models.sequences import encode_pairs
 from alignkit.registry import register_method
 from alignkit.rl import ops
 from alignkit.training import TrainingConfig, make_optimizer
@@ -78,24 +77,30 @@ class PPOTrainer:
         self.reference = ws.reference_for(self.policy)
         self.value = _value_model(ws, cfg)
         self.value.model.train()
-        self.reward_model = ws.reward_model if cfg.reward == "reward_model" else None
+        # the reward model scores text exactly as it was trained on it (EOS where the sampler stopped)
+        self.proxy = ws.proxy_reward if cfg.reward == "reward_model" else None
         self.prompts = ws.prompts("train", cfg.prompt_pool)
         self.kl_ctl = ops.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
         total = cfg.steps * cfg.ppo_epochs * -(-cfg.rollout_size // cfg.minibatch_size)
         # collected once (not per minibatch): policy and value model have their own optimisers
         self.policy_params, self.value_params = self.policy.trainable_parameters(), self.value.parameters()
+        # policy and value model follow the same learning-rate schedule, each from its own peak rate
         self.opt, self.sched = make_optimizer(self.policy_params, TrainingConfig(lr=cfg.lr, warmup_steps=0), total)
-        self.value_opt, _ = make_optimizer(self.value_params, TrainingConfig(lr=cfg.value_lr, warmup_steps=0), total)
+        self.value_opt, self.value_sched = make_optimizer(self.value_params,
+                                                          TrainingConfig(lr=cfg.value_lr, warmup_steps=0), total)
         self.ptx_texts = ws.task.train_texts if cfg.ptx_coef > 0 else []
-        self.rng = random.Random(ws.seed)
+        self.rng = random.Random(ws.train_seed)
 
     def train(self):
         self.policy.model.train()
+        on_step = self.ws.checkpoint_hook(self.policy)
         for step in tqdm(range(1, self.cfg.steps + 1), desc="ppo", unit="iter", dynamic_ncols=True, leave=False):
             rollout, stats = self.rollout()
             stats.update(self.optimise(rollout))
             self.kl_ctl.update(stats["kl"], self.cfg.rollout_size)
             self.ws.log.log("ppo", step, stats)
+            if on_step is not None:
+                on_step(step)
         self.policy.model.eval()
         return self.policy
 
@@ -105,14 +110,15 @@ class PPOTrainer:
         cfg, policy = self.cfg, self.policy
         prompts = self.rng.sample(self.prompts, min(cfg.rollout_size, len(self.prompts)))
         sampled = policy.sample(prompts, max_new_tokens=cfg.max_new_tokens, temperature=1.0,
-                                batch_size=len(prompts))
+                                batch_size=len(prompts), budget=self.ws.budget)
         batch = sampled.batch.to(policy.device)
         mask = batch.target_mask
         logps, logits = policy.token_logprobs(batch, return_logits=True)
         ref_logps, ref_logits = self.reference.token_logprobs(batch, return_logits=True)
         values = self.value.token_values(batch)[:, :-1] * mask  # V(s_t) is read where token t+1 is predicted
         gold = torch.as_tensor(np.asarray(self.ws.gold(prompts, sampled.completions)), dtype=torch.float32)
-        proxy = self.reward_model.sequence_scores(batch) if self.reward_model else gold.to(policy.device)
+        proxy = (torch.as_tensor(self.proxy(prompts, sampled.completions, sampled.ended), dtype=torch.float32)
+                 if self.proxy else gold).to(policy.device)
         rewards, k1 = ops.token_rewards(proxy, logps, ref_logps, mask, self.kl_ctl.value)
         advantages, returns = ops.gae_advantages(rewards, values, mask, cfg.gamma, cfg.lam)
         if cfg.whiten_advantages:
@@ -142,6 +148,7 @@ class PPOTrainer:
     def minibatch_step(self, data: dict, index: torch.Tensor) -> dict:
         cfg = self.cfg
         batch, mask = data["batch"].select(index), data["mask"][index]
+        self.ws.budget.add_batch(batch)
         logps = self.policy.token_logprobs(batch)
         pg_loss, pg_stats = ops.clipped_policy_loss(logps, data["logps"][index], data["advantages"][index],
                                                     mask, cfg.clip_range)
@@ -161,19 +168,21 @@ class PPOTrainer:
             opt.step()
             opt.zero_grad(set_to_none=True)
         self.sched.step()
+        self.value_sched.step()
+        self.ws.budget.steps += 1
         return stats
 
     def ptx_loss(self) -> torch.Tensor:
         """PPO-ptx: negative log-likelihood of demonstration text, keeping the policy close to the data."""
         texts = self.rng.sample(self.ptx_texts, min(self.cfg.ptx_batch_size, len(self.ptx_texts)))
-        batch = encode_pairs(self.policy.tokenizer, [""] * len(texts), texts,
-                             max_length=self.policy.max_length).to(self.policy.device)
+        batch = self.policy.encode([""] * len(texts), texts)
+        self.ws.budget.add_batch(batch)
         return completion_nll(self.policy.model, batch)
 
 
 def _needs(cfg: PPOConfig) -> tuple[str, ...]:
     """Shared artifacts to build (and time) before training: the reward model, unless PPO-GT."""
-    return ("preferences", "reward_model") if cfg.reward == "reward_model" else ()
+    return ("train_pairs", "reward_model") if cfg.reward == "reward_model" else ()
 
 
 @register_method("ppo", config=PPOConfig, needs=_needs)

@@ -25,20 +25,21 @@ class PreferredFTConfig(TrainingConfig):
                                      "the number of pairs it wins (K completions per prompt give K-1 to the best)")
 
 
-def chosen_examples(data, deduplicate: bool) -> tuple[list[str], list[str]]:
-    """The (prompt, chosen) pairs to fit, in data order, optionally without repeats."""
-    pairs = list(zip(data.prompts, data.chosen))
+def chosen_examples(data, deduplicate: bool, append_eos: bool) -> tuple[list[str], list[str], list[bool]]:
+    """The (prompt, chosen, ends-with-EOS) examples to fit, in data order, optionally without repeats."""
+    eos, _ = data.eos_flags(range(len(data)), append_eos)
+    examples = list(zip(data.prompts, data.chosen, eos))
     if deduplicate:
-        pairs = list(dict.fromkeys(pairs))
-    return [p for p, _ in pairs], [c for _, c in pairs]
+        examples = list(dict.fromkeys(examples))
+    return [p for p, _, _ in examples], [c for _, c, _ in examples], [e for _, _, e in examples]
 
 
-@register_method("preferred_ft", config=PreferredFTConfig, needs=("preferences",))
+@register_method("preferred_ft", config=PreferredFTConfig, needs=("train_pairs",))
 def train_preferred_ft(ws, cfg: PreferredFTConfig):
     """Preferred-FT: maximum likelihood on the chosen completions given their prompts (DPO paper baseline)."""
     policy = ws.load_policy()
-    prompts, chosen = chosen_examples(ws.preferences, cfg.deduplicate)
+    prompts, chosen, eos = chosen_examples(ws.train_pairs, cfg.deduplicate, ws.recipe.preferences.append_eos)
     # the loss covers completion tokens only: prompts are conditioning, not targets
-    finetune_on_completions(policy, prompts, chosen, cfg, log=ws.log, stage="preferred_ft", seed=ws.seed,
-                            append_eos=ws.recipe.preferences.append_eos)
+    finetune_on_completions(policy, prompts, chosen, cfg, log=ws.log, stage="preferred_ft", seed=ws.train_seed,
+                            eos=eos, budget=ws.budget, on_step=ws.checkpoint_hook(policy))
     return policy

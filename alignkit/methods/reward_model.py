@@ -16,10 +16,8 @@ from torch import Tensor
 
 from alignkit.config import option
 from alignkit.data.preferences import PreferenceData
-from alignkit.errors import DataError
 from alignkit.losses.bradley_terry import bradley_terry_loss
-from alignkit.models.scalar_head import ScalarModel
-from alignkit.models.sequences import encode_pairs
+from alignkit.models.scalar_head import ScalarModel, Scorer
 from alignkit.registry import register_method
 from alignkit.training import TrainingConfig, batch_indices, fit
 
@@ -32,41 +30,29 @@ class RewardModelConfig(TrainingConfig):
     lr: float = option(1e-3, "peak learning rate (AdamW)", gt=0)
     batch_size: int = option(8, "prompt groups per optimiser step (each with all its K-choose-2 pairs)", ge=1)
     epochs: float = option(2.0, "passes over the training prompts (fractions allowed; more overfits)", gt=0)
-    heldout_fraction: float = option(0.1, "fraction of prompt groups held out to measure pairwise accuracy",
-                                     gt=0, lt=1)
     eval_batch_size: int = option(64, "completions per forward pass when scoring without gradients", ge=1)
 
 
-def unique_completions(data: PreferenceData, index: list[int] | None = None):
-    """The distinct (prompt, completion) pairs of ``data``'s pairs, and where each pair's chosen and
-    rejected completion sit among them [N, 2]."""
-    index = range(len(data)) if index is None else index
-    keys = [(data.prompts[i], text) for i in index for text in (data.chosen[i], data.rejected[i])]
+def unique_completions(data: PreferenceData, append_eos: bool, index: list[int] | None = None):
+    """The distinct (prompt, completion, ends-with-EOS) items of ``data``'s pairs, and where each pair's
+    chosen and rejected completion sit among them [N, 2]."""
+    index = list(range(len(data))) if index is None else index
+    chosen_eos, rejected_eos = data.eos_flags(index, append_eos)
+    keys = [key for j, i in enumerate(index)
+            for key in ((data.prompts[i], data.chosen[i], chosen_eos[j]),
+                        (data.prompts[i], data.rejected[i], rejected_eos[j]))]
     position: dict[tuple[str, str], int] = {}
     for key in keys:
         position.setdefault(key, len(position))
     return list(position), torch.tensor([position[k] for k in keys], dtype=torch.long).view(-1, 2)
 
 
-class Scorer:
-    """Scores (prompt, completion) pairs with a scalar model, tokenized as every method tokenizes them."""
-
-    def __init__(self, scalar: ScalarModel, max_length: int, append_eos: bool, batch_size: int):
-        self.scalar, self.max_length, self.append_eos, self.batch_size = scalar, max_length, append_eos, batch_size
-
-    def __call__(self, items: list[tuple[str, str]]) -> Tensor:
-        batch = encode_pairs(self.scalar.tokenizer, [p for p, _ in items], [c for _, c in items],
-                             max_length=self.max_length, append_eos=self.append_eos)
-        return self.scalar.sequence_scores(batch)
-
-    @torch.no_grad()
-    def pairs(self, data: PreferenceData) -> tuple[Tensor, Tensor, list[tuple[str, str]], Tensor]:
-        """Chosen and rejected scores of every pair [N], [N] (on CPU), plus the distinct completions'
-        keys and scores."""
-        items, where = unique_completions(data)
-        scores = torch.cat([self(items[i:i + self.batch_size]).cpu()
-                            for i in range(0, len(items), self.batch_size)])
-        return scores[where[:, 0]], scores[where[:, 1]], items, scores
+@torch.no_grad()
+def score_pairs(scorer: Scorer, data: PreferenceData, append_eos: bool):
+    """Chosen and rejected scores of every pair [N], [N] (on CPU), plus the distinct items and their scores."""
+    items, where = unique_completions(data, append_eos)
+    scores = scorer([p for p, _, _ in items], [c for _, c, _ in items], [e for _, _, e in items]).cpu()
+    return scores[where[:, 0]], scores[where[:, 1]], items, scores
 
 
 def pair_metrics(chosen: Tensor, rejected: Tensor) -> dict[str, Tensor]:
@@ -74,16 +60,14 @@ def pair_metrics(chosen: Tensor, rejected: Tensor) -> dict[str, Tensor]:
     return {"accuracy": (margin > 0).float().mean(), "margin": margin.mean()}
 
 
-@register_method("reward_model", config=RewardModelConfig, needs=("preferences",))
+@register_method("reward_model", config=RewardModelConfig, needs=("train_pairs",))
 def train_reward_model(ws, cfg: RewardModelConfig) -> "TrainedRewardModel":
     """Bradley-Terry reward model: a scalar head on the SFT backbone, rewards centred on the training prompts."""
-    train, heldout = ws.preferences.split(cfg.heldout_fraction, ws.seed)
-    if not len(train):
-        raise DataError(f"reward_model: all {len(set(heldout.group))} prompt group(s) of the preference pairs are "
-                        f"held out (heldout_fraction {cfg.heldout_fraction}); at least 2 prompts are needed")
-    torch.manual_seed(ws.seed)
+    train, heldout = ws.train_pairs, ws.heldout_pairs
+    append_eos = ws.recipe.preferences.append_eos
+    torch.manual_seed(ws.train_seed)
     scalar = ScalarModel.from_backbone(ws.recipe.model, cache_dir=ws.cache_dir, device=ws.device)
-    scorer = Scorer(scalar, ws.recipe.model.max_length, ws.recipe.preferences.append_eos, cfg.eval_batch_size)
+    scorer = Scorer(scalar, ws.recipe.model, cfg.eval_batch_size)
     members: dict[int, list[int]] = defaultdict(list)
     for i, g in enumerate(train.group):
         members[g].append(i)
@@ -91,27 +75,30 @@ def train_reward_model(ws, cfg: RewardModelConfig) -> "TrainedRewardModel":
 
     def step(group_index: list[int]):
         index = [i for g in group_index for i in groups[g]]
-        items, where = unique_completions(train, index)
-        scores = scorer(items)
+        items, where = unique_completions(train, append_eos, index)
+        batch = scorer.encode([p for p, _, _ in items], [c for _, c, _ in items], [e for _, _, e in items])
+        ws.budget.add_batch(batch)
+        scores = scalar.sequence_scores(batch)
         chosen, rejected = scores[where[:, 0].to(scores.device)], scores[where[:, 1].to(scores.device)]
         group = torch.tensor([train.group[i] for i in index], device=scores.device)
         return bradley_terry_loss(chosen, rejected, group), pair_metrics(chosen, rejected)
 
-    fit(scalar.parameters(), batch_indices(len(groups), cfg, ws.seed), step, cfg, log=ws.log,
-        stage="reward_model", models=[scalar.model])
-    train_chosen, train_rejected, _, train_scores = scorer.pairs(train)
+    fit(scalar.parameters(), batch_indices(len(groups), cfg, ws.train_seed), step, cfg, log=ws.log,
+        stage="reward_model", models=[scalar.model], budget=ws.budget)
+    train_chosen, train_rejected, _, train_scores = score_pairs(scorer, train, append_eos)
     scalar.bias += float(train_scores.double().mean())  # scores above were taken at the old bias
     train_accuracy = float((train_chosen > train_rejected).float().mean())
     ws.log.log("reward_model", cfg.total_steps(len(groups)), {"bias": scalar.bias, "train_accuracy": train_accuracy})
-    return TrainedRewardModel(scalar, scorer, heldout, n_train=len(train), train_accuracy=train_accuracy)
+    return TrainedRewardModel(scalar, scorer, heldout, append_eos, n_train=len(train),
+                              train_accuracy=train_accuracy)
 
 
 class TrainedRewardModel:
     """The trained scalar model and its held-out pairs; saves as a ScalarModel folder."""
 
-    def __init__(self, scalar: ScalarModel, scorer: Scorer, heldout: PreferenceData, *, n_train: int,
-                 train_accuracy: float):
-        self.scalar, self.scorer, self.heldout = scalar, scorer, heldout
+    def __init__(self, scalar: ScalarModel, scorer: Scorer, heldout: PreferenceData, append_eos: bool, *,
+                 n_train: int, train_accuracy: float):
+        self.scalar, self.scorer, self.heldout, self.append_eos = scalar, scorer, heldout, append_eos
         self.n_train, self.train_accuracy = n_train, train_accuracy
 
     def save(self, folder) -> None:
@@ -120,8 +107,12 @@ class TrainedRewardModel:
     def evaluate(self, ws) -> tuple[dict, list[dict]]:
         """Pairwise accuracy on held-out and training pairs (labels from the gold reward), the reward
         scale, and the rank correlation with the gold scores; one sample row per held-out pair."""
-        chosen, rejected, items, scores = self.scorer.pairs(self.heldout)
         data = self.heldout
+        if not len(data):
+            return {"method": "reward_model", "heldout_pairwise_accuracy": None, "n_heldout_pairs": 0,
+                    "train_pairwise_accuracy": self.train_accuracy, "n_train_pairs": self.n_train,
+                    "reward_bias": self.scalar.bias}, []
+        chosen, rejected, items, scores = score_pairs(self.scorer, data, self.append_eos)
         summary = {
             "method": "reward_model",
             "heldout_pairwise_accuracy": float((chosen > rejected).float().mean()),
@@ -142,7 +133,7 @@ class TrainedRewardModel:
         return summary, samples
 
 
-def spearman_vs_gold(data: PreferenceData, items: list[tuple[str, str]], scores: Tensor) -> float | None:
+def spearman_vs_gold(data: PreferenceData, items: list[tuple[str, str, bool]], scores: Tensor) -> float | None:
     """Spearman rank correlation between RM scores and gold scores over the distinct completions (None
     when undefined: fewer than two completions or constant scores)."""
     from scipy.stats import spearmanr
@@ -151,7 +142,7 @@ def spearman_vs_gold(data: PreferenceData, items: list[tuple[str, str]], scores:
     for i in range(len(data)):
         gold[(data.prompts[i], data.chosen[i])] = data.chosen_scores[i]
         gold[(data.prompts[i], data.rejected[i])] = data.rejected_scores[i]
-    gold_scores = [gold[k] for k in items]
+    gold_scores = [gold[(p, c)] for p, c, _ in items]
     if len(set(gold_scores)) < 2 or len(set(scores.tolist())) < 2:
         return None
     return float(spearmanr(scores.numpy(), gold_scores).statistic)

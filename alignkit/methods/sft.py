@@ -40,6 +40,7 @@ def demonstrations(texts: list[str], max_examples: int, max_length: int, seed: i
 def train_sft(ws, cfg: SFTConfig):
     """Supervised fine-tuning of recipe.model on the task's demonstrations (language modelling)."""
     policy = ws.load_policy()
-    texts = demonstrations(ws.task.train_texts, cfg.max_examples, ws.recipe.model.max_length, ws.seed)
-    finetune_on_completions(policy, [""] * len(texts), texts, cfg, log=ws.log, stage="sft", seed=ws.seed)
+    texts = demonstrations(ws.task.train_texts, cfg.max_examples, ws.recipe.model.max_length, ws.train_seed)
+    finetune_on_completions(policy, [""] * len(texts), texts, cfg, log=ws.log, stage="sft", seed=ws.train_seed,
+                            budget=ws.budget, on_step=ws.checkpoint_hook(policy))
     return policy

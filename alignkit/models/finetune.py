@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from alignkit.models.sequences import SequenceBatch, encode_pairs, token_logprobs
+from alignkit.models.sequences import SequenceBatch, token_logprobs
 from alignkit.runlog import MetricsLog
-from alignkit.training import TrainingConfig, batch_indices, fit
+from alignkit.training import Budget, TrainingConfig, batch_indices, fit
 
 
 def completion_nll(model, batch: SequenceBatch) -> torch.Tensor:
@@ -17,13 +17,19 @@ def completion_nll(model, batch: SequenceBatch) -> torch.Tensor:
 
 
 def finetune_on_completions(policy, prompts: list[str], completions: list[str], cfg: TrainingConfig, *,
-                            log: MetricsLog, stage: str, seed: int, append_eos: bool = False) -> list[dict]:
-    """Fit ``policy`` to the completions given their prompts (empty prompts: plain language modelling)."""
+                            log: MetricsLog, stage: str, seed: int, eos: bool | list[bool] = False,
+                            budget: Budget | None = None, on_step=None) -> list[dict]:
+    """Fit ``policy`` to the completions given their prompts (empty prompts: plain language modelling);
+    ``eos`` appends EOS to every completion, or to those flagged."""
+    budget = budget if budget is not None else Budget()
+    flags = [eos] * len(prompts) if isinstance(eos, bool) else eos
+
     def step(index: list[int]):
-        batch = encode_pairs(policy.tokenizer, [prompts[i] for i in index], [completions[i] for i in index],
-                             max_length=policy.max_length, append_eos=append_eos).to(policy.device)
+        batch = policy.encode([prompts[i] for i in index], [completions[i] for i in index],
+                              [flags[i] for i in index])
+        budget.add_batch(batch)
         loss = completion_nll(policy.model, batch)
         return loss, {"ppl": torch.exp(loss.detach())}
 
     return fit(policy.trainable_parameters(), batch_indices(len(prompts), cfg, seed), step, cfg,
-               log=log, stage=stage, models=[policy.model])
+               log=log, stage=stage, models=[policy.model], budget=budget, on_step=on_step)

@@ -14,7 +14,8 @@ from tqdm.auto import tqdm
 
 from alignkit.config import option
 from alignkit.errors import AlignkitError
-from alignkit.models.sequences import SequenceBatch, concat_batches, sequence_logprobs, token_logprobs
+from alignkit.models.sequences import (SequenceBatch, concat_batches, encode_pairs, sequence_logprobs,
+                                       token_logprobs)
 from alignkit.registry import MODELS
 
 BUILTIN_PREFIX = "builtin:"
@@ -26,7 +27,6 @@ class LoraSettings:
 
     r: int = option(8, "adapter rank", ge=1)
     alpha: int = option(16, "scaling numerator (scale = alpha / r)", ge=1)
-    dropout: float = option(0.0, "dropout on the adapter input", ge=0, lt=1)
     target_modules: Optional[list[str]] = option(None, "module names to adapt (default: peft's per-architecture list)")
 
 
@@ -43,12 +43,16 @@ class ModelConfig:
     lora: Optional[LoraSettings] = option(None, "train a LoRA adapter instead of all weights")
     trust_remote_code: bool = option(False, "allow model code from the Hub")
     max_length: int = option(128, "longest prompt + completion in tokens", ge=8)
+    max_prompt_length: Optional[int] = option(None, "prompts are cut to their last N tokens, the same whatever "
+                                                    "completion follows (default: max_length // 2)", ge=1)
 
     def check(self):
         if (self.load_in_4bit or self.load_in_8bit) and self.lora is None:
             yield "lora", "quantized (4-bit/8-bit) weights cannot be trained directly; set lora: {r: 8}"
         if self.load_in_4bit and self.load_in_8bit:
             yield "load_in_8bit", "choose one of load_in_4bit and load_in_8bit"
+        if self.max_prompt_length is not None and self.max_prompt_length >= self.max_length:
+            yield "max_prompt_length", f"must be < max_length ({self.max_length}), leaving room for a completion"
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -116,28 +120,74 @@ def apply_lora(model, settings: LoraSettings, task_type: str = "CAUSAL_LM"):
 
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    lora = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+    # no adapter dropout, like the base model: it would make log-probs (KL, DPO ratios, PPO ratios) stochastic
+    lora = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=0.0,
                       target_modules=settings.target_modules, task_type=task_type)
-    return get_peft_model(model, lora)
+    model = get_peft_model(model, lora)
+    disable_dropout(model)
+    return model
 
 
 @dataclass
 class Rollout:
-    """Sampled completions with the exact token ids that were sampled (left-padded prompt + completion)."""
+    """Sampled completions with the exact token ids that were sampled (left-padded prompt + completion),
+    and whether each completion ended with EOS (False: cut at max_new_tokens)."""
 
     prompts: list[str]
     completions: list[str]
     batch: SequenceBatch
+    ended: list[bool]
+
+    def select(self, rows: list[int]) -> "Rollout":
+        return Rollout([self.prompts[r] for r in rows], [self.completions[r] for r in rows],
+                       self.batch.select(rows), [self.ended[r] for r in rows])
+
+    @property
+    def n_tokens(self) -> int:
+        """Completion tokens sampled (EOS included)."""
+        return int(self.batch.completion_mask.sum())
+
+
+def sampling_config(tokenizer, *, max_new_tokens: int, temperature: float, top_p: float):
+    """The complete generation config of every sample alignkit draws: temperature and top-p only (T = 0:
+    greedy). Every other logits processor is off (no top-k, repetition penalty, minimum length, banned
+    words...), whatever a model's own ``generation_config`` asks for, so the sampled distribution is
+    exactly the one that PPO ratios and the KL assume."""
+    from transformers import GenerationConfig
+
+    sample = temperature > 0
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens, min_length=0, do_sample=sample, num_beams=1,
+        temperature=temperature if sample else 1.0, top_p=top_p if sample else 1.0, top_k=0,
+        typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0,
+        encoder_repetition_penalty=1.0, no_repeat_ngram_size=0, renormalize_logits=False,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id)
+
+
+@contextmanager
+def _only_generation_config(model, config):
+    """transformers fills every unset field of a passed config from the model's own generation_config;
+    swap that for ``config`` itself while generating, so nothing of the model's leaks in."""
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    saved = target.generation_config
+    target.generation_config = config
+    try:
+        yield
+    finally:
+        target.generation_config = saved
 
 
 class Policy:
     """A causal LM and its tokenizer: log-probs of completions, sampling, saving."""
 
-    def __init__(self, model, tokenizer, device: torch.device, max_length: int = 128):
+    def __init__(self, model, tokenizer, device: torch.device, max_length: int = 128,
+                 max_prompt_length: int | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
         self.max_length = max_length  # longest prompt + completion when tokenizing text for training
+        self.max_prompt_length = max_prompt_length  # prompts are cut to this many tokens (None: half)
 
     @classmethod
     def load(cls, cfg: ModelConfig, *, cache_dir: Path, device: torch.device) -> "Policy":
@@ -152,11 +202,16 @@ class Policy:
         if not (cfg.load_in_4bit or cfg.load_in_8bit):
             model.to(device)
         model.eval()
-        return cls(model, tokenizer, device, cfg.max_length)
+        return cls(model, tokenizer, device, cfg.max_length, cfg.max_prompt_length)
 
     @property
     def is_adapter(self) -> bool:
         return hasattr(self.model, "disable_adapter")
+
+    def encode(self, prompts: list[str], completions: list[str], eos: bool | list[bool] = False) -> SequenceBatch:
+        """Text pairs as this policy's training and scoring batches (its length limits, on its device)."""
+        return encode_pairs(self.tokenizer, prompts, completions, max_length=self.max_length,
+                            max_prompt_length=self.max_prompt_length, append_eos=eos).to(self.device)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -169,30 +224,35 @@ class Policy:
 
     @torch.no_grad()
     def sample(self, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
-               batch_size: int = 64, progress: str | None = None) -> Rollout:
+               batch_size: int = 64, progress: str | None = None, budget=None) -> Rollout:
         """Sample one completion per prompt; temperature 0 is greedy. No top-k: with temperature 1 and
-        top_p 1 the samples come from exactly the distribution that :meth:`token_logprobs` scores."""
+        top_p 1 the samples come from exactly the distribution that :meth:`token_logprobs` scores.
+        ``budget`` (a :class:`~alignkit.training.Budget`) counts what was sampled."""
         was_training = self.model.training
         self.model.eval()
-        parts, completions = [], []
+        parts, completions, ended = [], [], []
         starts = range(0, len(prompts), batch_size)
         if progress and len(starts) > 1:
             starts = tqdm(starts, desc=progress, unit="batch", dynamic_ncols=True, leave=False)
         for start in starts:
             chunk = prompts[start:start + batch_size]
-            batch, texts = self._sample_chunk(chunk, max_new_tokens, temperature, top_p)
+            batch, texts, stopped = self._sample_chunk(chunk, max_new_tokens, temperature, top_p)
             parts.append(batch)
             completions.extend(texts)
+            ended.extend(stopped)
         self.model.train(was_training)
-        return Rollout(list(prompts), completions, concat_batches(parts, self.tokenizer.pad_token_id))
+        rollout = Rollout(list(prompts), completions, concat_batches(parts, self.tokenizer.pad_token_id), ended)
+        if budget is not None:
+            budget.add_rollout(rollout)
+        return rollout
 
     def _sample_chunk(self, prompts, max_new_tokens, temperature, top_p):
         tok = self.tokenizer
         tok.padding_side = "left"
         enc = tok(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
-        output = self.model.generate(**enc, **sampling, top_k=0, max_new_tokens=max_new_tokens,
-                                     pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        config = sampling_config(tok, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+        with _only_generation_config(self.model, config):
+            output = self.model.generate(**enc, generation_config=config)
         new = output[:, enc["input_ids"].shape[1]:]
         # keep tokens up to and including the first EOS; everything after it is padding
         is_eos = (new == tok.eos_token_id).long()
@@ -205,7 +265,7 @@ class Policy:
             completion_mask=torch.cat([torch.zeros_like(enc["input_ids"]), completion_mask], dim=1),
         )
         texts = tok.batch_decode(new, skip_special_tokens=True)
-        return batch.to("cpu"), texts
+        return batch.to("cpu"), texts, is_eos.any(-1).tolist()
 
     def save(self, folder: str | Path) -> None:
         self.model.save_pretrained(folder)
@@ -243,9 +303,10 @@ class Reference:
     def as_policy(self) -> Policy:
         """A policy view of the reference for sampling (a frozen copy, or the base with adapters off)."""
         if self.model is not None:
-            return Policy(self.model, self.policy.tokenizer, self.policy.device, self.policy.max_length)
+            return Policy(self.model, self.policy.tokenizer, self.policy.device, self.policy.max_length,
+                          self.policy.max_prompt_length)
         return _AdapterDisabledPolicy(self.policy.model, self.policy.tokenizer, self.policy.device,
-                                      self.policy.max_length)
+                                      self.policy.max_length, self.policy.max_prompt_length)
 
 
 class _AdapterDisabledPolicy(Policy):

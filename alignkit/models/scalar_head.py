@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from alignkit.models.policy import ModelConfig, disable_dropout, load_pretrained, load_tokenizer, resolve_model_path
-from alignkit.models.sequences import SequenceBatch, position_ids
+from alignkit.models.sequences import SequenceBatch, encode_pairs, position_ids
 from alignkit.runlog import write_json
 
 META_FILE = "alignkit_scalar_head.json"
@@ -72,3 +72,27 @@ class ScalarModel:
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
         write_json(Path(folder) / META_FILE, {"bias": self.bias})
+
+
+class Scorer:
+    """Scores (prompt, completion) texts with a scalar model, tokenized exactly as its training pairs were
+    (the model's length limits; EOS appended where a completion ended), so the reward model gives the
+    same number to a completion in training, in PPO, in Best-of-N and in evaluation."""
+
+    def __init__(self, scalar: ScalarModel, model_cfg, batch_size: int = 64):
+        self.scalar, self.batch_size = scalar, batch_size
+        self.max_length, self.max_prompt_length = model_cfg.max_length, model_cfg.max_prompt_length
+
+    def encode(self, prompts: list[str], completions: list[str], eos: bool | list[bool]) -> SequenceBatch:
+        return encode_pairs(self.scalar.tokenizer, prompts, completions, max_length=self.max_length,
+                            max_prompt_length=self.max_prompt_length, append_eos=eos)
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[str], completions: list[str], eos: bool | list[bool] = False) -> Tensor:
+        """One score per completion [N] (float32, on CPU), in chunks of ``batch_size``."""
+        eos = [eos] * len(prompts) if isinstance(eos, bool) else list(eos)
+        parts = [self.scalar.sequence_scores(self.encode(prompts[i:i + self.batch_size],
+                                                         completions[i:i + self.batch_size],
+                                                         eos[i:i + self.batch_size])).float().cpu()
+                 for i in range(0, len(prompts), self.batch_size)]
+        return torch.cat(parts) if parts else torch.zeros(0)

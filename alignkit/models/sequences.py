@@ -9,6 +9,7 @@ as ``generate`` computes them, so a sampled token's log-prob is the one it was s
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -56,19 +57,26 @@ def concat_batches(batches: list[SequenceBatch], pad_token_id: int) -> SequenceB
 
 
 def encode_pairs(tokenizer, prompts: list[str], completions: list[str], *, max_length: int,
-                 append_eos: bool = False) -> SequenceBatch:
-    """Tokenize prompt and completion separately and join them, right-padded; truncation keeps the
-    prompt's end and the completion's start so that the boundary between them is never lost."""
+                 max_prompt_length: int | None = None, append_eos: bool | Sequence[bool] = False) -> SequenceBatch:
+    """Tokenize prompt and completion separately and join them, right-padded.
+
+    The prompt is cut once, to its last ``max_prompt_length`` tokens (default ``max_length // 2``),
+    whatever completion follows it, so a prompt's chosen and rejected completions always see the same
+    prompt ids; the completion then keeps its first ``max_length - len(prompt)`` tokens. ``append_eos``
+    (one flag, or one per row) appends EOS to a completion, e.g. exactly where the sampler stopped.
+    """
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    eos_flags = [append_eos] * len(prompts) if isinstance(append_eos, bool) else list(append_eos)
+    if len(eos_flags) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(eos_flags)} EOS flags")
+    prompt_limit = max(1, max_prompt_length if max_prompt_length is not None else max_length // 2)
     prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     completion_ids = tokenizer(list(completions), add_special_tokens=False)["input_ids"]
     rows = []
-    for p, c in zip(prompt_ids, completion_ids):
-        if append_eos:
-            c = c + [tokenizer.eos_token_id]
-        p = p[-max(1, max_length // 2):] if len(p) + len(c) > max_length else p
-        c = c[: max_length - len(p)]
+    for p, c, eos in zip(prompt_ids, completion_ids, eos_flags):
+        p = p[-prompt_limit:]
+        c = (c + [tokenizer.eos_token_id] if eos else c)[: max_length - len(p)]
         rows.append((p, c))
     width = max(len(p) + len(c) for p, c in rows)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

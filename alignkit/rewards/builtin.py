@@ -31,3 +31,14 @@ def imdb_sentiment(workspace):
         return classifier.score([p + c for p, c in zip(prompts, completions)])
 
     return score
+
+
+@register_reward("reward-model")
+def reward_model_judge(workspace):
+    """The learned Bradley-Terry reward model as a judge (a proxy: win rates by what PPO optimised)."""
+    proxy = workspace.proxy_reward
+
+    def score(prompts: list[str], completions: list[str], ended=False):
+        return proxy(prompts, completions, ended)
+
+    return score
