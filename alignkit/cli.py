@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -32,6 +33,10 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="alignkit")
 def main() -> None:
     """alignkit: LLM alignment methods side by side (RLHF/PPO, DPO and variants) on one evaluator."""
+    # one progress display per command: no per-file bars from the Hub client or transformers' weight loading
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # e.g. the expected "score.weight MISSING" of a new reward head
 
 
 @main.command()
@@ -50,6 +55,80 @@ def run(recipe: Path, out: Path | None, overwrite: bool, overrides: tuple[str, .
     summary = run_recipe(loaded, run_dir, overwrite=overwrite)
     click.echo(json.dumps(summary, indent=2))
     click.echo(f"run directory: {run_dir}", err=True)
+
+
+def _floats(text: str | None, option: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise AlignkitError(f"{option} {text}: expected numbers separated by commas, e.g. 0,0.5,1") from None
+
+
+@main.command()
+@click.argument("entries", nargs=-1, required=True)
+@click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2,...",
+              help="sweep a method setting, e.g. dpo.beta=0.05,0.1,1,5 (applies to that method's entries; repeatable)")
+@click.option("--seeds", type=click.IntRange(min=1), default=None, help="training seeds per sweep point")
+@click.option("--temperatures", metavar="T1,T2,...", help="also evaluate at these temperatures (0 = greedy)")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="comparison folder (default runs/NAME)")
+@_set_option
+@_plugins_option
+def compare(entries, sweeps, seeds, temperatures, out, overrides, plugins):
+    """Compare methods side by side on one task: ENTRY is a method (dpo), a recipe file, a labelled
+    variant (ipo=dpo:loss=ipo) or one comparison YAML (recipes/compare_imdb.yaml)."""
+    from alignkit.compare import plan_comparison, run_comparison, screen_table
+
+    plan = plan_comparison(entries, sweeps=sweeps, seeds=seeds, temperatures=_floats(temperatures, "--temperatures"),
+                           overrides=overrides, plugins=plugins, out=out)
+    run_comparison(plan)
+    click.echo(screen_table(plan.out))
+    click.echo(f"comparison: {plan.out / 'report.md'}", err=True)
+
+
+@main.command("eval")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--temperatures", metavar="T1,T2,...", help="evaluate at these further temperatures")
+@click.option("--judge", help="registered judge deciding win rates (gold, reward-model, a plugin)")
+@_set_option
+@_plugins_option
+def evaluate(run_dirs, temperatures, judge, overrides, plugins):
+    """Re-evaluate finished runs (their trained models) under new evaluation settings."""
+    from alignkit.config import apply_overrides
+    from alignkit.pipeline import reevaluate
+    from alignkit.recipe import recipe_from_data
+
+    extra = list(overrides) + ([f"eval.temperatures={_floats(temperatures, '--temperatures')}"] if temperatures
+                               else []) + ([f"eval.judge={judge}"] if judge else [])
+    for run_dir in run_dirs:
+        manifest_path = run_dir / "manifest.json"
+        if not manifest_path.is_file():
+            raise AlignkitError(f"{run_dir}: not a run directory (no manifest.json)")
+        data = json.loads(manifest_path.read_text())
+        raw = _recipe_data(data["recipe"])
+        apply_overrides(raw, extra)
+        summary = reevaluate(run_dir, recipe_from_data(raw, str(manifest_path), run_dir, plugins))
+        click.echo(f"{run_dir}: gold {summary['gold_reward_mean']:.3f}, win rate {summary['win_rate_vs_reference']:.3f}")
+
+
+def _recipe_data(resolved: dict) -> dict:
+    """A manifest's resolved recipe back into recipe form (method sections at the top level)."""
+    raw = {k: v for k, v in resolved.items() if k != "methods"}
+    raw.update(resolved.get("methods", {}))
+    return raw
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="output folder")
+def report(paths, out):
+    """Rebuild a comparison (tables, plots, report.md) from finished runs or comparison folders, no training."""
+    from alignkit.compare import screen_table
+    from alignkit.eval.report import build_report
+
+    build_report(list(paths), out, name=out.name, argv=sys.argv)
+    click.echo(screen_table(out))
 
 
 @main.command("list")

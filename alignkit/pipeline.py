@@ -9,6 +9,7 @@ training budget and cost), ``eval/samples.jsonl`` (``eval/samples_T<t>.jsonl`` f
 
 from __future__ import annotations
 
+import json
 import platform
 import random
 import resource
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from alignkit import __version__
 from alignkit.config import to_dict
@@ -69,7 +71,7 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
 class Run:
     """One recipe executed into one run directory."""
 
-    def __init__(self, recipe: Recipe, run_dir: Path, cache_dir: Path | None = None):
+    def __init__(self, recipe: Recipe, run_dir: Path, cache_dir: Path | None = None, entry: dict | None = None):
         self.recipe = recipe
         self.run_dir = Path(run_dir)
         self.ws = Workspace(recipe, self.run_dir, cache_dir, MetricsLog(self.run_dir / "metrics.jsonl"))
@@ -77,12 +79,12 @@ class Run:
         self.manifest = {"alignkit_run": 1, "name": recipe.name, "method": recipe.method, "seed": recipe.seed,
                          "train_seed": self.ws.train_seed, "recipe": to_dict(recipe),
                          "versions": package_versions(), "argv": sys.argv, "device": str(self.ws.device),
-                         "status": "running"}
+                         "status": "running", **({"compare_entry": entry} if entry else {})}
 
     @contextmanager
     def stage(self, name: str):
         start = time.perf_counter()
-        print(f"[alignkit] {name} ...", file=sys.stderr, flush=True)
+        tqdm.write(f"[alignkit] {self.recipe.name}: {name} ...", file=sys.stderr)
         yield
         self.timings[name] = round(time.perf_counter() - start, 2)
 
@@ -129,7 +131,7 @@ def method_needs(method: str, config) -> tuple[str, ...]:
     return tuple(needs(config) if callable(needs) else needs)
 
 
-def evaluate_artifact(ws: Workspace, artifact) -> tuple[dict, dict[float, list[dict]]]:
+def evaluate_artifact(ws: Workspace, artifact, *, close_trajectory: bool = True) -> tuple[dict, dict[float, list[dict]]]:
     """Policies go through the shared evaluator at every temperature; other artifacts (reward models)
     evaluate themselves. Returns the summary and the per-prompt samples of each temperature."""
     recipe = ws.recipe
@@ -146,7 +148,7 @@ def evaluate_artifact(ws: Workspace, artifact) -> tuple[dict, dict[float, list[d
                                                 cfg, temperature=temperature, seed=ws.train_seed,
                                                 judge=ws.judge, proxy=proxy)
         rows.append(row)
-    if cfg.every_steps:  # the trained policy closes its trajectory, on the same prompts as the checkpoints
+    if cfg.every_steps and close_trajectory:  # the trained policy closes its trajectory, on the same prompts as the checkpoints
         steps = ws.budget.steps
         if not any(p["step"] == steps for p in read_jsonl(ws.run_dir / "eval" / "trajectory.jsonl")):
             ws.record_trajectory_point(artifact, steps)
@@ -177,6 +179,79 @@ def write_outputs(run_dir: Path, summary: dict, samples: dict[float, list[dict]]
     plot_run(run_dir)
 
 
-def run_recipe(recipe: Recipe, run_dir: Path, *, overwrite: bool = False, cache_dir: Path | None = None) -> dict:
+def run_recipe(recipe: Recipe, run_dir: Path, *, overwrite: bool = False, cache_dir: Path | None = None,
+               entry: dict | None = None) -> dict:
+    """Train and evaluate ``recipe`` into ``run_dir``; ``entry`` records its place in a comparison."""
     prepare_run_dir(Path(run_dir), overwrite)
-    return Run(recipe, Path(run_dir), cache_dir).execute()
+    return Run(recipe, Path(run_dir), cache_dir, entry).execute()
+
+
+# --------------------------------------------------------------------------------------------------
+# finished runs: are they current, and re-evaluating them
+
+EVAL_ONLY = ("temperatures", "judge", "diversity", "batch_size")  # change no training, only its evaluation
+STAGES = ("preferences", "pair_split", "reward_model", "reference_logps")
+
+
+def training_identity(recipe: dict) -> dict:
+    """What decides a run's trained model, as plain data: its method and settings, model, task, gold
+    reward, seeds and the evaluation settings that shape its trajectory. The shared stages it used are
+    checked by their cache keys instead, so a setting that only other stages read changes nothing here."""
+    identity = {k: v for k, v in recipe.items() if k not in ("name", "device", "plugins", "preferences", "methods")}
+    identity["append_eos"] = recipe["preferences"]["append_eos"]
+    identity["method_config"] = recipe["methods"].get(recipe["method"])
+    identity["eval"] = {k: v for k, v in recipe["eval"].items() if k not in EVAL_ONLY}
+    return identity
+
+
+def run_state(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None) -> str:
+    """``current`` (reuse as is), ``evaluate`` (trained model still valid, evaluation settings changed) or
+    ``train`` for a run directory and the recipe it should hold."""
+    path = Path(run_dir) / "manifest.json"
+    if not path.is_file():
+        return "train"
+    manifest = json.loads(path.read_text())
+    if manifest.get("status") != "done" or not (Path(run_dir) / "eval" / "summary.json").is_file():
+        return "train"
+    wanted = to_dict(recipe)
+    if training_identity(manifest["recipe"]) != training_identity(wanted):
+        return "train"
+    keys = Workspace(recipe, cache_dir=cache_dir).stage_keys()
+    used = manifest.get("artifact_keys", {})
+    if any(used[k] != keys[k] for k in STAGES if k in used):
+        return "train"
+    return "current" if manifest["recipe"]["eval"] == wanted["eval"] else "evaluate"
+
+
+def load_trained(ws: Workspace, run_dir: Path):
+    """The artifact a finished run trained: its saved policy, or a sampling procedure rebuilt from the
+    shared stages (Best-of-N)."""
+    recipe = ws.recipe
+    entry = METHODS.entry(recipe.method)
+    config = recipe.method_config(recipe.method)
+    if entry.meta.get("trains") is False:
+        for need in method_needs(recipe.method, config):
+            getattr(ws, need)
+        return entry.obj(ws, config)
+    if not isinstance(entry.meta.get("config"), type) or recipe.method == "reward_model":
+        raise AlignkitError(f"{run_dir}: a {recipe.method} run has no policy to evaluate")
+    return Policy.load_trained(recipe.model, Path(run_dir) / "model", cache_dir=ws.cache_dir, device=ws.device)
+
+
+def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None) -> dict:
+    """Evaluate a finished run's model again under ``recipe``'s evaluation settings (temperatures, judge,
+    ...); its training record (budget, cost, trajectory) stays as it was."""
+    run_dir = Path(run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    old = json.loads((run_dir / "eval" / "summary.json").read_text())
+    ws = Workspace(recipe, run_dir, cache_dir, MetricsLog(None))
+    seed_everything(ws.train_seed)
+    start = time.perf_counter()
+    summary, samples = evaluate_artifact(ws, load_trained(ws, run_dir), close_trajectory=False)
+    for key in ("budget", "training_data"):
+        summary[key] = old.get(key, summary.get(key))
+    summary["cost"] = {**old.get("cost", {}), "eval_wall_s": round(time.perf_counter() - start, 2)}
+    write_outputs(run_dir, summary, samples)
+    manifest.update(recipe=to_dict(recipe), artifact_keys={**manifest.get("artifact_keys", {}), **ws.artifact_keys})
+    write_json(run_dir / "manifest.json", manifest)
+    return summary

@@ -139,6 +139,7 @@ BUILTIN_MODULES = (
     "alignkit.methods.reward_model",
     "alignkit.methods.sft",
     "alignkit.methods.preferred_ft",
+    "alignkit.methods.unlikelihood",
     "alignkit.methods.best_of_n",
 )
 

@@ -88,3 +88,98 @@ def _ppo_panel(ax, rows):
     kl_ax.set_ylabel("sequence KL(pi || pi_ref)")
     lines = ax.get_lines() + kl_ax.get_lines()
     ax.legend(lines, [line.get_label() for line in lines], fontsize=8)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: Path) -> None:
+    partial = out.with_name(f".{out.name}.partial")
+    fig.savefig(partial, dpi=110, format="png", bbox_inches="tight")
+    partial.replace(out)
+
+
+def plot_frontier(runs, out: Path) -> Path:
+    """``frontier.png``: gold reward vs KL(pi || pi_ref) at the primary temperature, one colour per entry;
+    sweep points (mean over seeds) joined in order of the swept value, 95% bars on both axes; each run's
+    checkpoints fainter; the reference at KL 0."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    groups = list(dict.fromkeys(r.group for r in runs if r.is_policy))
+    colours = {g: plt.cm.tab10(i % 10) for i, g in enumerate(groups)}
+    for group in groups:
+        members = [r for r in runs if r.is_policy and r.group == group]
+        for run in members:
+            traj = sorted((p for p in run.trajectory if p.get("kl_mean") is not None), key=lambda p: p["step"])
+            if traj:
+                ax.plot([p["kl_mean"] for p in traj], [p["gold_reward_mean"] for p in traj], "o-", ms=3, lw=0.8,
+                        color=colours[group], alpha=0.3)
+        points: dict[str, list] = {}
+        for run in members:
+            if run.summary.get("kl_mean") is not None:
+                points.setdefault(json.dumps(run.sweep, sort_keys=True), []).append(run.summary)
+        rows = []
+        for key, summaries in points.items():
+            kl = np.array([s["kl_mean"] for s in summaries])
+            gold = np.array([s["gold_reward_mean"] for s in summaries])
+            if len(summaries) > 1:  # several seeds: intervals over seeds
+                kl_err, gold_err = 1.96 * kl.std(ddof=1) / len(kl) ** 0.5, 1.96 * gold.std(ddof=1) / len(gold) ** 0.5
+            else:
+                s = summaries[0]
+                kl_err = (s["kl_ci_high"] - s["kl_mean"]) if s.get("kl_ci_high") is not None else 0.0
+                gold_err = s["gold_reward_ci_high"] - s["gold_reward_mean"]
+            sweep = json.loads(key)
+            order = next(iter(sweep.values())) if len(sweep) == 1 else kl.mean()
+            rows.append((order, kl.mean(), gold.mean(), kl_err, gold_err))
+        rows.sort(key=lambda r: (float(r[0]) if isinstance(r[0], (int, float)) else 0.0, r[1]))
+        if rows:
+            xs, ys, xerr, yerr = (np.array([r[i] for r in rows], dtype=float) for i in (1, 2, 3, 4))
+            ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="o-", color=colours[group], ms=6, lw=1.6, capsize=3,
+                        label=group)
+    reference = next((r.summary["reference_gold_reward_mean"] for r in runs if r.is_policy), None)
+    if reference is not None:
+        ax.plot([0], [reference], "k*", ms=12, label="reference (SFT)")
+    ax.set(xlabel="sequence KL(pi || pi_ref), nats", ylabel="gold reward (mean over held-out prompts)",
+           title="Gold reward vs KL to the reference")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    _save(fig, out)
+    plt.close(fig)
+    return out
+
+
+def plot_temperature(frame, out: Path) -> Path:
+    """``temperature.png``: win rate against the reference at each sampling temperature (mean over seeds),
+    95% interval bars; 0.5 is a tie with the reference."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    groups = list(dict.fromkeys(frame["group"]))
+    for i, group in enumerate(groups):
+        colour = plt.cm.tab10(i % 10)
+        part = frame[frame["group"] == group]
+        sweeps = list(dict.fromkeys(part["sweep"].fillna("")))
+        for j, sweep in enumerate(sweeps):
+            rows = part[part["sweep"].fillna("") == sweep].groupby("temperature", sort=True)
+            mean = rows["win_rate_vs_reference"].mean()
+            low = mean - rows["win_rate_ci_low"].mean()
+            high = rows["win_rate_ci_high"].mean() - mean
+            label = group + (f" ({sweep})" if sweep else "")
+            ax.errorbar(mean.index, mean.values, yerr=[low.values, high.values], fmt="o-", color=colour,
+                        alpha=1.0 if len(sweeps) == 1 else 0.4 + 0.6 * (j + 1) / len(sweeps), capsize=3,
+                        label=label)
+    ax.axhline(0.5, color="k", lw=0.8, ls="--")
+    ax.set(xlabel="sampling temperature (0 = greedy)", ylabel="win rate vs the reference policy",
+           title="Win rate vs sampling temperature", ylim=(0, 1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    _save(fig, out)
+    plt.close(fig)
+    return out

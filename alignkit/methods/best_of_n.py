@@ -114,7 +114,7 @@ def reward_function(ws, name: str):
     return lambda rollout: np.asarray(proxy(rollout.prompts, rollout.completions, rollout.ended), dtype=np.float64)
 
 
-@register_method("best_of_n", config=BestOfNConfig,
+@register_method("best_of_n", config=BestOfNConfig, trains=False,
                  needs=lambda cfg: ("train_pairs", "reward_model") if cfg.reward == "reward_model" else ())
 def best_of_n(ws, cfg: BestOfNConfig):
     """Best-of-N sampling from the SFT policy, ranked by the reward model or the gold reward (no training)."""

@@ -4,6 +4,7 @@ completions, sample rollouts, and a frozen reference to measure KL against."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,6 +204,21 @@ class Policy:
             model.to(device)
         model.eval()
         return cls(model, tokenizer, device, cfg.max_length, cfg.max_prompt_length)
+
+    @classmethod
+    def load_trained(cls, cfg: ModelConfig, folder: Path, *, cache_dir: Path, device: torch.device) -> "Policy":
+        """A policy a run saved: a LoRA adapter on ``cfg``'s base model, or a full model folder."""
+        folder = Path(folder)
+        if (folder / "adapter_config.json").is_file():
+            from peft import PeftModel
+
+            base = cls.load(dataclasses.replace(cfg, lora=None), cache_dir=cache_dir, device=device)
+            model = PeftModel.from_pretrained(base.model, str(folder))
+            disable_dropout(model)
+            return cls(model.eval(), base.tokenizer, device, cfg.max_length, cfg.max_prompt_length)
+        saved = dataclasses.replace(cfg, name_or_path=str(folder), revision=None, gguf_file=None, lora=None,
+                                    load_in_4bit=False, load_in_8bit=False)
+        return cls.load(saved, cache_dir=cache_dir, device=device)
 
     @property
     def is_adapter(self) -> bool:

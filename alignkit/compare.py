@@ -1,0 +1,322 @@
+"""``alignkit compare``: several methods on one task, as ordinary runs that share every shared stage.
+
+A comparison is a list of entries (a method name, a recipe file, or a labelled variant ``LABEL=BASE:k=v,...``),
+expanded by sweeps and training seeds into runs under ``DIR/runs/<label>/``. Every entry must agree on the
+shared sections (task, model/reference, gold judge, pairs, evaluation), so the comparison is fair by
+construction; the shared stages are cached once and reused. A finished run whose training inputs match is
+reused (re-evaluated only when just its evaluation settings changed). The outputs are built from the run
+directories alone (:mod:`alignkit.eval.report`), exactly as ``alignkit report`` builds them.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from alignkit.config import ConfigError, apply_overrides, read_yaml, to_dict
+from alignkit.errors import AlignkitError
+from alignkit.recipe import Recipe, bundled_recipe, recipe_from_data, resolve_recipe_path
+from alignkit.registry import METHODS, load_plugins
+
+# sections every entry must share; reward_model only among the entries that use a reward model
+SHARED = ("seed", "model", "task", "gold_reward", "preferences", "eval")
+DEFAULT_TASK = "imdb"
+COMPARE_KEYS = ("name", "entries", "sweep", "seeds", "plugins")
+
+
+@dataclass
+class Entry:
+    """One run of a comparison: an entry at one sweep point and one training seed."""
+
+    label: str            # unique, also the run folder's name
+    group: str            # the entry it came from: one colour, one frontier
+    method: str
+    raw: dict             # the recipe as plain data
+    sweep: dict[str, Any] = field(default_factory=dict)
+    seed_index: int = 0
+    recipe: Recipe | None = None
+
+
+def _method_of(raw: dict, source: str) -> str:
+    method = raw.get("method")
+    if not isinstance(method, str):
+        raise ConfigError(f"{source}: method: required key is missing (a registered method, see `alignkit list`)")
+    return method
+
+
+def default_recipe(method: str, dataset: str = DEFAULT_TASK) -> dict:
+    """A method's default recipe for a task: the bundled ``<method>_<dataset>.yaml`` (the one place a
+    method's defaults for that task live), else the method's config defaults."""
+    path = bundled_recipe(f"{method}_{dataset}")
+    return read_yaml(path) if path else {"method": method}
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else copy.deepcopy(value)
+    return out
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+VARIANT = re.compile(r"^(?P<label>[A-Za-z0-9_.@-]+)=(?P<base>[^:=]+)(?::(?P<sets>.*))?$")
+
+
+def parse_entry(spec: str, dataset: str = DEFAULT_TASK) -> tuple[str, dict]:
+    """An ENTRY as (label, recipe data): ``dpo`` (a method's default recipe), ``path.yaml`` (a recipe file),
+    or ``LABEL=BASE:key=value,key=value`` (BASE a method or recipe file; a key without a dot belongs to
+    BASE's method section, e.g. ``ipo=dpo:loss=ipo`` or ``ppo_gt=ppo:reward=gold,value_init=policy``)."""
+    match = VARIANT.match(spec)
+    label, base, sets = (match["label"], match["base"], match["sets"]) if match else (None, spec, None)
+    if base in METHODS:
+        raw = default_recipe(base, dataset)
+    else:
+        path = resolve_recipe_path(base)
+        if not path.is_file():
+            raise ConfigError(f"compare: entry {spec!r}: not a registered method ({', '.join(METHODS.names())}) "
+                              f"nor a recipe file")
+        raw = read_yaml(path)
+        if "entries" in raw:
+            raise ConfigError(f"compare: entry {spec!r}: {path} is a whole comparison; pass it as the only entry")
+    method = _method_of(raw, base)
+    overrides = []
+    for item in filter(None, (sets or "").split(",")):
+        if "=" not in item:
+            raise ConfigError(f"compare: entry {spec!r}: expected KEY=VALUE after ':', got {item!r}")
+        key, value = item.split("=", 1)
+        overrides.append(f"{key if '.' in key else f'{method}.{key}'}={value}")
+    apply_overrides(raw, overrides)
+    return label or (base if base in METHODS else str(raw.get("name") or Path(base).stem)), raw
+
+
+def _scoped(key: str, method: str) -> bool:
+    """A dotted key whose first part is a method's section applies only to that method's entries."""
+    head = key.split(".", 1)[0]
+    return head not in METHODS or head == method
+
+
+def _sweep_values(spec: str) -> tuple[str, list]:
+    if "=" not in spec:
+        raise ConfigError(f"--sweep {spec}: expected KEY=V1,V2,...")
+    key, values = spec.split("=", 1)
+    parsed = [_parse_value(v) for v in values.split(",") if v != ""]
+    if not parsed:
+        raise ConfigError(f"--sweep {spec}: no values")
+    return key.strip(), parsed
+
+
+def _format(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def expand(groups: list[tuple[str, dict, dict[str, list]]], seeds: int) -> list[Entry]:
+    """Every entry at every point of its sweeps (cartesian product over its keys) and every training seed."""
+    entries = []
+    for group, raw, sweeps in groups:
+        method = raw["method"]
+        keys = [k for k in sweeps if _scoped(k, method)]
+        for point in itertools.product(*(sweeps[k] for k in keys)):
+            swept = dict(zip(keys, point))
+            data = copy.deepcopy(raw)
+            apply_overrides(data, [f"{k}={json.dumps(v)}" for k, v in swept.items()])
+            suffix = "".join(f"@{k.split('.')[-1]}={_format(v)}" for k, v in swept.items())
+            for s in range(seeds):
+                run = copy.deepcopy(data)
+                if seeds > 1:
+                    run["train_seed"] = int(run.get("seed", 0)) + s
+                label = group + suffix + (f"#seed{s}" if seeds > 1 else "")
+                entries.append(Entry(label, group, method, run, swept, s))
+    return entries
+
+
+@dataclass
+class ComparisonPlan:
+    """What ``alignkit compare`` will run, validated: entries, the shared sections, where it writes."""
+
+    name: str
+    entries: list[Entry]
+    out: Path
+    argv: list[str] = field(default_factory=list)
+
+
+def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: int | None = None,
+                    temperatures: list[float] | None = None, overrides: Iterable[str] = (),
+                    plugins: Iterable[str] = (), out: Path | None = None) -> ComparisonPlan:
+    """Turn the command line (or a comparison YAML) into validated entries; refuse unfair comparisons."""
+    load_plugins(plugins)
+    specs = list(specs)
+    compare_file = None
+    if len(specs) == 1 and not VARIANT.match(specs[0]) and specs[0] not in METHODS:
+        path = resolve_recipe_path(specs[0])
+        if path.is_file() and "entries" in (data := read_yaml(path)):
+            compare_file = (path, data)
+    if compare_file:
+        groups, name, file_seeds = _groups_from_file(*compare_file)
+    else:
+        groups = [(label, raw, {}) for label, raw in (parse_entry(s) for s in specs)]
+        name, file_seeds = "compare", 1
+    if not groups:
+        raise ConfigError("compare: no entries (name methods, recipe files or LABEL=BASE:key=value variants)")
+    cli_sweeps = dict(_sweep_values(s) for s in sweeps)
+    extra = list(overrides) + ([f"eval.temperatures={json.dumps(temperatures)}"] if temperatures is not None else [])
+    for _, raw, entry_sweeps in groups:
+        apply_overrides(raw, [o for o in extra if _scoped(o.split("=", 1)[0], raw["method"])])
+        entry_sweeps.update(cli_sweeps)
+    entries = expand(groups, seeds or file_seeds)
+    _check_labels(entries)
+    for entry in entries:
+        entry.raw["name"] = entry.label
+        entry.recipe = recipe_from_data(entry.raw, f"compare entry {entry.label}", Path.cwd())
+    check_shared([(e.label, *resolved_recipe(e.recipe)) for e in entries])
+    return ComparisonPlan(name, entries, Path(out or Path("runs") / name), list(sys.argv))
+
+
+def _groups_from_file(path: Path, data: dict) -> tuple[list, str, int]:
+    """A comparison YAML: shared sections once, ``entries`` (each a method name, a recipe file, or a mapping
+    with ``label``, ``method``, its own sections and an optional ``sweep``), a top-level ``sweep`` and
+    ``seeds``."""
+    unknown_lists = {k: v for k, v in data.items() if k == "entries" and not isinstance(v, list)}
+    if unknown_lists:
+        raise ConfigError(f"{path}: entries: expected a list")
+    shared = {k: v for k, v in data.items() if k not in COMPARE_KEYS}
+    top_sweep = data.get("sweep") or {}
+    seeds = data.get("seeds", 1)
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise ConfigError(f"{path}: seeds: expected a positive integer, got {seeds!r}")
+    if not isinstance(top_sweep, dict):
+        raise ConfigError(f"{path}: sweep: expected a mapping of KEY: [values]")
+    load_plugins([str(path.parent / p) if (path.parent / p).exists() else p for p in data.get("plugins") or []])
+    dataset = (shared.get("task") or {}).get("dataset", DEFAULT_TASK)
+    groups = []
+    for i, item in enumerate(data["entries"]):
+        where = f"{path}: entries[{i}]"
+        if isinstance(item, str):
+            label, raw = parse_entry(item, dataset)
+            own_sweep = {}
+        elif isinstance(item, dict):
+            item = dict(item)
+            method = _method_of(item, where)
+            label, own_sweep = str(item.pop("label", method)), item.pop("sweep", {}) or {}
+            if not isinstance(own_sweep, dict):
+                raise ConfigError(f"{where}.sweep: expected a mapping of KEY: [values]")
+            raw = default_recipe(method, dataset) if method in METHODS else {"method": method}
+            raw = _deep_merge({k: v for k, v in raw.items() if k == "method" or k in METHODS}, item)
+        else:
+            raise ConfigError(f"{where}: expected a method name, a recipe file or a mapping")
+        raw = _deep_merge(raw, {k: v for k, v in shared.items() if k not in raw or k in SHARED})
+        raw = _deep_merge(raw, {k: v for k, v in shared.items() if k in METHODS and k != raw["method"]})
+        sweep = {**{str(k): _as_list(v, f"{path}: sweep.{k}") for k, v in top_sweep.items()},
+                 **{str(k if "." in str(k) else f"{raw['method']}.{k}"): _as_list(v, f"{where}.sweep.{k}")
+                    for k, v in own_sweep.items()}}
+        groups.append((label, raw, sweep))
+    return groups, str(data.get("name") or path.stem), seeds
+
+
+def _as_list(value: Any, where: str) -> list:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: expected a non-empty list of values")
+    return value
+
+
+def _check_labels(entries: list[Entry]) -> None:
+    seen: dict[str, Entry] = {}
+    for entry in entries:
+        if not re.fullmatch(r"[A-Za-z0-9_.@=#-]+", entry.label):
+            raise ConfigError(f"compare: entry label {entry.label!r}: use letters, digits and _ . - only")
+        if entry.label in seen:
+            raise ConfigError(f"compare: two entries are labelled {entry.label!r}; label variants with "
+                              f"LABEL=BASE:key=value")
+        seen[entry.label] = entry
+
+
+def check_shared(resolved: list[tuple[str, dict, bool]]) -> None:
+    """Refuse, in one line naming the key and both values, entries that disagree on a shared section.
+    ``resolved``: (label, the resolved recipe as plain data, whether the entry uses the reward model)."""
+    first_label, first, _ = resolved[0]
+    for label, recipe, _ in resolved[1:]:
+        _first_difference(first_label, {k: first[k] for k in SHARED}, label, {k: recipe[k] for k in SHARED})
+    rm_users = [(label, recipe["methods"]["reward_model"]) for label, recipe, uses in resolved if uses]
+    for label, settings in rm_users[1:]:
+        _first_difference(rm_users[0][0], {"reward_model": rm_users[0][1]}, label, {"reward_model": settings})
+
+
+def resolved_recipe(recipe: Recipe) -> tuple[dict, bool]:
+    """A recipe as plain data with its reward-model settings filled in, and whether its method uses them."""
+    from alignkit.pipeline import method_needs
+
+    recipe.method_config("reward_model")
+    uses = "reward_model" in method_needs(recipe.method, recipe.method_config(recipe.method))
+    return to_dict(recipe), uses
+
+
+def _first_difference(label_a: str, a: Any, label_b: str, b: Any, path: str = "") -> None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            _first_difference(label_a, a.get(key), label_b, b.get(key), f"{path}.{key}" if path else str(key))
+        return
+    if a != b:
+        raise AlignkitError(f"compare: entries {label_a!r} and {label_b!r} disagree on shared key {path}: "
+                            f"{json.dumps(a)} vs {json.dumps(b)} (every entry must share the task, reference, "
+                            f"judge, pairs and evaluation; set it once with --set {path}=...)")
+
+
+def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> dict:
+    """Train (or reuse, or re-evaluate) every entry as a run under ``OUT/runs/``, then write the
+    comparison's outputs from those run directories. One progress bar covers the whole comparison."""
+    from tqdm.auto import tqdm
+
+    from alignkit.eval.report import build_report
+    from alignkit.pipeline import reevaluate, run_recipe, run_state
+
+    runs_dir = plan.out / "runs"
+    states = [run_state(runs_dir / e.label, e.recipe, cache_dir) for e in plan.entries]
+    total = len(plan.entries)
+    tqdm.write(f"[alignkit] compare: {total} run(s): {states.count('train')} to train, "
+               f"{states.count('evaluate')} to re-evaluate, {states.count('current')} reused", file=sys.stderr)
+    bar = tqdm(total=total, desc="compare", unit="run", dynamic_ncols=True, position=0)
+    for number, (entry, state) in enumerate(zip(plan.entries, states), start=1):
+        bar.set_description(f"compare [{number}/{total}] {entry.label} ({state})")
+        info = {"label": entry.label, "group": entry.group, "sweep": entry.sweep, "seed_index": entry.seed_index}
+        run_dir = runs_dir / entry.label
+        if state == "train":
+            run_recipe(entry.recipe, run_dir, overwrite=True, cache_dir=cache_dir, entry=info)
+        elif state == "evaluate":
+            reevaluate(run_dir, entry.recipe, cache_dir)
+        bar.update(1)
+    bar.close()
+    index = build_report([runs_dir / e.label for e in plan.entries], plan.out, name=plan.name, argv=plan.argv)
+    index["states"] = dict(zip((e.label for e in plan.entries), states))
+    return index
+
+
+def screen_table(out: Path) -> str:
+    """The one-screen summary printed at the end: each entry at the primary temperature."""
+    import pandas as pd
+
+    frame = pd.read_csv(out / "comparison.csv")
+    index = json.loads((out / "compare.json").read_text())
+    frame = frame[frame["temperature"] == index["primary_temperature"]]
+    lines = [f"{'entry':<28} {'gold':>6} {'KL':>6} {'win rate [95% CI]':>20} {'steps':>6} {'train s':>8}  converged"]
+    for _, r in frame.iterrows():
+        kl = "–" if pd.isna(r["kl_mean"]) else f"{r['kl_mean']:.2f}"
+        lines.append(f"{r['label'][:28]:<28} {r['gold_reward_mean']:>6.3f} {kl:>6} "
+                     f"{r['win_rate_vs_reference']:>6.3f} [{r['win_rate_ci_low']:.2f}, {r['win_rate_ci_high']:.2f}] "
+                     f"{int(r['train_steps']) if not pd.isna(r['train_steps']) else 0:>6} "
+                     f"{r['train_wall_s'] if not pd.isna(r['train_wall_s']) else 0:>8.1f}  {r['converged']}")
+    lines += [f"  {s['sentence']}" for s in index["matched_kl"]]
+    return "\n".join(lines)
