@@ -82,6 +82,10 @@ def compare(entries, sweeps, seeds, temperatures, out, overrides, plugins):
 
     plan = plan_comparison(entries, sweeps=sweeps, seeds=seeds, temperatures=_floats(temperatures, "--temperatures"),
                            overrides=overrides, plugins=plugins, out=out)
+    plan.argv = ["alignkit", "compare", *entries, *(f"--sweep {s}" for s in sweeps),
+                 *([f"--seeds {seeds}"] if seeds else []), *([f"--temperatures {temperatures}"] if temperatures else []),
+                 *([f"--out {out}"] if out else []), *(f"--set {o}" for o in overrides),
+                 *(f"--plugins {p}" for p in plugins)]
     run_comparison(plan)
     click.echo(screen_table(plan.out))
     click.echo(f"comparison: {plan.out / 'report.md'}", err=True)
@@ -127,7 +131,7 @@ def report(paths, out):
     from alignkit.compare import screen_table
     from alignkit.eval.report import build_report
 
-    build_report(list(paths), out, name=out.name, argv=sys.argv)
+    build_report(list(paths), out, name=out.name, argv=["alignkit", "report", *map(str, paths), "--out", str(out)])
     click.echo(screen_table(out))
 
 

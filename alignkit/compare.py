@@ -281,7 +281,7 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> di
     from tqdm.auto import tqdm
 
     from alignkit.eval.report import build_report
-    from alignkit.pipeline import reevaluate, run_recipe, run_state
+    from alignkit.pipeline import adopt_recipe, reevaluate, run_recipe, run_state
 
     runs_dir = plan.out / "runs"
     states = [run_state(runs_dir / e.label, e.recipe, cache_dir) for e in plan.entries]
@@ -297,11 +297,12 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> di
             run_recipe(entry.recipe, run_dir, overwrite=True, cache_dir=cache_dir, entry=info)
         elif state == "evaluate":
             reevaluate(run_dir, entry.recipe, cache_dir)
+        else:
+            adopt_recipe(run_dir, entry.recipe)
         bar.update(1)
     bar.close()
-    index = build_report([runs_dir / e.label for e in plan.entries], plan.out, name=plan.name, argv=plan.argv)
-    index["states"] = dict(zip((e.label for e in plan.entries), states))
-    return index
+    return build_report([runs_dir / e.label for e in plan.entries], plan.out, name=plan.name, argv=plan.argv,
+                        states=dict(zip((e.label for e in plan.entries), states)))
 
 
 def screen_table(out: Path) -> str:

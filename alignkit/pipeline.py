@@ -149,8 +149,8 @@ def evaluate_artifact(ws: Workspace, artifact, *, close_trajectory: bool = True)
                                                 judge=ws.judge, proxy=proxy)
         rows.append(row)
     if cfg.every_steps and close_trajectory:  # the trained policy closes its trajectory, on the same prompts as the checkpoints
-        steps = ws.budget.steps
-        if not any(p["step"] == steps for p in read_jsonl(ws.run_dir / "eval" / "trajectory.jsonl")):
+        steps = ws.trained_steps
+        if steps and not any(p["step"] == steps for p in read_jsonl(ws.run_dir / "eval" / "trajectory.jsonl")):
             ws.record_trajectory_point(artifact, steps)
     summary = {"method": recipe.method, "name": recipe.name, **rows[0], "judge": cfg.judge,
                "by_temperature": rows, "budget": ws.budget.as_dict(),
@@ -169,7 +169,7 @@ def training_data(ws: Workspace) -> dict:
 
 def write_outputs(run_dir: Path, summary: dict, samples: dict[float, list[dict]]) -> None:
     """``eval/summary.json``, the samples of each temperature and the run's plot, each written atomically."""
-    primary = summary.get("temperature")
+    primary = summary.get("temperature", next(iter(samples)))
     for temperature, rows in samples.items():
         name = "samples.jsonl" if temperature == primary else f"samples_T{temperature:g}.jsonl"
         write_jsonl(run_dir / "eval" / name, rows)
@@ -221,6 +221,16 @@ def run_state(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None) -> s
     if any(used[k] != keys[k] for k in STAGES if k in used):
         return "train"
     return "current" if manifest["recipe"]["eval"] == wanted["eval"] else "evaluate"
+
+
+def adopt_recipe(run_dir: Path, recipe: Recipe) -> None:
+    """Record ``recipe`` as a current run's recipe: it would train exactly this run (same training identity
+    and stage keys), and settings only other stages read (e.g. the pairs, for SFT) now match its peers'."""
+    path = Path(run_dir) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    if manifest["recipe"] != to_dict(recipe):
+        manifest["recipe"] = to_dict(recipe)
+        write_json(path, manifest)
 
 
 def load_trained(ws: Workspace, run_dir: Path):

@@ -52,6 +52,7 @@ class Workspace:
         self.seed = recipe.seed  # shared stages
         self.train_seed = recipe.seed if recipe.train_seed is None else recipe.train_seed  # this run only
         self.budget = Budget()
+        self.trained_steps = 0  # the last step a training loop reported to its checkpoint hook
         self.artifact_keys: dict[str, str] = {}
         self.gold_meta: dict | None = None  # the gold reward's own record (e.g. held-out accuracy)
         self.reward_model_summary: dict | None = None  # held-out evaluation of the learned reward model
@@ -264,6 +265,7 @@ class Workspace:
             return None
 
         def on_step(step: int) -> None:
+            self.trained_steps = step  # in the loop's own unit (PPO: iterations), for the closing point
             if step % every == 0:
                 self.record_trajectory_point(policy, step)
 

@@ -1,4 +1,5 @@
-"""Every bundled recipe validates, names a registered method, and opens with its own run command."""
+"""Every bundled recipe validates, names a registered method, opens with its own command, ships inside the
+package, and every recipe of one task shares the sections a comparison requires to be shared."""
 
 from __future__ import annotations
 
@@ -6,25 +7,44 @@ from pathlib import Path
 
 import pytest
 
-from alignkit.recipe import load_recipe
+from alignkit.compare import check_shared, plan_comparison, resolved_recipe
+from alignkit.config import read_yaml
+from alignkit.recipe import BUNDLED, load_recipe
 
-RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml"))
+RECIPES = sorted(BUNDLED.glob("*.yaml"))
+SINGLE = [p for p in RECIPES if "entries" not in read_yaml(p)]
+COMPARISONS = [p for p in RECIPES if p not in SINGLE]
 
 
-def test_the_documented_recipes_exist():
+def test_the_documented_recipes_ship_inside_the_package():
     names = {p.name for p in RECIPES}
     assert {"dpo_imdb.yaml", "ppo_imdb.yaml", "rm_imdb.yaml", "sft_imdb.yaml", "preferred_ft_imdb.yaml",
-            "best_of_n_imdb.yaml"} <= names
+            "best_of_n_imdb.yaml", "unlikelihood_imdb.yaml", "compare_imdb.yaml"} <= names
+    assert BUNDLED.parent.name == "alignkit"  # inside the package: a wheel carries them (setup.cfg package_data)
+    repo_link = Path(__file__).resolve().parent.parent / "recipes"
+    assert sorted(p.name for p in repo_link.glob("*.yaml")) == sorted(names)  # recipes/ in a checkout is the same
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SINGLE, ids=lambda p: p.name)
 def test_recipe_validates_and_documents_its_command(path):
     recipe = load_recipe(path)
     assert recipe.method_config(recipe.method) is not None
     assert path.read_text().splitlines()[0] == f"# alignkit run recipes/{path.name}"
 
 
-def test_recipes_of_one_task_share_the_same_preference_pairs():
-    """Fair comparison: DPO, the reward model (PPO, Best-of-N) and Preferred-FT read the same pairs."""
-    pairs = {p.name: load_recipe(p).preferences for p in RECIPES if p.name != "sft_imdb.yaml"}
-    assert len({repr(v) for v in pairs.values()}) == 1, pairs
+@pytest.mark.parametrize("path", COMPARISONS, ids=lambda p: p.name)
+def test_comparison_validates_and_documents_its_command(path):
+    assert plan_comparison([str(path)]).entries
+    assert path.read_text().splitlines()[0] == f"# alignkit compare recipes/{path.name}"
+
+
+def test_a_bundled_recipe_loads_by_name_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_recipe("dpo_imdb").method == "dpo"
+    assert load_recipe("recipes/ppo_imdb.yaml").method == "ppo"
+
+
+def test_recipes_of_one_task_share_every_shared_section():
+    """Fair by construction: any two bundled IMDb recipes can be compared (same pairs, reference, judge,
+    evaluation; the same reward model wherever one is used)."""
+    check_shared([(p.name, *resolved_recipe(load_recipe(p))) for p in SINGLE])

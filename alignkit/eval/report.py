@@ -193,8 +193,10 @@ def matched_kl_sentences(points: dict[str, list[FrontierPoint]]) -> list[dict]:
 # the report
 
 
-def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv: list[str] | None = None) -> dict:
-    """Write every comparison output into ``out`` from the finished runs at ``paths``; returns the index."""
+def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv: list[str] | None = None,
+                 states: dict[str, str] | None = None) -> dict:
+    """Write every comparison output into ``out`` from the finished runs at ``paths``; returns the index.
+    ``states`` records what the comparison did with each run (train, evaluate, current)."""
     import pandas as pd
 
     from alignkit.eval.plots import plot_frontier, plot_temperature
@@ -221,6 +223,8 @@ def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv
     plot_frontier(runs, out / "frontier.png")
     plot_temperature(frame, out / "temperature.png")
     index = _index(runs, frame, matrix, sentences, name, argv)
+    for entry in index["entries"]:
+        entry["state"] = (states or {}).get(entry["label"], "current")
     write_text(out / "report.md", render_markdown(runs, frame, matrix, index))
     write_json(out / "compare.json", index)
     return index

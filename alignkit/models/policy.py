@@ -156,14 +156,13 @@ def sampling_config(tokenizer, *, max_new_tokens: int, temperature: float, top_p
     exactly the one that PPO ratios and the KL assume."""
     from transformers import GenerationConfig
 
-    sample = temperature > 0
+    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else \
+        dict(do_sample=False)  # greedy: no warper runs, so none is set
     return GenerationConfig(
-        max_new_tokens=max_new_tokens, min_length=0, do_sample=sample, num_beams=1,
-        temperature=temperature if sample else 1.0, top_p=top_p if sample else 1.0, top_k=0,
-        typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0,
-        encoder_repetition_penalty=1.0, no_repeat_ngram_size=0, renormalize_logits=False,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id)
+        max_new_tokens=max_new_tokens, min_length=0, num_beams=1, typical_p=1.0, epsilon_cutoff=0.0,
+        eta_cutoff=0.0, repetition_penalty=1.0, encoder_repetition_penalty=1.0, no_repeat_ngram_size=0,
+        renormalize_logits=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id, **sampling)
 
 
 @contextmanager

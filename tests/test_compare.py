@@ -1,0 +1,174 @@
+"""`alignkit compare` / `report` / `eval` on the tiny model: entries and variants, fair-by-construction
+refusal, shared stages computed once, reuse and exact invalidation of finished runs, and a report that
+rebuilds identically from the run directories."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import alignkit.methods.dpo as dpo
+from alignkit.cli import main
+from alignkit.compare import parse_entry, plan_comparison
+
+RECIPES = Path(__file__).resolve().parent.parent / "alignkit" / "recipes"
+FAST = ["eval.every_steps=2", "eval.temperatures=[0.0]", "eval.n_prompts=16", "dpo.max_steps=4", "dpo.batch_size=8",
+        "sft.max_steps=2", "ppo.steps=2", "ppo.rollout_size=8", "ppo.minibatch_size=8", "ppo.max_new_tokens=8",
+        "ppo.prompt_pool=32", "reward_model.max_steps=4", "preferred_ft.max_steps=2"]
+
+
+def sets(tiny_overrides, *extra):
+    return [a for o in [*tiny_overrides, *FAST, *extra] for a in ("--set", o)]
+
+
+def compare(*args):
+    return CliRunner().invoke(main, ["compare", *map(str, args)], catch_exceptions=False)
+
+
+def test_entries_variants_and_sweeps_expand_into_labelled_runs(tiny_overrides):
+    label, raw = parse_entry("ipo=dpo:loss=ipo,beta=0.5")
+    assert label == "ipo" and raw["method"] == "dpo" and raw["dpo"]["loss"] == "ipo" and raw["dpo"]["beta"] == 0.5
+    assert parse_entry("dpo")[1] == parse_entry(str(RECIPES / "dpo_imdb.yaml"))[1]  # one place for defaults
+    plan = plan_comparison(["dpo", "ipo=dpo:loss=ipo", "ppo"], sweeps=["dpo.beta=0.1,1"], seeds=2,
+                           overrides=[*tiny_overrides, *FAST])
+    labels = [e.label for e in plan.entries]
+    assert labels == ["dpo@beta=0.1#seed0", "dpo@beta=0.1#seed1", "dpo@beta=1#seed0", "dpo@beta=1#seed1",
+                      "ipo@beta=0.1#seed0", "ipo@beta=0.1#seed1", "ipo@beta=1#seed0", "ipo@beta=1#seed1",
+                      "ppo#seed0", "ppo#seed1"]  # the dpo.beta sweep applies to dpo entries only
+    by_label = {e.label: e.recipe for e in plan.entries}
+    assert by_label["ipo@beta=1#seed1"].method_config("dpo").loss == "ipo"
+    assert by_label["ipo@beta=1#seed1"].method_config("dpo").beta == 1
+    assert [by_label[f"ppo#seed{s}"].train_seed for s in (0, 1)] == [0, 1]
+    assert {r.seed for r in by_label.values()} == {0}  # shared stages keep their seed
+
+
+def test_the_bundled_comparison_file_validates(tiny_overrides):
+    plan = plan_comparison([str(RECIPES / "compare_imdb.yaml")], overrides=tiny_overrides)
+    groups = {e.group for e in plan.entries}
+    assert {"dpo", "ppo", "ppo_gt", "unlikelihood", "preferred_ft", "best_of_n", "sft"} <= groups
+    betas = sorted(e.recipe.method_config("dpo").beta for e in plan.entries if e.group == "dpo")
+    assert betas == [0.05, 0.1, 1, 5]
+    targets = sorted(e.recipe.method_config("ppo").target_kl for e in plan.entries if e.group == "ppo")
+    assert targets == [3, 6, 9, 12]
+
+
+def test_disagreeing_shared_sections_are_refused_in_one_line(tmp_path, tiny_overrides):
+    other = tmp_path / "dpo_other.yaml"
+    other.write_text((RECIPES / "dpo_imdb.yaml").read_text().replace("n_prompts: 2000", "n_prompts: 1000"))
+    result = CliRunner().invoke(main, ["compare", "ppo", str(other), "--out", str(tmp_path / "cmp")],
+                                catch_exceptions=False)
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if line.startswith("alignkit: error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.output
+    assert "preferences.n_prompts: 2000 vs 1000" in errors[0] and "'ppo'" in errors[0]
+    assert not (tmp_path / "cmp").exists()  # refused before anything was written
+
+
+def run_states(out: Path) -> dict[str, str]:
+    return {e["label"]: e["state"] for e in json.loads((out / "compare.json").read_text())["entries"]}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, imdb_model_dir, cache_dir):
+    """One small comparison: DPO, a labelled IPO variant, PPO and SFT."""
+    import os
+
+    os.environ["ALIGNKIT_CACHE"] = str(cache_dir)
+    overrides = [f"model.name_or_path={imdb_model_dir}", "model.max_length=48", "task.max_examples=600",
+                 "preferences.n_prompts=48", "preferences.max_new_tokens=12", "eval.max_new_tokens=12"]
+    out = tmp_path_factory.mktemp("compare") / "cmp"
+    result = compare("dpo", "ipo=dpo:loss=ipo", "ppo", "sft", "--out", out, *sets(overrides))
+    assert result.exit_code == 0, result.output
+    return out, overrides, result.output
+
+
+def test_compare_writes_every_output(finished):
+    import pandas as pd
+
+    out, _, output = finished
+    for name in ("comparison.csv", "winrates.csv", "trajectories.csv", "frontier.png", "temperature.png",
+                 "report.md", "compare.json"):
+        assert (out / name).is_file(), name
+    frame = pd.read_csv(out / "comparison.csv")
+    assert len(frame) == 4 * 2  # 4 entries x 2 temperatures (1.0 and greedy)
+    greedy = frame[frame["temperature"] == 0]
+    assert greedy["kl_mean"].isna().all() and (greedy["kl_kind"] == "none (greedy)").all()
+    primary = frame[frame["temperature"] == 1]
+    assert (primary["kl_kind"] == "exact").all() and (primary["kl_mean"] >= 0).all()
+    assert set(primary.loc[primary["label"] == "ppo", ["proxy_reward_mean"]].notna().iloc[0])  # PPO has a proxy
+    assert primary.set_index("label").loc["dpo", "train_steps"] == 4
+    wins = pd.read_csv(out / "winrates.csv").set_index(["row", "column"])
+    for (a, b), row in wins.iterrows():  # antisymmetry: w_ab + w_ba = 1, intervals mirrored
+        assert row["win_rate"] + wins.loc[(b, a), "win_rate"] == pytest.approx(1.0)
+        assert row["ci_low"] + wins.loc[(b, a), "ci_high"] == pytest.approx(1.0)
+    trajectory = pd.read_csv(out / "trajectories.csv")
+    assert set(trajectory[trajectory["label"] == "dpo"]["step"]) == {2, 4}
+    report = (out / "report.md").read_text()
+    assert "paired bootstrap" in report and "## At matched KL" in report and "## Caveats" in report
+    assert report.startswith("# Comparison: compare\n\nCommand: `alignkit compare dpo ipo=dpo:loss=ipo ppo sft")
+    assert "frontier.png" in report and "temperature.png" in report
+    assert "win rate" in output and "dpo" in output  # the one-screen table
+
+
+def test_rerun_reuses_adding_an_entry_trains_only_it(finished, monkeypatch):
+    out, overrides, _ = finished
+    model = out / "runs" / "dpo" / "model" / "model.safetensors"
+    stamp = model.stat().st_mtime_ns
+    assert compare("dpo", "ipo=dpo:loss=ipo", "ppo", "sft", "--out", out, *sets(overrides)).exit_code == 0
+    assert set(run_states(out).values()) == {"current"} and model.stat().st_mtime_ns == stamp
+    result = compare("dpo", "ipo=dpo:loss=ipo", "ppo", "sft", "pft=preferred_ft", "--out", out, *sets(overrides))
+    assert result.exit_code == 0
+    assert run_states(out) == {"dpo": "current", "ipo": "current", "ppo": "current", "sft": "current",
+                               "pft": "train"}
+
+
+def test_upstream_change_invalidates_exactly_what_is_downstream(finished):
+    """More preference prompts: the pair-trained runs retrain; SFT (which never read the pairs) is reused.
+    A new temperature only re-evaluates."""
+    out, overrides, _ = finished
+    result = compare("dpo", "sft", "--out", out, *sets(overrides, "preferences.n_prompts=40"))
+    assert result.exit_code == 0, result.output
+    assert run_states(out) == {"dpo": "train", "sft": "current"}
+    model = out / "runs" / "sft" / "model" / "model.safetensors"
+    stamp = model.stat().st_mtime_ns
+    result = compare("dpo", "sft", "--out", out, "--temperatures", "0.5", *sets(overrides, "preferences.n_prompts=40"))
+    assert result.exit_code == 0
+    assert run_states(out) == {"dpo": "evaluate", "sft": "evaluate"} and model.stat().st_mtime_ns == stamp
+    summary = json.loads((out / "runs" / "sft" / "eval" / "summary.json").read_text())
+    assert [row["temperature"] for row in summary["by_temperature"]] == [1.0, 0.5]
+
+
+def test_report_rebuilds_the_tables_identically(finished, tmp_path):
+    out, _, _ = finished
+    result = CliRunner().invoke(main, ["report", str(out), "--out", str(tmp_path / "again")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    for name in ("comparison.csv", "winrates.csv", "trajectories.csv"):
+        assert (tmp_path / "again" / name).read_text() == (out / name).read_text(), name
+
+
+def test_eval_reevaluates_a_finished_run_with_another_judge(finished):
+    out, _, _ = finished
+    run = out / "runs" / "ppo"
+    result = CliRunner().invoke(main, ["eval", str(run), "--judge", "reward-model"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run / "eval" / "summary.json").read_text())
+    assert summary["judge"] == "reward-model"
+    samples = [json.loads(x) for x in (run / "eval" / "samples.jsonl").read_text().splitlines()]
+    assert all(s["judge_score"] == pytest.approx(s["proxy_reward"]) for s in samples)  # the RM judged
+
+
+def test_beta_sweep_computes_reference_logprobs_once(tmp_path, tiny_overrides, monkeypatch):
+    calls = []
+    real = dpo.reference_logprobs
+    monkeypatch.setattr(dpo, "reference_logprobs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
+    result = compare("dpo", "--sweep", "dpo.beta=0.05,0.1,1,5", "--out", tmp_path / "cmp",
+                     *sets(tiny_overrides, "dpo.max_steps=1", "eval.every_steps=0", "eval.temperatures=[]"))
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1
+    assert len(list((tmp_path / "cache" / "reference_logps").glob("*.safetensors"))) == 1
+    manifests = [json.loads((p / "manifest.json").read_text()) for p in (tmp_path / "cmp" / "runs").iterdir()]
+    assert len(manifests) == 4 and len({m["artifact_keys"]["reference_logps"] for m in manifests}) == 1
