@@ -26,11 +26,11 @@ from tqdm.auto import tqdm
 from alignkit import __version__
 from alignkit.config import to_dict
 from alignkit.errors import AlignkitError
-from alignkit.eval.evaluate import evaluate_at
+from alignkit.eval.evaluate import TRAJECTORY_KEYS, evaluate_at
 from alignkit.models.policy import Policy
 from alignkit.recipe import Recipe
 from alignkit.registry import METHODS
-from alignkit.runlog import MetricsLog, atomic_dir, read_jsonl, write_json, write_jsonl
+from alignkit.runlog import MetricsLog, append_jsonl, atomic_dir, read_jsonl, write_json, write_jsonl
 from alignkit.workspace import Workspace
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "scikit-learn")
@@ -151,7 +151,11 @@ def evaluate_artifact(ws: Workspace, artifact, *, close_trajectory: bool = True)
     if cfg.every_steps and close_trajectory:  # the trained policy closes its trajectory, on the same prompts as the checkpoints
         steps = ws.trained_steps
         if steps and not any(p["step"] == steps for p in read_jsonl(ws.run_dir / "eval" / "trajectory.jsonl")):
-            ws.record_trajectory_point(artifact, steps)
+            if cfg.trajectory_prompts >= cfg.n_prompts:  # the same prompts, seed and policy: the final row itself
+                append_jsonl(ws.run_dir / "eval" / "trajectory.jsonl",
+                             {"step": steps, **{k: rows[0][k] for k in TRAJECTORY_KEYS}})
+            else:
+                ws.record_trajectory_point(artifact, steps)
     summary = {"method": recipe.method, "name": recipe.name, **rows[0], "judge": cfg.judge,
                "by_temperature": rows, "budget": ws.budget.as_dict(),
                "training_data": training_data(ws)}

@@ -37,8 +37,8 @@ class EvalConfig:
     every_steps: int = option(0, "also evaluate checkpoints every N optimiser steps (PPO: iterations) on "
                                  "trajectory_prompts prompts, tracing the run on the reward-vs-KL plane (0: off)",
                               ge=0)
-    trajectory_prompts: int = option(64, "evaluation prompts (the first N, at most n_prompts) used for trajectory "
-                                         "points", ge=1)
+    trajectory_prompts: int = option(256, "evaluation prompts (the first N) for trajectory points; fewer is cheaper "
+                                          "but puts checkpoints on another basis than final results", ge=1)
     diversity: bool = option(True, "report distinct-1/2 and self-BLEU of the samples")
 
     def check(self):
@@ -167,6 +167,9 @@ def trajectory_point(policy, reference, samples: ReferenceSamples, gold: RewardF
     """A checkpoint's point on the reward-vs-KL plane, at the primary temperature on the trajectory prompts."""
     row, _ = evaluate_at(policy, reference, samples, gold, cfg, temperature=cfg.temperature, seed=seed,
                          diversity=False)
-    keep = ("temperature", "n_samples", "gold_reward_mean", "gold_reward_ci_low", "gold_reward_ci_high", "kl_kind",
-            "kl_mean", "kl_ci_low", "kl_ci_high", "win_rate_vs_reference", "win_rate_ci_low", "win_rate_ci_high")
-    return {"step": step, **{k: row[k] for k in keep}}
+    return {"step": step, **{k: row[k] for k in TRAJECTORY_KEYS}}
+
+
+TRAJECTORY_KEYS = ("temperature", "n_samples", "gold_reward_mean", "gold_reward_ci_low", "gold_reward_ci_high",
+                   "kl_kind", "kl_mean", "kl_ci_low", "kl_ci_high", "win_rate_vs_reference", "win_rate_ci_low",
+                   "win_rate_ci_high")

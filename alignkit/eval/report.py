@@ -165,13 +165,15 @@ def winrate_matrix(runs: list[RunRecord]) -> tuple[list[str], np.ndarray, np.nda
 
 def frontier_points(runs: list[RunRecord]) -> dict[str, list[FrontierPoint]]:
     """Per group, every point on the reward-vs-KL plane at the primary temperature: final evaluations and
-    trajectory checkpoints (as the DPO paper draws its frontier over all evaluations)."""
+    the trajectory checkpoints evaluated on the same prompts (as the DPO paper draws its frontier over all
+    evaluations); checkpoints on a subset of the prompts are another basis and stay out."""
     points: dict[str, list[FrontierPoint]] = {}
     for run in runs:
         if not run.is_policy:
             continue
         s = run.summary
-        rows = [(s, run.label)] + [(p, f"{run.label}@step{p['step']}") for p in run.trajectory]
+        rows = [(s, run.label)] + [(p, f"{run.label}@step{p['step']}") for p in run.trajectory
+                                   if p["n_samples"] == s["n_samples"]]
         for row, name in rows:
             if row.get("kl_mean") is None or not math.isfinite(row["kl_mean"]):
                 continue
@@ -304,10 +306,12 @@ def render_markdown(runs: list[RunRecord], frame, matrix, index: dict) -> str:
               "![gold reward vs KL](frontier.png)", "",
               "Solid markers: final evaluations (sweep points joined in order of the swept value, bars: 95% "
               "intervals on both axes); faint markers: checkpoints during training (`eval.every_steps`, on the "
-              f"first {min(shared['eval']['trajectory_prompts'], shared['eval']['n_prompts'])} prompts).", "",
+              f"first {min(shared['eval']['trajectory_prompts'], shared['eval']['n_prompts'])} of the "
+              f"{shared['eval']['n_prompts']} prompts).", "",
               "## At matched KL", ""]
     lines += [f"- {s['sentence']}" for s in index["matched_kl"]] or ["- Only one method: nothing to match."]
-    lines += ["", "Matched KL: each method's Pareto frontier over all its points (final and checkpoints), "
+    lines += ["", "Matched KL: each method's Pareto frontier over all its points on the full prompt set (final "
+              "evaluations, and checkpoints when `eval.trajectory_prompts` covers every prompt), "
               "interpolated linearly over the KL range both cover; the interval treats the errors along the "
               "frontier as fully correlated (conservative).", "", "## Win rate vs temperature", "",
               "![win rate vs temperature](temperature.png)", ""]
