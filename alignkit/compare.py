@@ -190,8 +190,7 @@ def _groups_from_file(path: Path, data: dict) -> tuple[list, str, int]:
     """A comparison YAML: shared sections once, ``entries`` (each a method name, a recipe file, or a mapping
     with ``label``, ``method``, its own sections and an optional ``sweep``), a top-level ``sweep`` and
     ``seeds``."""
-    unknown_lists = {k: v for k, v in data.items() if k == "entries" and not isinstance(v, list)}
-    if unknown_lists:
+    if not isinstance(data["entries"], list):
         raise ConfigError(f"{path}: entries: expected a list")
     shared = {k: v for k, v in data.items() if k not in COMPARE_KEYS}
     top_sweep = data.get("sweep") or {}
@@ -319,5 +318,5 @@ def screen_table(out: Path) -> str:
                      f"{r['win_rate_vs_reference']:>6.3f} [{r['win_rate_ci_low']:.2f}, {r['win_rate_ci_high']:.2f}] "
                      f"{int(r['train_steps']) if not pd.isna(r['train_steps']) else 0:>6} "
                      f"{r['train_wall_s'] if not pd.isna(r['train_wall_s']) else 0:>8.1f}  {r['converged']}")
-    lines += [f"  {s['sentence']}" for s in index["matched_kl"]]
+    lines += [f"  {s['sentence']}" for s in index["matched_kl"] if s["result"]]  # the rest: report.md
     return "\n".join(lines)

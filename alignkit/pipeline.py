@@ -28,6 +28,7 @@ from alignkit.config import to_dict
 from alignkit.errors import AlignkitError
 from alignkit.eval.evaluate import TRAJECTORY_KEYS, evaluate_at
 from alignkit.models.policy import Policy
+from alignkit.models.scalar_head import META_FILE as SCALAR_META
 from alignkit.recipe import Recipe
 from alignkit.registry import METHODS
 from alignkit.runlog import MetricsLog, append_jsonl, atomic_dir, read_jsonl, write_json, write_jsonl
@@ -247,9 +248,10 @@ def load_trained(ws: Workspace, run_dir: Path):
         for need in method_needs(recipe.method, config):
             getattr(ws, need)
         return entry.obj(ws, config)
-    if not isinstance(entry.meta.get("config"), type) or recipe.method == "reward_model":
-        raise AlignkitError(f"{run_dir}: a {recipe.method} run has no policy to evaluate")
-    return Policy.load_trained(recipe.model, Path(run_dir) / "model", cache_dir=ws.cache_dir, device=ws.device)
+    folder = Path(run_dir) / "model"
+    if (folder / SCALAR_META).is_file():
+        raise AlignkitError(f"{run_dir}: a {recipe.method} run trained a scalar model, not a policy to evaluate")
+    return Policy.load_trained(recipe.model, folder, cache_dir=ws.cache_dir, device=ws.device)
 
 
 def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None) -> dict:

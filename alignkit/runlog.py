@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):
         value = value.item()
@@ -31,6 +35,7 @@ def write_text(path: str | Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; a published result is an ordinary file
     os.replace(tmp, path)
 
 

@@ -343,6 +343,7 @@ def test_best_of_n_through_the_evaluator(make_ws, tmp_path):
     samples = samples[1.0]
     assert summary["best_of_n"] == 2 and summary["kl_kind"] == "analytic"
     assert summary["kl_mean"] == pytest.approx(math.log(2) - 0.5)
+    assert summary["kl_ci_low"] == summary["kl_ci_high"] == summary["kl_mean"]  # a closed form has no interval
     assert math.isfinite(summary["kl_sampled_estimate"])
     assert all(k["kl"] <= math.log(2) + 1e-9 for k in samples)
     assert summary["eval_generated_sequences"] == 2 * 6 == 2 * summary["n_samples"]

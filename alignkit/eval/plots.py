@@ -150,7 +150,7 @@ def plot_frontier(runs, out: Path) -> Path:
     ax.set(xlabel="sequence KL(pi || pi_ref), nats", ylabel="gold reward (mean over held-out prompts)",
            title="Gold reward vs KL to the reference")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     _save(fig, out)
     plt.close(fig)
     return out
@@ -179,7 +179,7 @@ def plot_temperature(frame, out: Path) -> Path:
     ax.set(xlabel="sampling temperature (0 = greedy)", ylabel="win rate vs the reference policy",
            title="Win rate vs sampling temperature", ylim=(0, 1))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     _save(fig, out)
     plt.close(fig)
     return out

@@ -105,9 +105,13 @@ def check_runs_share(runs: list[RunRecord]) -> None:
 # tables
 
 
-def converged(trajectory: list[dict]) -> str:
+def converged(run: RunRecord) -> str:
     """``no`` when the last checkpoint's gold reward still rose by more than its own 95% half-width since
-    the previous one (training had not levelled off); ``yes`` otherwise; ``unknown`` without two points."""
+    the previous one (training had not levelled off); ``yes`` otherwise; ``unknown`` without two points;
+    ``n/a`` for a method that does not train (Best-of-N)."""
+    if not (run.summary.get("budget") or {}).get("steps"):
+        return "n/a"
+    trajectory = run.trajectory
     points = sorted((p for p in trajectory if p.get("gold_reward_mean") is not None), key=lambda p: p["step"])
     if len(points) < 2:
         return "unknown"
@@ -126,7 +130,7 @@ def comparison_rows(runs: list[RunRecord]) -> list[dict]:
         base = {"label": run.label, "group": run.group, "method": s["method"],
                 "sweep": ";".join(f"{k}={v}" for k, v in run.sweep.items()),
                 "sweep_value": next(iter(run.sweep.values()), None) if len(run.sweep) == 1 else None,
-                "train_seed": run.manifest.get("train_seed"), "converged": converged(run.trajectory)}
+                "train_seed": run.manifest.get("train_seed"), "converged": converged(run)}
         for row in s["by_temperature"]:
             rows.append({**base, **{k: row.get(k) for k in ROW_KEYS},
                          **{f"train_{k}" if not k.startswith("train") else k: v for k, v in budget.items()},
@@ -238,7 +242,7 @@ def _index(runs, frame, matrix, sentences, name, argv) -> dict:
         "name": name, "argv": argv or [],
         "entries": [{"label": r.label, "group": r.group, "method": r.summary.get("method"), "sweep": r.sweep,
                      "train_seed": r.manifest.get("train_seed"), "run": r.run_dir.name,
-                     "converged": converged(r.trajectory), "budget": r.summary.get("budget")} for r in runs],
+                     "converged": converged(r), "budget": r.summary.get("budget")} for r in runs],
         "shared": shared_facts(runs),
         "outputs": ["comparison.csv", "trajectories.csv", *(["winrates.csv"] if matrix else []), "frontier.png",
                     "temperature.png", "report.md"],
@@ -290,7 +294,7 @@ def render_markdown(runs: list[RunRecord], frame, matrix, index: dict) -> str:
         lines.append(f"| {r.label} | {r.summary.get('method')} | {_fmt(';'.join(f'{k}={v}' for k, v in r.sweep.items()) or None)} "
                      f"| {r.manifest.get('train_seed')} | {b.get('steps', '–')} | {b.get('train_sequences', '–')} | "
                      f"{b.get('train_tokens', '–')} | {b.get('generated_sequences', 0)} / {b.get('generated_tokens', 0)} "
-                     f"| {_fmt(c.get('train_wall_s'), 1)} | {converged(r.trajectory)} |")
+                     f"| {_fmt(c.get('train_wall_s'), 1)} | {converged(r)} |")
     lines += ["", "## What every entry shared", ""] + _shared_lines(shared) + [""]
     lines += [f"## Results at temperature {temperature:g}", "",
               "| entry | gold reward [95% CI] | proxy (RM) | KL [95% CI] | KL kind | win rate vs reference [95% CI] "

@@ -72,8 +72,10 @@ class BestOfNPolicy(Policy):
     def summarize_kl(self, summary: dict) -> None:
         """The reported KL is the analytic log n - (n-1)/n; the sampled estimate, biased low with few
         reference samples, stays as a diagnostic."""
+        analytic = analytic_kl(self.n)
         summary.update(kl_sampled_estimate=summary["kl_mean"], kl_sampled_estimate_sem=summary["kl_sem"],
-                       kl_mean=analytic_kl(self.n), kl_sem=0.0, kl_kind="analytic", best_of_n=self.n)
+                       kl_mean=analytic, kl_sem=0.0, kl_ci_low=analytic, kl_ci_high=analytic, kl_kind="analytic",
+                       best_of_n=self.n)
 
     def sample(self, prompts: list[str], **sampling) -> Rollout:
         """n samples per prompt from the SFT policy; the highest-reward one per prompt (first on ties)."""
