@@ -99,28 +99,13 @@ def compare(entries, sweeps, seeds, temperatures, out, overrides, plugins):
 @_plugins_option
 def evaluate(run_dirs, temperatures, judge, overrides, plugins):
     """Re-evaluate finished runs (their trained models) under new evaluation settings."""
-    from alignkit.config import apply_overrides
-    from alignkit.pipeline import reevaluate
-    from alignkit.recipe import recipe_from_data
+    from alignkit.pipeline import reevaluate_run
 
     extra = list(overrides) + ([f"eval.temperatures={_floats(temperatures, '--temperatures')}"] if temperatures
                                else []) + ([f"eval.judge={judge}"] if judge else [])
     for run_dir in run_dirs:
-        manifest_path = run_dir / "manifest.json"
-        if not manifest_path.is_file():
-            raise AlignkitError(f"{run_dir}: not a run directory (no manifest.json)")
-        data = json.loads(manifest_path.read_text())
-        raw = _recipe_data(data["recipe"])
-        apply_overrides(raw, extra)
-        summary = reevaluate(run_dir, recipe_from_data(raw, str(manifest_path), run_dir, plugins))
+        summary = reevaluate_run(run_dir, extra, plugins)
         click.echo(f"{run_dir}: gold {summary['gold_reward_mean']:.3f}, win rate {summary['win_rate_vs_reference']:.3f}")
-
-
-def _recipe_data(resolved: dict) -> dict:
-    """A manifest's resolved recipe back into recipe form (method sections at the top level)."""
-    raw = {k: v for k, v in resolved.items() if k != "methods"}
-    raw.update(resolved.get("methods", {}))
-    return raw
 
 
 @main.command()

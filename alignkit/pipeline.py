@@ -271,3 +271,18 @@ def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None) -> 
     manifest.update(recipe=to_dict(recipe), artifact_keys={**manifest.get("artifact_keys", {}), **ws.artifact_keys})
     write_json(run_dir / "manifest.json", manifest)
     return summary
+
+
+def reevaluate_run(run_dir: Path, overrides: list[str], plugins=()) -> dict:
+    """``alignkit eval``: a finished run's own recipe, with ``overrides`` (evaluation settings), evaluated again."""
+    from alignkit.config import apply_overrides
+    from alignkit.recipe import recipe_from_data
+
+    path = Path(run_dir) / "manifest.json"
+    if not path.is_file():
+        raise AlignkitError(f"{run_dir}: not a run directory (no manifest.json)")
+    resolved = json.loads(path.read_text())["recipe"]
+    raw = {k: v for k, v in resolved.items() if k != "methods"}  # method sections back at the top level
+    raw.update(resolved.get("methods", {}))
+    apply_overrides(raw, overrides)
+    return reevaluate(run_dir, recipe_from_data(raw, str(path), Path(run_dir), plugins))

@@ -172,3 +172,10 @@ def test_beta_sweep_computes_reference_logprobs_once(tmp_path, tiny_overrides, m
     assert len(list((tmp_path / "cache" / "reference_logps").glob("*.safetensors"))) == 1
     manifests = [json.loads((p / "manifest.json").read_text()) for p in (tmp_path / "cmp" / "runs").iterdir()]
     assert len(manifests) == 4 and len({m["artifact_keys"]["reference_logps"] for m in manifests}) == 1
+
+
+@pytest.mark.parametrize("command", [["eval", "{d}"], ["report", "{d}", "--out", "{d}/out"]])
+def test_eval_and_report_of_a_folder_that_is_no_run_fail_in_one_line(tmp_path, command):
+    result = CliRunner().invoke(main, [c.format(d=tmp_path) for c in command], catch_exceptions=False)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1].startswith(f"alignkit: error: {tmp_path}: not a run directory")
