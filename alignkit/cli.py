@@ -41,7 +41,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="run directory (default runs/NAME)")
+@click.option("--out", type=click.Path(path_type=Path), help="run directory (default runs/NAME)")
 @click.option("--overwrite", is_flag=True, help="replace a finished run already in the run directory")
 @_set_option
 @_plugins_option
@@ -52,9 +52,26 @@ def run(recipe: Path, out: Path | None, overwrite: bool, overrides: tuple[str, .
 
     loaded = load_recipe(recipe, overrides, plugins)
     run_dir = out or Path("runs") / loaded.name
+    check_output_folder(run_dir, "--out" if out else "run directory")
     summary = run_recipe(loaded, run_dir, overwrite=overwrite)
     click.echo(json.dumps(summary, indent=2))
     click.echo(f"run directory: {run_dir}", err=True)
+
+
+def check_output_folder(folder: Path, what: str = "--out") -> None:
+    """Fail before anything is written when ``folder`` cannot become a folder: it is a file, a parent of it
+    is a file, or its nearest existing parent is not writable."""
+    if folder.exists():
+        if not folder.is_dir():
+            raise AlignkitError(f"{what} {folder}: exists and is not a folder")
+        return
+    parent = folder.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise AlignkitError(f"{what} {folder}: cannot create a folder under {parent}, which is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise AlignkitError(f"{what} {folder}: cannot create a folder in {parent} (permission denied)")
 
 
 def _floats(text: str | None, option: str) -> list[float] | None:
@@ -72,7 +89,7 @@ def _floats(text: str | None, option: str) -> list[float] | None:
               help="sweep a method setting, e.g. dpo.beta=0.05,0.1,1,5 (applies to that method's entries; repeatable)")
 @click.option("--seeds", type=click.IntRange(min=1), default=None, help="training seeds per sweep point")
 @click.option("--temperatures", metavar="T1,T2,...", help="also evaluate at these temperatures (0 = greedy)")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="comparison folder (default runs/NAME)")
+@click.option("--out", type=click.Path(path_type=Path), help="comparison folder (default runs/NAME)")
 @_set_option
 @_plugins_option
 def compare(entries, sweeps, seeds, temperatures, out, overrides, plugins):
@@ -80,6 +97,8 @@ def compare(entries, sweeps, seeds, temperatures, out, overrides, plugins):
     variant (ipo=dpo:loss=ipo) or one comparison YAML (recipes/compare_imdb.yaml)."""
     from alignkit.compare import plan_comparison, run_comparison, screen_table
 
+    if out is not None:
+        check_output_folder(out)
     plan = plan_comparison(entries, sweeps=sweeps, seeds=seeds, temperatures=_floats(temperatures, "--temperatures"),
                            overrides=overrides, plugins=plugins, out=out)
     plan.argv = ["alignkit", "compare", *entries, *(f"--sweep {s}" for s in sweeps),
@@ -110,12 +129,13 @@ def evaluate(run_dirs, temperatures, judge, overrides, plugins):
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="output folder")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="output folder")
 def report(paths, out):
     """Rebuild a comparison (tables, plots, report.md) from finished runs or comparison folders, no training."""
     from alignkit.compare import screen_table
     from alignkit.eval.report import build_report
 
+    check_output_folder(out)
     build_report(list(paths), out, name=out.name, argv=["alignkit", "report", *map(str, paths), "--out", str(out)])
     click.echo(screen_table(out))
 

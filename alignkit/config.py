@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -24,7 +25,10 @@ _MISSING = dataclasses.MISSING
 
 
 def option(default: Any = _MISSING, help: str = "", **checks: Any) -> Any:
-    """A config field with its help text and value checks (gt, ge, lt, le, choices)."""
+    """A config field with its help text and value checks (gt, ge, lt, le, choices).
+
+    Every number read into a ``float`` field (or a list/dict of floats) must also be finite: YAML's ``.inf``
+    and ``.nan`` are refused at load, since no setting of alignkit means anything at infinity."""
     meta = {"help": help, **checks}
     if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
         value = default
@@ -71,10 +75,11 @@ def _build_dataclass(cls: type, data: Any, where: str, problems: list[str]) -> A
             continue
         kwargs[key] = _convert(hints[key], raw, path, problems)
         _check_bounds(fields[key], kwargs[key], path, problems)
-    for name, f in fields.items():
-        if name not in kwargs and f.default is _MISSING and f.default_factory is _MISSING:
-            problems.append(f"{_join(where, name)}: required key is missing ({f.metadata.get('help', '')})")
-    if any(p.startswith(where) for p in problems) and where:
+    missing = [name for name, f in fields.items()
+               if name not in kwargs and f.default is _MISSING and f.default_factory is _MISSING]
+    for name in missing:
+        problems.append(f"{_join(where, name)}: required key is missing ({fields[name].metadata.get('help', '')})")
+    if missing or (where and any(p.startswith(where) for p in problems)):
         return None
     try:
         obj = cls(**kwargs)
@@ -140,6 +145,9 @@ def _convert(tp: Any, raw: Any, path: str, problems: list[str]) -> Any:
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):
             problems.append(f"{path}: expected a number, got {_kind(raw)}")
             return raw
+        if not math.isfinite(raw):
+            problems.append(f"{path}: must be a finite number, got {raw}")
+            return None  # keeps the bounds checks quiet: one problem per key
         return float(raw)
     if tp is str:
         if not isinstance(raw, str):
@@ -149,17 +157,25 @@ def _convert(tp: Any, raw: Any, path: str, problems: list[str]) -> Any:
 
 
 def _check_bounds(f: dataclasses.Field, value: Any, path: str, problems: list[str]) -> None:
+    problem = bound_problem(value, f.metadata)
+    if problem:
+        problems.append(f"{path}: {problem}")
+
+
+def bound_problem(value: Any, checks: dict) -> str | None:
+    """Why ``value`` breaks ``checks`` (``gt``, ``ge``, ``lt``, ``le``, ``choices``), or None; the same
+    vocabulary as :func:`option`, shared with loss parameters (``register_loss(name, bounds=...)``)."""
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return
-    meta = f.metadata
-    if "choices" in meta and value not in meta["choices"]:
-        problems.append(f"{path}: must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+        return None
+    if "choices" in checks and value not in checks["choices"]:
+        return f"must be one of {', '.join(map(str, checks['choices']))}, got {value!r}"
     if isinstance(value, str):
-        return
+        return None
     for key, test, word in (("gt", float.__gt__, ">"), ("ge", float.__ge__, ">="),
                             ("lt", float.__lt__, "<"), ("le", float.__le__, "<=")):
-        if key in meta and not test(float(value), float(meta[key])):
-            problems.append(f"{path}: must be {word} {meta[key]}, got {value}")
+        if key in checks and not test(float(value), float(checks[key])):
+            return f"must be {word} {checks[key]}, got {value}"
+    return None
 
 
 def _join(prefix: str, key: Any) -> str:
@@ -178,13 +194,40 @@ def _type_name(tp: Any) -> str:
 # YAML files and --set overrides
 
 
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (plain data only: no Python objects are ever constructed), refusing duplicate
+    mapping keys, which ``safe_load`` silently resolves to the last value."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise ConfigError(f"line {line}: duplicate key {key!r} (first set on line {seen[key]})")
+            if isinstance(key, typing.Hashable):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml_text(text: str) -> Any:
+    """Parse YAML as plain data with :class:`StrictLoader` (the only way alignkit reads a recipe)."""
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+
+
 def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping, turning a missing file or a syntax error into one clear line."""
+    """Read a YAML mapping, turning a missing file, a syntax error or a duplicate key into one clear line."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: recipe file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the recipe: {exc}") from None
+    try:
+        data = load_yaml_text(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -203,12 +246,16 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"--set {item}: expected KEY.PATH=VALUE")
         key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"--set {item}: expected KEY.PATH=VALUE, e.g. dpo.beta=0.5 (empty key in {key!r})")
         try:
-            value = yaml.safe_load(text) if text != "" else ""
+            value = load_yaml_text(text) if text != "" else ""
+        except ConfigError as exc:
+            raise ConfigError(f"--set {item}: {exc}") from None
         except yaml.YAMLError:
             value = text
         node = data
-        parts = key.strip().split(".")
         for part in parts[:-1]:
             child = node.get(part)
             if child is None:

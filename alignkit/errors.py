@@ -18,3 +18,11 @@ class UnknownNameError(AlignkitError, KeyError):
 
 class DataError(AlignkitError):
     """A dataset that is missing, empty, or lacks a required column."""
+
+
+def warn(message: str) -> None:
+    """A one-line notice on stderr (``alignkit: warning: ...``) about input that works but deserves a look:
+    pairs dropped, prompts cut, remote model code allowed. Never an error, never a traceback."""
+    import sys
+
+    print(f"alignkit: warning: {message}", file=sys.stderr)

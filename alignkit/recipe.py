@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from alignkit.config import ConfigError, apply_overrides, build, option, read_yaml
-from alignkit.data.preferences import PreferenceConfig
+from alignkit.data.preferences import PreferenceConfig, check_heldout, preference_notices, read_preferences
 from alignkit.data.task import TaskConfig
-from alignkit.errors import AlignkitError, UnknownNameError
+from alignkit.errors import AlignkitError, DataError, UnknownNameError, warn
 from alignkit.eval.evaluate import EvalConfig
-from alignkit.models.policy import ModelConfig
+from alignkit.models.policy import ModelConfig, device_problem, local_tokenizer_folder, load_tokenizer
 from alignkit.registry import METHODS, REWARDS, load_plugins
 
 
@@ -28,9 +28,10 @@ class Recipe:
 
     method: str = option(help="registered method to run (see `alignkit list`)")
     name: str = option("run", "run name; the run directory defaults to runs/NAME")
-    seed: int = option(0, "seed of the shared stages: prompts, preference pairs, reward model, reference samples")
+    seed: int = option(0, "seed of the shared stages: prompts, preference pairs, reward model, reference samples",
+                       ge=0)
     train_seed: Optional[int] = option(None, "seed of this run's training (initialisation, shuffling, PPO "
-                                             "rollouts) and of its evaluation samples (default: seed)")
+                                             "rollouts) and of its evaluation samples (default: seed)", ge=0)
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     plugins: list[str] = option([], "plugin modules or .py paths to load before validation")
     model: ModelConfig = option(ModelConfig(), "the SFT policy: starting point and KL reference")
@@ -46,6 +47,9 @@ class Recipe:
             REWARDS.entry(self.gold_reward)
         except UnknownNameError as exc:
             yield "gold_reward", str(exc)
+        problem = device_problem(self.device)
+        if problem:
+            yield "device", problem
 
     def method_config(self, name: str) -> Any:
         """The validated settings of a method (its defaults when the recipe has no section for it)."""
@@ -85,7 +89,43 @@ def recipe_from_data(raw: dict, source: str, base: Path, plugins: Iterable[str] 
     sections.setdefault(recipe.method, {})
     recipe.methods = {name: build(METHODS.entry(name).meta["config"], section, where=name, source=source)
                       for name, section in sections.items()}
+    check_preference_file(recipe, source)
+    if recipe.model.trust_remote_code:
+        warn(f"{source}: model.trust_remote_code is true: {recipe.model.name_or_path}'s own Python code "
+             f"will run when it loads")
     return recipe
+
+
+def check_preference_file(recipe: Recipe, source: str) -> None:
+    """Read a file of preference pairs once at load, so a bad file fails before anything is written:
+    its shape and every row (see :func:`~alignkit.data.preferences.read_preferences`), whether the held-out
+    split leaves pairs to train on, and notices about dropped pairs and prompts cut to the context."""
+    cfg = recipe.preferences
+    if not cfg.is_file:
+        return
+    try:
+        pairs = read_preferences(cfg)
+    except DataError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    problem = check_heldout(cfg, pairs.data)
+    if problem:
+        raise ConfigError(f"{source}: preferences.heldout_fraction: {problem}")
+    for note in preference_notices(cfg, pairs, recipe.model.prompt_limit, _tokenizer_on_disk(recipe),
+                                   recipe.model.name_or_path):
+        warn(note)
+
+
+def _tokenizer_on_disk(recipe: Recipe):
+    """The policy's tokenizer if it is on disk already (nothing is downloaded or built), else None."""
+    from alignkit.workspace import default_cache_dir
+
+    folder = local_tokenizer_folder(recipe.model, default_cache_dir())
+    if folder is None:
+        return None
+    try:
+        return load_tokenizer(str(folder), recipe.model)
+    except AlignkitError:
+        return None
 
 
 BUNDLED = Path(__file__).resolve().parent / "recipes"

@@ -1,8 +1,10 @@
 """One generic registry for methods, losses, rewards, datasets and model aliases, plus plugin discovery.
 
-Built-ins and plugins register the same way, through the decorators below. Plugins are found in the
-``alignkit.plugins`` entry-point group, in modules or paths named by ``--plugins`` or a recipe's
-``plugins:`` list, and in a ``plugins/`` folder beside the package checkout or the working directory.
+Built-ins and plugins register the same way, through the decorators below. Plugin code runs only from
+places the user installed or named: the ``alignkit.plugins`` entry-point group (installed packages),
+modules or paths named by ``--plugins`` or a recipe's ``plugins:`` list, and, in a source checkout of
+alignkit only, the project's own example folder ``plugins/`` beside the package. The working directory
+is never scanned: running alignkit inside a folder must not execute whatever ``plugins/*.py`` it holds.
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ class Registry:
                     return target  # the same plugin file imported twice under different module names
                 raise AlignkitError(
                     f"{self.kind} {name!r} is already registered by {previous.source}; "
-                    f"choose another name (registered {self.kind}s: {', '.join(sorted(self._entries))})"
+                    f"choose another name (registered {self.kind}{'es' if self.kind.endswith('s') else 's'}: "
+                    f"{', '.join(sorted(self._entries))})"
                 )
             self._entries[name] = Entry(name, target, dict(meta), _current_source())
             return target
@@ -104,9 +107,21 @@ def register_method(name: str, **meta: Any) -> Callable:
     return METHODS.register(name, **meta)
 
 
-def register_loss(name: str, **meta: Any) -> Callable:
-    """Register a preference loss: a pure function of per-sequence log-probs (see ``alignkit.losses``)."""
-    return LOSSES.register(name, **meta)
+def register_loss(name: str, *, bounds: dict[str, dict] | None = None, **meta: Any) -> Callable:
+    """Register a preference loss ``loss(logps, *, beta, param=default, ...) -> LossOutput`` (see
+    ``alignkit.losses``). ``bounds`` gives its parameters' ranges in :func:`~alignkit.config.option`'s
+    words, e.g. ``{"label_smoothing": {"ge": 0, "lt": 0.5}}``; recipes are checked against them at load.
+    The signature is checked here, at registration; the output on a dry call when a recipe selects it."""
+
+    def add(loss: Callable) -> Callable:
+        from alignkit.losses.base import signature_problem
+
+        problem = signature_problem(loss)
+        if problem:
+            raise AlignkitError(f"loss {name!r} ({_current_source()}) {problem}")
+        return LOSSES.register(name, bounds=dict(bounds or {}), **meta)(loss)
+
+    return add
 
 
 def register_reward(name: str, **meta: Any) -> Callable:
@@ -163,13 +178,26 @@ def load_builtins() -> None:
 
 
 def default_plugin_dirs() -> list[Path]:
-    """The repo's ``plugins/`` folder (beside the package) and one in the working directory."""
-    candidates = [Path(__file__).resolve().parent.parent / "plugins", Path.cwd() / "plugins"]
-    unique: list[Path] = []
-    for path in candidates:
-        if path.is_dir() and path.resolve() not in [u.resolve() for u in unique]:
-            unique.append(path)
-    return unique
+    """The example ``plugins/`` folder of an alignkit source checkout (beside the package, in a folder
+    whose setup.cfg or pyproject.toml names the project ``alignkit``), or nothing. An installed alignkit
+    has no such folder (a ``site-packages/plugins`` belongs to some other package, so it is not scanned),
+    and the working directory is never scanned."""
+    root = Path(__file__).resolve().parent.parent
+    folder = root / "plugins"
+    return [folder] if folder.is_dir() and _is_alignkit_checkout(root) else []
+
+
+def _is_alignkit_checkout(root: Path) -> bool:
+    """Whether ``root`` is the alignkit project itself: its metadata names the project ``alignkit``."""
+    names = {"name=alignkit", 'name="alignkit"', "name='alignkit'"}
+    for metadata in (root / "setup.cfg", root / "pyproject.toml"):
+        try:
+            lines = metadata.read_text().splitlines()
+        except OSError:
+            continue
+        if any(line.replace(" ", "") in names for line in lines):
+            return True
+    return False
 
 
 def load_plugins(extra: Iterable[str] = (), *, scan_default_dirs: bool = True) -> None:
@@ -210,8 +238,10 @@ def _load_once(key: str, loader: Callable[[], Any]) -> None:
     try:
         loader()
     except AlignkitError:
+        _loaded.discard(key)  # a failed plugin fails again when named again, never silently passes
         raise
     except Exception as exc:  # a plugin's own bug: say which plugin, keep it to one line
+        _loaded.discard(key)
         raise AlignkitError(f"plugin {key} failed to load: {type(exc).__name__}: {exc}") from exc
     finally:
         _source_stack.pop()

@@ -14,7 +14,7 @@ import torch
 from torch.testing import assert_close
 
 import alignkit.methods.reward_model as rm  # registers "reward_model" (also listed in BUILTIN_MODULES)
-from alignkit.errors import DataError
+from alignkit.errors import ConfigError
 from alignkit.losses.bradley_terry import bradley_terry_loss
 from alignkit.models.scalar_head import ScalarModel, Scorer
 from alignkit.recipe import load_recipe
@@ -174,10 +174,9 @@ def test_workspace_trains_and_caches(setup):
 
 
 def test_needs_two_prompt_groups(setup, tmp_path):
+    """A split that would hold out every prompt group is refused when the recipe loads, before any run."""
     root, *_ = setup
     (tmp_path / "one.jsonl").write_text(json.dumps({"prompt": "review :", "chosen": " good", "rejected": " bad"}) + "\n")
-    recipe = load_recipe(None, overrides=["method=reward_model", "device=cpu", f"model.name_or_path={root / 'sft'}",
-                                          f"preferences.source={tmp_path / 'one.jsonl'}"])
-    with pytest.raises(DataError, match="at least 2 prompts"):
-        METHODS.get("reward_model")(Workspace(recipe, tmp_path / "run", cache_dir=tmp_path / "cache"),
-                                    recipe.method_config("reward_model"))
+    with pytest.raises(ConfigError, match="at least 2 prompts"):
+        load_recipe(None, overrides=["method=reward_model", "device=cpu", f"model.name_or_path={root / 'sft'}",
+                                     f"preferences.source={tmp_path / 'one.jsonl'}"])

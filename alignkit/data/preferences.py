@@ -44,6 +44,19 @@ class PreferenceConfig:
     max_new_tokens: int = option(32, "completion length when generating", ge=1)
     temperature: float = option(1.0, "sampling temperature when generating", gt=0)
 
+    def check(self):
+        for role in self.columns:
+            if role not in REQUIRED_COLUMNS:
+                yield f"columns.{role}", (f"unknown column role {role!r} (roles: {', '.join(REQUIRED_COLUMNS)}; "
+                                          f"write {{ROLE: YOUR_COLUMN}}, e.g. {{chosen: response_a}})")
+        if self.source.startswith("hf:") and not self.source[3:].strip():
+            yield "source", "hf: needs a dataset id, e.g. hf:Anthropic/hh-rlhf"
+
+    @property
+    def is_file(self) -> bool:
+        """Whether pairs come from a local file (checked at recipe load) rather than generated or hf:."""
+        return self.source != "generated" and not self.source.startswith("hf:")
+
 
 @dataclass
 class PreferenceData:
@@ -98,64 +111,170 @@ class PreferenceData:
         return rows
 
     @classmethod
-    def from_records(cls, rows: list[dict], origin: str = "preferences") -> "PreferenceData":
+    def from_records(cls, rows: list, origin: str = "preferences") -> "PreferenceData":
+        """Pairs from row mappings, checking each row: a mapping, with prompt, chosen and rejected as
+        non-empty text, and numeric scores/integer groups where those optional columns are present."""
         if not rows:
             raise DataError(f"{origin}: no preference pairs (empty data)")
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise DataError(f"{origin}: row {i}: expected a mapping of column to value, got {_kind(row)}")
         missing = [c for c in REQUIRED_COLUMNS if c not in rows[0]]
         if missing:
             raise DataError(f"{origin}: missing column {missing[0]!r} (columns: {', '.join(map(str, rows[0]))}; "
                             f"map yours with preferences.columns)")
         for i, row in enumerate(rows):
             for column in REQUIRED_COLUMNS:
-                if not isinstance(row.get(column), str):
-                    raise DataError(f"{origin}: row {i}: column {column!r} must be text, got {row.get(column)!r}")
+                value = row.get(column)
+                if column not in row:
+                    raise DataError(f"{origin}: row {i}: missing column {column!r}")
+                if not isinstance(value, str):
+                    raise DataError(f"{origin}: row {i}: column {column!r} must be text, got {_kind(value)}")
+                if not value.strip():
+                    raise DataError(f"{origin}: row {i}: column {column!r} is empty")
         scores, ended = "chosen_score" in rows[0], "chosen_ended" in rows[0]
-        return cls([r["prompt"] for r in rows], [r["chosen"] for r in rows], [r["rejected"] for r in rows],
-                   [int(r.get("group", i)) for i, r in enumerate(rows)],
-                   [float(r["chosen_score"]) for r in rows] if scores else None,
-                   [float(r["rejected_score"]) for r in rows] if scores else None,
-                   [bool(r["chosen_ended"]) for r in rows] if ended else None,
-                   [bool(r["rejected_ended"]) for r in rows] if ended else None)
+        try:
+            return cls([r["prompt"] for r in rows], [r["chosen"] for r in rows], [r["rejected"] for r in rows],
+                       [_integer(r.get("group", i)) for i, r in enumerate(rows)],
+                       [float(r["chosen_score"]) for r in rows] if scores else None,
+                       [float(r["rejected_score"]) for r in rows] if scores else None,
+                       [bool(r["chosen_ended"]) for r in rows] if ended else None,
+                       [bool(r["rejected_ended"]) for r in rows] if ended else None)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{origin}: the optional columns group/chosen_score/rejected_score/chosen_ended/"
+                            f"rejected_ended must be present in every row, as integers, numbers and booleans "
+                            f"({type(exc).__name__}: {exc})") from None
 
 
-def load_preferences(cfg: PreferenceConfig) -> PreferenceData:
-    """Read pairs from a file or a `datasets` dataset, renaming columns per ``cfg.columns``."""
+def _integer(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"group {value!r} is not an integer")
+    return int(value)
+
+
+def _kind(value) -> str:
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:60]
+
+
+@dataclass
+class PreferenceFile:
+    """Pairs read from a file or dataset, and what was done to them on the way (for notices)."""
+
+    data: PreferenceData
+    origin: str
+    dropped_identical: int = 0
+
+
+def read_preferences(cfg: PreferenceConfig) -> PreferenceFile:
+    """Read and check pairs from a file or a `datasets` dataset, renaming columns per ``cfg.columns``.
+
+    Pairs whose chosen and rejected completions are identical teach nothing (their DPO gradient is
+    zero) and are dropped; data with no other pair is an error, never a silent no-op run."""
     unknown = [k for k in cfg.columns if k not in REQUIRED_COLUMNS]
     if unknown:
         raise DataError(f"preferences.columns: unknown column role {unknown[0]!r} (roles: prompt, chosen, rejected)")
     if cfg.source.startswith("hf:"):
         rows, origin = _read_hub(cfg.source[3:], cfg.split), cfg.source
     else:
-        rows, origin = _read_file(Path(cfg.source)), cfg.source
+        rows, origin = _read_file(Path(cfg.source)), f"preferences.source: {cfg.source}"
     rename = {theirs: ours for ours, theirs in cfg.columns.items()}
-    if rows and rename:
+    if rows and rename and isinstance(rows[0], dict):
         absent = [theirs for theirs in rename if theirs not in rows[0]]
         if absent:
             raise DataError(f"{origin}: column {absent[0]!r} named in preferences.columns is not in the data "
                             f"(columns: {', '.join(map(str, rows[0]))})")
-        rows = [{rename.get(k, k): v for k, v in row.items()} for row in rows]
+        rows = [{rename.get(k, k): v for k, v in row.items()} if isinstance(row, dict) else row for row in rows]
     data = PreferenceData.from_records(rows, origin)
-    return data.subset(list(range(min(len(data), cfg.max_pairs)))) if cfg.max_pairs else data
+    usable = [i for i in range(len(data)) if data.chosen[i] != data.rejected[i]]
+    if not usable:
+        raise DataError(f"{origin}: all {len(data)} pairs have chosen == rejected; there is no preference to learn")
+    dropped = len(data) - len(usable)
+    data = data.subset(usable) if dropped else data
+    data = data.subset(list(range(min(len(data), cfg.max_pairs)))) if cfg.max_pairs else data
+    return PreferenceFile(data, origin, dropped)
 
 
-def _read_file(path: Path) -> list[dict]:
+def load_preferences(cfg: PreferenceConfig) -> PreferenceData:
+    """The checked pairs of a file or `datasets` dataset (see :func:`read_preferences`)."""
+    return read_preferences(cfg).data
+
+
+def preference_notices(cfg: PreferenceConfig, pairs: PreferenceFile, prompt_limit: int, tokenizer=None,
+                       model_name: str = "the model") -> list[str]:
+    """One-line notices about a preference file, shown at recipe load: dropped identical pairs, and how many
+    prompts the context cuts (each prompt is cut to its last ``prompt_limit`` tokens, the same cut for its
+    chosen and rejected completion). Counting needs ``tokenizer``; without one the policy is only stated."""
+    notes = []
+    total = len(pairs.data) + pairs.dropped_identical
+    if pairs.dropped_identical:
+        notes.append(f"{pairs.origin}: dropped {pairs.dropped_identical} of {total} pairs whose chosen and "
+                     f"rejected are identical; {len(pairs.data)} remain")
+    policy = f"prompts longer than {prompt_limit} tokens (model.max_prompt_length) are cut to their last {prompt_limit}"
+    if tokenizer is None:
+        notes.append(f"{pairs.origin}: prompt lengths not counted ({model_name}'s tokenizer is not on disk yet); "
+                     f"{policy}")
+        return notes
+    prompts = sorted(set(pairs.data.prompts))
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    cut = sum(n > prompt_limit for n in lengths)
+    if cut:
+        notes.append(f"{pairs.origin}: {cut} of {len(prompts)} prompts are longer than the context allows; {policy}")
+    return notes
+
+
+def check_heldout(cfg: PreferenceConfig, data: PreferenceData) -> str | None:
+    """Why ``heldout_fraction`` would leave no pairs to train on (every prompt group held out), or None."""
+    groups = len(set(data.group))
+    if cfg.heldout_fraction > 0 and groups - max(1, int(groups * cfg.heldout_fraction)) < 1:
+        return (f"all {groups} prompt group(s) of {cfg.source} would be held out ({cfg.heldout_fraction}); "
+                f"at least 2 prompts are needed (or preferences.heldout_fraction: 0)")
+    return None
+
+
+def _read_file(path: Path) -> list:
+    """Rows of a .jsonl, .json (a list of rows, or {"data": [...]}) or .csv/.tsv file (all values text)."""
     if not path.is_file():
-        raise DataError(f"preferences.source: file not found: {path}")
+        raise DataError(f"preferences.source: file not found: {path}" if not path.exists() else
+                        f"preferences.source: {path} is a folder, not a file")
     suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".json", ".csv", ".tsv"):
+        raise DataError(f"preferences.source: {path}: unsupported file type {suffix!r} (use .jsonl, .json or .csv)")
+    origin = f"preferences.source: {path}"
     try:
-        if suffix == ".jsonl":
-            return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        if suffix == ".json":
-            data = json.loads(path.read_text())
-            return data if isinstance(data, list) else data.get("data", [])
-        if suffix in (".csv", ".tsv"):
-            import pandas as pd
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{origin}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if suffix == ".jsonl":
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{origin}: cannot parse JSONL: line {number}: {exc.msg}") from None
+        return rows
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{origin}: cannot parse JSON: line {exc.lineno}: {exc.msg}") from None
+        if isinstance(data, dict) and isinstance(data.get("data"), list):
+            return data["data"]
+        if not isinstance(data, list):
+            raise DataError(f"{origin}: expected a JSON list of rows (or {{\"data\": [...]}}), got {_kind(data)}")
+        return data
+    import io
 
-            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", keep_default_na=False)
-            return frame.to_dict("records")
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise DataError(f"{path}: cannot parse {suffix[1:].upper()}: {str(exc).splitlines()[0]}") from exc
-    raise DataError(f"preferences.source: {path}: unsupported file type {suffix!r} (use .jsonl, .json or .csv)")
+    import pandas as pd
+
+    if not text.strip():
+        return []
+    try:
+        frame = pd.read_csv(io.StringIO(text), sep="\t" if suffix == ".tsv" else ",", dtype=str,
+                            keep_default_na=False)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"{origin}: cannot parse {suffix[1:].upper()}: {str(exc).strip().splitlines()[0]}") from None
+    return frame.to_dict("records")
 
 
 def _read_hub(name: str, split: str) -> list[dict]:

@@ -20,7 +20,7 @@ class TaskConfig:
     heldout_fraction: float = option(0.1, "fraction of examples held out for evaluation", gt=0, lt=1)
     prompt_min_tokens: int = option(2, "shortest prompt prefix, in policy tokens", ge=1)
     prompt_max_tokens: int = option(8, "longest prompt prefix, in policy tokens", ge=1)
-    split_seed: int = option(1234, "seed of the train/held-out split (independent of the run seed)")
+    split_seed: int = option(1234, "seed of the train/held-out split (independent of the run seed)", ge=0)
 
     def check(self):
         try:

@@ -8,6 +8,7 @@ Every number in a summary describes what was sampled: the temperature and top-p,
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -42,8 +43,15 @@ class EvalConfig:
     diversity: bool = option(True, "report distinct-1/2 and self-BLEU of the samples")
 
     def check(self):
-        if any(t < 0 for t in self.temperatures):
+        if any(t is not None and t < 0 for t in self.temperatures):
             yield "temperatures", "every temperature must be >= 0"
+        from alignkit.registry import REWARDS  # plugins have registered by the time a recipe validates
+
+        if self.judge != "gold" and self.judge not in REWARDS:
+            known = ["gold", *REWARDS.names()]
+            close = difflib.get_close_matches(self.judge, known, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            yield "judge", f"unknown judge {self.judge!r}{hint} (known: {', '.join(known)})"
 
     def all_temperatures(self) -> list[float]:
         """The primary temperature first, then the others, without repeats."""

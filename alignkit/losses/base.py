@@ -8,9 +8,11 @@ unit-tested with hand-computed numbers and swapped without touching the training
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
+import torch
 from torch import Tensor
 
 
@@ -53,3 +55,87 @@ def loss_parameters(loss: Callable) -> dict[str, object]:
     params = inspect.signature(loss).parameters
     return {name: p.default for name, p in params.items()
             if name not in ("logps", "beta") and p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+# --------------------------------------------------------------------------------------------------
+# the loss contract, checked before anything trains: the signature when a loss registers, and the
+# output on a tiny synthetic batch when a recipe selects it (so a plugin's bug is one line, not a traceback
+# twenty minutes into a run)
+
+_P = inspect.Parameter
+
+
+def signature_problem(loss: Callable) -> str | None:
+    """Why ``loss`` does not have the shape ``loss(logps, *, beta, name=default, ...)``, or None."""
+    try:
+        params = list(inspect.signature(loss).parameters.values())
+    except (TypeError, ValueError):
+        return "is not a function with a signature"
+    usage = "(write def loss(logps, *, beta, my_param=default))"
+    if not params or params[0].kind not in (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD):
+        return f"must take logps as its first positional parameter {usage}"
+    beta = next((p for p in params if p.name == "beta"), None)
+    if beta is None or beta.kind is not _P.KEYWORD_ONLY:
+        return f"must take beta as a keyword-only parameter {usage}"
+    for p in params[1:]:
+        if p.name == "beta":
+            continue
+        if p.kind is not _P.KEYWORD_ONLY or p.default is _P.empty:
+            return f"parameter {p.name!r} must be keyword-only with a default {usage}"
+    return None
+
+
+def param_problem(name: str, value: Any, default: Any, bounds: dict) -> str | None:
+    """Why a ``loss_params`` value cannot be used: its type differs from the default's, a number is not
+    finite, or it lies outside the bounds the loss declared (``register_loss(name, bounds={...})``)."""
+    from alignkit.config import bound_problem
+
+    if isinstance(default, bool) or isinstance(value, bool):
+        if isinstance(default, bool) != isinstance(value, bool) and default is not None:
+            return f"expected {'true or false' if isinstance(default, bool) else 'a number'}, got {value!r}"
+    elif isinstance(default, (int, float)):
+        if not isinstance(value, (int, float)):
+            return f"expected a number, got {type(value).__name__} {value!r}"
+        if isinstance(default, int) and not isinstance(default, bool) and not isinstance(value, int):
+            return f"expected an integer, got {value!r}"
+    elif isinstance(default, str) and not isinstance(value, str):
+        return f"expected a string, got {type(value).__name__} {value!r}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be a finite number, got {value}"
+    return bound_problem(value, bounds.get(name, {}))
+
+
+def synthetic_logps(reference: bool, batch: int = 3) -> PreferenceLogps:
+    """A tiny batch of plausible summed log-probs (policy ones require grad), for the dry call."""
+    policy_chosen = torch.tensor([-5.0, -7.5, -6.0][:batch], requires_grad=True)
+    policy_rejected = torch.tensor([-6.0, -7.0, -9.0][:batch], requires_grad=True)
+    ref_chosen = torch.tensor([-5.5, -7.0, -6.5][:batch]) if reference else None
+    ref_rejected = torch.tensor([-5.8, -7.2, -8.0][:batch]) if reference else None
+    lengths = torch.tensor([4, 6, 5][:batch])
+    return PreferenceLogps(policy_chosen, policy_rejected, ref_chosen, ref_rejected, lengths, lengths.clone())
+
+
+def contract_problem(loss: Callable, beta: float, params: dict) -> str | None:
+    """Call ``loss`` on a synthetic batch of 3 pairs, with and without a reference, and say what breaks
+    the contract: an exception (a ValueError is the loss refusing its parameters), a result that is not
+    a :class:`LossOutput`, tensors not of shape [3], non-finite values, or losses without a gradient."""
+    for reference in (True, False):
+        where = "" if reference else " (reference-free)"
+        try:
+            out = loss(synthetic_logps(reference), beta=beta, **params)
+        except ValueError as exc:
+            return str(exc)
+        except Exception as exc:  # a plugin's own bug, reported in one line
+            return f"failed on a test batch{where}: {type(exc).__name__}: {exc}"
+        if not isinstance(out, LossOutput):
+            return f"must return a LossOutput(losses, chosen_rewards, rejected_rewards), got {type(out).__name__}"
+        for field in ("losses", "chosen_rewards", "rejected_rewards"):
+            value = getattr(out, field)
+            if not isinstance(value, Tensor) or tuple(value.shape) != (3,):
+                shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                return f"LossOutput.{field} must be a per-pair tensor of shape [B] (B = 3 here), got {shape}{where}"
+            if not torch.isfinite(value).all():
+                return f"LossOutput.{field} is not finite on a test batch{where}: {value.tolist()}"
+        if not out.losses.requires_grad:
+            return f"LossOutput.losses does not depend on logps (no gradient){where}"
+    return None

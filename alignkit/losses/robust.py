@@ -6,7 +6,7 @@ from alignkit.losses.base import LossOutput, PreferenceLogps, implicit_rewards, 
 from alignkit.registry import register_loss
 
 
-@register_loss("robust")
+@register_loss("robust", bounds={"label_smoothing": {"ge": 0.0, "lt": 0.5}})
 def robust_loss(logps: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0) -> LossOutput:
     """[(1-eps) * -log sig(beta m) - eps * -log sig(-beta m)] / (1 - 2 eps); eps = label_smoothing < 0.5."""
     if not 0.0 <= label_smoothing < 0.5:

@@ -6,7 +6,7 @@ from alignkit.losses.base import LossOutput, PreferenceLogps, implicit_rewards, 
 from alignkit.registry import register_loss
 
 
-@register_loss("sigmoid")
+@register_loss("sigmoid", bounds={"label_smoothing": {"ge": 0.0, "le": 0.5}})
 def sigmoid_loss(logps: PreferenceLogps, *, beta: float, label_smoothing: float = 0.0) -> LossOutput:
     """-log sigmoid(beta * margin); label_smoothing eps assumes labels flipped with probability eps (cDPO)."""
     chosen, rejected = log_ratios(logps)

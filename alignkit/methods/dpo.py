@@ -13,7 +13,7 @@ import torch
 
 from alignkit.config import option
 from alignkit.errors import UnknownNameError
-from alignkit.losses.base import PreferenceLogps, loss_parameters
+from alignkit.losses.base import PreferenceLogps, contract_problem, loss_parameters, param_problem
 from alignkit.registry import LOSSES, register_method
 from alignkit.training import TrainingConfig, batch_indices, fit
 
@@ -28,15 +28,29 @@ class DPOConfig(TrainingConfig):
     reference_free: bool = option(False, "drop pi_ref (an implicit uniform reference)")
 
     def check(self):
+        """The loss exists, takes these parameters, each of the right type and range, and keeps the loss
+        contract on a synthetic batch (so a bad value or a broken plugin loss fails at load, not mid-run)."""
         try:
-            accepted = loss_parameters(LOSSES.get(self.loss))
+            entry = LOSSES.entry(self.loss)
         except UnknownNameError as exc:
             yield "loss", str(exc)
             return
-        for key in self.loss_params:
+        accepted = loss_parameters(entry.obj)
+        bad = False
+        for key, value in self.loss_params.items():
             if key not in accepted:
+                bad = True
                 yield f"loss_params.{key}", (f"loss {self.loss!r} takes no parameter {key!r} "
                                              f"(it takes: {', '.join(accepted) or 'none'})")
+                continue
+            problem = param_problem(key, value, accepted[key], entry.meta.get("bounds", {}))
+            if problem:
+                bad = True
+                yield f"loss_params.{key}", problem
+        if not bad:
+            problem = contract_problem(entry.obj, self.beta, self.loss_params)
+            if problem:
+                yield ("loss_params" if self.loss_params else "loss"), f"loss {self.loss!r} ({entry.source}): {problem}"
 
 
 def pair_batch(policy, data, index: list[int], append_eos: bool):
