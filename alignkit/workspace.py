@@ -1,6 +1,7 @@
 """The shared objects of one run, built lazily and cached on disk: the task, the SFT policy and its
 reference, prompts, the gold reward and preference pairs. Every method reads these same objects, which
-is what makes a comparison fair by construction."""
+is what makes a comparison fair by construction. Each cached stage is a checksummed ``CacheEntry``
+(alignkit/cache.py): a truncated or half-written one is rebuilt with a notice, never trusted."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alignkit.cache import CacheEntry
 from alignkit.config import fingerprint
 from alignkit.data.preferences import GENERATION_VERSION, PreferenceData, generate_preferences, load_preferences
 from alignkit.data.task import Task
@@ -24,7 +26,7 @@ from alignkit.models.policy import Policy, Reference, resolve_device
 from alignkit.models.scalar_head import ScalarModel, Scorer
 from alignkit.recipe import Recipe
 from alignkit.registry import DATASETS, METHODS, REWARDS
-from alignkit.runlog import MetricsLog, append_jsonl, atomic_dir, write_json, write_jsonl
+from alignkit.runlog import MetricsLog, append_jsonl, read_jsonl, write_json, write_jsonl
 from alignkit.training import Budget
 
 
@@ -135,6 +137,11 @@ class Workspace:
     # ---------------------------------------------------------------------------------------------
     # shared stages
 
+    def cache_entry(self, kind: str, key: str, suffix: str = "") -> CacheEntry:
+        """The checksummed, lock-protected cache entry ``<cache_dir>/<kind>/<key><suffix>`` (a folder when
+        ``suffix`` is empty): a missing, partial or corrupt one is rebuilt, never trusted."""
+        return CacheEntry(self.cache_dir, kind, key, suffix)
+
     @cached_property
     def preferences(self) -> PreferenceData:
         """Preference pairs from a file/dataset, or sampled from the SFT policy and gold-labelled (cached)."""
@@ -143,15 +150,17 @@ class Workspace:
             return load_preferences(cfg)
         key = self.pairs_key()
         self.artifact_keys["preferences"] = key
-        path = self.cache_dir / "preferences" / f"{key}.jsonl"
-        if path.is_file():
-            return PreferenceData.from_records([json.loads(x) for x in path.read_text().splitlines()], str(path))
-        prompts = self.prompts("train", cfg.n_prompts)
-        data = generate_preferences(self.sft, prompts, self.gold, cfg, seed=self.seed)
-        if cfg.max_pairs:
-            data = data.subset(list(range(min(len(data), cfg.max_pairs))))
-        write_jsonl(path, data.records())
-        return data
+
+        def build(path: Path) -> PreferenceData:
+            prompts = self.prompts("train", cfg.n_prompts)
+            data = generate_preferences(self.sft, prompts, self.gold, cfg, seed=self.seed)
+            if cfg.max_pairs:
+                data = data.subset(list(range(min(len(data), cfg.max_pairs))))
+            write_jsonl(path, data.records())
+            return data
+
+        entry = self.cache_entry("preferences", key, ".jsonl")
+        return entry.fetch(build, lambda path: PreferenceData.from_records(read_jsonl(path), str(path)))
 
     @cached_property
     def _pair_split(self) -> tuple[PreferenceData, PreferenceData]:
@@ -188,15 +197,16 @@ class Workspace:
         shared training pairs the first time, then loaded from the cache."""
         key = self.reward_model_key()
         self.artifact_keys["reward_model"] = key
-        folder = self.cache_dir / "reward_models" / key
-        if not folder.is_dir():
+
+        def build(tmp: Path) -> None:
             with self._separate_budget() as budget:
                 trained = METHODS.get("reward_model")(self, self.recipe.method_config("reward_model"))
             summary, _ = trained.evaluate(self)
             summary["budget"] = budget.as_dict()
-            with atomic_dir(folder) as tmp:
-                trained.save(tmp)
-                write_json(tmp / "alignkit_eval.json", summary)
+            trained.save(tmp)
+            write_json(tmp / "alignkit_eval.json", summary)
+
+        folder = self.cache_entry("reward_models", key).ensure(build)
         evaluation = folder / "alignkit_eval.json"
         self.reward_model_summary = json.loads(evaluation.read_text()) if evaluation.is_file() else None
         return ScalarModel.from_backbone(self.recipe.model, cache_dir=self.cache_dir, device=self.device,
@@ -223,35 +233,39 @@ class Workspace:
 
         key = self.reference_logps_key()
         self.artifact_keys["reference_logps"] = key
-        path = self.cache_dir / "reference_logps" / f"{key}.safetensors"
-        if path.is_file():
+
+        def build(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+            chosen, rejected = reference_logprobs(self.reference_for(self.sft), self.train_pairs,
+                                                  self.recipe.preferences.append_eos)
+            save_file({"chosen": chosen.contiguous(), "rejected": rejected.contiguous()}, str(path))
+            return chosen, rejected
+
+        def load(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
             tensors = load_file(str(path))
             return tensors["chosen"], tensors["rejected"]
-        chosen, rejected = reference_logprobs(self.reference_for(self.sft), self.train_pairs,
-                                              self.recipe.preferences.append_eos)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        save_file({"chosen": chosen.contiguous(), "rejected": rejected.contiguous()}, str(partial))
-        os.replace(partial, path)
-        return chosen, rejected
+
+        return self.cache_entry("reference_logps", key, ".safetensors").fetch(build, load)
 
     def reference_samples(self, temperature: float) -> ReferenceSamples:
         """The reference (SFT) policy's samples on the evaluation prompts at ``temperature``, with their
         gold scores: drawn once per temperature and shared by every method compared against them."""
         key = self.reference_samples_key(temperature)
         self.artifact_keys[f"reference_samples@{temperature:g}"] = key
-        path = self.cache_dir / "reference_samples" / f"{key}.jsonl"
-        if path.is_file():
-            return ReferenceSamples.from_records([json.loads(x) for x in path.read_text().splitlines()])
-        cfg = self.recipe.eval
-        torch.manual_seed(self.seed + 1)
-        rollout = self.reference_for(self.sft).as_policy().sample(
-            self.eval_prompts, max_new_tokens=cfg.max_new_tokens, temperature=temperature, top_p=cfg.top_p,
-            batch_size=cfg.batch_size, progress=f"sampling reference (T={temperature:g})")
-        gold = np.asarray(self.gold(rollout.prompts, rollout.completions), dtype=np.float64)
-        samples = ReferenceSamples(rollout.prompts, rollout.completions, rollout.ended, gold)
-        write_jsonl(path, samples.records())
-        return samples
+
+        def build(path: Path) -> ReferenceSamples:
+            cfg = self.recipe.eval
+            reference, prompts = self.reference_for(self.sft).as_policy(), self.eval_prompts
+            torch.manual_seed(self.seed + 1)  # after loading the SFT model, which reseeds: same samples in any order
+            rollout = reference.sample(
+                prompts, max_new_tokens=cfg.max_new_tokens, temperature=temperature, top_p=cfg.top_p,
+                batch_size=cfg.batch_size, progress=f"sampling reference (T={temperature:g})")
+            gold = np.asarray(self.gold(rollout.prompts, rollout.completions), dtype=np.float64)
+            samples = ReferenceSamples(rollout.prompts, rollout.completions, rollout.ended, gold)
+            write_jsonl(path, samples.records())
+            return samples
+
+        entry = self.cache_entry("reference_samples", key, ".jsonl")
+        return entry.fetch(build, lambda path: ReferenceSamples.from_records(read_jsonl(path)))
 
     # ---------------------------------------------------------------------------------------------
     # trajectories

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import torch
 
+from alignkit.cache import CacheEntry
 from alignkit.config import fingerprint
 from alignkit.registry import register_model
-from alignkit.runlog import MetricsLog, atomic_dir, write_json
+from alignkit.runlog import MetricsLog, write_json
 from alignkit.training import TrainingConfig
 
 EOS = "<|endoftext|>"
@@ -79,13 +80,11 @@ def tiny_gpt2_imdb(cache_dir: Path, recipe: TinyLMRecipe = TinyLMRecipe()) -> Pa
     from alignkit.data.imdb import imdb_task
     from alignkit.data.task import TaskConfig
 
-    folder = Path(cache_dir) / "models" / f"tiny-gpt2-imdb-{fingerprint(recipe)}"
-    if (folder / "alignkit_builtin.json").is_file():
-        return folder
-    texts = imdb_task(TaskConfig()).train_texts  # the held-out reviews stay unseen, as for the gold reward
-    with atomic_dir(folder) as tmp:
-        build_tiny_gpt2(texts, recipe, tmp, MetricsLog(None))
-    return folder
+    def build(folder: Path) -> None:
+        texts = imdb_task(TaskConfig()).train_texts  # the held-out reviews stay unseen, as for the gold reward
+        build_tiny_gpt2(texts, recipe, folder, MetricsLog(None))
+
+    return CacheEntry(cache_dir, "models", f"tiny-gpt2-imdb-{fingerprint(recipe)}").ensure(build)
 
 
 register_model("tiny-gpt2-imdb")(tiny_gpt2_imdb)

@@ -4,10 +4,10 @@ train split (cached without pickle; its held-out accuracy is recorded in the man
 
 from __future__ import annotations
 
+from alignkit.cache import CacheEntry
 from alignkit.config import fingerprint
 from alignkit.registry import register_reward
 from alignkit.rewards.sentiment import SentimentClassifier
-from alignkit.runlog import atomic_dir
 
 
 @register_reward("imdb-sentiment")
@@ -17,12 +17,12 @@ def imdb_sentiment(workspace):
     if task.train_labels is None:
         raise ValueError(f"gold_reward imdb-sentiment needs a labelled task; {task.name!r} has no labels")
     key = fingerprint(workspace.recipe.task, "format-1")
-    folder = workspace.cache_dir / "gold" / f"imdb-sentiment-{key}"
-    if not (folder / "meta.json").is_file():
-        classifier = SentimentClassifier.fit(task.train_texts, task.train_labels,
-                                             task.heldout_texts, task.heldout_labels)
-        with atomic_dir(folder) as tmp:
-            classifier.save(tmp)
+
+    def build(folder):
+        SentimentClassifier.fit(task.train_texts, task.train_labels, task.heldout_texts,
+                                task.heldout_labels).save(folder)
+
+    folder = CacheEntry(workspace.cache_dir, "gold", f"imdb-sentiment-{key}").ensure(build)
     classifier = SentimentClassifier.load(folder)
     workspace.artifact_keys["gold_reward"] = key
     workspace.gold_meta = classifier.meta
