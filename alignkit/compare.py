@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from alignkit.config import ConfigError, apply_overrides, read_yaml, to_dict
+from alignkit.config import ConfigError, apply_overrides, load_yaml_text, read_yaml, to_dict
 from alignkit.errors import AlignkitError
 from alignkit.recipe import Recipe, bundled_recipe, recipe_from_data, resolve_recipe_path
 from alignkit.registry import METHODS, load_plugins
@@ -69,7 +69,7 @@ def _deep_merge(base: dict, extra: dict) -> dict:
 
 def _parse_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return load_yaml_text(text)
     except yaml.YAMLError:
         return text
 
@@ -286,14 +286,15 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> di
     states = [run_state(runs_dir / e.label, e.recipe, cache_dir) for e in plan.entries]
     total = len(plan.entries)
     tqdm.write(f"[alignkit] compare: {total} run(s): {states.count('train')} to train, "
-               f"{states.count('evaluate')} to re-evaluate, {states.count('current')} reused", file=sys.stderr)
+               f"{states.count('resume')} to resume, {states.count('evaluate')} to re-evaluate, "
+               f"{states.count('current')} reused", file=sys.stderr)
     bar = tqdm(total=total, desc="compare", unit="run", dynamic_ncols=True, position=0)
     for number, (entry, state) in enumerate(zip(plan.entries, states), start=1):
         bar.set_description(f"compare [{number}/{total}] {entry.label} ({state})")
         info = {"label": entry.label, "group": entry.group, "sweep": entry.sweep, "seed_index": entry.seed_index}
         run_dir = runs_dir / entry.label
-        if state == "train":
-            run_recipe(entry.recipe, run_dir, overwrite=True, cache_dir=cache_dir, entry=info)
+        if state in ("train", "resume"):  # an interrupted run continues from its last checkpoint
+            run_recipe(entry.recipe, run_dir, overwrite=state == "train", cache_dir=cache_dir, entry=info)
         elif state == "evaluate":
             reevaluate(run_dir, entry.recipe, cache_dir)
         else:

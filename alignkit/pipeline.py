@@ -3,17 +3,22 @@
 Layout (the contract users script against): ``manifest.json`` (resolved recipe, versions, seeds, timings,
 peak memory, the cache keys of the shared stages it used, status), ``metrics.jsonl``, ``model/``,
 ``eval/summary.json`` (the primary temperature's results, every temperature under ``by_temperature``, the
-training budget and cost), ``eval/samples.jsonl`` (``eval/samples_T<t>.jsonl`` for further temperatures),
-``eval/trajectory.jsonl`` (checkpoints, with ``eval.every_steps``) and ``eval/summary.png``.
+training budget; the measured cost, wall time and memory, is in the manifest), ``eval/samples.jsonl`` (``eval/samples_T<t>.jsonl`` for further temperatures),
+``eval/trajectory.jsonl`` (checkpoints, with ``eval.every_steps``) and ``eval/summary.png``; while training,
+``checkpoints/`` (see :mod:`alignkit.checkpoint`) and the ``.alignkit-run`` marker that claims the folder.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import random
 import resource
+import shutil
+import socket
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from importlib import metadata
@@ -24,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from alignkit import __version__
+from alignkit.checkpoint import Checkpointer, activated, nonfinite_modules, numerical_error
 from alignkit.config import to_dict
 from alignkit.errors import AlignkitError
 from alignkit.eval.evaluate import TRAJECTORY_KEYS, evaluate_at
@@ -31,7 +37,7 @@ from alignkit.models.policy import Policy
 from alignkit.models.scalar_head import META_FILE as SCALAR_META
 from alignkit.recipe import Recipe
 from alignkit.registry import METHODS
-from alignkit.runlog import MetricsLog, append_jsonl, atomic_dir, read_jsonl, write_json, write_jsonl
+from alignkit.runlog import MetricsLog, _jsonable, append_jsonl, atomic_dir, read_jsonl, write_json, write_jsonl
 from alignkit.workspace import Workspace
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "scikit-learn")
@@ -60,13 +66,115 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """Refuse to mix a new run into a finished one unless asked; never delete anything else."""
-    if (run_dir / "manifest.json").exists() and not overwrite:
-        raise AlignkitError(f"{run_dir} already holds a run (manifest.json); pass --overwrite or choose --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
+# --------------------------------------------------------------------------------------------------
+# claiming run directories: alignkit only ever changes folders it created
+
+MARKER = ".alignkit-run"  # written first into every run directory alignkit creates
+STALE_AFTER_S = 3600.0  # a run on another host whose heartbeat is older than this is taken for dead
+
+
+def check_run_name(name: str) -> str:
+    """A recipe ``name`` is a plain folder name (runs go to ``runs/NAME``): no separators, ``..`` or
+    absolute paths that would escape the runs folder."""
+    if (not name or name in (".", "..") or name.startswith("-") or any(c in name for c in "/\\\0")
+            or Path(name).is_absolute() or name != name.strip()):
+        raise AlignkitError(f"name: {name!r} is not a plain folder name (runs go to runs/NAME); "
+                            "use letters, digits, '.', '_', '-', no path separators")
+    return name
+
+
+def default_run_dir(name: str, root: Path = Path("runs")) -> Path:
+    """``runs/NAME`` for ``alignkit run`` without ``--out``, with ``name`` checked not to escape ``root``."""
+    return Path(root) / check_run_name(name)
+
+
+def _read_manifest(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child its parent has not reaped yet is a zombie: dead
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def live_writer(manifest: dict) -> str | None:
+    """Who is still writing a ``running`` run (``pid N on HOST``), or None when it finished or died
+    (its process is gone, or on another host its heartbeat is stale)."""
+    if manifest.get("status") != "running" or "pid" not in manifest:
+        return None
+    pid, host = manifest["pid"], manifest.get("host")
+    if host == socket.gethostname():
+        alive = pid != os.getpid() and _pid_alive(pid)
+    else:
+        alive = time.time() - manifest.get("heartbeat_at", 0) < STALE_AFTER_S
+    return f"pid {pid} on {host}" if alive else None
+
+
+def _recipe_difference(old: dict, new: dict, path: str = "") -> str | None:
+    """The first dotted key where two resolved recipes differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            found = _recipe_difference(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+        return None
+    return None if old == new else f"{path}: {old!r} -> {new!r}"
+
+
+def claim_run_dir(run_dir: Path, recipe: Recipe, overwrite: bool) -> str:
+    """What to do with ``run_dir``: ``new`` (claimed now), ``resume`` (an interrupted or failed run of this
+    recipe) or ``replace`` (``--overwrite``: built aside, swapped in on success). Refuses, changing nothing,
+    a folder alignkit did not create, a finished run without ``--overwrite`` and a run still being written."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise AlignkitError(f"{run_dir}: exists and is not a folder; choose another --out")
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / MARKER).write_text(json.dumps({"created_by": f"alignkit {__version__}"}) + "\n")
+        return "new"
+    manifest = _read_manifest(run_dir)
+    if not (run_dir / MARKER).is_file() and not (manifest or {}).get("alignkit_run"):
+        raise AlignkitError(f"{run_dir}: exists, is not empty and is not an alignkit run directory (no {MARKER}); "
+                            "alignkit never writes into it, even with --overwrite; choose another --out")
+    writer = live_writer(manifest or {})
+    if writer:
+        raise AlignkitError(f"{run_dir}: a run is still being written there ({writer}); wait for it or stop it")
     if overwrite:
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        return "replace"
+    if manifest and manifest.get("status") == "done":
+        raise AlignkitError(f"{run_dir} already holds a run (manifest.json); pass --overwrite or choose --out")
+    if manifest:
+        difference = _recipe_difference(manifest.get("recipe"), _jsonable(to_dict(recipe)))
+        if difference:
+            raise AlignkitError(f"{run_dir}: holds an unfinished run of a different recipe ({difference}); "
+                                "pass --overwrite to start over, or rerun with its recipe to resume it")
+    return "resume"
+
+
+def _replace_run(recipe: Recipe, run_dir: Path, cache_dir: Path | None, entry: dict | None) -> dict:
+    """``--overwrite``: build the new run in a sibling folder and swap it in only when it succeeded, so a
+    failed run leaves the old one as it was."""
+    fresh = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.alignkit-new-", dir=run_dir.parent))
+    try:
+        (fresh / MARKER).write_text(json.dumps({"created_by": f"alignkit {__version__}"}) + "\n")
+        summary = Run(recipe, fresh, cache_dir, entry).execute()
+        old = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.alignkit-old-", dir=run_dir.parent))
+        os.replace(run_dir, old / "run")
+        os.replace(fresh, run_dir)
+        shutil.rmtree(old, ignore_errors=True)
+        return summary
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
 
 
 class Run:
@@ -77,10 +185,12 @@ class Run:
         self.run_dir = Path(run_dir)
         self.ws = Workspace(recipe, self.run_dir, cache_dir, MetricsLog(self.run_dir / "metrics.jsonl"))
         self.timings: dict[str, float] = {}
+        self.checkpointer = Checkpointer(self.run_dir / "checkpoints", log=self.ws.log, heartbeat=self._write_manifest)
         self.manifest = {"alignkit_run": 1, "name": recipe.name, "method": recipe.method, "seed": recipe.seed,
                          "train_seed": self.ws.train_seed, "recipe": to_dict(recipe),
                          "versions": package_versions(), "argv": sys.argv, "device": str(self.ws.device),
-                         "status": "running", **({"compare_entry": entry} if entry else {})}
+                         "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
+                         **({"compare_entry": entry} if entry else {})}
 
     @contextmanager
     def stage(self, name: str):
@@ -91,13 +201,32 @@ class Run:
 
     def _write_manifest(self, **extra) -> None:
         self.manifest.update(timings_s=self.timings, peak_memory=peak_memory_mb(),
-                             artifact_keys=self.ws.artifact_keys, **extra)
+                             artifact_keys=self.ws.artifact_keys, heartbeat_at=time.time(), **extra)
         write_json(self.run_dir / "manifest.json", self.manifest)
 
-    def execute(self) -> dict:
+    def _resume_from(self) -> int:
+        """Roll an unfinished run back to its newest complete checkpoint (or to before training): the
+        metrics and trajectory points logged after it go, training repeats from there. Returns its step."""
+        old = _read_manifest(self.run_dir) or {}
+        meta = self.checkpointer.latest_meta()
+        self.ws.log.truncate(meta["log_offset"] if meta else old.get("train_log_offset", 0))
+        step = meta["step"] if meta else 0
+        trajectory = self.run_dir / "eval" / "trajectory.jsonl"
+        write_jsonl(trajectory, [r for r in read_jsonl(trajectory) if r["step"] <= step])
+        self.manifest["resumed"] = [*old.get("resumed", []), {"from_step": step, "at": time.time()}]
+        where = f"its checkpoint at step {step}" if meta else "the start of training (no checkpoint yet)"
+        tqdm.write(f"[alignkit] {self.recipe.name}: resuming the {old.get('status', 'interrupted')} run in "
+                   f"{self.run_dir} from {where}", file=sys.stderr)
+        return step
+
+    def execute(self, resume: bool = False) -> dict:
+        """Train, save, evaluate; ``resume`` continues an unfinished run from its last checkpoint."""
         entry = METHODS.entry(self.recipe.method)
         seed_everything(self.ws.train_seed)
-        (self.run_dir / "eval" / "trajectory.jsonl").unlink(missing_ok=True)
+        if resume:
+            self._resume_from()
+        else:
+            (self.run_dir / "eval" / "trajectory.jsonl").unlink(missing_ok=True)
         self._write_manifest()
         try:
             with self.stage("load SFT policy"):
@@ -109,18 +238,28 @@ class Run:
                 with self.stage(need.replace("_", " ")):
                     getattr(self.ws, need)
             train_stage = f"train {self.recipe.method}"
-            with self.stage(train_stage):
+            self.manifest.setdefault("train_log_offset", self.ws.log.position())
+            self._write_manifest()
+            with self.stage(train_stage), activated(self.checkpointer):
                 artifact = entry.obj(self.ws, config)
+            self.ws.trained_steps = max(self.ws.trained_steps, self.checkpointer.restored_step)
+            model = getattr(artifact, "model", None)
+            if isinstance(model, torch.nn.Module) and nonfinite_modules(model):
+                raise numerical_error(self.checkpointer.stage or self.recipe.method, self.ws.budget.steps,
+                                      "trained weights are not finite (not saved)", self.checkpointer.last_good())
             with self.stage("save model"), atomic_dir(self.run_dir / "model") as tmp:
                 artifact.save(tmp)
             with self.stage("evaluate"):
                 summary, samples = evaluate_artifact(self.ws, artifact)
-            summary["cost"] = {"train_wall_s": self.timings[train_stage], "eval_wall_s": self.timings["evaluate"],
-                               "peak_memory": peak_memory_mb()}
+            # measured, not determined by the recipe: in the manifest, so the summary is reproducible byte for byte
+            self.manifest["cost"] = {"train_wall_s": self.timings[train_stage],
+                                     "eval_wall_s": self.timings["evaluate"], "peak_memory": peak_memory_mb()}
             write_outputs(self.run_dir, summary, samples)
         except BaseException as exc:
-            self._write_manifest(status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            self._write_manifest(status=status, error=f"{type(exc).__name__}: {exc}"[:500])
             raise
+        self.checkpointer.clear()
         self._write_manifest(status="done", stage_keys=self.ws.stage_keys(), gold_reward_meta=self.ws.gold_meta,
                              reward_model=self.ws.reward_model_summary)
         return summary
@@ -186,9 +325,15 @@ def write_outputs(run_dir: Path, summary: dict, samples: dict[float, list[dict]]
 
 def run_recipe(recipe: Recipe, run_dir: Path, *, overwrite: bool = False, cache_dir: Path | None = None,
                entry: dict | None = None) -> dict:
-    """Train and evaluate ``recipe`` into ``run_dir``; ``entry`` records its place in a comparison."""
-    prepare_run_dir(Path(run_dir), overwrite)
-    return Run(recipe, Path(run_dir), cache_dir, entry).execute()
+    """Train and evaluate ``recipe`` into ``run_dir``; ``entry`` records its place in a comparison. An
+    interrupted or failed run of the same recipe there resumes from its last checkpoint; ``overwrite``
+    replaces a run as a whole, and only once the new one succeeded."""
+    check_run_name(recipe.name)
+    run_dir = Path(run_dir)
+    action = claim_run_dir(run_dir, recipe, overwrite)
+    if action == "replace":
+        return _replace_run(recipe, run_dir, cache_dir, entry)
+    return Run(recipe, run_dir, cache_dir, entry).execute(resume=action == "resume")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -204,19 +349,25 @@ def training_identity(recipe: dict) -> dict:
     checked by their cache keys instead, so a setting that only other stages read changes nothing here."""
     identity = {k: v for k, v in recipe.items() if k not in ("name", "device", "plugins", "preferences", "methods")}
     identity["append_eos"] = recipe["preferences"]["append_eos"]
-    identity["method_config"] = recipe["methods"].get(recipe["method"])
+    method_config = recipe["methods"].get(recipe["method"])
+    identity["method_config"] = ({k: v for k, v in method_config.items() if k != "checkpoint_every"}
+                                 if isinstance(method_config, dict) else method_config)
     identity["eval"] = {k: v for k, v in recipe["eval"].items() if k not in EVAL_ONLY}
     return identity
 
 
 def run_state(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None) -> str:
-    """``current`` (reuse as is), ``evaluate`` (trained model still valid, evaluation settings changed) or
+    """``current`` (reuse as is), ``evaluate`` (trained model still valid, evaluation settings changed),
+    ``resume`` (an interrupted or failed run of exactly this recipe: continue from its last checkpoint) or
     ``train`` for a run directory and the recipe it should hold."""
     path = Path(run_dir) / "manifest.json"
     if not path.is_file():
         return "train"
     manifest = json.loads(path.read_text())
-    if manifest.get("status") != "done" or not (Path(run_dir) / "eval" / "summary.json").is_file():
+    if manifest.get("status") != "done":
+        unfinished = not live_writer(manifest) and manifest.get("recipe") == _jsonable(to_dict(recipe))
+        return "resume" if unfinished else "train"
+    if not (Path(run_dir) / "eval" / "summary.json").is_file():
         return "train"
     wanted = to_dict(recipe)
     if training_identity(manifest["recipe"]) != training_identity(wanted):
@@ -266,9 +417,9 @@ def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None) -> 
     summary, samples = evaluate_artifact(ws, load_trained(ws, run_dir), close_trajectory=False)
     for key in ("budget", "training_data"):
         summary[key] = old.get(key, summary.get(key))
-    summary["cost"] = {**old.get("cost", {}), "eval_wall_s": round(time.perf_counter() - start, 2)}
     write_outputs(run_dir, summary, samples)
-    manifest.update(recipe=to_dict(recipe), artifact_keys={**manifest.get("artifact_keys", {}), **ws.artifact_keys})
+    manifest.update(recipe=to_dict(recipe), artifact_keys={**manifest.get("artifact_keys", {}), **ws.artifact_keys},
+                    cost={**manifest.get("cost", {}), "eval_wall_s": round(time.perf_counter() - start, 2)})
     write_json(run_dir / "manifest.json", manifest)
     return summary
 

@@ -1,4 +1,7 @@
-"""Run-directory writing: atomic files and the per-step metrics log (``metrics.jsonl``)."""
+"""Run-directory writing: atomic files and the per-step metrics log (``metrics.jsonl``).
+
+Every JSON file alignkit writes is strict JSON: a non-finite float (NaN, inf) is written as ``null``.
+"""
 
 from __future__ import annotations
 
@@ -17,16 +20,28 @@ os.umask(_UMASK)
 
 
 def _jsonable(value: Any) -> Any:
-    if hasattr(value, "item"):
+    """``value`` as strict-JSON data: tensors/numpy scalars as numbers, NaN and +-inf as None, recursively."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
         value = value.item()
+    elif hasattr(value, "tolist"):
+        value = value.tolist()
     if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else value
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
     return value
+
+
+def dumps(data: Any, **kwargs) -> str:
+    """``json.dumps`` that never writes NaN/Infinity (invalid JSON): non-finite floats become null."""
+    return json.dumps(_jsonable(data), allow_nan=False, default=_jsonable, **kwargs)
 
 
 def write_json(path: str | Path, data: Any) -> None:
     """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
-    write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    write_text(path, dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -40,7 +55,7 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_jsonl(path: str | Path, rows: list[dict]) -> None:
-    write_text(path, "".join(json.dumps({k: _jsonable(v) for k, v in r.items()}) + "\n" for r in rows))
+    write_text(path, "".join(dumps(r) + "\n" for r in rows))
 
 
 @contextmanager
@@ -73,7 +88,17 @@ class MetricsLog:
         self.records.append(record)
         if self.path:
             with open(self.path, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
+                handle.write(dumps(record) + "\n")
+
+    def position(self) -> int:
+        """The log's length in bytes: where a resumed run continues it (see :meth:`truncate`)."""
+        return self.path.stat().st_size if self.path and self.path.is_file() else 0
+
+    def truncate(self, position: int) -> None:
+        """Drop what was logged after ``position`` (records of steps a resumed run will repeat)."""
+        if self.path and self.path.is_file() and self.path.stat().st_size > position:
+            with open(self.path, "r+b") as handle:
+                handle.truncate(position)
 
 
 def append_jsonl(path: str | Path, row: dict) -> None:
@@ -81,7 +106,7 @@ def append_jsonl(path: str | Path, row: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
-        handle.write(json.dumps({k: _jsonable(v) for k, v in row.items()}) + "\n")
+        handle.write(dumps(row) + "\n")
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -1,7 +1,8 @@
 """The one optimisation loop that supervised, reward-model and preference training share.
 
 A method supplies the batches and a ``step`` function returning ``(loss, metrics)``; this module owns
-the optimiser, learning-rate schedule, gradient clipping, progress bar and metric logging.
+the optimiser, learning-rate schedule, gradient clipping, progress bar, metric logging, checkpoints
+(resume) and the non-finite guard.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from alignkit.checkpoint import Checkpointer, TrainState, for_stage, numerical_error
 from alignkit.config import option
 from alignkit.runlog import MetricsLog
 
@@ -31,6 +33,9 @@ class TrainingConfig:
     weight_decay: float = option(0.0, "AdamW weight decay", ge=0)
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: off)", ge=0)
     log_every: int = option(10, "log averaged metrics every N steps", ge=1)
+    checkpoint_every: int = option(50, "save a resumable checkpoint every N optimiser steps (0: off)", ge=0)
+    skip_nonfinite: bool = option(False, "skip (and count) a step whose loss or gradient norm is NaN/inf "
+                                         "instead of stopping the run")
 
     def total_steps(self, n_examples: int) -> int:
         if self.max_steps:
@@ -49,6 +54,7 @@ class Budget:
     train_tokens: int = 0
     generated_sequences: int = 0
     generated_tokens: int = 0
+    nonfinite_skipped: int = 0  # steps skipped for a NaN/inf loss or gradient (skip_nonfinite)
 
     def add_batch(self, batch) -> None:
         """Count a training batch (a :class:`~alignkit.models.sequences.SequenceBatch`): rows, real tokens."""
@@ -60,7 +66,26 @@ class Budget:
         self.generated_tokens += rollout.n_tokens
 
     def as_dict(self) -> dict[str, int]:
-        return dict(vars(self))
+        """The counters; ``nonfinite_skipped`` only when a step was skipped, so clean runs read as before."""
+        return {k: v for k, v in vars(self).items() if k != "nonfinite_skipped" or v}
+
+
+def step_is_finite(loss: torch.Tensor, grad_norms: Sequence[torch.Tensor], *, skip: bool, stage: str, step: int,
+                   checkpointer: Checkpointer | None, budget: Budget | None) -> bool:
+    """The non-finite guard of every loop: True when the optimiser step may go ahead; False when a NaN/inf
+    loss or gradient norm is skipped (and counted in ``budget``); raises :class:`NumericalError` otherwise."""
+    if math.isfinite(float(loss.detach())):
+        bad = next((float(n) for n in grad_norms if not math.isfinite(float(n))), None)
+        if bad is None:
+            return True
+        what = f"gradient norm is {bad}"
+    else:
+        what = f"loss is {float(loss.detach())}"
+    if not skip:
+        raise checkpointer.fault(step, what) if checkpointer else numerical_error(stage, step, what)
+    if budget is not None:
+        budget.nonfinite_skipped += 1
+    return False
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainingConfig, total_steps: int):
@@ -99,38 +124,57 @@ def fit(
     models: Sequence[torch.nn.Module] = (),
     budget: Budget | None = None,
     on_step: Callable[[int], None] | None = None,
+    checkpointer: Checkpointer | None = None,
 ) -> list[dict]:
     """Run one optimiser step per batch; returns the logged (averaged) metric records. ``budget`` counts
-    the steps; ``on_step(step)`` runs after each one (e.g. to evaluate a checkpoint)."""
+    the steps; ``on_step(step)`` runs after each one (e.g. to evaluate a checkpoint). With a checkpointer
+    (``checkpointer``, else the one the pipeline activated) it resumes from the last checkpoint and saves
+    one every ``cfg.checkpoint_every`` steps."""
     params = list(params)
     optimizer, scheduler = make_optimizer(params, cfg, len(batches))
+    checkpointer = for_stage(stage, checkpointer)
+    state = TrainState(params, [optimizer], [scheduler], budget=budget)
+    start, extra = checkpointer.restore(state) if checkpointer else (0, {})
     for model in models:
         model.train()
-    pending: dict[str, list[float]] = defaultdict(list)
+    pending: dict[str, list[float]] = defaultdict(list, extra.get("pending", {}))
+    skipped = extra.get("skipped", 0)
     records = []
-    bar = tqdm(batches, desc=stage, unit="step", dynamic_ncols=True, leave=False)
-    for index, batch in enumerate(bar, start=1):
+    bar = tqdm(batches[start:], desc=stage, unit="step", dynamic_ncols=True, leave=False, initial=start,
+               total=len(batches))
+    for index, batch in enumerate(bar, start=start + 1):
         loss, metrics = step(batch)
         loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or math.inf)
         if cfg.max_grad_norm:
-            metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
+            metrics["grad_norm"] = norm
+        if step_is_finite(loss, [norm], skip=cfg.skip_nonfinite, stage=stage, step=index,
+                          checkpointer=checkpointer, budget=budget):
+            optimizer.step()
+            scheduler.step()
+            if budget is not None:
+                budget.steps += 1
+            pending["loss"].append(float(loss.detach()))
+            for key, value in metrics.items():
+                pending[key].append(float(value))
+        else:
+            skipped += 1
         optimizer.zero_grad(set_to_none=True)
-        if budget is not None:
-            budget.steps += 1
-        pending["loss"].append(float(loss.detach()))
-        for key, value in metrics.items():
-            pending[key].append(float(value))
         if index % cfg.log_every == 0 or index == len(batches):
             record = {k: sum(v) / len(v) for k, v in pending.items()}
             record["lr"] = scheduler.get_last_lr()[0]
+            if skipped:
+                record["nonfinite_skipped"] = skipped
             log.log(stage, index, record)
             records.append(record)
-            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if "loss" in record:
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
             pending.clear()
         if on_step is not None:
             on_step(index)
+        if checkpointer:
+            checkpointer.step_done(index, cfg.checkpoint_every, state,
+                                   lambda: {"pending": dict(pending), "skipped": skipped})
     for model in models:
         model.eval()
     return records

@@ -15,11 +15,12 @@ from typing import Optional
 import numpy as np
 import torch
 
+from alignkit.checkpoint import TrainState, for_stage
 from alignkit.config import option
 from alignkit.models.finetune import completion_nll
 from alignkit.registry import register_method
 from alignkit.rl import ops
-from alignkit.training import TrainingConfig, make_optimizer
+from alignkit.training import TrainingConfig, make_optimizer, step_is_finite
 from tqdm.auto import tqdm
 
 
@@ -52,6 +53,9 @@ class PPOConfig:
                                              "or the SFT policy's backbone", choices=("reward_model", "policy"))
     ptx_coef: float = option(0.0, "PPO-ptx: weight gamma of the pretraining log-likelihood term", ge=0)
     ptx_batch_size: int = option(16, "pretraining (demonstration) sequences per minibatch for PPO-ptx", ge=1)
+    checkpoint_every: int = option(10, "save a resumable checkpoint every N PPO iterations (0: off)", ge=0)
+    skip_nonfinite: bool = option(False, "skip (and count) a minibatch whose loss or gradient norm is NaN/inf "
+                                         "instead of stopping the run")
 
     def check(self):
         if self.minibatch_size > self.rollout_size:
@@ -90,17 +94,33 @@ class PPOTrainer:
                                                           TrainingConfig(lr=cfg.value_lr, warmup_steps=0), total)
         self.ptx_texts = ws.task.train_texts if cfg.ptx_coef > 0 else []
         self.rng = random.Random(ws.train_seed)
+        # everything a resumed run restores: both models' weights, optimisers and schedules, our own RNG
+        self.state = TrainState([*self.policy_params, *self.value_params], [self.opt, self.value_opt],
+                                [self.sched, self.value_sched], budget=ws.budget, rngs=[self.rng])
+        self.iteration, self.checkpointer = 0, None
 
-    def train(self):
+    def train(self, checkpointer=None):
+        """``checkpointer``: explicit, else the one the pipeline activated (resume + a checkpoint every
+        ``checkpoint_every`` iterations)."""
         self.policy.model.train()
         on_step = self.ws.checkpoint_hook(self.policy)
-        for step in tqdm(range(1, self.cfg.steps + 1), desc="ppo", unit="iter", dynamic_ncols=True, leave=False):
+        self.checkpointer = for_stage("ppo", checkpointer)
+        start, extra = self.checkpointer.restore(self.state) if self.checkpointer else (0, {})
+        self.kl_ctl.value = extra.get("kl_coef", self.kl_ctl.value)
+        for step in tqdm(range(start + 1, self.cfg.steps + 1), desc="ppo", unit="iter", dynamic_ncols=True,
+                         leave=False, initial=start, total=self.cfg.steps):
+            self.iteration = step
             rollout, stats = self.rollout()
             stats.update(self.optimise(rollout))
             self.kl_ctl.update(stats["kl"], self.cfg.rollout_size)
+            if self.ws.budget.nonfinite_skipped:
+                stats["nonfinite_skipped"] = self.ws.budget.nonfinite_skipped
             self.ws.log.log("ppo", step, stats)
             if on_step is not None:
                 on_step(step)
+            if self.checkpointer:
+                self.checkpointer.step_done(step, self.cfg.checkpoint_every, self.state,
+                                            lambda: {"kl_coef": self.kl_ctl.value})
         self.policy.model.eval()
         return self.policy
 
@@ -162,11 +182,16 @@ class PPOTrainer:
             loss = loss + cfg.ptx_coef * ptx
             stats["loss/ptx"] = ptx.detach()
         loss.backward()
-        for params, opt in ((self.policy_params, self.opt), (self.value_params, self.value_opt)):
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            opt.step()
+        pairs = ((self.policy_params, self.opt), (self.value_params, self.value_opt))
+        norms = [torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")) for params, _ in pairs]
+        finite = step_is_finite(loss, norms, skip=cfg.skip_nonfinite, stage="ppo", step=self.iteration,
+                                checkpointer=self.checkpointer, budget=self.ws.budget)
+        for _, opt in pairs:
+            if finite:
+                opt.step()
             opt.zero_grad(set_to_none=True)
+        if not finite:
+            return {}
         self.sched.step()
         self.value_sched.step()
         self.ws.budget.steps += 1
