@@ -53,6 +53,11 @@ class RunRecord:
         return self.info.get("sweep") or {}
 
     @property
+    def cost(self) -> dict:
+        """Wall time and peak memory: measured, so kept in the manifest, not in the deterministic summary."""
+        return self.manifest.get("cost") or {}
+
+    @property
     def is_policy(self) -> bool:
         return "by_temperature" in self.summary
 
@@ -126,7 +131,7 @@ def comparison_rows(runs: list[RunRecord]) -> list[dict]:
     for run in runs:
         if not run.is_policy:
             continue
-        s, budget, cost = run.summary, run.summary.get("budget", {}), run.summary.get("cost", {})
+        s, budget, cost = run.summary, run.summary.get("budget", {}), run.cost
         base = {"label": run.label, "group": run.group, "method": s["method"],
                 "sweep": ";".join(f"{k}={v}" for k, v in run.sweep.items()),
                 "sweep_value": next(iter(run.sweep.values()), None) if len(run.sweep) == 1 else None,
@@ -290,7 +295,7 @@ def render_markdown(runs: list[RunRecord], frame, matrix, index: dict) -> str:
               "| entry | method | sweep | train seed | optimiser steps | train sequences | train tokens | "
               "sampled in training (seq / tokens) | train wall s | converged |", "|---" * 10 + "|"]
     for r in runs:
-        b, c = r.summary.get("budget", {}), r.summary.get("cost", {})
+        b, c = r.summary.get("budget", {}), r.cost
         lines.append(f"| {r.label} | {r.summary.get('method')} | {_fmt(';'.join(f'{k}={v}' for k, v in r.sweep.items()) or None)} "
                      f"| {r.manifest.get('train_seed')} | {b.get('steps', '–')} | {b.get('train_sequences', '–')} | "
                      f"{b.get('train_tokens', '–')} | {b.get('generated_sequences', 0)} / {b.get('generated_tokens', 0)} "
