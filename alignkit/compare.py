@@ -25,6 +25,7 @@ from alignkit.config import ConfigError, apply_overrides, load_yaml_text, read_y
 from alignkit.errors import AlignkitError
 from alignkit.recipe import Recipe, bundled_recipe, recipe_from_data, resolve_recipe_path
 from alignkit.registry import METHODS, load_plugins
+from alignkit.runlog import claim_comparison_dir
 
 # sections every entry must share; reward_model only among the entries that use a reward model
 SHARED = ("seed", "model", "task", "gold_reward", "preferences", "eval")
@@ -282,6 +283,7 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> di
     from alignkit.eval.report import build_report
     from alignkit.pipeline import adopt_recipe, reevaluate, run_recipe, run_state
 
+    claim_comparison_dir(plan.out)
     runs_dir = plan.out / "runs"
     states = [run_state(runs_dir / e.label, e.recipe, cache_dir) for e in plan.entries]
     total = len(plan.entries)

@@ -112,3 +112,23 @@ def append_jsonl(path: str | Path, row: dict) -> None:
 def read_jsonl(path: str | Path) -> list[dict]:
     path = Path(path)
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+COMPARISON_MARKER = ".alignkit-comparison"
+
+
+def claim_comparison_dir(folder: str | Path) -> Path:
+    """Make ``folder`` a comparison folder alignkit owns, or accept one it already owns; refuse, changing
+    nothing, a non-empty folder alignkit did not create (its own files could be overwritten)."""
+    from alignkit.errors import AlignkitError
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise AlignkitError(f"{folder}: exists and is not a folder; choose another --out")
+    owned = (folder / COMPARISON_MARKER).is_file() or (folder / "compare.json").is_file()
+    if folder.is_dir() and any(folder.iterdir()) and not owned:
+        raise AlignkitError(f"{folder}: exists, is not empty and is not an alignkit comparison folder (no "
+                            f"{COMPARISON_MARKER}); alignkit never writes into it; choose another --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / COMPARISON_MARKER).touch()
+    return folder

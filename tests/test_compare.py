@@ -179,3 +179,26 @@ def test_eval_and_report_of_a_folder_that_is_no_run_fail_in_one_line(tmp_path, c
     result = CliRunner().invoke(main, [c.format(d=tmp_path) for c in command], catch_exceptions=False)
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.output.strip().splitlines()[-1].startswith(f"alignkit: error: {tmp_path}: not a run directory")
+
+
+@pytest.mark.parametrize("command", ["compare", "report"])
+def test_a_foreign_output_folder_is_refused_and_left_alone(finished, tmp_path, command):
+    out, overrides, _ = finished
+    (tmp_path / "notes.md").write_text("mine")
+    args = ["dpo", *sets(overrides)] if command == "compare" else [str(out)]
+    result = CliRunner().invoke(main, [command, *args, "--out", str(tmp_path)], catch_exceptions=False)
+    assert result.exit_code == 2 and "is not an alignkit comparison folder" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.md"]
+
+
+def test_an_interrupted_run_inside_a_comparison_is_resumed(finished):
+    """A comparison killed mid-run: its unfinished run is resumed (same folder), the others reused."""
+    out, overrides, _ = finished
+    manifest_path = out / "runs" / "sft" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update(status="running", pid=2 ** 22 + 12345)  # a writer that no longer exists
+    manifest_path.write_text(json.dumps(manifest))
+    result = compare("dpo", "sft", "--out", out, "--temperatures", "0.5", *sets(overrides, "preferences.n_prompts=40"))
+    assert result.exit_code == 0, result.output
+    assert run_states(out) == {"dpo": "current", "sft": "resume"}
+    assert json.loads(manifest_path.read_text())["status"] == "done"

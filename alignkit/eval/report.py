@@ -19,7 +19,7 @@ import numpy as np
 from alignkit.errors import AlignkitError
 from alignkit.eval.frontier import FrontierPoint, describe_matched_kl, matched_kl_difference
 from alignkit.eval.stats import head_to_head
-from alignkit.runlog import read_jsonl, write_json, write_text
+from alignkit.runlog import claim_comparison_dir, read_jsonl, write_json, write_text
 
 N_BOOT = 2000
 HEAD_TO_HEAD_METHOD = ("paired bootstrap over the shared evaluation prompts ({n_boot} resamples of the prompts, "
@@ -214,8 +214,7 @@ def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv
 
     runs = load_runs(paths)
     check_runs_share(runs)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_comparison_dir(out)
     rows = comparison_rows(runs)
     if not rows:
         raise AlignkitError("report: none of these runs trained a policy (reward-model runs have no samples)")
