@@ -139,8 +139,12 @@ def claim_run_dir(run_dir: Path, recipe: Recipe, overwrite: bool) -> str:
     if run_dir.exists() and not run_dir.is_dir():
         raise AlignkitError(f"{run_dir}: exists and is not a folder; choose another --out")
     if not run_dir.exists() or not any(run_dir.iterdir()):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / MARKER).write_text(json.dumps({"created_by": f"alignkit {__version__}"}) + "\n")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / MARKER).write_text(json.dumps({"created_by": f"alignkit {__version__}"}) + "\n")
+        except OSError as exc:
+            raise AlignkitError(f"{run_dir}: cannot create the run directory ({exc.strerror}); choose another "
+                                "--out") from None
         return "new"
     manifest = _read_manifest(run_dir)
     if not (run_dir / MARKER).is_file() and not (manifest or {}).get("alignkit_run"):

@@ -129,6 +129,10 @@ def claim_comparison_dir(folder: str | Path) -> Path:
     if folder.is_dir() and any(folder.iterdir()) and not owned:
         raise AlignkitError(f"{folder}: exists, is not empty and is not an alignkit comparison folder (no "
                             f"{COMPARISON_MARKER}); alignkit never writes into it; choose another --out")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / COMPARISON_MARKER).touch()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / COMPARISON_MARKER).touch()
+    except OSError as exc:
+        raise AlignkitError(f"{folder}: cannot write the comparison there ({exc.strerror}); choose another --out") \
+            from None
     return folder

@@ -202,3 +202,15 @@ def test_an_interrupted_run_inside_a_comparison_is_resumed(finished):
     assert result.exit_code == 0, result.output
     assert run_states(out) == {"dpo": "current", "sft": "resume"}
     assert json.loads(manifest_path.read_text())["status"] == "done"
+
+
+@pytest.mark.parametrize("command", ["compare", "run", "report"])
+def test_an_impossible_out_is_one_line(finished, command):
+    """Found in the second new-user pass: a folder that cannot be created ended in a traceback."""
+    out, overrides, _ = finished
+    args = {"compare": ["dpo", *sets(overrides)], "run": [str(RECIPES / "dpo_imdb.yaml"), *sets(overrides)],
+            "report": [str(out)]}[command]
+    result = CliRunner().invoke(main, [command, *args, "--out", "/proc/alignkit-cannot-write-here"],
+                                catch_exceptions=False)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "alignkit: error: /proc/alignkit-cannot-write-here: cannot" in result.output.strip().splitlines()[-1]
