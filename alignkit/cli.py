@@ -48,10 +48,11 @@ def main() -> None:
 def run(recipe: Path, out: Path | None, overwrite: bool, overrides: tuple[str, ...], plugins: tuple[str, ...]):
     """Run one method from a YAML RECIPE and evaluate it."""
     from alignkit.pipeline import run_recipe
+    from alignkit.rundir import default_run_dir
     from alignkit.recipe import load_recipe
 
     loaded = load_recipe(recipe, overrides, plugins)
-    run_dir = out or Path("runs") / loaded.name
+    run_dir = out or default_run_dir(loaded.name)
     check_output_folder(run_dir, "--out" if out else "run directory")
     summary = run_recipe(loaded, run_dir, overwrite=overwrite)
     click.echo(json.dumps(summary, indent=2))

@@ -37,6 +37,7 @@ from alignkit.models.policy import Policy
 from alignkit.models.scalar_head import META_FILE as SCALAR_META
 from alignkit.recipe import Recipe
 from alignkit.registry import METHODS
+from alignkit.rundir import MARKER, check_run_name, claim_run_dir, live_writer, read_manifest
 from alignkit.runlog import MetricsLog, _jsonable, append_jsonl, atomic_dir, read_jsonl, write_json, write_jsonl
 from alignkit.workspace import Workspace
 
@@ -64,105 +65,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-# --------------------------------------------------------------------------------------------------
-# claiming run directories: alignkit only ever changes folders it created
-
-MARKER = ".alignkit-run"  # written first into every run directory alignkit creates
-STALE_AFTER_S = 3600.0  # a run on another host whose heartbeat is older than this is taken for dead
-
-
-def check_run_name(name: str) -> str:
-    """A recipe ``name`` is a plain folder name (runs go to ``runs/NAME``): no separators, ``..`` or
-    absolute paths that would escape the runs folder."""
-    if (not name or name in (".", "..") or name.startswith("-") or any(c in name for c in "/\\\0")
-            or Path(name).is_absolute() or name != name.strip()):
-        raise AlignkitError(f"name: {name!r} is not a plain folder name (runs go to runs/NAME); "
-                            "use letters, digits, '.', '_', '-', no path separators")
-    return name
-
-
-def default_run_dir(name: str, root: Path = Path("runs")) -> Path:
-    """``runs/NAME`` for ``alignkit run`` without ``--out``, with ``name`` checked not to escape ``root``."""
-    return Path(root) / check_run_name(name)
-
-
-def _read_manifest(run_dir: Path) -> dict | None:
-    try:
-        return json.loads((run_dir / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed child its parent has not reaped yet is a zombie: dead
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def live_writer(manifest: dict) -> str | None:
-    """Who is still writing a ``running`` run (``pid N on HOST``), or None when it finished or died
-    (its process is gone, or on another host its heartbeat is stale)."""
-    if manifest.get("status") != "running" or "pid" not in manifest:
-        return None
-    pid, host = manifest["pid"], manifest.get("host")
-    if host == socket.gethostname():
-        alive = pid != os.getpid() and _pid_alive(pid)
-    else:
-        alive = time.time() - manifest.get("heartbeat_at", 0) < STALE_AFTER_S
-    return f"pid {pid} on {host}" if alive else None
-
-
-def _recipe_difference(old: dict, new: dict, path: str = "") -> str | None:
-    """The first dotted key where two resolved recipes differ."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new), key=str):
-            found = _recipe_difference(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
-            if found:
-                return found
-        return None
-    return None if old == new else f"{path}: {old!r} -> {new!r}"
-
-
-def claim_run_dir(run_dir: Path, recipe: Recipe, overwrite: bool) -> str:
-    """What to do with ``run_dir``: ``new`` (claimed now), ``resume`` (an interrupted or failed run of this
-    recipe) or ``replace`` (``--overwrite``: built aside, swapped in on success). Refuses, changing nothing,
-    a folder alignkit did not create, a finished run without ``--overwrite`` and a run still being written."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise AlignkitError(f"{run_dir}: exists and is not a folder; choose another --out")
-    if not run_dir.exists() or not any(run_dir.iterdir()):
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / MARKER).write_text(json.dumps({"created_by": f"alignkit {__version__}"}) + "\n")
-        except OSError as exc:
-            raise AlignkitError(f"{run_dir}: cannot create the run directory ({exc.strerror}); choose another "
-                                "--out") from None
-        return "new"
-    manifest = _read_manifest(run_dir)
-    if not (run_dir / MARKER).is_file() and not (manifest or {}).get("alignkit_run"):
-        raise AlignkitError(f"{run_dir}: exists, is not empty and is not an alignkit run directory (no {MARKER}); "
-                            "alignkit never writes into it, even with --overwrite; choose another --out")
-    writer = live_writer(manifest or {})
-    if writer:
-        raise AlignkitError(f"{run_dir}: a run is still being written there ({writer}); wait for it or stop it")
-    if overwrite:
-        return "replace"
-    if manifest and manifest.get("status") == "done":
-        raise AlignkitError(f"{run_dir} already holds a run (manifest.json); pass --overwrite or choose --out")
-    if manifest:
-        difference = _recipe_difference(manifest.get("recipe"), _jsonable(to_dict(recipe)))
-        if difference:
-            raise AlignkitError(f"{run_dir}: holds an unfinished run of a different recipe ({difference}); "
-                                "pass --overwrite to start over, or rerun with its recipe to resume it")
-    return "resume"
 
 
 def _replace_run(recipe: Recipe, run_dir: Path, cache_dir: Path | None, entry: dict | None) -> dict:
@@ -211,7 +113,7 @@ class Run:
     def _resume_from(self) -> int:
         """Roll an unfinished run back to its newest complete checkpoint (or to before training): the
         metrics and trajectory points logged after it go, training repeats from there. Returns its step."""
-        old = _read_manifest(self.run_dir) or {}
+        old = read_manifest(self.run_dir) or {}
         meta = self.checkpointer.latest_meta()
         self.ws.log.truncate(meta["log_offset"] if meta else old.get("train_log_offset", 0))
         step = meta["step"] if meta else 0

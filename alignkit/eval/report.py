@@ -113,9 +113,9 @@ def check_runs_share(runs: list[RunRecord]) -> None:
 def converged(run: RunRecord) -> str:
     """``no`` when the last checkpoint's gold reward still rose by more than its own 95% half-width since
     the previous one (training had not levelled off); ``yes`` otherwise; ``unknown`` without two points;
-    ``n/a`` for a method that does not train (Best-of-N)."""
+    ``no training`` for a method that does not train (Best-of-N)."""
     if not (run.summary.get("budget") or {}).get("steps"):
-        return "n/a"
+        return "no training"
     trajectory = run.trajectory
     points = sorted((p for p in trajectory if p.get("gold_reward_mean") is not None), key=lambda p: p["step"])
     if len(points) < 2:

@@ -1,0 +1,113 @@
+"""Run directories alignkit owns: the marker that claims one, who (if anyone) is still writing it, and
+what a new ``alignkit run`` may do with an existing one (start, resume, replace, or refuse). alignkit only
+ever changes folders it created."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from alignkit import __version__
+from alignkit.config import to_dict
+from alignkit.errors import AlignkitError
+from alignkit.recipe import Recipe
+from alignkit.runlog import _jsonable
+
+MARKER = ".alignkit-run"  # written first into every run directory alignkit creates
+STALE_AFTER_S = 3600.0  # a run on another host whose heartbeat is older than this is taken for dead
+
+
+def check_run_name(name: str) -> str:
+    """A recipe ``name`` is a plain folder name (runs go to ``runs/NAME``): no separators, ``..`` or
+    absolute paths that would escape the runs folder."""
+    if (not name or name in (".", "..") or name.startswith("-") or any(c in name for c in "/\\\0")
+            or Path(name).is_absolute() or name != name.strip()):
+        raise AlignkitError(f"name: {name!r} is not a plain folder name (runs go to runs/NAME); "
+                            "use letters, digits, '.', '_', '-', no path separators")
+    return name
+
+
+def default_run_dir(name: str, root: Path = Path("runs")) -> Path:
+    """``runs/NAME`` for ``alignkit run`` without ``--out``, with ``name`` checked not to escape ``root``."""
+    return Path(root) / check_run_name(name)
+
+
+def read_manifest(run_dir: Path) -> dict | None:
+    """A run directory's manifest, or None when it has none (or an unreadable one)."""
+    try:
+        return json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child its parent has not reaped yet is a zombie: dead
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def live_writer(manifest: dict) -> str | None:
+    """Who is still writing a ``running`` run (``pid N on HOST``), or None when it finished or died
+    (its process is gone, or on another host its heartbeat is stale)."""
+    if manifest.get("status") != "running" or "pid" not in manifest:
+        return None
+    pid, host = manifest["pid"], manifest.get("host")
+    if host == socket.gethostname():
+        alive = pid != os.getpid() and _pid_alive(pid)
+    else:
+        alive = time.time() - manifest.get("heartbeat_at", 0) < STALE_AFTER_S
+    return f"pid {pid} on {host}" if alive else None
+
+
+def recipe_difference(old: dict, new: dict, path: str = "") -> str | None:
+    """The first dotted key where two resolved recipes differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            found = recipe_difference(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+        return None
+    return None if old == new else f"{path}: {old!r} -> {new!r}"
+
+
+def claim_run_dir(run_dir: Path, recipe: Recipe, overwrite: bool) -> str:
+    """What to do with ``run_dir``: ``new`` (claimed now), ``resume`` (an interrupted or failed run of this
+    recipe) or ``replace`` (``--overwrite``: built aside, swapped in on success). Refuses, changing nothing,
+    a folder alignkit did not create, a finished run without ``--overwrite`` and a run still being written."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise AlignkitError(f"{run_dir}: exists and is not a folder; choose another --out")
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / MARKER).write_text(json.dumps({"created_by": f"alignkit {__version__}"}) + "\n")
+        except OSError as exc:
+            raise AlignkitError(f"{run_dir}: cannot create the run directory ({exc.strerror}); choose another "
+                                "--out") from None
+        return "new"
+    manifest = read_manifest(run_dir)
+    if not (run_dir / MARKER).is_file() and not (manifest or {}).get("alignkit_run"):
+        raise AlignkitError(f"{run_dir}: exists, is not empty and is not an alignkit run directory (no {MARKER}); "
+                            "alignkit never writes into it, even with --overwrite; choose another --out")
+    writer = live_writer(manifest or {})
+    if writer:
+        raise AlignkitError(f"{run_dir}: a run is still being written there ({writer}); wait for it or stop it")
+    if overwrite:
+        return "replace"
+    if manifest and manifest.get("status") == "done":
+        raise AlignkitError(f"{run_dir} already holds a run (manifest.json); pass --overwrite or choose --out")
+    if manifest:
+        difference = recipe_difference(manifest.get("recipe"), _jsonable(to_dict(recipe)))
+        if difference:
+            raise AlignkitError(f"{run_dir}: holds an unfinished run of a different recipe ({difference}); "
+                                "pass --overwrite to start over, or rerun with its recipe to resume it")
+    return "resume"
