@@ -38,7 +38,7 @@ def test_version_and_list_json_include_plugins():
 @pytest.mark.parametrize("text, fragments", [
     (None, ["missing.yaml: recipe file not found"]),
     ("method: dpo\ndpo: {beta: 0.1\n", ["malformed YAML"]),
-    ("method: dpo\ndpo: {loss: sigmiod}\n", ["dpo.loss: unknown loss 'sigmiod'; did you mean 'sigmoid'?"]),
+    ("method: dpo\ndpo: {loss: sigmiod}\n", ["dpo.loss: unknown loss 'sigmiod'; did you mean 'sigmoid'"]),
     ("method: dpo\ndpo: {betta: 0.1}\n", ["dpo.betta: unknown key (did you mean 'beta'?)"]),
 ])
 def test_bad_recipes_exit_with_one_clear_line(tmp_path, text, fragments):

@@ -45,7 +45,7 @@ def test_wrong_type_and_impossible_value(tmp_path):
 def test_unknown_method_and_loss_list_close_matches(tmp_path):
     assert "method: unknown method 'dop'; did you mean 'dpo'?" in error_of(write(tmp_path, "method: dop\n"))
     message = error_of(write(tmp_path, "method: dpo\ndpo: {loss: sigmoidd}\n"))
-    assert "dpo.loss: unknown loss 'sigmoidd'; did you mean 'sigmoid'?" in message
+    assert "dpo.loss: unknown loss 'sigmoidd'; did you mean 'sigmoid'" in message
 
 
 def test_unknown_task_dataset_and_gold_reward_fail_at_load(tmp_path):
