@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from alignkit.config import ConfigError, apply_overrides, load_yaml_text, read_yaml, to_dict
+from alignkit.config import ConfigError, apply_overrides, first_difference, load_yaml_text, read_yaml, to_dict
 from alignkit.errors import AlignkitError
 from alignkit.recipe import Recipe, bundled_recipe, recipe_from_data, resolve_recipe_path
 from alignkit.registry import METHODS, load_plugins
@@ -249,10 +249,10 @@ def check_shared(resolved: list[tuple[str, dict, bool]]) -> None:
     ``resolved``: (label, the resolved recipe as plain data, whether the entry uses the reward model)."""
     first_label, first, _ = resolved[0]
     for label, recipe, _ in resolved[1:]:
-        _first_difference(first_label, {k: first[k] for k in SHARED}, label, {k: recipe[k] for k in SHARED})
+        _refuse_difference(first_label, {k: first[k] for k in SHARED}, label, {k: recipe[k] for k in SHARED})
     rm_users = [(label, recipe["methods"]["reward_model"]) for label, recipe, uses in resolved if uses]
     for label, settings in rm_users[1:]:
-        _first_difference(rm_users[0][0], {"reward_model": rm_users[0][1]}, label, {"reward_model": settings})
+        _refuse_difference(rm_users[0][0], {"reward_model": rm_users[0][1]}, label, {"reward_model": settings})
 
 
 def resolved_recipe(recipe: Recipe) -> tuple[dict, bool]:
@@ -264,15 +264,13 @@ def resolved_recipe(recipe: Recipe) -> tuple[dict, bool]:
     return to_dict(recipe), uses
 
 
-def _first_difference(label_a: str, a: Any, label_b: str, b: Any, path: str = "") -> None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b), key=str):
-            _first_difference(label_a, a.get(key), label_b, b.get(key), f"{path}.{key}" if path else str(key))
-        return
-    if a != b:
+def _refuse_difference(label_a: str, a: dict, label_b: str, b: dict) -> None:
+    found = first_difference(a, b)
+    if found:
+        path, value_a, value_b = found
         raise AlignkitError(f"compare: entries {label_a!r} and {label_b!r} disagree on shared key {path}: "
-                            f"{json.dumps(a)} vs {json.dumps(b)} (every entry must share the task, reference, "
-                            f"judge, pairs and evaluation; set it once with --set {path}=...)")
+                            f"{json.dumps(value_a)} vs {json.dumps(value_b)} (every entry must share the task, "
+                            f"reference, judge, pairs and evaluation; set it once with --set {path}=...)")
 
 
 def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> dict:

@@ -278,6 +278,17 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def first_difference(a: Any, b: Any, path: str = "") -> tuple[str, Any, Any] | None:
+    """The first dotted key (in sorted order) where two nested mappings differ, with both values; None if equal."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            found = first_difference(a.get(key), b.get(key), _join(path, key))
+            if found:
+                return found
+        return None
+    return None if a == b else (path, a, b)
+
+
 def fingerprint(*parts: Any) -> str:
     """A short stable hash of config objects and upstream keys: the cache key of a stage's artifact."""
     blob = json.dumps([to_dict(p) for p in parts], sort_keys=True, default=str)

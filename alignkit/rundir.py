@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from alignkit import __version__
-from alignkit.config import to_dict
+from alignkit.config import first_difference, to_dict
 from alignkit.errors import AlignkitError
 from alignkit.recipe import Recipe
 from alignkit.runlog import _jsonable
@@ -69,15 +69,10 @@ def live_writer(manifest: dict) -> str | None:
     return f"pid {pid} on {host}" if alive else None
 
 
-def recipe_difference(old: dict, new: dict, path: str = "") -> str | None:
-    """The first dotted key where two resolved recipes differ."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new), key=str):
-            found = recipe_difference(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
-            if found:
-                return found
-        return None
-    return None if old == new else f"{path}: {old!r} -> {new!r}"
+def recipe_difference(old: dict, new: dict) -> str | None:
+    """The first dotted key where two resolved recipes differ, as ``key: old -> new``."""
+    found = first_difference(old, new)
+    return None if found is None else f"{found[0]}: {found[1]!r} -> {found[2]!r}"
 
 
 def claim_run_dir(run_dir: Path, recipe: Recipe, overwrite: bool) -> str:
