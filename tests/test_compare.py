@@ -214,3 +214,27 @@ def test_an_impossible_out_is_one_line(finished, command):
                                 catch_exceptions=False)
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "alignkit: error: /proc/alignkit-cannot-write-here: cannot" in result.output.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["nosuchmethod"], "compare: entry 'nosuchmethod': not a registered method"),
+    (["x=dpo:loss"], "compare: entry 'x=dpo:loss': expected KEY=VALUE after ':', got 'loss'"),
+    (["dpo", "dpo"], "compare: two entries are labelled 'dpo'"),
+    (["dpo", "--sweep", "dpo.beta="], "--sweep dpo.beta=: no values"),
+    (["dpo", "--sweep", "dpo.nokey=1,2"], "compare entry dpo@nokey=1: dpo.nokey: unknown key"),
+    (["dpo", "--temperatures", "a,b"], "--temperatures a,b: expected numbers separated by commas"),
+    (["{notlist}"], "notlist.yaml: entries: expected a list"),
+    (["{nomethod}"], "nomethod.yaml: entries[0]: method: required key is missing"),
+    (["{compare}", "dpo"], "is a whole comparison; pass it as the only entry"),
+])
+def test_bad_compare_input_is_one_line_and_writes_nothing(tmp_path, args, fragment):
+    (tmp_path / "notlist.yaml").write_text("name: c\nentries: dpo\n")
+    (tmp_path / "nomethod.yaml").write_text("name: c\nentries:\n  - {label: x}\n")
+    paths = {"notlist": tmp_path / "notlist.yaml", "nomethod": tmp_path / "nomethod.yaml",
+             "compare": RECIPES / "compare_imdb.yaml"}
+    result = CliRunner().invoke(main, ["compare", *(a.format(**paths) for a in args), "--out", str(tmp_path / "out")],
+                                catch_exceptions=False)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("alignkit: error: ")]
+    assert len(errors) == 1 and fragment in errors[0], result.output
+    assert not (tmp_path / "out").exists()
