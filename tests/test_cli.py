@@ -30,7 +30,7 @@ def assert_one_line_error(result, *fragments):
 def test_version_and_list_json_include_plugins():
     assert invoke("--version").output.startswith("alignkit, version ")
     listing = json.loads(invoke("list", "--json").output)
-    assert "sppo_hard" in [e["name"] for e in listing["losses"]]
+    assert {"sppo_hard", "simpo", "orpo", "dpop"} <= {e["name"] for e in listing["losses"]}  # dpop: plugins/
     assert {"sigmoid", "ipo", "hinge", "robust"} <= {e["name"] for e in listing["losses"]}
     assert "tiny-gpt2-imdb" in [e["name"] for e in listing["models"]]
 

@@ -73,7 +73,8 @@ def test_entry_point_plugins_are_discovered(monkeypatch, tmp_path):
 
 def test_repo_plugins_folder_is_scanned():
     load_plugins()
-    assert LOSSES.entry("sppo_hard").source.endswith("plugins/sppo_hard.py")
+    assert LOSSES.entry("dpop").source.endswith("plugins/dpo_positive.py")
+    assert LOSSES.entry("sppo_hard").source == "builtin"
     described = registry.describe()
     assert {"methods", "losses", "rewards", "datasets", "models"} <= set(described)
     assert "dpo" in [e["name"] for e in described["methods"]]

@@ -5,9 +5,8 @@ GPT-2 policy, a differently seeded tiny GPT-2 reference, 4 pairs of different le
 ``encode_pairs -> sequence_logprobs -> LOSSES.get(name)`` against ``DPOTrainer.compute_loss`` on the batch from
 trl's own dataloader. Each type is checked at trl's defaults (for ``exo_pair``, whose trl default
 ``label_smoothing=0`` trl rejects, at the paper's 1e-3, alignkit's default), and the ones with a parameter
-also at a non-default value. ``sppo_hard`` is not here: that name belongs to the example plugin.
-``sigmoid_norm`` is not registered yet: its name makes the registry's "did you mean" for ``sigmiod`` list two
-names, which an existing CLI test pins to one.
+also at a non-default value. With the four of ``tests/test_losses_match_trl.py`` this covers all 15 of trl
+1.16's loss types.
 """
 
 from __future__ import annotations
@@ -24,8 +23,8 @@ from test_losses_match_trl import BETA, CHOSEN, MAX_LENGTH, PROMPTS, REJECTED, _
 datasets = pytest.importorskip("datasets")
 trl = pytest.importorskip("trl")
 
-NEW_LOSSES = ["exo_pair", "nca_pair", "bco_pair", "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop",
-              "sft", "sigmoid_norm"]
+NEW_LOSSES = ["exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down",
+              "discopop", "sft", "sigmoid_norm"]
 
 # (trl loss_type, DPOConfig overrides, alignkit loss_params); {} / {} is both sides' defaults
 CASES = [
@@ -33,6 +32,7 @@ CASES = [
     ("exo_pair", {"label_smoothing": 0.2}, {"label_smoothing": 0.2}),
     ("nca_pair", {}, {}),
     ("bco_pair", {}, {}),
+    ("sppo_hard", {}, {}),
     ("aot", {}, {}),
     ("aot", {"label_smoothing": 0.1}, {"label_smoothing": 0.1}),
     ("aot_unpaired", {}, {}),

@@ -22,7 +22,7 @@ from alignkit.training import TrainingConfig, batch_indices, fit
 class DPOConfig(TrainingConfig):
     """Direct preference optimisation settings (loss from the loss registry)."""
 
-    loss: str = option("sigmoid", "registered preference loss (sigmoid = DPO, ipo, hinge, robust, plugins)")
+    loss: str = option("sigmoid", "registered preference loss (sigmoid = DPO, ipo, simpo, orpo, ...: `alignkit list`)")
     beta: float = option(0.1, "KL strength beta: implicit reward = beta * log(pi / pi_ref)", gt=0)
     loss_params: dict[str, Any] = option({}, "extra keyword parameters of the loss, e.g. {label_smoothing: 0.1}")
     reference_free: bool = option(False, "drop pi_ref (an implicit uniform reference)")
@@ -73,8 +73,14 @@ def reference_logprobs(reference, data, append_eos: bool, batch_size: int = 64):
     return torch.cat(chosen), torch.cat(rejected)
 
 
+def uses_reference(cfg: DPOConfig) -> bool:
+    """Whether training reads pi_ref's log-probs: not when reference_free, nor for a loss registered with
+    ``uses_reference=False`` (SimPO, ORPO), so no reference pass is computed for them."""
+    return not cfg.reference_free and LOSSES.entry(cfg.loss).meta.get("uses_reference", True)
+
+
 def _needs(cfg: DPOConfig) -> tuple[str, ...]:
-    return ("train_pairs",) if cfg.reference_free else ("train_pairs", "reference_logps")
+    return ("train_pairs", "reference_logps") if uses_reference(cfg) else ("train_pairs",)
 
 
 @register_method("dpo", config=DPOConfig, needs=_needs)
@@ -85,7 +91,8 @@ def train_dpo(ws, cfg: DPOConfig):
     append_eos = ws.recipe.preferences.append_eos
     loss_fn = LOSSES.get(cfg.loss)
     # pi_ref's log-probs over the pairs: one shared, cached pass for every DPO-family run on these pairs
-    ref_chosen, ref_rejected = (None, None) if cfg.reference_free else ws.reference_logps
+    with_reference = uses_reference(cfg)
+    ref_chosen, ref_rejected = ws.reference_logps if with_reference else (None, None)
 
     def step(index: list[int]):
         batch = pair_batch(policy, data, index, append_eos)
@@ -93,8 +100,8 @@ def train_dpo(ws, cfg: DPOConfig):
         logps = policy.sequence_logprobs(batch)
         chosen, rejected = logps.chunk(2)
         lengths = batch.target_mask.sum(-1)
-        ref = (None, None) if cfg.reference_free else (ref_chosen[index].to(policy.device),
-                                                       ref_rejected[index].to(policy.device))
+        ref = ((ref_chosen[index].to(policy.device), ref_rejected[index].to(policy.device)) if with_reference
+               else (None, None))
         out = loss_fn(PreferenceLogps(chosen, rejected, *ref, *lengths.chunk(2)), beta=cfg.beta, **cfg.loss_params)
         return out.losses.mean(), preference_metrics(out, chosen, rejected)
 
