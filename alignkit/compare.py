@@ -23,7 +23,7 @@ import yaml
 
 from alignkit.config import ConfigError, apply_overrides, first_difference, load_yaml_text, read_yaml, to_dict
 from alignkit.errors import AlignkitError
-from alignkit.recipe import Recipe, bundled_recipe, recipe_from_data, resolve_recipe_path
+from alignkit.recipe import BUNDLED, Recipe, bundled_recipe, recipe_from_data, resolve_recipe_path
 from alignkit.registry import METHODS, load_plugins
 from alignkit.runlog import claim_comparison_dir
 
@@ -54,10 +54,17 @@ def _method_of(raw: dict, source: str) -> str:
 
 
 def default_recipe(method: str, dataset: str = DEFAULT_TASK) -> dict:
-    """A method's default recipe for a task: the bundled ``<method>_<dataset>.yaml`` (the one place a
-    method's defaults for that task live), else the method's config defaults."""
+    """A method's (or a named variant's, e.g. ``simpo``) default recipe for a task: the bundled
+    ``<name>_<dataset>.yaml`` (the one place its defaults for that task live), else the method's config
+    defaults."""
     path = bundled_recipe(f"{method}_{dataset}")
     return read_yaml(path) if path else {"method": method}
+
+
+def named_recipes(dataset: str = DEFAULT_TASK) -> list[str]:
+    """The entry names with a bundled recipe for ``dataset``: methods and variants such as ipo or simpo."""
+    suffix = f"_{dataset}.yaml"
+    return sorted(p.name[:-len(suffix)] for p in BUNDLED.glob(f"*{suffix}") if not p.name.startswith("compare_"))
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:
@@ -84,13 +91,14 @@ def parse_entry(spec: str, dataset: str = DEFAULT_TASK) -> tuple[str, dict]:
     BASE's method section, e.g. ``ipo=dpo:loss=ipo`` or ``ppo_gt=ppo:reward=gold,value_init=policy``)."""
     match = VARIANT.match(spec)
     label, base, sets = (match["label"], match["base"], match["sets"]) if match else (None, spec, None)
-    if base in METHODS:
+    named = base in METHODS or bundled_recipe(f"{base}_{dataset}") is not None  # a method, or ipo, simpo, ...
+    if named:
         raw = default_recipe(base, dataset)
     else:
         path = resolve_recipe_path(base)
         if not path.is_file():
-            raise ConfigError(f"compare: entry {spec!r}: not a registered method ({', '.join(METHODS.names())}) "
-                              f"nor a recipe file")
+            raise ConfigError(f"compare: entry {spec!r}: not a registered method ({', '.join(METHODS.names())}), "
+                              f"a bundled recipe name ({', '.join(named_recipes(dataset))}) nor a recipe file")
         raw = read_yaml(path)
         if "entries" in raw:
             raise ConfigError(f"compare: entry {spec!r}: {path} is a whole comparison; pass it as the only entry")
@@ -102,7 +110,7 @@ def parse_entry(spec: str, dataset: str = DEFAULT_TASK) -> tuple[str, dict]:
         key, value = item.split("=", 1)
         overrides.append(f"{key if '.' in key else f'{method}.{key}'}={value}")
     apply_overrides(raw, overrides)
-    return label or (base if base in METHODS else str(raw.get("name") or Path(base).stem)), raw
+    return label or (base if named else str(raw.get("name") or Path(base).stem)), raw
 
 
 def _scoped(key: str, method: str) -> bool:

@@ -155,6 +155,7 @@ BUILTIN_MODULES = (
     "alignkit.methods.sft",
     "alignkit.methods.preferred_ft",
     "alignkit.methods.unlikelihood",
+    "alignkit.methods.kto",
     "alignkit.methods.best_of_n",
 )
 
