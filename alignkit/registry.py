@@ -9,6 +9,8 @@ is never scanned: running alignkit inside a folder must not execute whatever ``p
 
 from __future__ import annotations
 
+import re
+
 import difflib
 import importlib
 import importlib.metadata
@@ -266,8 +268,26 @@ def _import_file(path: Path) -> None:
 
 
 def describe() -> dict[str, list[dict[str, str]]]:
-    """Everything registered, for ``alignkit list``."""
-    return {
+    """Everything registered, for ``alignkit list``, and the bundled recipes (``alignkit compare`` entry
+    names such as ``simpo``), each with the first line of its description."""
+    table = {
         kind: [{"name": e.name, "source": e.source, "doc": e.doc} for e in reg.entries()]
         for kind, reg in REGISTRIES.items()
     }
+    table["recipes"] = [{"name": path.stem, "source": "builtin", "doc": _recipe_summary(path)}
+                        for path in sorted(_bundled_recipe_folder().glob("*.yaml"))]
+    return table
+
+
+def _bundled_recipe_folder():
+    from alignkit.recipe import BUNDLED
+
+    return BUNDLED
+
+
+def _recipe_summary(path) -> str:
+    """A bundled recipe's opening comment (after its ``# alignkit ...`` command) up to its first ':' or
+    full stop."""
+    lines = [line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")]
+    text = " ".join(line for line in lines[:4] if not line.startswith("alignkit "))
+    return re.split(r":\s|(?<! al)\.(?:\s|$)", text, maxsplit=1)[0]  # "Meng et al. 2024" is no full stop

@@ -33,6 +33,8 @@ def test_version_and_list_json_include_plugins():
     assert {"sppo_hard", "simpo", "orpo", "dpop"} <= {e["name"] for e in listing["losses"]}  # dpop: plugins/
     assert {"sigmoid", "ipo", "hinge", "robust"} <= {e["name"] for e in listing["losses"]}
     assert "tiny-gpt2-imdb" in [e["name"] for e in listing["models"]]
+    recipes = {e["name"]: e["doc"] for e in listing["recipes"]}  # the compare entry names, e.g. simpo
+    assert recipes["simpo_imdb"] == "SimPO (Meng et al. 2024) on the DPO paper's IMDb task"
 
 
 @pytest.mark.parametrize("text, fragments", [
