@@ -159,6 +159,7 @@ BUILTIN_MODULES = (
     "alignkit.methods.unlikelihood",
     "alignkit.methods.kto",
     "alignkit.methods.best_of_n",
+    "alignkit.methods.online_rl",
 )
 
 _source_stack: list[str] = []
