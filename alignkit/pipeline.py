@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import random
-import resource
 import shutil
 import socket
 import sys
@@ -32,6 +31,7 @@ from alignkit import __version__
 from alignkit.checkpoint import Checkpointer, activated, nonfinite_modules, numerical_error
 from alignkit.config import to_dict
 from alignkit.errors import AlignkitError
+from alignkit.memory import PeakMemory, process_peak_mb
 from alignkit.eval.evaluate import TRAJECTORY_KEYS, evaluate_at
 from alignkit.models.policy import Policy
 from alignkit.models.scalar_head import META_FILE as SCALAR_META
@@ -52,13 +52,6 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return versions
-
-
-def peak_memory_mb() -> dict[str, float]:
-    peak = {"cpu_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    if torch.cuda.is_available():
-        peak["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    return peak
 
 
 def seed_everything(seed: int) -> None:
@@ -91,22 +84,28 @@ class Run:
         self.run_dir = Path(run_dir)
         self.ws = Workspace(recipe, self.run_dir, cache_dir, MetricsLog(self.run_dir / "metrics.jsonl"))
         self.timings: dict[str, float] = {}
+        self.stage_memory: dict[str, dict[str, float]] = {}
         self.checkpointer = Checkpointer(self.run_dir / "checkpoints", log=self.ws.log, heartbeat=self._write_manifest)
         self.manifest = {"alignkit_run": 1, "name": recipe.name, "method": recipe.method, "seed": recipe.seed,
                          "train_seed": self.ws.train_seed, "recipe": to_dict(recipe),
                          "versions": package_versions(), "argv": sys.argv, "device": str(self.ws.device),
+                         "threads": torch.get_num_threads(),  # intra-op CPU threads (alignkit.threads)
                          "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
                          **({"compare_entry": entry} if entry else {})}
 
     @contextmanager
     def stage(self, name: str):
+        """Time the stage and record its own peak memory (CPU RSS, CUDA allocation) in the manifest."""
         start = time.perf_counter()
         tqdm.write(f"[alignkit] {self.recipe.name}: {name} ...", file=sys.stderr)
-        yield
+        with PeakMemory() as peak:
+            yield
         self.timings[name] = round(time.perf_counter() - start, 2)
+        self.stage_memory[name] = peak.as_dict()
 
     def _write_manifest(self, **extra) -> None:
-        self.manifest.update(timings_s=self.timings, peak_memory=peak_memory_mb(),
+        self.manifest.update(timings_s=self.timings, peak_memory=process_peak_mb(),
+                             stage_peak_memory_mb=self.stage_memory,
                              artifact_keys=self.ws.artifact_keys, heartbeat_at=time.time(), **extra)
         write_json(self.run_dir / "manifest.json", self.manifest)
 
@@ -159,7 +158,8 @@ class Run:
                 summary, samples = evaluate_artifact(self.ws, artifact)
             # measured, not determined by the recipe: in the manifest, so the summary is reproducible byte for byte
             self.manifest["cost"] = {"train_wall_s": self.timings[train_stage],
-                                     "eval_wall_s": self.timings["evaluate"], "peak_memory": peak_memory_mb()}
+                                     "eval_wall_s": self.timings["evaluate"], "peak_memory": process_peak_mb(),
+                                     "train_peak_memory": self.stage_memory[train_stage]}
             write_outputs(self.run_dir, summary, samples)
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
