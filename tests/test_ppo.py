@@ -82,3 +82,55 @@ def test_gold_reward_with_reward_model_value_init_is_rejected(tmp_path, tiny_ove
 
     with pytest.raises(ConfigError, match="ppo.value_init: reward: gold trains no reward model"):
         load_recipe(RECIPE, tiny_overrides + ["ppo.reward=gold", "ppo.value_init=reward_model"])
+
+
+def test_shared_trunk_value_learns(tmp_path, tiny_overrides):
+    """A value head on the policy's trunk (no second model) still lets PPO raise the letter-e reward
+    (measured 0.070 -> 0.164 over 20 iterations), and the head itself trains (it starts at 0)."""
+    ws, cfg = workspace(tmp_path, tiny_overrides + SMALL + [
+        "gold_reward=test-letter-e", "ppo.reward=gold", "ppo.value_model=shared", "ppo.steps=20",
+        "ppo.lr=0.003", "ppo.kl_coef=0.01", "ppo.rollout_size=32"])
+    torch.manual_seed(0)
+    from alignkit.methods.ppo import PPOTrainer
+
+    trainer = PPOTrainer(ws, cfg)
+    trainer.train()
+    rewards = [r["reward/gold"] for r in ws.log.records]
+    assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.05, rewards
+    assert trainer.value.head.weight.abs().sum() > 0
+
+
+def test_lean_layout_keeps_one_base_model(tmp_path, tiny_overrides):
+    """LoRA + shared value: policy, reference (adapter off) and value (a head) are one base model; the
+    reference's log-probs equal the adapter-disabled policy's exactly, and adapter and head both train."""
+    ws, cfg = workspace(tmp_path, tiny_overrides + SMALL + [
+        "gold_reward=test-letter-e", "ppo.reward=gold", "ppo.value_model=shared", "ppo.steps=3",
+        "ppo.lr=0.01", "model.lora={r: 8}"])
+    from alignkit.methods.ppo import PPOTrainer
+    from alignkit.models.value_head import SharedTrunkValue
+
+    trainer = PPOTrainer(ws, cfg)
+    assert isinstance(trainer.value, SharedTrunkValue) and trainer.value.policy is trainer.policy
+    assert trainer.reference.model is None  # the reference is the policy with its adapter off
+    model_weights = {id(p) for p in trainer.policy.model.parameters()}
+    assert all(id(p) not in model_weights for p in trainer.value.parameters())
+    assert sum(p.numel() for p in trainer.value.parameters()) == trainer.value.head.in_features + 1
+    adapter = {n: p.detach().clone() for n, p in trainer.policy.model.named_parameters() if p.requires_grad}
+    policy = trainer.train()
+    assert any(not torch.equal(adapter[n], p.detach()) for n, p in policy.model.named_parameters() if n in adapter)
+    assert trainer.value.head.weight.abs().sum() > 0
+    batch = policy.encode(["the movie", "i"], [" was great", " hated it"])
+    with torch.no_grad():
+        reference = trainer.reference.token_logprobs(batch)
+        with policy.model.disable_adapter():
+            adapter_off = policy.token_logprobs(batch)
+        trained = policy.token_logprobs(batch)
+    assert torch.equal(reference, adapter_off)
+    assert not torch.equal(trained, adapter_off)
+
+
+def test_shared_value_rejects_reward_model_init(tiny_overrides):
+    from alignkit.config import ConfigError
+
+    with pytest.raises(ConfigError, match="ppo.value_init: value_model: shared puts a fresh value head"):
+        load_recipe(RECIPE, tiny_overrides + ["ppo.value_model=shared"])

@@ -51,6 +51,10 @@ class PPOConfig:
     whiten_advantages: bool = option(True, "normalise advantages per rollout batch")
     value_init: str = option("reward_model", "initialise the value model from the reward model (InstructGPT) "
                                              "or the SFT policy's backbone", choices=("reward_model", "policy"))
+    value_model: str = option("separate", "separate: a full value model (InstructGPT's layout); shared: a value "
+                                          "head on the policy's own trunk (memory-lean: no second model, and "
+                                          "with LoRA policy, reference and value share one base)",
+                              choices=("separate", "shared"))
     ptx_coef: float = option(0.0, "PPO-ptx: weight gamma of the pretraining log-likelihood term", ge=0)
     ptx_batch_size: int = option(16, "pretraining (demonstration) sequences per minibatch for PPO-ptx", ge=1)
     checkpoint_every: int = option(10, "save a resumable checkpoint every N PPO iterations (0: off)", ge=0)
@@ -60,11 +64,19 @@ class PPOConfig:
     def check(self):
         if self.minibatch_size > self.rollout_size:
             yield "minibatch_size", f"must be <= rollout_size ({self.rollout_size})"
-        if self.value_init == "reward_model" and self.reward == "gold":
+        if self.value_model == "shared" and self.value_init == "reward_model":
+            yield "value_init", "value_model: shared puts a fresh value head on the policy; use value_init: policy"
+        elif self.value_init == "reward_model" and self.reward == "gold":
             yield "value_init", "reward: gold trains no reward model; use value_init: policy"
 
 
-def _value_model(ws, cfg: PPOConfig):
+def _value_model(ws, cfg: PPOConfig, policy=None):
+    """The value function: a head on ``policy``'s trunk (shared), or a full model from the reward model
+    (InstructGPT) or the SFT backbone."""
+    if cfg.value_model == "shared":
+        from alignkit.models.value_head import SharedTrunkValue
+
+        return SharedTrunkValue(policy)
     if cfg.value_init == "reward_model":
         return ws.reward_model.copy()  # same weights, trained separately: the reward model stays fixed
     from alignkit.models.scalar_head import ScalarModel
@@ -79,7 +91,7 @@ class PPOTrainer:
         self.ws, self.cfg = ws, cfg
         self.policy = ws.load_policy()
         self.reference = ws.reference_for(self.policy)
-        self.value = _value_model(ws, cfg)
+        self.value = _value_model(ws, cfg, self.policy)
         self.value.model.train()
         # the reward model scores text exactly as it was trained on it (EOS where the sampler stopped)
         self.proxy = ws.proxy_reward if cfg.reward == "reward_model" else None
