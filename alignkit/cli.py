@@ -11,11 +11,14 @@ import click
 
 from alignkit import __version__
 from alignkit.errors import AlignkitError
+from alignkit.threads import ENV_VAR as THREADS_ENV, configure_threads
 
 _set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
                            help="override a recipe value, e.g. --set dpo.beta=0.5 (repeatable)")
 _plugins_option = click.option("--plugins", multiple=True, metavar="MODULE_OR_PATH",
                                help="import a plugin module, .py file or folder first (repeatable)")
+_threads_option = click.option("--threads", metavar="N", help=f"CPU threads for torch (default: ${THREADS_ENV}, "
+                               "else the cores this process may use)")
 
 
 class _Group(click.Group):
@@ -45,8 +48,11 @@ def main() -> None:
 @click.option("--overwrite", is_flag=True, help="replace a finished run already in the run directory")
 @_set_option
 @_plugins_option
-def run(recipe: Path, out: Path | None, overwrite: bool, overrides: tuple[str, ...], plugins: tuple[str, ...]):
+@_threads_option
+def run(recipe: Path, out: Path | None, overwrite: bool, overrides: tuple[str, ...], plugins: tuple[str, ...],
+        threads: str | None):
     """Run one method from a YAML RECIPE and evaluate it."""
+    configure_threads(threads)
     from alignkit.pipeline import run_recipe
     from alignkit.rundir import default_run_dir
     from alignkit.recipe import load_recipe
@@ -93,9 +99,11 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 @click.option("--out", type=click.Path(path_type=Path), help="comparison folder (default runs/NAME)")
 @_set_option
 @_plugins_option
-def compare(entries, sweeps, seeds, temperatures, out, overrides, plugins):
+@_threads_option
+def compare(entries, sweeps, seeds, temperatures, out, overrides, plugins, threads):
     """Compare methods side by side on one task: ENTRY is a method (dpo), a recipe file, a labelled
     variant (ipo=dpo:loss=ipo) or one comparison YAML (recipes/compare_imdb.yaml)."""
+    configure_threads(threads)
     from alignkit.compare import plan_comparison, run_comparison, screen_table
 
     if out is not None:
@@ -117,8 +125,10 @@ def compare(entries, sweeps, seeds, temperatures, out, overrides, plugins):
 @click.option("--judge", help="registered judge deciding win rates (gold, reward-model, a plugin)")
 @_set_option
 @_plugins_option
-def evaluate(run_dirs, temperatures, judge, overrides, plugins):
+@_threads_option
+def evaluate(run_dirs, temperatures, judge, overrides, plugins, threads):
     """Re-evaluate finished runs (their trained models) under new evaluation settings."""
+    configure_threads(threads)
     from alignkit.pipeline import reevaluate_run
 
     extra = list(overrides) + ([f"eval.temperatures={_floats(temperatures, '--temperatures')}"] if temperatures

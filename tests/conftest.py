@@ -3,11 +3,14 @@ recipes load it by path exactly as they would a Hub model, and one cache folder 
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 # tiny models gain nothing from a second thread, and two busy-waiting threads per process thrash when
-# other work shares the two cores
+# other work shares the two cores; CLI commands invoked in-process configure threads from the variable
+os.environ.setdefault("ALIGNKIT_THREADS", "1")
 torch.set_num_threads(1)
 
 
