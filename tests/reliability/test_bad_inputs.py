@@ -113,7 +113,7 @@ CASES = [
     # ---- registered names
     Case("unknown-method", "names", "`method: dop`", "method: unknown method 'dop'; did you mean 'dpo'?",
          recipe="method: dop\n"),
-    Case("unknown-loss", "names", "`dpo.loss: sigmiod`", "dpo.loss: unknown loss 'sigmiod'; did you mean 'sigmoid', 'sigmoid_norm'?",
+    Case("unknown-loss", "names", "`dpo.loss: sigmiod`", "dpo.loss: unknown loss 'sigmiod'; did you mean 'sigmoid', 'simpo', 'sigmoid_norm'?",
          sets=["dpo.loss=sigmiod"]),
     Case("unknown-reward", "names", "`gold_reward: imdb-sentimnet`",
          "gold_reward: unknown reward 'imdb-sentimnet'; did you mean 'imdb-sentiment'?", sets=["gold_reward=imdb-sentimnet"]),
