@@ -28,7 +28,7 @@ _NEW_CLI = "from alignkit.cli import main; main()"
 
 # name -> (CLI entry point, extra arguments, description)
 VARIANTS = {
-    "new": (_NEW_CLI, [], "default after the change: threads = cores, idle threads sleep"),
+    "new": (_NEW_CLI, [], "default after the change: threads = cores, idle threads spin briefly then sleep"),
     "old": (_OLD_CLI, [], "before the change: torch default threads, idle threads spin"),
     "one-thread": (_NEW_CLI, ["--threads", "1"], "--threads 1"),
 }

@@ -73,7 +73,7 @@ def test_every_training_command_configures_threads_first(monkeypatch, command):
 
 def _fresh_python(code: str, **env: str) -> dict:
     """Run ``code`` in a new interpreter (nothing imported, no thread settings) and return its JSON output."""
-    clean = {k: v for k, v in os.environ.items() if k not in (ENV_VAR, "OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    clean = {k: v for k, v in os.environ.items() if k not in (ENV_VAR, "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
     out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
@@ -81,12 +81,13 @@ def _fresh_python(code: str, **env: str) -> dict:
 
 
 _REPORT = ("import json, os, torch; print(json.dumps({'count': n, 'intra': torch.get_num_threads(), "
-           "'interop': torch.get_num_interop_threads(), 'wait': os.environ.get('OMP_WAIT_POLICY')}))")
+           "'interop': torch.get_num_interop_threads(), 'wait': os.environ.get('OMP_WAIT_POLICY'), 'spin': os.environ.get('GOMP_SPINCOUNT')}))")
 
 
-def test_torch_gets_the_count_and_idle_threads_sleep():
+def test_torch_gets_the_count_and_idle_threads_spin_briefly():
     code = "from alignkit.threads import configure_threads; n = configure_threads(); " + _REPORT
-    assert _fresh_python(code, **{ENV_VAR: "3"}) == {"count": 3, "intra": 3, "interop": 3, "wait": "PASSIVE"}
+    assert _fresh_python(code, **{ENV_VAR: "3"}) == {"count": 3, "intra": 3, "interop": 3, "wait": None,
+                                                          "spin": "10000"}
 
 
 def test_cli_module_does_not_import_torch():
@@ -98,7 +99,7 @@ def test_second_configure_in_one_process_keeps_interop_pool_and_users_wait_polic
     code = ("from alignkit.threads import configure_threads; configure_threads(1); "
             "import torch; torch.ones(4).add_(1); n = configure_threads('2'); " + _REPORT)
     assert _fresh_python(code, OMP_WAIT_POLICY="ACTIVE") == {"count": 2, "intra": 2, "interop": 1,
-                                                             "wait": "ACTIVE"}
+                                                             "wait": "ACTIVE", "spin": None}
 
 
 def test_manifest_records_the_thread_count(tmp_path):
