@@ -341,12 +341,12 @@ def _shared_lines(shared: dict) -> list[str]:
     if shared.get("pairs"):
         p = shared["pairs"]
         lines.append(f"- Preference pairs ({prefs['source']}, {prefs['completions_per_prompt']} completions per "
-                     f"prompt): every method that learns from pairs (reward model, DPO family, Preferred-FT, "
-                     f"Unlikelihood) trained on the same {p['train_pairs']} pairs from {p['train_prompts']} prompts; "
+                     f"prompt): every method that learns from pairs (reward model, DPO family, KTO, "
+                     f"Preferred-FT, Unlikelihood) trained on the same {p['train_pairs']} pairs from {p['train_prompts']} prompts; "
                      f"{p['heldout_pairs']} pairs from {p['heldout_prompts']} prompts were held out from all of them.")
     if shared.get("reward_model"):
         rm = shared["reward_model"]
-        lines.append(f"- Reward model (PPO's and Best-of-N's proxy): pairwise accuracy "
+        lines.append(f"- Reward model (the proxy of PPO, GRPO, RLOO and Best-of-N): pairwise accuracy "
                      f"{_fmt(rm['heldout_pairwise_accuracy'])} on the {rm['n_heldout_pairs']} held-out pairs "
                      f"({_fmt(rm['train_pairwise_accuracy'])} on its {rm['n_train_pairs']} training pairs).")
     return lines
@@ -383,8 +383,9 @@ def _caveats(runs, primary, shared, index) -> list[str]:
                      + "); compare methods at their budgets, not as if equal.")
     if shared.get("reward_model"):
         acc = shared["reward_model"]["heldout_pairwise_accuracy"]
-        lines.append(f"- PPO and Best-of-N optimise a proxy that ranks held-out pairs correctly "
-                     f"{_fmt(acc)} of the time; a proxy column rising while gold stays flat is over-optimisation.")
+        lines.append(f"- Methods that use the reward model (PPO, GRPO, RLOO, Best-of-N) optimise a proxy that ranks "
+                     f"held-out pairs correctly {_fmt(acc)} of the time; a proxy column rising while gold stays flat "
+                     f"is over-optimisation.")
     if shared.get("gold_heldout_accuracy") is not None:
         lines.append(f"- The gold judge is itself a classifier ({shared['gold_heldout_accuracy']:.3f} held-out "
                      f"accuracy), a stand-in for human preference.")
