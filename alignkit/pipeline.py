@@ -31,8 +31,8 @@ from alignkit import __version__
 from alignkit.checkpoint import Checkpointer, activated, nonfinite_modules, numerical_error
 from alignkit.config import to_dict
 from alignkit.errors import AlignkitError
-from alignkit.memory import PeakMemory, process_peak_mb
 from alignkit.eval.evaluate import TRAJECTORY_KEYS, evaluate_at
+from alignkit.memory import PeakMemory, process_peak_mb
 from alignkit.models.policy import Policy
 from alignkit.models.scalar_head import META_FILE as SCALAR_META
 from alignkit.recipe import Recipe

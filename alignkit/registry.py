@@ -9,12 +9,11 @@ is never scanned: running alignkit inside a folder must not execute whatever ``p
 
 from __future__ import annotations
 
-import re
-
 import difflib
 import importlib
 import importlib.metadata
 import importlib.util
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,19 +270,15 @@ def _import_file(path: Path) -> None:
 def describe() -> dict[str, list[dict[str, str]]]:
     """Everything registered, for ``alignkit list``, and the bundled recipes (``alignkit compare`` entry
     names such as ``simpo``), each with the first line of its description."""
+    from alignkit.recipe import BUNDLED
+
     table = {
         kind: [{"name": e.name, "source": e.source, "doc": e.doc} for e in reg.entries()]
         for kind, reg in REGISTRIES.items()
     }
     table["recipes"] = [{"name": path.stem, "source": "builtin", "doc": _recipe_summary(path)}
-                        for path in sorted(_bundled_recipe_folder().glob("*.yaml"))]
+                        for path in sorted(BUNDLED.glob("*.yaml"))]
     return table
-
-
-def _bundled_recipe_folder():
-    from alignkit.recipe import BUNDLED
-
-    return BUNDLED
 
 
 def _recipe_summary(path) -> str:

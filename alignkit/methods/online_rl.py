@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from alignkit.config import option
 from alignkit.errors import AlignkitError
+from alignkit.methods.ppo import reward_needs
 from alignkit.models.policy import Policy
 from alignkit.registry import register_method
 
@@ -293,19 +294,13 @@ def train_with_trl(ws, cfg: OnlineRLConfig, stage: str) -> Policy:
     return _release(policy)
 
 
-def _needs(cfg: OnlineRLConfig) -> tuple[str, ...]:
-    """Shared artifacts to build (and time) before training: the reward model, unless the gold reward is
-    used."""
-    return ("train_pairs", "reward_model") if cfg.reward == "reward_model" else ()
-
-
-@register_method("grpo", config=GRPOConfig, needs=_needs)
+@register_method("grpo", config=GRPOConfig, needs=reward_needs)
 def train_grpo(ws, cfg: GRPOConfig):
     """GRPO via trl's GRPOTrainer: group-normalised advantages, clipped ratio, k3 KL term in the loss."""
     return train_with_trl(ws, cfg, "grpo")
 
 
-@register_method("rloo", config=RLOOConfig, needs=_needs)
+@register_method("rloo", config=RLOOConfig, needs=reward_needs)
 def train_rloo(ws, cfg: RLOOConfig):
     """RLOO via trl's RLOOTrainer: leave-one-out baseline, sequence KL penalty in the reward."""
     return train_with_trl(ws, cfg, "rloo")

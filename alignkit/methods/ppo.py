@@ -217,12 +217,13 @@ class PPOTrainer:
         return completion_nll(self.policy.model, batch)
 
 
-def _needs(cfg: PPOConfig) -> tuple[str, ...]:
-    """Shared artifacts to build (and time) before training: the reward model, unless PPO-GT."""
+def reward_needs(cfg) -> tuple[str, ...]:
+    """Shared artifacts an RL method (PPO, GRPO, RLOO) builds and times before training: the reward model
+    and the pairs it learns from, unless it optimises the gold reward (``cfg.reward``)."""
     return ("train_pairs", "reward_model") if cfg.reward == "reward_model" else ()
 
 
-@register_method("ppo", config=PPOConfig, needs=_needs)
+@register_method("ppo", config=PPOConfig, needs=reward_needs)
 def train_ppo(ws, cfg: PPOConfig):
     """RLHF with PPO against a Bradley-Terry reward model (or the gold reward) and a per-token KL penalty."""
     return PPOTrainer(ws, cfg).train()

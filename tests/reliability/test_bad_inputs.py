@@ -113,8 +113,8 @@ CASES = [
     # ---- registered names
     Case("unknown-method", "names", "`method: dop`", "method: unknown method 'dop'; did you mean 'dpo'?",
          recipe="method: dop\n"),
-    Case("unknown-loss", "names", "`dpo.loss: sigmiod`", "dpo.loss: unknown loss 'sigmiod'; did you mean 'sigmoid', 'simpo', 'sigmoid_norm'?",
-         sets=["dpo.loss=sigmiod"]),
+    Case("unknown-loss", "names", "`dpo.loss: sigmiod`",
+         "dpo.loss: unknown loss 'sigmiod'; did you mean 'sigmoid', 'simpo', 'sigmoid_norm'?", sets=["dpo.loss=sigmiod"]),
     Case("unknown-reward", "names", "`gold_reward: imdb-sentimnet`",
          "gold_reward: unknown reward 'imdb-sentimnet'; did you mean 'imdb-sentiment'?", sets=["gold_reward=imdb-sentimnet"]),
     Case("unknown-dataset", "names", "`task.dataset: imbd`", "task.dataset: unknown dataset 'imbd'; did you mean 'imdb'?",
