@@ -218,6 +218,7 @@ def test_an_impossible_out_is_one_line(finished, command):
 
 @pytest.mark.parametrize("args, fragment", [
     (["nosuchmethod"], "compare: entry 'nosuchmethod': not a registered method"),
+    (["nosuchmethod"], "a bundled recipe name (best_of_n, dpo, grpo, ipo, kto, orpo, ppo, "),
     (["x=dpo:loss"], "compare: entry 'x=dpo:loss': expected KEY=VALUE after ':', got 'loss'"),
     (["dpo", "dpo"], "compare: two entries are labelled 'dpo'"),
     (["dpo", "--sweep", "dpo.beta="], "--sweep dpo.beta=: no values"),

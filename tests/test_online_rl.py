@@ -192,3 +192,19 @@ def test_bad_settings_fail_at_load_in_one_line(overrides, message):
 def test_rloo_config_defaults_validate():
     assert RLOOConfig().completions_per_step == 16 * 4
     assert not list(RLOOConfig().check())
+
+
+def test_too_few_train_prompts_for_one_generation_batch_is_one_line():
+    """The task's size is known only once it is loaded: fewer train prompts than one generation batch stops
+    training before trl starts, in one line naming the key."""
+    from types import SimpleNamespace
+
+    from alignkit.errors import AlignkitError
+    from alignkit.methods.online_rl import GRPOConfig, train_dataset
+
+    ws = SimpleNamespace(prompts=lambda split, n: [f"prompt {i}" for i in range(min(n, 5))])
+    with pytest.raises(AlignkitError) as info:
+        train_dataset(ws, GRPOConfig(prompts_per_step=8))
+    assert str(info.value) == ("prompts_per_step: the task has only 5 train prompts, fewer than one generation "
+                               "batch (8)")
+    assert len(train_dataset(ws, GRPOConfig(prompts_per_step=4))) == 5
