@@ -28,7 +28,7 @@ from alignkit.registry import METHODS, load_plugins
 from alignkit.runlog import claim_comparison_dir
 
 # sections every entry must share; reward_model only among the entries that use a reward model
-SHARED = ("seed", "model", "task", "gold_reward", "preferences", "eval")
+SHARED = ("seed", "model", "task", "gold_reward", "gold_reward_options", "preferences", "eval")
 DEFAULT_TASK = "imdb"
 COMPARE_KEYS = ("name", "entries", "sweep", "seeds", "plugins")
 
@@ -257,10 +257,15 @@ def check_shared(resolved: list[tuple[str, dict, bool]]) -> None:
     ``resolved``: (label, the resolved recipe as plain data, whether the entry uses the reward model)."""
     first_label, first, _ = resolved[0]
     for label, recipe, _ in resolved[1:]:
-        _refuse_difference(first_label, {k: first[k] for k in SHARED}, label, {k: recipe[k] for k in SHARED})
+        _refuse_difference(first_label, _shared_sections(first), label, _shared_sections(recipe))
     rm_users = [(label, recipe["methods"]["reward_model"]) for label, recipe, uses in resolved if uses]
     for label, settings in rm_users[1:]:
         _refuse_difference(rm_users[0][0], {"reward_model": rm_users[0][1]}, label, {"reward_model": settings})
+
+
+def _shared_sections(recipe: dict) -> dict:
+    """A resolved recipe's shared sections (a run recorded before ``gold_reward_options`` existed has none)."""
+    return {k: recipe.get(k, {}) if k == "gold_reward_options" else recipe[k] for k in SHARED}
 
 
 def resolved_recipe(recipe: Recipe) -> tuple[dict, bool]:

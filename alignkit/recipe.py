@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from alignkit.config import ConfigError, apply_overrides, build, option, read_yaml
+from alignkit.config import ConfigError, apply_overrides, build, option, read_yaml, to_dict
 from alignkit.data.preferences import PreferenceConfig, check_heldout, preference_notices, read_preferences
 from alignkit.data.task import TaskConfig
 from alignkit.errors import AlignkitError, DataError, UnknownNameError, warn
@@ -32,11 +32,15 @@ class Recipe:
                        ge=0)
     train_seed: Optional[int] = option(None, "seed of this run's training (initialisation, shuffling, PPO "
                                              "rollouts) and of its evaluation samples (default: seed)", ge=0)
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N (under accelerate launch: auto or cpu)")
+    precision: str = option("fp32", "training precision: fp32, or bf16/fp16 mixed precision (autocast; fp16 with "
+                                    "loss scaling); sampling and evaluation stay fp32", choices=("fp32", "bf16", "fp16"))
     plugins: list[str] = option([], "plugin modules or .py paths to load before validation")
     model: ModelConfig = option(ModelConfig(), "the SFT policy: starting point and KL reference")
     task: TaskConfig = option(TaskConfig(), "prompts, demonstrations and held-out split")
     gold_reward: str = option("imdb-sentiment", "registered ground-truth reward used to label and judge")
+    gold_reward_options: dict[str, Any] = option({}, "settings of a gold reward that takes them, e.g. hf-classifier's "
+                                                     "{model: siebert/sentiment-roberta-large-english}")
     preferences: PreferenceConfig = option(PreferenceConfig(), "preference pairs for DPO and reward models")
     eval: EvalConfig = option(EvalConfig(), "held-out evaluation settings")
     methods: dict[str, Any] = dataclasses.field(default_factory=dict, init=False,
@@ -47,6 +51,10 @@ class Recipe:
             REWARDS.entry(self.gold_reward)
         except UnknownNameError as exc:
             yield "gold_reward", str(exc)
+        judge = self.eval.judge if self.eval is not None else "gold"  # None: eval itself failed to validate
+        if judge not in ("gold", self.gold_reward) and judge in REWARDS and REWARDS.entry(judge).meta.get("options"):
+            yield "eval.judge", (f"{judge} takes its settings from gold_reward_options, so it can judge only as the "
+                                 f"gold_reward itself (set gold_reward: {judge})")
         problem = device_problem(self.device)
         if problem:
             yield "device", problem
@@ -89,11 +97,26 @@ def recipe_from_data(raw: dict, source: str, base: Path, plugins: Iterable[str] 
     sections.setdefault(recipe.method, {})
     recipe.methods = {name: build(METHODS.entry(name).meta["config"], section, where=name, source=source)
                       for name, section in sections.items()}
+    recipe.gold_reward_options = gold_reward_options(recipe, source)
     check_preference_file(recipe, source)
     if recipe.model.trust_remote_code:
         warn(f"{source}: model.trust_remote_code is true: {recipe.model.name_or_path}'s own Python code "
              f"will run when it loads")
     return recipe
+
+
+def gold_reward_options(recipe: Recipe, source: str) -> dict:
+    """The gold reward's settings, validated against the options dataclass it registered
+    (``register_reward(name, options=Cls)``) and with every default filled in, so that two recipes that mean
+    the same judge read the same; a reward registered without one takes none."""
+    entry = REWARDS.entry(recipe.gold_reward)
+    given = recipe.gold_reward_options
+    if entry.meta.get("options") is None:
+        if given:
+            raise ConfigError(f"{source}: gold_reward_options: reward {recipe.gold_reward!r} takes no options "
+                              f"(remove them, e.g. --set gold_reward_options={{}})")
+        return {}
+    return to_dict(build(entry.meta["options"], given, where="gold_reward_options", source=source))
 
 
 def check_preference_file(recipe: Recipe, source: str) -> None:

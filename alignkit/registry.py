@@ -126,7 +126,9 @@ def register_loss(name: str, *, bounds: dict[str, dict] | None = None, **meta: A
 
 
 def register_reward(name: str, **meta: Any) -> Callable:
-    """Register a reward source or judge: ``build(workspace) -> callable(prompts, completions) -> scores``."""
+    """Register a reward source or judge: ``build(workspace) -> callable(prompts, completions) -> scores``.
+    A gold reward with settings passes ``options=`` its config dataclass: the recipe's ``gold_reward_options``
+    are validated against it at load."""
     return REWARDS.register(name, **meta)
 
 
@@ -150,6 +152,7 @@ BUILTIN_MODULES = (
     "alignkit.data.imdb",
     "alignkit.models.builtin",
     "alignkit.rewards.builtin",
+    "alignkit.rewards.hf_classifier",
     "alignkit.methods.dpo",
     "alignkit.methods.ppo",
     "alignkit.methods.reward_model",
