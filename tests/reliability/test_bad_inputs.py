@@ -46,6 +46,8 @@ class Case:
 GOOD_ROW = '{"prompt": "The film", "chosen": " was great", "rejected": " was bad"}\n'
 ROWS = GOOD_ROW + '{"prompt": "A movie", "chosen": " I loved it", "rejected": " I hated it"}\n'
 DATA = "preferences.source={tmp}/pairs.jsonl"
+CHAT_ROW = ('{"prompt": [{"role": "user", "content": "The film?"}], "chosen": [{"role": "assistant", "content": '
+            '"Great."}], "rejected": [{"role": "assistant", "content": "Bad."}]}\n')
 LOSS_HEAD = "from alignkit import register_loss\nfrom alignkit.losses import LossOutput, log_ratios\nimport torch\n"
 
 
@@ -117,6 +119,18 @@ CASES = [
          "dpo.loss: unknown loss 'sigmiod'; did you mean 'sigmoid', 'simpo', 'sigmoid_norm'?", sets=["dpo.loss=sigmiod"]),
     Case("unknown-reward", "names", "`gold_reward: imdb-sentimnet`",
          "gold_reward: unknown reward 'imdb-sentimnet'; did you mean 'imdb-sentiment'?", sets=["gold_reward=imdb-sentimnet"]),
+    Case("gold-options-unexpected", "names", "`gold_reward_options` for a reward that takes none",
+         "gold_reward_options: reward 'imdb-sentiment' takes no options", sets=["gold_reward_options.model=x"]),
+    Case("gold-classifier-missing", "names", "`hf-classifier` on a local folder that does not exist",
+         "gold_reward_options.model: cannot load '{tmp}/no_classifier' as a local folder: it does not exist",
+         sets=["gold_reward=hf-classifier", "gold_reward_options.model={tmp}/no_classifier"]),
+    Case("gold-classifier-label", "names", "`hf-classifier` label the model does not have",
+         "gold_reward_options.label: the classifier has no label 'happy' (its labels: NEGATIVE, POSITIVE)",
+         files={"clf/config.json": '{"id2label": {"0": "NEGATIVE", "1": "POSITIVE"}}'},
+         sets=["gold_reward=hf-classifier", "gold_reward_options.model={tmp}/clf", "gold_reward_options.label=happy"]),
+    Case("gold-classifier-judge", "names", "`eval.judge: hf-classifier` while the gold reward is another",
+         "eval.judge: hf-classifier takes its settings from gold_reward_options, so it can judge only as the "
+         "gold_reward itself", sets=["eval.judge=hf-classifier"]),
     Case("unknown-dataset", "names", "`task.dataset: imbd`", "task.dataset: unknown dataset 'imbd'; did you mean 'imdb'?",
          sets=["task.dataset=imbd"]),
     Case("unknown-judge", "names", "`eval.judge: reward-modle`",
@@ -203,6 +217,16 @@ CASES = [
     Case("data-mapped-column-absent", "data", "`preferences.columns` names a column the file lacks",
          "column 'better' named in preferences.columns is not in the data",
          files={"pairs.jsonl": ROWS}, sets=[DATA, "preferences.columns={chosen: better}"]),
+    Case("data-chat-no-role", "data", "a conversational message without `role`",
+         "pairs.jsonl: row 1: column 'chosen': message 0: no 'role' (a message is {\"role\": ..., \"content\": ...})",
+         files={"pairs.jsonl": CHAT_ROW + CHAT_ROW.replace('{"role": "assistant", "content": "Great."}',
+                                                           '{"content": "Great."}')}, sets=[DATA]),
+    Case("data-chat-mixed", "data", "plain-text rows and conversational rows in one file",
+         "pairs.jsonl: row 1: column 'prompt' holds lists of messages but row 0 holds plain text; every row must be "
+         "one kind", files={"pairs.jsonl": GOOD_ROW + CHAT_ROW}, sets=[DATA]),
+    Case("data-chat-no-template", "data", "conversational rows for a model whose tokenizer has no chat template",
+         "tokenizer has no chat_template; use a model whose tokenizer has a chat_template (an instruct model), "
+         "or give prompt, chosen and rejected as plain text", files={"pairs.jsonl": CHAT_ROW * 2}, sets=[DATA]),
     # ---- plugins
     Case("plugin-missing-file", "plugins", "`--plugins` file does not exist", "plugins: plugin file not found: {tmp}/nope.py",
          args=["--plugins", "{tmp}/nope.py"]),
