@@ -146,6 +146,11 @@ class CacheEntry:
     def ensure(self, build: Callable[[Path], object]) -> Path:
         """The verified artifact's path, building it first if needed: ``build(tmp)`` must write the
         artifact to ``tmp`` (a fresh folder for folder entries; a file path in one for file entries)."""
+        from alignkit.runtime import current
+
+        runtime = current()
+        if runtime.world > 1:
+            return self._ensure_together(build, runtime)
         if self.problem() is None:
             return self.path
         with self._locked():
@@ -155,6 +160,22 @@ class CacheEntry:
             if problem != "missing":
                 print(f"alignkit: cache entry {self.kind}/{self.name} {problem}; rebuilding", file=sys.stderr)
             self._build(build)
+        return self.path
+
+    def _ensure_together(self, build: Callable[[Path], object], runtime) -> Path:
+        """Data parallel: the main process decides whether the entry must be built; then every process
+        builds it (a build may share its work out between them) and only the main one publishes it."""
+        missing = runtime.broadcast(self.problem() is not None if runtime.is_main else None)
+        if missing and runtime.is_main:
+            with self._locked():
+                self._build(build)
+        elif missing:
+            scratch = Path(tempfile.mkdtemp(prefix=f"alignkit-{self.kind}-"))
+            try:
+                build(scratch if self.is_folder else scratch / self.name)
+            finally:
+                _remove(scratch)
+        runtime.barrier()
         return self.path
 
     def fetch(self, build: Callable[[Path], T], load: Callable[[Path], T]) -> T:

@@ -147,8 +147,9 @@ class Checkpointer:
     The first loop that claims it owns it, so a shared stage trained on the way never mixes in."""
 
     def __init__(self, folder: Path, *, keep: int = 2, log=None, heartbeat: Callable[[], None] | None = None,
-                 heartbeat_every_s: float = 30.0):
-        self.folder, self.keep, self.log = Path(folder), keep, log
+                 heartbeat_every_s: float = 30.0, read_only: bool = False):
+        """``read_only``: restore from ``folder`` but never write it (another process owns it)."""
+        self.folder, self.keep, self.log, self.read_only = Path(folder), keep, log, read_only
         self.heartbeat, self.heartbeat_every_s = heartbeat, heartbeat_every_s
         self.stage: str | None = None
         self.restored_step = 0
@@ -219,6 +220,8 @@ class Checkpointer:
 
     def step_done(self, step: int, every: int, state: TrainState, extra: Callable[[], dict] | None = None) -> None:
         """After optimiser step ``step``: checkpoint when due, else beat the heartbeat now and then."""
+        if self.read_only:
+            return
         if every and step % every == 0:
             self.save(step, state, extra() if extra else None)
         else:
@@ -234,7 +237,8 @@ class Checkpointer:
 
     def clear(self) -> None:
         """A finished run needs no training state: free the disk."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if not self.read_only:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def numerical_error(stage: str, step: int, what: str, last_good: str = "none") -> NumericalError:

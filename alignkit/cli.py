@@ -11,7 +11,7 @@ import click
 
 from alignkit import __version__
 from alignkit.errors import AlignkitError
-from alignkit.threads import ENV_VAR as THREADS_ENV, configure_threads
+from alignkit.threads import ENV_VAR as THREADS_ENV, configure_threads, launched_rank
 
 _set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
                            help="override a recipe value, e.g. --set dpo.beta=0.5 (repeatable)")
@@ -28,7 +28,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except AlignkitError as exc:
-            click.echo(f"alignkit: error: {exc}", err=True)
+            if launched_rank() == 0:  # under accelerate launch every process fails alike: one line, not N
+                click.echo(f"alignkit: error: {exc}", err=True)
             sys.exit(2)
 
 
@@ -61,8 +62,9 @@ def run(recipe: Path, out: Path | None, overwrite: bool, overrides: tuple[str, .
     run_dir = out or default_run_dir(loaded.name)
     check_output_folder(run_dir, "--out" if out else "run directory")
     summary = run_recipe(loaded, run_dir, overwrite=overwrite)
-    click.echo(json.dumps(summary, indent=2))
-    click.echo(f"run directory: {run_dir}", err=True)
+    if launched_rank() == 0:
+        click.echo(json.dumps(summary, indent=2))
+        click.echo(f"run directory: {run_dir}", err=True)
 
 
 def check_output_folder(folder: Path, what: str = "--out") -> None:

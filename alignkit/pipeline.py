@@ -39,6 +39,7 @@ from alignkit.recipe import Recipe
 from alignkit.registry import METHODS
 from alignkit.rundir import MARKER, check_run_name, claim_run_dir, live_writer, read_manifest
 from alignkit.runlog import MetricsLog, _jsonable, append_jsonl, atomic_dir, read_jsonl, write_json, write_jsonl
+from alignkit.runtime import current, start
 from alignkit.workspace import Workspace
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "scikit-learn")
@@ -79,16 +80,21 @@ def _replace_run(recipe: Recipe, run_dir: Path, cache_dir: Path | None, entry: d
 class Run:
     """One recipe executed into one run directory."""
 
-    def __init__(self, recipe: Recipe, run_dir: Path, cache_dir: Path | None = None, entry: dict | None = None):
+    def __init__(self, recipe: Recipe, run_dir: Path, cache_dir: Path | None = None, entry: dict | None = None,
+                 checkpoints: Path | None = None):
+        """``checkpoints``: read the checkpoints there and write none (a data-parallel process other than the
+        main one, which runs in a scratch folder and resumes from the main process's checkpoints)."""
         self.recipe = recipe
         self.run_dir = Path(run_dir)
         self.ws = Workspace(recipe, self.run_dir, cache_dir, MetricsLog(self.run_dir / "metrics.jsonl"))
         self.timings: dict[str, float] = {}
         self.stage_memory: dict[str, dict[str, float]] = {}
-        self.checkpointer = Checkpointer(self.run_dir / "checkpoints", log=self.ws.log, heartbeat=self._write_manifest)
+        self.checkpointer = Checkpointer(checkpoints or self.run_dir / "checkpoints", log=self.ws.log,
+                                         heartbeat=self._write_manifest, read_only=checkpoints is not None)
         self.manifest = {"alignkit_run": 1, "name": recipe.name, "method": recipe.method, "seed": recipe.seed,
                          "train_seed": self.ws.train_seed, "recipe": to_dict(recipe),
                          "versions": package_versions(), "argv": sys.argv, "device": str(self.ws.device),
+                         "runtime": self.ws.runtime.describe(),
                          "threads": torch.get_num_threads(),  # intra-op CPU threads (alignkit.threads)
                          "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
                          **({"compare_entry": entry} if entry else {})}
@@ -97,7 +103,8 @@ class Run:
     def stage(self, name: str):
         """Time the stage and record its own peak memory (CPU RSS, CUDA allocation) in the manifest."""
         start = time.perf_counter()
-        tqdm.write(f"[alignkit] {self.recipe.name}: {name} ...", file=sys.stderr)
+        if self.ws.runtime.is_main:
+            tqdm.write(f"[alignkit] {self.recipe.name}: {name} ...", file=sys.stderr)
         with PeakMemory() as peak:
             yield
         self.timings[name] = round(time.perf_counter() - start, 2)
@@ -120,8 +127,9 @@ class Run:
         write_jsonl(trajectory, [r for r in read_jsonl(trajectory) if r["step"] <= step])
         self.manifest["resumed"] = [*old.get("resumed", []), {"from_step": step, "at": time.time()}]
         where = f"its checkpoint at step {step}" if meta else "the start of training (no checkpoint yet)"
-        tqdm.write(f"[alignkit] {self.recipe.name}: resuming the {old.get('status', 'interrupted')} run in "
-                   f"{self.run_dir} from {where}", file=sys.stderr)
+        if self.ws.runtime.is_main:
+            tqdm.write(f"[alignkit] {self.recipe.name}: resuming the {old.get('status', 'interrupted')} run in "
+                       f"{self.run_dir} from {where}", file=sys.stderr)
         return step
 
     def execute(self, resume: bool = False) -> dict:
@@ -186,8 +194,10 @@ def evaluate_artifact(ws: Workspace, artifact, *, close_trajectory: bool = True)
         return {**summary, "budget": ws.budget.as_dict()}, {recipe.eval.temperature: samples}
     cfg = recipe.eval
     reference = ws.reference_for(artifact)
-    uses_reward_model = "reward_model" in method_needs(recipe.method, recipe.method_config(recipe.method))
-    proxy = ws.proxy_reward if uses_reward_model else None
+    needs = method_needs(recipe.method, recipe.method_config(recipe.method))
+    # the proxy column scores with the reward model the method used (4-bit for memory-lean PPO)
+    proxy = (ws.scorer(ws.reward_model_4bit) if "reward_model_4bit" in needs
+             else ws.proxy_reward if "reward_model" in needs else None)
     rows, samples = [], {}
     for temperature in cfg.all_temperatures():
         row, samples[temperature] = evaluate_at(artifact, reference, ws.reference_samples(temperature), ws.gold,
@@ -196,7 +206,8 @@ def evaluate_artifact(ws: Workspace, artifact, *, close_trajectory: bool = True)
         rows.append(row)
     if cfg.every_steps and close_trajectory:  # the trained policy closes its trajectory, on the same prompts as the checkpoints
         steps = ws.trained_steps
-        if steps and not any(p["step"] == steps for p in read_jsonl(ws.run_dir / "eval" / "trajectory.jsonl")):
+        recorded = any(p["step"] == steps for p in read_jsonl(ws.run_dir / "eval" / "trajectory.jsonl"))
+        if steps and not ws.runtime.broadcast(recorded):  # the main process's trajectory file decides
             if cfg.trajectory_prompts >= cfg.n_prompts:  # the same prompts, seed and policy: the final row itself
                 append_jsonl(ws.run_dir / "eval" / "trajectory.jsonl",
                              {"step": steps, **{k: rows[0][k] for k in TRAJECTORY_KEYS}})
@@ -233,13 +244,35 @@ def run_recipe(recipe: Recipe, run_dir: Path, *, overwrite: bool = False, cache_
                entry: dict | None = None) -> dict:
     """Train and evaluate ``recipe`` into ``run_dir``; ``entry`` records its place in a comparison. An
     interrupted or failed run of the same recipe there resumes from its last checkpoint; ``overwrite``
-    replaces a run as a whole, and only once the new one succeeded."""
+    replaces a run as a whole, and only once the new one succeeded. Under data parallelism the main process
+    claims and writes the run directory; the others follow its decision in a scratch folder."""
     check_run_name(recipe.name)
     run_dir = Path(run_dir)
-    action = claim_run_dir(run_dir, recipe, overwrite)
+    runtime = start(recipe.device, recipe.precision)
+    if not runtime.is_main:
+        return _follow_main(recipe, run_dir, cache_dir, entry, runtime.broadcast(None))
+    try:
+        action = claim_run_dir(run_dir, recipe, overwrite)
+    except AlignkitError as exc:
+        runtime.broadcast(exc)
+        raise
+    runtime.broadcast(action)
     if action == "replace":
         return _replace_run(recipe, run_dir, cache_dir, entry)
     return Run(recipe, run_dir, cache_dir, entry).execute(resume=action == "resume")
+
+
+def _follow_main(recipe: Recipe, run_dir: Path, cache_dir: Path | None, entry: dict | None, action) -> dict:
+    """A data-parallel process other than the main one: the same run, written to a scratch folder that goes
+    when it ends; a resumed run restores the main process's checkpoints."""
+    if isinstance(action, BaseException):
+        raise action
+    scratch = Path(tempfile.mkdtemp(prefix=f"alignkit-{recipe.name}-rank{current().rank}-"))
+    try:
+        checkpoints = run_dir / "checkpoints" if action == "resume" else scratch / "checkpoints"
+        return Run(recipe, scratch, cache_dir, entry, checkpoints=checkpoints).execute(resume=action == "resume")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -249,14 +282,23 @@ EVAL_ONLY = ("temperatures", "judge", "diversity", "batch_size")  # change no tr
 STAGES = ("preferences", "pair_split", "reward_model", "reference_logps")
 
 
+# settings that change how a step is computed, not what it is: a run trained with either is the same run
+SAME_UPDATE = ("checkpoint_every", "gradient_accumulation_steps")
+# keys added to recipes since runs were first recorded, at the value older runs were trained with: a finished
+# run whose manifest predates one of them is still current
+ADDED_DEFAULTS = {"precision": "fp32", "gold_reward_options": {}, "reward_model_4bit": False}
+
+
 def training_identity(recipe: dict) -> dict:
     """What decides a run's trained model, as plain data: its method and settings, model, task, gold
     reward, seeds and the evaluation settings that shape its trajectory. The shared stages it used are
     checked by their cache keys instead, so a setting that only other stages read changes nothing here."""
-    identity = {k: v for k, v in recipe.items() if k not in ("name", "device", "plugins", "preferences", "methods")}
+    identity = {k: v for k, v in recipe.items() if k not in ("name", "device", "plugins", "preferences", "methods")
+                and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
     identity["append_eos"] = recipe["preferences"]["append_eos"]
     method_config = recipe["methods"].get(recipe["method"])
-    identity["method_config"] = ({k: v for k, v in method_config.items() if k != "checkpoint_every"}
+    identity["method_config"] = ({k: v for k, v in method_config.items()
+                                  if k not in SAME_UPDATE and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
                                  if isinstance(method_config, dict) else method_config)
     identity["eval"] = {k: v for k, v in recipe["eval"].items() if k not in EVAL_ONLY}
     return identity

@@ -27,6 +27,17 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def launched_rank() -> int:
+    """This process's rank under ``accelerate launch``/``torchrun`` (0 when not launched), read from the
+    launcher's environment without starting torch.distributed."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def local_processes() -> int:
+    """How many processes the launcher started on this machine (they share its cores)."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+
+
 def parse_threads(value: str | int, source: str) -> int:
     """``value`` as a thread count (a whole number >= 1); ``source`` names the option or variable in the error."""
     try:
@@ -40,13 +51,13 @@ def parse_threads(value: str | int, source: str) -> int:
 
 def thread_count(requested: str | int | None = None) -> int:
     """The thread count to use: ``requested`` (from ``--threads``), else ``$ALIGNKIT_THREADS`` when set and not
-    empty, else the available cores."""
+    empty, else the available cores, shared evenly by the processes a launcher started on this machine."""
     if requested is not None:
         return parse_threads(requested, "--threads")
     from_env = os.environ.get(ENV_VAR, "").strip()
     if from_env:
         return parse_threads(from_env, ENV_VAR)
-    return available_cores()
+    return max(1, available_cores() // local_processes())
 
 
 def configure_threads(requested: str | int | None = None) -> int:

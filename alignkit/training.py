@@ -2,7 +2,11 @@
 
 A method supplies the batches and a ``step`` function returning ``(loss, metrics)``; this module owns
 the optimiser, learning-rate schedule, gradient clipping, progress bar, metric logging, checkpoints
-(resume) and the non-finite guard.
+(resume) and the non-finite guard, and, through :mod:`alignkit.runtime`, mixed precision, gradient
+accumulation and data parallelism: a batch is the global one, each process takes its share, splits it
+into micro-batches, and weights each micro-batch's mean loss by its share of the batch, so the summed
+gradient is the batch mean's whatever the process count. (Losses that couple the examples of a batch,
+such as ``aot``'s sort or KTO's z0, see their micro-batch.)
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from tqdm.auto import tqdm
 from alignkit.checkpoint import Checkpointer, TrainState, for_stage, numerical_error
 from alignkit.config import option
 from alignkit.runlog import MetricsLog
+from alignkit.runtime import Runtime, current
 
 
 @dataclass
@@ -25,7 +30,10 @@ class TrainingConfig:
     """Optimisation settings every trained method accepts."""
 
     lr: float = option(1e-4, "peak learning rate (AdamW)", gt=0)
-    batch_size: int = option(16, "sequences (or pairs) per optimiser step", ge=1)
+    batch_size: int = option(16, "sequences (or pairs) per optimiser step, over all processes together", ge=1)
+    gradient_accumulation_steps: int = option(1, "split each process's share of a batch into this many "
+                                                 "micro-batches, one backward each: the same step in less memory",
+                                              ge=1)
     epochs: float = option(1.0, "passes over the training data (fractions allowed)", gt=0)
     max_steps: int = option(0, "train for exactly this many optimiser steps, overriding epochs (0: use epochs)",
                             ge=0)
@@ -36,6 +44,10 @@ class TrainingConfig:
     checkpoint_every: int = option(50, "save a resumable checkpoint every N optimiser steps (0: off)", ge=0)
     skip_nonfinite: bool = option(False, "skip (and count) a step whose loss or gradient norm is NaN/inf "
                                          "instead of stopping the run")
+
+    def check(self):
+        if self.gradient_accumulation_steps > self.batch_size:
+            yield "gradient_accumulation_steps", f"must be <= batch_size ({self.batch_size})"
 
     def total_steps(self, n_examples: int) -> int:
         if self.max_steps:
@@ -113,6 +125,50 @@ def batch_indices(n: int, cfg: TrainingConfig, seed: int) -> list[list[int]]:
     return batches[:total]
 
 
+def micro_batches(items: Sequence, parts: int) -> list[list]:
+    """``items`` in at most ``parts`` consecutive, non-empty, near-equal pieces (none for no items: a process
+    whose share of a short last batch is empty only joins the collectives)."""
+    items = list(items)
+    if not items:
+        return []
+    parts = min(parts, len(items))
+    size, extra = divmod(len(items), parts)
+    bounds = [0]
+    for i in range(parts):
+        bounds.append(bounds[-1] + size + (i < extra))
+    return [items[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def accumulate(step: Callable[[list], tuple[torch.Tensor, dict]], batch: Sequence, accumulation_steps: int,
+               runtime: Runtime, budget: Budget | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Forward and backward this process's share of ``batch`` in micro-batches, each weighted by its share
+    of the whole batch; returns the batch's loss and metrics (weighted means over every process). What the
+    processes trained on is added up in ``budget``, which ``step`` counted only this process's share of."""
+    share = runtime.shard(batch)
+    counted = (budget.train_sequences, budget.train_tokens) if budget is not None else (0, 0)
+    totals: dict[str, float] = {"loss": 0.0}
+    for part in micro_batches(share, accumulation_steps):
+        weight = len(part) / len(batch)
+        with runtime.autocast():
+            loss, metrics = step(part)
+        runtime.backward(loss * weight)
+        totals["loss"] += float(loss.detach()) * weight
+        for key, value in metrics.items():
+            totals[key] = totals.get(key, 0.0) + float(value) * weight
+    if budget is not None and runtime.world > 1:
+        totals[_SEQUENCES] = budget.train_sequences - counted[0]
+        totals[_TOKENS] = budget.train_tokens - counted[1]
+    totals = runtime.sum(totals)
+    if _SEQUENCES in totals:
+        budget.train_sequences = counted[0] + int(totals.pop(_SEQUENCES))
+        budget.train_tokens = counted[1] + int(totals.pop(_TOKENS))
+    loss = totals.pop("loss")
+    return torch.tensor(loss), totals
+
+
+_SEQUENCES, _TOKENS = " budget/sequences", " budget/tokens"  # summed with the metrics, never logged
+
+
 def fit(
     params: Sequence[torch.nn.Parameter] | Iterable[torch.nn.Parameter],
     batches: Sequence,
@@ -130,7 +186,7 @@ def fit(
     the steps; ``on_step(step)`` runs after each one (e.g. to evaluate a checkpoint). With a checkpointer
     (``checkpointer``, else the one the pipeline activated) it resumes from the last checkpoint and saves
     one every ``cfg.checkpoint_every`` steps."""
-    params = list(params)
+    params, runtime = list(params), current()
     optimizer, scheduler = make_optimizer(params, cfg, len(batches))
     checkpointer = for_stage(stage, checkpointer)
     state = TrainState(params, [optimizer], [scheduler], budget=budget)
@@ -141,20 +197,21 @@ def fit(
     skipped = extra.get("skipped", 0)
     records = []
     bar = tqdm(batches[start:], desc=stage, unit="step", dynamic_ncols=True, leave=False, initial=start,
-               total=len(batches))
+               total=len(batches), disable=not runtime.is_main)
     for index, batch in enumerate(bar, start=start + 1):
-        loss, metrics = step(batch)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or math.inf)
+        loss, metrics = accumulate(step, batch, cfg.gradient_accumulation_steps, runtime, budget)
+        norm = runtime.finish_gradients([params], [optimizer], cfg.max_grad_norm)[0]
         if cfg.max_grad_norm:
             metrics["grad_norm"] = norm
-        if step_is_finite(loss, [norm], skip=cfg.skip_nonfinite, stage=stage, step=index,
-                          checkpointer=checkpointer, budget=budget):
-            optimizer.step()
+        if runtime.overflowed([norm]):
+            pass  # fp16 loss scale too high: the scaler lowered it; no update this step
+        elif step_is_finite(loss, [norm], skip=cfg.skip_nonfinite, stage=stage, step=index,
+                            checkpointer=checkpointer, budget=budget):
+            runtime.step([optimizer])
             scheduler.step()
             if budget is not None:
                 budget.steps += 1
-            pending["loss"].append(float(loss.detach()))
+            pending["loss"].append(float(loss))
             for key, value in metrics.items():
                 pending[key].append(float(value))
         else:

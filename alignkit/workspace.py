@@ -22,17 +22,36 @@ from alignkit.data.preferences import GENERATION_VERSION, PreferenceData, genera
 from alignkit.data.task import Task
 from alignkit.errors import DataError
 from alignkit.eval.evaluate import ReferenceSamples, trajectory_point
-from alignkit.models.policy import Policy, Reference, resolve_device
+from alignkit.models.policy import ModelConfig, Policy, Reference, local_tokenizer_folder
 from alignkit.models.scalar_head import ScalarModel, Scorer
 from alignkit.recipe import Recipe
 from alignkit.registry import DATASETS, METHODS, REWARDS
 from alignkit.runlog import MetricsLog, append_jsonl, read_jsonl, write_json, write_jsonl
+from alignkit.runtime import start
 from alignkit.training import Budget
 
 
 def default_cache_dir() -> Path:
     """``$ALIGNKIT_CACHE``, else ``~/.cache/alignkit``: builtin models, gold rewards, generated pairs."""
     return Path(os.environ.get("ALIGNKIT_CACHE") or Path.home() / ".cache" / "alignkit")
+
+
+def chat_template_text(model: ModelConfig, cache_dir: Path) -> tuple[str, ...]:
+    """The chat template a local tokenizer folder holds (its text, so editing it in place changes the keys
+    built on the pairs); empty for a tokenizer not on disk yet (a Hub id: pin ``model.revision``) or one
+    without a template."""
+    folder = local_tokenizer_folder(model, cache_dir)
+    if folder is None:
+        return ()
+    texts = [p.read_text() for p in sorted(folder.glob("*.jinja"))]
+    config = folder / "tokenizer_config.json"
+    if config.is_file():
+        try:
+            template = json.loads(config.read_text()).get("chat_template")
+        except (ValueError, AttributeError):
+            template = None
+        texts.append(json.dumps(template) if template else "")
+    return tuple(t for t in texts if t)
 
 
 class Workspace:
@@ -50,7 +69,8 @@ class Workspace:
         self.run_dir = Path(run_dir) if run_dir else None
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.log = log or MetricsLog(None)
-        self.device = resolve_device(recipe.device)
+        self.runtime = start(recipe.device, recipe.precision)  # the process's accelerator (alignkit.runtime)
+        self.device = self.runtime.device
         self.seed = recipe.seed  # shared stages
         self.train_seed = recipe.seed if recipe.train_seed is None else recipe.train_seed  # this run only
         self.budget = Budget()
@@ -109,29 +129,37 @@ class Workspace:
                 "reward_model": self.reward_model_key(), "reference_logps": self.reference_logps_key(),
                 "reference_samples": self.reference_samples_key(self.recipe.eval.temperature)}
 
+    def gold_identity(self) -> tuple:
+        """The gold reward in a cache key: its name, and its options when it takes any (keys of rewards
+        without options stay as they were)."""
+        options = self.recipe.gold_reward_options
+        return (self.recipe.gold_reward, options) if options else (self.recipe.gold_reward,)
+
     def pairs_key(self) -> str:
         """Everything that decides which pairs are generated or read (not how they are split or tokenized)."""
         cfg = self.recipe.preferences
         deciding = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("heldout_fraction", "append_eos")}
-        source = cfg.source
+        source, template = cfg.source, ()
         if source != "generated" and Path(source).is_file():
             source = hashlib.sha256(Path(source).read_bytes()).hexdigest()  # the file's content, not its name
-        return fingerprint(self.recipe.model, self.recipe.task, self.recipe.gold_reward, deciding, source,
-                           self.seed, GENERATION_VERSION)
+            template = chat_template_text(self.recipe.model, self.cache_dir)  # conversational rows render with it
+        return fingerprint(self.recipe.model, self.recipe.task, *self.gold_identity(), deciding, source,
+                           self.seed, GENERATION_VERSION, *template)
 
     def split_key(self) -> str:
         return fingerprint(self.pairs_key(), self.recipe.preferences.heldout_fraction)
 
     def reward_model_key(self) -> str:
+        precision = () if self.recipe.precision == "fp32" else (self.recipe.precision,)  # fp32 keys stay as they were
         return fingerprint(self.split_key(), self.recipe.method_config("reward_model"), self.recipe.model,
-                           self.recipe.preferences.append_eos, "rm-2")
+                           self.recipe.preferences.append_eos, "rm-2", *precision)
 
     def reference_logps_key(self) -> str:
         return fingerprint(self.split_key(), self.recipe.model, self.recipe.preferences.append_eos, "ref-logps-1")
 
     def reference_samples_key(self, temperature: float) -> str:
         cfg = self.recipe.eval
-        return fingerprint(self.recipe.model, self.recipe.task, self.recipe.gold_reward, cfg.n_prompts, cfg.top_p,
+        return fingerprint(self.recipe.model, self.recipe.task, *self.gold_identity(), cfg.n_prompts, cfg.top_p,
                            cfg.max_new_tokens, float(temperature), self.seed, GENERATION_VERSION)
 
     # ---------------------------------------------------------------------------------------------
@@ -147,7 +175,11 @@ class Workspace:
         """Preference pairs from a file/dataset, or sampled from the SFT policy and gold-labelled (cached)."""
         cfg = self.recipe.preferences
         if cfg.source != "generated":
-            return load_preferences(cfg)
+            from alignkit.models.policy import load_tokenizer, resolve_model_path
+
+            model = self.recipe.model  # conversational rows are rendered with the policy's own chat template
+            return load_preferences(cfg, lambda: load_tokenizer(resolve_model_path(model.name_or_path,
+                                                                                   self.cache_dir), model))
         key = self.pairs_key()
         self.artifact_keys["preferences"] = key
 
@@ -192,9 +224,9 @@ class Workspace:
             self.budget = saved
 
     @cached_property
-    def reward_model(self) -> ScalarModel:
-        """The learned (proxy) reward model: trained with the recipe's ``reward_model`` settings on the
-        shared training pairs the first time, then loaded from the cache."""
+    def reward_model_folder(self) -> Path:
+        """The cached reward model's folder: trained with the recipe's ``reward_model`` settings on the shared
+        training pairs the first time (and evaluated on the held-out pairs), then reused."""
         key = self.reward_model_key()
         self.artifact_keys["reward_model"] = key
 
@@ -209,14 +241,32 @@ class Workspace:
         folder = self.cache_entry("reward_models", key).ensure(build)
         evaluation = folder / "alignkit_eval.json"
         self.reward_model_summary = json.loads(evaluation.read_text()) if evaluation.is_file() else None
+        return folder
+
+    @cached_property
+    def reward_model(self) -> ScalarModel:
+        """The learned (proxy) reward model: trained with the recipe's ``reward_model`` settings on the
+        shared training pairs the first time, then loaded from the cache."""
         return ScalarModel.from_backbone(self.recipe.model, cache_dir=self.cache_dir, device=self.device,
-                                         path=str(folder))
+                                         path=str(self.reward_model_folder))
+
+    @cached_property
+    def reward_model_4bit(self) -> ScalarModel:
+        """The same reward model with NF4 4-bit backbone weights (bitsandbytes): a frozen scorer in about a
+        quarter of the memory, for memory-lean PPO."""
+        quantized = dataclasses.replace(self.recipe.model, load_in_4bit=True, load_in_8bit=False, lora=None)
+        return ScalarModel.from_backbone(quantized, cache_dir=self.cache_dir, device=self.device,
+                                         path=str(self.reward_model_folder))
 
     @cached_property
     def proxy_reward(self):
         """``(prompts, completions, ended) -> scores``: the reward model scoring text exactly as it was
         trained on it, for PPO, Best-of-N and the evaluator's proxy column."""
-        scorer = Scorer(self.reward_model, self.recipe.model)
+        return self.scorer(self.reward_model)
+
+    def scorer(self, scalar: ScalarModel):
+        """``(prompts, completions, ended) -> scores`` of a reward model, tokenized as its training pairs were."""
+        scorer = Scorer(scalar, self.recipe.model)
 
         def score(prompts: list[str], completions: list[str], ended: list[bool] | bool = False) -> np.ndarray:
             return scorer(list(prompts), list(completions), ended).double().numpy()

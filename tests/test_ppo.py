@@ -134,3 +134,38 @@ def test_shared_value_rejects_reward_model_init(tiny_overrides):
 
     with pytest.raises(ConfigError, match="ppo.value_init: value_model: shared puts a fresh value head"):
         load_recipe(RECIPE, tiny_overrides + ["ppo.value_model=shared"])
+
+
+def test_ppo_can_score_with_a_4bit_reward_model(tmp_path, tiny_overrides, imdb_model_dir):
+    """Memory-lean PPO: the frozen reward model loads with NF4 4-bit backbone weights, scores like the full
+    one up to quantisation, takes less memory, and PPO trains against it."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from alignkit.methods.ppo import PPOTrainer
+
+    wide = tmp_path / "wide"  # bitsandbytes' CPU 4-bit kernels quantise blocks of 64 input features
+    tokenizer = AutoTokenizer.from_pretrained(imdb_model_dir)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=128, n_layer=1, n_head=2, n_positions=64,
+                               resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)).save_pretrained(wide)
+    tokenizer.save_pretrained(wide)
+    ws, cfg = workspace(tmp_path, tiny_overrides + SMALL + [
+        f"model.name_or_path={wide}", "ppo.reward_model_4bit=true", "ppo.steps=2", "reward_model.max_steps=4"])
+    assert cfg.reward_model_4bit
+    trainer = PPOTrainer(ws, cfg)
+    quantized, full = ws.reward_model_4bit, ws.reward_model
+    assert getattr(quantized.model, "is_loaded_in_4bit", False) and not getattr(full.model, "is_loaded_in_4bit", False)
+    assert quantized.model.get_memory_footprint() < 0.8 * full.model.get_memory_footprint()
+    prompts, completions = ["This movie was", "I think"] * 4, [" great fun", " it is bad", " fine", " awful"] * 2
+    approx, exact = trainer.proxy(prompts, completions), ws.proxy_reward(prompts, completions)
+    assert np.abs(approx - exact).max() < 0.1 * max(1.0, np.abs(exact).max())
+    assert not np.array_equal(approx, exact)  # really the quantised weights scoring
+    trainer.train()
+    assert math.isfinite(trainer.ws.budget.steps) and trainer.ws.budget.steps > 0
+
+
+def test_4bit_reward_model_needs_the_value_model_not_to_copy_it(tiny_overrides):
+    from alignkit.config import ConfigError
+
+    with pytest.raises(ConfigError, match="ppo.reward_model_4bit: the value model would still copy"):
+        load_recipe(RECIPE, tiny_overrides + ["ppo.reward_model_4bit=true"])

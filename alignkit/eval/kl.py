@@ -70,19 +70,22 @@ def sequence_kl(policy, reference, rollout, temperature: float = 1.0, top_p: flo
     sampled row. Its mean over samples drawn at the same (T, top_p) is an unbiased estimate of the sequence
     KL (chain rule), and it is never negative. Rows are scored in chunks of 64 to bound memory."""
     _check_settings(temperature, top_p)
+    from alignkit.runtime import current
+
     batch = rollout.batch
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(batch), CHUNK_ROWS):
-            part = batch.select(slice(start, start + CHUNK_ROWS))
-            _, logits = policy.token_logprobs(part, return_logits=True)
-            _, ref_logits = reference.token_logprobs(part, return_logits=True)
-            mask = part.target_mask.to(logits.device) > 0  # [b, T-1]
-            rows = torch.nonzero(mask, as_tuple=True)[0]
-            # only completion positions: prompt and padding positions never enter the sum
-            kl = sampled_distribution_kl(logits[mask], ref_logits[mask], temperature, top_p).double()
-            seq = torch.zeros(mask.shape[0], dtype=torch.float64, device=kl.device).index_add_(0, rows, kl)
-            out.append(seq.cpu())
+
+    @torch.no_grad()
+    def chunk_kl(_, start: int) -> torch.Tensor:
+        part = batch.select(slice(start, start + CHUNK_ROWS))
+        _, logits = policy.token_logprobs(part, return_logits=True)
+        _, ref_logits = reference.token_logprobs(part, return_logits=True)
+        mask = part.target_mask.to(logits.device) > 0  # [b, T-1]
+        rows = torch.nonzero(mask, as_tuple=True)[0]
+        # only completion positions: prompt and padding positions never enter the sum
+        kl = sampled_distribution_kl(logits[mask], ref_logits[mask], temperature, top_p).double()
+        return torch.zeros(mask.shape[0], dtype=torch.float64, device=kl.device).index_add_(0, rows, kl).cpu()
+
+    out = current().map_chunks(chunk_kl, range(0, len(batch), CHUNK_ROWS))  # chunks shared out between processes
     if not out:
         return np.zeros(0, dtype=np.float64)
     return torch.cat(out).numpy()

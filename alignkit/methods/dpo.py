@@ -63,14 +63,16 @@ def pair_batch(policy, data, index: list[int], append_eos: bool):
 
 @torch.no_grad()
 def reference_logprobs(reference, data, append_eos: bool, batch_size: int = 64):
-    """Summed reference log-probs of every pair's chosen and rejected completion [N], [N]."""
-    chosen, rejected = [], []
-    for start in range(0, len(data), batch_size):
+    """Summed reference log-probs of every pair's chosen and rejected completion [N], [N] (chunks shared
+    out between processes under data parallelism)."""
+    from alignkit.runtime import current
+
+    def score(_, start: int):
         index = list(range(start, min(start + batch_size, len(data))))
-        c, r = reference.sequence_logprobs(pair_batch(reference.policy, data, index, append_eos)).cpu().chunk(2)
-        chosen.append(c)
-        rejected.append(r)
-    return torch.cat(chosen), torch.cat(rejected)
+        return reference.sequence_logprobs(pair_batch(reference.policy, data, index, append_eos)).cpu().chunk(2)
+
+    parts = current().map_chunks(score, range(0, len(data), batch_size))
+    return torch.cat([c for c, _ in parts]), torch.cat([r for _, r in parts])
 
 
 def uses_reference(cfg: DPOConfig) -> bool:

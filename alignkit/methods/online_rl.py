@@ -217,16 +217,22 @@ def bridge_callback(ws, stage: str, policy: Policy, completions_per_step: int):
 
 
 def trl_arguments(ws, cfg: OnlineRLConfig, output_dir: str) -> dict:
-    """trl config values for this recipe: every optimiser step trains on one whole generation batch (no
-    gradient accumulation); sampling with alignkit's settings (temperature only, no top-k/top-p); full
-    precision, no gradient checkpointing, no vLLM, no checkpoints, no reporting; metrics every step."""
+    """trl config values for this recipe: every optimiser step trains on one whole generation batch, shared
+    out between the processes (no gradient accumulation); sampling with alignkit's settings (temperature
+    only, no top-k/top-p); the run's precision; no gradient checkpointing, no vLLM, no checkpoints, no
+    reporting; metrics every step."""
+    world = ws.runtime.world
+    if cfg.completions_per_step % world:
+        raise AlignkitError(f"prompts_per_step x num_generations = {cfg.completions_per_step} completions cannot "
+                            f"be shared out evenly between {world} processes")
     return dict(
         output_dir=output_dir, max_steps=cfg.steps, seed=ws.train_seed,
-        per_device_train_batch_size=cfg.completions_per_step, gradient_accumulation_steps=1,
+        per_device_train_batch_size=cfg.completions_per_step // world, gradient_accumulation_steps=1,
         num_generations=cfg.num_generations, num_iterations=cfg.num_iterations,
         max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature, top_p=1.0, top_k=0,
         beta=cfg.kl_coef, epsilon=cfg.clip_range, learning_rate=cfg.lr, max_grad_norm=cfg.max_grad_norm,
-        use_cpu=ws.device.type == "cpu", bf16=False, fp16=False, activation_checkpointing=False,
+        use_cpu=ws.device.type == "cpu", bf16=ws.runtime.precision == "bf16",
+        fp16=ws.runtime.precision == "fp16", activation_checkpointing=False,
         disable_dropout=True, use_vllm=False, report_to="none", save_strategy="no", logging_strategy="steps",
         logging_steps=1, disable_tqdm=True, log_completions=False, dataloader_num_workers=0,
         **cfg.method_settings())

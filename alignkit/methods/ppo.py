@@ -20,7 +20,8 @@ from alignkit.config import option
 from alignkit.models.finetune import completion_nll
 from alignkit.registry import register_method
 from alignkit.rl import ops
-from alignkit.training import TrainingConfig, make_optimizer, step_is_finite
+from alignkit.runtime import current
+from alignkit.training import TrainingConfig, accumulate, make_optimizer, step_is_finite
 from tqdm.auto import tqdm
 
 
@@ -41,7 +42,9 @@ class PPOConfig:
     gamma: float = option(1.0, "GAE discount", ge=0, le=1)
     lam: float = option(0.95, "GAE lambda", ge=0, le=1)
     ppo_epochs: int = option(4, "optimisation passes over each rollout batch", ge=1)
-    minibatch_size: int = option(16, "sequences per PPO minibatch", ge=1)
+    minibatch_size: int = option(16, "sequences per PPO minibatch (over all processes together)", ge=1)
+    gradient_accumulation_steps: int = option(1, "split each process's share of a minibatch into this many "
+                                                 "micro-batches: the same step in less memory", ge=1)
     clip_range: float = option(0.2, "policy ratio clip epsilon", gt=0)
     clip_range_value: float = option(0.2, "value clip epsilon", gt=0)
     vf_coef: float = option(0.5, "value-loss weight", ge=0)
@@ -55,6 +58,8 @@ class PPOConfig:
                                           "head on the policy's own trunk (memory-lean: no second model, and "
                                           "with LoRA policy, reference and value share one base)",
                               choices=("separate", "shared"))
+    reward_model_4bit: bool = option(False, "score rollouts with the reward model's backbone in NF4 4-bit "
+                                            "(bitsandbytes): the frozen scorer in about a quarter of the memory")
     ptx_coef: float = option(0.0, "PPO-ptx: weight gamma of the pretraining log-likelihood term", ge=0)
     ptx_batch_size: int = option(16, "pretraining (demonstration) sequences per minibatch for PPO-ptx", ge=1)
     checkpoint_every: int = option(10, "save a resumable checkpoint every N PPO iterations (0: off)", ge=0)
@@ -64,10 +69,17 @@ class PPOConfig:
     def check(self):
         if self.minibatch_size > self.rollout_size:
             yield "minibatch_size", f"must be <= rollout_size ({self.rollout_size})"
+        if self.gradient_accumulation_steps > self.minibatch_size:
+            yield "gradient_accumulation_steps", f"must be <= minibatch_size ({self.minibatch_size})"
         if self.value_model == "shared" and self.value_init == "reward_model":
             yield "value_init", "value_model: shared puts a fresh value head on the policy; use value_init: policy"
         elif self.value_init == "reward_model" and self.reward == "gold":
             yield "value_init", "reward: gold trains no reward model; use value_init: policy"
+        if self.reward_model_4bit and self.reward == "gold":
+            yield "reward_model_4bit", "reward: gold uses no reward model"
+        elif self.reward_model_4bit and self.value_init == "reward_model":
+            yield "reward_model_4bit", ("the value model would still copy the full-precision reward model; "
+                                        "use value_init: policy (or value_model: shared)")
 
 
 def _value_model(ws, cfg: PPOConfig, policy=None):
@@ -88,13 +100,14 @@ class PPOTrainer:
     """Holds the policy, reference, value model and reward of one PPO run; :meth:`train` runs it."""
 
     def __init__(self, ws, cfg: PPOConfig):
-        self.ws, self.cfg = ws, cfg
+        self.ws, self.cfg, self.runtime = ws, cfg, current()
         self.policy = ws.load_policy()
         self.reference = ws.reference_for(self.policy)
         self.value = _value_model(ws, cfg, self.policy)
         self.value.model.train()
         # the reward model scores text exactly as it was trained on it (EOS where the sampler stopped)
-        self.proxy = ws.proxy_reward if cfg.reward == "reward_model" else None
+        self.proxy = None if cfg.reward == "gold" else (
+            ws.scorer(ws.reward_model_4bit) if cfg.reward_model_4bit else ws.proxy_reward)
         self.prompts = ws.prompts("train", cfg.prompt_pool)
         self.kl_ctl = ops.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
         total = cfg.steps * cfg.ppo_epochs * -(-cfg.rollout_size // cfg.minibatch_size)
@@ -120,7 +133,7 @@ class PPOTrainer:
         start, extra = self.checkpointer.restore(self.state) if self.checkpointer else (0, {})
         self.kl_ctl.value = extra.get("kl_coef", self.kl_ctl.value)
         for step in tqdm(range(start + 1, self.cfg.steps + 1), desc="ppo", unit="iter", dynamic_ncols=True,
-                         leave=False, initial=start, total=self.cfg.steps):
+                         leave=False, initial=start, total=self.cfg.steps, disable=not self.runtime.is_main):
             self.iteration = step
             rollout, stats = self.rollout()
             stats.update(self.optimise(rollout))
@@ -141,8 +154,9 @@ class PPOTrainer:
         """Sample, score, and compute everything PPO needs from the behaviour policy (no gradients)."""
         cfg, policy = self.cfg, self.policy
         prompts = self.rng.sample(self.prompts, min(cfg.rollout_size, len(self.prompts)))
+        # one generate call per process: its share of the rollout
         sampled = policy.sample(prompts, max_new_tokens=cfg.max_new_tokens, temperature=1.0,
-                                batch_size=len(prompts), budget=self.ws.budget)
+                                batch_size=-(-len(prompts) // self.runtime.world), budget=self.ws.budget)
         batch = sampled.batch.to(policy.device)
         mask = batch.target_mask
         logps, logits = policy.token_logprobs(batch, return_logits=True)
@@ -178,6 +192,36 @@ class PPOTrainer:
         return {k: sum(v) / len(v) for k, v in totals.items()}
 
     def minibatch_step(self, data: dict, index: torch.Tensor) -> dict:
+        """One optimiser step of policy and value model on minibatch ``index`` (shared out between processes
+        and split into micro-batches like every other trainer's batch), plus the PPO-ptx term."""
+        cfg, runtime, budget = self.cfg, self.runtime, self.ws.budget
+        loss, stats = accumulate(lambda part: self.minibatch_loss(data, torch.tensor(part)), index.tolist(),
+                                 cfg.gradient_accumulation_steps, runtime, budget)
+        if cfg.ptx_coef > 0:
+            texts = self.rng.sample(self.ptx_texts, min(cfg.ptx_batch_size, len(self.ptx_texts)))
+            ptx, _ = accumulate(lambda part: (cfg.ptx_coef * self.ptx_loss(part), {}), texts,
+                                cfg.gradient_accumulation_steps, runtime, budget)
+            loss = loss + ptx
+            stats["loss/ptx"] = float(ptx) / cfg.ptx_coef
+        pairs = ((self.policy_params, self.opt), (self.value_params, self.value_opt))
+        norms = runtime.finish_gradients([params for params, _ in pairs], [opt for _, opt in pairs],
+                                         cfg.max_grad_norm)
+        finite = not runtime.overflowed(norms) and step_is_finite(
+            loss, norms, skip=cfg.skip_nonfinite, stage="ppo", step=self.iteration, checkpointer=self.checkpointer,
+            budget=budget)
+        if finite:
+            runtime.step([opt for _, opt in pairs])
+        for _, opt in pairs:
+            opt.zero_grad(set_to_none=True)
+        if not finite:
+            return {}
+        self.sched.step()
+        self.value_sched.step()
+        budget.steps += 1
+        return stats
+
+    def minibatch_loss(self, data: dict, index: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Clipped policy loss plus weighted clipped value loss on rows ``index`` of the rollout."""
         cfg = self.cfg
         batch, mask = data["batch"].select(index), data["mask"][index]
         self.ws.budget.add_batch(batch)
@@ -187,31 +231,11 @@ class PPOTrainer:
         values = self.value.token_values(batch)[:, :-1]
         vf_loss, vf_stats = ops.clipped_value_loss(values, data["values"][index], data["returns"][index], mask,
                                                    cfg.clip_range_value)
-        loss = pg_loss + cfg.vf_coef * vf_loss
         stats = {"loss/policy": pg_loss.detach(), "loss/value": vf_loss.detach(), **pg_stats, **vf_stats}
-        if cfg.ptx_coef > 0:
-            ptx = self.ptx_loss()
-            loss = loss + cfg.ptx_coef * ptx
-            stats["loss/ptx"] = ptx.detach()
-        loss.backward()
-        pairs = ((self.policy_params, self.opt), (self.value_params, self.value_opt))
-        norms = [torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")) for params, _ in pairs]
-        finite = step_is_finite(loss, norms, skip=cfg.skip_nonfinite, stage="ppo", step=self.iteration,
-                                checkpointer=self.checkpointer, budget=self.ws.budget)
-        for _, opt in pairs:
-            if finite:
-                opt.step()
-            opt.zero_grad(set_to_none=True)
-        if not finite:
-            return {}
-        self.sched.step()
-        self.value_sched.step()
-        self.ws.budget.steps += 1
-        return stats
+        return pg_loss + cfg.vf_coef * vf_loss, stats
 
-    def ptx_loss(self) -> torch.Tensor:
+    def ptx_loss(self, texts: list[str]) -> torch.Tensor:
         """PPO-ptx: negative log-likelihood of demonstration text, keeping the policy close to the data."""
-        texts = self.rng.sample(self.ptx_texts, min(self.cfg.ptx_batch_size, len(self.ptx_texts)))
         batch = self.policy.encode([""] * len(texts), texts)
         self.ws.budget.add_batch(batch)
         return completion_nll(self.policy.model, batch)
@@ -220,7 +244,9 @@ class PPOTrainer:
 def reward_needs(cfg) -> tuple[str, ...]:
     """Shared artifacts an RL method (PPO, GRPO, RLOO) builds and times before training: the reward model
     and the pairs it learns from, unless it optimises the gold reward (``cfg.reward``)."""
-    return ("train_pairs", "reward_model") if cfg.reward == "reward_model" else ()
+    if cfg.reward == "gold":
+        return ()
+    return ("train_pairs", "reward_model_4bit" if getattr(cfg, "reward_model_4bit", False) else "reward_model")
 
 
 @register_method("ppo", config=PPOConfig, needs=reward_needs)

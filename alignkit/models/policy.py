@@ -362,19 +362,30 @@ class Policy:
         """Sample one completion per prompt; temperature 0 is greedy. No top-k: with temperature 1 and
         top_p 1 the samples come from exactly the distribution that :meth:`token_logprobs` scores.
         ``budget`` (a :class:`~alignkit.training.Budget`) counts what was sampled."""
+        from alignkit.runtime import current
+
+        runtime = current()
         was_training = self.model.training
         self.model.eval()
-        parts, completions, ended = [], [], []
-        starts = range(0, len(prompts), batch_size)
-        if progress and len(starts) > 1:
-            starts = tqdm(starts, desc=progress, unit="batch", dynamic_ncols=True, leave=False)
-        for start in starts:
-            chunk = prompts[start:start + batch_size]
-            batch, texts, stopped = self._sample_chunk(chunk, max_new_tokens, temperature, top_p)
-            parts.append(batch)
-            completions.extend(texts)
-            ended.extend(stopped)
+        chunks = [prompts[start:start + batch_size] for start in range(0, len(prompts), batch_size)]
+        # one seed per chunk, drawn from the caller's RNG: the same samples whichever process draws a chunk
+        seeds = torch.randint(0, 2 ** 62, (len(chunks),)).tolist()
+        bar = tqdm(total=len(chunks), desc=progress, unit="batch", dynamic_ncols=True, leave=False,
+                   disable=not (progress and len(chunks) > 1 and runtime.is_main))
+
+        def draw(i: int, chunk: list[str]):
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(seeds[i])
+                out = self._sample_chunk(chunk, max_new_tokens, temperature, top_p)
+            bar.update(runtime.world)
+            return out
+
+        drawn = runtime.map_chunks(draw, chunks)  # shared out between processes, gathered in order
+        bar.close()
         self.model.train(was_training)
+        parts = [batch for batch, _, _ in drawn]
+        completions = [text for _, texts, _ in drawn for text in texts]
+        ended = [stop for _, _, stops in drawn for stop in stops]
         rollout = Rollout(list(prompts), completions, concat_batches(parts, self.tokenizer.pad_token_id), ended)
         if budget is not None:
             budget.add_rollout(rollout)

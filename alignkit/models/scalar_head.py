@@ -46,7 +46,9 @@ class ScalarModel:
         disable_dropout(model)
         meta_path = Path(path) / META_FILE
         bias = json.loads(meta_path.read_text())["bias"] if meta_path.is_file() else 0.0
-        return cls(model.to(device).eval(), tokenizer, device, bias)
+        if not (cfg.load_in_4bit or cfg.load_in_8bit):  # bitsandbytes places quantized weights itself
+            model.to(device)
+        return cls(model.eval(), tokenizer, device, bias)
 
     def copy(self) -> "ScalarModel":
         return ScalarModel(copy.deepcopy(self.model), self.tokenizer, self.device, self.bias)

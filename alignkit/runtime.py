@@ -1,0 +1,185 @@
+"""The process's one ``accelerate.Accelerator``: its device, mixed precision, and data parallelism.
+
+A run starts it once (:func:`start`); trainers, sampling and caches reach it through :func:`current`.
+Under ``accelerate launch`` every process runs the same program on the same data: each takes its share of
+every training batch (gradients are summed across processes before clipping, so a step is the step one
+process would take on the whole batch), each samples its share of every sampling chunk (gathered, so every
+process holds the same samples), and only the main process writes the run directory and the caches.
+
+Data parallelism here is gradient averaging by one all-reduce per optimiser step, not DDP/FSDP/DeepSpeed
+wrapping; accelerate configs that shard the model itself are refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from typing import Callable, Sequence, TypeVar
+
+import torch
+
+from alignkit.errors import AlignkitError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # ours -> accelerate's mixed_precision
+
+
+class Runtime:
+    """Device, precision and the process group of this process, with the few collectives alignkit needs."""
+
+    def __init__(self, device: str = "auto", precision: str = "fp32"):
+        from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
+        from accelerate.utils import DistributedType
+
+        mixed = PRECISIONS[precision]
+        state = AcceleratorState._shared_state
+        if state and state.get("_mixed_precision", mixed) != mixed:
+            AcceleratorState._reset_state()  # a second run in one process (tests) with another precision
+        self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed)
+        self.precision, self.requested = precision, device
+        kind = self.accelerator.distributed_type
+        if kind not in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
+            raise AlignkitError(f"accelerate config: distributed type {kind.value} is not supported; alignkit trains "
+                                f"data-parallel (accelerate launch --multi_gpu --num_processes N), not model-sharded")
+        self.world = self.accelerator.num_processes
+        self.rank = self.accelerator.process_index
+        self.is_main = self.accelerator.is_main_process
+        if self.world > 1 and device not in ("auto", "cpu"):
+            raise AlignkitError(f"device: {device!r} names one device, but accelerate launched {self.world} "
+                                f"processes; use device: auto (each process takes its own) or cpu")
+        if device in ("auto", "cpu") or self.world > 1:
+            self.device = self.accelerator.device
+        else:
+            from alignkit.models.policy import resolve_device
+
+            self.device = resolve_device(device)
+        # fp16 needs loss scaling; our own scaler, so it also works (and is testable) on CPU
+        self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
+
+    def __repr__(self) -> str:
+        return f"Runtime(device={self.device}, precision={self.precision}, process {self.rank + 1}/{self.world})"
+
+    def describe(self) -> dict:
+        """What the manifest records about how this run computed."""
+        return {"device": str(self.device), "precision": self.precision, "processes": self.world,
+                "distributed_type": self.accelerator.distributed_type.value}
+
+    # ---------------------------------------------------------------------------------------------
+    # training: mixed precision and gradients
+
+    def autocast(self):
+        """Forward passes of training run under this: torch autocast at bf16/fp16, nothing at fp32. (Not
+        accelerate's: on CPU it quietly autocasts fp16 to bf16.)"""
+        if self.precision == "fp32":
+            return nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def finish_gradients(self, groups: Sequence[Sequence[torch.nn.Parameter]], optimizers: Sequence,
+                         max_norm: float) -> list[torch.Tensor]:
+        """After the last backward of a step: sum gradients across processes, undo fp16 loss scaling, clip
+        each parameter group to ``max_norm`` (0: no clipping). Returns each group's norm before clipping."""
+        if self.world > 1:
+            self.all_reduce_gradients([p for group in groups for p in group])
+        if self.scaler:
+            for optimizer in optimizers:
+                self.scaler.unscale_(optimizer)
+        return [torch.nn.utils.clip_grad_norm_(group, max_norm or math.inf) for group in groups]
+
+    def overflowed(self, norms: Sequence[torch.Tensor]) -> bool:
+        """fp16 only: a non-finite gradient means the loss scale was too high. The scaler lowers it and the
+        step is skipped, as loss scaling intends; it is not a numerical fault of the run."""
+        if self.scaler is None or all(math.isfinite(float(n)) for n in norms):
+            return False
+        self.scaler.update()
+        return True
+
+    def step(self, optimizers: Sequence) -> None:
+        """Apply the optimisers (through the fp16 scaler when there is one)."""
+        for optimizer in optimizers:
+            self.scaler.step(optimizer) if self.scaler else optimizer.step()
+        if self.scaler:
+            self.scaler.update()
+
+    def all_reduce_gradients(self, params: Sequence[torch.nn.Parameter]) -> None:
+        """Sum every parameter's gradient over the processes in one flat all-reduce (a parameter a process
+        did not use counts as zero there)."""
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        torch.distributed.all_reduce(flat)
+        offset = 0
+        for p in params:
+            p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
+            offset += p.numel()
+
+    # ---------------------------------------------------------------------------------------------
+    # sharing work between processes
+
+    def shard(self, items: Sequence[T]) -> list[T]:
+        """This process's share of a global batch (every ``world``-th item from its rank)."""
+        return list(items[self.rank::self.world])
+
+    def sum(self, values: dict[str, float]) -> dict[str, float]:
+        """Sum a metric dict over the processes (processes may hold different keys: a missing key is 0)."""
+        if self.world == 1:
+            return dict(values)
+        keys = sorted({k for part in self.gather_object(sorted(values)) for k in part})
+        totals = torch.tensor([float(values.get(k, 0.0)) for k in keys], dtype=torch.float64,
+                              device=self.device)
+        torch.distributed.all_reduce(totals)
+        return dict(zip(keys, totals.tolist()))
+
+    def gather_object(self, obj: T) -> list[T]:
+        """``obj`` of every process, in rank order, on every process."""
+        if self.world == 1:
+            return [obj]
+        out: list = [None] * self.world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def broadcast(self, obj: T) -> T:
+        """The main process's ``obj``, on every process."""
+        if self.world == 1:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def map_chunks(self, fn: Callable[[int, T], R], chunks: Sequence[T]) -> list[R]:
+        """``[fn(i, chunk) for i, chunk in enumerate(chunks)]`` with chunk ``i`` computed by process
+        ``i % world``; every process gets the whole list. ``fn`` must not depend on which process runs it."""
+        if self.world == 1:
+            return [fn(i, chunk) for i, chunk in enumerate(chunks)]
+        mine = {i: fn(i, chunks[i]) for i in range(self.rank, len(chunks), self.world)}
+        merged: dict[int, R] = {}
+        for part in self.gather_object(mine):
+            merged.update(part)
+        return [merged[i] for i in range(len(chunks))]
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            self.accelerator.wait_for_everyone()
+
+
+_current: Runtime | None = None
+
+
+def start(device: str = "auto", precision: str = "fp32") -> Runtime:
+    """The runtime of a run in this process (made once; again only when a later run asks for other settings)."""
+    global _current
+    if _current is None or (_current.precision, _current.requested) != (precision, device):
+        _current = Runtime(device, precision)
+    return _current
+
+
+def current() -> Runtime:
+    """This process's runtime; a single-process default one when no run has started (library use, tests)."""
+    return _current if _current is not None else start()
