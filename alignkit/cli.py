@@ -117,8 +117,9 @@ def compare(entries, sweeps, seeds, temperatures, out, overrides, plugins, threa
                  *([f"--out {out}"] if out else []), *(f"--set {o}" for o in overrides),
                  *(f"--plugins {p}" for p in plugins)]
     run_comparison(plan)
-    click.echo(screen_table(plan.out))
-    click.echo(f"comparison: {plan.out / 'report.md'}", err=True)
+    if launched_rank() == 0:
+        click.echo(screen_table(plan.out))
+        click.echo(f"comparison: {plan.out / 'report.md'}", err=True)
 
 
 @main.command("eval")

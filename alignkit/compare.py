@@ -26,6 +26,7 @@ from alignkit.errors import AlignkitError
 from alignkit.recipe import BUNDLED, Recipe, bundled_recipe, recipe_from_data, resolve_recipe_path
 from alignkit.registry import METHODS, load_plugins
 from alignkit.runlog import claim_comparison_dir
+from alignkit.runtime import current
 
 # sections every entry must share; reward_model only among the entries that use a reward model
 SHARED = ("seed", "model", "task", "gold_reward", "gold_reward_options", "preferences", "eval")
@@ -294,14 +295,24 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> di
     from alignkit.eval.report import build_report
     from alignkit.pipeline import adopt_recipe, reevaluate, run_recipe, run_state
 
-    claim_comparison_dir(plan.out)
+    runtime = current()  # under accelerate launch: the main process decides and writes, all of them compute
     runs_dir = plan.out / "runs"
-    states = [run_state(runs_dir / e.label, e.recipe, cache_dir) for e in plan.entries]
+    states = None
+    if runtime.is_main:
+        try:
+            claim_comparison_dir(plan.out)
+            states = [run_state(runs_dir / e.label, e.recipe, cache_dir) for e in plan.entries]
+        except AlignkitError as exc:
+            states = exc
+    states = runtime.broadcast(states)
+    if isinstance(states, AlignkitError):
+        raise states
     total = len(plan.entries)
-    tqdm.write(f"[alignkit] compare: {total} run(s): {states.count('train')} to train, "
-               f"{states.count('resume')} to resume, {states.count('evaluate')} to re-evaluate, "
-               f"{states.count('current')} reused", file=sys.stderr)
-    bar = tqdm(total=total, desc="compare", unit="run", dynamic_ncols=True, position=0)
+    if runtime.is_main:
+        tqdm.write(f"[alignkit] compare: {total} run(s): {states.count('train')} to train, "
+                   f"{states.count('resume')} to resume, {states.count('evaluate')} to re-evaluate, "
+                   f"{states.count('current')} reused", file=sys.stderr)
+    bar = tqdm(total=total, desc="compare", unit="run", dynamic_ncols=True, position=0, disable=not runtime.is_main)
     for number, (entry, state) in enumerate(zip(plan.entries, states), start=1):
         bar.set_description(f"compare [{number}/{total}] {entry.label} ({state})")
         info = {"label": entry.label, "group": entry.group, "sweep": entry.sweep, "seed_index": entry.seed_index}
@@ -314,6 +325,9 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> di
             adopt_recipe(run_dir, entry.recipe)
         bar.update(1)
     bar.close()
+    runtime.barrier()
+    if not runtime.is_main:
+        return {}
     return build_report([runs_dir / e.label for e in plan.entries], plan.out, name=plan.name, argv=plan.argv,
                         states=dict(zip((e.label for e in plan.entries), states)))
 

@@ -332,7 +332,7 @@ def adopt_recipe(run_dir: Path, recipe: Recipe) -> None:
     and stage keys), and settings only other stages read (e.g. the pairs, for SFT) now match its peers'."""
     path = Path(run_dir) / "manifest.json"
     manifest = json.loads(path.read_text())
-    if manifest["recipe"] != to_dict(recipe):
+    if manifest["recipe"] != to_dict(recipe) and current().is_main:
         manifest["recipe"] = to_dict(recipe)
         write_json(path, manifest)
 
@@ -365,6 +365,8 @@ def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None) -> 
     summary, samples = evaluate_artifact(ws, load_trained(ws, run_dir), close_trajectory=False)
     for key in ("budget", "training_data"):
         summary[key] = old.get(key, summary.get(key))
+    if not ws.runtime.is_main:  # every process evaluated its share; the main one writes
+        return summary
     write_outputs(run_dir, summary, samples)
     manifest.update(recipe=to_dict(recipe), artifact_keys={**manifest.get("artifact_keys", {}), **ws.artifact_keys},
                     cost={**manifest.get("cost", {}), "eval_wall_s": round(time.perf_counter() - start, 2)})

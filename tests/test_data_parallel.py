@@ -104,6 +104,21 @@ def test_ppo_trains_in_two_processes_and_only_the_main_one_writes(tmp_path, tiny
     assert not list(tmp_path.glob("alignkit-*rank*"))
 
 
+@needs_launcher
+def test_compare_in_two_processes_writes_one_report(tmp_path, tiny_overrides):
+    sets = [*tiny_overrides, "device=cpu", "sft.max_steps=3", "sft.batch_size=4", "eval.diversity=false",
+            "eval.temperatures=[]"]
+    env = {**os.environ, "ALIGNKIT_CACHE": str(tmp_path / "cache"), "ALIGNKIT_THREADS": "1"}
+    out = subprocess.run([*LAUNCH_TWO, "-m", "alignkit", "compare", "sft", "--out", str(tmp_path / "cmp"),
+                          *(a for item in sets for a in ("--set", item))],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("entry ") == 1 and "sft" in out.stdout  # one table, from the main process
+    assert (tmp_path / "cmp" / "report.md").is_file()
+    summary = json.loads((tmp_path / "cmp" / "runs" / "sft" / "eval" / "summary.json").read_text())
+    assert summary["budget"]["steps"] == 3 and summary["budget"]["train_sequences"] == 12
+
+
 def test_micro_batches_cover_the_batch_in_order():
     assert micro_batches(list(range(7)), 3) == [[0, 1, 2], [3, 4], [5, 6]]
     assert micro_batches([1, 2], 4) == [[1], [2]]
