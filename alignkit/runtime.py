@@ -13,7 +13,7 @@ wrapping; accelerate configs that shard the model itself are refused with a clea
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Sequence, TypeVar
 
 import torch
@@ -77,6 +77,17 @@ class Runtime:
             return nullcontext()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    @contextmanager
+    def full_precision(self):
+        """Train in fp32 whatever the run's precision: for shared artifacts cached without it in their key
+        (the builtin model), which must come out the same for every run."""
+        saved = self.precision, self.scaler
+        self.precision, self.scaler = "fp32", None
+        try:
+            yield
+        finally:
+            self.precision, self.scaler = saved
 
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler else loss).backward()

@@ -61,6 +61,7 @@ def build_tiny_gpt2(texts: list[str], recipe: TinyLMRecipe, folder: Path, log: M
 
     from alignkit.models.finetune import finetune_on_completions
     from alignkit.models.policy import Policy
+    from alignkit.runtime import current
 
     torch.manual_seed(recipe.seed)
     tokenizer = train_tokenizer(texts[: recipe.tokenizer_texts], recipe.vocab_size)
@@ -72,8 +73,9 @@ def build_tiny_gpt2(texts: list[str], recipe: TinyLMRecipe, folder: Path, log: M
     openings = [t[: recipe.window_tokens * 8] for t in texts[: recipe.train_texts]]
     cfg = TrainingConfig(lr=recipe.lr, batch_size=recipe.batch_size, max_steps=recipe.steps,
                          warmup_steps=min(50, recipe.steps // 10), log_every=25)
-    finetune_on_completions(policy, [""] * len(openings), openings, cfg, log=log, stage="builtin/tiny-gpt2-imdb",
-                            seed=recipe.seed)
+    with current().full_precision():  # on CPU in fp32: the same cached model for every run and machine
+        finetune_on_completions(policy, [""] * len(openings), openings, cfg, log=log,
+                                stage="builtin/tiny-gpt2-imdb", seed=recipe.seed)
     policy.model.generation_config.pad_token_id = tokenizer.pad_token_id
     policy.save(folder)
     write_json(folder / "alignkit_builtin.json", asdict(recipe))
