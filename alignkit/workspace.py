@@ -151,8 +151,9 @@ class Workspace:
 
     def reward_model_key(self) -> str:
         precision = () if self.recipe.precision == "fp32" else (self.recipe.precision,)  # fp32 keys stay as they were
+        lora = ("lora-adapter",) if self.recipe.model.lora else ()  # under LoRA it trains an adapter since rm-2
         return fingerprint(self.split_key(), self.recipe.method_config("reward_model"), self.recipe.model,
-                           self.recipe.preferences.append_eos, "rm-2", *precision)
+                           self.recipe.preferences.append_eos, "rm-2", *precision, *lora)
 
     def reference_logps_key(self) -> str:
         return fingerprint(self.split_key(), self.recipe.model, self.recipe.preferences.append_eos, "ref-logps-1")

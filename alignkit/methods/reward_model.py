@@ -1,6 +1,9 @@
 """The learned reward model (InstructGPT's RM): a scalar head on the SFT backbone trained with the
 Bradley-Terry loss on preference pairs, then shifted so that rewards have mean 0 on the training prompts.
 
+With ``model.lora`` the reward model trains a LoRA adapter and the head on the (optionally 4-bit) backbone
+and saves as that adapter (:meth:`~alignkit.models.scalar_head.ScalarModel.from_backbone`).
+
 Batches are made of whole prompt groups, so all K-choose-2 pairs of a prompt share one optimiser step and
 the loss averages them per prompt; each distinct completion goes through the model once per step however
 many pairs it appears in. Accuracy is measured on held-out prompt groups against the gold labels.

@@ -209,7 +209,23 @@ def load_pretrained(auto_cls, cfg: ModelConfig, path: str, **extra):
             load_in_4bit=cfg.load_in_4bit, load_in_8bit=cfg.load_in_8bit, bnb_4bit_quant_type="nf4",
             bnb_4bit_compute_dtype=getattr(torch, cfg.dtype))
     with _loading(path):
-        return auto_cls.from_pretrained(path, **kwargs, **extra)
+        model = auto_cls.from_pretrained(path, **kwargs, **extra)
+    if cfg.load_in_4bit:
+        _keep_one_4bit_cpu_path(model)
+    return model
+
+
+def _keep_one_4bit_cpu_path(model) -> None:
+    """bitsandbytes (0.50) repacks a 4-bit layer's weights, for good, into a faster inference-only format
+    the first time it runs in eval mode without gradients on a CPU with AVX512-BF16: the model then fails
+    to train (the packed path has no backward: PPO, GRPO and RLOO sample in eval mode before each update)
+    and, with its scales rounded to bfloat16, scores differently from training mode (so PPO's first
+    ratios would not be 1). Keep every layer on the one path that both trains and scores."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 @contextmanager
@@ -235,15 +251,37 @@ def load_tokenizer(path: str, cfg: ModelConfig):
     return tokenizer
 
 
-def apply_lora(model, settings: LoraSettings, task_type: str = "CAUSAL_LM"):
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
+def _prepare_kbit(model):
+    """peft's preparation of a 4-bit/8-bit base for adapter training (frozen base, unquantised weights in
+    float32); other models pass through. Done on load and on reload alike, so both score the same."""
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        from peft import prepare_model_for_kbit_training
+
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model
+
+
+def apply_lora(model, settings: LoraSettings, task_type: str = "CAUSAL_LM"):
+    """A fresh LoRA adapter (B = 0: the model is unchanged until it trains) on ``model``; ``task_type``
+    SEQ_CLS also trains the classification head in full (peft's ``modules_to_save``)."""
+    from peft import LoraConfig, get_peft_model
+
+    model = _prepare_kbit(model)
     # no adapter dropout, like the base model: it would make log-probs (KL, DPO ratios, PPO ratios) stochastic
     lora = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=0.0,
                       target_modules=settings.target_modules, task_type=task_type)
     model = get_peft_model(model, lora)
+    disable_dropout(model)
+    return model
+
+
+def load_adapter(model, folder: str | Path, *, trainable: bool):
+    """A saved peft adapter (with its ``modules_to_save``, e.g. a reward model's head) put back on ``model``,
+    the base it was trained on, loaded as it was for training. ``trainable``: the adapter trains further
+    (the base stays frozen either way)."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(_prepare_kbit(model), str(folder), is_trainable=trainable)
     disable_dropout(model)
     return model
 
@@ -328,11 +366,8 @@ class Policy:
         """A policy a run saved: a LoRA adapter on ``cfg``'s base model, or a full model folder."""
         folder = Path(folder)
         if (folder / "adapter_config.json").is_file():
-            from peft import PeftModel
-
             base = cls.load(dataclasses.replace(cfg, lora=None), cache_dir=cache_dir, device=device)
-            model = PeftModel.from_pretrained(base.model, str(folder))
-            disable_dropout(model)
+            model = load_adapter(base.model, folder, trainable=False)
             return cls(model.eval(), base.tokenizer, device, cfg.max_length, cfg.max_prompt_length)
         saved = dataclasses.replace(cfg, name_or_path=str(folder), revision=None, gguf_file=None, lora=None,
                                     load_in_4bit=False, load_in_8bit=False)

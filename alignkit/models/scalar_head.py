@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from alignkit.models.policy import ModelConfig, disable_dropout, load_pretrained, load_tokenizer, resolve_model_path
+from alignkit.models.policy import (ModelConfig, apply_lora, disable_dropout, load_adapter, load_pretrained,
+                                    load_tokenizer, resolve_model_path)
 from alignkit.models.sequences import SequenceBatch, encode_pairs, position_ids
 from alignkit.runlog import write_json
 
@@ -36,21 +37,37 @@ class ScalarModel:
 
     @classmethod
     def from_backbone(cls, cfg: ModelConfig, *, cache_dir: Path, device: torch.device, path: str | None = None):
-        """A fresh scalar head on a pretrained backbone (the SFT model's, unless ``path`` is given)."""
+        """A fresh scalar head on the SFT model's backbone, or (``path``) a scalar model :meth:`save` wrote.
+
+        LoRA (``cfg.lora``), as trl's RewardTrainer with a ``peft_config``: a fresh model trains a peft
+        SEQ_CLS adapter on the (4-bit/8-bit if ``cfg`` says so) backbone, the head in full (peft's
+        ``modules_to_save``); a quantised backbone cannot train itself, and ``lora`` means "an adapter, not
+        all weights" for every model a run trains (policy, reward model, value model). It saves as the
+        adapter alone, and a folder with ``adapter_config.json`` loads back onto ``cfg``'s base model,
+        loaded as for training, so it scores exactly as when trained (merging the adapter into a quantised
+        base would re-quantise the merged weights). The reloaded adapter stays trainable, as a reloaded full
+        model does: PPO's ``value_init: reward_model`` copies it and trains adapter and head further."""
         from transformers import AutoModelForSequenceClassification
 
-        path = path or resolve_model_path(cfg.name_or_path, cache_dir)
-        tokenizer = load_tokenizer(path, cfg)
-        model = load_pretrained(AutoModelForSequenceClassification, cfg, path, num_labels=1)
+        adapter = path is not None and (Path(path) / "adapter_config.json").is_file()
+        base = resolve_model_path(cfg.name_or_path, cache_dir) if path is None or adapter else path
+        tokenizer = load_tokenizer(path or base, cfg)
+        model = load_pretrained(AutoModelForSequenceClassification, cfg, base, num_labels=1)
         model.config.pad_token_id = tokenizer.pad_token_id
         disable_dropout(model)
-        meta_path = Path(path) / META_FILE
+        if adapter:
+            model = load_adapter(model, path, trainable=True)
+        elif path is None and cfg.lora is not None:
+            model = apply_lora(model, cfg.lora, task_type="SEQ_CLS")
+        meta_path = Path(path or base) / META_FILE
         bias = json.loads(meta_path.read_text())["bias"] if meta_path.is_file() else 0.0
         if not (cfg.load_in_4bit or cfg.load_in_8bit):  # bitsandbytes places quantized weights itself
             model.to(device)
         return cls(model.eval(), tokenizer, device, bias)
 
     def copy(self) -> "ScalarModel":
+        """An independent copy to train further (PPO's value model from the reward model): a LoRA model is
+        copied with its quantised base, and its own adapter and head train (see :meth:`from_backbone`)."""
         return ScalarModel(copy.deepcopy(self.model), self.tokenizer, self.device, self.bias)
 
     def parameters(self):
@@ -59,9 +76,11 @@ class ScalarModel:
     def token_values(self, batch: SequenceBatch) -> Tensor:
         """The head's output at every position [B, T] (minus the bias)."""
         batch = batch.to(self.device)
-        hidden = self.model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                       position_ids=position_ids(batch.attention_mask), use_cache=False)
-        head = getattr(self.model, "score", None) or self.model.classifier
+        # under LoRA, the transformers model inside peft's wrapper (its trunk and head carry the adapter)
+        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        hidden = model.base_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                  position_ids=position_ids(batch.attention_mask), use_cache=False)
+        head = getattr(model, "score", None) or model.classifier
         return head(hidden.last_hidden_state).squeeze(-1).float() - self.bias
 
     def sequence_scores(self, batch: SequenceBatch) -> Tensor:
@@ -71,6 +90,8 @@ class ScalarModel:
         return values.gather(1, index.unsqueeze(1)).squeeze(1)
 
     def save(self, folder: str | Path) -> None:
+        """The full model, or under LoRA the adapter and head only (see :meth:`from_backbone`), with the
+        tokenizer and the bias."""
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
         write_json(Path(folder) / META_FILE, {"bias": self.bias})
