@@ -86,10 +86,12 @@ def _build_dataclass(cls: type, data: Any, where: str, problems: list[str]) -> A
     except TypeError as exc:
         problems.append(f"{where or '<top>'}: {exc}")
         return None
-    check = getattr(obj, "check", None)
-    if callable(check):
-        for key, message in check() or ():
-            problems.append(f"{_join(where, key)}: {message}")
+    # every class's own check, base classes first: a subclass's check adds to its base's, never hides it
+    for klass in reversed(type(obj).__mro__):
+        check = klass.__dict__.get("check")
+        if callable(check):
+            for key, message in check(obj) or ():
+                problems.append(f"{_join(where, key)}: {message}")
     return obj
 
 

@@ -195,3 +195,37 @@ def test_a_sharded_config_is_refused(monkeypatch):
     monkeypatch.setattr("accelerate.Accelerator.distributed_type", DistributedType.FSDP, raising=False)
     with pytest.raises(AlignkitError, match="distributed type FSDP is not supported"):
         Runtime("cpu", "fp32")
+
+
+def test_one_named_device_under_several_processes_is_refused(monkeypatch):
+    from alignkit.errors import AlignkitError
+
+    monkeypatch.setattr("accelerate.Accelerator.num_processes", 2, raising=False)
+    with pytest.raises(AlignkitError, match="device: 'cuda:1' names one device, but accelerate launched 2 processes"):
+        Runtime("cuda:1", "fp32")
+
+
+def test_more_micro_batches_than_the_batch_is_one_config_line():
+    from alignkit.config import ConfigError
+    from alignkit.recipe import load_recipe
+
+    with pytest.raises(ConfigError, match="dpo.gradient_accumulation_steps: must be <= batch_size \\(4\\)"):
+        load_recipe(RECIPE, ["dpo.batch_size=4", "dpo.gradient_accumulation_steps=8"])
+    with pytest.raises(ConfigError, match="ppo.gradient_accumulation_steps: must be <= minibatch_size"):
+        load_recipe(RECIPE.with_name("ppo_imdb.yaml"), ["ppo.gradient_accumulation_steps=64"])
+
+
+def test_trl_generation_batch_must_split_evenly_between_processes():
+    from types import SimpleNamespace
+
+    from alignkit.errors import AlignkitError
+    from alignkit.methods.online_rl import trl_arguments
+    from alignkit.recipe import load_recipe
+
+    cfg = load_recipe(RECIPE.with_name("grpo_imdb.yaml"), ["grpo.prompts_per_step=3", "grpo.num_generations=3"]
+                      ).method_config("grpo")
+    ws = SimpleNamespace(train_seed=0, device=torch.device("cpu"), runtime=SimpleNamespace(world=2, precision="fp32"))
+    with pytest.raises(AlignkitError, match="= 9 completions cannot be shared out evenly between 2 processes"):
+        trl_arguments(ws, cfg, "unused")
+    ws.runtime.world = 3
+    assert trl_arguments(ws, cfg, "unused")["per_device_train_batch_size"] == 3

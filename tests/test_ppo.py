@@ -169,3 +169,10 @@ def test_4bit_reward_model_needs_the_value_model_not_to_copy_it(tiny_overrides):
 
     with pytest.raises(ConfigError, match="ppo.reward_model_4bit: the value model would still copy"):
         load_recipe(RECIPE, tiny_overrides + ["ppo.reward_model_4bit=true"])
+
+
+def test_4bit_reward_model_with_the_gold_reward_is_refused(tiny_overrides):
+    from alignkit.config import ConfigError
+
+    with pytest.raises(ConfigError, match="ppo.reward_model_4bit: reward: gold uses no reward model"):
+        load_recipe(RECIPE, tiny_overrides + SMALL + ["ppo.reward=gold", "ppo.reward_model_4bit=true"])
