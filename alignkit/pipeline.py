@@ -194,10 +194,8 @@ def evaluate_artifact(ws: Workspace, artifact, *, close_trajectory: bool = True)
         return {**summary, "budget": ws.budget.as_dict()}, {recipe.eval.temperature: samples}
     cfg = recipe.eval
     reference = ws.reference_for(artifact)
-    needs = method_needs(recipe.method, recipe.method_config(recipe.method))
     # the proxy column scores with the reward model the method used (4-bit for memory-lean PPO)
-    proxy = (ws.scorer(ws.reward_model_4bit) if "reward_model_4bit" in needs
-             else ws.proxy_reward if "reward_model" in needs else None)
+    proxy = ws.proxy_for(method_needs(recipe.method, recipe.method_config(recipe.method)))
     rows, samples = [], {}
     for temperature in cfg.all_temperatures():
         row, samples[temperature] = evaluate_at(artifact, reference, ws.reference_samples(temperature), ws.gold,

@@ -265,6 +265,17 @@ class Workspace:
         trained on it, for PPO, Best-of-N and the evaluator's proxy column."""
         return self.scorer(self.reward_model)
 
+    @cached_property
+    def proxy_reward_4bit(self):
+        """:attr:`proxy_reward` of the 4-bit reward model (memory-lean PPO)."""
+        return self.scorer(self.reward_model_4bit)
+
+    def proxy_for(self, needs: tuple[str, ...]):
+        """The proxy reward of the reward model a method declares it needs (4-bit or full); None without one."""
+        if "reward_model_4bit" in needs:
+            return self.proxy_reward_4bit
+        return self.proxy_reward if "reward_model" in needs else None
+
     def scorer(self, scalar: ScalarModel):
         """``(prompts, completions, ended) -> scores`` of a reward model, tokenized as its training pairs were."""
         scorer = Scorer(scalar, self.recipe.model)

@@ -106,8 +106,7 @@ class PPOTrainer:
         self.value = _value_model(ws, cfg, self.policy)
         self.value.model.train()
         # the reward model scores text exactly as it was trained on it (EOS where the sampler stopped)
-        self.proxy = None if cfg.reward == "gold" else (
-            ws.scorer(ws.reward_model_4bit) if cfg.reward_model_4bit else ws.proxy_reward)
+        self.proxy = ws.proxy_for(reward_needs(cfg))
         self.prompts = ws.prompts("train", cfg.prompt_pool)
         self.kl_ctl = ops.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
         total = cfg.steps * cfg.ppo_epochs * -(-cfg.rollout_size // cfg.minibatch_size)
