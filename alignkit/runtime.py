@@ -19,6 +19,7 @@ from typing import Callable, Sequence, TypeVar
 import torch
 
 from alignkit.errors import AlignkitError
+from alignkit.threads import launched_world
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -38,7 +39,9 @@ class Runtime:
         state = AcceleratorState._shared_state
         if state and state.get("_mixed_precision", mixed) != mixed:
             AcceleratorState._reset_state()  # a second run in one process (tests) with another precision
-        self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed)
+        # accelerate forms a CPU process group (gloo) only when told cpu=True; auto means CPU without CUDA
+        on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+        self.accelerator = Accelerator(cpu=on_cpu, mixed_precision=mixed)
         self.precision, self.requested = precision, device
         kind = self.accelerator.distributed_type
         if kind not in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
@@ -50,6 +53,10 @@ class Runtime:
         if self.world > 1 and device not in ("auto", "cpu"):
             raise AlignkitError(f"device: {device!r} names one device, but accelerate launched {self.world} "
                                 f"processes; use device: auto (each process takes its own) or cpu")
+        if self.world != launched_world():  # each process would train (and write) the whole run on its own
+            raise AlignkitError(f"accelerate launched {launched_world()} processes but they formed a group of "
+                                f"{self.world} (device {device!r}, distributed type {kind.value}); launch with "
+                                f"--multi_gpu and use device: auto or cpu")
         if device in ("auto", "cpu") or self.world > 1:
             self.device = self.accelerator.device
         else:

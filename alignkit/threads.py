@@ -33,6 +33,11 @@ def launched_rank() -> int:
     return int(os.environ.get("RANK", "0") or 0)
 
 
+def launched_world() -> int:
+    """How many processes the launcher started in all (1 when not launched), from its environment."""
+    return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+
+
 def local_processes() -> int:
     """How many processes the launcher started on this machine (they share its cores)."""
     return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))

@@ -106,8 +106,8 @@ def test_ppo_trains_in_two_processes_and_only_the_main_one_writes(tmp_path, tiny
 
 @needs_launcher
 def test_compare_in_two_processes_writes_one_report(tmp_path, tiny_overrides):
-    sets = [*tiny_overrides, "device=cpu", "sft.max_steps=3", "sft.batch_size=4", "eval.diversity=false",
-            "eval.temperatures=[]"]
+    # device auto: on a machine without CUDA it must still form the CPU process group, not two lone processes
+    sets = [*tiny_overrides, "sft.max_steps=3", "sft.batch_size=4", "eval.diversity=false", "eval.temperatures=[]"]
     env = {**os.environ, "ALIGNKIT_CACHE": str(tmp_path / "cache"), "ALIGNKIT_THREADS": "1"}
     out = subprocess.run([*LAUNCH_TWO, "-m", "alignkit", "compare", "sft", "--out", str(tmp_path / "cmp"),
                           *(a for item in sets for a in ("--set", item))],
@@ -117,6 +117,8 @@ def test_compare_in_two_processes_writes_one_report(tmp_path, tiny_overrides):
     assert (tmp_path / "cmp" / "report.md").is_file()
     summary = json.loads((tmp_path / "cmp" / "runs" / "sft" / "eval" / "summary.json").read_text())
     assert summary["budget"]["steps"] == 3 and summary["budget"]["train_sequences"] == 12
+    manifest = json.loads((tmp_path / "cmp" / "runs" / "sft" / "manifest.json").read_text())
+    assert manifest["runtime"]["processes"] == 2
 
 
 def test_micro_batches_cover_the_batch_in_order():
@@ -200,9 +202,19 @@ def test_a_sharded_config_is_refused(monkeypatch):
 def test_one_named_device_under_several_processes_is_refused(monkeypatch):
     from alignkit.errors import AlignkitError
 
+    monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr("accelerate.Accelerator.num_processes", 2, raising=False)
     with pytest.raises(AlignkitError, match="device: 'cuda:1' names one device, but accelerate launched 2 processes"):
         Runtime("cuda:1", "fp32")
+
+
+def test_launched_processes_that_form_no_group_are_refused(monkeypatch):
+    """Two lone processes would each train and write the whole run: refused, naming what went wrong."""
+    from alignkit.errors import AlignkitError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # the launcher started two, but this one sees a group of one
+    with pytest.raises(AlignkitError, match="accelerate launched 2 processes but they formed a group of 1"):
+        Runtime("cpu", "fp32")
 
 
 def test_more_micro_batches_than_the_batch_is_one_config_line():
