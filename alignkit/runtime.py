@@ -13,6 +13,7 @@ wrapping; accelerate configs that shard the model itself are refused with a clea
 from __future__ import annotations
 
 import math
+import os
 from contextlib import contextmanager, nullcontext
 from typing import Callable, Sequence, TypeVar
 
@@ -25,6 +26,11 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # ours -> accelerate's mixed_precision
+SHARDING_ENV = {"FSDP": "ACCELERATE_USE_FSDP", "DEEPSPEED": "ACCELERATE_USE_DEEPSPEED"}  # set by accelerate launch
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
 
 
 class Runtime:
@@ -44,9 +50,12 @@ class Runtime:
         self.accelerator = Accelerator(cpu=on_cpu, mixed_precision=mixed)
         self.precision, self.requested = precision, device
         kind = self.accelerator.distributed_type
-        if kind not in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
-            raise AlignkitError(f"accelerate config: distributed type {kind.value} is not supported; alignkit trains "
-                                f"data-parallel (accelerate launch --multi_gpu --num_processes N), not model-sharded")
+        # on CPU accelerate ignores an FSDP/DeepSpeed config and runs plain processes: refused alike, not ignored
+        asked = next((name for name, flag in SHARDING_ENV.items() if _env_flag(flag)), None)
+        if kind not in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU) or asked:
+            raise AlignkitError(f"accelerate config: distributed type {asked or kind.value} is not supported; alignkit "
+                                f"trains data-parallel (accelerate launch --multi_gpu --num_processes N), not "
+                                f"model-sharded")
         self.world = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
         self.is_main = self.accelerator.is_main_process

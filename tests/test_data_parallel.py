@@ -199,6 +199,15 @@ def test_a_sharded_config_is_refused(monkeypatch):
         Runtime("cpu", "fp32")
 
 
+def test_an_fsdp_launch_on_cpu_is_refused_not_ignored(monkeypatch):
+    """accelerate runs plain CPU processes when launched with --use_fsdp on a machine without GPUs."""
+    from alignkit.errors import AlignkitError
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(AlignkitError, match="distributed type FSDP is not supported"):
+        Runtime("cpu", "fp32")
+
+
 def test_one_named_device_under_several_processes_is_refused(monkeypatch):
     from alignkit.errors import AlignkitError
 
