@@ -136,6 +136,9 @@ POLICY_RUNS = {
     "grpo": ("grpo", [*online_small("grpo"), "grpo.reward=gold"], {"GPT2LMHeadModel"}),
     "rloo": ("rloo", [*online_small("rloo"), "reward_model.max_steps=2"],  # scored by the LoRA reward model
              {"GPT2LMHeadModel", "GPT2ForSequenceClassification"}),
+    "rloo_4bit_reward_model": ("rloo", [*online_small("rloo"), "reward_model.max_steps=2",
+                                        "rloo.reward_model_4bit=true"],  # the frozen scorer of memory-lean RL
+                               {"GPT2LMHeadModel", "GPT2ForSequenceClassification"}),
 }
 
 

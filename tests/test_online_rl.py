@@ -141,10 +141,12 @@ def test_reward_function_tells_the_reward_model_where_the_sampler_stopped():
         seen.update(prompts=prompts, completions=completions, ended=ended)
         return np.array([1.0, 2.0])
 
+    asked = []
     ws = SimpleNamespace(budget=Budget(), gold=lambda prompts, completions: [0.5] * len(completions),
-                         proxy_reward=proxy)
+                         proxy_for=lambda needs: asked.append(needs) or proxy)
     logged = {}
-    reward = OnlineReward(ws, "reward_model", eos_ids={0})
+    reward = OnlineReward(ws, SimpleNamespace(reward="reward_model", reward_model_4bit=True), eos_ids={0})
+    assert asked == [("train_pairs", "reward_model_4bit")]  # the 4-bit scorer the recipe asked for
     scores = reward(["a", "b"], [" x", " y z"], [[7, 0], [7, 8]], log_metric=logged.__setitem__,
                     trainer_state=None)  # trl passes extra keyword arguments
     assert scores == [1.0, 2.0] and reward.__name__ == "reward_model"
@@ -208,3 +210,11 @@ def test_too_few_train_prompts_for_one_generation_batch_is_one_line():
     assert str(info.value) == ("prompts_per_step: the task has only 5 train prompts, fewer than one generation "
                                "batch (8)")
     assert len(train_dataset(ws, GRPOConfig(prompts_per_step=4))) == 5
+
+
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_grpo_and_rloo_can_score_with_the_4bit_reward_model(method):
+    cfg = load_recipe(RECIPES / f"{method}_imdb.yaml", [f"{method}.reward_model_4bit=true"]).method_config(method)
+    assert method_needs(method, cfg) == ("train_pairs", "reward_model_4bit")
+    with pytest.raises(ConfigError, match=f"{method}.reward_model_4bit: reward: gold uses no reward model"):
+        load_recipe(RECIPES / f"{method}_imdb.yaml", [f"{method}.reward=gold", f"{method}.reward_model_4bit=true"])

@@ -44,13 +44,13 @@ from tqdm.auto import tqdm
 
 from alignkit.config import option
 from alignkit.errors import AlignkitError
-from alignkit.methods.ppo import reward_needs
+from alignkit.methods.rl_reward import RewardSettings, reward_needs
 from alignkit.models.policy import Policy
 from alignkit.registry import register_method
 
 
 @dataclass
-class OnlineRLConfig:
+class OnlineRLConfig(RewardSettings):
     """Settings GRPO and RLOO share: what is sampled per step, the reward, and the optimiser."""
 
     steps: int = option(60, "optimiser steps (trl max_steps)", ge=1)
@@ -64,8 +64,6 @@ class OnlineRLConfig:
     max_new_tokens: int = option(32, "completion length", ge=1)
     temperature: float = option(1.0, "sampling temperature; log-probs, ratios and KL are taken at it too",
                                 gt=0)
-    reward: str = option("reward_model", "what is maximised: the shared learned reward model, or the gold "
-                                         "reward", choices=("reward_model", "gold"))
     clip_range: float = option(0.2, "policy ratio clip epsilon (trl epsilon)", gt=0)
     lr: float = option(2e-4, "peak learning rate (AdamW, linear decay to 0: trl's default schedule)", gt=0)
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: off)", ge=0)
@@ -137,10 +135,10 @@ class OnlineReward:
     The reward model scores text exactly as for PPO: with EOS appended where the sampler stopped (the
     completion's last token is an EOS id; trl cuts everything after the first one)."""
 
-    def __init__(self, ws, kind: str, eos_ids: set[int]):
-        self.__name__ = kind  # trl logs rewards/<name>/mean
+    def __init__(self, ws, cfg: RewardSettings, eos_ids: set[int]):
+        self.__name__ = cfg.reward  # trl logs rewards/<name>/mean
         self.ws, self.eos_ids = ws, eos_ids
-        self.proxy = ws.proxy_reward if kind == "reward_model" else None
+        self.proxy = ws.proxy_for(reward_needs(cfg))
 
     def __call__(self, prompts: list[str], completions: list[str], completion_ids: list[list[int]],
                  log_metric=None, **_) -> list[float]:
@@ -259,7 +257,7 @@ def make_trainer(ws, cfg: OnlineRLConfig, policy: Policy, output_dir: str, stage
     config_cls, trainer_cls = (getattr(trl, name) for name in cfg.trl_names)
     bridge = bridge_callback(ws, stage, policy, cfg.completions_per_step)
     trainer = trainer_cls(
-        model=policy.model, reward_funcs=OnlineReward(ws, cfg.reward, eos_token_ids(policy)),
+        model=policy.model, reward_funcs=OnlineReward(ws, cfg, eos_token_ids(policy)),
         args=config_cls(**trl_arguments(ws, cfg, output_dir)), train_dataset=train_dataset(ws, cfg),
         processing_class=policy.tokenizer, callbacks=[bridge])
     for callback in (PrinterCallback, ProgressCallback):

@@ -18,6 +18,7 @@ import torch
 from alignkit.checkpoint import TrainState, for_stage
 from alignkit.config import option
 from alignkit.models.finetune import completion_nll
+from alignkit.methods.rl_reward import RewardSettings, reward_needs
 from alignkit.registry import register_method
 from alignkit.rl import ops
 from alignkit.runtime import current
@@ -26,15 +27,13 @@ from tqdm.auto import tqdm
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(RewardSettings):
     """PPO settings; defaults suit the tiny offline IMDb task on a CPU."""
 
     steps: int = option(60, "PPO iterations (rollout + optimisation)", ge=1)
     rollout_size: int = option(64, "prompts sampled per iteration", ge=2)
     prompt_pool: int = option(4000, "train prompts to draw rollouts from", ge=1)
     max_new_tokens: int = option(32, "completion length", ge=1)
-    reward: str = option("reward_model", "proxy reward: the learned reward model, or gold (PPO-GT)",
-                         choices=("reward_model", "gold"))
     kl_coef: float = option(0.1, "initial per-token KL penalty coefficient beta", ge=0)
     target_kl: Optional[float] = option(None, "adapt beta towards this sequence KL in nats (None: fixed beta)", gt=0)
     kl_horizon: int = option(256, "adaptive-KL horizon in samples: beta moves at most 20% x rollout_size / horizon "
@@ -58,8 +57,6 @@ class PPOConfig:
                                           "head on the policy's own trunk (memory-lean: no second model, and "
                                           "with LoRA policy, reference and value share one base)",
                               choices=("separate", "shared"))
-    reward_model_4bit: bool = option(False, "score rollouts with the reward model's backbone in NF4 4-bit "
-                                            "(bitsandbytes): the frozen scorer in about a quarter of the memory")
     ptx_coef: float = option(0.0, "PPO-ptx: weight gamma of the pretraining log-likelihood term", ge=0)
     ptx_batch_size: int = option(16, "pretraining (demonstration) sequences per minibatch for PPO-ptx", ge=1)
     checkpoint_every: int = option(10, "save a resumable checkpoint every N PPO iterations (0: off)", ge=0)
@@ -75,9 +72,7 @@ class PPOConfig:
             yield "value_init", "value_model: shared puts a fresh value head on the policy; use value_init: policy"
         elif self.value_init == "reward_model" and self.reward == "gold":
             yield "value_init", "reward: gold trains no reward model; use value_init: policy"
-        if self.reward_model_4bit and self.reward == "gold":
-            yield "reward_model_4bit", "reward: gold uses no reward model"
-        elif self.reward_model_4bit and self.value_init == "reward_model":
+        if self.reward_model_4bit and self.value_init == "reward_model" and self.reward != "gold":
             yield "reward_model_4bit", ("the value model would still copy the full-precision reward model; "
                                         "use value_init: policy (or value_model: shared)")
 
@@ -238,14 +233,6 @@ class PPOTrainer:
         batch = self.policy.encode([""] * len(texts), texts)
         self.ws.budget.add_batch(batch)
         return completion_nll(self.policy.model, batch)
-
-
-def reward_needs(cfg) -> tuple[str, ...]:
-    """Shared artifacts an RL method (PPO, GRPO, RLOO) builds and times before training: the reward model
-    and the pairs it learns from, unless it optimises the gold reward (``cfg.reward``)."""
-    if cfg.reward == "gold":
-        return ()
-    return ("train_pairs", "reward_model_4bit" if getattr(cfg, "reward_model_4bit", False) else "reward_model")
 
 
 @register_method("ppo", config=PPOConfig, needs=reward_needs)
