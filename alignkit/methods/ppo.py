@@ -153,26 +153,47 @@ class PPOTrainer:
                                 batch_size=-(-len(prompts) // self.runtime.world), budget=self.ws.budget)
         batch = sampled.batch.to(policy.device)
         mask = batch.target_mask
-        logps, logits = policy.token_logprobs(batch, return_logits=True)
-        ref_logps, ref_logits = self.reference.token_logprobs(batch, return_logits=True)
-        values = self.value.token_values(batch)[:, :-1] * mask  # V(s_t) is read where token t+1 is predicted
-        gold = torch.as_tensor(np.asarray(self.ws.gold(prompts, sampled.completions)), dtype=torch.float32)
-        proxy = (torch.as_tensor(self.proxy(prompts, sampled.completions, sampled.ended), dtype=torch.float32)
-                 if self.proxy else gold).to(policy.device)
+        scored = self.score(sampled)
+        logps, ref_logps, proxy = scored["logps"], scored["ref_logps"], scored["proxy"]
+        values = scored["values"]  # V(s_t) is read where token t+1 is predicted
         rewards, k1 = ops.token_rewards(proxy, logps, ref_logps, mask, self.kl_ctl.value)
         advantages, returns = ops.gae_advantages(rewards, values, mask, cfg.gamma, cfg.lam)
         if cfg.whiten_advantages:
             advantages = ops.masked_whiten(advantages, mask)
-        seq_kl = (ops.full_kl_from_logits(logits, ref_logits) * mask).sum(-1)
+        seq_kl = scored["seq_kl"]
         stats = {
-            "reward/gold": gold.mean(), "reward/proxy": proxy.mean(),
+            "reward/gold": scored["gold"].mean(), "reward/proxy": proxy.mean(),
             "kl": seq_kl.mean(), "kl/k1": k1.sum(-1).mean(),
             "reward/total": (proxy - self.kl_ctl.value * seq_kl).mean(),
-            "entropy": ops.masked_mean(ops.entropy_from_logits(logits), mask),
-            "kl_coef": self.kl_ctl.value, "completion_length": mask.sum(-1).mean(),
+            "entropy": scored["entropy"].sum() / mask.sum(), "kl_coef": self.kl_ctl.value,
+            "completion_length": mask.sum(-1).mean(),
         }
         data = dict(batch=batch, mask=mask, logps=logps, values=values, advantages=advantages, returns=returns)
         return data, {k: float(v) for k, v in stats.items()}
+
+    def score(self, sampled) -> dict[str, torch.Tensor]:
+        """Per row of a rollout: token log-probs of policy and reference, values, the full-distribution
+        sequence KL, summed entropy, and gold and proxy rewards. Each process scores one share of the rows
+        (only the small per-token results are gathered, never logits), so no process scores them all."""
+        policy, rows = self.policy, len(sampled.prompts)
+        share = -(-rows // self.runtime.world)
+
+        def score_share(_, start: int) -> dict[str, torch.Tensor]:
+            part = sampled.select(list(range(start, min(start + share, rows))))
+            batch = part.batch.to(policy.device)
+            mask = batch.target_mask
+            logps, logits = policy.token_logprobs(batch, return_logits=True)
+            ref_logps, ref_logits = self.reference.token_logprobs(batch, return_logits=True)
+            gold = torch.as_tensor(np.asarray(self.ws.gold(part.prompts, part.completions)), dtype=torch.float32)
+            proxy = (torch.as_tensor(self.proxy(part.prompts, part.completions, part.ended), dtype=torch.float32)
+                     if self.proxy else gold)
+            out = {"logps": logps, "ref_logps": ref_logps, "values": self.value.token_values(batch)[:, :-1] * mask,
+                   "seq_kl": (ops.full_kl_from_logits(logits, ref_logits) * mask).sum(-1),
+                   "entropy": (ops.entropy_from_logits(logits) * mask).sum(-1), "gold": gold, "proxy": proxy}
+            return {key: value.cpu() for key, value in out.items()} if self.runtime.world > 1 else out
+
+        parts = self.runtime.map_chunks(score_share, range(0, rows, share))
+        return {key: torch.cat([part[key] for part in parts]).to(policy.device) for key in parts[0]}
 
     def optimise(self, data: dict) -> dict:
         """Clipped PPO epochs over shuffled minibatches; returns averaged losses and diagnostics."""
