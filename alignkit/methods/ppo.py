@@ -154,13 +154,11 @@ class PPOTrainer:
         batch = sampled.batch.to(policy.device)
         mask = batch.target_mask
         scored = self.score(sampled)
-        logps, ref_logps, proxy = scored["logps"], scored["ref_logps"], scored["proxy"]
-        values = scored["values"]  # V(s_t) is read where token t+1 is predicted
-        rewards, k1 = ops.token_rewards(proxy, logps, ref_logps, mask, self.kl_ctl.value)
+        logps, values, proxy, seq_kl = scored["logps"], scored["values"], scored["proxy"], scored["seq_kl"]
+        rewards, k1 = ops.token_rewards(proxy, logps, scored["ref_logps"], mask, self.kl_ctl.value)
         advantages, returns = ops.gae_advantages(rewards, values, mask, cfg.gamma, cfg.lam)
         if cfg.whiten_advantages:
             advantages = ops.masked_whiten(advantages, mask)
-        seq_kl = scored["seq_kl"]
         stats = {
             "reward/gold": scored["gold"].mean(), "reward/proxy": proxy.mean(),
             "kl": seq_kl.mean(), "kl/k1": k1.sum(-1).mean(),
@@ -187,6 +185,7 @@ class PPOTrainer:
             gold = torch.as_tensor(np.asarray(self.ws.gold(part.prompts, part.completions)), dtype=torch.float32)
             proxy = (torch.as_tensor(self.proxy(part.prompts, part.completions, part.ended), dtype=torch.float32)
                      if self.proxy else gold)
+            # V(s_t) is read where token t+1 is predicted
             out = {"logps": logps, "ref_logps": ref_logps, "values": self.value.token_values(batch)[:, :-1] * mask,
                    "seq_kl": (ops.full_kl_from_logits(logits, ref_logits) * mask).sum(-1),
                    "entropy": (ops.entropy_from_logits(logits) * mask).sum(-1), "gold": gold, "proxy": proxy}
