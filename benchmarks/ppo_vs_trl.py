@@ -242,30 +242,26 @@ def alignkit_workspace(recipe, reward_dir: str, gold_s: list[float]):
 
         @cached_property
         def gold(self):
-            inner = super().gold
-
-            def timed(*a, **k):
-                start = time.perf_counter()
-                try:
-                    return inner(*a, **k)
-                finally:
-                    gold_s.append(time.perf_counter() - start)
-            return timed
+            return timed(super().gold, gold_s)
 
     return BenchWorkspace(recipe)
 
 
-def time_calls(owner, name: str) -> list[float]:
-    """Wrap ``owner.name`` so that each call's duration is appended to the returned list."""
-    inner, durations = getattr(owner, name), []
-
-    def timed(*a, **k):
+def timed(inner, durations: list[float]):
+    """``inner``, appending each call's duration to ``durations``."""
+    def call(*a, **k):
         start = time.perf_counter()
         try:
             return inner(*a, **k)
         finally:
             durations.append(time.perf_counter() - start)
-    setattr(owner, name, timed)
+    return call
+
+
+def time_calls(owner, name: str) -> list[float]:
+    """Wrap ``owner.name`` so that each call's duration is appended to the returned list."""
+    durations: list[float] = []
+    setattr(owner, name, timed(getattr(owner, name), durations))
     return durations
 
 
