@@ -38,7 +38,7 @@ from typing import TypeVar
 
 import alignkit
 
-MARKER = "CACHE_ENTRY.json"
+ENTRY_MARKER = "CACHE_ENTRY.json"
 FORMAT = 1
 T = TypeVar("T")
 
@@ -64,6 +64,11 @@ def _stat_signature(path: Path) -> tuple[int, int, int]:
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 
+def default_cache_dir() -> Path:
+    """``$ALIGNKIT_CACHE``, else ``~/.cache/alignkit``: builtin models, gold rewards, generated pairs."""
+    return Path(os.environ.get("ALIGNKIT_CACHE") or Path.home() / ".cache" / "alignkit")
+
+
 class CacheEntry:
     """One cached artifact: ``<root>/<kind>/<key><suffix>``, a folder when ``suffix`` is empty, else a file.
 
@@ -76,7 +81,7 @@ class CacheEntry:
         self.name = f"{key}{suffix}"
         self.path = self.root / kind / self.name
         self.is_folder = not suffix
-        self.marker_path = self.path / MARKER if self.is_folder else self.path.with_name(f"{self.name}.{MARKER}")
+        self.marker_path = self.path / ENTRY_MARKER if self.is_folder else self.path.with_name(f"{self.name}.{ENTRY_MARKER}")
         self.lock_path = self.root / ".locks" / kind / f"{self.name}.lock"
 
     def __repr__(self) -> str:
@@ -101,7 +106,7 @@ class CacheEntry:
         if not exists and not (has_marker or self.path.exists()):
             return "missing"
         if not has_marker:
-            return (f"is incomplete (no {MARKER} marker: written by an older alignkit without one, "
+            return (f"is incomplete (no {ENTRY_MARKER} marker: written by an older alignkit without one, "
                     f"or its build was interrupted)")
         if not exists:
             return "is incomplete (the artifact is missing, only its marker is left)"
@@ -109,9 +114,9 @@ class CacheEntry:
             marker = json.loads(self.marker_path.read_text())
             recorded = {rel: (int(f["size"]), str(f["sha256"])) for rel, f in marker["files"].items()}
         except (ValueError, KeyError, TypeError, AttributeError) as err:
-            return f"is corrupt ({MARKER}: unreadable, {type(err).__name__})"
+            return f"is corrupt ({ENTRY_MARKER}: unreadable, {type(err).__name__})"
         if (marker.get("kind"), marker.get("key")) != (self.kind, self.key):
-            return f"is corrupt ({MARKER}: describes {marker.get('kind')}/{marker.get('key')})"
+            return f"is corrupt ({ENTRY_MARKER}: describes {marker.get('kind')}/{marker.get('key')})"
         present = self._files()
         extra = sorted(set(present) - set(recorded))
         if extra:
@@ -226,14 +231,14 @@ class CacheEntry:
                       "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                       "alignkit_version": alignkit.__version__}
             if self.is_folder:
-                (target / MARKER).write_text(json.dumps(marker, indent=2) + "\n")  # last file written
+                (target / ENTRY_MARKER).write_text(json.dumps(marker, indent=2) + "\n")  # last file written
                 self._discard_published()
                 os.replace(target, self.path)
             else:
                 if self.path.is_dir():
                     self._discard_published()
                 os.replace(target, self.path)
-                staged_marker = staging / MARKER
+                staged_marker = staging / ENTRY_MARKER
                 staged_marker.write_text(json.dumps(marker, indent=2) + "\n")
                 os.replace(staged_marker, self.marker_path)  # last: the entry is complete from here on
             _VERIFIED.pop(self.path, None)

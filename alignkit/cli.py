@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -106,7 +107,8 @@ def compare(entries, sweeps, seeds, temperatures, out, overrides, plugins, threa
     """Compare methods side by side on one task: ENTRY is a method (dpo), a recipe file, a labelled
     variant (ipo=dpo:loss=ipo) or one comparison YAML (recipes/compare_imdb.yaml)."""
     configure_threads(threads)
-    from alignkit.compare import plan_comparison, run_comparison, screen_table
+    from alignkit.compare import plan_comparison, run_comparison
+    from alignkit.report import screen_table
 
     if out is not None:
         check_output_folder(out)
@@ -146,8 +148,7 @@ def evaluate(run_dirs, temperatures, judge, overrides, plugins, threads):
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="output folder")
 def report(paths, out):
     """Rebuild a comparison (tables, plots, report.md) from finished runs or comparison folders, no training."""
-    from alignkit.compare import screen_table
-    from alignkit.eval.report import build_report
+    from alignkit.report import build_report, screen_table
 
     check_output_folder(out)
     build_report(list(paths), out, name=out.name, argv=["alignkit", "report", *map(str, paths), "--out", str(out)])
@@ -159,10 +160,13 @@ def report(paths, out):
 @_plugins_option
 def list_registered(as_json: bool, plugins: tuple[str, ...]):
     """Show every registered method, loss, reward, dataset and model alias (plugins included)."""
+    from alignkit.recipe import BUNDLED
     from alignkit.registry import describe, load_plugins
 
     load_plugins(plugins)
     table = describe()
+    table["recipes"] = [{"name": path.stem, "source": "builtin", "doc": _recipe_summary(path)}
+                        for path in sorted(BUNDLED.glob("*.yaml"))]
     if as_json:
         click.echo(json.dumps(table, indent=2))
         return
@@ -171,6 +175,14 @@ def list_registered(as_json: bool, plugins: tuple[str, ...]):
         for e in entries:
             origin = "" if e["source"] == "builtin" else f"  [{e['source']}]"
             click.echo(f"  {e['name']:<18} {e['doc']}{origin}")
+
+
+def _recipe_summary(path: Path) -> str:
+    """A bundled recipe's opening comment (after its ``# alignkit ...`` command) up to its first ':' or
+    full stop: what ``alignkit list`` shows for it (its names work as ``alignkit compare`` entries)."""
+    lines = [line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")]
+    text = " ".join(line for line in lines[:4] if not line.startswith("alignkit "))
+    return re.split(r":\s|(?<! al)\.(?:\s|$)", text, maxsplit=1)[0]  # "Meng et al. 2024" is no full stop
 
 
 if __name__ == "__main__":

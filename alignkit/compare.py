@@ -5,7 +5,7 @@ expanded by sweeps and training seeds into runs under ``DIR/runs/<label>/``. Eve
 shared sections (task, model/reference, gold judge, pairs, evaluation), so the comparison is fair by
 construction; the shared stages are cached once and reused. A finished run whose training inputs match is
 reused (re-evaluated only when just its evaluation settings changed). The outputs are built from the run
-directories alone (:mod:`alignkit.eval.report`), exactly as ``alignkit report`` builds them.
+directories alone (:mod:`alignkit.report`), exactly as ``alignkit report`` builds them.
 """
 
 from __future__ import annotations
@@ -20,22 +20,24 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
+from tqdm.auto import tqdm
 
-from alignkit.config import ConfigError, apply_overrides, first_difference, load_yaml_text, read_yaml, to_dict
+from alignkit.config import ConfigError, apply_overrides, load_yaml_text, read_yaml, to_dict
 from alignkit.errors import AlignkitError
+from alignkit.pipeline import adopt_recipe, method_needs, reevaluate, run_recipe, run_state
+from alignkit.records import SHARED, check_shared
 from alignkit.recipe import BUNDLED, Recipe, bundled_recipe, recipe_from_data, resolve_recipe_path
 from alignkit.registry import METHODS, load_plugins
-from alignkit.runlog import claim_comparison_dir
+from alignkit.report import build_report
+from alignkit.rundir import claim_comparison_dir
 from alignkit.runtime import current
 
-# sections every entry must share; reward_model only among the entries that use a reward model
-SHARED = ("seed", "model", "task", "gold_reward", "gold_reward_options", "preferences", "eval")
 DEFAULT_TASK = "imdb"
 COMPARE_KEYS = ("name", "entries", "sweep", "seeds", "plugins")
 
 
 @dataclass
-class Entry:
+class PlannedRun:
     """One run of a comparison: an entry at one sweep point and one training seed."""
 
     label: str            # unique, also the run folder's name
@@ -134,7 +136,7 @@ def _format(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def expand(groups: list[tuple[str, dict, dict[str, list]]], seeds: int) -> list[Entry]:
+def expand(groups: list[tuple[str, dict, dict[str, list]]], seeds: int) -> list[PlannedRun]:
     """Every entry at every point of its sweeps (cartesian product over its keys) and every training seed."""
     entries = []
     for group, raw, sweeps in groups:
@@ -150,7 +152,7 @@ def expand(groups: list[tuple[str, dict, dict[str, list]]], seeds: int) -> list[
                 if seeds > 1:
                     run["train_seed"] = int(run.get("seed", 0)) + s
                 label = group + suffix + (f"#seed{s}" if seeds > 1 else "")
-                entries.append(Entry(label, group, method, run, swept, s))
+                entries.append(PlannedRun(label, group, method, run, swept, s))
     return entries
 
 
@@ -159,7 +161,7 @@ class ComparisonPlan:
     """What ``alignkit compare`` will run, validated: entries, the shared sections, where it writes."""
 
     name: str
-    entries: list[Entry]
+    entries: list[PlannedRun]
     out: Path
     argv: list[str] = field(default_factory=list)
 
@@ -242,8 +244,8 @@ def _as_list(value: Any, where: str) -> list:
     return value
 
 
-def _check_labels(entries: list[Entry]) -> None:
-    seen: dict[str, Entry] = {}
+def _check_labels(entries: list[PlannedRun]) -> None:
+    seen: dict[str, PlannedRun] = {}
     for entry in entries:
         if not re.fullmatch(r"[A-Za-z0-9_.@=#-]+", entry.label):
             raise ConfigError(f"compare: entry label {entry.label!r}: use letters, digits and _ . - only")
@@ -253,48 +255,16 @@ def _check_labels(entries: list[Entry]) -> None:
         seen[entry.label] = entry
 
 
-def check_shared(resolved: list[tuple[str, dict, bool]]) -> None:
-    """Refuse, in one line naming the key and both values, entries that disagree on a shared section.
-    ``resolved``: (label, the resolved recipe as plain data, whether the entry uses the reward model)."""
-    first_label, first, _ = resolved[0]
-    for label, recipe, _ in resolved[1:]:
-        _refuse_difference(first_label, _shared_sections(first), label, _shared_sections(recipe))
-    rm_users = [(label, recipe["methods"]["reward_model"]) for label, recipe, uses in resolved if uses]
-    for label, settings in rm_users[1:]:
-        _refuse_difference(rm_users[0][0], {"reward_model": rm_users[0][1]}, label, {"reward_model": settings})
-
-
-def _shared_sections(recipe: dict) -> dict:
-    """A resolved recipe's shared sections (a run recorded before ``gold_reward_options`` existed has none)."""
-    return {k: recipe.get(k, {}) if k == "gold_reward_options" else recipe[k] for k in SHARED}
-
-
 def resolved_recipe(recipe: Recipe) -> tuple[dict, bool]:
     """A recipe as plain data with its reward-model settings filled in, and whether its method uses them."""
-    from alignkit.pipeline import method_needs
-
     recipe.method_config("reward_model")
     uses = "reward_model" in method_needs(recipe.method, recipe.method_config(recipe.method))
     return to_dict(recipe), uses
 
 
-def _refuse_difference(label_a: str, a: dict, label_b: str, b: dict) -> None:
-    found = first_difference(a, b)
-    if found:
-        path, value_a, value_b = found
-        raise AlignkitError(f"compare: entries {label_a!r} and {label_b!r} disagree on shared key {path}: "
-                            f"{json.dumps(value_a)} vs {json.dumps(value_b)} (every entry must share the task, "
-                            f"reference, judge, pairs and evaluation; set it once with --set {path}=...)")
-
-
 def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> dict:
     """Train (or reuse, or re-evaluate) every entry as a run under ``OUT/runs/``, then write the
     comparison's outputs from those run directories. One progress bar covers the whole comparison."""
-    from tqdm.auto import tqdm
-
-    from alignkit.eval.report import build_report
-    from alignkit.pipeline import adopt_recipe, reevaluate, run_recipe, run_state
-
     runtime = current()  # under accelerate launch: the main process decides and writes, all of them compute
     runs_dir = plan.out / "runs"
     states = None
@@ -330,21 +300,3 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> di
         return {}
     return build_report([runs_dir / e.label for e in plan.entries], plan.out, name=plan.name, argv=plan.argv,
                         states=dict(zip((e.label for e in plan.entries), states)))
-
-
-def screen_table(out: Path) -> str:
-    """The one-screen summary printed at the end: each entry at the primary temperature."""
-    import pandas as pd
-
-    frame = pd.read_csv(out / "comparison.csv")
-    index = json.loads((out / "compare.json").read_text())
-    frame = frame[frame["temperature"] == index["primary_temperature"]]
-    lines = [f"{'entry':<28} {'gold':>6} {'KL':>6} {'win rate [95% CI]':>20} {'steps':>6} {'train s':>8}  converged"]
-    for _, r in frame.iterrows():
-        kl = "–" if pd.isna(r["kl_mean"]) else f"{r['kl_mean']:.2f}"
-        lines.append(f"{r['label'][:28]:<28} {r['gold_reward_mean']:>6.3f} {kl:>6} "
-                     f"{r['win_rate_vs_reference']:>6.3f} [{r['win_rate_ci_low']:.2f}, {r['win_rate_ci_high']:.2f}] "
-                     f"{int(r['train_steps']) if not pd.isna(r['train_steps']) else 0:>6} "
-                     f"{r['train_wall_s'] if not pd.isna(r['train_wall_s']) else 0:>8.1f}  {r['converged']}")
-    lines += [f"  {s['sentence']}" for s in index["matched_kl"] if s["result"]]  # the rest: report.md
-    return "\n".join(lines)

@@ -31,14 +31,14 @@ from alignkit import __version__
 from alignkit.checkpoint import Checkpointer, activated, nonfinite_modules, numerical_error
 from alignkit.config import to_dict
 from alignkit.errors import AlignkitError
-from alignkit.eval.evaluate import TRAJECTORY_KEYS, evaluate_at
+from alignkit.eval.evaluator import TRAJECTORY_KEYS, evaluate_at
 from alignkit.memory import PeakMemory, process_peak_mb
 from alignkit.models.policy import Policy
 from alignkit.models.scalar_head import META_FILE as SCALAR_META
 from alignkit.recipe import Recipe
 from alignkit.registry import METHODS
-from alignkit.rundir import MARKER, check_run_name, claim_run_dir, live_writer, read_manifest
-from alignkit.runlog import MetricsLog, _jsonable, append_jsonl, atomic_dir, read_jsonl, write_json, write_jsonl
+from alignkit.rundir import RUN_MARKER, check_run_name, claim_run_dir, live_writer, read_manifest
+from alignkit.runlog import MetricsLog, jsonable, append_jsonl, atomic_dir, read_jsonl, write_json, write_jsonl
 from alignkit.runtime import current, start
 from alignkit.workspace import Workspace
 
@@ -66,7 +66,7 @@ def _replace_run(recipe: Recipe, run_dir: Path, cache_dir: Path | None, entry: d
     failed run leaves the old one as it was."""
     fresh = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.alignkit-new-", dir=run_dir.parent))
     try:
-        (fresh / MARKER).write_text(json.dumps({"created_by": f"alignkit {__version__}"}) + "\n")
+        (fresh / RUN_MARKER).write_text(json.dumps({"created_by": f"alignkit {__version__}"}) + "\n")
         summary = Run(recipe, fresh, cache_dir, entry).execute()
         old = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.alignkit-old-", dir=run_dir.parent))
         os.replace(run_dir, old / "run")
@@ -311,7 +311,7 @@ def run_state(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None) -> s
         return "train"
     manifest = json.loads(path.read_text())
     if manifest.get("status") != "done":
-        unfinished = not live_writer(manifest) and manifest.get("recipe") == _jsonable(to_dict(recipe))
+        unfinished = not live_writer(manifest) and manifest.get("recipe") == jsonable(to_dict(recipe))
         return "resume" if unfinished else "train"
     if not (Path(run_dir) / "eval" / "summary.json").is_file():
         return "train"

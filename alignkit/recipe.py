@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from alignkit.cache import default_cache_dir
 from alignkit.config import ConfigError, apply_overrides, build, option, read_yaml, to_dict
 from alignkit.data.preferences import PreferenceConfig, check_heldout, preference_notices, read_preferences
 from alignkit.data.task import TaskConfig
 from alignkit.errors import AlignkitError, DataError, UnknownNameError, warn
-from alignkit.eval.evaluate import EvalConfig
-from alignkit.models.policy import ModelConfig, device_problem, local_tokenizer_folder, load_tokenizer
+from alignkit.eval.evaluator import EvalConfig
+from alignkit.models.config import ModelConfig, local_tokenizer_folder
+from alignkit.runtime import device_problem
+from alignkit.models.loading import load_tokenizer
 from alignkit.registry import METHODS, REWARDS, load_plugins
 
 
@@ -140,8 +143,6 @@ def check_preference_file(recipe: Recipe, source: str) -> None:
 
 def _tokenizer_on_disk(recipe: Recipe):
     """The policy's tokenizer if it is on disk already (nothing is downloaded or built), else None."""
-    from alignkit.workspace import default_cache_dir
-
     folder = local_tokenizer_folder(recipe.model, default_cache_dir())
     if folder is None:
         return None

@@ -13,19 +13,19 @@ import difflib
 import importlib
 import importlib.metadata
 import importlib.util
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from alignkit.errors import AlignkitError, UnknownNameError
+from alignkit.signatures import loss_signature_problem
 
 ENTRY_POINT_GROUP = "alignkit.plugins"
 
 
 @dataclass(frozen=True)
-class Entry:
+class Registration:
     """A registered object with its capability flags (e.g. ``config`` class, ``reference_free``)."""
 
     name: str
@@ -44,7 +44,7 @@ class Registry:
 
     def __init__(self, kind: str):
         self.kind = kind
-        self._entries: dict[str, Entry] = {}
+        self._entries: dict[str, Registration] = {}
 
     def register(self, name: str, obj: Any = None, **meta: Any):
         """Register ``obj`` under ``name``; without ``obj`` this is a decorator."""
@@ -59,12 +59,12 @@ class Registry:
                     f"choose another name (registered {self.kind}{'es' if self.kind.endswith('s') else 's'}: "
                     f"{', '.join(sorted(self._entries))})"
                 )
-            self._entries[name] = Entry(name, target, dict(meta), _current_source())
+            self._entries[name] = Registration(name, target, dict(meta), _current_source())
             return target
 
         return add if obj is None else add(obj)
 
-    def entry(self, name: str) -> Entry:
+    def entry(self, name: str) -> Registration:
         try:
             return self._entries[name]
         except KeyError:
@@ -79,7 +79,7 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._entries)
 
-    def entries(self) -> list[Entry]:
+    def entries(self) -> list[Registration]:
         return [self._entries[n] for n in self.names()]
 
     def __contains__(self, name: object) -> bool:
@@ -115,9 +115,7 @@ def register_loss(name: str, *, bounds: dict[str, dict] | None = None, **meta: A
     The signature is checked here, at registration; the output on a dry call when a recipe selects it."""
 
     def add(loss: Callable) -> Callable:
-        from alignkit.losses.base import signature_problem
-
-        problem = signature_problem(loss)
+        problem = loss_signature_problem(loss)
         if problem:
             raise AlignkitError(f"loss {name!r} ({_current_source()}) {problem}")
         return LOSSES.register(name, bounds=dict(bounds or {}), **meta)(loss)
@@ -271,22 +269,6 @@ def _import_file(path: Path) -> None:
 
 
 def describe() -> dict[str, list[dict[str, str]]]:
-    """Everything registered, for ``alignkit list``, and the bundled recipes (``alignkit compare`` entry
-    names such as ``simpo``), each with the first line of its description."""
-    from alignkit.recipe import BUNDLED
-
-    table = {
-        kind: [{"name": e.name, "source": e.source, "doc": e.doc} for e in reg.entries()]
-        for kind, reg in REGISTRIES.items()
-    }
-    table["recipes"] = [{"name": path.stem, "source": "builtin", "doc": _recipe_summary(path)}
-                        for path in sorted(BUNDLED.glob("*.yaml"))]
-    return table
-
-
-def _recipe_summary(path) -> str:
-    """A bundled recipe's opening comment (after its ``# alignkit ...`` command) up to its first ':' or
-    full stop."""
-    lines = [line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")]
-    text = " ".join(line for line in lines[:4] if not line.startswith("alignkit "))
-    return re.split(r":\s|(?<! al)\.(?:\s|$)", text, maxsplit=1)[0]  # "Meng et al. 2024" is no full stop
+    """Everything registered, for ``alignkit list``, each with the first line of its description."""
+    return {kind: [{"name": e.name, "source": e.source, "doc": e.doc} for e in reg.entries()]
+            for kind, reg in REGISTRIES.items()}

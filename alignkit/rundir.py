@@ -14,9 +14,9 @@ from alignkit import __version__
 from alignkit.config import first_difference, to_dict
 from alignkit.errors import AlignkitError
 from alignkit.recipe import Recipe
-from alignkit.runlog import _jsonable
+from alignkit.runlog import jsonable
 
-MARKER = ".alignkit-run"  # written first into every run directory alignkit creates
+RUN_MARKER = ".alignkit-run"  # written first into every run directory alignkit creates
 STALE_AFTER_S = 3600.0  # a run on another host whose heartbeat is older than this is taken for dead
 
 
@@ -84,14 +84,14 @@ def claim_run_dir(run_dir: Path, recipe: Recipe, overwrite: bool) -> str:
     if not run_dir.exists() or not any(run_dir.iterdir()):
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / MARKER).write_text(json.dumps({"created_by": f"alignkit {__version__}"}) + "\n")
+            (run_dir / RUN_MARKER).write_text(json.dumps({"created_by": f"alignkit {__version__}"}) + "\n")
         except OSError as exc:
             raise AlignkitError(f"{run_dir}: cannot create the run directory ({exc.strerror}); choose another "
                                 "--out") from None
         return "new"
     manifest = read_manifest(run_dir)
-    if not (run_dir / MARKER).is_file() and not (manifest or {}).get("alignkit_run"):
-        raise AlignkitError(f"{run_dir}: exists, is not empty and is not an alignkit run directory (no {MARKER}); "
+    if not (run_dir / RUN_MARKER).is_file() and not (manifest or {}).get("alignkit_run"):
+        raise AlignkitError(f"{run_dir}: exists, is not empty and is not an alignkit run directory (no {RUN_MARKER}); "
                             "alignkit never writes into it, even with --overwrite; choose another --out")
     writer = live_writer(manifest or {})
     if writer:
@@ -101,8 +101,30 @@ def claim_run_dir(run_dir: Path, recipe: Recipe, overwrite: bool) -> str:
     if manifest and manifest.get("status") == "done":
         raise AlignkitError(f"{run_dir} already holds a run (manifest.json); pass --overwrite or choose --out")
     if manifest:
-        difference = recipe_difference(manifest.get("recipe"), _jsonable(to_dict(recipe)))
+        difference = recipe_difference(manifest.get("recipe"), jsonable(to_dict(recipe)))
         if difference:
             raise AlignkitError(f"{run_dir}: holds an unfinished run of a different recipe ({difference}); "
                                 "pass --overwrite to start over, or rerun with its recipe to resume it")
     return "resume"
+
+
+COMPARISON_MARKER = ".alignkit-comparison"
+
+
+def claim_comparison_dir(folder: str | Path) -> Path:
+    """Make ``folder`` a comparison folder alignkit owns, or accept one it already owns; refuse, changing
+    nothing, a non-empty folder alignkit did not create (its own files could be overwritten)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise AlignkitError(f"{folder}: exists and is not a folder; choose another --out")
+    owned = (folder / COMPARISON_MARKER).is_file() or (folder / "compare.json").is_file()
+    if folder.is_dir() and any(folder.iterdir()) and not owned:
+        raise AlignkitError(f"{folder}: exists, is not empty and is not an alignkit comparison folder (no "
+                            f"{COMPARISON_MARKER}); alignkit never writes into it; choose another --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / COMPARISON_MARKER).touch()
+    except OSError as exc:
+        raise AlignkitError(f"{folder}: cannot write the comparison there ({exc.strerror}); choose another --out") \
+            from None
+    return folder

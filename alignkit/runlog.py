@@ -19,7 +19,7 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """``value`` as strict-JSON data: tensors/numpy scalars as numbers, NaN and +-inf as None, recursively."""
     if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
         value = value.item()
@@ -28,15 +28,15 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
 def dumps(data: Any, **kwargs) -> str:
     """``json.dumps`` that never writes NaN/Infinity (invalid JSON): non-finite floats become null."""
-    return json.dumps(_jsonable(data), allow_nan=False, default=_jsonable, **kwargs)
+    return json.dumps(jsonable(data), allow_nan=False, default=jsonable, **kwargs)
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -84,7 +84,7 @@ class MetricsLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def log(self, stage: str, step: int, metrics: dict[str, Any]) -> None:
-        record = {"stage": stage, "step": step, **{k: _jsonable(v) for k, v in metrics.items()}}
+        record = {"stage": stage, "step": step, **{k: jsonable(v) for k, v in metrics.items()}}
         self.records.append(record)
         if self.path:
             with open(self.path, "a") as handle:
@@ -112,27 +112,3 @@ def append_jsonl(path: str | Path, row: dict) -> None:
 def read_jsonl(path: str | Path) -> list[dict]:
     path = Path(path)
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
-COMPARISON_MARKER = ".alignkit-comparison"
-
-
-def claim_comparison_dir(folder: str | Path) -> Path:
-    """Make ``folder`` a comparison folder alignkit owns, or accept one it already owns; refuse, changing
-    nothing, a non-empty folder alignkit did not create (its own files could be overwritten)."""
-    from alignkit.errors import AlignkitError
-
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise AlignkitError(f"{folder}: exists and is not a folder; choose another --out")
-    owned = (folder / COMPARISON_MARKER).is_file() or (folder / "compare.json").is_file()
-    if folder.is_dir() and any(folder.iterdir()) and not owned:
-        raise AlignkitError(f"{folder}: exists, is not empty and is not an alignkit comparison folder (no "
-                            f"{COMPARISON_MARKER}); alignkit never writes into it; choose another --out")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / COMPARISON_MARKER).touch()
-    except OSError as exc:
-        raise AlignkitError(f"{folder}: cannot write the comparison there ({exc.strerror}); choose another --out") \
-            from None
-    return folder

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from contextlib import contextmanager, nullcontext
 from typing import Callable, Sequence, TypeVar
 
@@ -27,6 +28,34 @@ R = TypeVar("R")
 
 PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # ours -> accelerate's mixed_precision
 SHARDING_ENV = {"FSDP": "ACCELERATE_USE_FSDP", "DEEPSPEED": "ACCELERATE_USE_DEEPSPEED"}  # set by accelerate launch
+
+
+def device_problem(name: str) -> str | None:
+    """Why ``device`` cannot be used on this machine (None when it can): checked at recipe load, so a run
+    never starts, or writes anything, on a device it cannot have."""
+    if name in ("auto", "cpu"):
+        return None
+    if name == "mps":
+        return None if torch.backends.mps.is_available() else "'mps' requested but MPS is not available"
+    match = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if match is None:
+        return f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)"
+    if not torch.cuda.is_available():
+        return f"{name!r} requested but CUDA is not available on this machine"
+    count = torch.cuda.device_count()
+    if match.group(1) is not None and int(match.group(1)) >= count:
+        return f"{name!r} requested but this machine has {count} CUDA device(s) (cuda:0 to cuda:{count - 1})"
+    return None
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The torch device of a validated ``device`` setting (``auto``: CUDA when present, else CPU)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    problem = device_problem(name)
+    if problem:
+        raise AlignkitError(f"device: {problem}")
+    return torch.device(name)
 
 
 def _env_flag(name: str) -> bool:
@@ -69,8 +98,6 @@ class Runtime:
         if device in ("auto", "cpu") or self.world > 1:
             self.device = self.accelerator.device
         else:
-            from alignkit.models.policy import resolve_device
-
             self.device = resolve_device(device)
         # fp16 needs loss scaling; our own scaler, so it also works (and is testable) on CPU
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
@@ -16,24 +15,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alignkit.cache import CacheEntry
+from alignkit.cache import CacheEntry, default_cache_dir
 from alignkit.config import fingerprint
 from alignkit.data.preferences import GENERATION_VERSION, PreferenceData, generate_preferences, load_preferences
 from alignkit.data.task import Task
 from alignkit.errors import DataError
-from alignkit.eval.evaluate import ReferenceSamples, trajectory_point
-from alignkit.models.policy import ModelConfig, Policy, Reference, local_tokenizer_folder
+from alignkit.eval.evaluator import ReferenceSamples, trajectory_point
+from alignkit.models.config import ModelConfig, local_tokenizer_folder
+from alignkit.models.policy import Policy, Reference
 from alignkit.models.scalar_head import ScalarModel, Scorer
 from alignkit.recipe import Recipe
 from alignkit.registry import DATASETS, METHODS, REWARDS
 from alignkit.runlog import MetricsLog, append_jsonl, read_jsonl, write_json, write_jsonl
 from alignkit.runtime import start
 from alignkit.training import Budget
-
-
-def default_cache_dir() -> Path:
-    """``$ALIGNKIT_CACHE``, else ``~/.cache/alignkit``: builtin models, gold rewards, generated pairs."""
-    return Path(os.environ.get("ALIGNKIT_CACHE") or Path.home() / ".cache" / "alignkit")
 
 
 def chat_template_text(model: ModelConfig, cache_dir: Path) -> tuple[str, ...]:
@@ -176,7 +171,7 @@ class Workspace:
         """Preference pairs from a file/dataset, or sampled from the SFT policy and gold-labelled (cached)."""
         cfg = self.recipe.preferences
         if cfg.source != "generated":
-            from alignkit.models.policy import load_tokenizer, resolve_model_path
+            from alignkit.models.loading import load_tokenizer, resolve_model_path
 
             model = self.recipe.model  # conversational rows are rendered with the policy's own chat template
             return load_preferences(cfg, lambda: load_tokenizer(resolve_model_path(model.name_or_path,

@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def source_cache() -> Path:
     """The cache the seeded inputs are copied from: $ALIGNKIT_CACHE, else ~/.cache/alignkit."""
-    from alignkit.workspace import default_cache_dir
+    from alignkit.cache import default_cache_dir
 
     return default_cache_dir()
 

@@ -304,7 +304,7 @@ def run_trl(recipe, dataset, steps: int) -> Measurement:
 
 
 def default_cache() -> Path:
-    from alignkit.workspace import default_cache_dir
+    from alignkit.cache import default_cache_dir
 
     return default_cache_dir()
 

@@ -33,7 +33,7 @@ def build_model(folder: Path, width: int, layers: int) -> int:
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from alignkit.models.policy import resolve_model_path
+    from alignkit.models.loading import resolve_model_path
     from alignkit.registry import load_builtins
     from alignkit.workspace import default_cache_dir
 

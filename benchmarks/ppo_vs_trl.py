@@ -173,7 +173,7 @@ def build_models(folder: Path, model: str, seed: int = 0) -> tuple[Path, Path, d
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    from alignkit.models.policy import resolve_model_path
+    from alignkit.models.loading import resolve_model_path
     from alignkit.registry import load_builtins
     from alignkit.workspace import default_cache_dir
 

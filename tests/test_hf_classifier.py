@@ -16,7 +16,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from alignkit.compare import check_shared, plan_comparison, resolved_recipe
+from alignkit.compare import plan_comparison, resolved_recipe
+from alignkit.records import check_shared
 from alignkit.config import ConfigError
 from alignkit.errors import AlignkitError
 from alignkit.recipe import BUNDLED, load_recipe, resolve_recipe_path

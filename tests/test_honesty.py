@@ -18,7 +18,9 @@ import torch
 
 from alignkit.data.preferences import PreferenceData
 from alignkit.methods.ppo import PPOTrainer
-from alignkit.models.policy import LoraSettings, Policy, apply_lora
+from alignkit.models.config import LoraSettings
+from alignkit.models.policy import Policy
+from alignkit.models.loading import apply_lora
 from alignkit.models.scalar_head import ScalarModel, Scorer
 from alignkit.models.sequences import encode_pairs
 from alignkit.pipeline import run_recipe
@@ -78,7 +80,7 @@ def test_reward_model_scores_a_rollout_as_it_scores_training_text():
     torch.manual_seed(0)
     rollout = policy.sample(["the movie", "i hated this story"] * 16, max_new_tokens=6)
     rollout = rollout.select(plain_rows(rollout, policy.tokenizer))
-    from alignkit.models.policy import ModelConfig
+    from alignkit.models.config import ModelConfig
 
     scorer = Scorer(scalar, ModelConfig(max_length=32))
     as_text = scorer(rollout.prompts, rollout.completions, rollout.ended)

@@ -64,7 +64,8 @@ def test_lora_dpo_trains_the_adapter_against_the_adapter_disabled_reference(tmp_
 
 
 def test_4bit_base_with_lora_scores_close_to_full_precision_and_trains_only_the_adapter(wide_model_dir):
-    from alignkit.models.policy import LoraSettings, ModelConfig, Policy
+    from alignkit.models.config import LoraSettings, ModelConfig
+    from alignkit.models.policy import Policy
 
     full = Policy.load(ModelConfig(name_or_path=str(wide_model_dir)), cache_dir=wide_model_dir,
                        device=torch.device("cpu"))
@@ -85,7 +86,8 @@ def test_4bit_base_with_lora_scores_close_to_full_precision_and_trains_only_the_
 def test_4bit_policy_scores_alike_in_eval_and_train_mode_and_trains_after_sampling(wide_model_dir):
     """bitsandbytes would repack CPU 4-bit weights into an inference-only format at the first no-grad eval
     forward (on AVX512-BF16 CPUs), after which training fails and scores shift; the loader keeps one path."""
-    from alignkit.models.policy import LoraSettings, ModelConfig, Policy
+    from alignkit.models.config import LoraSettings, ModelConfig
+    from alignkit.models.policy import Policy
 
     policy = Policy.load(ModelConfig(name_or_path=str(wide_model_dir), load_in_4bit=True, lora=LoraSettings(r=4)),
                          cache_dir=wide_model_dir, device=torch.device("cpu"))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from alignkit.compare import check_shared, plan_comparison, resolved_recipe
+from alignkit.compare import plan_comparison, resolved_recipe
+from alignkit.records import check_shared
 from alignkit.config import read_yaml
 from alignkit.recipe import BUNDLED, load_recipe
 

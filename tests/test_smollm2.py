@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from alignkit.compare import check_shared, resolved_recipe
+from alignkit.compare import resolved_recipe
+from alignkit.records import check_shared
 from alignkit.errors import AlignkitError
 from alignkit.models import smollm2
-from alignkit.models.policy import resolve_model_path
+from alignkit.models.loading import resolve_model_path
 from alignkit.recipe import BUNDLED, load_recipe, resolve_recipe_path
 from alignkit.registry import load_builtins
 
@@ -145,7 +146,8 @@ def test_real_alias_dequantizes_into_a_folder_policy_loads(tmp_path):
     its chat template, and <|im_end|> as EOS and padding, loaded by Policy like any local model."""
     import torch
 
-    from alignkit.models.policy import ModelConfig, Policy
+    from alignkit.models.config import ModelConfig
+    from alignkit.models.policy import Policy
 
     try:
         started = time.monotonic()

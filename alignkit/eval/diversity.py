@@ -19,7 +19,7 @@ def load_metric(name: str):
     HF_HUB_OFFLINE nor HF_EVALUATE_OFFLINE changes anything here. keep_in_memory keeps compute() from
     writing an Arrow cache file and lock under ~/.cache/huggingface/metrics on every call.
     """
-    import evaluate  # the Hugging Face library (absolute import, not alignkit.eval.evaluate); slow to import
+    import evaluate  # the Hugging Face library (absolute import, not alignkit.eval.evaluator); slow to import
 
     folder = METRICS_DIR / name
     if not (folder / f"{name}.py").is_file():

@@ -7,13 +7,15 @@ unit-tested with hand-computed numbers and swapped without touching the training
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
+
+from alignkit.config import bound_problem
+from alignkit.signatures import loss_parameters, loss_signature_problem  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -50,46 +52,9 @@ def implicit_rewards(chosen_ratio: Tensor, rejected_ratio: Tensor, beta: float) 
     return beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
 
 
-def loss_parameters(loss: Callable) -> dict[str, object]:
-    """The extra keyword parameters a loss accepts (beyond ``logps`` and ``beta``), with defaults."""
-    params = inspect.signature(loss).parameters
-    return {name: p.default for name, p in params.items()
-            if name not in ("logps", "beta") and p.kind is inspect.Parameter.KEYWORD_ONLY}
-
-
-# --------------------------------------------------------------------------------------------------
-# the loss contract, checked before anything trains: the signature when a loss registers, and the
-# output on a tiny synthetic batch when a recipe selects it (so a plugin's bug is one line, not a traceback
-# twenty minutes into a run)
-
-_P = inspect.Parameter
-
-
-def signature_problem(loss: Callable) -> str | None:
-    """Why ``loss`` does not have the shape ``loss(logps, *, beta, name=default, ...)``, or None."""
-    try:
-        params = list(inspect.signature(loss).parameters.values())
-    except (TypeError, ValueError):
-        return "is not a function with a signature"
-    usage = "(write def loss(logps, *, beta, my_param=default))"
-    if not params or params[0].kind not in (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD):
-        return f"must take logps as its first positional parameter {usage}"
-    beta = next((p for p in params if p.name == "beta"), None)
-    if beta is None or beta.kind is not _P.KEYWORD_ONLY:
-        return f"must take beta as a keyword-only parameter {usage}"
-    for p in params[1:]:
-        if p.name == "beta":
-            continue
-        if p.kind is not _P.KEYWORD_ONLY or p.default is _P.empty:
-            return f"parameter {p.name!r} must be keyword-only with a default {usage}"
-    return None
-
-
 def param_problem(name: str, value: Any, default: Any, bounds: dict) -> str | None:
     """Why a ``loss_params`` value cannot be used: its type differs from the default's, a number is not
     finite, or it lies outside the bounds the loss declared (``register_loss(name, bounds={...})``)."""
-    from alignkit.config import bound_problem
-
     if isinstance(default, bool) or isinstance(value, bool):
         if isinstance(default, bool) != isinstance(value, bool) and default is not None:
             return f"expected {'true or false' if isinstance(default, bool) else 'a number'}, got {value!r}"

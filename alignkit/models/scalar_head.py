@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from alignkit.models.policy import (ModelConfig, apply_lora, disable_dropout, load_adapter, load_pretrained,
-                                    load_tokenizer, resolve_model_path)
+from alignkit.models.config import ModelConfig
+from alignkit.models.loading import (apply_lora, disable_dropout, load_adapter, load_pretrained, load_tokenizer,
+                                     resolve_model_path)
 from alignkit.models.sequences import SequenceBatch, encode_pairs, position_ids
 from alignkit.runlog import write_json
 

@@ -19,7 +19,7 @@ import torch
 
 from alignkit.config import build, fingerprint, option, to_dict
 from alignkit.errors import AlignkitError
-from alignkit.models.policy import looks_like_local_path
+from alignkit.models.config import looks_like_local_path
 from alignkit.registry import register_reward
 
 KEY = "gold_reward_options"

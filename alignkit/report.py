@@ -1,203 +1,23 @@
 """From finished run directories to a comparison: ``comparison.csv``, ``trajectories.csv``, ``winrates.csv``,
-``frontier.png``, ``temperature.png``, ``report.md`` and ``compare.json``.
+``frontier.png``, ``temperature.png``, ``report.md`` and ``compare.json``, and the one-screen table.
 
 ``alignkit compare`` and ``alignkit report`` share this one path, so a comparison rebuilt from its run
-directories is identical to the one its runs were trained for. Everything here reads what the runs wrote;
-nothing is trained or sampled.
+directories is identical to the one its runs were trained for. Everything here reads what the runs wrote
+(through :mod:`alignkit.records`); nothing is trained or sampled.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from alignkit.errors import AlignkitError
-from alignkit.eval.frontier import FrontierPoint, describe_matched_kl, matched_kl_difference
-from alignkit.eval.stats import head_to_head
-from alignkit.runlog import claim_comparison_dir, read_jsonl, write_json, write_text
-
-N_BOOT = 2000
-HEAD_TO_HEAD_METHOD = ("paired bootstrap over the shared evaluation prompts ({n_boot} resamples of the prompts, "
-                       "the same resample for every pair; percentile 95% interval); the judge scores each "
-                       "entry's completion for the same prompt, ties count one half")
-
-
-@dataclass
-class RunRecord:
-    """A finished run as the report sees it."""
-
-    run_dir: Path
-    manifest: dict
-    summary: dict
-    trajectory: list[dict] = field(default_factory=list)
-
-    @property
-    def info(self) -> dict:
-        return self.manifest.get("compare_entry") or {}
-
-    @property
-    def label(self) -> str:
-        return self.info.get("label") or self.run_dir.name
-
-    @property
-    def group(self) -> str:
-        return self.info.get("group") or self.label
-
-    @property
-    def sweep(self) -> dict:
-        return self.info.get("sweep") or {}
-
-    @property
-    def cost(self) -> dict:
-        """Wall time and peak memory: measured, so kept in the manifest, not in the deterministic summary."""
-        return self.manifest.get("cost") or {}
-
-    @property
-    def is_policy(self) -> bool:
-        return "by_temperature" in self.summary
-
-    def samples(self) -> list[dict]:
-        return read_jsonl(self.run_dir / "eval" / "samples.jsonl")
-
-
-def find_run_dirs(paths: list[Path]) -> list[Path]:
-    """Run directories, expanding a comparison folder into its runs (in its recorded order)."""
-    found = []
-    for path in map(Path, paths):
-        if (path / "manifest.json").is_file():
-            found.append(path)
-        elif (path / "compare.json").is_file():
-            index = json.loads((path / "compare.json").read_text())
-            found.extend(path / "runs" / e["run"] for e in index["entries"])
-        elif (path / "runs").is_dir():
-            found.extend(sorted(p for p in (path / "runs").iterdir() if (p / "manifest.json").is_file()))
-        else:
-            raise AlignkitError(f"{path}: not a run directory (no manifest.json) nor a comparison folder")
-    return found
-
-
-def load_runs(paths: list[Path]) -> list[RunRecord]:
-    runs = []
-    for run_dir in find_run_dirs(paths):
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-        summary_path = run_dir / "eval" / "summary.json"
-        if manifest.get("status") != "done" or not summary_path.is_file():
-            raise AlignkitError(f"{run_dir}: the run is not finished (status {manifest.get('status')!r})")
-        runs.append(RunRecord(run_dir, manifest, json.loads(summary_path.read_text()),
-                              read_jsonl(run_dir / "eval" / "trajectory.jsonl")))
-    if not runs:
-        raise AlignkitError("report: no finished runs found")
-    labels = [r.label for r in runs]
-    if len(set(labels)) != len(labels):
-        raise AlignkitError(f"report: two runs share a label: {sorted({x for x in labels if labels.count(x) > 1})}")
-    return runs
-
-
-def check_runs_share(runs: list[RunRecord]) -> None:
-    """The same refusal as ``alignkit compare``: runs that disagree on a shared section are not comparable."""
-    from alignkit.compare import check_shared
-
-    check_shared([(r.label, r.manifest["recipe"], "reward_model" in r.manifest.get("artifact_keys", {}))
-                  for r in runs])
-
-
-# -------------------------------------------------------------------------------------------------
-# tables
-
-
-def converged(run: RunRecord) -> str:
-    """``no`` when the last checkpoint's gold reward still rose by more than its own 95% half-width since
-    the previous one (training had not levelled off); ``yes`` otherwise; ``unknown`` without two points;
-    ``no training`` for a method that does not train (Best-of-N)."""
-    if not (run.summary.get("budget") or {}).get("steps"):
-        return "no training"
-    trajectory = run.trajectory
-    points = sorted((p for p in trajectory if p.get("gold_reward_mean") is not None), key=lambda p: p["step"])
-    if len(points) < 2:
-        return "unknown"
-    last, previous = points[-1], points[-2]
-    half = (last["gold_reward_ci_high"] - last["gold_reward_ci_low"]) / 2
-    return "no" if last["gold_reward_mean"] - previous["gold_reward_mean"] > half else "yes"
-
-
-def comparison_rows(runs: list[RunRecord]) -> list[dict]:
-    """One row per run x temperature with every number the evaluator and the run recorded."""
-    rows = []
-    for run in runs:
-        if not run.is_policy:
-            continue
-        s, budget, cost = run.summary, run.summary.get("budget", {}), run.cost
-        base = {"label": run.label, "group": run.group, "method": s["method"],
-                "sweep": ";".join(f"{k}={v}" for k, v in run.sweep.items()),
-                "sweep_value": next(iter(run.sweep.values()), None) if len(run.sweep) == 1 else None,
-                "train_seed": run.manifest.get("train_seed"), "converged": converged(run)}
-        for row in s["by_temperature"]:
-            rows.append({**base, **{k: row.get(k) for k in ROW_KEYS},
-                         **{f"train_{k}" if not k.startswith("train") else k: v for k, v in budget.items()},
-                         "train_wall_s": cost.get("train_wall_s"), "eval_wall_s": cost.get("eval_wall_s"),
-                         "peak_rss_mb": (cost.get("peak_memory") or {}).get("cpu_max_rss_mb"),
-                         "run": run.run_dir.name})
-    return rows
-
-
-ROW_KEYS = ("temperature", "top_p", "n_samples", "gold_reward_mean", "gold_reward_ci_low", "gold_reward_ci_high",
-            "reference_gold_reward_mean", "proxy_reward_mean", "proxy_reward_ci_low", "proxy_reward_ci_high",
-            "reference_proxy_reward_mean", "kl_kind", "kl_mean", "kl_ci_low", "kl_ci_high", "kl_sampled_estimate",
-            "win_rate_vs_reference", "win_rate_ci_low", "win_rate_ci_high", "distinct_1", "distinct_2",
-            "self_bleu", "mean_completion_tokens", "eos_fraction", "eval_generated_sequences",
-            "eval_generated_tokens")
-
-
-def trajectory_rows(runs: list[RunRecord]) -> list[dict]:
-    return [{"label": r.label, "group": r.group, **p} for r in runs for p in r.trajectory]
-
-
-def winrate_matrix(runs: list[RunRecord]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, int] | None:
-    """Head-to-head win rates between every two policies on the same prompts (None if they differ)."""
-    policies = [r for r in runs if r.is_policy]
-    samples = [r.samples() for r in policies]
-    if len(policies) < 2 or any([s["prompt"] for s in x] != [s["prompt"] for s in samples[0]] for x in samples):
-        return None
-    scores = np.array([[s["judge_score"] for s in x] for x in samples], dtype=np.float64)
-    wins, low, high = head_to_head(scores, n_boot=N_BOOT, seed=0)
-    return [r.label for r in policies], wins, low, high, scores.shape[1]
-
-
-# -------------------------------------------------------------------------------------------------
-# frontier maths over runs
-
-
-def frontier_points(runs: list[RunRecord]) -> dict[str, list[FrontierPoint]]:
-    """Per group, every point on the reward-vs-KL plane at the primary temperature: final evaluations and
-    the trajectory checkpoints evaluated on the same prompts (as the DPO paper draws its frontier over all
-    evaluations); checkpoints on a subset of the prompts are another basis and stay out."""
-    points: dict[str, list[FrontierPoint]] = {}
-    for run in runs:
-        if not run.is_policy:
-            continue
-        s = run.summary
-        rows = [(s, run.label)] + [(p, f"{run.label}@step{p['step']}") for p in run.trajectory
-                                   if p["n_samples"] == s["n_samples"]]
-        for row, name in rows:
-            if row.get("kl_mean") is None or not math.isfinite(row["kl_mean"]):
-                continue
-            sem = (row["gold_reward_ci_high"] - row["gold_reward_mean"]) / 1.96
-            points.setdefault(run.group, []).append(FrontierPoint(row["kl_mean"], row["gold_reward_mean"], sem,
-                                                                  label=name))
-    return points
-
-
-def matched_kl_sentences(points: dict[str, list[FrontierPoint]]) -> list[dict]:
-    out = []
-    for a, b in itertools.combinations(sorted(points), 2):
-        result = matched_kl_difference(points[a], points[b])
-        out.append({"a": a, "b": b, "result": result, "sentence": describe_matched_kl(a, b, result)})
-    return out
+from alignkit.eval.plots import plot_frontier, plot_temperature
+from alignkit.records import (HEAD_TO_HEAD_METHOD, N_BOOT, RunRecord, check_runs_share, comparison_rows, converged,
+                              frontier_points, load_runs, matched_kl_sentences, trajectory_rows, winrate_matrix)
+from alignkit.rundir import claim_comparison_dir
+from alignkit.runlog import write_json, write_text
 
 
 # -------------------------------------------------------------------------------------------------
@@ -210,7 +30,6 @@ def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv
     ``states`` records what the comparison did with each run (train, evaluate, current)."""
     import pandas as pd
 
-    from alignkit.eval.plots import plot_frontier, plot_temperature
 
     runs = load_runs(paths)
     check_runs_share(runs)
@@ -398,3 +217,21 @@ def _caveats(runs, primary, shared, index) -> list[str]:
                  f"policy's own samples; analytic: Best-of-N's log n - (n-1)/n, its sampled estimate in "
                  f"`kl_sampled_estimate`).")
     return lines
+
+
+def screen_table(out: Path) -> str:
+    """The one-screen summary printed at the end: each entry at the primary temperature."""
+    import pandas as pd
+
+    frame = pd.read_csv(out / "comparison.csv")
+    index = json.loads((out / "compare.json").read_text())
+    frame = frame[frame["temperature"] == index["primary_temperature"]]
+    lines = [f"{'entry':<28} {'gold':>6} {'KL':>6} {'win rate [95% CI]':>20} {'steps':>6} {'train s':>8}  converged"]
+    for _, r in frame.iterrows():
+        kl = "–" if pd.isna(r["kl_mean"]) else f"{r['kl_mean']:.2f}"
+        lines.append(f"{r['label'][:28]:<28} {r['gold_reward_mean']:>6.3f} {kl:>6} "
+                     f"{r['win_rate_vs_reference']:>6.3f} [{r['win_rate_ci_low']:.2f}, {r['win_rate_ci_high']:.2f}] "
+                     f"{int(r['train_steps']) if not pd.isna(r['train_steps']) else 0:>6} "
+                     f"{r['train_wall_s'] if not pd.isna(r['train_wall_s']) else 0:>8.1f}  {r['converged']}")
+    lines += [f"  {s['sentence']}" for s in index["matched_kl"] if s["result"]]  # the rest: report.md
+    return "\n".join(lines)
