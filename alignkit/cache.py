@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import alignkit
+from alignkit.runtime import Runtime
 
 ENTRY_MARKER = "CACHE_ENTRY.json"
 FORMAT = 1
@@ -148,12 +149,10 @@ class CacheEntry:
     # ---------------------------------------------------------------------------------------------
     # building
 
-    def ensure(self, build: Callable[[Path], object]) -> Path:
+    def ensure(self, build: Callable[[Path], object], runtime: Runtime) -> Path:
         """The verified artifact's path, building it first if needed: ``build(tmp)`` must write the
-        artifact to ``tmp`` (a fresh folder for folder entries; a file path in one for file entries)."""
-        from alignkit.runtime import current
-
-        runtime = current()
+        artifact to ``tmp`` (a fresh folder for folder entries; a file path in one for file entries).
+        Under data parallelism (``runtime.world`` > 1) the processes build it together."""
         if runtime.world > 1:
             return self._ensure_together(build, runtime)
         if self.problem() is None:
@@ -167,7 +166,7 @@ class CacheEntry:
             self._build(build)
         return self.path
 
-    def _ensure_together(self, build: Callable[[Path], object], runtime) -> Path:
+    def _ensure_together(self, build: Callable[[Path], object], runtime: Runtime) -> Path:
         """Data parallel: the main process decides whether the entry must be built; then every process
         builds it (a build may share its work out between them) and only the main one publishes it."""
         missing = runtime.broadcast(self.problem() is not None if runtime.is_main else None)
@@ -183,11 +182,11 @@ class CacheEntry:
         runtime.barrier()
         return self.path
 
-    def fetch(self, build: Callable[[Path], T], load: Callable[[Path], T]) -> T:
+    def fetch(self, build: Callable[[Path], T], load: Callable[[Path], T], runtime: Runtime) -> T:
         """The artifact as an object: what ``build(tmp)`` returned when this call built it (no re-read),
         else ``load(path)`` of the verified entry."""
         built: list[T] = []
-        path = self.ensure(lambda tmp: built.append(build(tmp)))
+        path = self.ensure(lambda tmp: built.append(build(tmp)), runtime)
         return built[0] if built else load(path)
 
     @contextmanager

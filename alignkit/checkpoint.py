@@ -17,9 +17,8 @@ import random
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -144,7 +143,7 @@ def nonfinite_modules(*modules: torch.nn.Module) -> bool:
 class Checkpointer:
     """``RUN/checkpoints/``: saves a loop's :class:`TrainState` every N steps (atomically, keeping the newest
     ``keep``), restores the newest complete one, and beats ``heartbeat()`` so a dead run is recognisable.
-    The first loop that claims it owns it, so a shared stage trained on the way never mixes in."""
+    The first loop that claims it (:meth:`claim`, through the run's context) owns it."""
 
     def __init__(self, folder: Path, *, keep: int = 2, log=None, heartbeat: Callable[[], None] | None = None,
                  heartbeat_every_s: float = 30.0, read_only: bool = False):
@@ -245,25 +244,3 @@ def numerical_error(stage: str, step: int, what: str, last_good: str = "none") -
     hint = (f"last good checkpoint: {last_good} (rerun the same command to resume from it)" if last_good != "none"
             else "no checkpoint yet")
     return NumericalError(f"{stage}: step {step}: {what}; {hint}; or use a lower lr or skip_nonfinite: true")
-
-
-# --------------------------------------------------------------------------------------------------
-# which checkpointer a loop uses: the one the pipeline activated around the method's training
-
-_active: list[Checkpointer] = []
-
-
-@contextmanager
-def activated(checkpointer: Checkpointer) -> Iterator[Checkpointer]:
-    _active.append(checkpointer)
-    try:
-        yield checkpointer
-    finally:
-        _active.remove(checkpointer)
-
-
-def for_stage(stage: str, explicit: Checkpointer | None = None) -> Checkpointer | None:
-    """The checkpointer of a training loop named ``stage``: ``explicit``, else the active one if this loop
-    may claim it (None: the loop runs without checkpoints, e.g. a shared stage or a unit test)."""
-    checkpointer = explicit or (_active[-1] if _active else None)
-    return checkpointer if checkpointer is not None and checkpointer.claim(stage) else None

@@ -22,6 +22,7 @@ from typing import Any, Iterable
 import yaml
 from tqdm.auto import tqdm
 
+from alignkit.artifacts import Artifact
 from alignkit.config import ConfigError, apply_overrides, load_yaml_text, read_yaml, to_dict
 from alignkit.errors import AlignkitError
 from alignkit.pipeline import adopt_recipe, method_needs, reevaluate, run_recipe, run_state
@@ -30,7 +31,7 @@ from alignkit.recipe import BUNDLED, Recipe, bundled_recipe, recipe_from_data, r
 from alignkit.registry import METHODS, load_plugins
 from alignkit.report import build_report
 from alignkit.rundir import claim_comparison_dir
-from alignkit.runtime import current
+from alignkit.runtime import start
 
 DEFAULT_TASK = "imdb"
 COMPARE_KEYS = ("name", "entries", "sweep", "seeds", "plugins")
@@ -258,14 +259,15 @@ def _check_labels(entries: list[PlannedRun]) -> None:
 def resolved_recipe(recipe: Recipe) -> tuple[dict, bool]:
     """A recipe as plain data with its reward-model settings filled in, and whether its method uses them."""
     recipe.method_config("reward_model")
-    uses = "reward_model" in method_needs(recipe.method, recipe.method_config(recipe.method))
+    uses = Artifact.REWARD_MODEL in method_needs(recipe.method, recipe.method_config(recipe.method))
     return to_dict(recipe), uses
 
 
 def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> dict:
     """Train (or reuse, or re-evaluate) every entry as a run under ``OUT/runs/``, then write the
     comparison's outputs from those run directories. One progress bar covers the whole comparison."""
-    runtime = current()  # under accelerate launch: the main process decides and writes, all of them compute
+    first = plan.entries[0].recipe  # one runtime for every run (a run with other settings makes its own)
+    runtime = start(first.device, first.precision)  # under accelerate launch: the main process decides and writes
     runs_dir = plan.out / "runs"
     states = None
     if runtime.is_main:
@@ -288,11 +290,12 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> di
         info = {"label": entry.label, "group": entry.group, "sweep": entry.sweep, "seed_index": entry.seed_index}
         run_dir = runs_dir / entry.label
         if state in ("train", "resume"):  # an interrupted run continues from its last checkpoint
-            run_recipe(entry.recipe, run_dir, overwrite=state == "train", cache_dir=cache_dir, entry=info)
+            run_recipe(entry.recipe, run_dir, overwrite=state == "train", cache_dir=cache_dir, entry=info,
+                       runtime=runtime)
         elif state == "evaluate":
-            reevaluate(run_dir, entry.recipe, cache_dir)
+            reevaluate(run_dir, entry.recipe, cache_dir, runtime)
         else:
-            adopt_recipe(run_dir, entry.recipe)
+            adopt_recipe(run_dir, entry.recipe, runtime)
         bar.update(1)
     bar.close()
     runtime.barrier()

@@ -28,18 +28,23 @@ import torch
 from tqdm.auto import tqdm
 
 from alignkit import __version__
-from alignkit.checkpoint import Checkpointer, activated, nonfinite_modules, numerical_error
-from alignkit.config import to_dict
+from alignkit.artifacts import Artifact, as_artifacts
+from alignkit.cache import default_cache_dir
+from alignkit.checkpoint import Checkpointer, nonfinite_modules, numerical_error
+from alignkit.config import apply_overrides, to_dict
+from alignkit.context import Budget, RunContext
 from alignkit.errors import AlignkitError
 from alignkit.eval.evaluator import TRAJECTORY_KEYS, evaluate_at
+from alignkit.eval.plots import plot_run
 from alignkit.memory import PeakMemory, process_peak_mb
 from alignkit.models.policy import Policy
 from alignkit.models.scalar_head import META_FILE as SCALAR_META
-from alignkit.recipe import Recipe
+from alignkit.recipe import Recipe, recipe_from_data
 from alignkit.registry import METHODS
 from alignkit.rundir import RUN_MARKER, check_run_name, claim_run_dir, live_writer, read_manifest
-from alignkit.runlog import MetricsLog, jsonable, append_jsonl, atomic_dir, read_jsonl, write_json, write_jsonl
-from alignkit.runtime import current, start
+from alignkit.runlog import MetricsLog, append_jsonl, atomic_dir, jsonable, read_jsonl, write_json, write_jsonl
+from alignkit.runtime import Runtime, start
+from alignkit.stage_keys import StageKeys
 from alignkit.workspace import Workspace
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "scikit-learn")
@@ -61,13 +66,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _replace_run(recipe: Recipe, run_dir: Path, cache_dir: Path | None, entry: dict | None) -> dict:
+def _replace_run(recipe: Recipe, run_dir: Path, cache_dir: Path | None, entry: dict | None, runtime: Runtime) -> dict:
     """``--overwrite``: build the new run in a sibling folder and swap it in only when it succeeded, so a
     failed run leaves the old one as it was."""
     fresh = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.alignkit-new-", dir=run_dir.parent))
     try:
         (fresh / RUN_MARKER).write_text(json.dumps({"created_by": f"alignkit {__version__}"}) + "\n")
-        summary = Run(recipe, fresh, cache_dir, entry).execute()
+        summary = Run(recipe, fresh, runtime, cache_dir, entry).execute()
         old = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.alignkit-old-", dir=run_dir.parent))
         os.replace(run_dir, old / "run")
         os.replace(fresh, run_dir)
@@ -80,17 +85,20 @@ def _replace_run(recipe: Recipe, run_dir: Path, cache_dir: Path | None, entry: d
 class Run:
     """One recipe executed into one run directory."""
 
-    def __init__(self, recipe: Recipe, run_dir: Path, cache_dir: Path | None = None, entry: dict | None = None,
-                 checkpoints: Path | None = None):
+    def __init__(self, recipe: Recipe, run_dir: Path, runtime: Runtime, cache_dir: Path | None = None,
+                 entry: dict | None = None, checkpoints: Path | None = None):
         """``checkpoints``: read the checkpoints there and write none (a data-parallel process other than the
         main one, which runs in a scratch folder and resumes from the main process's checkpoints)."""
         self.recipe = recipe
         self.run_dir = Path(run_dir)
-        self.ws = Workspace(recipe, self.run_dir, cache_dir, MetricsLog(self.run_dir / "metrics.jsonl"))
         self.timings: dict[str, float] = {}
         self.stage_memory: dict[str, dict[str, float]] = {}
-        self.checkpointer = Checkpointer(checkpoints or self.run_dir / "checkpoints", log=self.ws.log,
+        log = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.checkpointer = Checkpointer(checkpoints or self.run_dir / "checkpoints", log=log,
                                          heartbeat=self._write_manifest, read_only=checkpoints is not None)
+        # the run's context, built once here and passed to everything that trains (alignkit.context)
+        self.ctx = RunContext(runtime, log, Budget(), self.checkpointer)
+        self.ws = Workspace(recipe, self.ctx, self.run_dir, cache_dir)
         self.manifest = {"alignkit_run": 1, "name": recipe.name, "method": recipe.method, "seed": recipe.seed,
                          "train_seed": self.ws.train_seed, "recipe": to_dict(recipe),
                          "versions": package_versions(), "argv": sys.argv, "device": str(self.ws.device),
@@ -102,12 +110,12 @@ class Run:
     @contextmanager
     def stage(self, name: str):
         """Time the stage and record its own peak memory (CPU RSS, CUDA allocation) in the manifest."""
-        start = time.perf_counter()
+        began = time.perf_counter()
         if self.ws.runtime.is_main:
             tqdm.write(f"[alignkit] {self.recipe.name}: {name} ...", file=sys.stderr)
         with PeakMemory() as peak:
             yield
-        self.timings[name] = round(time.perf_counter() - start, 2)
+        self.timings[name] = round(time.perf_counter() - began, 2)
         self.stage_memory[name] = peak.as_dict()
 
     def _write_manifest(self, **extra) -> None:
@@ -121,7 +129,7 @@ class Run:
         metrics and trajectory points logged after it go, training repeats from there. Returns its step."""
         old = read_manifest(self.run_dir) or {}
         meta = self.checkpointer.latest_meta()
-        self.ws.log.truncate(meta["log_offset"] if meta else old.get("train_log_offset", 0))
+        self.ctx.log.truncate(meta["log_offset"] if meta else old.get("train_log_offset", 0))
         step = meta["step"] if meta else 0
         trajectory = self.run_dir / "eval" / "trajectory.jsonl"
         write_jsonl(trajectory, [r for r in read_jsonl(trajectory) if r["step"] <= step])
@@ -148,12 +156,12 @@ class Run:
                 _ = self.ws.gold
             config = self.recipe.method_config(self.recipe.method)
             for need in method_needs(self.recipe.method, config):
-                with self.stage(need.replace("_", " ")):
-                    getattr(self.ws, need)
+                with self.stage(need.stage):
+                    self.ws.resolve(need)
             train_stage = f"train {self.recipe.method}"
-            self.manifest.setdefault("train_log_offset", self.ws.log.position())
+            self.manifest.setdefault("train_log_offset", self.ctx.log.position())
             self._write_manifest()
-            with self.stage(train_stage), activated(self.checkpointer):
+            with self.stage(train_stage):
                 artifact = entry.obj(self.ws, config)
             self.ws.trained_steps = max(self.ws.trained_steps, self.checkpointer.restored_step)
             model = getattr(artifact, "model", None)
@@ -179,10 +187,10 @@ class Run:
         return summary
 
 
-def method_needs(method: str, config) -> tuple[str, ...]:
+def method_needs(method: str, config) -> tuple[Artifact, ...]:
     """The shared artifacts a method declares it reads (built and timed before it trains)."""
     needs = METHODS.entry(method).meta.get("needs", ())
-    return tuple(needs(config) if callable(needs) else needs)
+    return as_artifacts(needs(config) if callable(needs) else needs, method)
 
 
 def evaluate_artifact(ws: Workspace, artifact, *, close_trajectory: bool = True) -> tuple[dict, dict[float, list[dict]]]:
@@ -200,7 +208,7 @@ def evaluate_artifact(ws: Workspace, artifact, *, close_trajectory: bool = True)
     for temperature in cfg.all_temperatures():
         row, samples[temperature] = evaluate_at(artifact, reference, ws.reference_samples(temperature), ws.gold,
                                                 cfg, temperature=temperature, seed=ws.train_seed,
-                                                judge=ws.judge, proxy=proxy)
+                                                runtime=ws.runtime, judge=ws.judge, proxy=proxy)
         rows.append(row)
     if cfg.every_steps and close_trajectory:  # the trained policy closes its trajectory, on the same prompts as the checkpoints
         steps = ws.trained_steps
@@ -219,7 +227,7 @@ def evaluate_artifact(ws: Workspace, artifact, *, close_trajectory: bool = True)
 
 def training_data(ws: Workspace) -> dict:
     """What the run learned from, for the report: the pairs (shared by every method) and their split."""
-    if "_pair_split" not in ws.__dict__:
+    if not ws.has_pairs:
         return {}
     train, heldout = ws.train_pairs, ws.heldout_pairs
     return {"train_pairs": len(train), "train_prompts": len(set(train.group)),
@@ -233,22 +241,21 @@ def write_outputs(run_dir: Path, summary: dict, samples: dict[float, list[dict]]
         name = "samples.jsonl" if temperature == primary else f"samples_T{temperature:g}.jsonl"
         write_jsonl(run_dir / "eval" / name, rows)
     write_json(run_dir / "eval" / "summary.json", summary)
-    from alignkit.eval.plots import plot_run
-
     plot_run(run_dir)
 
 
 def run_recipe(recipe: Recipe, run_dir: Path, *, overwrite: bool = False, cache_dir: Path | None = None,
-               entry: dict | None = None) -> dict:
+               entry: dict | None = None, runtime: Runtime | None = None) -> dict:
     """Train and evaluate ``recipe`` into ``run_dir``; ``entry`` records its place in a comparison. An
     interrupted or failed run of the same recipe there resumes from its last checkpoint; ``overwrite``
     replaces a run as a whole, and only once the new one succeeded. Under data parallelism the main process
-    claims and writes the run directory; the others follow its decision in a scratch folder."""
+    claims and writes the run directory; the others follow its decision in a scratch folder. ``runtime``: one
+    to reuse when it has the recipe's device and precision (a comparison's runs share one)."""
     check_run_name(recipe.name)
     run_dir = Path(run_dir)
-    runtime = start(recipe.device, recipe.precision)
+    runtime = start(recipe.device, recipe.precision, reuse=runtime)
     if not runtime.is_main:
-        return _follow_main(recipe, run_dir, cache_dir, entry, runtime.broadcast(None))
+        return _follow_main(recipe, run_dir, cache_dir, entry, runtime.broadcast(None), runtime)
     try:
         action = claim_run_dir(run_dir, recipe, overwrite)
     except AlignkitError as exc:
@@ -256,19 +263,21 @@ def run_recipe(recipe: Recipe, run_dir: Path, *, overwrite: bool = False, cache_
         raise
     runtime.broadcast(action)
     if action == "replace":
-        return _replace_run(recipe, run_dir, cache_dir, entry)
-    return Run(recipe, run_dir, cache_dir, entry).execute(resume=action == "resume")
+        return _replace_run(recipe, run_dir, cache_dir, entry, runtime)
+    return Run(recipe, run_dir, runtime, cache_dir, entry).execute(resume=action == "resume")
 
 
-def _follow_main(recipe: Recipe, run_dir: Path, cache_dir: Path | None, entry: dict | None, action) -> dict:
+def _follow_main(recipe: Recipe, run_dir: Path, cache_dir: Path | None, entry: dict | None, action,
+                 runtime: Runtime) -> dict:
     """A data-parallel process other than the main one: the same run, written to a scratch folder that goes
     when it ends; a resumed run restores the main process's checkpoints."""
     if isinstance(action, BaseException):
         raise action
-    scratch = Path(tempfile.mkdtemp(prefix=f"alignkit-{recipe.name}-rank{current().rank}-"))
+    scratch = Path(tempfile.mkdtemp(prefix=f"alignkit-{recipe.name}-rank{runtime.rank}-"))
     try:
         checkpoints = run_dir / "checkpoints" if action == "resume" else scratch / "checkpoints"
-        return Run(recipe, scratch, cache_dir, entry, checkpoints=checkpoints).execute(resume=action == "resume")
+        return Run(recipe, scratch, runtime, cache_dir, entry, checkpoints=checkpoints).execute(
+            resume=action == "resume")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -318,19 +327,19 @@ def run_state(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None) -> s
     wanted = to_dict(recipe)
     if training_identity(manifest["recipe"]) != training_identity(wanted):
         return "train"
-    keys = Workspace(recipe, cache_dir=cache_dir).stage_keys()
+    keys = StageKeys(recipe, cache_dir or default_cache_dir()).all()
     used = manifest.get("artifact_keys", {})
     if any(used[k] != keys[k] for k in STAGES if k in used):
         return "train"
     return "current" if manifest["recipe"]["eval"] == wanted["eval"] else "evaluate"
 
 
-def adopt_recipe(run_dir: Path, recipe: Recipe) -> None:
+def adopt_recipe(run_dir: Path, recipe: Recipe, runtime: Runtime) -> None:
     """Record ``recipe`` as a current run's recipe: it would train exactly this run (same training identity
     and stage keys), and settings only other stages read (e.g. the pairs, for SFT) now match its peers'."""
     path = Path(run_dir) / "manifest.json"
     manifest = json.loads(path.read_text())
-    if manifest["recipe"] != to_dict(recipe) and current().is_main:
+    if manifest["recipe"] != to_dict(recipe) and runtime.is_main:
         manifest["recipe"] = to_dict(recipe)
         write_json(path, manifest)
 
@@ -343,23 +352,23 @@ def load_trained(ws: Workspace, run_dir: Path):
     config = recipe.method_config(recipe.method)
     if entry.meta.get("trains") is False:
         for need in method_needs(recipe.method, config):
-            getattr(ws, need)
+            ws.resolve(need)
         return entry.obj(ws, config)
     folder = Path(run_dir) / "model"
     if (folder / SCALAR_META).is_file():
         raise AlignkitError(f"{run_dir}: a {recipe.method} run trained a scalar model, not a policy to evaluate")
-    return Policy.load_trained(recipe.model, folder, cache_dir=ws.cache_dir, device=ws.device)
+    return Policy.load_trained(recipe.model, folder, cache_dir=ws.cache_dir, runtime=ws.runtime)
 
 
-def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None) -> dict:
+def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, runtime: Runtime | None = None) -> dict:
     """Evaluate a finished run's model again under ``recipe``'s evaluation settings (temperatures, judge,
     ...); its training record (budget, cost, trajectory) stays as it was."""
     run_dir = Path(run_dir)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     old = json.loads((run_dir / "eval" / "summary.json").read_text())
-    ws = Workspace(recipe, run_dir, cache_dir, MetricsLog(None))
+    ws = Workspace(recipe, RunContext(start(recipe.device, recipe.precision, reuse=runtime)), run_dir, cache_dir)
     seed_everything(ws.train_seed)
-    start = time.perf_counter()
+    began = time.perf_counter()
     summary, samples = evaluate_artifact(ws, load_trained(ws, run_dir), close_trajectory=False)
     for key in ("budget", "training_data"):
         summary[key] = old.get(key, summary.get(key))
@@ -367,16 +376,13 @@ def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None) -> 
         return summary
     write_outputs(run_dir, summary, samples)
     manifest.update(recipe=to_dict(recipe), artifact_keys={**manifest.get("artifact_keys", {}), **ws.artifact_keys},
-                    cost={**manifest.get("cost", {}), "eval_wall_s": round(time.perf_counter() - start, 2)})
+                    cost={**manifest.get("cost", {}), "eval_wall_s": round(time.perf_counter() - began, 2)})
     write_json(run_dir / "manifest.json", manifest)
     return summary
 
 
 def reevaluate_run(run_dir: Path, overrides: list[str], plugins=()) -> dict:
     """``alignkit eval``: a finished run's own recipe, with ``overrides`` (evaluation settings), evaluated again."""
-    from alignkit.config import apply_overrides
-    from alignkit.recipe import recipe_from_data
-
     path = Path(run_dir) / "manifest.json"
     if not path.is_file():
         raise AlignkitError(f"{run_dir}: not a run directory (no manifest.json)")

@@ -136,7 +136,7 @@ def register_dataset(name: str, **meta: Any) -> Callable:
 
 
 def register_model(name: str, **meta: Any) -> Callable:
-    """Register a ``builtin:NAME`` model alias: ``build(cache_dir) -> local model folder``."""
+    """Register a ``builtin:NAME`` model alias: ``build(cache_dir, runtime) -> local model folder``."""
     return MODELS.register(name, **meta)
 
 

@@ -1,6 +1,7 @@
 """The process's one ``accelerate.Accelerator``: its device, mixed precision, and data parallelism.
 
-A run starts it once (:func:`start`); trainers, sampling and caches reach it through :func:`current`.
+A run makes it once (:func:`start`) and passes it on explicitly: in its :class:`~alignkit.context.RunContext`
+to training loops, and as an argument to sampling, the KL pass and cache builds.
 Under ``accelerate launch`` every process runs the same program on the same data: each takes its share of
 every training batch (gradients are summed across processes before clipping, so a step is the step one
 process would take on the whole batch), each samples its share of every sampling chunk (gathered, so every
@@ -12,10 +13,11 @@ wrapping; accelerate configs that shard the model itself are refused with a clea
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from typing import Callable, Sequence, TypeVar
 
 import torch
@@ -121,16 +123,13 @@ class Runtime:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
-    @contextmanager
-    def full_precision(self):
-        """Train in fp32 whatever the run's precision: for shared artifacts cached without it in their key
-        (the builtin model), which must come out the same for every run."""
-        saved = self.precision, self.scaler
-        self.precision, self.scaler = "fp32", None
-        try:
-            yield
-        finally:
-            self.precision, self.scaler = saved
+    def fp32(self) -> "Runtime":
+        """This runtime training in fp32 whatever the run's precision (same device and processes): for shared
+        artifacts cached without precision in their key (the builtin model), which must come out the same
+        for every run."""
+        view = copy.copy(self)
+        view.precision, view.scaler = "fp32", None
+        return view
 
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler else loss).backward()
@@ -223,17 +222,9 @@ class Runtime:
             self.accelerator.wait_for_everyone()
 
 
-_current: Runtime | None = None
-
-
-def start(device: str = "auto", precision: str = "fp32") -> Runtime:
-    """The runtime of a run in this process (made once; again only when a later run asks for other settings)."""
-    global _current
-    if _current is None or (_current.precision, _current.requested) != (precision, device):
-        _current = Runtime(device, precision)
-    return _current
-
-
-def current() -> Runtime:
-    """This process's runtime; a single-process default one when no run has started (library use, tests)."""
-    return _current if _current is not None else start()
+def start(device: str = "auto", precision: str = "fp32", reuse: Runtime | None = None) -> Runtime:
+    """The runtime for these settings: ``reuse`` when it has them (one accelerator for every run of a
+    comparison), else a new one. Entry points call this; everything below receives the runtime it returns."""
+    if reuse is not None and (reuse.precision, reuse.requested) == (precision, device):
+        return reuse
+    return Runtime(device, precision)

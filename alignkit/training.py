@@ -1,12 +1,14 @@
-"""The one optimisation loop that supervised, reward-model and preference training share.
+"""The one optimisation loop every alignkit trainer shares (supervised, reward model, preference losses, PPO).
 
-A method supplies the batches and a ``step`` function returning ``(loss, metrics)``; this module owns
-the optimiser, learning-rate schedule, gradient clipping, progress bar, metric logging, checkpoints
-(resume) and the non-finite guard, and, through :mod:`alignkit.runtime`, mixed precision, gradient
-accumulation and data parallelism: a batch is the global one, each process takes its share, splits it
-into micro-batches, and weights each micro-batch's mean loss by its share of the batch, so the summed
-gradient is the batch mean's whatever the process count. (Losses that couple the examples of a batch,
-such as ``aot``'s sort or KTO's z0, see their micro-batch.)
+A method supplies the batches and a ``step`` function returning ``(loss, metrics)``; this module owns the
+optimiser, learning-rate schedule, gradient clipping, the non-finite guard (:func:`apply_update`), and the
+loop around the steps: resume, progress bar, metric logging, trajectory hook and checkpoints
+(:class:`TrainingLoop`). Through the run's :class:`~alignkit.context.RunContext` it also owns mixed precision,
+gradient accumulation and data parallelism: a batch is the global one, each process takes its share, splits
+it into micro-batches, and weights each micro-batch's mean loss by its share of the batch, so the summed
+gradient is the batch mean's whatever the process count. (Losses that couple the examples of a batch, such as
+``aot``'s sort or KTO's z0, see their micro-batch.) :func:`fit` is the loop for one optimiser over batches;
+PPO drives :class:`TrainingLoop` and :func:`apply_update` itself, with two optimisers and a rollout per step.
 """
 
 from __future__ import annotations
@@ -14,36 +16,43 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from alignkit.checkpoint import Checkpointer, TrainState, for_stage, numerical_error
+from alignkit.checkpoint import Checkpointer, TrainState, numerical_error
 from alignkit.config import option
-from alignkit.runlog import MetricsLog
-from alignkit.runtime import Runtime, current
+from alignkit.context import Budget, RunContext
+from alignkit.runtime import Runtime
 
 
 @dataclass
-class TrainingConfig:
-    """Optimisation settings every trained method accepts."""
+class OptimConfig:
+    """What every alignkit training loop accepts, whatever it iterates over (batches, PPO iterations)."""
 
     lr: float = option(1e-4, "peak learning rate (AdamW)", gt=0)
+    gradient_accumulation_steps: int = option(1, "split each process's share of a batch (PPO: minibatch) into "
+                                                 "this many micro-batches, one backward each: the same step in "
+                                                 "less memory", ge=1)
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0: off)", ge=0)
+    checkpoint_every: int = option(50, "save a resumable checkpoint every N optimiser steps (PPO: iterations; "
+                                       "0: off)", ge=0)
+    skip_nonfinite: bool = option(False, "skip (and count) a step whose loss or gradient norm is NaN/inf "
+                                         "instead of stopping the run")
+
+
+@dataclass
+class TrainingConfig(OptimConfig):
+    """Optimisation settings of every method trained by :func:`fit` over batches of examples."""
+
     batch_size: int = option(16, "sequences (or pairs) per optimiser step, over all processes together", ge=1)
-    gradient_accumulation_steps: int = option(1, "split each process's share of a batch into this many "
-                                                 "micro-batches, one backward each: the same step in less memory",
-                                              ge=1)
     epochs: float = option(1.0, "passes over the training data (fractions allowed)", gt=0)
     max_steps: int = option(0, "train for exactly this many optimiser steps, overriding epochs (0: use epochs)",
                             ge=0)
     warmup_steps: int = option(10, "linear learning-rate warm-up steps", ge=0)
     weight_decay: float = option(0.0, "AdamW weight decay", ge=0)
-    max_grad_norm: float = option(1.0, "gradient clipping norm (0: off)", ge=0)
     log_every: int = option(10, "log averaged metrics every N steps", ge=1)
-    checkpoint_every: int = option(50, "save a resumable checkpoint every N optimiser steps (0: off)", ge=0)
-    skip_nonfinite: bool = option(False, "skip (and count) a step whose loss or gradient norm is NaN/inf "
-                                         "instead of stopping the run")
 
     def check(self):
         if self.gradient_accumulation_steps > self.batch_size:
@@ -53,33 +62,6 @@ class TrainingConfig:
         if self.max_steps:
             return self.max_steps
         return math.ceil(self.epochs * math.ceil(n_examples / self.batch_size))
-
-
-@dataclass
-class Budget:
-    """What training consumed, recorded next to every result: optimiser steps, the sequences and tokens
-    that went through a forward pass with gradients, and the sequences and tokens sampled while training
-    (PPO rollouts). Shared stages (pairs, reward model) keep their own budget."""
-
-    steps: int = 0
-    train_sequences: int = 0
-    train_tokens: int = 0
-    generated_sequences: int = 0
-    generated_tokens: int = 0
-    nonfinite_skipped: int = 0  # steps skipped for a NaN/inf loss or gradient (skip_nonfinite)
-
-    def add_batch(self, batch) -> None:
-        """Count a training batch (a :class:`~alignkit.models.sequences.SequenceBatch`): rows, real tokens."""
-        self.train_sequences += len(batch)
-        self.train_tokens += int(batch.attention_mask.sum())
-
-    def add_rollout(self, rollout) -> None:
-        self.generated_sequences += len(rollout.completions)
-        self.generated_tokens += rollout.n_tokens
-
-    def as_dict(self) -> dict[str, int]:
-        """The counters; ``nonfinite_skipped`` only when a step was skipped, so clean runs read as before."""
-        return {k: v for k, v in vars(self).items() if k != "nonfinite_skipped" or v}
 
 
 def step_is_finite(loss: torch.Tensor, grad_norms: Sequence[torch.Tensor], *, skip: bool, stage: str, step: int,
@@ -100,15 +82,16 @@ def step_is_finite(loss: torch.Tensor, grad_norms: Sequence[torch.Tensor], *, sk
     return False
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainingConfig, total_steps: int):
+def make_optimizer(params: Iterable[torch.nn.Parameter], *, lr: float, total_steps: int, warmup_steps: int = 0,
+                   weight_decay: float = 0.0):
     """AdamW with linear warm-up then linear decay to 10% of the peak rate."""
     params = [p for p in params if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
     def scale(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / (cfg.warmup_steps + 1)
-        progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return max(0.1, 1.0 - 0.9 * progress)
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, scale)
@@ -169,69 +152,107 @@ def accumulate(step: Callable[[list], tuple[torch.Tensor, dict]], batch: Sequenc
 _SEQUENCES, _TOKENS = " budget/sequences", " budget/tokens"  # summed with the metrics, never logged
 
 
-def fit(
-    params: Sequence[torch.nn.Parameter] | Iterable[torch.nn.Parameter],
-    batches: Sequence,
-    step: Callable[[object], tuple[torch.Tensor, dict]],
-    cfg: TrainingConfig,
-    *,
-    log: MetricsLog,
-    stage: str,
-    models: Sequence[torch.nn.Module] = (),
-    budget: Budget | None = None,
-    on_step: Callable[[int], None] | None = None,
-    checkpointer: Checkpointer | None = None,
-) -> list[dict]:
-    """Run one optimiser step per batch; returns the logged (averaged) metric records. ``budget`` counts
-    the steps; ``on_step(step)`` runs after each one (e.g. to evaluate a checkpoint). With a checkpointer
-    (``checkpointer``, else the one the pipeline activated) it resumes from the last checkpoint and saves
-    one every ``cfg.checkpoint_every`` steps."""
-    params, runtime = list(params), current()
-    optimizer, scheduler = make_optimizer(params, cfg, len(batches))
-    checkpointer = for_stage(stage, checkpointer)
-    state = TrainState(params, [optimizer], [scheduler], budget=budget)
-    start, extra = checkpointer.restore(state) if checkpointer else (0, {})
+APPLIED, OVERFLOW, SKIPPED = "applied", "overflow", "skipped"
+
+
+def apply_update(ctx: RunContext, state: TrainState, groups: Sequence[Sequence[torch.nn.Parameter]],
+                 loss: torch.Tensor, cfg: OptimConfig, *, stage: str, step: int,
+                 checkpointer: Checkpointer | None) -> tuple[str, list[torch.Tensor]]:
+    """The end of every optimiser step, after the last backward: sum gradients across processes, clip each
+    parameter group, then step every optimiser and scheduler of ``state`` and count the step, unless fp16
+    loss scaling overflowed (``OVERFLOW``: the scaler lowered its scale) or the loss or a gradient norm is
+    not finite (``SKIPPED`` with ``skip_nonfinite``, else :class:`NumericalError`). Gradients are cleared
+    either way. Returns what happened and each group's norm before clipping."""
+    runtime = ctx.runtime
+    norms = runtime.finish_gradients(groups, state.optimizers, cfg.max_grad_norm)
+    if runtime.overflowed(norms):
+        status = OVERFLOW
+    elif step_is_finite(loss, norms, skip=cfg.skip_nonfinite, stage=stage, step=step, checkpointer=checkpointer,
+                        budget=ctx.budget):
+        runtime.step(state.optimizers)
+        for scheduler in state.schedulers:
+            scheduler.step()
+        ctx.budget.steps += 1
+        status = APPLIED
+    else:
+        status = SKIPPED
+    for optimizer in state.optimizers:
+        optimizer.zero_grad(set_to_none=True)
+    return status, norms
+
+
+class TrainingLoop:
+    """The loop around a trainer's steps: resume from the newest checkpoint of ``stage``, a progress bar, the
+    logged records, the trajectory hook after every step and a checkpoint every ``checkpoint_every`` steps.
+    ``body(step) -> record or None`` does one step; a record is logged under ``stage`` at that step."""
+
+    def __init__(self, ctx: RunContext, stage: str, state: TrainState, total: int, *, checkpoint_every: int,
+                 trace=None, unit: str = "step"):
+        """``trace``: the policy whose trajectory checkpoints ``ctx`` evaluates after each step."""
+        self.ctx, self.stage, self.state, self.total = ctx, stage, state, total
+        self.checkpoint_every, self.unit = checkpoint_every, unit
+        self.on_step = ctx.on_step(trace)
+        self.checkpointer = ctx.checkpointer_for(stage)
+        self.start, self.restored = self.checkpointer.restore(state) if self.checkpointer else (0, {})
+
+    def run(self, body: Callable[[int], Optional[dict]], extra: Callable[[], dict] = dict) -> None:
+        """Steps ``start + 1`` to ``total``; ``extra()`` is what a checkpoint keeps beside the state."""
+        bar = tqdm(range(self.start + 1, self.total + 1), desc=self.stage, unit=self.unit, dynamic_ncols=True,
+                   leave=False, initial=self.start, total=self.total, disable=not self.ctx.runtime.is_main)
+        for step in bar:
+            record = body(step)
+            if record is not None:
+                self.ctx.log.log(self.stage, step, record)
+                if "loss" in record:
+                    bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if self.on_step is not None:
+                self.on_step(step)
+            if self.checkpointer:
+                self.checkpointer.step_done(step, self.checkpoint_every, self.state, extra)
+
+
+def fit(ctx: RunContext, params: Sequence[torch.nn.Parameter] | Iterable[torch.nn.Parameter], batches: Sequence,
+        step: Callable[[object], tuple[torch.Tensor, dict]], cfg: TrainingConfig, *, stage: str,
+        models: Sequence[torch.nn.Module] = (), trace=None) -> list[dict]:
+    """Run one optimiser step per batch under ``ctx``; returns the logged (averaged) metric records.
+    ``ctx.budget`` counts the steps; with a checkpointer in ``ctx`` the loop resumes from its last checkpoint
+    and saves one every ``cfg.checkpoint_every`` steps; ``trace`` is the policy whose trajectory checkpoints
+    are evaluated (None: no trajectory)."""
+    params, runtime = list(params), ctx.runtime
+    optimizer, scheduler = make_optimizer(params, lr=cfg.lr, total_steps=len(batches),
+                                          warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay)
+    state = TrainState(params, [optimizer], [scheduler], budget=ctx.budget)
+    loop = TrainingLoop(ctx, stage, state, len(batches), checkpoint_every=cfg.checkpoint_every, trace=trace)
     for model in models:
         model.train()
-    pending: dict[str, list[float]] = defaultdict(list, extra.get("pending", {}))
-    skipped = extra.get("skipped", 0)
+    pending: dict[str, list[float]] = defaultdict(list, loop.restored.get("pending", {}))
+    skipped = loop.restored.get("skipped", 0)
     records = []
-    bar = tqdm(batches[start:], desc=stage, unit="step", dynamic_ncols=True, leave=False, initial=start,
-               total=len(batches), disable=not runtime.is_main)
-    for index, batch in enumerate(bar, start=start + 1):
-        loss, metrics = accumulate(step, batch, cfg.gradient_accumulation_steps, runtime, budget)
-        norm = runtime.finish_gradients([params], [optimizer], cfg.max_grad_norm)[0]
+
+    def body(index: int) -> Optional[dict]:
+        nonlocal skipped
+        loss, metrics = accumulate(step, batches[index - 1], cfg.gradient_accumulation_steps, runtime, ctx.budget)
+        status, (norm,) = apply_update(ctx, state, [params], loss, cfg, stage=stage, step=index,
+                                       checkpointer=loop.checkpointer)
         if cfg.max_grad_norm:
             metrics["grad_norm"] = norm
-        if runtime.overflowed([norm]):
-            pass  # fp16 loss scale too high: the scaler lowered it; no update this step
-        elif step_is_finite(loss, [norm], skip=cfg.skip_nonfinite, stage=stage, step=index,
-                            checkpointer=checkpointer, budget=budget):
-            runtime.step([optimizer])
-            scheduler.step()
-            if budget is not None:
-                budget.steps += 1
+        if status == APPLIED:
             pending["loss"].append(float(loss))
             for key, value in metrics.items():
                 pending[key].append(float(value))
-        else:
+        elif status == SKIPPED:
             skipped += 1
-        optimizer.zero_grad(set_to_none=True)
-        if index % cfg.log_every == 0 or index == len(batches):
-            record = {k: sum(v) / len(v) for k, v in pending.items()}
-            record["lr"] = scheduler.get_last_lr()[0]
-            if skipped:
-                record["nonfinite_skipped"] = skipped
-            log.log(stage, index, record)
-            records.append(record)
-            if "loss" in record:
-                bar.set_postfix(loss=f"{record['loss']:.4f}")
-            pending.clear()
-        if on_step is not None:
-            on_step(index)
-        if checkpointer:
-            checkpointer.step_done(index, cfg.checkpoint_every, state,
-                                   lambda: {"pending": dict(pending), "skipped": skipped})
+        if index % cfg.log_every and index != len(batches):
+            return None
+        record = {k: sum(v) / len(v) for k, v in pending.items()}
+        record["lr"] = scheduler.get_last_lr()[0]
+        if skipped:
+            record["nonfinite_skipped"] = skipped
+        records.append(record)
+        pending.clear()
+        return record
+
+    loop.run(body, lambda: {"pending": dict(pending), "skipped": skipped})
     for model in models:
         model.eval()
     return records

@@ -87,7 +87,7 @@ def check_source(source: Path) -> None:
     from alignkit.recipe import load_recipe
     from alignkit.workspace import Workspace
 
-    key = Workspace(load_recipe(RECIPE)).pairs_key()
+    key = Workspace.for_recipe(load_recipe(RECIPE)).keys.pairs_key()
     missing = [kind for kind in SEEDED_KINDS if not any((source / kind).glob("*"))]
     if not (source / "preferences" / f"{key}.jsonl").is_file():
         missing.append(f"preferences/{key}.jsonl")

@@ -91,7 +91,7 @@ def train_pairs():
     from alignkit.recipe import load_recipe
     from alignkit.workspace import Workspace
 
-    return Workspace(load_recipe(RECIPE)).train_pairs
+    return Workspace.for_recipe(load_recipe(RECIPE)).train_pairs
 
 
 def bench_recipe(model: str, steps: int, batch_size: int):
@@ -152,7 +152,7 @@ class Measurement:
 
 def alignkit_workspace(recipe, pairs):
     """A Workspace that trains on ``pairs`` and clocks the reference pass and the training loop."""
-    from alignkit.methods.dpo import reference_logprobs
+    from alignkit.models.pairs import reference_logprobs
     from alignkit.workspace import Workspace
 
     class TimedWorkspace(Workspace):
@@ -169,7 +169,7 @@ def alignkit_workspace(recipe, pairs):
         def reference_logps(self):
             reference = self.reference_for(self.sft)  # the frozen SFT model, loaded before the clock starts
             start = time.perf_counter()
-            logps = reference_logprobs(reference, pairs, self.recipe.preferences.append_eos)
+            logps = reference_logprobs(reference, pairs, self.recipe.preferences.append_eos, self.runtime)
             self.reference_s = time.perf_counter() - start
             return logps
 
@@ -178,12 +178,12 @@ def alignkit_workspace(recipe, pairs):
             self.loop_start = time.perf_counter()
             return policy
 
-        def checkpoint_hook(self, policy):
-            def step_done(step: int) -> None:
-                self.loop_end = time.perf_counter()
-            return step_done
+        def step_done(self, step: int) -> None:
+            self.loop_end = time.perf_counter()
 
-    return TimedWorkspace(recipe)
+    ws = TimedWorkspace.for_recipe(recipe)
+    ws.ctx.trace = lambda policy: ws.step_done  # the training loop calls it after every optimiser step
+    return ws
 
 
 def run_alignkit(recipe, subset, steps: int) -> Measurement:
@@ -281,16 +281,16 @@ def trl_config(recipe, output_dir: str):
 
 def run_trl(recipe, dataset, steps: int) -> Measurement:
     """One trl DPO run: DPOTrainer (whose __init__ precomputes the reference log-probs), then train()."""
-    import torch
     from transformers import PrinterCallback
 
     from alignkit.models.policy import Policy
+    from alignkit.runtime import Runtime
 
     TimedDPOTrainer, LoopClock = trl_classes()
     # trl warns, once per distinct text, where a prompt's last token merges with its completion's first
     # (the sampled completions often continue a word); the token-count check below covers it
     logging.getLogger("trl").setLevel(logging.ERROR)
-    policy = Policy.load(recipe.model, cache_dir=default_cache(), device=torch.device("cpu"))
+    policy = Policy.load(recipe.model, cache_dir=default_cache(), runtime=Runtime("cpu"))
     clock = LoopClock()
     with tempfile.TemporaryDirectory(prefix="dpo-vs-trl-") as tmp:
         trainer = TimedDPOTrainer(model=policy.model, args=trl_config(recipe, tmp), train_dataset=dataset,

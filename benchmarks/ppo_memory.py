@@ -33,12 +33,13 @@ def build_model(folder: Path, width: int, layers: int) -> int:
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
+    from alignkit.cache import default_cache_dir
     from alignkit.models.loading import resolve_model_path
     from alignkit.registry import load_builtins
-    from alignkit.workspace import default_cache_dir
+    from alignkit.runtime import Runtime
 
     load_builtins()
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("builtin:tiny-gpt2-imdb", default_cache_dir()))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("builtin:tiny-gpt2-imdb", default_cache_dir(), Runtime("cpu")))
     config = GPT2Config(vocab_size=len(tokenizer), n_embd=width, n_layer=layers, n_head=max(1, width // 64),
                         n_positions=128, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
                         pad_token_id=tokenizer.pad_token_id)

@@ -173,12 +173,13 @@ def build_models(folder: Path, model: str, seed: int = 0) -> tuple[Path, Path, d
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+    from alignkit.cache import default_cache_dir
     from alignkit.models.loading import resolve_model_path
     from alignkit.registry import load_builtins
-    from alignkit.workspace import default_cache_dir
+    from alignkit.runtime import Runtime
 
     load_builtins()
-    source = resolve_model_path(model, default_cache_dir())
+    source = resolve_model_path(model, default_cache_dir(), Runtime("cpu"))
     tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -237,14 +238,14 @@ def alignkit_workspace(recipe, reward_dir: str, gold_s: list[float]):
     class BenchWorkspace(Workspace):
         @cached_property
         def reward_model(self):
-            return ScalarModel.from_backbone(self.recipe.model, cache_dir=self.cache_dir, device=self.device,
+            return ScalarModel.from_backbone(self.recipe.model, cache_dir=self.cache_dir, runtime=self.runtime,
                                              path=reward_dir)
 
         @cached_property
         def gold(self):
             return timed(super().gold, gold_s)
 
-    return BenchWorkspace(recipe)
+    return BenchWorkspace.for_recipe(recipe)
 
 
 def timed(inner, durations: list[float]):
@@ -303,7 +304,7 @@ def alignkit_worker(setup_path: str) -> None:
         if step < iterations:
             lock.begin()
 
-    ws.checkpoint_hook = lambda policy: on_step  # PPOTrainer.train calls it after every iteration
+    ws.ctx.trace = lambda policy: on_step  # the training loop calls it after every PPO iteration
     lock.send(ready=True, load_s=time.perf_counter() - load_start, threads=torch.get_num_threads(),
               optim="torch.optim.AdamW x2 (policy, value)",
               versions={"alignkit": alignkit.__version__, "transformers": transformers.__version__,
@@ -406,7 +407,7 @@ def measure(args, python: Path, tmp: Path) -> tuple[list[dict], dict]:
     policy_dir, reward_dir, model_info = build_models(tmp, args.model)
     s = settings(args, torch.get_num_threads())
     # exactly the pool alignkit draws its rollouts from, given to trl as its dataset
-    prompts = Workspace(bench_recipe(str(policy_dir), s)).prompts("train", s["prompt_pool"])
+    prompts = Workspace.for_recipe(bench_recipe(str(policy_dir), s)).prompts("train", s["prompt_pool"])
     setup = {"policy": str(policy_dir), "reward": str(reward_dir), "prompts": prompts, "settings": s,
              "output_dir": str(tmp / "trl_out")}
     runs = []

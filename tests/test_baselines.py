@@ -25,6 +25,7 @@ from alignkit.pipeline import Run, evaluate_artifact
 from alignkit.recipe import load_recipe
 from alignkit.registry import DATASETS, METHODS, register_dataset
 from alignkit.workspace import Workspace
+from tiny import make_workspace
 from tiny import tiny_gpt2, tiny_tokenizer  # tests/tiny.py (pytest puts tests/ on sys.path)
 
 DATASET = "tiny-test-baselines"
@@ -76,8 +77,8 @@ def make_ws(tmp_path):
     def make(method: str, *overrides: str) -> Workspace:
         recipe = load_recipe(None, overrides=[f"method={method}", f"model.name_or_path={folder}", "device=cpu",
                                               "model.max_length=32", f"task.dataset={DATASET}", *overrides])
-        ws = Workspace(recipe, tmp_path / "run", cache_dir=tmp_path / "cache")
-        ws.__dict__["gold"] = letter_count
+        ws = make_workspace(recipe, tmp_path / "run", cache_dir=tmp_path / "cache")
+        ws.provide(gold=letter_count)
         return ws
 
     make.folder = folder
@@ -158,7 +159,7 @@ def test_preferred_ft_raises_chosen_logprob_and_trains_on_completion_tokens_only
     data = preference_pairs()
     ws = make_ws("preferred_ft", "preferred_ft.lr=0.01", "preferred_ft.batch_size=16", "preferred_ft.epochs=4",
                  "preferred_ft.warmup_steps=2")
-    ws.__dict__["preferences"] = data
+    ws.provide(preferences=data)
     tok = ws.sft.tokenizer
     pairs = encode_pairs(tok, data.prompts, data.chosen, max_length=32)
     with torch.no_grad():
@@ -247,7 +248,7 @@ def test_best_of_n_gold_picks_highest_scoring_candidate(make_ws):
     candidates = spy_on_candidates(policy)
     prompts = ws.prompts("train", 12)
     torch.manual_seed(0)
-    rollout = policy.sample(prompts, **SAMPLING)
+    rollout = policy.sample(prompts, **SAMPLING, runtime=ws.runtime)
     (cand,) = candidates
     assert cand.prompts == [p for p in prompts for _ in range(4)]
     scores = letter_count(cand.prompts, cand.completions).reshape(12, 4)
@@ -265,12 +266,12 @@ def test_best_of_n_gold_picks_highest_scoring_candidate(make_ws):
 def test_best_of_n_reward_model_picks_highest_scoring_candidate(make_ws):
     ws = make_ws("best_of_n", "best_of_n.n=3")  # reward: reward_model (a random scalar head is enough here)
     torch.manual_seed(5)
-    ws.__dict__["reward_model"] = ScalarModel.from_backbone(ws.recipe.model, cache_dir=ws.cache_dir,
-                                                            device=ws.device, path=str(make_ws.folder))
+    ws.provide(reward_model=ScalarModel.from_backbone(ws.recipe.model, cache_dir=ws.cache_dir, runtime=ws.runtime,
+                                                      path=str(make_ws.folder)))
     policy = run_method(ws)
     candidates = spy_on_candidates(policy)
     torch.manual_seed(0)
-    rollout = policy.sample(ws.prompts("train", 10), **SAMPLING)
+    rollout = policy.sample(ws.prompts("train", 10), **SAMPLING, runtime=ws.runtime)
     cand = candidates[0]
     all_scores = ws.proxy_reward(cand.prompts, cand.completions, cand.ended).reshape(10, 3)
     picked = ws.proxy_reward(rollout.prompts, rollout.completions, rollout.ended)
@@ -282,15 +283,15 @@ def test_best_of_one_is_plain_sampling_with_zero_kl(make_ws):
     policy = run_method(ws)
     prompts = ws.prompts("train", 8)
     torch.manual_seed(0)
-    ours = policy.sample(prompts, **SAMPLING)
+    ours = policy.sample(prompts, **SAMPLING, runtime=ws.runtime)
     torch.manual_seed(0)
-    plain = ws.sft.sample(prompts, **SAMPLING)
+    plain = ws.sft.sample(prompts, **SAMPLING, runtime=ws.runtime)
     assert ours.completions == plain.completions
     assert torch.equal(ours.batch.input_ids, plain.batch.input_ids)
     summary = {"kl_mean": 0.0, "kl_sem": 0.0}
     policy.summarize_kl(summary)
     assert summary["kl_mean"] == 0.0 and summary["kl_kind"] == "analytic" and summary["best_of_n"] == 1
-    np.testing.assert_array_equal(policy.sequence_kl(policy, ws.reference_for(policy), ours), np.zeros(8))
+    np.testing.assert_array_equal(policy.sequence_kl(ws.reference_for(policy), ours, ws.runtime), np.zeros(8))
 
 
 def test_best_of_n_kl_analytic_and_measured(make_ws):
@@ -302,8 +303,8 @@ def test_best_of_n_kl_analytic_and_measured(make_ws):
     assert summary["kl_sampled_estimate"] == 0.3 and summary["best_of_n"] == 4
     prompts = ws.prompts("train", 24)
     torch.manual_seed(0)
-    rollout = policy.sample(prompts, **SAMPLING)
-    kl = policy.sequence_kl(policy, ws.reference_for(policy), rollout)
+    rollout = policy.sample(prompts, **SAMPLING, runtime=ws.runtime)
+    kl = policy.sequence_kl(ws.reference_for(policy), rollout, ws.runtime)
     assert kl.shape == (24,) and np.isfinite(kl).all()
     assert kl.mean() >= 0
     assert kl.max() <= math.log(4) + 1e-9  # the ratio pi_bon / pi_ref never exceeds n
@@ -338,7 +339,7 @@ def test_best_of_n_through_the_evaluator(make_ws, tmp_path):
                  "eval.n_prompts=6", "eval.max_new_tokens=6")
     policy = run_method(ws)
     run = Run(ws.recipe, tmp_path / "evalrun", cache_dir=tmp_path / "cache")
-    run.ws.__dict__["gold"] = letter_count
+    run.ws.provide(gold=letter_count)
     summary, samples = evaluate_artifact(run.ws, policy)
     samples = samples[1.0]
     assert summary["best_of_n"] == 2 and summary["kl_kind"] == "analytic"

@@ -203,8 +203,7 @@ def test_dpo_trains_on_the_rendered_conversations(tmp_path, tiny_overrides, chat
     from alignkit.methods.dpo import train_dpo
     from alignkit.models.policy import Policy
     from alignkit.recipe import load_recipe
-    from alignkit.runlog import MetricsLog
-    from alignkit.workspace import Workspace
+    from tiny import make_workspace
 
     questions = ("The film?", "The cast?", "The plot?", "The ending?", "The music?", "The pace?")
     rows = [explicit(q, "A wonderful film.", "A terrible film.") if i % 2 else implicit(q, "Loved it.", "Hated it.")
@@ -224,7 +223,7 @@ def test_dpo_trains_on_the_rendered_conversations(tmp_path, tiny_overrides, chat
         return encode(self, prompts, completions, eos)
 
     monkeypatch.setattr(Policy, "encode", recording)
-    ws = Workspace(recipe, tmp_path / "run", log=MetricsLog(None))
+    ws = make_workspace(recipe, tmp_path / "run")
     train_dpo(ws, recipe.method_config("dpo"))
 
     pairs = ws.train_pairs
@@ -313,7 +312,7 @@ def test_editing_a_local_chat_template_changes_the_pairs_key(tmp_path, imdb_mode
     """Cached stages built on file-sourced pairs (reference log-probs, reward model) must not outlive the
     template the pairs were rendered with."""
     from alignkit.recipe import load_recipe
-    from alignkit.workspace import Workspace
+    from tiny import make_workspace
 
     model = tmp_path / "model"
     shutil.copytree(imdb_model_dir, model)
@@ -324,7 +323,7 @@ def test_editing_a_local_chat_template_changes_the_pairs_key(tmp_path, imdb_mode
     def key() -> str:
         loaded = load_recipe(recipe, [f"model.name_or_path={model}", f"preferences.source={pairs}",
                                       "preferences.heldout_fraction=0"])
-        return Workspace(loaded, cache_dir=tmp_path / "cache").pairs_key()
+        return make_workspace(loaded, cache_dir=tmp_path / "cache").keys.pairs_key()
 
     before = key()
     assert key() == before

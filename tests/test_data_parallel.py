@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from alignkit.runtime import Runtime, current
+from alignkit.context import RunContext
+from alignkit.runtime import Runtime
 from alignkit.training import TrainingConfig, accumulate, fit, micro_batches
 from alignkit.runlog import MetricsLog, read_jsonl
 
@@ -133,7 +134,7 @@ def _linear_problem():
     return x, y
 
 
-def _train(cfg: TrainingConfig) -> torch.Tensor:
+def _train(cfg: TrainingConfig, runtime: Runtime | None = None) -> torch.Tensor:
     x, y = _linear_problem()
     weight = torch.nn.Parameter(torch.zeros(3))
 
@@ -141,7 +142,7 @@ def _train(cfg: TrainingConfig) -> torch.Tensor:
         loss = ((x[index] @ weight - y[index]) ** 2).mean()
         return loss, {"mse": loss.detach()}
 
-    fit([weight], [list(range(12))] * 5, step, cfg, log=MetricsLog(None), stage="test")
+    fit(RunContext(runtime or Runtime("cpu"), MetricsLog(None)), [weight], [list(range(12))] * 5, step, cfg, stage="test")
     return weight.detach().clone()
 
 
@@ -154,7 +155,7 @@ def test_gradient_accumulation_takes_the_same_steps():
 
 
 def test_accumulate_weights_metrics_by_share_of_the_batch():
-    runtime = current()
+    runtime = Runtime("cpu")
     values = torch.arange(5.0, requires_grad=True)
 
     def step(index):
@@ -168,22 +169,14 @@ def test_accumulate_weights_metrics_by_share_of_the_batch():
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_trains_close_to_fp32(precision):
-    from alignkit import runtime as runtime_module
-
     base = dict(lr=0.05, batch_size=12, warmup_steps=0, max_grad_norm=1.0)
     reference = _train(TrainingConfig(**base))
-    runtime_module.start("cpu", precision)
-    try:
-        assert current().precision == precision
-        with current().autocast():
-            assert torch.get_autocast_dtype("cpu") == (torch.bfloat16 if precision == "bf16" else torch.float16)
-        mixed = _train(TrainingConfig(**base))
-        with current().full_precision():  # what the cached builtin model trains under, whatever the run's
-            exact = _train(TrainingConfig(**base))
-        assert current().precision == precision
-    finally:
-        runtime_module.start("cpu", "fp32")
-    assert current().precision == "fp32"
+    runtime = Runtime("cpu", precision)
+    with runtime.autocast():
+        assert torch.get_autocast_dtype("cpu") == (torch.bfloat16 if precision == "bf16" else torch.float16)
+    mixed = _train(TrainingConfig(**base), runtime)
+    exact = _train(TrainingConfig(**base), runtime.fp32())  # what the cached builtin model trains under
+    assert runtime.precision == precision and runtime.fp32().precision == "fp32"  # a view, not a switch
     assert torch.allclose(reference, mixed, atol=0.05), (reference, mixed)
     assert not torch.equal(reference, mixed)  # autocast really computed in the lower precision
     assert torch.equal(reference, exact)

@@ -11,8 +11,7 @@ from alignkit.losses import PreferenceLogps
 from alignkit.methods.dpo import train_dpo
 from alignkit.recipe import load_recipe
 from alignkit.registry import LOSSES
-from alignkit.runlog import MetricsLog
-from alignkit.workspace import Workspace
+from tiny import make_workspace
 
 
 def pairs_file(tmp_path):
@@ -28,7 +27,7 @@ def test_dpo_learns_to_prefer_chosen(tmp_path, tiny_overrides, loss, extra):
     recipe = load_recipe(None, [*tiny_overrides, "method=dpo", f"preferences.source={pairs_file(tmp_path)}",
                                 f"dpo.loss={loss}", "dpo.lr=0.003", "dpo.batch_size=6", "dpo.max_steps=15",
                                 "dpo.warmup_steps=0", "dpo.log_every=1", *extra])
-    ws = Workspace(recipe, tmp_path, log=MetricsLog(None))
+    ws = make_workspace(recipe, tmp_path)
     train_dpo(ws, recipe.method_config("dpo"))
     first, last = ws.log.records[0], ws.log.records[-1]
     assert last["rewards/margins"] > first["rewards/margins"] + 0.5

@@ -23,7 +23,8 @@ from alignkit.errors import AlignkitError
 from alignkit.recipe import BUNDLED, load_recipe, resolve_recipe_path
 from alignkit.registry import REWARDS, load_builtins
 from alignkit.rewards.hf_classifier import HFClassifier, HFClassifierOptions
-from alignkit.workspace import Workspace
+from tiny import assert_method_section_applied
+from tiny import make_workspace
 from tiny import tiny_tokenizer
 
 load_builtins()
@@ -57,7 +58,7 @@ def gold_of(folder: Path | str, *options: str):
     """The gold reward of a bundled recipe switched to ``hf-classifier`` on ``folder``, built as a run builds it."""
     recipe = load_recipe("dpo_imdb", ["gold_reward=hf-classifier", f"gold_reward_options.model={folder}",
                                       *(f"gold_reward_options.{o}" for o in options)])
-    workspace = Workspace(recipe)
+    workspace = make_workspace(recipe)
     return workspace.gold, workspace
 
 
@@ -160,7 +161,7 @@ def test_it_judges_only_as_the_gold_reward(classifier_dir):
         load_recipe("dpo_imdb", ["eval.judge=hf-classifier"])
     recipe = load_recipe("dpo_imdb", ["gold_reward=hf-classifier", f"gold_reward_options.model={classifier_dir}",
                                       "eval.judge=hf-classifier"])
-    workspace = Workspace(recipe)
+    workspace = make_workspace(recipe)
     assert workspace.judge is workspace.gold
 
 
@@ -177,7 +178,7 @@ def test_a_run_labels_and_judges_with_the_classifier(classifier_dir, tiny_overri
                                       f"gold_reward_options.model={classifier_dir}", "preferences.n_prompts=8",
                                       "eval.n_prompts=8", "eval.temperatures=[]", "eval.every_steps=0",
                                       "dpo.max_steps=1", "dpo.batch_size=4"])
-    workspace = Workspace(recipe)
+    workspace = make_workspace(recipe)
     pairs = workspace.preferences
     chosen = workspace.gold(pairs.prompts, pairs.chosen)
     rejected = workspace.gold(pairs.prompts, pairs.rejected)
@@ -215,7 +216,7 @@ def test_paper_recipe_validates_offline_without_writing(path, monkeypatch, tmp_p
     assert recipe.model.name_or_path == "gpt2-large" and recipe.model.lora is None
     assert recipe.gold_reward == "hf-classifier"
     assert recipe.gold_reward_options["model"] == SIEBERT and recipe.gold_reward_options["label"] == "POSITIVE"
-    assert recipe.method_config(recipe.method) is not None
+    assert_method_section_applied(recipe, path)
     assert (recipe.task.prompt_min_tokens, recipe.task.prompt_max_tokens) == (2, 8)
     text = path.read_text()
     assert text.splitlines()[0] == f"# alignkit run recipes/paper/{path.name}"

@@ -25,9 +25,9 @@ from alignkit.models.scalar_head import ScalarModel, Scorer
 from alignkit.models.sequences import encode_pairs
 from alignkit.pipeline import run_recipe
 from alignkit.recipe import load_recipe
-from alignkit.runlog import MetricsLog
-from alignkit.workspace import Workspace
+from tiny import make_workspace
 from tiny import tiny_gpt2, tiny_tokenizer
+from tiny import cpu_runtime
 
 RECIPES = Path(__file__).resolve().parent.parent / "alignkit" / "recipes"
 
@@ -54,7 +54,7 @@ def test_sampled_completions_record_eos_and_retokenize_to_the_sampled_ids():
     only there gives back the very token ids that were sampled."""
     policy = tiny_policy()
     torch.manual_seed(0)
-    rollout = policy.sample(["the movie", "i hated this story"] * 16, max_new_tokens=6)
+    rollout = policy.sample(["the movie", "i hated this story"] * 16, max_new_tokens=6, runtime=cpu_runtime())
     eos = policy.tokenizer.eos_token_id
     sampled = [ids[mask.bool()].tolist() for ids, mask in zip(rollout.batch.input_ids, rollout.batch.completion_mask)]
     assert rollout.ended == [row[-1] == eos for row in sampled]
@@ -78,7 +78,7 @@ def test_reward_model_scores_a_rollout_as_it_scores_training_text():
                         num_labels=1, pad_token_id=policy.tokenizer.pad_token_id)
     scalar.model = GPT2ForSequenceClassification(config).eval()
     torch.manual_seed(0)
-    rollout = policy.sample(["the movie", "i hated this story"] * 16, max_new_tokens=6)
+    rollout = policy.sample(["the movie", "i hated this story"] * 16, max_new_tokens=6, runtime=cpu_runtime())
     rollout = rollout.select(plain_rows(rollout, policy.tokenizer))
     from alignkit.models.config import ModelConfig
 
@@ -127,7 +127,7 @@ def test_every_method_learns_from_the_same_training_pairs(tmp_path, tiny_recipe)
     """(c) The reward model, DPO and Preferred-FT all train on ``ws.train_pairs``; the held-out prompt
     groups are never trained on; each budget counts exactly those pairs."""
     recipe = tiny_recipe("dpo_imdb.yaml", "dpo.epochs=1", "dpo.batch_size=16", "preferences.heldout_fraction=0.25")
-    ws = Workspace(recipe, tmp_path / "ws", log=MetricsLog(None))
+    ws = make_workspace(recipe, tmp_path / "ws")
     train, heldout = ws.train_pairs, ws.heldout_pairs
     assert len(train) + len(heldout) == len(ws.preferences) and set(train.group).isdisjoint(heldout.group)
     assert len(set(heldout.group)) == int(len(set(ws.preferences.group)) * 0.25)
@@ -143,7 +143,7 @@ def test_value_learning_rate_follows_the_policy_schedule(tmp_path, tiny_recipe):
     """(h) Both optimisers decay on the same schedule, each from its own peak rate."""
     recipe = tiny_recipe("ppo_imdb.yaml", "ppo.reward=gold", "ppo.value_init=policy", "ppo.steps=3",
                          "ppo.rollout_size=8", "ppo.minibatch_size=4", "ppo.max_new_tokens=6", "ppo.prompt_pool=32")
-    ws = Workspace(recipe, tmp_path, log=MetricsLog(None))
+    ws = make_workspace(recipe, tmp_path)
     trainer = PPOTrainer(ws, recipe.method_config("ppo"))
     trainer.train()
     cfg = recipe.method_config("ppo")

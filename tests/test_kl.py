@@ -29,6 +29,7 @@ from transformers import GenerationConfig
 from alignkit.eval import kl as kl_module
 from alignkit.eval.kl import sampled_distribution_kl, sampling_logprobs, sequence_kl
 from alignkit.models.policy import Policy, Reference, Rollout, sampling_config
+from tiny import cpu_runtime
 from alignkit.models.sequences import SequenceBatch
 from alignkit.rl.ops import full_kl_from_logits
 from tiny import tiny_gpt2, tiny_tokenizer
@@ -44,6 +45,8 @@ V = len(TOK)
 PROMPT = "a a"
 PROMPT_IDS = TOK(PROMPT, add_special_tokens=False)["input_ids"]
 assert (V, PAD, EOS, A, PROMPT_IDS) == (4, 0, 1, 3, [3, 3])
+
+CPU = cpu_runtime()
 
 
 def _completions() -> list[tuple[int, ...]]:
@@ -267,7 +270,7 @@ def test_nucleus_mismatch_is_inf(models):
     assert bool(((first_p > -INF) & (first_q == -INF)).any()), "premise: nuclei differ after the prompt"
     logP, logQ = _exact_logprobs(models["policy"], 1.0, top_p), _exact_logprobs(models["sharp"], 1.0, top_p)
     assert _exact_kl(logP, logQ) == INF
-    seq = sequence_kl(policy, reference, _enumerated_rollout(), temperature=1.0, top_p=top_p)
+    seq = sequence_kl(policy, reference, _enumerated_rollout(), CPU, temperature=1.0, top_p=top_p)
     assert np.all(np.isinf(seq[(logP > -INF).numpy()]))  # every sequence passes through the first position
 
 
@@ -289,7 +292,7 @@ def test_sequence_kl_is_exactly_unbiased(models, ref_name, temperature, top_p):
     assert math.isfinite(exact) and exact > 0.05
 
     policy = _policy(models["policy"])
-    seq = sequence_kl(policy, _reference(policy, models[ref_name]), _enumerated_rollout(),
+    seq = sequence_kl(policy, _reference(policy, models[ref_name]), _enumerated_rollout(), CPU,
                       temperature=temperature, top_p=top_p)
     assert seq.dtype == np.float64 and seq.shape == (len(SEQS),)
     assert np.all(seq >= 0)
@@ -301,9 +304,9 @@ def test_sequence_kl_chunking(models, monkeypatch):
     policy = _policy(models["policy"])
     reference = _reference(policy, models["independent"])
     rollout = _enumerated_rollout()
-    whole = sequence_kl(policy, reference, rollout, temperature=0.7, top_p=0.9)
+    whole = sequence_kl(policy, reference, rollout, CPU, temperature=0.7, top_p=0.9)
     monkeypatch.setattr(kl_module, "CHUNK_ROWS", 7)
-    assert np.allclose(sequence_kl(policy, reference, rollout, temperature=0.7, top_p=0.9), whole,
+    assert np.allclose(sequence_kl(policy, reference, rollout, CPU, temperature=0.7, top_p=0.9), whole,
                        rtol=1e-6, atol=1e-7)
 
 
@@ -319,7 +322,7 @@ def test_samples_follow_enumerated_distribution(models, temperature, top_p):
     logP = _exact_logprobs(models["policy"], temperature, top_p)
     P = logP.exp().numpy()
     torch.manual_seed(1000 + SETTINGS.index((temperature, top_p)))
-    rollout = policy.sample([PROMPT] * N_SAMPLES, max_new_tokens=MAX_NEW, temperature=temperature, top_p=top_p,
+    rollout = policy.sample([PROMPT] * N_SAMPLES, max_new_tokens=MAX_NEW, temperature=temperature, top_p=top_p, runtime=CPU,
                             batch_size=1000)
     counts = np.bincount(_sampled_indices(rollout), minlength=len(SEQS))
     assert counts[P == 0].sum() == 0, "sampled a completion outside the nucleus"
@@ -327,7 +330,7 @@ def test_samples_follow_enumerated_distribution(models, temperature, top_p):
     assert 0.5 * np.abs(counts / N_SAMPLES - P).sum() < 0.05  # total variation
     for ref_name in ("independent", "tempered"):
         exact = _exact_kl(logP, _exact_logprobs(models[ref_name], temperature, top_p))
-        seq = sequence_kl(policy, _reference(policy, models[ref_name]), rollout, temperature=temperature,
+        seq = sequence_kl(policy, _reference(policy, models[ref_name]), rollout, CPU, temperature=temperature,
                           top_p=top_p)
         sem = seq.std(ddof=1) / math.sqrt(len(seq))
         assert abs(seq.mean() - exact) < 4 * sem, (ref_name, seq.mean(), exact, sem)
@@ -354,7 +357,7 @@ def test_model_generation_config_does_not_leak():
     assert not (leaked[:, 0] == EOS).any() and not (leaked == A).any()
 
     torch.manual_seed(8)
-    rollout = _policy(model).sample([PROMPT] * N_SAMPLES, max_new_tokens=MAX_NEW, temperature=1.0, top_p=1.0,
+    rollout = _policy(model).sample([PROMPT] * N_SAMPLES, max_new_tokens=MAX_NEW, temperature=1.0, top_p=1.0, runtime=CPU,
                                     batch_size=1000)
     assert model.generation_config is hostile  # restored afterwards
     index = _sampled_indices(rollout)

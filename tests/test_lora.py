@@ -15,8 +15,8 @@ from alignkit.methods.dpo import train_dpo
 from alignkit.models.sequences import encode_pairs, sequence_logprobs
 from alignkit.pipeline import run_recipe
 from alignkit.recipe import load_recipe
-from alignkit.runlog import MetricsLog
-from alignkit.workspace import Workspace
+from tiny import make_workspace
+from tiny import cpu_runtime
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -46,7 +46,7 @@ def test_lora_dpo_trains_the_adapter_against_the_adapter_disabled_reference(tmp_
     recipe = load_recipe(None, [*tiny_overrides, "method=dpo", f"preferences.source={data}", "model.lora.r=4",
                                 "model.lora.target_modules=[c_attn]", "dpo.lr=0.03", "dpo.batch_size=4",
                                 "dpo.max_steps=30", "dpo.warmup_steps=0", "dpo.log_every=1"])
-    ws = Workspace(recipe, tmp_path, log=MetricsLog(None))
+    ws = make_workspace(recipe, tmp_path)
     policy = train_dpo(ws, recipe.method_config("dpo"))
     assert policy.is_adapter
     trainable = {n for n, p in policy.model.named_parameters() if p.requires_grad}
@@ -68,10 +68,10 @@ def test_4bit_base_with_lora_scores_close_to_full_precision_and_trains_only_the_
     from alignkit.models.policy import Policy
 
     full = Policy.load(ModelConfig(name_or_path=str(wide_model_dir)), cache_dir=wide_model_dir,
-                       device=torch.device("cpu"))
+                       runtime=cpu_runtime())
     quantized = Policy.load(ModelConfig(name_or_path=str(wide_model_dir), load_in_4bit=True,
                                         lora=LoraSettings(r=4, target_modules=["c_attn"])),
-                            cache_dir=wide_model_dir, device=torch.device("cpu"))
+                            cache_dir=wide_model_dir, runtime=cpu_runtime())
     batch = encode_pairs(full.tokenizer, ["This movie was", "I think"], [" great fun", " it is bad"], max_length=32)
     exact = full.sequence_logprobs(batch).detach()
     approx = quantized.sequence_logprobs(batch)
@@ -90,11 +90,11 @@ def test_4bit_policy_scores_alike_in_eval_and_train_mode_and_trains_after_sampli
     from alignkit.models.policy import Policy
 
     policy = Policy.load(ModelConfig(name_or_path=str(wide_model_dir), load_in_4bit=True, lora=LoraSettings(r=4)),
-                         cache_dir=wide_model_dir, device=torch.device("cpu"))
+                         cache_dir=wide_model_dir, runtime=cpu_runtime())
     batch = policy.encode(["This movie was", "I think"], [" great fun", " it is bad"])
     policy.model.train()
     training = policy.sequence_logprobs(batch).detach()
-    policy.sample(["This movie was"], max_new_tokens=4)  # eval mode, no gradients: where the repacking happened
+    policy.sample(["This movie was"], max_new_tokens=4, runtime=cpu_runtime())  # eval mode, no gradients: where the repacking happened
     with torch.no_grad():
         torch.testing.assert_close(policy.sequence_logprobs(batch), training, rtol=0, atol=0)
     policy.model.train()
@@ -244,13 +244,13 @@ def test_lora_reward_model_trains_adapter_and_head_and_reloads_exactly(load_in_4
     config = json.loads((folder / "adapter_config.json").read_text())
     assert config["task_type"] == "SEQ_CLS" and "score" in config["modules_to_save"]
 
-    ws = Workspace(recipe, tmp_path / "ws", log=MetricsLog(None))
-    reloaded = ScalarModel.from_backbone(recipe.model, cache_dir=ws.cache_dir, device=ws.device, path=str(folder))
+    ws = make_workspace(recipe, tmp_path / "ws")
+    reloaded = ScalarModel.from_backbone(recipe.model, cache_dir=ws.cache_dir, runtime=ws.runtime, path=str(folder))
     assert is_nf4(reloaded.model.get_base_model()) == load_in_4bit
     assert reloaded.bias == summary["reward_bias"] != 0.0
     _, _, _, scores = score_pairs(Scorer(reloaded, recipe.model), ws.heldout_pairs, recipe.preferences.append_eos)
     assert float(scores.double().mean()) == pytest.approx(summary["heldout_reward_mean"], abs=1e-5)
-    fresh = ScalarModel.from_backbone(recipe.model, cache_dir=ws.cache_dir, device=ws.device)
+    fresh = ScalarModel.from_backbone(recipe.model, cache_dir=ws.cache_dir, runtime=ws.runtime)
     _, _, _, untrained = score_pairs(Scorer(fresh, recipe.model), ws.heldout_pairs, recipe.preferences.append_eos)
     assert not torch.allclose(untrained, scores)  # the reloaded adapter and head are really the trained ones
     trainable = {n for n, p in fresh.model.named_parameters() if p.requires_grad}
@@ -265,7 +265,7 @@ def test_ppo_value_model_copied_from_a_4bit_lora_reward_model_trains_its_own_ada
 
     recipe = load_recipe(RECIPES / "ppo_imdb.yaml", [*qlora_overrides(tiny_overrides, wide_model_dir), *PPO_SMALL,
                                                      "reward_model.max_steps=2", "ppo.value_lr=0.01"])
-    ws = Workspace(recipe, tmp_path, log=MetricsLog(None))
+    ws = make_workspace(recipe, tmp_path)
     trainer = PPOTrainer(ws, recipe.method_config("ppo"))
     value, reward_model = trainer.value.model, ws.reward_model.model
     assert is_nf4(value.get_base_model()) and is_nf4(reward_model.get_base_model())

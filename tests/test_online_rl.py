@@ -18,9 +18,11 @@ from alignkit.models.policy import Policy
 from alignkit.pipeline import method_needs, run_recipe
 from alignkit.recipe import load_recipe
 from alignkit.registry import BUILTIN_MODULES, METHODS, REWARDS, register_reward
-from alignkit.runlog import MetricsLog, read_jsonl
-from alignkit.training import Budget
-from alignkit.workspace import Workspace
+from alignkit.runlog import read_jsonl
+from alignkit.context import Budget
+from tiny import make_workspace
+from tiny import cpu_runtime
+from alignkit.artifacts import reward_needs
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 EXPECTED = {"loss", "reward", "reward/gold", "kl", "entropy", "grad_norm", "learning_rate",
@@ -79,7 +81,7 @@ def test_grpo_runs_through_the_pipeline_without_printing_to_stdout(tmp_path, tin
     assert summary["method"] == "grpo" and "proxy_reward_mean" in summary  # scored by the shared reward model
 
     saved = Policy.load_trained(recipe.model, tmp_path / "run" / "model", cache_dir=tmp_path,
-                                device=torch.device("cpu"))
+                                runtime=cpu_runtime())
     assert not saved.is_adapter  # a full model folder
 
 
@@ -98,8 +100,8 @@ def test_rloo_with_lora_reuses_batches_and_saves_only_the_trained_adapter(tmp_pa
 
     folder = tmp_path / "run" / "model"
     assert (folder / "adapter_config.json").is_file() and not (folder / "ref").exists()
-    ws = Workspace(recipe, tmp_path / "again", log=MetricsLog(None))
-    trained = Policy.load_trained(recipe.model, folder, cache_dir=ws.cache_dir, device=ws.device)
+    ws = make_workspace(recipe, tmp_path / "again")
+    trained = Policy.load_trained(recipe.model, folder, cache_dir=ws.cache_dir, runtime=ws.runtime)
     assert trained.is_adapter and list(trained.model.peft_config) == ["default"]
     batch = trained.encode(["This movie was"], [" a great film"])
     with torch.no_grad():
@@ -110,7 +112,7 @@ def test_rloo_with_lora_reuses_batches_and_saves_only_the_trained_adapter(tmp_pa
 
 def test_trl_scores_exactly_the_prompts_and_completions_it_sampled(tmp_path, tiny_overrides):
     recipe = recipe_for("grpo", tiny_overrides, small("grpo", steps=2, reward="gold"))
-    ws = Workspace(recipe, None, log=MetricsLog(None))
+    ws = make_workspace(recipe, None)
     calls = []
     gold = ws.gold
 
@@ -119,7 +121,7 @@ def test_trl_scores_exactly_the_prompts_and_completions_it_sampled(tmp_path, tin
         calls.append((list(prompts), list(completions), scores))
         return scores
 
-    ws.__dict__["gold"] = recording_gold
+    ws.provide(gold=recording_gold)
     policy = train_grpo(ws, recipe.method_config("grpo"))
     assert "forward" not in vars(policy.model) and not policy.model.training  # trl's fused-head patch is gone
 
@@ -143,7 +145,7 @@ def test_reward_function_tells_the_reward_model_where_the_sampler_stopped():
 
     asked = []
     ws = SimpleNamespace(budget=Budget(), gold=lambda prompts, completions: [0.5] * len(completions),
-                         proxy_for=lambda needs: asked.append(needs) or proxy)
+                         reward_for=lambda settings: asked.append(reward_needs(settings)) or proxy)
     logged = {}
     reward = OnlineReward(ws, SimpleNamespace(reward="reward_model", reward_model_4bit=True), eos_ids={0})
     assert asked == [("train_pairs", "reward_model_4bit")]  # the 4-bit scorer the recipe asked for
@@ -157,7 +159,7 @@ def test_reward_function_tells_the_reward_model_where_the_sampler_stopped():
 
 def test_trl_reference_is_the_starting_policy_even_when_its_path_holds_other_weights(tmp_path, tiny_overrides):
     recipe = recipe_for("grpo", tiny_overrides, small("grpo", reward="gold", kl_coef=0.1))
-    ws = Workspace(recipe, None, log=MetricsLog(None))
+    ws = make_workspace(recipe, None)
     policy = ws.load_policy()
     with torch.no_grad():  # a start trl cannot reload from model.config._name_or_path (think: a Hub revision)
         for param in policy.model.parameters():
@@ -172,7 +174,7 @@ def test_trl_reference_is_the_starting_policy_even_when_its_path_holds_other_wei
 def test_grpo_raises_a_learnable_reward(tmp_path, tiny_overrides):
     recipe = recipe_for("grpo", tiny_overrides, small("grpo", steps=20, reward="gold", prompts_per_step=8, lr=0.01,
                                                       kl_coef=0.0))
-    ws = Workspace(recipe, None, log=MetricsLog(None))
+    ws = make_workspace(recipe, None)
     train_grpo(ws, recipe.method_config("grpo"))
     rewards = [r["reward/gold"] for r in ws.log.records]
     assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.02, rewards

@@ -14,8 +14,7 @@ from alignkit.methods.ppo import PPOConfig, _value_model, train_ppo
 from alignkit.models.scalar_head import ScalarModel
 from alignkit.recipe import load_recipe
 from alignkit.registry import REWARDS, register_reward
-from alignkit.runlog import MetricsLog
-from alignkit.workspace import Workspace
+from tiny import make_workspace
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "ppo_imdb.yaml"
 SMALL = ["ppo.value_init=policy", "ppo.rollout_size=16", "ppo.minibatch_size=8", "ppo.max_new_tokens=8",
@@ -30,7 +29,7 @@ if "test-letter-e" not in REWARDS:
 
 def workspace(tmp_path, overrides):
     recipe = load_recipe(RECIPE, overrides)
-    return Workspace(recipe, tmp_path, log=MetricsLog(None)), recipe.method_config("ppo")
+    return make_workspace(recipe, tmp_path), recipe.method_config("ppo")
 
 
 def test_ppo_gt_logs_every_metric_and_kl_is_never_negative(tmp_path, tiny_overrides):
@@ -63,11 +62,11 @@ def test_ppo_raises_a_learnable_reward(tmp_path, tiny_overrides):
 def test_value_model_starts_as_an_independent_copy_of_the_reward_model(tmp_path, tiny_overrides, imdb_model_dir):
     ws, _ = workspace(tmp_path, tiny_overrides)
     torch.manual_seed(0)
-    reward_model = ScalarModel.from_backbone(ws.recipe.model, cache_dir=ws.cache_dir, device=ws.device)
+    reward_model = ScalarModel.from_backbone(ws.recipe.model, cache_dir=ws.cache_dir, runtime=ws.runtime)
     reward_model.bias = 0.25
-    ws.__dict__["reward_model"] = reward_model
+    ws.provide(reward_model=reward_model)
     value = _value_model(ws, PPOConfig(value_init="reward_model"))
-    batch = ws.sft.sample(ws.prompts("train", 4), max_new_tokens=6).batch
+    batch = ws.sft.sample(ws.prompts("train", 4), max_new_tokens=6, runtime=ws.runtime).batch
     with torch.no_grad():
         torch.testing.assert_close(value.sequence_scores(batch), reward_model.sequence_scores(batch))
         for p in value.model.parameters():
@@ -161,7 +160,8 @@ def test_ppo_can_score_with_a_4bit_reward_model(tmp_path, tiny_overrides, imdb_m
     assert np.abs(approx - exact).max() < 0.1 * max(1.0, np.abs(exact).max())
     assert not np.array_equal(approx, exact)  # really the quantised weights scoring
     trainer.train()
-    assert math.isfinite(trainer.ws.budget.steps) and trainer.ws.budget.steps > 0
+    minibatches = -(-cfg.rollout_size // cfg.minibatch_size)
+    assert trainer.ws.budget.steps == cfg.steps * cfg.ppo_epochs * minibatches  # every minibatch took its step
 
 
 def test_4bit_reward_model_needs_the_value_model_not_to_copy_it(tiny_overrides):

@@ -11,6 +11,7 @@ from alignkit.compare import plan_comparison, resolved_recipe
 from alignkit.records import check_shared
 from alignkit.config import read_yaml
 from alignkit.recipe import BUNDLED, load_recipe
+from tiny import assert_method_section_applied
 
 RECIPES = sorted(BUNDLED.glob("*.yaml"))
 SINGLE = [p for p in RECIPES if "entries" not in read_yaml(p)]
@@ -29,7 +30,7 @@ def test_the_documented_recipes_ship_inside_the_package():
 @pytest.mark.parametrize("path", SINGLE, ids=lambda p: p.name)
 def test_recipe_validates_and_documents_its_command(path):
     recipe = load_recipe(path)
-    assert recipe.method_config(recipe.method) is not None
+    assert_method_section_applied(recipe, path)
     assert path.read_text().splitlines()[0] == f"# alignkit run recipes/{path.name}"
 
 

@@ -19,7 +19,7 @@ from alignkit.losses.bradley_terry import bradley_terry_loss
 from alignkit.models.scalar_head import ScalarModel, Scorer
 from alignkit.recipe import load_recipe
 from alignkit.registry import METHODS
-from alignkit.workspace import Workspace
+from tiny import make_workspace
 from tiny import tiny_gpt2, tiny_tokenizer  # tests/tiny.py (pytest puts tests/ on sys.path)
 
 # ----------------------------------------------------------------------------------------------------------
@@ -106,7 +106,7 @@ def setup(tmp_path_factory):
         f"preferences.source={root / 'prefs.jsonl'}", "preferences.heldout_fraction=0.2",
         "reward_model.lr=0.003", "reward_model.batch_size=8", "reward_model.epochs=2", "reward_model.warmup_steps=5",
     ])
-    ws = Workspace(recipe, root / "run", cache_dir=root / "cache")
+    ws = make_workspace(recipe, root / "run", cache_dir=root / "cache")
     cfg = recipe.method_config("reward_model")
     return root, ws, cfg, METHODS.get("reward_model")(ws, cfg)
 
@@ -147,7 +147,7 @@ def test_rewards_have_mean_zero_on_training_prompts(setup):
 def test_save_and_reload(setup):
     root, ws, cfg, trained = setup
     trained.save(root / "saved")
-    loaded = ScalarModel.from_backbone(ws.recipe.model, cache_dir=ws.cache_dir, device=ws.device,
+    loaded = ScalarModel.from_backbone(ws.recipe.model, cache_dir=ws.cache_dir, runtime=ws.runtime,
                                        path=str(root / "saved"))
     assert loaded.bias == trained.scalar.bias
     scorer = Scorer(loaded, ws.recipe.model, batch_size=16)
@@ -163,11 +163,11 @@ def test_workspace_trains_and_caches(setup):
     recipe = load_recipe(None, overrides=[
         "method=reward_model", "device=cpu", f"model.name_or_path={root / 'sft'}", "model.max_length=32",
         f"preferences.source={root / 'prefs.jsonl'}", "reward_model.max_steps=2"])
-    first_ws = Workspace(recipe, root / "run2", cache_dir=root / "cache2")
+    first_ws = make_workspace(recipe, root / "run2", cache_dir=root / "cache2")
     first = first_ws.reward_model
     assert len(list((root / "cache2" / "reward_models").iterdir())) == 1
     assert any(r["stage"] == "reward_model" for r in first_ws.log.records)  # trained
-    second_ws = Workspace(recipe, root / "run3", cache_dir=root / "cache2")
+    second_ws = make_workspace(recipe, root / "run3", cache_dir=root / "cache2")
     second = second_ws.reward_model
     assert not second_ws.log.records  # loaded, not retrained
     assert second.bias == first.bias != 0.0

@@ -9,6 +9,9 @@ from alignkit.eval.kl import sequence_kl
 from alignkit.models.policy import Policy, Reference
 from alignkit.models.sequences import SequenceBatch, encode_pairs, sequence_logprobs, token_logprobs
 from tiny import tiny_gpt2, tiny_tokenizer
+from tiny import cpu_runtime
+
+CPU = cpu_runtime()
 
 
 def make_policy(seed=0):
@@ -44,7 +47,7 @@ def test_padding_side_and_amount_do_not_change_sequence_logprobs():
 def test_sampled_tokens_are_scored_as_sampled_and_masked_after_eos():
     policy = make_policy()
     torch.manual_seed(0)
-    rollout = policy.sample(["the movie", "i hated this story it was"] * 8, max_new_tokens=12)
+    rollout = policy.sample(["the movie", "i hated this story it was"] * 8, max_new_tokens=12, runtime=CPU)
     batch = rollout.batch
     eos = policy.tokenizer.eos_token_id
     for row_ids, row_mask in zip(batch.input_ids, batch.completion_mask):
@@ -67,11 +70,11 @@ def test_sampled_tokens_are_scored_as_sampled_and_masked_after_eos():
 def test_sequence_kl_is_zero_against_itself_and_never_negative():
     policy = make_policy(seed=0)
     torch.manual_seed(1)
-    rollout = policy.sample(["the movie", "i", "a wonderful cast"] * 10, max_new_tokens=10)
-    same = sequence_kl(policy, Reference(policy), rollout)
+    rollout = policy.sample(["the movie", "i", "a wonderful cast"] * 10, max_new_tokens=10, runtime=CPU)
+    same = sequence_kl(policy, Reference(policy), rollout, CPU)
     assert (same == 0).all()
     other = Reference(make_policy(seed=3))
-    kl = sequence_kl(policy, other, rollout)
+    kl = sequence_kl(policy, other, rollout, CPU)
     assert (kl > 0).all() and kl.shape == (30,)
 
 
@@ -79,8 +82,8 @@ def test_exact_kl_and_sampled_log_ratio_agree_on_average():
     """Both estimate the same sequence KL on the policy's own samples: E[sum log pi/pi_ref] = E[sum KL_t]."""
     policy, reference = make_policy(seed=0), Reference(make_policy(seed=5))
     torch.manual_seed(2)
-    rollout = policy.sample(["the movie was"] * 400, max_new_tokens=6)
-    exact = sequence_kl(policy, reference, rollout)
+    rollout = policy.sample(["the movie was"] * 400, max_new_tokens=6, runtime=CPU)
+    exact = sequence_kl(policy, reference, rollout, CPU)
     with torch.no_grad():
         k1 = (policy.token_logprobs(rollout.batch) - reference.token_logprobs(rollout.batch)).sum(-1).numpy()
     sem = k1.std() / len(k1) ** 0.5
@@ -98,7 +101,7 @@ def test_first_token_frequencies_match_the_scored_distribution():
         logits = policy.model(input_ids=batch.input_ids[:, :last_prompt_position + 1]).logits[0, -1]
         p_eos = torch.softmax(logits.float(), -1)[eos].item()
     torch.manual_seed(0)
-    rollout = policy.sample(["the movie"] * 3000, max_new_tokens=1, batch_size=1000)
+    rollout = policy.sample(["the movie"] * 3000, max_new_tokens=1, batch_size=1000, runtime=CPU)
     first = rollout.batch.input_ids[:, -1]
     freq = (first == eos).float().mean().item()
     sigma = (p_eos * (1 - p_eos) / 3000) ** 0.5

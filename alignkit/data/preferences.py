@@ -355,7 +355,7 @@ def rank_into_pairs(prompts: list[str], completions: list[list[str]], scores: np
 
 
 def generate_preferences(policy, prompts: list[str], score: Callable[[list[str], list[str]], np.ndarray],
-                         cfg: PreferenceConfig, seed: int) -> PreferenceData:
+                         cfg: PreferenceConfig, seed: int, runtime) -> PreferenceData:
     """The DPO paper's recipe: sample K completions per prompt from the SFT policy, rank by a reward."""
     import torch
 
@@ -363,7 +363,7 @@ def generate_preferences(policy, prompts: list[str], score: Callable[[list[str],
     k = cfg.completions_per_prompt
     repeated = [p for p in prompts for _ in range(k)]
     rollout = policy.sample(repeated, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                            progress="sampling preference pairs")
+                            progress="sampling preference pairs", runtime=runtime)
     flat_scores = np.asarray(score(repeated, rollout.completions), dtype=np.float64)
     grouped = [rollout.completions[i * k:(i + 1) * k] for i in range(len(prompts))]
     stops = [rollout.ended[i * k:(i + 1) * k] for i in range(len(prompts))]

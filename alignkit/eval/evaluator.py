@@ -17,7 +17,13 @@ import numpy as np
 import torch
 
 from alignkit.config import option
+from alignkit.context import Budget
+from alignkit.eval.diversity import diversity as diversity_of
+from alignkit.eval.kl import sequence_kl
 from alignkit.eval.stats import mean_interval, wilson_interval, win_rate
+from alignkit.models.policy import KLEstimatingPolicy
+from alignkit.registry import REWARDS
+from alignkit.runtime import Runtime
 
 RewardFn = Callable[..., np.ndarray]
 
@@ -45,8 +51,6 @@ class EvalConfig:
     def check(self):
         if any(t is not None and t < 0 for t in self.temperatures):
             yield "temperatures", "every temperature must be >= 0"
-        from alignkit.registry import REWARDS  # plugins have registered by the time a recipe validates
-
         if self.judge != "gold" and self.judge not in REWARDS:
             known = ["gold", *REWARDS.names()]
             close = difflib.get_close_matches(self.judge, known, n=3, cutoff=0.5)
@@ -98,33 +102,29 @@ def score_texts(reward: RewardFn, prompts: list[str], completions: list[str], en
     return np.asarray(scores, dtype=np.float64).reshape(-1)
 
 
-def _policy_kl(policy, reference, rollout, temperature: float, top_p: float) -> Optional[np.ndarray]:
-    from alignkit.eval.kl import sequence_kl
-
+def _policy_kl(policy, reference, rollout, temperature: float, top_p: float, runtime: Runtime) -> Optional[np.ndarray]:
     if temperature == 0:
         return None
-    own = getattr(policy, "sequence_kl", None)  # a policy whose log-probs are intractable (Best-of-N)
-    if own is not None:
-        return own(policy, reference, rollout)
-    return sequence_kl(policy, reference, rollout, temperature=temperature, top_p=top_p)
+    if isinstance(policy, KLEstimatingPolicy):  # log-probs intractable (Best-of-N): it estimates its own KL
+        return policy.sequence_kl(reference, rollout, runtime)
+    return sequence_kl(policy, reference, rollout, runtime, temperature=temperature, top_p=top_p)
 
 
 def evaluate_at(policy, reference, samples: ReferenceSamples, gold: RewardFn, cfg: EvalConfig, *,
-                temperature: float, seed: int, judge: RewardFn | None = None, proxy: RewardFn | None = None,
-                diversity: bool | None = None) -> tuple[dict, list[dict]]:
+                temperature: float, seed: int, runtime: Runtime, judge: RewardFn | None = None,
+                proxy: RewardFn | None = None, diversity: bool | None = None) -> tuple[dict, list[dict]]:
     """One row of results for ``policy`` sampled at ``temperature`` on the reference samples' prompts."""
-    from alignkit.training import Budget
-
     prompts, cost = samples.prompts, Budget()
     torch.manual_seed(seed)
     rollout = policy.sample(prompts, max_new_tokens=cfg.max_new_tokens, temperature=temperature, top_p=cfg.top_p,
-                            batch_size=cfg.batch_size, progress=f"sampling policy (T={temperature:g})", budget=cost)
+                            batch_size=cfg.batch_size, progress=f"sampling policy (T={temperature:g})", budget=cost,
+                            runtime=runtime)
     scores = score_texts(gold, prompts, rollout.completions, rollout.ended)
     judged, judged_reference = scores, samples.gold
     if judge is not None and judge is not gold:
         judged = score_texts(judge, prompts, rollout.completions, rollout.ended)
         judged_reference = score_texts(judge, prompts, samples.completions, samples.ended)
-    kl = _policy_kl(policy, reference, rollout, temperature, cfg.top_p)
+    kl = _policy_kl(policy, reference, rollout, temperature, cfg.top_p, runtime)
     rate = win_rate(judged, judged_reference)
     gold_mean, gold_low, gold_high = mean_interval(scores)
     row = {
@@ -145,7 +145,7 @@ def evaluate_at(policy, reference, samples: ReferenceSamples, gold: RewardFn, cf
         kl_mean, kl_low, kl_high = mean_interval(kl)
         row.update(kl_mean=kl_mean, kl_sem=(kl_high - kl_mean) / 1.96 if len(kl) > 1 else None,
                    kl_ci_low=kl_low, kl_ci_high=kl_high)
-        if hasattr(policy, "summarize_kl"):
+        if isinstance(policy, KLEstimatingPolicy):
             policy.summarize_kl(row)
     proxy_scores = None
     if proxy is not None:
@@ -155,8 +155,6 @@ def evaluate_at(policy, reference, samples: ReferenceSamples, gold: RewardFn, cf
                    reference_proxy_reward_mean=float(score_texts(proxy, prompts, samples.completions,
                                                                  samples.ended).mean()))
     if cfg.diversity if diversity is None else diversity:
-        from alignkit.eval.diversity import diversity as diversity_of
-
         row.update(diversity_of(rollout.completions))
     rows = [{"prompt": p, "completion": c, "ended": e, "gold_reward": float(s),
              "kl": None if kl is None else float(k), "judge_score": float(j),
@@ -171,10 +169,10 @@ def evaluate_at(policy, reference, samples: ReferenceSamples, gold: RewardFn, cf
 
 
 def trajectory_point(policy, reference, samples: ReferenceSamples, gold: RewardFn, cfg: EvalConfig, *,
-                     seed: int, step: int) -> dict:
+                     seed: int, step: int, runtime: Runtime) -> dict:
     """A checkpoint's point on the reward-vs-KL plane, at the primary temperature on the trajectory prompts."""
     row, _ = evaluate_at(policy, reference, samples, gold, cfg, temperature=cfg.temperature, seed=seed,
-                         diversity=False)
+                         runtime=runtime, diversity=False)
     return {"step": step, **{k: row[k] for k in TRAJECTORY_KEYS}}
 
 

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from alignkit.runtime import Runtime
+
 CHUNK_ROWS = 64
 
 
@@ -64,13 +66,13 @@ def sampled_distribution_kl(logits: Tensor, ref_logits: Tensor, temperature: flo
     return kl.masked_fill(excluded, float("inf"))
 
 
-def sequence_kl(policy, reference, rollout, temperature: float = 1.0, top_p: float = 1.0) -> np.ndarray:
+def sequence_kl(policy, reference, rollout, runtime: Runtime, temperature: float = 1.0, top_p: float = 1.0) -> np.ndarray:
     """Per-sample sequence KL [B] (float64) between the processed policy and processed reference: the exact
     per-token :func:`sampled_distribution_kl` summed over the completion tokens (EOS included) of each
     sampled row. Its mean over samples drawn at the same (T, top_p) is an unbiased estimate of the sequence
-    KL (chain rule), and it is never negative. Rows are scored in chunks of 64 to bound memory."""
+    KL (chain rule), and it is never negative. Rows are scored in chunks of 64 to bound memory, shared out
+    between ``runtime``'s processes."""
     _check_settings(temperature, top_p)
-    from alignkit.runtime import current
 
     batch = rollout.batch
 
@@ -85,7 +87,7 @@ def sequence_kl(policy, reference, rollout, temperature: float = 1.0, top_p: flo
         kl = sampled_distribution_kl(logits[mask], ref_logits[mask], temperature, top_p).double()
         return torch.zeros(mask.shape[0], dtype=torch.float64, device=kl.device).index_add_(0, rows, kl).cpu()
 
-    out = current().map_chunks(chunk_kl, range(0, len(batch), CHUNK_ROWS))  # chunks shared out between processes
+    out = runtime.map_chunks(chunk_kl, range(0, len(batch), CHUNK_ROWS))  # chunks shared out between processes
     if not out:
         return np.zeros(0, dtype=np.float64)
     return torch.cat(out).numpy()

@@ -13,21 +13,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from alignkit.artifacts import RewardSettings, reward_needs
 from alignkit.config import option
-from alignkit.models.policy import Policy, Rollout
+from alignkit.models.policy import KLEstimatingPolicy, Policy, Rollout
 from alignkit.registry import register_method
 from alignkit.runlog import write_json
+from alignkit.runtime import Runtime
+from alignkit.workspace import Workspace
 
 META_FILE = "alignkit_best_of_n.json"
 
 
 @dataclass
-class BestOfNConfig:
-    """Best-of-N sampling from the SFT policy (no training)."""
+class BestOfNConfig(RewardSettings):
+    """Best-of-N sampling from the SFT policy (no training), ranked by ``reward``: the learned proxy reward
+    model, or the gold reward (an oracle upper bound)."""
 
     n: int = option(4, "completions sampled per prompt; the highest-reward one is kept", ge=1)
-    reward: str = option("reward_model", "what picks the best: the learned proxy reward model, or the gold "
-                                         "reward (an oracle upper bound)", choices=("reward_model", "gold"))
     kl_reference_samples: int = option(16, "extra reference samples per prompt for the measured KL", ge=1)
 
 
@@ -54,7 +56,7 @@ def log_ratio_estimate(reward: float, reference_rewards: np.ndarray, n: int) -> 
     return math.log((high ** n - low ** n) / (high - low))
 
 
-class BestOfNPolicy(Policy):
+class BestOfNPolicy(KLEstimatingPolicy):
     """The SFT model sampled best-of-n: ``sample`` draws n completions per prompt and keeps the best.
 
     ``token_logprobs`` is inherited and scores with the SFT model, i.e. gives pi_ref, not pi_bon (whose
@@ -69,11 +71,11 @@ class BestOfNPolicy(Policy):
         self.kl_reference_samples = kl_reference_samples
         self.sampling: dict = {}
 
-    def summarize_kl(self, summary: dict) -> None:
+    def summarize_kl(self, row: dict) -> None:
         """The reported KL is the analytic log n - (n-1)/n; the sampled estimate, biased low with few
         reference samples, stays as a diagnostic."""
         analytic = analytic_kl(self.n)
-        summary.update(kl_sampled_estimate=summary["kl_mean"], kl_sampled_estimate_sem=summary["kl_sem"],
+        row.update(kl_sampled_estimate=row["kl_mean"], kl_sampled_estimate_sem=row["kl_sem"],
                        kl_mean=analytic, kl_sem=0.0, kl_ci_low=analytic, kl_ci_high=analytic, kl_kind="analytic",
                        best_of_n=self.n)
 
@@ -86,7 +88,7 @@ class BestOfNPolicy(Policy):
         rows = [i * n + int(j) for i, j in enumerate(scores.argmax(axis=1))]
         return candidates.select(rows)
 
-    def sequence_kl(self, policy, reference, rollout: Rollout) -> np.ndarray:
+    def sequence_kl(self, reference, rollout: Rollout, runtime: Runtime) -> np.ndarray:
         """A measured estimate of KL(pi_bon || pi_ref) per sample: log pi_bon(y)/pi_ref(y) estimated by
         :func:`log_ratio_estimate` from ``kl_reference_samples`` fresh reference samples per prompt, drawn
         with the same sampling settings as the rollout. Its mean over pi_bon's samples estimates the KL;
@@ -94,7 +96,8 @@ class BestOfNPolicy(Policy):
         analytic log n - (n-1)/n (``kl_analytic`` in the summary) is an upper bound, exact for
         continuous rewards."""
         m, prompts = self.kl_reference_samples, rollout.prompts
-        sampling = self.sampling or {"max_new_tokens": int(rollout.batch.completion_lengths.max())}
+        sampling = {**(self.sampling or {"max_new_tokens": int(rollout.batch.completion_lengths.max())}),
+                    "runtime": runtime}
         chosen = self.reward(rollout)
         refs = reference.as_policy().sample([p for p in prompts for _ in range(m)], **sampling)
         ref_scores = self.reward(refs).reshape(len(prompts), m)
@@ -106,18 +109,17 @@ class BestOfNPolicy(Policy):
         write_json(Path(folder) / META_FILE, {"best_of_n": self.n})
 
 
-def reward_function(ws, name: str):
-    """``rollout -> scores``: the learned reward model (scoring text as it was trained, EOS where the
-    sampler stopped) or the gold reward."""
-    if name == "gold":
+def reward_function(ws: Workspace, cfg: BestOfNConfig):
+    """``rollout -> scores``: what ``cfg`` ranks by (:meth:`~alignkit.workspace.Workspace.reward_for`), the
+    reward model scoring text as it was trained (EOS where the sampler stopped), or the gold reward."""
+    proxy = ws.reward_for(cfg)
+    if proxy is None:
         gold = ws.gold
         return lambda rollout: np.asarray(gold(rollout.prompts, rollout.completions), dtype=np.float64)
-    proxy = ws.proxy_reward
     return lambda rollout: np.asarray(proxy(rollout.prompts, rollout.completions, rollout.ended), dtype=np.float64)
 
 
-@register_method("best_of_n", config=BestOfNConfig, trains=False,
-                 needs=lambda cfg: ("train_pairs", "reward_model") if cfg.reward == "reward_model" else ())
-def best_of_n(ws, cfg: BestOfNConfig):
+@register_method("best_of_n", config=BestOfNConfig, trains=False, needs=reward_needs)
+def best_of_n(ws: Workspace, cfg: BestOfNConfig):
     """Best-of-N sampling from the SFT policy, ranked by the reward model or the gold reward (no training)."""
-    return BestOfNPolicy(ws.sft, reward_function(ws, cfg.reward), cfg.n, cfg.kl_reference_samples)
+    return BestOfNPolicy(ws.sft, reward_function(ws, cfg), cfg.n, cfg.kl_reference_samples)

@@ -11,11 +11,14 @@ from typing import Any
 
 import torch
 
+from alignkit.artifacts import Artifact
 from alignkit.config import option
 from alignkit.errors import UnknownNameError
+from alignkit.models.pairs import pair_batch
 from alignkit.losses.base import PreferenceLogps, contract_problem, loss_parameters, param_problem
 from alignkit.registry import LOSSES, register_method
 from alignkit.training import TrainingConfig, batch_indices, fit
+from alignkit.workspace import Workspace
 
 
 @dataclass
@@ -53,40 +56,18 @@ class DPOConfig(TrainingConfig):
                 yield ("loss_params" if self.loss_params else "loss"), f"loss {self.loss!r} ({entry.source}): {problem}"
 
 
-def pair_batch(policy, data, index: list[int], append_eos: bool):
-    """The chosen and rejected completions of pairs ``index`` as one batch of ``policy``'s: chosen rows first."""
-    chosen_eos, rejected_eos = data.eos_flags(index, append_eos)
-    prompts = [data.prompts[i] for i in index]
-    return policy.encode(prompts * 2, [data.chosen[i] for i in index] + [data.rejected[i] for i in index],
-                         chosen_eos + rejected_eos)
-
-
-@torch.no_grad()
-def reference_logprobs(reference, data, append_eos: bool, batch_size: int = 64):
-    """Summed reference log-probs of every pair's chosen and rejected completion [N], [N] (chunks shared
-    out between processes under data parallelism)."""
-    from alignkit.runtime import current
-
-    def score(_, start: int):
-        index = list(range(start, min(start + batch_size, len(data))))
-        return reference.sequence_logprobs(pair_batch(reference.policy, data, index, append_eos)).cpu().chunk(2)
-
-    parts = current().map_chunks(score, range(0, len(data), batch_size))
-    return torch.cat([c for c, _ in parts]), torch.cat([r for _, r in parts])
-
-
 def uses_reference(cfg: DPOConfig) -> bool:
     """Whether training reads pi_ref's log-probs: not when reference_free, nor for a loss registered with
     ``uses_reference=False`` (SimPO, ORPO), so no reference pass is computed for them."""
     return not cfg.reference_free and LOSSES.entry(cfg.loss).meta.get("uses_reference", True)
 
 
-def _needs(cfg: DPOConfig) -> tuple[str, ...]:
-    return ("train_pairs", "reference_logps") if uses_reference(cfg) else ("train_pairs",)
+def _needs(cfg: DPOConfig) -> tuple[Artifact, ...]:
+    return (Artifact.TRAIN_PAIRS, Artifact.REFERENCE_LOGPS) if uses_reference(cfg) else (Artifact.TRAIN_PAIRS,)
 
 
 @register_method("dpo", config=DPOConfig, needs=_needs)
-def train_dpo(ws, cfg: DPOConfig):
+def train_dpo(ws: Workspace, cfg: DPOConfig):
     """Direct Preference Optimization (Rafailov et al. 2023) with a pluggable preference loss."""
     data = ws.train_pairs
     policy = ws.load_policy()
@@ -107,8 +88,8 @@ def train_dpo(ws, cfg: DPOConfig):
         out = loss_fn(PreferenceLogps(chosen, rejected, *ref, *lengths.chunk(2)), beta=cfg.beta, **cfg.loss_params)
         return out.losses.mean(), preference_metrics(out, chosen, rejected)
 
-    fit(policy.trainable_parameters(), batch_indices(len(data), cfg, ws.train_seed), step, cfg, log=ws.log,
-        stage="dpo", models=[policy.model], budget=ws.budget, on_step=ws.checkpoint_hook(policy))
+    fit(ws.ctx, policy.trainable_parameters(), batch_indices(len(data), cfg, ws.train_seed), step, cfg,
+        stage="dpo", models=[policy.model], trace=policy)
     return policy
 
 

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 
 import torch
 
+from alignkit.artifacts import Artifact
 from alignkit.config import option
 from alignkit.losses.kto import kl_reference_point, kto_loss
 from alignkit.registry import register_method
 from alignkit.training import TrainingConfig, batch_indices, fit
+from alignkit.workspace import Workspace
 
 
 @dataclass
@@ -46,8 +48,8 @@ def unpaired_examples(data, append_eos: bool) -> tuple[list[str], list[str], lis
     return prompts, completions, desirable, eos
 
 
-@register_method("kto", config=KTOConfig, needs=("train_pairs", "reference_logps"))
-def train_kto(ws, cfg: KTOConfig):
+@register_method("kto", config=KTOConfig, needs=(Artifact.TRAIN_PAIRS, Artifact.REFERENCE_LOGPS))
+def train_kto(ws: Workspace, cfg: KTOConfig):
     """KTO (Ethayarajh et al. 2024): desirable/undesirable completions from the same pairs, no pairing."""
     prompts, completions, desirable, eos = unpaired_examples(ws.train_pairs, ws.recipe.preferences.append_eos)
     ref_chosen, ref_rejected = ws.reference_logps
@@ -72,8 +74,8 @@ def train_kto(ws, cfg: KTOConfig):
                    "rewards/undesirable": _masked_mean(rewards, ~good)}
         return losses.mean(), metrics
 
-    fit(policy.trainable_parameters(), batch_indices(len(prompts), cfg, ws.train_seed), step, cfg, log=ws.log,
-        stage="kto", models=[policy.model], budget=ws.budget, on_step=ws.checkpoint_hook(policy))
+    fit(ws.ctx, policy.trainable_parameters(), batch_indices(len(prompts), cfg, ws.train_seed), step, cfg,
+        stage="kto", models=[policy.model], trace=policy)
     return policy
 
 

@@ -42,11 +42,12 @@ from typing import ClassVar
 import numpy as np
 from tqdm.auto import tqdm
 
+from alignkit.artifacts import RewardSettings, reward_needs
 from alignkit.config import option
 from alignkit.errors import AlignkitError
-from alignkit.methods.rl_reward import RewardSettings, reward_needs
 from alignkit.models.policy import Policy
 from alignkit.registry import register_method
+from alignkit.workspace import Workspace
 
 
 @dataclass
@@ -135,10 +136,10 @@ class OnlineReward:
     The reward model scores text exactly as for PPO: with EOS appended where the sampler stopped (the
     completion's last token is an EOS id; trl cuts everything after the first one)."""
 
-    def __init__(self, ws, cfg: RewardSettings, eos_ids: set[int]):
+    def __init__(self, ws: Workspace, cfg: RewardSettings, eos_ids: set[int]):
         self.__name__ = cfg.reward  # trl logs rewards/<name>/mean
         self.ws, self.eos_ids = ws, eos_ids
-        self.proxy = ws.proxy_for(reward_needs(cfg))
+        self.proxy = ws.reward_for(cfg)  # None: the gold reward itself is maximised
 
     def __call__(self, prompts: list[str], completions: list[str], completion_ids: list[list[int]],
                  log_metric=None, **_) -> list[float]:
@@ -159,7 +160,7 @@ class OnlineReward:
 
 
 class RunBridge:
-    """Feeds trl's loop back into the run: its logged metrics (numbers only) into ``ws.log`` under the
+    """Feeds trl's loop back into the run: its logged metrics (numbers only) into the run's log under the
     method's stage, a progress bar on stderr, trajectory checkpoints and the training budget. A
     transformers ``TrainerCallback`` once :func:`bridge_callback` mixes that class in (importing
     transformers here would slow every ``alignkit`` command down by seconds).
@@ -169,9 +170,9 @@ class RunBridge:
     ``num_input_tokens_seen`` grows by exactly that when it samples a batch; a batch reused for mu steps is
     counted mu times). Sampled sequences and tokens are counted by :class:`OnlineReward`."""
 
-    def __init__(self, ws, stage: str, policy: Policy, completions_per_step: int):
+    def __init__(self, ws: Workspace, stage: str, policy: Policy, completions_per_step: int):
         self.ws, self.stage, self.completions_per_step = ws, stage, completions_per_step
-        self.on_step = ws.checkpoint_hook(policy)
+        self.on_step = ws.ctx.on_step(policy)
         self.tokens_seen, self.batch_tokens, self.bar = 0, 0, None
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -193,7 +194,7 @@ class RunBridge:
         if not logs or "train_runtime" in logs:  # the end-of-training summary: the manifest has the timings
             return
         numbers = {k: v for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        self.ws.log.log(self.stage, state.global_step, numbers)
+        self.ws.ctx.log.log(self.stage, state.global_step, numbers)
         if "reward/gold" in numbers:
             self.bar.set_postfix(gold=f"{numbers['reward/gold']:.3f}", refresh=False)
 
@@ -202,7 +203,7 @@ class RunBridge:
             self.bar.close()
 
 
-def bridge_callback(ws, stage: str, policy: Policy, completions_per_step: int):
+def bridge_callback(ws: Workspace, stage: str, policy: Policy, completions_per_step: int):
     """A :class:`RunBridge` that is a transformers ``TrainerCallback`` (no-op defaults for the other events)."""
     from transformers import TrainerCallback
 
@@ -214,7 +215,7 @@ def bridge_callback(ws, stage: str, policy: Policy, completions_per_step: int):
 # building and running trl's trainer
 
 
-def trl_arguments(ws, cfg: OnlineRLConfig, output_dir: str) -> dict:
+def trl_arguments(ws: Workspace, cfg: OnlineRLConfig, output_dir: str) -> dict:
     """trl config values for this recipe: every optimiser step trains on one whole generation batch, shared
     out between the processes (no gradient accumulation); sampling with alignkit's settings (temperature
     only, no top-k/top-p); the run's precision; no gradient checkpointing, no vLLM, no checkpoints, no
@@ -236,7 +237,7 @@ def trl_arguments(ws, cfg: OnlineRLConfig, output_dir: str) -> dict:
         **cfg.method_settings())
 
 
-def train_dataset(ws, cfg: OnlineRLConfig):
+def train_dataset(ws: Workspace, cfg: OnlineRLConfig):
     """The train prompts as the plain-text ``{"prompt": [...]}`` dataset trl samples generation batches from."""
     from datasets import Dataset
 
@@ -247,7 +248,7 @@ def train_dataset(ws, cfg: OnlineRLConfig):
     return Dataset.from_dict({"prompt": prompts})
 
 
-def make_trainer(ws, cfg: OnlineRLConfig, policy: Policy, output_dir: str, stage: str):
+def make_trainer(ws: Workspace, cfg: OnlineRLConfig, policy: Policy, output_dir: str, stage: str):
     """trl's trainer for ``cfg``'s method around ``policy``'s model, its reference pinned to the starting
     weights, with :class:`RunBridge` in place of transformers' progress/printer callbacks (which print
     every log dict to stdout, where the run's JSON summary goes)."""
@@ -287,7 +288,7 @@ def _release(policy: Policy) -> Policy:
     return policy
 
 
-def train_with_trl(ws, cfg: OnlineRLConfig, stage: str) -> Policy:
+def train_with_trl(ws: Workspace, cfg: OnlineRLConfig, stage: str) -> Policy:
     """Train a fresh copy of the SFT policy with trl's trainer for ``cfg`` and return it."""
     policy = ws.load_policy()
     with tempfile.TemporaryDirectory(prefix=f"alignkit-{stage}-") as output_dir, warnings.catch_warnings():
@@ -299,12 +300,12 @@ def train_with_trl(ws, cfg: OnlineRLConfig, stage: str) -> Policy:
 
 
 @register_method("grpo", config=GRPOConfig, needs=reward_needs)
-def train_grpo(ws, cfg: GRPOConfig):
+def train_grpo(ws: Workspace, cfg: GRPOConfig):
     """GRPO via trl's GRPOTrainer: group-normalised advantages, clipped ratio, k3 KL term in the loss."""
     return train_with_trl(ws, cfg, "grpo")
 
 
 @register_method("rloo", config=RLOOConfig, needs=reward_needs)
-def train_rloo(ws, cfg: RLOOConfig):
+def train_rloo(ws: Workspace, cfg: RLOOConfig):
     """RLOO via trl's RLOOTrainer: leave-one-out baseline, sequence KL penalty in the reward."""
     return train_with_trl(ws, cfg, "rloo")

@@ -15,19 +15,20 @@ from typing import Optional
 import numpy as np
 import torch
 
-from alignkit.checkpoint import TrainState, for_stage
+from alignkit.artifacts import RewardSettings, reward_needs
+from alignkit.checkpoint import TrainState
 from alignkit.config import option
 from alignkit.models.finetune import completion_nll
-from alignkit.methods.rl_reward import RewardSettings, reward_needs
+from alignkit.models.scalar_head import ScalarModel
+from alignkit.models.value_head import SharedTrunkValue
 from alignkit.registry import register_method
 from alignkit.rl import ops
-from alignkit.runtime import current
-from alignkit.training import TrainingConfig, accumulate, make_optimizer, step_is_finite
-from tqdm.auto import tqdm
+from alignkit.training import APPLIED, OptimConfig, TrainingLoop, accumulate, apply_update, make_optimizer
+from alignkit.workspace import Workspace
 
 
 @dataclass
-class PPOConfig(RewardSettings):
+class PPOConfig(OptimConfig, RewardSettings):
     """PPO settings; defaults suit the tiny offline IMDb task on a CPU."""
 
     steps: int = option(60, "PPO iterations (rollout + optimisation)", ge=1)
@@ -42,14 +43,11 @@ class PPOConfig(RewardSettings):
     lam: float = option(0.95, "GAE lambda", ge=0, le=1)
     ppo_epochs: int = option(4, "optimisation passes over each rollout batch", ge=1)
     minibatch_size: int = option(16, "sequences per PPO minibatch (over all processes together)", ge=1)
-    gradient_accumulation_steps: int = option(1, "split each process's share of a minibatch into this many "
-                                                 "micro-batches: the same step in less memory", ge=1)
     clip_range: float = option(0.2, "policy ratio clip epsilon", gt=0)
     clip_range_value: float = option(0.2, "value clip epsilon", gt=0)
     vf_coef: float = option(0.5, "value-loss weight", ge=0)
-    lr: float = option(2e-4, "policy learning rate", gt=0)
+    lr: float = option(2e-4, "policy learning rate (AdamW, linear decay to 10%)", gt=0)
     value_lr: float = option(5e-4, "value-model learning rate", gt=0)
-    max_grad_norm: float = option(1.0, "gradient clipping norm (0: off)", ge=0)
     whiten_advantages: bool = option(True, "normalise advantages per rollout batch")
     value_init: str = option("reward_model", "initialise the value model from the reward model (InstructGPT) "
                                              "or the SFT policy's backbone", choices=("reward_model", "policy"))
@@ -60,8 +58,6 @@ class PPOConfig(RewardSettings):
     ptx_coef: float = option(0.0, "PPO-ptx: weight gamma of the pretraining log-likelihood term", ge=0)
     ptx_batch_size: int = option(16, "pretraining (demonstration) sequences per minibatch for PPO-ptx", ge=1)
     checkpoint_every: int = option(10, "save a resumable checkpoint every N PPO iterations (0: off)", ge=0)
-    skip_nonfinite: bool = option(False, "skip (and count) a minibatch whose loss or gradient norm is NaN/inf "
-                                         "instead of stopping the run")
 
     def check(self):
         if self.minibatch_size > self.rollout_size:
@@ -77,71 +73,62 @@ class PPOConfig(RewardSettings):
                                         "use value_init: policy (or value_model: shared)")
 
 
-def _value_model(ws, cfg: PPOConfig, policy=None):
+def _value_model(ws: Workspace, cfg: PPOConfig, policy=None):
     """The value function: a head on ``policy``'s trunk (shared), or a full model from the reward model
     (InstructGPT) or the SFT backbone."""
     if cfg.value_model == "shared":
-        from alignkit.models.value_head import SharedTrunkValue
-
         return SharedTrunkValue(policy)
     if cfg.value_init == "reward_model":
         return ws.reward_model.copy()  # same weights, trained separately: the reward model stays fixed
-    from alignkit.models.scalar_head import ScalarModel
-
-    return ScalarModel.from_backbone(ws.recipe.model, cache_dir=ws.cache_dir, device=ws.device)
+    return ScalarModel.from_backbone(ws.recipe.model, cache_dir=ws.cache_dir, runtime=ws.runtime)
 
 
 class PPOTrainer:
     """Holds the policy, reference, value model and reward of one PPO run; :meth:`train` runs it."""
 
-    def __init__(self, ws, cfg: PPOConfig):
-        self.ws, self.cfg, self.runtime = ws, cfg, current()
+    def __init__(self, ws: Workspace, cfg: PPOConfig):
+        self.ws, self.cfg, self.ctx, self.runtime = ws, cfg, ws.ctx, ws.runtime
         self.policy = ws.load_policy()
         self.reference = ws.reference_for(self.policy)
         self.value = _value_model(ws, cfg, self.policy)
         self.value.model.train()
         # the reward model scores text exactly as it was trained on it (EOS where the sampler stopped)
-        self.proxy = ws.proxy_for(reward_needs(cfg))
+        self.proxy = ws.reward_for(cfg)  # None: PPO-GT maximises the gold reward
         self.prompts = ws.prompts("train", cfg.prompt_pool)
         self.kl_ctl = ops.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
         total = cfg.steps * cfg.ppo_epochs * -(-cfg.rollout_size // cfg.minibatch_size)
         # collected once (not per minibatch): policy and value model have their own optimisers
         self.policy_params, self.value_params = self.policy.trainable_parameters(), self.value.parameters()
         # policy and value model follow the same learning-rate schedule, each from its own peak rate
-        self.opt, self.sched = make_optimizer(self.policy_params, TrainingConfig(lr=cfg.lr, warmup_steps=0), total)
-        self.value_opt, self.value_sched = make_optimizer(self.value_params,
-                                                          TrainingConfig(lr=cfg.value_lr, warmup_steps=0), total)
+        self.opt, self.sched = make_optimizer(self.policy_params, lr=cfg.lr, total_steps=total)
+        self.value_opt, self.value_sched = make_optimizer(self.value_params, lr=cfg.value_lr, total_steps=total)
         self.ptx_texts = ws.task.train_texts if cfg.ptx_coef > 0 else []
         self.rng = random.Random(ws.train_seed)
         # everything a resumed run restores: both models' weights, optimisers and schedules, our own RNG
         self.state = TrainState([*self.policy_params, *self.value_params], [self.opt, self.value_opt],
                                 [self.sched, self.value_sched], budget=ws.budget, rngs=[self.rng])
-        self.iteration, self.checkpointer = 0, None
+        self.iteration, self.loop = 0, None
 
-    def train(self, checkpointer=None):
-        """``checkpointer``: explicit, else the one the pipeline activated (resume + a checkpoint every
-        ``checkpoint_every`` iterations)."""
+    def train(self):
+        """PPO iterations on the shared training loop (resume, progress, logging, trajectory, checkpoints);
+        a checkpoint also keeps the adaptive KL coefficient."""
         self.policy.model.train()
-        on_step = self.ws.checkpoint_hook(self.policy)
-        self.checkpointer = for_stage("ppo", checkpointer)
-        start, extra = self.checkpointer.restore(self.state) if self.checkpointer else (0, {})
-        self.kl_ctl.value = extra.get("kl_coef", self.kl_ctl.value)
-        for step in tqdm(range(start + 1, self.cfg.steps + 1), desc="ppo", unit="iter", dynamic_ncols=True,
-                         leave=False, initial=start, total=self.cfg.steps, disable=not self.runtime.is_main):
-            self.iteration = step
-            rollout, stats = self.rollout()
-            stats.update(self.optimise(rollout))
-            self.kl_ctl.update(stats["kl"], self.cfg.rollout_size)
-            if self.ws.budget.nonfinite_skipped:
-                stats["nonfinite_skipped"] = self.ws.budget.nonfinite_skipped
-            self.ws.log.log("ppo", step, stats)
-            if on_step is not None:
-                on_step(step)
-            if self.checkpointer:
-                self.checkpointer.step_done(step, self.cfg.checkpoint_every, self.state,
-                                            lambda: {"kl_coef": self.kl_ctl.value})
+        self.loop = TrainingLoop(self.ctx, "ppo", self.state, self.cfg.steps, checkpoint_every=self.cfg.checkpoint_every,
+                                 trace=self.policy, unit="iter")
+        self.kl_ctl.value = self.loop.restored.get("kl_coef", self.kl_ctl.value)
+        self.loop.run(self.iterate, lambda: {"kl_coef": self.kl_ctl.value})
         self.policy.model.eval()
         return self.policy
+
+    def iterate(self, step: int) -> dict:
+        """One PPO iteration: a rollout, its optimisation epochs, the KL coefficient's update; its record."""
+        self.iteration = step
+        rollout, stats = self.rollout()
+        stats.update(self.optimise(rollout))
+        self.kl_ctl.update(stats["kl"], self.cfg.rollout_size)
+        if self.ctx.budget.nonfinite_skipped:
+            stats["nonfinite_skipped"] = self.ctx.budget.nonfinite_skipped
+        return stats
 
     @torch.no_grad()
     def rollout(self) -> tuple[dict, dict]:
@@ -149,8 +136,8 @@ class PPOTrainer:
         cfg, policy = self.cfg, self.policy
         prompts = self.rng.sample(self.prompts, min(cfg.rollout_size, len(self.prompts)))
         # one generate call per process: its share of the rollout
-        sampled = policy.sample(prompts, max_new_tokens=cfg.max_new_tokens, temperature=1.0,
-                                batch_size=-(-len(prompts) // self.runtime.world), budget=self.ws.budget)
+        sampled = policy.sample(prompts, max_new_tokens=cfg.max_new_tokens, temperature=1.0, runtime=self.runtime,
+                                batch_size=-(-len(prompts) // self.runtime.world), budget=self.ctx.budget)
         batch = sampled.batch.to(policy.device)
         mask = batch.target_mask
         scored = self.score(sampled)
@@ -208,7 +195,7 @@ class PPOTrainer:
     def minibatch_step(self, data: dict, index: torch.Tensor) -> dict:
         """One optimiser step of policy and value model on minibatch ``index`` (shared out between processes
         and split into micro-batches like every other trainer's batch), plus the PPO-ptx term."""
-        cfg, runtime, budget = self.cfg, self.runtime, self.ws.budget
+        cfg, runtime, budget = self.cfg, self.runtime, self.ctx.budget
         loss, stats = accumulate(lambda part: self.minibatch_loss(data, torch.tensor(part)), index.tolist(),
                                  cfg.gradient_accumulation_steps, runtime, budget)
         if cfg.ptx_coef > 0:
@@ -217,22 +204,9 @@ class PPOTrainer:
                                 cfg.gradient_accumulation_steps, runtime, budget)
             loss = loss + ptx
             stats["loss/ptx"] = float(ptx) / cfg.ptx_coef
-        pairs = ((self.policy_params, self.opt), (self.value_params, self.value_opt))
-        norms = runtime.finish_gradients([params for params, _ in pairs], [opt for _, opt in pairs],
-                                         cfg.max_grad_norm)
-        finite = not runtime.overflowed(norms) and step_is_finite(
-            loss, norms, skip=cfg.skip_nonfinite, stage="ppo", step=self.iteration, checkpointer=self.checkpointer,
-            budget=budget)
-        if finite:
-            runtime.step([opt for _, opt in pairs])
-        for _, opt in pairs:
-            opt.zero_grad(set_to_none=True)
-        if not finite:
-            return {}
-        self.sched.step()
-        self.value_sched.step()
-        budget.steps += 1
-        return stats
+        status, _ = apply_update(self.ctx, self.state, [self.policy_params, self.value_params], loss, cfg, stage="ppo",
+                                 step=self.iteration, checkpointer=self.loop.checkpointer)
+        return stats if status == APPLIED else {}
 
     def minibatch_loss(self, data: dict, index: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Clipped policy loss plus weighted clipped value loss on rows ``index`` of the rollout."""
@@ -256,6 +230,6 @@ class PPOTrainer:
 
 
 @register_method("ppo", config=PPOConfig, needs=reward_needs)
-def train_ppo(ws, cfg: PPOConfig):
+def train_ppo(ws: Workspace, cfg: PPOConfig):
     """RLHF with PPO against a Bradley-Terry reward model (or the gold reward) and a per-token KL penalty."""
     return PPOTrainer(ws, cfg).train()

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from alignkit.artifacts import Artifact
 from alignkit.config import option
 from alignkit.models.finetune import finetune_on_completions
 from alignkit.registry import register_method
 from alignkit.training import TrainingConfig
+from alignkit.workspace import Workspace
 
 
 @dataclass
@@ -34,12 +36,11 @@ def chosen_examples(data, deduplicate: bool, append_eos: bool) -> tuple[list[str
     return [p for p, _, _ in examples], [c for _, c, _ in examples], [e for _, _, e in examples]
 
 
-@register_method("preferred_ft", config=PreferredFTConfig, needs=("train_pairs",))
-def train_preferred_ft(ws, cfg: PreferredFTConfig):
+@register_method("preferred_ft", config=PreferredFTConfig, needs=(Artifact.TRAIN_PAIRS,))
+def train_preferred_ft(ws: Workspace, cfg: PreferredFTConfig):
     """Preferred-FT: maximum likelihood on the chosen completions given their prompts (DPO paper baseline)."""
     policy = ws.load_policy()
     prompts, chosen, eos = chosen_examples(ws.train_pairs, cfg.deduplicate, ws.recipe.preferences.append_eos)
     # the loss covers completion tokens only: prompts are conditioning, not targets
-    finetune_on_completions(policy, prompts, chosen, cfg, log=ws.log, stage="preferred_ft", seed=ws.train_seed,
-                            eos=eos, budget=ws.budget, on_step=ws.checkpoint_hook(policy))
+    finetune_on_completions(ws.ctx, policy, prompts, chosen, cfg, stage="preferred_ft", seed=ws.train_seed, eos=eos)
     return policy

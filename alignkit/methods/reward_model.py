@@ -15,14 +15,17 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
+from scipy.stats import spearmanr
 from torch import Tensor
 
+from alignkit.artifacts import Artifact
 from alignkit.config import option
 from alignkit.data.preferences import PreferenceData
 from alignkit.losses.bradley_terry import bradley_terry_loss
 from alignkit.models.scalar_head import ScalarModel, Scorer
 from alignkit.registry import register_method
 from alignkit.training import TrainingConfig, batch_indices, fit
+from alignkit.workspace import Workspace
 
 
 @dataclass
@@ -63,13 +66,13 @@ def pair_metrics(chosen: Tensor, rejected: Tensor) -> dict[str, Tensor]:
     return {"accuracy": (margin > 0).float().mean(), "margin": margin.mean()}
 
 
-@register_method("reward_model", config=RewardModelConfig, needs=("train_pairs",))
-def train_reward_model(ws, cfg: RewardModelConfig) -> "TrainedRewardModel":
+@register_method("reward_model", config=RewardModelConfig, needs=(Artifact.TRAIN_PAIRS,))
+def train_reward_model(ws: Workspace, cfg: RewardModelConfig) -> "TrainedRewardModel":
     """Bradley-Terry reward model: a scalar head on the SFT backbone, rewards centred on the training prompts."""
     train, heldout = ws.train_pairs, ws.heldout_pairs
     append_eos = ws.recipe.preferences.append_eos
     torch.manual_seed(ws.train_seed)
-    scalar = ScalarModel.from_backbone(ws.recipe.model, cache_dir=ws.cache_dir, device=ws.device)
+    scalar = ScalarModel.from_backbone(ws.recipe.model, cache_dir=ws.cache_dir, runtime=ws.runtime)
     scorer = Scorer(scalar, ws.recipe.model, cfg.eval_batch_size)
     members: dict[int, list[int]] = defaultdict(list)
     for i, g in enumerate(train.group):
@@ -86,12 +89,12 @@ def train_reward_model(ws, cfg: RewardModelConfig) -> "TrainedRewardModel":
         group = torch.tensor([train.group[i] for i in index], device=scores.device)
         return bradley_terry_loss(chosen, rejected, group), pair_metrics(chosen, rejected)
 
-    fit(scalar.parameters(), batch_indices(len(groups), cfg, ws.train_seed), step, cfg, log=ws.log,
-        stage="reward_model", models=[scalar.model], budget=ws.budget)
+    fit(ws.ctx, scalar.parameters(), batch_indices(len(groups), cfg, ws.train_seed), step, cfg,
+        stage="reward_model", models=[scalar.model])
     train_chosen, train_rejected, _, train_scores = score_pairs(scorer, train, append_eos)
     scalar.bias += float(train_scores.double().mean())  # scores above were taken at the old bias
     train_accuracy = float((train_chosen > train_rejected).float().mean())
-    ws.log.log("reward_model", cfg.total_steps(len(groups)), {"bias": scalar.bias, "train_accuracy": train_accuracy})
+    ws.ctx.log.log("reward_model", cfg.total_steps(len(groups)), {"bias": scalar.bias, "train_accuracy": train_accuracy})
     return TrainedRewardModel(scalar, scorer, heldout, append_eos, n_train=len(train),
                               train_accuracy=train_accuracy)
 
@@ -107,7 +110,7 @@ class TrainedRewardModel:
     def save(self, folder) -> None:
         self.scalar.save(folder)
 
-    def evaluate(self, ws) -> tuple[dict, list[dict]]:
+    def evaluate(self, ws: Workspace) -> tuple[dict, list[dict]]:
         """Pairwise accuracy on held-out and training pairs (labels from the gold reward), the reward
         scale, and the rank correlation with the gold scores; one sample row per held-out pair."""
         data = self.heldout
@@ -139,8 +142,6 @@ class TrainedRewardModel:
 def spearman_vs_gold(data: PreferenceData, items: list[tuple[str, str, bool]], scores: Tensor) -> float | None:
     """Spearman rank correlation between RM scores and gold scores over the distinct completions (None
     when undefined: fewer than two completions or constant scores)."""
-    from scipy.stats import spearmanr
-
     gold = {}
     for i in range(len(data)):
         gold[(data.prompts[i], data.chosen[i])] = data.chosen_scores[i]

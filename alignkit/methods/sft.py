@@ -16,6 +16,7 @@ from alignkit.config import option
 from alignkit.models.finetune import finetune_on_completions
 from alignkit.registry import register_method
 from alignkit.training import TrainingConfig
+from alignkit.workspace import Workspace
 
 CHARS_PER_TOKEN = 8  # generous: a cheap character cut that (almost) never shortens the token window
 
@@ -37,10 +38,9 @@ def demonstrations(texts: list[str], max_examples: int, max_length: int, seed: i
 
 
 @register_method("sft", config=SFTConfig)
-def train_sft(ws, cfg: SFTConfig):
+def train_sft(ws: Workspace, cfg: SFTConfig):
     """Supervised fine-tuning of recipe.model on the task's demonstrations (language modelling)."""
     policy = ws.load_policy()
     texts = demonstrations(ws.task.train_texts, cfg.max_examples, ws.recipe.model.max_length, ws.train_seed)
-    finetune_on_completions(policy, [""] * len(texts), texts, cfg, log=ws.log, stage="sft", seed=ws.train_seed,
-                            budget=ws.budget, on_step=ws.checkpoint_hook(policy))
+    finetune_on_completions(ws.ctx, policy, [""] * len(texts), texts, cfg, stage="sft", seed=ws.train_seed)
     return policy

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from alignkit.artifacts import Artifact
 from alignkit.config import option
 from alignkit.losses.unlikelihood import unlikelihood_loss
-from alignkit.methods.dpo import pair_batch
+from alignkit.models.pairs import pair_batch
 from alignkit.registry import register_method
 from alignkit.training import TrainingConfig, batch_indices, fit
+from alignkit.workspace import Workspace
 
 
 @dataclass
@@ -24,8 +26,8 @@ class UnlikelihoodConfig(TrainingConfig):
                                "completion's tokens (0: likelihood on the chosen completions only)", ge=0)
 
 
-@register_method("unlikelihood", config=UnlikelihoodConfig, needs=("train_pairs",))
-def train_unlikelihood(ws, cfg: UnlikelihoodConfig):
+@register_method("unlikelihood", config=UnlikelihoodConfig, needs=(Artifact.TRAIN_PAIRS,))
+def train_unlikelihood(ws: Workspace, cfg: UnlikelihoodConfig):
     """Unlikelihood (Welleck et al. 2019): likelihood on chosen, unlikelihood on rejected (DPO baseline)."""
     data = ws.train_pairs
     policy = ws.load_policy()
@@ -39,6 +41,6 @@ def train_unlikelihood(ws, cfg: UnlikelihoodConfig):
         losses, metrics = unlikelihood_loss(chosen, chosen_mask, rejected, rejected_mask, alpha=cfg.alpha)
         return losses.mean(), metrics
 
-    fit(policy.trainable_parameters(), batch_indices(len(data), cfg, ws.train_seed), step, cfg, log=ws.log,
-        stage="unlikelihood", models=[policy.model], budget=ws.budget, on_step=ws.checkpoint_hook(policy))
+    fit(ws.ctx, policy.trainable_parameters(), batch_indices(len(data), cfg, ws.train_seed), step, cfg,
+        stage="unlikelihood", models=[policy.model], trace=policy)
     return policy

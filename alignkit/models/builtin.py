@@ -13,10 +13,16 @@ import torch
 
 from alignkit.cache import CacheEntry
 from alignkit.config import fingerprint
+from alignkit.context import RunContext
+from alignkit.data.imdb import imdb_task
+from alignkit.data.task import TaskConfig
+from alignkit.models.finetune import finetune_on_completions
+from alignkit.models.policy import Policy
 from alignkit.models.smollm2 import ALIAS as SMOLLM2_ALIAS
 from alignkit.models.smollm2 import locate_smollm2, smollm2_135m_instruct
 from alignkit.registry import register_model
-from alignkit.runlog import MetricsLog, write_json
+from alignkit.runlog import write_json
+from alignkit.runtime import Runtime
 from alignkit.training import TrainingConfig
 
 EOS = "<|endoftext|>"
@@ -55,13 +61,9 @@ def train_tokenizer(texts: list[str], vocab_size: int):
                                    unk_token=EOS, clean_up_tokenization_spaces=False)
 
 
-def build_tiny_gpt2(texts: list[str], recipe: TinyLMRecipe, folder: Path, log: MetricsLog) -> None:
-    """Train the tokenizer and the model on ``texts`` and save both to ``folder``."""
+def build_tiny_gpt2(texts: list[str], recipe: TinyLMRecipe, folder: Path, ctx: RunContext) -> None:
+    """Train the tokenizer and the model on ``texts`` under ``ctx`` and save both to ``folder``."""
     from transformers import GPT2Config, GPT2LMHeadModel
-
-    from alignkit.models.finetune import finetune_on_completions
-    from alignkit.models.policy import Policy
-    from alignkit.runtime import current
 
     torch.manual_seed(recipe.seed)
     tokenizer = train_tokenizer(texts[: recipe.tokenizer_texts], recipe.vocab_size)
@@ -73,24 +75,23 @@ def build_tiny_gpt2(texts: list[str], recipe: TinyLMRecipe, folder: Path, log: M
     openings = [t[: recipe.window_tokens * 8] for t in texts[: recipe.train_texts]]
     cfg = TrainingConfig(lr=recipe.lr, batch_size=recipe.batch_size, max_steps=recipe.steps,
                          warmup_steps=min(50, recipe.steps // 10), log_every=25)
-    with current().full_precision():  # on CPU in fp32: the same cached model for every run and machine
-        finetune_on_completions(policy, [""] * len(openings), openings, cfg, log=log,
-                                stage="builtin/tiny-gpt2-imdb", seed=recipe.seed)
+    finetune_on_completions(ctx, policy, [""] * len(openings), openings, cfg, stage="builtin/tiny-gpt2-imdb",
+                            seed=recipe.seed)
     policy.model.generation_config.pad_token_id = tokenizer.pad_token_id
     policy.save(folder)
     write_json(folder / "alignkit_builtin.json", asdict(recipe))
 
 
-def tiny_gpt2_imdb(cache_dir: Path, recipe: TinyLMRecipe = TinyLMRecipe()) -> Path:
-    """The cached folder of the tiny IMDb GPT-2, training it on the IMDb train split the first time."""
-    from alignkit.data.imdb import imdb_task
-    from alignkit.data.task import TaskConfig
+def tiny_gpt2_imdb(cache_dir: Path, runtime: Runtime, recipe: TinyLMRecipe = TinyLMRecipe()) -> Path:
+    """The cached folder of the tiny IMDb GPT-2, training it on the IMDb train split the first time, in a
+    context of its own: on CPU, in fp32 whatever the run's precision, logging nowhere, so that every run and
+    machine gets the same cached model."""
 
     def build(folder: Path) -> None:
         texts = imdb_task(TaskConfig()).train_texts  # the held-out reviews stay unseen, as for the gold reward
-        build_tiny_gpt2(texts, recipe, folder, MetricsLog(None))
+        build_tiny_gpt2(texts, recipe, folder, RunContext(runtime.fp32()))
 
-    return CacheEntry(cache_dir, "models", f"tiny-gpt2-imdb-{fingerprint(recipe)}").ensure(build)
+    return CacheEntry(cache_dir, "models", f"tiny-gpt2-imdb-{fingerprint(recipe)}").ensure(build, runtime)
 
 
 register_model("tiny-gpt2-imdb")(tiny_gpt2_imdb)

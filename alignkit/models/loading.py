@@ -11,13 +11,15 @@ import torch
 from alignkit.errors import AlignkitError
 from alignkit.models.config import BUILTIN_PREFIX, LoraSettings, ModelConfig
 from alignkit.registry import MODELS
+from alignkit.runtime import Runtime
 
 
-def resolve_model_path(name_or_path: str, cache_dir: Path) -> str:
-    """Turn ``builtin:ALIAS`` into the local folder its builder produces; other names pass through."""
+def resolve_model_path(name_or_path: str, cache_dir: Path, runtime: Runtime) -> str:
+    """Turn ``builtin:ALIAS`` into the local folder its builder produces (building it with ``runtime`` the
+    first time); other names pass through."""
     if name_or_path.startswith(BUILTIN_PREFIX):
         build = MODELS.get(name_or_path[len(BUILTIN_PREFIX):])
-        return str(build(cache_dir))
+        return str(build(cache_dir, runtime))
     return name_or_path
 
 

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from alignkit.models.config import ModelConfig
 from alignkit.models.loading import apply_lora, disable_dropout, load_adapter, load_pretrained, load_tokenizer, \
     resolve_model_path
+from alignkit.runtime import Runtime
 from alignkit.models.sequences import SequenceBatch, concat_batches, encode_pairs, sequence_logprobs, token_logprobs
 
 
@@ -80,10 +81,12 @@ class Policy:
         self.max_prompt_length = max_prompt_length  # prompts are cut to this many tokens (None: half)
 
     @classmethod
-    def load(cls, cfg: ModelConfig, *, cache_dir: Path, device: torch.device) -> "Policy":
+    def load(cls, cfg: ModelConfig, *, cache_dir: Path, runtime: Runtime) -> "Policy":
+        """``cfg``'s model on ``runtime``'s device (a ``builtin:`` model is built into ``cache_dir`` first)."""
         from transformers import AutoModelForCausalLM
 
-        path = resolve_model_path(cfg.name_or_path, cache_dir)
+        device = runtime.device
+        path = resolve_model_path(cfg.name_or_path, cache_dir, runtime)
         tokenizer = load_tokenizer(path, cfg)
         model = load_pretrained(AutoModelForCausalLM, cfg, path)
         disable_dropout(model)
@@ -95,16 +98,16 @@ class Policy:
         return cls(model, tokenizer, device, cfg.max_length, cfg.max_prompt_length)
 
     @classmethod
-    def load_trained(cls, cfg: ModelConfig, folder: Path, *, cache_dir: Path, device: torch.device) -> "Policy":
+    def load_trained(cls, cfg: ModelConfig, folder: Path, *, cache_dir: Path, runtime: Runtime) -> "Policy":
         """A policy a run saved: a LoRA adapter on ``cfg``'s base model, or a full model folder."""
         folder = Path(folder)
         if (folder / "adapter_config.json").is_file():
-            base = cls.load(dataclasses.replace(cfg, lora=None), cache_dir=cache_dir, device=device)
+            base = cls.load(dataclasses.replace(cfg, lora=None), cache_dir=cache_dir, runtime=runtime)
             model = load_adapter(base.model, folder, trainable=False)
-            return cls(model.eval(), base.tokenizer, device, cfg.max_length, cfg.max_prompt_length)
+            return cls(model.eval(), base.tokenizer, runtime.device, cfg.max_length, cfg.max_prompt_length)
         saved = dataclasses.replace(cfg, name_or_path=str(folder), revision=None, gguf_file=None, lora=None,
                                     load_in_4bit=False, load_in_8bit=False)
-        return cls.load(saved, cache_dir=cache_dir, device=device)
+        return cls.load(saved, cache_dir=cache_dir, runtime=runtime)
 
     @property
     def is_adapter(self) -> bool:
@@ -125,14 +128,13 @@ class Policy:
         return token_logprobs(self.model, batch.to(self.device), **kwargs)
 
     @torch.no_grad()
-    def sample(self, prompts: list[str], *, max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0,
-               batch_size: int = 64, progress: str | None = None, budget=None) -> Rollout:
+    def sample(self, prompts: list[str], *, max_new_tokens: int, runtime: Runtime, temperature: float = 1.0,
+               top_p: float = 1.0, batch_size: int = 64, progress: str | None = None, budget=None) -> Rollout:
         """Sample one completion per prompt; temperature 0 is greedy. No top-k: with temperature 1 and
-        top_p 1 the samples come from exactly the distribution that :meth:`token_logprobs` scores.
-        ``budget`` (a :class:`~alignkit.training.Budget`) counts what was sampled."""
-        from alignkit.runtime import current
-
-        runtime = current()
+        top_p 1 the samples come from exactly the distribution that :meth:`token_logprobs` scores. Chunks
+        of ``batch_size`` prompts are shared out between ``runtime``'s processes (each from its own seed,
+        so any process count draws the same samples). ``budget`` (a :class:`~alignkit.context.Budget`)
+        counts what was sampled."""
         was_training = self.model.training
         self.model.eval()
         chunks = [prompts[start:start + batch_size] for start in range(0, len(prompts), batch_size)]
@@ -183,6 +185,20 @@ class Policy:
     def save(self, folder: str | Path) -> None:
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
+
+
+class KLEstimatingPolicy(Policy):
+    """A policy defined by a sampling procedure around a model (Best-of-N), whose log-probs are intractable:
+    it estimates its own KL to the reference from samples and decides which KL its summary reports. The
+    evaluator asks these two methods instead of taking the exact per-token KL."""
+
+    def sequence_kl(self, reference: "Reference", rollout: Rollout, runtime: Runtime):
+        """Per-sample estimates [B] of log pi(y) / pi_ref(y) for the rows of ``rollout``."""
+        raise NotImplementedError
+
+    def summarize_kl(self, row: dict) -> None:
+        """Set the KL columns of an evaluation ``row`` (whose ``kl_mean`` is the sampled estimate)."""
+        raise NotImplementedError
 
 
 class Reference:

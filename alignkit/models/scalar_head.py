@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from alignkit.models.config import ModelConfig
+from alignkit.runtime import Runtime
 from alignkit.models.loading import (apply_lora, disable_dropout, load_adapter, load_pretrained, load_tokenizer,
                                      resolve_model_path)
 from alignkit.models.sequences import SequenceBatch, encode_pairs, position_ids
@@ -37,7 +38,7 @@ class ScalarModel:
         self.bias = bias
 
     @classmethod
-    def from_backbone(cls, cfg: ModelConfig, *, cache_dir: Path, device: torch.device, path: str | None = None):
+    def from_backbone(cls, cfg: ModelConfig, *, cache_dir: Path, runtime: Runtime, path: str | None = None):
         """A fresh scalar head on the SFT model's backbone, or (``path``) a scalar model :meth:`save` wrote.
 
         LoRA (``cfg.lora``), as trl's RewardTrainer with a ``peft_config``: a fresh model trains a peft
@@ -51,7 +52,8 @@ class ScalarModel:
         from transformers import AutoModelForSequenceClassification
 
         adapter = path is not None and (Path(path) / "adapter_config.json").is_file()
-        base = resolve_model_path(cfg.name_or_path, cache_dir) if path is None or adapter else path
+        device = runtime.device
+        base = resolve_model_path(cfg.name_or_path, cache_dir, runtime) if path is None or adapter else path
         tokenizer = load_tokenizer(path or base, cfg)
         model = load_pretrained(AutoModelForSequenceClassification, cfg, base, num_labels=1)
         model.config.pad_token_id = tokenizer.pad_token_id

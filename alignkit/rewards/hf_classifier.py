@@ -21,6 +21,7 @@ from alignkit.config import build, fingerprint, option, to_dict
 from alignkit.errors import AlignkitError
 from alignkit.models.config import looks_like_local_path
 from alignkit.registry import register_reward
+from alignkit.workspace import Workspace
 
 KEY = "gold_reward_options"
 DEFAULT_LABEL = "positive"  # matched without regard to case: POSITIVE, Positive, positive
@@ -154,7 +155,7 @@ class HFClassifier:
 
 
 @register_reward("hf-classifier", options=HFClassifierOptions)
-def hf_classifier(workspace):
+def hf_classifier(workspace: Workspace):
     """Gold log-odds of one label of any transformers sequence classifier, on prompt + completion."""
     options = build(HFClassifierOptions, workspace.recipe.gold_reward_options, where=KEY)
     classifier = HFClassifier(options, workspace.device)

@@ -16,9 +16,11 @@ import pytest
 import torch
 
 from alignkit import cache
-from alignkit.cache import MARKER, CacheEntry, CorruptEntry
+from alignkit.cache import ENTRY_MARKER as MARKER, CacheEntry, CorruptEntry
 from alignkit.recipe import load_recipe
 from alignkit.workspace import Workspace
+from tiny import make_workspace
+from tiny import cpu_runtime
 
 RECIPE = Path(__file__).resolve().parents[2] / "alignkit" / "recipes" / "dpo_imdb.yaml"
 GOLD_TEXTS = ["a wonderful, moving film", "the plot was dull and the acting awful", "it was fine"]
@@ -30,7 +32,7 @@ def _recipe(overrides):
 
 def _workspace(recipe, root: Path) -> Workspace:
     cache.forget_verified()  # each Workspace below stands for a new process: nothing is verified yet
-    return Workspace(recipe, root / "run", cache_dir=root / "cache")
+    return make_workspace(recipe, root / "run", cache_dir=root / "cache")
 
 
 def _rm_scores(ws: Workspace) -> np.ndarray:
@@ -168,7 +170,7 @@ def _slow_build(root: str, counter: str, barrier) -> str:
         (folder / "sub").mkdir()
         (folder / "sub" / "note.txt").write_text("known bytes")
 
-    path = CacheEntry(root, "toy", "shared").ensure(build)
+    path = CacheEntry(root, "toy", "shared").ensure(build, cpu_runtime())
     return (path / "data.bin").read_text() + "|" + (path / "sub" / "note.txt").read_text()
 
 
@@ -201,7 +203,7 @@ def test_flipped_byte_is_detected(tmp_path, capsys, suffix):
         (path / "weights.bin" if not suffix else path).write_bytes(bytes(range(256)) * 4)
 
     entry = CacheEntry(tmp_path, "toy", "tampered", suffix)
-    entry.ensure(build)
+    entry.ensure(build, cpu_runtime())
     target = entry.path / "weights.bin" if not suffix else entry.path
     stat = target.stat()
     data = bytearray(target.read_bytes())
@@ -211,6 +213,6 @@ def test_flipped_byte_is_detected(tmp_path, capsys, suffix):
     cache.forget_verified()  # a new process
     with pytest.raises(CorruptEntry, match="checksum mismatch"):
         entry.load()
-    entry.ensure(build)
+    entry.ensure(build, cpu_runtime())
     assert "checksum mismatch); rebuilding" in capsys.readouterr().err
     assert target.read_bytes() == bytes(range(256)) * 4 and entry.load() == entry.path

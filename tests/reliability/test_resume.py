@@ -16,7 +16,7 @@ import torch
 from alignkit.checkpoint import Checkpointer, TrainState, flatten, unflatten
 from alignkit.pipeline import run_recipe, run_state
 from alignkit.recipe import load_recipe
-from alignkit.training import TrainingConfig, make_optimizer
+from alignkit.training import make_optimizer
 from reliability_helpers import PLUGIN, QUICK, RECIPES, ROOT, strict_jsonl, summary, weights
 
 DPO = [*QUICK, "dpo.loss=zz_slow_loss", "dpo.max_steps=12", "dpo.checkpoint_every=4", "dpo.log_every=3"]
@@ -99,7 +99,7 @@ def test_ppo_interrupted_in_process_resumes_exactly(tmp_path, tiny_overrides, mo
 def test_state_round_trip_has_no_pickle_and_is_exact(tmp_path):
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 2)
-    optimizer, scheduler = make_optimizer(model.parameters(), TrainingConfig(lr=1e-2, warmup_steps=1), 10)
+    optimizer, scheduler = make_optimizer(model.parameters(), lr=1e-2, total_steps=10, warmup_steps=1)
     model(torch.randn(3, 4)).sum().backward()
     optimizer.step()
     scheduler.step()

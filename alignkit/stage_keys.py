@@ -1,0 +1,85 @@
+"""The cache keys of a run's shared stages, computable from its recipe alone (nothing is built or loaded), so
+that a finished run can be checked for staleness and a stage's artifact found in the cache.
+
+Each stage is keyed by what decides it and nothing else, so changing a setting rebuilds exactly the stages
+downstream of it: pairs <- (model, task, gold reward, generation settings, seed); the train/held-out split <-
+pairs + heldout_fraction; reward model and reference log-probs <- split + their own settings; reference
+samples <- (model, task, gold reward, evaluation sampling, temperature, seed)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+from alignkit.config import fingerprint
+from alignkit.data.preferences import GENERATION_VERSION
+from alignkit.models.config import ModelConfig, local_tokenizer_folder
+from alignkit.recipe import Recipe
+
+
+def chat_template_text(model: ModelConfig, cache_dir: Path) -> tuple[str, ...]:
+    """The chat template a local tokenizer folder holds (its text, so editing it in place changes the keys
+    built on the pairs); empty for a tokenizer not on disk yet (a Hub id: pin ``model.revision``) or one
+    without a template."""
+    folder = local_tokenizer_folder(model, cache_dir)
+    if folder is None:
+        return ()
+    texts = [p.read_text() for p in sorted(folder.glob("*.jinja"))]
+    config = folder / "tokenizer_config.json"
+    if config.is_file():
+        try:
+            template = json.loads(config.read_text()).get("chat_template")
+        except (ValueError, AttributeError):
+            template = None
+        texts.append(json.dumps(template) if template else "")
+    return tuple(t for t in texts if t)
+
+
+class StageKeys:
+    """The cache key of every shared stage under ``recipe`` (builtin models and tokenizers found in
+    ``cache_dir`` decide the chat template that preference files are rendered with)."""
+
+    def __init__(self, recipe: Recipe, cache_dir: Path):
+        self.recipe, self.cache_dir, self.seed = recipe, Path(cache_dir), recipe.seed
+
+    def all(self) -> dict[str, str]:
+        """The cache key of every shared stage under this recipe."""
+        return {"preferences": self.pairs_key(), "pair_split": self.split_key(),
+                "reward_model": self.reward_model_key(), "reference_logps": self.reference_logps_key(),
+                "reference_samples": self.reference_samples_key(self.recipe.eval.temperature)}
+
+    def gold_identity(self) -> tuple:
+        """The gold reward in a cache key: its name, and its options when it takes any (keys of rewards
+        without options stay as they were)."""
+        options = self.recipe.gold_reward_options
+        return (self.recipe.gold_reward, options) if options else (self.recipe.gold_reward,)
+
+    def pairs_key(self) -> str:
+        """Everything that decides which pairs are generated or read (not how they are split or tokenized)."""
+        cfg = self.recipe.preferences
+        deciding = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("heldout_fraction", "append_eos")}
+        source, template = cfg.source, ()
+        if source != "generated" and Path(source).is_file():
+            source = hashlib.sha256(Path(source).read_bytes()).hexdigest()  # the file's content, not its name
+            template = chat_template_text(self.recipe.model, self.cache_dir)  # conversational rows render with it
+        return fingerprint(self.recipe.model, self.recipe.task, *self.gold_identity(), deciding, source,
+                           self.seed, GENERATION_VERSION, *template)
+
+    def split_key(self) -> str:
+        return fingerprint(self.pairs_key(), self.recipe.preferences.heldout_fraction)
+
+    def reward_model_key(self) -> str:
+        precision = () if self.recipe.precision == "fp32" else (self.recipe.precision,)  # fp32 keys stay as they were
+        lora = ("lora-adapter",) if self.recipe.model.lora else ()  # under LoRA it trains an adapter since rm-2
+        return fingerprint(self.split_key(), self.recipe.method_config("reward_model"), self.recipe.model,
+                           self.recipe.preferences.append_eos, "rm-2", *precision, *lora)
+
+    def reference_logps_key(self) -> str:
+        return fingerprint(self.split_key(), self.recipe.model, self.recipe.preferences.append_eos, "ref-logps-1")
+
+    def reference_samples_key(self, temperature: float) -> str:
+        cfg = self.recipe.eval
+        return fingerprint(self.recipe.model, self.recipe.task, *self.gold_identity(), cfg.n_prompts, cfg.top_p,
+                           cfg.max_new_tokens, float(temperature), self.seed, GENERATION_VERSION)
