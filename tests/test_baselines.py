@@ -128,9 +128,9 @@ def test_sft_max_examples_limits_the_training_set(make_ws, monkeypatch):
     seen = []
     real = finetune.finetune_on_completions
 
-    def spy(policy, prompts, completions, cfg, **kwargs):
+    def spy(ctx, policy, prompts, completions, cfg, **kwargs):
         seen.append((list(prompts), list(completions)))
-        return real(policy, prompts, completions, cfg, **kwargs)
+        return real(ctx, policy, prompts, completions, cfg, **kwargs)
 
     monkeypatch.setattr(sft, "finetune_on_completions", spy)
     run_method(make_ws("sft", "sft.max_examples=12", "sft.max_steps=1"))
@@ -338,7 +338,7 @@ def test_best_of_n_through_the_evaluator(make_ws, tmp_path):
     ws = make_ws("best_of_n", "best_of_n.n=2", "best_of_n.reward=gold", "best_of_n.kl_reference_samples=4",
                  "eval.n_prompts=6", "eval.max_new_tokens=6")
     policy = run_method(ws)
-    run = Run(ws.recipe, tmp_path / "evalrun", cache_dir=tmp_path / "cache")
+    run = Run(ws.recipe, tmp_path / "evalrun", ws.runtime, cache_dir=tmp_path / "cache")
     run.ws.provide(gold=letter_count)
     summary, samples = evaluate_artifact(run.ws, policy)
     samples = samples[1.0]

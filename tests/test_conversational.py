@@ -234,7 +234,7 @@ def test_dpo_trains_on_the_rendered_conversations(tmp_path, tiny_overrides, chat
     assert seen and all(set(prompts) <= expected for prompts, _, _ in seen)
     assert all(c.endswith("<|im_end|>\n") for _, completions, _ in seen for c in completions)
     assert all(flag is False for _, _, eos in seen for flag in eos)  # append_eos=true added no EOS
-    losses = [r["loss"] for r in ws.log.records if "loss" in r]
+    losses = [r["loss"] for r in ws.ctx.log.records if "loss" in r]
     assert len(losses) == 2 and all(loss == loss for loss in losses)
 
 

@@ -29,7 +29,7 @@ def test_dpo_learns_to_prefer_chosen(tmp_path, tiny_overrides, loss, extra):
                                 "dpo.warmup_steps=0", "dpo.log_every=1", *extra])
     ws = make_workspace(recipe, tmp_path)
     train_dpo(ws, recipe.method_config("dpo"))
-    first, last = ws.log.records[0], ws.log.records[-1]
+    first, last = ws.ctx.log.records[0], ws.ctx.log.records[-1]
     assert last["rewards/margins"] > first["rewards/margins"] + 0.5
     assert last["rewards/accuracies"] == 1.0 and last["loss"] < first["loss"]
     if not extra:  # with a reference, the first step's implicit rewards start at exactly zero

@@ -51,7 +51,7 @@ def test_lora_dpo_trains_the_adapter_against_the_adapter_disabled_reference(tmp_
     assert policy.is_adapter
     trainable = {n for n, p in policy.model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
-    records = ws.log.records
+    records = ws.ctx.log.records
     assert records[-1]["rewards/margins"] > records[0]["rewards/margins"] + 0.25
     assert records[-1]["loss"] < records[0]["loss"]
 

@@ -127,7 +127,7 @@ def test_trl_scores_exactly_the_prompts_and_completions_it_sampled(tmp_path, tin
 
     pool = set(ws.prompts("train", 32))
     assert len(calls) == 2
-    for (prompts, completions, scores), record in zip(calls, ws.log.records):
+    for (prompts, completions, scores), record in zip(calls, ws.ctx.log.records):
         assert len(prompts) == len(completions) == 16 and set(prompts) <= pool
         groups = [prompts[i:i + 4] for i in range(0, 16, 4)]
         assert all(len(set(group)) == 1 for group in groups)  # one prompt per group of num_generations
@@ -176,7 +176,7 @@ def test_grpo_raises_a_learnable_reward(tmp_path, tiny_overrides):
                                                       kl_coef=0.0))
     ws = make_workspace(recipe, None)
     train_grpo(ws, recipe.method_config("grpo"))
-    rewards = [r["reward/gold"] for r in ws.log.records]
+    rewards = [r["reward/gold"] for r in ws.ctx.log.records]
     assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.02, rewards
 
 

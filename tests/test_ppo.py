@@ -36,7 +36,7 @@ def test_ppo_gt_logs_every_metric_and_kl_is_never_negative(tmp_path, tiny_overri
     ws, cfg = workspace(tmp_path, tiny_overrides + SMALL + ["ppo.reward=gold", "ppo.steps=4", "ppo.ptx_coef=0.1",
                                                             "ppo.target_kl=6", "ppo.kl_coef=0.2"])
     train_ppo(ws, cfg)
-    records = ws.log.records
+    records = ws.ctx.log.records
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     expected = {"reward/gold", "reward/proxy", "kl", "entropy", "loss/policy", "loss/value", "loss/ptx",
                 "clipfrac", "approx_kl", "kl_coef"}
@@ -55,7 +55,7 @@ def test_ppo_raises_a_learnable_reward(tmp_path, tiny_overrides):
         "ppo.rollout_size=32"])
     torch.manual_seed(0)
     train_ppo(ws, cfg)
-    rewards = [r["reward/gold"] for r in ws.log.records]
+    rewards = [r["reward/gold"] for r in ws.ctx.log.records]
     assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.02, rewards
 
 
@@ -94,7 +94,7 @@ def test_shared_trunk_value_learns(tmp_path, tiny_overrides):
 
     trainer = PPOTrainer(ws, cfg)
     trainer.train()
-    rewards = [r["reward/gold"] for r in ws.log.records]
+    rewards = [r["reward/gold"] for r in ws.ctx.log.records]
     assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.05, rewards
     assert trainer.value.head.weight.abs().sum() > 0
 

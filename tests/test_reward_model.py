@@ -129,7 +129,7 @@ def test_learns_synthetic_preferences(setup):
                                                       "gold_chosen", "gold_rejected"}
     accuracy = sum(s["rm_chosen"] > s["rm_rejected"] for s in samples) / len(samples)
     assert accuracy == pytest.approx(summary["heldout_pairwise_accuracy"])
-    records = [r for r in ws.log.records if r["stage"] == "reward_model" and "loss" in r]
+    records = [r for r in ws.ctx.log.records if r["stage"] == "reward_model" and "loss" in r]
     assert {"loss", "accuracy", "margin"} <= set(records[-1])
     assert records[-1]["loss"] < records[0]["loss"] and records[-1]["margin"] > records[0]["margin"]
 
@@ -166,10 +166,10 @@ def test_workspace_trains_and_caches(setup):
     first_ws = make_workspace(recipe, root / "run2", cache_dir=root / "cache2")
     first = first_ws.reward_model
     assert len(list((root / "cache2" / "reward_models").iterdir())) == 1
-    assert any(r["stage"] == "reward_model" for r in first_ws.log.records)  # trained
+    assert any(r["stage"] == "reward_model" for r in first_ws.ctx.log.records)  # trained
     second_ws = make_workspace(recipe, root / "run3", cache_dir=root / "cache2")
     second = second_ws.reward_model
-    assert not second_ws.log.records  # loaded, not retrained
+    assert not second_ws.ctx.log.records  # loaded, not retrained
     assert second.bias == first.bias != 0.0
 
 

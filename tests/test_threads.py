@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 import alignkit.cli
+from tiny import cpu_runtime
 from alignkit.errors import AlignkitError
 from alignkit.threads import ENV_VAR, available_cores, thread_count
 
@@ -108,5 +109,5 @@ def test_manifest_records_the_thread_count(tmp_path):
     from alignkit.pipeline import Run
     from alignkit.recipe import load_recipe
 
-    run = Run(load_recipe(RECIPE), tmp_path / "run", cache_dir=tmp_path / "cache")
+    run = Run(load_recipe(RECIPE), tmp_path / "run", cpu_runtime(), cache_dir=tmp_path / "cache")
     assert run.manifest["threads"] == torch.get_num_threads()

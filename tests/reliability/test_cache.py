@@ -111,7 +111,7 @@ def test_truncated_reward_model_weights_are_rebuilt(cache_copy, capsys):
     ws = _workspace(recipe, root)
     np.testing.assert_allclose(_rm_scores(ws), original["rm"], rtol=0, atol=1e-6)
     _notice(capsys, "reward_models", "(model.safetensors: ")
-    assert any(r["stage"] == "reward_model" for r in ws.log.records)  # retrained
+    assert any(r["stage"] == "reward_model" for r in ws.ctx.log.records)  # retrained
     assert ws.reward_model_summary is not None and (folder / "alignkit_eval.json").is_file()
     assert [p.name for p in (root / "cache" / "reward_models").iterdir()] == [folder.name]  # no temp folders
 
@@ -149,7 +149,7 @@ def test_intact_entries_are_loaded_silently(cache_copy, capsys):
     ws = _workspace(recipe, root)
     assert ws.preferences.records() == original["pairs"]
     np.testing.assert_array_equal(_rm_scores(ws), original["rm"])
-    assert not ws.log.records  # loaded, not retrained
+    assert not ws.ctx.log.records  # loaded, not retrained
     assert "alignkit: cache entry" not in capsys.readouterr().err
 
 
