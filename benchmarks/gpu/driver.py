@@ -57,7 +57,7 @@ class Sizes:
     caps_s: dict = field(default_factory=dict)  # each step's own time limit
 
 
-GPU = Sizes(width=768, layers=12, positions=1024, vocab=50257, tokenizer_texts=20000, task_examples=4000,
+GPU = Sizes(width=768, layers=12, positions=1024, vocab=50257, tokenizer_texts=12000, task_examples=4000,
             pair_prompts=1200, dpo_steps=20, dpo_batch=32, dpo_repeats=2, ppo_steps=3, fsdp_steps=20,
             caps_s={"cuda_tests": 150, "fsdp": 90, "model": 90, "dpo_vs_trl": 180, "ppo_memory": 150,
                     "compare": 420})
@@ -218,7 +218,7 @@ def build_model(folder: Path, sizes: Sizes) -> None:
     from alignkit.data.task import TaskConfig
     from alignkit.models.builtin import train_tokenizer
 
-    texts = imdb_task(TaskConfig(max_examples=sizes.tokenizer_texts)).train_texts
+    texts = imdb_task(TaskConfig()).train_texts[:sizes.tokenizer_texts]
     tokenizer = train_tokenizer(texts, vocab_size=sizes.vocab)
     n = build_gpt2(folder, sizes.width, sizes.layers, tokenizer=tokenizer, positions=sizes.positions)
     (folder / "built.json").write_text(json.dumps(
