@@ -33,6 +33,11 @@ towards the side that launches fewer ops; ``--omp-wait-policy active`` measures 
 Target: alignkit/trl tokens/s >= 1.0.
 
     python benchmarks/dpo_vs_trl.py [--steps 40] [--batch-size 64] [--repeats 3] [--threads N]
+                                    [--device cuda] [--precision bf16] [--set KEY=VALUE]...
+
+On a GPU (``--device cuda``) both sides run there, and ``--precision bf16`` puts both in bf16 autocast
+(alignkit's ``precision: bf16``, trl's ``bf16=True``). ``--set`` overrides the recipe for both the pairs and
+the training (e.g. a smaller ``preferences.n_prompts`` with a model of your own, so the pairs build fast).
 """
 
 from __future__ import annotations
@@ -78,6 +83,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="OMP_WAIT_POLICY for both sides: passive (idle threads sleep, as the alignkit "
                              "CLI sets), active (they spin), unset (OpenMP's default, or the caller's "
                              "environment)")
+    parser.add_argument("--device", default="cpu", help="both sides' device: cpu or cuda")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="both sides' training precision (bf16: autocast on both)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra recipe override, for the pairs and the training alike (repeatable)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     return parser.parse_args(argv)
 
@@ -86,21 +96,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # shared inputs
 
 
-def train_pairs():
-    """The cached training pairs of the bundled DPO recipe, read through alignkit's Workspace."""
+def train_pairs(sets: list[str] = ()):
+    """The cached training pairs of the bundled DPO recipe (with ``sets`` applied), read through alignkit's
+    Workspace: built on first use, from the recipe's SFT model."""
     from alignkit.recipe import load_recipe
     from alignkit.workspace import Workspace
 
-    return Workspace.for_recipe(load_recipe(RECIPE)).train_pairs
+    return Workspace.for_recipe(load_recipe(RECIPE, list(sets))).train_pairs
 
 
-def bench_recipe(model: str, steps: int, batch_size: int):
+def bench_recipe(model: str, steps: int, batch_size: int, device: str = "cpu", precision: str = "fp32",
+                 sets: list[str] = ()):
     """The bundled DPO recipe with the benchmark's settings: training only (no trajectories, checkpoints)."""
     from alignkit.recipe import load_recipe
 
-    return load_recipe(RECIPE, [f"model.name_or_path={model}", f"dpo.max_steps={steps}",
+    return load_recipe(RECIPE, [*sets, f"model.name_or_path={model}", f"dpo.max_steps={steps}",
                                 f"dpo.batch_size={batch_size}", "dpo.checkpoint_every=0",
-                                "eval.every_steps=0"])
+                                "eval.every_steps=0", f"device={device}", f"precision={precision}"])
 
 
 def trained_pairs(pairs, recipe):
@@ -263,7 +275,8 @@ def trl_dataset(subset, order):
 
 
 def trl_config(recipe, output_dir: str):
-    """trl's settings matching alignkit's recipe: fp32 on CPU, sigmoid loss, precomputed pi_ref log-probs."""
+    """trl's settings matching alignkit's recipe (device, precision, sigmoid loss, precomputed pi_ref
+    log-probs)."""
     import trl
 
     cfg = recipe.method_config("dpo")
@@ -272,7 +285,8 @@ def trl_config(recipe, output_dir: str):
         warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
         per_device_train_batch_size=cfg.batch_size, max_steps=cfg.max_steps,
         max_length=recipe.model.max_length,
-        train_sampling_strategy="sequential", precompute_ref_log_probs=True, use_cpu=True, bf16=False,
+        train_sampling_strategy="sequential", precompute_ref_log_probs=True, use_cpu=recipe.device == "cpu",
+        bf16=recipe.precision == "bf16",
         fp16=False, gradient_checkpointing=False, report_to="none", logging_steps=cfg.log_every,
         save_strategy="no",
         dataloader_num_workers=0, dataloader_pin_memory=False, disable_tqdm=True, seed=recipe.seed,
@@ -290,7 +304,7 @@ def run_trl(recipe, dataset, steps: int) -> Measurement:
     # trl warns, once per distinct text, where a prompt's last token merges with its completion's first
     # (the sampled completions often continue a word); the token-count check below covers it
     logging.getLogger("trl").setLevel(logging.ERROR)
-    policy = Policy.load(recipe.model, cache_dir=default_cache(), runtime=Runtime("cpu"))
+    policy = Policy.load(recipe.model, cache_dir=default_cache(), runtime=Runtime(recipe.device))
     clock = LoopClock()
     with tempfile.TemporaryDirectory(prefix="dpo-vs-trl-") as tmp:
         trainer = TimedDPOTrainer(model=policy.model, args=trl_config(recipe, tmp), train_dataset=dataset,
@@ -318,12 +332,13 @@ def measure(args) -> tuple[list[Measurement], dict]:
     what both sides were given."""
     import torch
 
-    pairs = train_pairs()
-    recipe = bench_recipe(args.model, args.steps, args.batch_size)
+    pairs = train_pairs(args.sets)
+    recipe = bench_recipe(args.model, args.steps, args.batch_size, args.device, args.precision, args.sets)
     subset, order = trained_pairs(pairs, recipe)
     dataset = trl_dataset(subset, order)
     if args.warmup_steps:
-        warm = bench_recipe(args.model, args.warmup_steps, args.batch_size)
+        warm = bench_recipe(args.model, args.warmup_steps, args.batch_size, args.device, args.precision,
+                            args.sets)
         warm_subset, warm_order = trained_pairs(pairs, warm)
         run_alignkit(warm, warm_subset, args.warmup_steps)
         run_trl(warm, trl_dataset(warm_subset, warm_order), args.warmup_steps)
@@ -340,7 +355,7 @@ def measure(args) -> tuple[list[Measurement], dict]:
     no_eos = sum(not e for e in (subset.chosen_ended or [False] * len(subset))) + \
         sum(not e for e in (subset.rejected_ended or [False] * len(subset)))
     optim = trl_config(recipe, "unused").optim
-    setup = {"model": args.model, "steps": args.steps, "batch_size_pairs": args.batch_size,
+    setup = {"model": args.model, "device": args.device, "precision": args.precision, "steps": args.steps, "batch_size_pairs": args.batch_size,
              "pairs_trained": len(subset), "sequences_without_eos_in_alignkit": no_eos,
              "max_length": recipe.model.max_length, "beta": recipe.method_config("dpo").beta,
              "lr": recipe.method_config("dpo").lr, "threads": torch.get_num_threads(),
