@@ -49,7 +49,7 @@ def test_skip_nonfinite_counts_skipped_steps_and_finishes(tmp_path, tiny_overrid
 def test_nonfinite_weights_are_never_saved(tmp_path, tiny_overrides, monkeypatch):
     import alignkit.methods.dpo as dpo
 
-    def poisoned_fit(params, *args, **kwargs):  # e.g. an overflowing update the loss guard never saw
+    def poisoned_fit(ctx, params, *args, **kwargs):  # e.g. an overflowing update the loss guard never saw
         with torch.no_grad():
             next(iter(params)).fill_(math.nan)
 
