@@ -43,7 +43,7 @@ from alignkit.registry import METHODS
 from alignkit.reuse import run_state, training_identity  # noqa: F401 (re-exported: what compare reuses)
 from alignkit.rundir import RUN_MARKER, check_run_name, claim_run_dir, read_manifest
 from alignkit.runfolder import folder_checksums, model_problem, read_run
-from alignkit.runlog import MetricsLog, append_jsonl, atomic_dir, read_jsonl, write_json, write_jsonl
+from alignkit.runlog import MetricsLog, WriteError, append_jsonl, atomic_dir, read_jsonl, write_json, write_jsonl
 from alignkit.runtime import Runtime, start
 from alignkit.workspace import Workspace
 
@@ -72,7 +72,10 @@ def _replace_run(recipe: Recipe, run_dir: Path, cache_dir: Path | None, entry: d
     fresh = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.alignkit-new-", dir=run_dir.parent))
     try:
         (fresh / RUN_MARKER).write_text(json.dumps({"created_by": f"alignkit {__version__}"}) + "\n")
-        summary = Run(recipe, fresh, runtime, cache_dir, entry).execute()
+        try:
+            summary = Run(recipe, fresh, runtime, cache_dir, entry).execute()
+        except WriteError as exc:  # name the file as the run will have it, not its temporary folder
+            raise WriteError(str(exc).replace(str(fresh), str(run_dir))) from None
         old = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.alignkit-old-", dir=run_dir.parent))
         os.replace(run_dir, old / "run")
         os.replace(fresh, run_dir)

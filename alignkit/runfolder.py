@@ -42,8 +42,7 @@ def read_json(path: Path, hint: str = OVERWRITE) -> Any:
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise RunFolderError(f"{path}: not valid JSON (truncated or corrupt: {exc.msg} at line {exc.lineno}); "
-                             f"{hint}") from None
+        raise RunFolderError(f"{path}: not valid JSON (truncated or corrupt at line {exc.lineno}); {hint}") from None
 
 
 def _expect(path: Path, data: dict, key: str, kind: type, hint: str, written: str) -> None:

@@ -277,8 +277,8 @@ def test_a_full_disk_is_one_line_and_keeps_the_finished_run(cmp, monkeypatch):
     before = sha256s(folder)
     monkeypatch.setattr(runlog, "_fill", no_space_for("summary.json"))
     result = cli("run", RECIPES / "dpo_imdb.yaml", "--out", run_dir, "--overwrite", *sets(overrides, "name=dpo"))
-    assert_one_line_error(result, "summary.json: could not be written (No space left on device); what was there "
-                          "before is kept")
+    assert_one_line_error(result, f"{run_dir / 'eval' / 'summary.json'}: could not be written (No space left on "
+                          "device); what was there before is kept")
     assert sha256s(folder) == before
     assert sorted(p.name for p in (folder / "runs").iterdir()) == ["dpo", "sft"]  # no temporary siblings left
 
