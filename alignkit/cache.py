@@ -161,17 +161,18 @@ class CacheEntry:
             problem = self.problem()  # another process may have built it while we waited
             if problem is None:
                 return self.path
-            if problem != "missing":
-                print(f"alignkit: cache entry {self.kind}/{self.name} {problem}; rebuilding", file=sys.stderr)
+            self._announce(problem)
             self._build(build)
         return self.path
 
     def _ensure_together(self, build: Callable[[Path], object], runtime: Runtime) -> Path:
         """Data parallel: the main process decides whether the entry must be built; then every process
         builds it (a build may share its work out between them) and only the main one publishes it."""
-        missing = runtime.broadcast(self.problem() is not None if runtime.is_main else None)
+        problem = self.problem() if runtime.is_main else None
+        missing = runtime.broadcast(problem is not None if runtime.is_main else None)
         if missing and runtime.is_main:
             with self._locked():
+                self._announce(problem)
                 self._build(build)
         elif missing:
             scratch = Path(tempfile.mkdtemp(prefix=f"alignkit-{self.kind}-"))
@@ -181,6 +182,14 @@ class CacheEntry:
                 _remove(scratch)
         runtime.barrier()
         return self.path
+
+    def _announce(self, problem: str | None) -> None:
+        """Say, before a rebuild starts (it can take minutes), that a bad entry was found and why."""
+        if problem is None or problem == "missing":
+            return
+        what = f"failed its checksum ({problem[len('is corrupt ('):-1]})" if problem.startswith("is corrupt (") \
+            else problem
+        print(f"alignkit: cache: {self.kind}/{self.name} {what}; rebuilding", file=sys.stderr, flush=True)
 
     def fetch(self, build: Callable[[Path], T], load: Callable[[Path], T], runtime: Runtime) -> T:
         """The artifact as an object: what ``build(tmp)`` returned when this call built it (no re-read),

@@ -5,11 +5,14 @@ iterations) and restores the newest complete one on resume, so a killed run cont
 stopped. Format, no pickle anywhere: ``state.safetensors`` holds every tensor (trainable parameters,
 optimiser moments, the torch RNG), ``state.json`` the rest as a skeleton pointing at those tensors (scheduler,
 python/numpy RNG states, the data position = step, budget counters, the metrics-log offset, loop extras),
-and ``COMPLETE`` is written last; a checkpoint is built under a temporary name and renamed into place.
+``CHECKSUMS.json`` the sha256 of both, and ``COMPLETE`` is written last; a checkpoint is built under a
+temporary name and renamed into place. Resume uses the newest checkpoint that verifies: one missing a file or
+failing its checksum is skipped with a warning, never loaded half.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -23,10 +26,36 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from alignkit.errors import AlignkitError
-from alignkit.runlog import write_json
+from alignkit.errors import AlignkitError, warn
+from alignkit.runlog import write_error, write_json
 
-COMPLETE, TENSORS, SKELETON = "COMPLETE", "state.safetensors", "state.json"
+COMPLETE, TENSORS, SKELETON, CHECKSUMS = "COMPLETE", "state.safetensors", "state.json", "CHECKSUMS.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a complete checkpoint cannot be loaded (a file missing, unreadable or failing its checksum), or
+    None when it verifies. Checkpoints written before checksums existed are checked for their files only."""
+    for name in (TENSORS, SKELETON):
+        if not (folder / name).is_file():
+            return f"{name} is missing"
+    try:
+        recorded = json.loads((folder / CHECKSUMS).read_text()) if (folder / CHECKSUMS).is_file() else {}
+        for name, sha in recorded.items():
+            if _sha256(folder / name) != sha:
+                return f"{name} fails its checksum"
+        skeleton = json.loads((folder / SKELETON).read_text())
+        int(skeleton["meta"]["step"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"unreadable ({type(exc).__name__})"
+    return None
 
 
 class NumericalError(AlignkitError):
@@ -153,6 +182,7 @@ class Checkpointer:
         self.stage: str | None = None
         self.restored_step = 0
         self._last_beat = time.monotonic()
+        self._skipped: set[Path] = set()
 
     def claim(self, stage: str) -> bool:
         if self.stage is None:
@@ -163,13 +193,31 @@ class Checkpointer:
         """Complete checkpoints, oldest first."""
         if not self.folder.is_dir():
             return []
-        found = [p for p in self.folder.glob("step-*") if (p / COMPLETE).is_file()]
+        found = [p for p in self.folder.glob("step-*") if (p / COMPLETE).is_file() and p.name[5:].isdigit()]
         return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
-    def latest_meta(self) -> dict | None:
-        """The newest complete checkpoint's JSON (step, stage, log offset) without loading its tensors."""
+    def intact(self) -> Path | None:
+        """The newest complete checkpoint that verifies; each one skipped is named once, with why."""
         found = self.complete()
-        return json.loads((found[-1] / SKELETON).read_text())["meta"] if found else None
+        for folder in reversed(found):
+            problem = checkpoint_problem(folder)
+            if problem is None:
+                return folder
+            if folder not in self._skipped:
+                self._skipped.add(folder)
+                warn(f"checkpoint {folder}: {problem}; skipped, never loaded half (resuming from the previous "
+                     "intact checkpoint, or restarting the stage if there is none)")
+        return None
+
+    @property
+    def skipped(self) -> int:
+        """How many damaged checkpoints :meth:`intact` passed over."""
+        return len(self._skipped)
+
+    def latest_meta(self) -> dict | None:
+        """The newest intact checkpoint's JSON (step, stage, log offset) without loading its tensors."""
+        found = self.intact()
+        return json.loads((found / SKELETON).read_text())["meta"] if found else None
 
     def last_good(self) -> str:
         found = self.complete()
@@ -189,11 +237,14 @@ class Checkpointer:
         try:
             save_file(tensors, str(tmp / TENSORS))
             write_json(tmp / SKELETON, skeleton)
+            write_json(tmp / CHECKSUMS, {name: _sha256(tmp / name) for name in (TENSORS, SKELETON)})
             (tmp / COMPLETE).write_text(f"{step}\n")
             final = self.folder / f"step-{step}"
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
+        except OSError as exc:  # a full disk: the older checkpoints stay as they were
+            raise write_error(exc.filename or tmp, exc) from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         for old in self.complete()[:-self.keep]:
@@ -206,13 +257,13 @@ class Checkpointer:
         ``(0, {})`` when there is none to resume."""
         from safetensors.torch import load_file
 
-        found = self.complete()
-        if not found:
+        found = self.intact()
+        if found is None:
             return 0, {}
-        skeleton = json.loads((found[-1] / SKELETON).read_text())
+        skeleton = json.loads((found / SKELETON).read_text())
         if skeleton["meta"]["stage"] != self.stage:
             return 0, {}
-        tensors = load_file(str(found[-1] / TENSORS))
+        tensors = load_file(str(found / TENSORS))
         state.restore(unflatten(skeleton["state"], tensors))
         self.restored_step = skeleton["meta"]["step"]
         return self.restored_step, unflatten(skeleton["extra"], tensors)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -22,6 +23,9 @@ _threads_option = click.option("--threads", metavar="N", help=f"CPU threads for 
                                "else the cores this process may use)")
 
 
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.EACCES, errno.EFBIG, errno.EIO}
+
+
 class _Group(click.Group):
     """Report user errors as one line on stderr with exit code 2, never a traceback."""
 
@@ -31,6 +35,14 @@ class _Group(click.Group):
         except AlignkitError as exc:
             if launched_rank() == 0:  # under accelerate launch every process fails alike: one line, not N
                 click.echo(f"alignkit: error: {exc}", err=True)
+            sys.exit(2)
+        except OSError as exc:  # a write alignkit did not wrap (a model's weights, a plot): still one line
+            if exc.errno not in WRITE_ERRNOS:
+                raise
+            if launched_rank() == 0:
+                click.echo(f"alignkit: error: {exc.filename or 'a file'}: could not be written ({exc.strerror}); "
+                           "what was there before is kept; free space (or choose another --out) and rerun the "
+                           "same command", err=True)
             sys.exit(2)
 
 
@@ -100,10 +112,11 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 @click.option("--seeds", type=click.IntRange(min=1), default=None, help="training seeds per sweep point")
 @click.option("--temperatures", metavar="T1,T2,...", help="also evaluate at these temperatures (0 = greedy)")
 @click.option("--out", type=click.Path(path_type=Path), help="comparison folder (default runs/NAME)")
+@click.option("--overwrite", is_flag=True, help="retrain and replace finished runs whose training settings changed")
 @_set_option
 @_plugins_option
 @_threads_option
-def compare(entries, sweeps, seeds, temperatures, out, overrides, plugins, threads):
+def compare(entries, sweeps, seeds, temperatures, out, overwrite, overrides, plugins, threads):
     """Compare methods side by side on one task: ENTRY is a method (dpo), a recipe file, a labelled
     variant (ipo=dpo:loss=ipo) or one comparison YAML (recipes/compare_imdb.yaml)."""
     configure_threads(threads)
@@ -117,7 +130,8 @@ def compare(entries, sweeps, seeds, temperatures, out, overrides, plugins, threa
     plan.argv = ["alignkit", "compare", *entries, *(f"--sweep {s}" for s in sweeps),
                  *([f"--seeds {seeds}"] if seeds else []), *([f"--temperatures {temperatures}"] if temperatures else []),
                  *([f"--out {out}"] if out else []), *(f"--set {o}" for o in overrides),
-                 *(f"--plugins {p}" for p in plugins)]
+                 *(f"--plugins {p}" for p in plugins), *(["--overwrite"] if overwrite else [])]
+    plan.overwrite = overwrite
     run_comparison(plan)
     if launched_rank() == 0:
         click.echo(screen_table(plan.out))

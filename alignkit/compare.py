@@ -25,11 +25,12 @@ from tqdm.auto import tqdm
 from alignkit.artifacts import Artifact
 from alignkit.config import ConfigError, apply_overrides, load_yaml_text, read_yaml, to_dict
 from alignkit.errors import AlignkitError
-from alignkit.pipeline import adopt_recipe, method_needs, reevaluate, run_recipe, run_state
+from alignkit.pipeline import adopt_recipe, method_needs, reevaluate, run_recipe
 from alignkit.records import SHARED, check_shared
 from alignkit.recipe import BUNDLED, Recipe, bundled_recipe, recipe_from_data, resolve_recipe_path
 from alignkit.registry import METHODS, load_plugins
 from alignkit.report import build_report
+from alignkit.reuse import RunDecision, run_decision
 from alignkit.rundir import claim_comparison_dir
 from alignkit.runtime import start
 
@@ -165,6 +166,7 @@ class ComparisonPlan:
     entries: list[PlannedRun]
     out: Path
     argv: list[str] = field(default_factory=list)
+    overwrite: bool = False  # replace finished runs whose training identity changed
 
 
 def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: int | None = None,
@@ -186,6 +188,7 @@ def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: 
     if not groups:
         raise ConfigError("compare: no entries (name methods, recipe files or LABEL=BASE:key=value variants)")
     cli_sweeps = dict(_sweep_values(s) for s in sweeps)
+    _check_sweeps_match(groups, cli_sweeps, sweeps)
     extra = list(overrides) + ([f"eval.temperatures={json.dumps(temperatures)}"] if temperatures is not None else [])
     for _, raw, entry_sweeps in groups:
         apply_overrides(raw, [o for o in extra if _scoped(o.split("=", 1)[0], raw["method"])])
@@ -197,6 +200,18 @@ def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: 
         entry.recipe = recipe_from_data(entry.raw, f"compare entry {entry.label}", Path.cwd())
     check_shared([(e.label, *resolved_recipe(e.recipe)) for e in entries])
     return ComparisonPlan(name, entries, Path(out or Path("runs") / name), list(sys.argv))
+
+
+def _check_sweeps_match(groups: list, cli_sweeps: dict[str, list], specs: Iterable[str]) -> None:
+    """A sweep that applies to no entry is an error, not a silently dropped axis."""
+    methods = sorted({raw["method"] for _, raw, _ in groups})
+    given = {s.split("=", 1)[0].strip(): s for s in specs}
+    keys = {**{k: f"--sweep {given.get(k, k)[:80]}" for k in cli_sweeps},
+            **{k: f"sweep {k}" for _, _, own in groups for k in own}}
+    for key, where in keys.items():
+        if not any(_scoped(key, raw["method"]) for _, raw, _ in groups):
+            raise ConfigError(f"compare: {where}: applies to no entry ({key.split('.', 1)[0]} is not the method of "
+                              f"any; the entries' methods: {', '.join(methods)})")
 
 
 def _groups_from_file(path: Path, data: dict) -> tuple[list, str, int]:
@@ -272,8 +287,11 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> di
     states = None
     if runtime.is_main:
         try:
+            decisions = [run_decision(runs_dir / e.label, e.recipe, cache_dir, plan.overwrite) for e in plan.entries]
+            if not plan.overwrite:
+                refuse_replacing(runs_dir, plan.entries, decisions)
             claim_comparison_dir(plan.out)
-            states = [run_state(runs_dir / e.label, e.recipe, cache_dir) for e in plan.entries]
+            states = [d.state for d in decisions]
         except AlignkitError as exc:
             states = exc
     states = runtime.broadcast(states)
@@ -289,7 +307,8 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> di
         bar.set_description(f"compare [{number}/{total}] {entry.label} ({state})")
         info = {"label": entry.label, "group": entry.group, "sweep": entry.sweep, "seed_index": entry.seed_index}
         run_dir = runs_dir / entry.label
-        if state in ("train", "resume"):  # an interrupted run continues from its last checkpoint
+        if state in ("train", "resume"):  # an interrupted run continues from its last checkpoint; a finished one
+            # is only replaced with --overwrite (refused above otherwise), and only once its new run succeeded
             run_recipe(entry.recipe, run_dir, overwrite=state == "train", cache_dir=cache_dir, entry=info,
                        runtime=runtime)
         elif state == "evaluate":
@@ -303,3 +322,15 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> di
         return {}
     return build_report([runs_dir / e.label for e in plan.entries], plan.out, name=plan.name, argv=plan.argv,
                         states=dict(zip((e.label for e in plan.entries), states)))
+
+
+def refuse_replacing(runs_dir: Path, entries: list[PlannedRun], decisions: list[RunDecision]) -> None:
+    """Stop, changing nothing, before a finished run would be retrained in place: one line naming the runs
+    and what changed (the key and both values), and ``--overwrite``."""
+    stale = [(e.label, d.reason) for e, d in zip(entries, decisions) if d.state == "train" and d.finished]
+    if not stale:
+        return
+    shown = "; ".join(f"{label} ({reason})" for label, reason in stale[:4])
+    more = f"; and {len(stale) - 4} more" if len(stale) > 4 else ""
+    raise AlignkitError(f"compare: {runs_dir} holds {len(stale)} finished run(s) this comparison would retrain and "
+                        f"replace: {shown}{more}; pass --overwrite to replace them, or choose another --out")

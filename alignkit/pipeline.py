@@ -29,7 +29,6 @@ from tqdm.auto import tqdm
 
 from alignkit import __version__
 from alignkit.artifacts import Artifact, as_artifacts
-from alignkit.cache import default_cache_dir
 from alignkit.checkpoint import Checkpointer, nonfinite_modules, numerical_error
 from alignkit.config import apply_overrides, to_dict
 from alignkit.context import Budget, RunContext
@@ -41,10 +40,11 @@ from alignkit.models.policy import Policy
 from alignkit.models.scalar_head import META_FILE as SCALAR_META
 from alignkit.recipe import Recipe, recipe_from_data
 from alignkit.registry import METHODS
-from alignkit.rundir import RUN_MARKER, check_run_name, claim_run_dir, live_writer, read_manifest
-from alignkit.runlog import MetricsLog, append_jsonl, atomic_dir, jsonable, read_jsonl, write_json, write_jsonl
+from alignkit.reuse import run_state, training_identity  # noqa: F401 (re-exported: what compare reuses)
+from alignkit.rundir import RUN_MARKER, check_run_name, claim_run_dir, read_manifest
+from alignkit.runfolder import folder_checksums, model_problem, read_run
+from alignkit.runlog import MetricsLog, WriteError, append_jsonl, atomic_dir, read_jsonl, write_json, write_jsonl
 from alignkit.runtime import Runtime, start
-from alignkit.stage_keys import StageKeys
 from alignkit.workspace import Workspace
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "scikit-learn")
@@ -72,7 +72,10 @@ def _replace_run(recipe: Recipe, run_dir: Path, cache_dir: Path | None, entry: d
     fresh = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.alignkit-new-", dir=run_dir.parent))
     try:
         (fresh / RUN_MARKER).write_text(json.dumps({"created_by": f"alignkit {__version__}"}) + "\n")
-        summary = Run(recipe, fresh, runtime, cache_dir, entry).execute()
+        try:
+            summary = Run(recipe, fresh, runtime, cache_dir, entry).execute()
+        except WriteError as exc:  # name the file as the run will have it, not its temporary folder
+            raise WriteError(str(exc).replace(str(fresh), str(run_dir))) from None
         old = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.alignkit-old-", dir=run_dir.parent))
         os.replace(run_dir, old / "run")
         os.replace(fresh, run_dir)
@@ -134,7 +137,9 @@ class Run:
         trajectory = self.run_dir / "eval" / "trajectory.jsonl"
         write_jsonl(trajectory, [r for r in read_jsonl(trajectory) if r["step"] <= step])
         self.manifest["resumed"] = [*old.get("resumed", []), {"from_step": step, "at": time.time()}]
-        where = f"its checkpoint at step {step}" if meta else "the start of training (no checkpoint yet)"
+        where = (f"its checkpoint at step {step}" if meta else
+                 "the start of training (no intact checkpoint)" if self.checkpointer.skipped else
+                 "the start of training (no checkpoint yet)")
         if self.ws.runtime.is_main:
             tqdm.write(f"[alignkit] {self.recipe.name}: resuming the {old.get('status', 'interrupted')} run in "
                        f"{self.run_dir} from {where}", file=sys.stderr)
@@ -170,6 +175,7 @@ class Run:
                                       "trained weights are not finite (not saved)", self.checkpointer.last_good())
             with self.stage("save model"), atomic_dir(self.run_dir / "model") as tmp:
                 artifact.save(tmp)
+            self.manifest["model_sha256"] = folder_checksums(self.run_dir / "model")  # what reuse verifies
             with self.stage("evaluate"):
                 summary, samples = evaluate_artifact(self.ws, artifact)
             # measured, not determined by the recipe: in the manifest, so the summary is reproducible byte for byte
@@ -179,7 +185,10 @@ class Run:
             write_outputs(self.run_dir, summary, samples)
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            self._write_manifest(status=status, error=f"{type(exc).__name__}: {exc}"[:500])
+            try:
+                self._write_manifest(status=status, error=f"{type(exc).__name__}: {exc}"[:500])
+            except AlignkitError:  # the disk is full: the first error is the one to report
+                pass
             raise
         self.checkpointer.clear()
         self._write_manifest(status="done", stage_keys=self.ws.stage_keys(), gold_reward_meta=self.ws.gold_meta,
@@ -285,60 +294,11 @@ def _follow_main(recipe: Recipe, run_dir: Path, cache_dir: Path | None, entry: d
 # --------------------------------------------------------------------------------------------------
 # finished runs: are they current, and re-evaluating them
 
-EVAL_ONLY = ("temperatures", "judge", "diversity", "batch_size")  # change no training, only its evaluation
-STAGES = ("preferences", "pair_split", "reward_model", "reference_logps")
-
-
-# settings that change how a step is computed, not what it is: a run trained with either is the same run
-SAME_UPDATE = ("checkpoint_every", "gradient_accumulation_steps")
-# keys added to recipes since runs were first recorded, at the value older runs were trained with: a finished
-# run whose manifest predates one of them is still current
-ADDED_DEFAULTS = {"precision": "fp32", "gold_reward_options": {}, "reward_model_4bit": False}
-
-
-def training_identity(recipe: dict) -> dict:
-    """What decides a run's trained model, as plain data: its method and settings, model, task, gold
-    reward, seeds and the evaluation settings that shape its trajectory. The shared stages it used are
-    checked by their cache keys instead, so a setting that only other stages read changes nothing here."""
-    identity = {k: v for k, v in recipe.items() if k not in ("name", "device", "plugins", "preferences", "methods")
-                and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
-    identity["append_eos"] = recipe["preferences"]["append_eos"]
-    method_config = recipe["methods"].get(recipe["method"])
-    identity["method_config"] = ({k: v for k, v in method_config.items()
-                                  if k not in SAME_UPDATE and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
-                                 if isinstance(method_config, dict) else method_config)
-    identity["eval"] = {k: v for k, v in recipe["eval"].items() if k not in EVAL_ONLY}
-    return identity
-
-
-def run_state(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None) -> str:
-    """``current`` (reuse as is), ``evaluate`` (trained model still valid, evaluation settings changed),
-    ``resume`` (an interrupted or failed run of exactly this recipe: continue from its last checkpoint) or
-    ``train`` for a run directory and the recipe it should hold."""
-    path = Path(run_dir) / "manifest.json"
-    if not path.is_file():
-        return "train"
-    manifest = json.loads(path.read_text())
-    if manifest.get("status") != "done":
-        unfinished = not live_writer(manifest) and manifest.get("recipe") == jsonable(to_dict(recipe))
-        return "resume" if unfinished else "train"
-    if not (Path(run_dir) / "eval" / "summary.json").is_file():
-        return "train"
-    wanted = to_dict(recipe)
-    if training_identity(manifest["recipe"]) != training_identity(wanted):
-        return "train"
-    keys = StageKeys(recipe, cache_dir or default_cache_dir()).all()
-    used = manifest.get("artifact_keys", {})
-    if any(used[k] != keys[k] for k in STAGES if k in used):
-        return "train"
-    return "current" if manifest["recipe"]["eval"] == wanted["eval"] else "evaluate"
-
-
 def adopt_recipe(run_dir: Path, recipe: Recipe, runtime: Runtime) -> None:
     """Record ``recipe`` as a current run's recipe: it would train exactly this run (same training identity
     and stage keys), and settings only other stages read (e.g. the pairs, for SFT) now match its peers'."""
     path = Path(run_dir) / "manifest.json"
-    manifest = json.loads(path.read_text())
+    manifest = read_run(run_dir).manifest
     if manifest["recipe"] != to_dict(recipe) and runtime.is_main:
         manifest["recipe"] = to_dict(recipe)
         write_json(path, manifest)
@@ -364,8 +324,14 @@ def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, run
     """Evaluate a finished run's model again under ``recipe``'s evaluation settings (temperatures, judge,
     ...); its training record (budget, cost, trajectory) stays as it was."""
     run_dir = Path(run_dir)
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    old = json.loads((run_dir / "eval" / "summary.json").read_text())
+    hint = "rerun the run with --overwrite to train it again"
+    folder = read_run(run_dir, hint)
+    folder.require_finished("eval")
+    manifest, old = folder.manifest, folder.summary(hint)
+    problem = model_problem(run_dir, manifest) if METHODS.entry(recipe.method).meta.get("trains") is not False \
+        else None
+    if problem:
+        raise AlignkitError(f"{run_dir}: eval: {problem}; {hint}")
     ws = Workspace(recipe, RunContext(start(recipe.device, recipe.precision, reuse=runtime)), run_dir, cache_dir)
     seed_everything(ws.train_seed)
     began = time.perf_counter()
@@ -384,9 +350,9 @@ def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, run
 def reevaluate_run(run_dir: Path, overrides: list[str], plugins=()) -> dict:
     """``alignkit eval``: a finished run's own recipe, with ``overrides`` (evaluation settings), evaluated again."""
     path = Path(run_dir) / "manifest.json"
-    if not path.is_file():
-        raise AlignkitError(f"{run_dir}: not a run directory (no manifest.json)")
-    resolved = json.loads(path.read_text())["recipe"]
+    folder = read_run(run_dir, "rerun the run with --overwrite to train it again")
+    folder.require_finished("eval")
+    resolved = folder.manifest["recipe"]
     raw = {k: v for k, v in resolved.items() if k != "methods"}  # method sections back at the top level
     raw.update(resolved.get("methods", {}))
     apply_overrides(raw, overrides)

@@ -81,8 +81,41 @@ def load_recipe(path: str | Path | None, overrides: Iterable[str] = (), plugins:
                             plugins)
 
 
+MAX_NAME = 100  # characters of a run name (a folder name, with room for alignkit's temporary prefixes)
+MAX_VALUE = 4096  # characters of any one string in a recipe
+
+
+def check_run_name(name: str) -> str:
+    """A recipe ``name`` is a plain folder name (runs go to ``runs/NAME``): no separators, ``..`` or
+    absolute paths that would escape the runs folder, no control characters, at most ``MAX_NAME`` long."""
+    if not isinstance(name, str) or len(name) > MAX_NAME or len(name.encode("utf-8", "replace")) > 2 * MAX_NAME:
+        shown = f"{name[:40]!r}... ({len(name)} characters)" if isinstance(name, str) else repr(name)
+        raise AlignkitError(f"name: {shown} is too long for a folder name (at most {MAX_NAME} characters)")
+    if (not name or name in (".", "..") or name.startswith("-") or any(c in name for c in "/\\\0")
+            or any(not c.isprintable() for c in name) or Path(name).is_absolute() or name != name.strip()):
+        raise AlignkitError(f"name: {name!r} is not a plain folder name (runs go to runs/NAME); "
+                            "use letters, digits, '.', '_', '-', no path separators")
+    return name
+
+
+def _check_lengths(value: Any, source: str, key: str = "") -> None:
+    """Every string (and key) in a recipe is at most ``MAX_VALUE`` characters: a runaway value stops here,
+    not in a manifest of megabytes."""
+    if isinstance(value, str) and len(value) > MAX_VALUE:
+        raise ConfigError(f"{source}: {key or 'value'}: a value of {len(value)} characters (at most {MAX_VALUE}): "
+                          f"{value[:40]!r}...")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_lengths(str(k), source, f"{key}.{str(k)[:40]}" if key else str(k)[:40])
+            _check_lengths(v, source, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_lengths(v, source, f"{key}[{i}]")
+
+
 def recipe_from_data(raw: dict, source: str, base: Path, plugins: Iterable[str] = ()) -> Recipe:
     """Validate a recipe given as plain data; errors name ``source`` and the dotted key."""
+    _check_lengths(raw, source)
     raw = copy.deepcopy(raw)
     listed = raw.get("plugins") or []
     if not isinstance(listed, list):
@@ -93,6 +126,10 @@ def recipe_from_data(raw: dict, source: str, base: Path, plugins: Iterable[str] 
         raise ConfigError(f"{source}: plugins: {exc}") from None
     sections = {k: raw.pop(k) for k in list(raw) if k in METHODS}
     recipe = build(Recipe, raw, source=source)
+    try:
+        check_run_name(recipe.name)
+    except AlignkitError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     try:
         METHODS.entry(recipe.method)
     except AlignkitError as exc:

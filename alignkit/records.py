@@ -17,6 +17,7 @@ from alignkit.config import first_difference
 from alignkit.errors import AlignkitError
 from alignkit.eval.frontier import FrontierPoint, describe_matched_kl, matched_kl_difference
 from alignkit.eval.stats import head_to_head
+from alignkit.runfolder import RunFolderError, read_json, read_run
 from alignkit.runlog import read_jsonl
 
 N_BOOT = 2000
@@ -67,37 +68,60 @@ class RunRecord:
         return read_jsonl(self.run_dir / "eval" / "samples.jsonl")
 
 
-def find_run_dirs(paths: list[Path]) -> list[Path]:
-    """Run directories, expanding a comparison folder into its runs (in its recorded order)."""
+REPORT_HINT = "rerun that run (alignkit run or compare, with --overwrite) to train it again"
+
+
+def find_run_dirs(paths: list[Path]) -> list[tuple[Path, bool]]:
+    """Run directories, expanding a comparison folder into its runs (in its recorded order), each with
+    whether it came from a comparison folder (one broken run there does not stop the others' report)."""
     found = []
     for path in map(Path, paths):
         if (path / "manifest.json").is_file():
-            found.append(path)
+            found.append((path, False))
         elif (path / "compare.json").is_file():
-            index = json.loads((path / "compare.json").read_text())
-            found.extend(path / "runs" / e["run"] for e in index["entries"])
+            index = read_json(path / "compare.json", "rebuild it with alignkit compare (or report) into a new --out")
+            entries = index.get("entries") if isinstance(index, dict) else None
+            if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("run"), str)
+                                                        and e["run"] and Path(e["run"]).name == e["run"]
+                                                        for e in entries):
+                raise RunFolderError(f"{path / 'compare.json'}: entries: expected a list of runs; rebuild it with "
+                                     "alignkit compare into a new --out")
+            if not (path / "runs").is_dir():
+                raise RunFolderError(f"{path}: a report folder (alignkit report's output holds no runs), not a run or "
+                                     "comparison folder; point report at the run or comparison folders it was "
+                                     "built from")
+            found.extend((path / "runs" / e["run"], True) for e in entries)
         elif (path / "runs").is_dir():
-            found.extend(sorted(p for p in (path / "runs").iterdir() if (p / "manifest.json").is_file()))
+            found.extend((p, True) for p in sorted((path / "runs").iterdir()) if (p / "manifest.json").is_file())
         else:
             raise AlignkitError(f"{path}: not a run directory (no manifest.json) nor a comparison folder")
     return found
 
 
-def load_runs(paths: list[Path]) -> list[RunRecord]:
-    runs = []
-    for run_dir in find_run_dirs(paths):
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-        summary_path = run_dir / "eval" / "summary.json"
-        if manifest.get("status") != "done" or not summary_path.is_file():
-            raise AlignkitError(f"{run_dir}: the run is not finished (status {manifest.get('status')!r})")
-        runs.append(RunRecord(run_dir, manifest, json.loads(summary_path.read_text()),
-                              read_jsonl(run_dir / "eval" / "trajectory.jsonl")))
+def read_record(run_dir: Path) -> RunRecord:
+    """A finished run, every file it holds validated: one line naming the file otherwise."""
+    folder = read_run(run_dir, REPORT_HINT)
+    folder.require_finished("report")
+    return RunRecord(run_dir, folder.manifest, folder.summary(REPORT_HINT), folder.trajectory(REPORT_HINT))
+
+
+def load_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
+    """The finished runs at ``paths`` and one line for each run of a comparison folder that could not be
+    read (a run named directly that cannot be read stops the report)."""
+    runs, broken = [], []
+    for run_dir, in_comparison in find_run_dirs(paths):
+        try:
+            runs.append(read_record(run_dir))
+        except RunFolderError as exc:
+            if not in_comparison:
+                raise
+            broken.append(str(exc))
     if not runs:
-        raise AlignkitError("report: no finished runs found")
+        raise AlignkitError(broken[0] if broken else "report: no finished runs found")
     labels = [r.label for r in runs]
     if len(set(labels)) != len(labels):
         raise AlignkitError(f"report: two runs share a label: {sorted({x for x in labels if labels.count(x) > 1})}")
-    return runs
+    return runs, broken
 
 
 def check_runs_share(runs: list[RunRecord]) -> None:

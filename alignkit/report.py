@@ -31,7 +31,7 @@ def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv
     import pandas as pd
 
 
-    runs = load_runs(paths)
+    runs, broken = load_runs(paths)
     check_runs_share(runs)
     out = claim_comparison_dir(out)
     rows = comparison_rows(runs)
@@ -56,6 +56,9 @@ def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv
         entry["state"] = (states or {}).get(entry["label"], "current")
     write_text(out / "report.md", render_markdown(runs, frame, matrix, index))
     write_json(out / "compare.json", index)
+    if broken:  # the others are reported; the broken one is named, and the command fails
+        more = f" (and {len(broken) - 1} more unreadable run(s))" if len(broken) > 1 else ""
+        raise AlignkitError(f"report: {broken[0]}{more}; the report in {out} covers the other {len(runs)} run(s)")
     return index
 
 

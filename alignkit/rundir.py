@@ -5,29 +5,19 @@ ever changes folders it created."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import time
 from pathlib import Path
 
 from alignkit import __version__
 from alignkit.config import first_difference, to_dict
 from alignkit.errors import AlignkitError
-from alignkit.recipe import Recipe
+from alignkit.recipe import Recipe, check_run_name
+from alignkit.runfolder import live_writer, read_run
 from alignkit.runlog import jsonable
 
+__all__ = ["RUN_MARKER", "check_run_name", "default_run_dir", "read_manifest", "live_writer", "claim_run_dir",
+           "claim_comparison_dir", "recipe_difference", "COMPARISON_MARKER"]
+
 RUN_MARKER = ".alignkit-run"  # written first into every run directory alignkit creates
-STALE_AFTER_S = 3600.0  # a run on another host whose heartbeat is older than this is taken for dead
-
-
-def check_run_name(name: str) -> str:
-    """A recipe ``name`` is a plain folder name (runs go to ``runs/NAME``): no separators, ``..`` or
-    absolute paths that would escape the runs folder."""
-    if (not name or name in (".", "..") or name.startswith("-") or any(c in name for c in "/\\\0")
-            or Path(name).is_absolute() or name != name.strip()):
-        raise AlignkitError(f"name: {name!r} is not a plain folder name (runs go to runs/NAME); "
-                            "use letters, digits, '.', '_', '-', no path separators")
-    return name
 
 
 def default_run_dir(name: str, root: Path = Path("runs")) -> Path:
@@ -41,32 +31,6 @@ def read_manifest(run_dir: Path) -> dict | None:
         return json.loads((run_dir / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed child its parent has not reaped yet is a zombie: dead
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def live_writer(manifest: dict) -> str | None:
-    """Who is still writing a ``running`` run (``pid N on HOST``), or None when it finished or died
-    (its process is gone, or on another host its heartbeat is stale)."""
-    if manifest.get("status") != "running" or "pid" not in manifest:
-        return None
-    pid, host = manifest["pid"], manifest.get("host")
-    if host == socket.gethostname():
-        alive = pid != os.getpid() and _pid_alive(pid)
-    else:
-        alive = time.time() - manifest.get("heartbeat_at", 0) < STALE_AFTER_S
-    return f"pid {pid} on {host}" if alive else None
 
 
 def recipe_difference(old: dict, new: dict) -> str | None:
@@ -90,10 +54,12 @@ def claim_run_dir(run_dir: Path, recipe: Recipe, overwrite: bool) -> str:
                                 "--out") from None
         return "new"
     manifest = read_manifest(run_dir)
-    if not (run_dir / RUN_MARKER).is_file() and not (manifest or {}).get("alignkit_run"):
+    if not (run_dir / RUN_MARKER).is_file() and not (manifest if isinstance(manifest, dict) else {}).get("alignkit_run"):
         raise AlignkitError(f"{run_dir}: exists, is not empty and is not an alignkit run directory (no {RUN_MARKER}); "
                             "alignkit never writes into it, even with --overwrite; choose another --out")
-    writer = live_writer(manifest or {})
+    if (run_dir / "manifest.json").exists() and not overwrite:  # a corrupt or foreign manifest: one line, no guess
+        manifest = read_run(run_dir, "pass --overwrite to start the run over").manifest
+    writer = live_writer(manifest if isinstance(manifest, dict) else {})
     if writer:
         raise AlignkitError(f"{run_dir}: a run is still being written there ({writer}); wait for it or stop it")
     if overwrite:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from alignkit.errors import AlignkitError
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -44,14 +45,38 @@ def write_json(path: str | Path, data: Any) -> None:
     write_text(path, dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+class WriteError(AlignkitError):
+    """A file alignkit could not write (no space, read-only, name too long): one line naming it."""
+
+
+def write_error(path: str | Path, exc: OSError) -> WriteError:
+    """One line for an ``OSError`` raised writing ``path``: which file, why, and that nothing was lost."""
+    return WriteError(f"{exc.filename or path}: could not be written ({exc.strerror or exc}); what was there "
+                      "before is kept; free space (or choose another --out) and rerun the same command")
+
+
+def _fill(handle, text: str, path: Path) -> None:
+    """The one place ``path``'s bytes are written (tests patch it to simulate a full disk)."""
+    handle.write(text)
+
+
 def write_text(path: str | Path, text: str) -> None:
+    """Write atomically (a temporary sibling renamed into place): on any error the old file stays as it
+    was, the temporary goes, and an ``OSError`` becomes one :class:`WriteError` line naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; a published result is an ordinary file
-    os.replace(tmp, path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:60]}.", dir=path.parent)
+        with os.fdopen(fd, "w") as handle:
+            _fill(handle, text, path)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; a published result is an ordinary file
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def write_jsonl(path: str | Path, rows: list[dict]) -> None:
@@ -62,13 +87,30 @@ def write_jsonl(path: str | Path, rows: list[dict]) -> None:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Build a folder under a temporary name and move it into place only when the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    try:
+        try:
+            yield tmp
+        except OSError as exc:  # the block's own writes (a model's weights): the old folder stays
+            raise write_error(exc.filename or path, exc) from None
+        aside = path.with_name(f".{path.name}.old-{os.getpid()}") if path.exists() else None
+        try:
+            if aside is not None:  # the old folder moves aside and comes back if the new one cannot go in
+                os.replace(path, aside)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                if aside is not None:
+                    os.replace(aside, path)
+                raise
+        except OSError as exc:
+            raise write_error(path, exc) from None
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -87,8 +129,11 @@ class MetricsLog:
         record = {"stage": stage, "step": step, **{k: jsonable(v) for k, v in metrics.items()}}
         self.records.append(record)
         if self.path:
-            with open(self.path, "a") as handle:
-                handle.write(dumps(record) + "\n")
+            try:
+                with open(self.path, "a") as handle:
+                    handle.write(dumps(record) + "\n")
+            except OSError as exc:
+                raise write_error(self.path, exc) from None
 
     def position(self) -> int:
         """The log's length in bytes: where a resumed run continues it (see :meth:`truncate`)."""
@@ -104,9 +149,12 @@ class MetricsLog:
 def append_jsonl(path: str | Path, row: dict) -> None:
     """Append one JSON line (a trajectory point, a metric record); the folder is made if needed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        handle.write(dumps(row) + "\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            handle.write(dumps(row) + "\n")
+    except OSError as exc:
+        raise write_error(path, exc) from None
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

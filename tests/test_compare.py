@@ -132,7 +132,9 @@ def test_upstream_change_invalidates_exactly_what_is_downstream(finished):
     """More preference prompts: the pair-trained runs retrain; SFT (which never read the pairs) is reused.
     A new temperature only re-evaluates."""
     out, overrides, _ = finished
-    result = compare("dpo", "sft", "--out", out, *sets(overrides, "preferences.n_prompts=40"))
+    refused = compare("dpo", "sft", "--out", out, *sets(overrides, "preferences.n_prompts=40"))
+    assert refused.exit_code == 2 and "dpo (its preferences stage changed" in refused.output  # a finished run
+    result = compare("dpo", "sft", "--out", out, "--overwrite", *sets(overrides, "preferences.n_prompts=40"))
     assert result.exit_code == 0, result.output
     assert run_states(out) == {"dpo": "train", "sft": "current"}
     model = out / "runs" / "sft" / "model" / "model.safetensors"

@@ -18,10 +18,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "alignkit"
 LAYERS = [
     ("entry points", ["alignkit.cli", "alignkit.__main__"]),
     ("comparison", ["alignkit.compare"]),
-    ("runs and reports", ["alignkit.pipeline", "alignkit.report"]),
+    ("runs and reports", ["alignkit.pipeline", "alignkit.report", "alignkit.reuse"]),
     ("methods and judges", ["alignkit.methods", "alignkit.rewards"]),
     ("workspace", ["alignkit.workspace"]),
-    ("run folders and keys", ["alignkit.stage_keys", "alignkit.records", "alignkit.rundir"]),
+    ("run folders and keys", ["alignkit.stage_keys", "alignkit.records", "alignkit.rundir", "alignkit.runfolder"]),
     ("recipe", ["alignkit.recipe"]),
     ("evaluation", ["alignkit.eval"]),
     ("models", ["alignkit.models"]),

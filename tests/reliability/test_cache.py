@@ -76,7 +76,7 @@ def _truncate(path: Path) -> None:
 
 def _notice(capsys, kind: str, detail: str) -> None:
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith(f"alignkit: cache entry {kind}/")]
+    lines = [line for line in err.splitlines() if line.startswith(f"alignkit: cache: {kind}/")]
     assert len(lines) == 1, err
     assert detail in lines[0] and lines[0].endswith("; rebuilding"), lines[0]
 
@@ -91,7 +91,7 @@ def test_truncated_preferences_are_rebuilt(cache_copy, capsys):
     _truncate(path)
     ws = _workspace(recipe, root)
     assert ws.preferences.records() == original["pairs"]
-    _notice(capsys, "preferences", "is corrupt")
+    _notice(capsys, "preferences", "failed its checksum (")
     assert len(path.read_text().splitlines()) == len(original["pairs"])
 
 
@@ -122,7 +122,7 @@ def test_truncated_reference_logps_are_rebuilt(cache_copy, capsys):
     chosen, rejected = _workspace(recipe, root).reference_logps
     torch.testing.assert_close(chosen, original["chosen"], rtol=0, atol=1e-6)
     torch.testing.assert_close(rejected, original["rejected"], rtol=0, atol=1e-6)
-    _notice(capsys, "reference_logps", "is corrupt")
+    _notice(capsys, "reference_logps", "failed its checksum (")
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ def test_intact_entries_are_loaded_silently(cache_copy, capsys):
     assert ws.preferences.records() == original["pairs"]
     np.testing.assert_array_equal(_rm_scores(ws), original["rm"])
     assert not ws.ctx.log.records  # loaded, not retrained
-    assert "alignkit: cache entry" not in capsys.readouterr().err
+    assert "alignkit: cache:" not in capsys.readouterr().err
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -214,5 +214,6 @@ def test_flipped_byte_is_detected(tmp_path, capsys, suffix):
     with pytest.raises(CorruptEntry, match="checksum mismatch"):
         entry.load()
     entry.ensure(build, cpu_runtime())
-    assert "checksum mismatch); rebuilding" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "failed its checksum (" in err and "checksum mismatch); rebuilding" in err, err
     assert target.read_bytes() == bytes(range(256)) * 4 and entry.load() == entry.path

@@ -110,7 +110,7 @@ def test_state_round_trip_has_no_pickle_and_is_exact(tmp_path):
     checkpointer = Checkpointer(tmp_path / "checkpoints")
     checkpointer.claim("unit")
     path = checkpointer.save(1, state, {"x": float("inf")})
-    assert sorted(p.name for p in path.iterdir()) == ["COMPLETE", "state.json", "state.safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == ["CHECKSUMS.json", "COMPLETE", "state.json", "state.safetensors"]
     before = [p.detach().clone() for p in model.parameters()], optimizer.state_dict()["state"][0]["exp_avg"].clone()
     with torch.no_grad():
         for p in model.parameters():

@@ -1,0 +1,109 @@
+"""Is a finished run still current? What ``alignkit compare`` does with each run folder it finds: reuse it,
+re-evaluate it, resume it or train it, and why. A finished run is only ever called current when its saved
+model verifies against the checksums its manifest recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+from alignkit.cache import default_cache_dir
+from alignkit.config import first_difference, to_dict
+from alignkit.recipe import Recipe
+from alignkit.runfolder import RunFolderError, live_writer, model_problem, read_run
+from alignkit.runlog import jsonable
+from alignkit.stage_keys import StageKeys
+
+EVAL_ONLY = ("temperatures", "judge", "diversity", "batch_size")  # change no training, only its evaluation
+STAGES = ("preferences", "pair_split", "reward_model", "reference_logps")
+
+
+# settings that change how a step is computed, not what it is: a run trained with either is the same run
+SAME_UPDATE = ("checkpoint_every", "gradient_accumulation_steps")
+# keys added to recipes since runs were first recorded, at the value older runs were trained with: a finished
+# run whose manifest predates one of them is still current
+ADDED_DEFAULTS = {"precision": "fp32", "gold_reward_options": {}, "reward_model_4bit": False}
+
+
+def training_identity(recipe: dict) -> dict:
+    """What decides a run's trained model, as plain data: its method and settings, model, task, gold
+    reward, seeds and the evaluation settings that shape its trajectory. The shared stages it used are
+    checked by their cache keys instead, so a setting that only other stages read changes nothing here."""
+    identity = {k: v for k, v in recipe.items() if k not in ("name", "device", "plugins", "preferences", "methods")
+                and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
+    identity["append_eos"] = recipe["preferences"]["append_eos"]
+    method_config = recipe["methods"].get(recipe["method"])
+    identity["method_config"] = ({k: v for k, v in method_config.items()
+                                  if k not in SAME_UPDATE and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
+                                 if isinstance(method_config, dict) else method_config)
+    identity["eval"] = {k: v for k, v in recipe["eval"].items() if k not in EVAL_ONLY}
+    return identity
+
+
+class RunDecision(NamedTuple):
+    """``state``: current, evaluate, resume or train; ``finished``: the folder holds a finished run (which
+    training would replace); ``reason``: why a finished run is not reused (``seed: 0 -> 1``)."""
+
+    state: str
+    finished: bool = False
+    reason: str | None = None
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _identity_change(old: dict, new: dict) -> str | None:
+    found = first_difference(training_identity(old), training_identity(new))
+    if found is None:
+        return None
+    key, a, b = found
+    if key.startswith("method_config"):
+        key = new["method"] + key[len("method_config"):]
+    return f"{key}: {_shown(a)} -> {_shown(b)}"
+
+
+def run_decision(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, overwrite: bool = False) -> RunDecision:
+    """What a comparison does with ``run_dir`` for ``recipe``. An unreadable manifest is one line naming it
+    (``overwrite``: the folder is trained again instead)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "manifest.json").is_file():
+        return RunDecision("train")
+    try:
+        folder = read_run(run_dir, "pass --overwrite to train it again")
+    except RunFolderError as exc:
+        if overwrite:
+            return RunDecision("train", True, str(exc))
+        raise
+    manifest = folder.manifest
+    if folder.status != "done":
+        unfinished = not live_writer(manifest) and manifest.get("recipe") == jsonable(to_dict(recipe))
+        return RunDecision("resume" if unfinished else "train")
+    try:
+        folder.summary("pass --overwrite to train it again")
+    except RunFolderError as exc:
+        return RunDecision("train", True, str(exc))
+    wanted = to_dict(recipe)
+    changed = _identity_change(manifest["recipe"], wanted)
+    if changed:
+        return RunDecision("train", True, changed)
+    keys = StageKeys(recipe, cache_dir or default_cache_dir()).all()
+    used = manifest.get("artifact_keys") or {}
+    for k in STAGES:
+        if k in used and used[k] != keys[k]:
+            found = first_difference({x: y for x, y in manifest["recipe"].items() if x != "name"},
+                                     {x: y for x, y in wanted.items() if x != "name"})
+            detail = f"{found[0]}: {_shown(found[1])} -> {_shown(found[2])}" if found else "its inputs changed"
+            return RunDecision("train", True, f"its {k} stage changed ({detail})")
+    problem = model_problem(run_dir, manifest)
+    if problem:
+        return RunDecision("train", True, f"its saved model cannot be reused ({problem})")
+    return RunDecision("current" if manifest["recipe"]["eval"] == wanted["eval"] else "evaluate", True)
+
+
+def run_state(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None) -> str:
+    """``current`` (reuse as is), ``evaluate`` (trained model still valid, evaluation settings changed),
+    ``resume`` (an interrupted or failed run of exactly this recipe: continue from its last checkpoint) or
+    ``train`` for a run directory and the recipe it should hold."""
+    return run_decision(run_dir, recipe, cache_dir).state

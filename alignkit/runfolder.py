@@ -1,0 +1,229 @@
+"""The one reader of run folders: ``manifest.json``, ``eval/summary.json``, ``eval/trajectory.jsonl`` and
+the saved model's checksums, each validated as it is read. Whatever is missing, empty, truncated, malformed or
+written by another version of the run format becomes one :class:`RunFolderError` line naming the file and
+what to do (``--overwrite``, rerun, or the alignkit version that wrote it). ``run`` (resume), ``compare``,
+``eval`` and ``report`` all read run folders through here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alignkit import __version__
+from alignkit.errors import AlignkitError
+
+RUN_FORMAT = 1  # the manifest's "alignkit_run": the layout this alignkit reads and writes
+STATUSES = ("running", "done", "failed", "interrupted")
+STALE_AFTER_S = 3600.0  # a run on another host whose heartbeat is older than this is taken for dead
+OVERWRITE = "rerun with --overwrite to train it again"
+
+
+class RunFolderError(AlignkitError):
+    """A run folder file that is missing, unreadable, malformed or of another format: one line."""
+
+
+def read_json(path: Path, hint: str = OVERWRITE) -> Any:
+    """A JSON file's data, or one line naming the file, what is wrong with it and ``hint``."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise RunFolderError(f"{path}: missing; {hint}") from None
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc}); {hint}") from None
+    if not text.strip():
+        raise RunFolderError(f"{path}: empty (a write was cut short?); {hint}")
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise RunFolderError(f"{path}: not valid JSON (truncated or corrupt at line {exc.lineno}); {hint}") from None
+
+
+def _expect(path: Path, data: dict, key: str, kind: type, hint: str, written: str) -> None:
+    if not isinstance(data.get(key), kind):
+        raise RunFolderError(f"{path}: {key}: missing or not a{'n' if kind is dict else ''} "
+                             f"{'object' if kind is dict else kind.__name__}{written}; {hint}")
+
+
+def check_manifest(path: Path, data: Any, hint: str = OVERWRITE) -> dict:
+    """A manifest's data, validated: an object of this run format with a status, a name and a recipe."""
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{path}: not a run manifest (a JSON {type(data).__name__}, expected an object); {hint}")
+    versions = data.get("versions")
+    version = versions.get("alignkit") if isinstance(versions, dict) else None
+    fmt = data.get("alignkit_run")
+    if fmt != RUN_FORMAT:
+        by = f"written by alignkit {str(version)[:40]}" if version else "not written by alignkit (no version)"
+        newer = isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > RUN_FORMAT
+        raise RunFolderError(
+            f"{path}: run format {str(fmt)[:20] if fmt is not None else 'unknown'}, {by}; this alignkit "
+            f"({__version__}) reads format {RUN_FORMAT} only: "
+            + (f"read it with alignkit {str(version)[:40]}" if newer and version else
+               "read it with the alignkit that wrote it") + ", or rerun with --overwrite to train it again")
+    written = f" (written by alignkit {str(version)[:40]})" if version and version != __version__ else ""
+    for key, kind in (("status", str), ("name", str), ("method", str), ("recipe", dict)):
+        _expect(path, data, key, kind, hint, written)
+    if data["status"] not in STATUSES:
+        raise RunFolderError(f"{path}: status: {data['status'][:40]!r} is not one of {', '.join(STATUSES)}"
+                             f"{written}; {hint}")
+    for key in ("method", "eval"):
+        if key not in data["recipe"]:
+            raise RunFolderError(f"{path}: recipe.{key}: missing{written}; {hint}")
+    return data
+
+
+def check_summary(path: Path, data: Any, hint: str) -> dict:
+    """An ``eval/summary.json``, validated: an object; a policy's rows a list of objects with a temperature."""
+    if not isinstance(data, dict):
+        raise RunFolderError(f"{path}: not a run summary (a JSON {type(data).__name__}, expected an object); {hint}")
+    rows = data.get("by_temperature")
+    if rows is not None and not (isinstance(rows, list) and rows
+                                 and all(isinstance(r, dict) and "temperature" in r for r in rows)):
+        raise RunFolderError(f"{path}: by_temperature: expected a list of rows with a temperature; {hint}")
+    if rows is not None and "gold_reward_mean" not in data:
+        raise RunFolderError(f"{path}: gold_reward_mean: missing; {hint}")
+    return data
+
+
+def read_trajectory(path: Path, hint: str) -> list[dict]:
+    """``eval/trajectory.jsonl``: one object with an integer ``step`` a line (no file: no checkpoints)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc}); {hint}") from None
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise RunFolderError(f"{path}: line {number}: not valid JSON (truncated or corrupt); {hint}") from None
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+            raise RunFolderError(f"{path}: line {number}: not a trajectory point (no integer step); {hint}")
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# the saved model's checksums
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_checksums(folder: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file under ``folder``."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def model_problem(run_dir: Path, manifest: dict) -> str | None:
+    """Why a finished run's saved model cannot be reused (``model/x: missing``), or None when it verifies
+    against the checksums its manifest recorded (a run recorded before checksums: its folder must exist)."""
+    folder = Path(run_dir) / "model"
+    recorded = manifest.get("model_sha256")
+    if not isinstance(recorded, dict):
+        return None if folder.is_dir() and any(folder.iterdir()) else "model/: missing"
+    for rel, sha in sorted(recorded.items()):
+        file = folder / rel
+        if not file.is_file():
+            return f"model/{rel}: missing"
+        if sha256_file(file) != sha:
+            return f"model/{rel}: fails its checksum"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# who is writing a run
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child its parent has not reaped yet is a zombie: dead
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def live_writer(manifest: dict) -> str | None:
+    """Who is still writing a ``running`` run (``pid N on HOST``), or None when it finished or died
+    (its process is gone, or on another host its heartbeat is stale)."""
+    if manifest.get("status") != "running" or not isinstance(manifest.get("pid"), int):
+        return None
+    pid, host = manifest["pid"], manifest.get("host")
+    if host == socket.gethostname():
+        alive = pid != os.getpid() and _pid_alive(pid)
+    else:
+        beat = manifest.get("heartbeat_at", 0)
+        alive = isinstance(beat, (int, float)) and time.time() - beat < STALE_AFTER_S
+    return f"pid {pid} on {host}" if alive else None
+
+
+# --------------------------------------------------------------------------------------------------
+# a run folder
+
+
+@dataclass
+class RunFolder:
+    """A run folder whose manifest has been read and validated; its summary and trajectory on demand."""
+
+    path: Path
+    manifest: dict
+
+    @property
+    def status(self) -> str:
+        return self.manifest["status"]
+
+    def summary(self, hint: str = OVERWRITE) -> dict:
+        path = self.path / "eval" / "summary.json"
+        return check_summary(path, read_json(path, hint), hint)
+
+    def trajectory(self, hint: str = OVERWRITE) -> list[dict]:
+        return read_trajectory(self.path / "eval" / "trajectory.jsonl", hint)
+
+    def require_finished(self, command: str) -> None:
+        """Refuse, in one line, a run that is not finished: failed, still running, or interrupted."""
+        status = self.status
+        if status == "done":
+            return
+        resume = "rerun `alignkit run` with its recipe and --out to resume it"
+        if status == "failed":
+            error = str(self.manifest.get("error") or "no error recorded")[:200]
+            raise RunFolderError(f"{self.path}: {command}: the run failed ({error}); {resume}")
+        writer = live_writer(self.manifest) if status == "running" else None
+        if writer:
+            raise RunFolderError(f"{self.path}: {command}: the run is still running ({writer}); wait for it to "
+                                 "finish")
+        raise RunFolderError(f"{self.path}: {command}: the run was interrupted before it finished; {resume}")
+
+
+def read_run(run_dir: str | Path, hint: str = OVERWRITE) -> RunFolder:
+    """A run folder with its validated manifest; one line when it is none, or its manifest is unreadable."""
+    run_dir = Path(run_dir)
+    path = run_dir / "manifest.json"
+    if not path.is_file():
+        if (run_dir / "compare.json").is_file():
+            raise RunFolderError(f"{run_dir}: not a run directory (no manifest.json): a comparison folder; pass "
+                                 f"its runs, {run_dir / 'runs'}/LABEL")
+        raise RunFolderError(f"{run_dir}: not a run directory (no manifest.json)")
+    return RunFolder(run_dir, check_manifest(path, read_json(path, hint), hint))
