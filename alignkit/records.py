@@ -5,9 +5,7 @@ it, and the same refusal of runs that do not share their shared sections."""
 
 from __future__ import annotations
 
-import itertools
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import numpy as np
 
 from alignkit.config import first_difference
 from alignkit.errors import AlignkitError
-from alignkit.eval.frontier import FrontierPoint, describe_matched_kl, matched_kl_difference
+from alignkit.eval.evaluator import PER_PROMPT_KEYS
 from alignkit.eval.stats import head_to_head
 from alignkit.runfolder import RunFolderError, read_json, read_run
 from alignkit.runlog import read_jsonl
@@ -134,23 +132,9 @@ def check_runs_share(runs: list[RunRecord]) -> None:
 # tables
 
 
-def converged(run: RunRecord) -> str:
-    """``no`` when the last checkpoint's gold reward still rose by more than its own 95% half-width since
-    the previous one (training had not levelled off); ``yes`` otherwise; ``unknown`` without two points;
-    ``no training`` for a method that does not train (Best-of-N)."""
-    if not (run.summary.get("budget") or {}).get("steps"):
-        return "no training"
-    trajectory = run.trajectory
-    points = sorted((p for p in trajectory if p.get("gold_reward_mean") is not None), key=lambda p: p["step"])
-    if len(points) < 2:
-        return "unknown"
-    last, previous = points[-1], points[-2]
-    half = (last["gold_reward_ci_high"] - last["gold_reward_ci_low"]) / 2
-    return "no" if last["gold_reward_mean"] - previous["gold_reward_mean"] > half else "yes"
-
-
-def comparison_rows(runs: list[RunRecord]) -> list[dict]:
-    """One row per run x temperature with every number the evaluator and the run recorded."""
+def comparison_rows(runs: list[RunRecord], convergence: dict[str, dict]) -> list[dict]:
+    """One row per run x temperature with every number the evaluator and the run recorded, and each run's
+    convergence test (``convergence``: by run label)."""
     rows = []
     for run in runs:
         if not run.is_policy:
@@ -159,7 +143,9 @@ def comparison_rows(runs: list[RunRecord]) -> list[dict]:
         base = {"label": run.label, "group": run.group, "method": s["method"],
                 "sweep": ";".join(f"{k}={v}" for k, v in run.sweep.items()),
                 "sweep_value": next(iter(run.sweep.values()), None) if len(run.sweep) == 1 else None,
-                "train_seed": run.manifest.get("train_seed"), "converged": converged(run)}
+                "train_seed": run.manifest.get("train_seed"),
+                **{f"convergence{'_' + k if k != 'label' else ''}": v for k, v in convergence[run.label].items()
+                   if k != "window_steps"}}
         for row in s["by_temperature"]:
             rows.append({**base, **{k: row.get(k) for k in ROW_KEYS},
                          **{f"train_{k}" if not k.startswith("train") else k: v for k, v in budget.items()},
@@ -178,7 +164,9 @@ ROW_KEYS = ("temperature", "top_p", "n_samples", "gold_reward_mean", "gold_rewar
 
 
 def trajectory_rows(runs: list[RunRecord]) -> list[dict]:
-    return [{"label": r.label, "group": r.group, **p} for r in runs for p in r.trajectory]
+    """Every checkpoint's summary (its per-prompt values stay in the run folder)."""
+    return [{"label": r.label, "group": r.group, **{k: v for k, v in p.items() if k not in PER_PROMPT_KEYS}}
+            for r in runs for p in r.trajectory]
 
 
 def winrate_matrix(runs: list[RunRecord]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, int] | None:
@@ -192,36 +180,6 @@ def winrate_matrix(runs: list[RunRecord]) -> tuple[list[str], np.ndarray, np.nda
     return [r.label for r in policies], wins, low, high, scores.shape[1]
 
 
-# -------------------------------------------------------------------------------------------------
-# frontier maths over runs
-
-
-def frontier_points(runs: list[RunRecord]) -> dict[str, list[FrontierPoint]]:
-    """Per group, every point on the reward-vs-KL plane at the primary temperature: final evaluations and
-    the trajectory checkpoints evaluated on the same prompts (as the DPO paper draws its frontier over all
-    evaluations); checkpoints on a subset of the prompts are another basis and stay out."""
-    points: dict[str, list[FrontierPoint]] = {}
-    for run in runs:
-        if not run.is_policy:
-            continue
-        s = run.summary
-        rows = [(s, run.label)] + [(p, f"{run.label}@step{p['step']}") for p in run.trajectory
-                                   if p["n_samples"] == s["n_samples"]]
-        for row, name in rows:
-            if row.get("kl_mean") is None or not math.isfinite(row["kl_mean"]):
-                continue
-            sem = (row["gold_reward_ci_high"] - row["gold_reward_mean"]) / 1.96
-            points.setdefault(run.group, []).append(FrontierPoint(row["kl_mean"], row["gold_reward_mean"], sem,
-                                                                  label=name))
-    return points
-
-
-def matched_kl_sentences(points: dict[str, list[FrontierPoint]]) -> list[dict]:
-    out = []
-    for a, b in itertools.combinations(sorted(points), 2):
-        result = matched_kl_difference(points[a], points[b])
-        out.append({"a": a, "b": b, "result": result, "sentence": describe_matched_kl(a, b, result)})
-    return out
 
 
 def check_shared(resolved: list[tuple[str, dict, bool]]) -> None:

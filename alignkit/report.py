@@ -14,10 +14,11 @@ from pathlib import Path
 
 from alignkit.errors import AlignkitError
 from alignkit.eval.plots import plot_frontier, plot_temperature
-from alignkit.records import (HEAD_TO_HEAD_METHOD, N_BOOT, RunRecord, check_runs_share, comparison_rows, converged,
-                              frontier_points, load_runs, matched_kl_sentences, trajectory_rows, winrate_matrix)
+from alignkit.records import (HEAD_TO_HEAD_METHOD, N_BOOT, RunRecord, check_runs_share, comparison_rows, load_runs,
+                              trajectory_rows, winrate_matrix)
 from alignkit.rundir import claim_comparison_dir
 from alignkit.runlog import write_json, write_text
+from alignkit.verdicts import CONVERGENCE, METHOD as MATCHED_KL_METHOD, convergence_of, matched_kl_verdicts
 
 
 # -------------------------------------------------------------------------------------------------
@@ -34,7 +35,8 @@ def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv
     runs, broken = load_runs(paths)
     check_runs_share(runs)
     out = claim_comparison_dir(out)
-    rows = comparison_rows(runs)
+    convergence = {r.label: convergence_of(r) for r in runs}
+    rows = comparison_rows(runs, convergence)
     if not rows:
         raise AlignkitError("report: none of these runs trained a policy (reward-model runs have no samples)")
     frame = pd.DataFrame(rows)
@@ -47,11 +49,10 @@ def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv
                   "ci_high": high[i, j], "n_prompts": n}
                  for i in range(len(labels)) for j in range(len(labels)) if i != j]
         write_text(out / "winrates.csv", pd.DataFrame(pairs).to_csv(index=False, float_format="%.6g"))
-    points = frontier_points(runs)
-    sentences = matched_kl_sentences(points)
+    sentences = matched_kl_verdicts(runs, {label: c["label"] for label, c in convergence.items()})
     plot_frontier(runs, out / "frontier.png")
     plot_temperature(frame, out / "temperature.png")
-    index = _index(runs, frame, matrix, sentences, name, argv)
+    index = _index(runs, frame, matrix, sentences, name, argv, convergence)
     for entry in index["entries"]:
         entry["state"] = (states or {}).get(entry["label"], "current")
     write_text(out / "report.md", render_markdown(runs, frame, matrix, index))
@@ -62,17 +63,17 @@ def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv
     return index
 
 
-def _index(runs, frame, matrix, sentences, name, argv) -> dict:
+def _index(runs, frame, matrix, sentences, name, argv, convergence) -> dict:
     first = runs[0].manifest
     return {
         "name": name, "argv": argv or [],
         "entries": [{"label": r.label, "group": r.group, "method": r.summary.get("method"), "sweep": r.sweep,
                      "train_seed": r.manifest.get("train_seed"), "run": r.run_dir.name,
-                     "converged": converged(r), "budget": r.summary.get("budget")} for r in runs],
+                     "convergence": convergence[r.label], "budget": r.summary.get("budget")} for r in runs],
         "shared": shared_facts(runs),
         "outputs": ["comparison.csv", "trajectories.csv", *(["winrates.csv"] if matrix else []), "frontier.png",
                     "temperature.png", "report.md"],
-        "matched_kl": sentences,
+        "matched_kl": sentences, "matched_kl_method": MATCHED_KL_METHOD, "convergence_test": CONVERGENCE.describe(),
         "head_to_head": {"method": HEAD_TO_HEAD_METHOD.format(n_boot=N_BOOT), "n_prompts": matrix[4] if matrix else 0,
                          "judge": first["recipe"]["eval"]["judge"]},
         "primary_temperature": first["recipe"]["eval"]["temperature"],
@@ -114,13 +115,14 @@ def render_markdown(runs: list[RunRecord], frame, matrix, index: dict) -> str:
         lines += [f"Command: `alignkit {' '.join(index['argv'][1:])}`", ""]
     lines += ["## What was compared", "",
               "| entry | method | sweep | train seed | optimiser steps | train sequences | train tokens | "
-              "sampled in training (seq / tokens) | train wall s | converged |", "|---" * 10 + "|"]
+              "sampled in training (seq / tokens) | train wall s | convergence |", "|---" * 10 + "|"]
+    labels = {e["label"]: e["convergence"]["label"] for e in index["entries"]}
     for r in runs:
         b, c = r.summary.get("budget", {}), r.cost
         lines.append(f"| {r.label} | {r.summary.get('method')} | {_fmt(';'.join(f'{k}={v}' for k, v in r.sweep.items()) or None)} "
                      f"| {r.manifest.get('train_seed')} | {b.get('steps', '–')} | {b.get('train_sequences', '–')} | "
                      f"{b.get('train_tokens', '–')} | {b.get('generated_sequences', 0)} / {b.get('generated_tokens', 0)} "
-                     f"| {_fmt(c.get('train_wall_s'), 1)} | {converged(r)} |")
+                     f"| {_fmt(c.get('train_wall_s'), 1)} | {labels[r.label]} |")
     lines += ["", "## What every entry shared", ""] + _shared_lines(shared) + [""]
     lines += [f"## Results at temperature {temperature:g}", "",
               "| entry | gold reward [95% CI] | proxy (RM) | KL [95% CI] | KL kind | win rate vs reference [95% CI] "
@@ -139,11 +141,14 @@ def render_markdown(runs: list[RunRecord], frame, matrix, index: dict) -> str:
               f"first {min(shared['eval']['trajectory_prompts'], shared['eval']['n_prompts'])} of the "
               f"{shared['eval']['n_prompts']} prompts).", "",
               "## At matched KL", ""]
-    lines += [f"- {s['sentence']}" for s in index["matched_kl"]] or ["- Only one method: nothing to match."]
-    lines += ["", "Matched KL: each method's Pareto frontier over all its points on the full prompt set (final "
-              "evaluations, and checkpoints when `eval.trajectory_prompts` covers every prompt), "
-              "interpolated linearly over the KL range both cover; the interval treats the errors along the "
-              "frontier as fully correlated (conservative).", "", "## Win rate vs temperature", "",
+    lines += [f"- {s['sentence']} Final points only: {s['final_sentence']}" for s in index["matched_kl"]] or \
+        ["- Only one method: nothing to match."]
+    lines += ["", "Matched KL: each method's Pareto frontier over its points on the full prompt set (final "
+              "evaluations, and the checkpoints that recorded their prompts when `eval.trajectory_prompts` covers "
+              f"every prompt; seeds of a setting averaged), compared on a shared KL grid: "
+              f"{index['matched_kl_method']}. A winner is named only when the interval excludes 0; an entry "
+              f"that had not converged makes it a verdict \"at these budgets\". Convergence: "
+              f"{index['convergence_test']}.", "", "## Win rate vs temperature", "",
               "![win rate vs temperature](temperature.png)", ""]
     lines += _head_to_head_lines(matrix, index) + [""] + _caveats(runs, primary, shared, index)
     return "\n".join(lines) + "\n"
@@ -192,13 +197,15 @@ def _head_to_head_lines(matrix, index) -> list[str]:
 
 def _caveats(runs, primary, shared, index) -> list[str]:
     lines = ["## Caveats", ""]
-    unconverged = [e["label"] for e in index["entries"] if e["converged"] == "no"]
-    unknown = [e["label"] for e in index["entries"] if e["converged"] == "unknown"]
-    if unconverged:
-        lines.append(f"- Still improving when training stopped (gold reward rose by more than its interval at "
-                     f"the last checkpoint): {', '.join(unconverged)}. Their points under-state their method.")
-    if unknown:
-        lines.append(f"- No trajectory to judge convergence (set `eval.every_steps`): {', '.join(unknown)}.")
+    by_label = {e["label"]: e["convergence"]["label"] for e in index["entries"]}
+    for state, what in (("still improving", "Still improving when training stopped (the gold reward's rise over "
+                                             "the last checkpoints is above 0 with 95% confidence)"),
+                        ("budget-limited", "Flat only because the learning-rate schedule had decayed (budget-limited)"),
+                        ("unknown", "Convergence unknown (too few or too noisy checkpoints; set `eval.every_steps` "
+                                    "or train longer)")):
+        named = [label for label, label_state in by_label.items() if label_state == state]
+        if named:
+            lines.append(f"- {what}: {', '.join(named)}. Their points may under-state their method.")
     steps = {e["label"]: (e.get("budget") or {}).get("steps") for e in index["entries"]}
     if len({v for v in steps.values() if v}) > 1:
         lines.append("- Training budgets differ (optimiser steps: " + ", ".join(f"{k} {v}" for k, v in steps.items())
@@ -229,12 +236,12 @@ def screen_table(out: Path) -> str:
     frame = pd.read_csv(out / "comparison.csv")
     index = json.loads((out / "compare.json").read_text())
     frame = frame[frame["temperature"] == index["primary_temperature"]]
-    lines = [f"{'entry':<28} {'gold':>6} {'KL':>6} {'win rate [95% CI]':>20} {'steps':>6} {'train s':>8}  converged"]
+    lines = [f"{'entry':<28} {'gold':>6} {'KL':>6} {'win rate [95% CI]':>20} {'steps':>6} {'train s':>8}  convergence"]
     for _, r in frame.iterrows():
         kl = "–" if pd.isna(r["kl_mean"]) else f"{r['kl_mean']:.2f}"
         lines.append(f"{r['label'][:28]:<28} {r['gold_reward_mean']:>6.3f} {kl:>6} "
                      f"{r['win_rate_vs_reference']:>6.3f} [{r['win_rate_ci_low']:.2f}, {r['win_rate_ci_high']:.2f}] "
                      f"{int(r['train_steps']) if not pd.isna(r['train_steps']) else 0:>6} "
-                     f"{r['train_wall_s'] if not pd.isna(r['train_wall_s']) else 0:>8.1f}  {r['converged']}")
-    lines += [f"  {s['sentence']}" for s in index["matched_kl"] if s["result"]]  # the rest: report.md
+                     f"{r['train_wall_s'] if not pd.isna(r['train_wall_s']) else 0:>8.1f}  {r['convergence']}")
+    lines += [f"  {s['sentence']}" for s in index["matched_kl"]]  # the final-points-only view: report.md
     return "\n".join(lines)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from alignkit.errors import AlignkitError
-from alignkit.records import RunRecord, check_shared, converged, frontier_points
+from alignkit.records import RunRecord, check_shared
+from alignkit.verdicts import convergence_of
 
 
 def _point(step: int, gold: float, kl: float = 1.0, half: float = 0.02, n: int = 64) -> dict:
@@ -22,18 +23,20 @@ def _run(label: str, trajectory: list[dict], steps: int = 50, final: float = 0.7
                      trajectory)
 
 
-def test_convergence_labels_from_the_last_two_checkpoints():
-    assert converged(_run("rising", [_point(25, 0.50), _point(50, 0.60)])) == "no"
-    assert converged(_run("flat", [_point(25, 0.60), _point(50, 0.61)])) == "yes"
-    assert converged(_run("one point", [_point(50, 0.6)])) == "unknown"
-    assert converged(_run("sampler", [], steps=0)) == "no training"
-
-
-def test_frontier_points_keep_checkpoints_on_the_full_prompt_set_only():
-    run = _run("dpo@beta=0.1", [_point(25, 0.5, kl=1.0), _point(40, 0.55, kl=1.5, n=16)])
-    points = frontier_points([run])["dpo"]
-    assert [p.label for p in points] == ["dpo@beta=0.1", "dpo@beta=0.1@step25"]
-    assert points[0].reward_sem == pytest.approx(0.02 / 1.96)
+def test_convergence_labels_of_runs(tmp_path):
+    rising = [_point(25 * i, 0.4 + 0.05 * i, half=0.01) for i in range(1, 6)]
+    flat = [_point(25 * i, 0.6 + (0.002 if i % 2 else 0), half=0.01) for i in range(1, 6)]
+    assert convergence_of(_run("rising", rising))["label"] == "still improving"
+    assert convergence_of(_run("flat", flat))["label"] == "converged"
+    assert convergence_of(_run("one point", [_point(50, 0.6)]))["label"] == "unknown"
+    assert convergence_of(_run("sampler", [], steps=0))["label"] == "no training"
+    decayed = _run(str(tmp_path / "decayed"), flat)
+    (tmp_path / "decayed").mkdir()
+    (tmp_path / "decayed" / "metrics.jsonl").write_text("".join(
+        f'{{"stage": "dpo", "step": {s}, "lr": {lr}}}\n' for s, lr in ((10, 0.001), (125, 0.0001))))
+    decayed.summary["method"] = "dpo"
+    result = convergence_of(decayed)
+    assert result["label"] == "budget-limited" and result["lr_fraction"] == pytest.approx(0.1)
 
 
 def test_runs_that_disagree_on_a_shared_section_are_refused_in_one_line():

@@ -171,11 +171,18 @@ def evaluate_at(policy, reference, samples: ReferenceSamples, gold: RewardFn, cf
 def trajectory_point(policy, reference, samples: ReferenceSamples, gold: RewardFn, cfg: EvalConfig, *,
                      seed: int, step: int, runtime: Runtime) -> dict:
     """A checkpoint's point on the reward-vs-KL plane, at the primary temperature on the trajectory prompts."""
-    row, _ = evaluate_at(policy, reference, samples, gold, cfg, temperature=cfg.temperature, seed=seed,
-                         runtime=runtime, diversity=False)
-    return {"step": step, **{k: row[k] for k in TRAJECTORY_KEYS}}
+    row, rows = evaluate_at(policy, reference, samples, gold, cfg, temperature=cfg.temperature, seed=seed,
+                            runtime=runtime, diversity=False)
+    return {"step": step, **{k: row[k] for k in TRAJECTORY_KEYS}, **per_prompt(rows)}
 
 
+def per_prompt(rows: list[dict]) -> dict:
+    """Each prompt's gold reward and KL at a checkpoint, so a comparison can resample the checkpoint as it
+    resamples final evaluations (:mod:`alignkit.eval.matched_kl`)."""
+    return {"gold_per_prompt": [r["gold_reward"] for r in rows], "kl_per_prompt": [r["kl"] for r in rows]}
+
+
+PER_PROMPT_KEYS = ("gold_per_prompt", "kl_per_prompt")
 TRAJECTORY_KEYS = ("temperature", "n_samples", "gold_reward_mean", "gold_reward_ci_low", "gold_reward_ci_high",
                    "kl_kind", "kl_mean", "kl_ci_low", "kl_ci_high", "win_rate_vs_reference", "win_rate_ci_low",
                    "win_rate_ci_high")

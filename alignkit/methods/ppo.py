@@ -151,7 +151,7 @@ class PPOTrainer:
             "kl": seq_kl.mean(), "kl/k1": k1.sum(-1).mean(),
             "reward/total": (proxy - self.kl_ctl.value * seq_kl).mean(),
             "entropy": scored["entropy"].sum() / mask.sum(), "kl_coef": self.kl_ctl.value,
-            "completion_length": mask.sum(-1).mean(),
+            "completion_length": mask.sum(-1).mean(), "lr": self.sched.get_last_lr()[0],
         }
         data = dict(batch=batch, mask=mask, logps=logps, values=values, advantages=advantages, returns=returns)
         return data, {k: float(v) for k, v in stats.items()}
