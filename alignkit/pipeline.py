@@ -28,18 +28,18 @@ import torch
 from tqdm.auto import tqdm
 
 from alignkit import __version__
-from alignkit.artifacts import Artifact, as_artifacts
 from alignkit.cache import default_cache_dir
 from alignkit.checkpoint import Checkpointer, nonfinite_modules, numerical_error
 from alignkit.config import apply_overrides, to_dict
 from alignkit.context import Budget, RunContext
 from alignkit.errors import AlignkitError
 from alignkit.eval.evaluator import TRAJECTORY_KEYS, evaluate_at
+from alignkit.eval.judges import is_pairwise
 from alignkit.eval.plots import plot_run
 from alignkit.memory import PeakMemory, process_peak_mb
 from alignkit.models.policy import Policy
 from alignkit.models.scalar_head import META_FILE as SCALAR_META
-from alignkit.recipe import Recipe, recipe_from_data
+from alignkit.recipe import Recipe, method_needs, recipe_from_data, self_judging
 from alignkit.registry import METHODS
 from alignkit.rundir import RUN_MARKER, check_run_name, claim_run_dir, live_writer, read_manifest
 from alignkit.runlog import MetricsLog, append_jsonl, atomic_dir, jsonable, read_jsonl, write_json, write_jsonl
@@ -187,12 +187,6 @@ class Run:
         return summary
 
 
-def method_needs(method: str, config) -> tuple[Artifact, ...]:
-    """The shared artifacts a method declares it reads (built and timed before it trains)."""
-    needs = METHODS.entry(method).meta.get("needs", ())
-    return as_artifacts(needs(config) if callable(needs) else needs, method)
-
-
 def evaluate_artifact(ws: Workspace, artifact, *, close_trajectory: bool = True) -> tuple[dict, dict[float, list[dict]]]:
     """Policies go through the shared evaluator at every temperature; other artifacts (reward models)
     evaluate themselves. Returns the summary and the per-prompt samples of each temperature."""
@@ -219,9 +213,12 @@ def evaluate_artifact(ws: Workspace, artifact, *, close_trajectory: bool = True)
                              {"step": steps, **{k: rows[0][k] for k in TRAJECTORY_KEYS}})
             else:
                 ws.record_trajectory_point(artifact, steps)
+    agreement = ws.judge_agreement()  # once per run: how far the judge itself can be trusted
     summary = {"method": recipe.method, "name": recipe.name, **rows[0], "judge": cfg.judge,
-               "by_temperature": rows, "budget": ws.budget.as_dict(),
-               "training_data": training_data(ws)}
+               "judge_kind": "pairwise" if is_pairwise(ws.judge) else "score",
+               **({"judge_agreement": agreement} if agreement else {}),
+               **({"self_judged": True} if self_judging(recipe) else {}),
+               "by_temperature": rows, "budget": ws.budget.as_dict(), "training_data": training_data(ws)}
     return summary, samples
 
 
@@ -285,7 +282,10 @@ def _follow_main(recipe: Recipe, run_dir: Path, cache_dir: Path | None, entry: d
 # --------------------------------------------------------------------------------------------------
 # finished runs: are they current, and re-evaluating them
 
-EVAL_ONLY = ("temperatures", "judge", "diversity", "batch_size")  # change no training, only its evaluation
+EVAL_ONLY = ("temperatures", "judge", "diversity", "batch_size", "judge_options", "judge_fraction", "agreement_pairs",
+             "allow_self_judging")  # change no training, only its evaluation (the judge split: by its stage key)
+# evaluation keys added since runs were first recorded, at their defaults: a run without them is still current
+ADDED_EVAL_DEFAULTS = {"judge_options": {}, "judge_fraction": 0.1, "agreement_pairs": 512, "allow_self_judging": False}
 STAGES = ("preferences", "pair_split", "reward_model", "reference_logps")
 
 
@@ -331,7 +331,9 @@ def run_state(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None) -> s
     used = manifest.get("artifact_keys", {})
     if any(used[k] != keys[k] for k in STAGES if k in used):
         return "train"
-    return "current" if manifest["recipe"]["eval"] == wanted["eval"] else "evaluate"
+    same = [{k: v for k, v in ev.items() if ADDED_EVAL_DEFAULTS.get(k, ...) != v}
+            for ev in (manifest["recipe"]["eval"], wanted["eval"])]
+    return "current" if same[0] == same[1] else "evaluate"
 
 
 def adopt_recipe(run_dir: Path, recipe: Recipe, runtime: Runtime) -> None:
