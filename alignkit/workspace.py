@@ -29,6 +29,7 @@ from alignkit.models.policy import Policy, Reference
 from alignkit.models.scalar_head import ScalarModel, Scorer
 from alignkit.recipe import Recipe
 from alignkit.registry import DATASETS, METHODS, REWARDS
+from alignkit.rundir import read_manifest
 from alignkit.runlog import MetricsLog, append_jsonl, read_jsonl, write_json, write_jsonl
 from alignkit.runtime import Runtime, start
 from alignkit.stage_keys import JUDGE_SPLIT_JUDGE, JUDGE_SPLIT_SEED, StageKeys
@@ -241,6 +242,10 @@ class Workspace:
     def judge_reward_model_folder(self) -> Path:
         """The heldout-reward-model judge's folder: the reward model's trainer and settings on the judge split
         (pairs no method learns from), evaluated on the same held-out pairs; cached like the reward model."""
+        used = ((read_manifest(self.run_dir) or {}).get("artifact_keys") or {}) if self.run_dir else {}
+        if used.get("pair_split", self.keys.split_key()) != self.keys.split_key():  # `alignkit eval` of an older run
+            raise AlignkitError(f"{self.run_dir}: eval.judge: {JUDGE_SPLIT_JUDGE} trains on a judge split of the pairs "
+                                f"this run learned from; retrain it with that judge (alignkit compare does)")
         return self._reward_model_folder("judge_reward_model", self.keys.judge_reward_model_key(),
                                          "judge_reward_models", lambda: self.judge_pairs)
 

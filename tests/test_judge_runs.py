@@ -135,6 +135,9 @@ def test_agreement_is_recorded_and_a_pairwise_judge_decides_win_rates(tmp_path, 
     # the generated pairs are ranked by the gold reward, without ties: the gold judge agrees with all of them
     assert found["judge"] == "gold" and found["agreement"] == 1.0 and found["ties"] == 0 and found["n_pairs"] > 0
 
+    result = CliRunner().invoke(main, ["eval", str(run), "--judge", "heldout-reward-model"])
+    assert result.exit_code == 2 and "trains on a judge split of the pairs this run learned from" in result.output
+
     result = CliRunner().invoke(main, ["eval", str(run), "--judge", "test-always-first"])
     assert result.exit_code == 0, result.output
     summary = json.loads((run / "eval" / "summary.json").read_text())
