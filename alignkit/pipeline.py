@@ -28,17 +28,17 @@ import torch
 from tqdm.auto import tqdm
 
 from alignkit import __version__
-from alignkit.artifacts import Artifact, as_artifacts
 from alignkit.checkpoint import Checkpointer, nonfinite_modules, numerical_error
 from alignkit.config import apply_overrides, to_dict
 from alignkit.context import Budget, RunContext
 from alignkit.errors import AlignkitError
 from alignkit.eval.evaluator import TRAJECTORY_KEYS, evaluate_at
+from alignkit.eval.judges import is_pairwise
 from alignkit.eval.plots import plot_run
 from alignkit.memory import PeakMemory, process_peak_mb
 from alignkit.models.policy import Policy
 from alignkit.models.scalar_head import META_FILE as SCALAR_META
-from alignkit.recipe import Recipe, recipe_from_data
+from alignkit.recipe import Recipe, method_needs, recipe_from_data, self_judging
 from alignkit.registry import METHODS
 from alignkit.reuse import run_state, training_identity  # noqa: F401 (re-exported: what compare reuses)
 from alignkit.rundir import RUN_MARKER, check_run_name, claim_run_dir, read_manifest
@@ -196,12 +196,6 @@ class Run:
         return summary
 
 
-def method_needs(method: str, config) -> tuple[Artifact, ...]:
-    """The shared artifacts a method declares it reads (built and timed before it trains)."""
-    needs = METHODS.entry(method).meta.get("needs", ())
-    return as_artifacts(needs(config) if callable(needs) else needs, method)
-
-
 def evaluate_artifact(ws: Workspace, artifact, *, close_trajectory: bool = True) -> tuple[dict, dict[float, list[dict]]]:
     """Policies go through the shared evaluator at every temperature; other artifacts (reward models)
     evaluate themselves. Returns the summary and the per-prompt samples of each temperature."""
@@ -228,9 +222,12 @@ def evaluate_artifact(ws: Workspace, artifact, *, close_trajectory: bool = True)
                              {"step": steps, **{k: rows[0][k] for k in TRAJECTORY_KEYS}})
             else:
                 ws.record_trajectory_point(artifact, steps)
+    agreement = ws.judge_agreement()  # once per run: how far the judge itself can be trusted
     summary = {"method": recipe.method, "name": recipe.name, **rows[0], "judge": cfg.judge,
-               "by_temperature": rows, "budget": ws.budget.as_dict(),
-               "training_data": training_data(ws)}
+               "judge_kind": "pairwise" if is_pairwise(ws.judge) else "score",
+               **({"judge_agreement": agreement} if agreement else {}),
+               **({"self_judged": True} if self_judging(recipe) else {}),
+               "by_temperature": rows, "budget": ws.budget.as_dict(), "training_data": training_data(ws)}
     return summary, samples
 
 

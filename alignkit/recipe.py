@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from alignkit.artifacts import Artifact, as_artifacts
 from alignkit.cache import default_cache_dir
 from alignkit.config import ConfigError, apply_overrides, build, option, read_yaml, to_dict
 from alignkit.data.preferences import PreferenceConfig, check_heldout, preference_notices, read_preferences
@@ -55,6 +56,9 @@ class Recipe:
         except UnknownNameError as exc:
             yield "gold_reward", str(exc)
         judge = self.eval.judge if self.eval is not None else "gold"  # None: eval itself failed to validate
+        if self.gold_reward in REWARDS and REWARDS.entry(self.gold_reward).meta.get("pairwise"):
+            yield "gold_reward", (f"{self.gold_reward} is a pairwise judge (it compares two responses, it gives no "
+                                  f"score to label pairs with): choose it with eval.judge")
         if judge not in ("gold", self.gold_reward) and judge in REWARDS and REWARDS.entry(judge).meta.get("options"):
             yield "eval.judge", (f"{judge} takes its settings from gold_reward_options, so it can judge only as the "
                                  f"gold_reward itself (set gold_reward: {judge})")
@@ -138,6 +142,10 @@ def recipe_from_data(raw: dict, source: str, base: Path, plugins: Iterable[str] 
     recipe.methods = {name: build(METHODS.entry(name).meta["config"], section, where=name, source=source)
                       for name, section in sections.items()}
     recipe.gold_reward_options = gold_reward_options(recipe, source)
+    recipe.eval.judge_options = judge_options(recipe, source)
+    problem = self_judging(recipe)
+    if problem and not recipe.eval.allow_self_judging:
+        raise ConfigError(f"{source}: {problem}")
     check_preference_file(recipe, source)
     if recipe.model.trust_remote_code:
         warn(f"{source}: model.trust_remote_code is true: {recipe.model.name_or_path}'s own Python code "
@@ -157,6 +165,44 @@ def gold_reward_options(recipe: Recipe, source: str) -> dict:
                               f"(remove them, e.g. --set gold_reward_options={{}})")
         return {}
     return to_dict(build(entry.meta["options"], given, where="gold_reward_options", source=source))
+
+
+def judge_options(recipe: Recipe, source: str) -> dict:
+    """``eval.judge_options`` validated against the options dataclass the judge registered
+    (``register_reward(name, judge_options=Cls)``), every default filled in; a judge without one takes none."""
+    given, judge = recipe.eval.judge_options, recipe.eval.judge
+    options = REWARDS.entry(judge).meta.get("judge_options") if judge in REWARDS else None
+    if options is None:
+        if given:
+            raise ConfigError(f"{source}: eval.judge_options: judge {judge!r} takes no options (remove them, "
+                              f"e.g. --set eval.judge_options={{}})")
+        return {}
+    return to_dict(build(options, given, where="eval.judge_options", source=source))
+
+
+def method_needs(method: str, config) -> tuple[Artifact, ...]:
+    """The shared artifacts a method declares it reads (built and timed before it trains)."""
+    needs = METHODS.entry(method).meta.get("needs", ())
+    return as_artifacts(needs(config) if callable(needs) else needs, method)
+
+
+def self_judging(recipe: Recipe) -> str | None:
+    """Why the recipe's judge would grade its method with the very model the method optimised (a judge
+    registered with ``proxy=True``, the learned reward model, judging a method that maximises it), or None."""
+    judge = recipe.gold_reward if recipe.eval.judge == "gold" else recipe.eval.judge
+    if judge not in REWARDS or not REWARDS.entry(judge).meta.get("proxy"):
+        return None
+    config = recipe.method_config(recipe.method)
+    needs = set(method_needs(recipe.method, config))
+    optimises = bool(needs & {Artifact.REWARD_MODEL, Artifact.REWARD_MODEL_4BIT}) or (
+        getattr(config, "reward", None) == "gold" and recipe.gold_reward == judge)
+    if not optimises:
+        return None
+    where = "eval.judge" if recipe.eval.judge != "gold" else "gold_reward"
+    return (f"{where}: {judge} is the reward model that {recipe.method} optimises, so it would grade "
+            f"{recipe.method} by its own objective; judge with a model it did not optimise (eval.judge: gold, "
+            f"heldout-reward-model, llm-judge, endpoint-judge) or set eval.allow_self_judging=true to report "
+            f"it with that caveat")
 
 
 def check_preference_file(recipe: Recipe, source: str) -> None:

@@ -170,10 +170,13 @@ def trajectory_rows(runs: list[RunRecord]) -> list[dict]:
 
 
 def winrate_matrix(runs: list[RunRecord]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, int] | None:
-    """Head-to-head win rates between every two policies on the same prompts (None if they differ)."""
+    """Head-to-head win rates between every two policies on the same prompts (None if they differ, or if
+    a pairwise judge decided: it compared each policy with the reference only, and gave no scores)."""
     policies = [r for r in runs if r.is_policy]
     samples = [r.samples() for r in policies]
     if len(policies) < 2 or any([s["prompt"] for s in x] != [s["prompt"] for s in samples[0]] for x in samples):
+        return None
+    if any("judge_score" not in s for x in samples for s in x):  # a pairwise judge only compared with the reference
         return None
     scores = np.array([[s["judge_score"] for s in x] for x in samples], dtype=np.float64)
     wins, low, high = head_to_head(scores, n_boot=N_BOOT, seed=0)

@@ -92,6 +92,12 @@ def shared_facts(runs: list[RunRecord]) -> dict:
             facts["gold_heldout_accuracy"] = gold["heldout_accuracy"]
         if run.summary.get("training_data"):
             facts["pairs"] = run.summary["training_data"]
+        if run.summary.get("judge_agreement"):
+            facts["judge_agreement"] = run.summary["judge_agreement"]
+        if run.summary.get("judge_kind") == "pairwise":
+            facts["judge_pairwise"] = True
+        if run.summary.get("self_judged"):
+            facts.setdefault("self_judged", []).append(run.label)
         rm = run.manifest.get("reward_model")
         if rm:
             facts["reward_model"] = {k: rm.get(k) for k in ("heldout_pairwise_accuracy", "n_heldout_pairs",
@@ -164,7 +170,7 @@ def _shared_lines(shared: dict) -> list[str]:
              f"- Gold judge: `{shared['gold_reward']}`" + (
                  f", {shared['gold_heldout_accuracy']:.3f} accuracy on held-out labelled reviews."
                  if shared.get("gold_heldout_accuracy") is not None else "."),
-             f"- Win rates are decided by `{ev['judge']}`."]
+             f"- Win rates are decided by `{ev['judge']}`" + _agreement(shared)]
     if shared.get("pairs"):
         p = shared["pairs"]
         lines.append(f"- Preference pairs ({prefs['source']}, {prefs['completions_per_prompt']} completions per "
@@ -179,8 +185,22 @@ def _shared_lines(shared: dict) -> list[str]:
     return lines
 
 
+def _agreement(shared: dict) -> str:
+    """The judge's agreement with the held-out human preference pairs, as the end of a sentence."""
+    found = shared.get("judge_agreement") or {}
+    if found.get("agreement") is None:
+        return " (its agreement with held-out preference pairs was not measured: no run had the pairs at hand)."
+    extra = (f"; {found['order_disagreements']} verdicts flipped with the order of the two responses and "
+             f"{found['unparseable']} answers named neither, all counted as ties" if "unparseable" in found else "")
+    return (f": it prefers the chosen completion of {found['agreement']:.3f} of {found['n_pairs']} held-out "
+            f"preference pairs (ties, {found['ties']}, count half{extra}).")
+
+
 def _head_to_head_lines(matrix, index) -> list[str]:
     lines = ["## Head to head", ""]
+    if not matrix and index["shared"].get("judge_pairwise"):
+        return lines + [f"Not computed for a pairwise judge: `{index['head_to_head']['judge']}` compared each entry's "
+                        f"completion with the reference's only, and gives no score to compare two entries by."]
     if not matrix:
         return lines + ["Not computed: fewer than two policies, or they were not evaluated on the same prompts."]
     labels, wins, low, high, n = matrix
@@ -210,7 +230,12 @@ def _caveats(runs, primary, shared, index) -> list[str]:
     if len({v for v in steps.values() if v}) > 1:
         lines.append("- Training budgets differ (optimiser steps: " + ", ".join(f"{k} {v}" for k, v in steps.items())
                      + "); compare methods at their budgets, not as if equal.")
-    if shared.get("reward_model"):
+    if shared.get("self_judged"):
+        lines.append(f"- Self-judged (eval.allow_self_judging: true): {', '.join(shared['self_judged'])} "
+                     f"were judged by the very reward model they optimised, so their win rates (and gold column, "
+                     f"when the gold reward is that model) measure how far they climbed their own objective, not "
+                     f"preference; over-optimisation cannot be seen in these numbers.")
+    elif shared.get("reward_model"):
         acc = shared["reward_model"]["heldout_pairwise_accuracy"]
         lines.append(f"- Methods that use the reward model (PPO, GRPO, RLOO, Best-of-N) optimise a proxy that ranks "
                      f"held-out pairs correctly {_fmt(acc)} of the time; a proxy column rising while gold stays flat "

@@ -14,7 +14,10 @@ from alignkit.runfolder import RunFolderError, live_writer, model_problem, read_
 from alignkit.runlog import jsonable
 from alignkit.stage_keys import StageKeys
 
-EVAL_ONLY = ("temperatures", "judge", "diversity", "batch_size")  # change no training, only its evaluation
+EVAL_ONLY = ("temperatures", "judge", "diversity", "batch_size", "judge_options", "judge_fraction", "agreement_pairs",
+             "allow_self_judging")  # change no training, only its evaluation (the judge split: by its stage key)
+# evaluation keys added since runs were first recorded, at their defaults: a run without them is still current
+ADDED_EVAL_DEFAULTS = {"judge_options": {}, "judge_fraction": 0.1, "agreement_pairs": 512, "allow_self_judging": False}
 STAGES = ("preferences", "pair_split", "reward_model", "reference_logps")
 
 
@@ -99,7 +102,9 @@ def run_decision(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, o
     problem = model_problem(run_dir, manifest)
     if problem:
         return RunDecision("train", True, f"its saved model cannot be reused ({problem})")
-    return RunDecision("current" if manifest["recipe"]["eval"] == wanted["eval"] else "evaluate", True)
+    same = [{k: v for k, v in ev.items() if ADDED_EVAL_DEFAULTS.get(k, ...) != v}
+            for ev in (manifest["recipe"]["eval"], wanted["eval"])]
+    return RunDecision("current" if same[0] == same[1] else "evaluate", True)
 
 
 def run_state(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None) -> str:

@@ -3,8 +3,10 @@ that a finished run can be checked for staleness and a stage's artifact found in
 
 Each stage is keyed by what decides it and nothing else, so changing a setting rebuilds exactly the stages
 downstream of it: pairs <- (model, task, gold reward, generation settings, seed); the train/held-out split <-
-pairs + heldout_fraction; reward model and reference log-probs <- split + their own settings; reference
-samples <- (model, task, gold reward, evaluation sampling, temperature, seed)."""
+pairs + heldout_fraction (+ eval.judge_fraction, only when the heldout-reward-model judge carves a judge
+split out of the pairs); reward model and reference log-probs <- split + their own settings; the judge's
+reward model <- split + the reward model's settings; reference samples <- (model, task, gold reward,
+evaluation sampling, temperature, seed)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ from alignkit.config import fingerprint
 from alignkit.data.preferences import GENERATION_VERSION
 from alignkit.models.config import ModelConfig, local_tokenizer_folder
 from alignkit.recipe import Recipe
+
+JUDGE_SPLIT_JUDGE = "heldout-reward-model"  # the judge that trains on a split of the pairs of its own
+JUDGE_SPLIT_SEED = 104729  # added to the shared seed: the judge split is drawn apart from the train/held-out one
 
 
 def chat_template_text(model: ModelConfig, cache_dir: Path) -> tuple[str, ...]:
@@ -46,9 +51,17 @@ class StageKeys:
 
     def all(self) -> dict[str, str]:
         """The cache key of every shared stage under this recipe."""
-        return {"preferences": self.pairs_key(), "pair_split": self.split_key(),
+        keys = {"preferences": self.pairs_key(), "pair_split": self.split_key(),
                 "reward_model": self.reward_model_key(), "reference_logps": self.reference_logps_key(),
                 "reference_samples": self.reference_samples_key(self.recipe.eval.temperature)}
+        if self.judge_split:
+            keys["judge_reward_model"] = self.judge_reward_model_key()
+        return keys
+
+    @property
+    def judge_split(self) -> bool:
+        """Whether the judge trains on a split of the pairs of its own (the heldout-reward-model judge)."""
+        return self.recipe.eval.judge == JUDGE_SPLIT_JUDGE
 
     def gold_identity(self) -> tuple:
         """The gold reward in a cache key: its name, and its options when it takes any (keys of rewards
@@ -68,13 +81,18 @@ class StageKeys:
                            self.seed, GENERATION_VERSION, *template)
 
     def split_key(self) -> str:
-        return fingerprint(self.pairs_key(), self.recipe.preferences.heldout_fraction)
+        judge = ("judge-split", self.recipe.eval.judge_fraction) if self.judge_split else ()  # others: as they were
+        return fingerprint(self.pairs_key(), self.recipe.preferences.heldout_fraction, *judge)
 
-    def reward_model_key(self) -> str:
+    def reward_model_key(self, *tag: str) -> str:
         precision = () if self.recipe.precision == "fp32" else (self.recipe.precision,)  # fp32 keys stay as they were
         lora = ("lora-adapter",) if self.recipe.model.lora else ()  # under LoRA it trains an adapter since rm-2
         return fingerprint(self.split_key(), self.recipe.method_config("reward_model"), self.recipe.model,
-                           self.recipe.preferences.append_eos, "rm-2", *precision, *lora)
+                           self.recipe.preferences.append_eos, "rm-2", *precision, *lora, *tag)
+
+    def judge_reward_model_key(self) -> str:
+        """The judge's reward model: the reward model's settings, trained on the judge split."""
+        return self.reward_model_key("judge-split-rm-1")
 
     def reference_logps_key(self) -> str:
         return fingerprint(self.split_key(), self.recipe.model, self.recipe.preferences.append_eos, "ref-logps-1")

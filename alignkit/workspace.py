@@ -21,16 +21,18 @@ from alignkit.context import Budget, RunContext
 from alignkit.data.preferences import PreferenceData, generate_preferences, load_preferences
 from alignkit.data.task import Task
 from alignkit.errors import AlignkitError, DataError
-from alignkit.eval.evaluator import ReferenceSamples, trajectory_point
+from alignkit.eval.evaluator import ReferenceSamples, score_texts, trajectory_point
+from alignkit.eval.judges import judge_agreement
 from alignkit.models.loading import load_tokenizer, resolve_model_path
 from alignkit.models.pairs import reference_logprobs
 from alignkit.models.policy import Policy, Reference
 from alignkit.models.scalar_head import ScalarModel, Scorer
 from alignkit.recipe import Recipe
 from alignkit.registry import DATASETS, METHODS, REWARDS
+from alignkit.rundir import read_manifest
 from alignkit.runlog import MetricsLog, append_jsonl, read_jsonl, write_json, write_jsonl
 from alignkit.runtime import Runtime, start
-from alignkit.stage_keys import StageKeys
+from alignkit.stage_keys import JUDGE_SPLIT_JUDGE, JUDGE_SPLIT_SEED, StageKeys
 
 # what tests and library users may hand a workspace instead of having it built (Workspace.provide)
 PROVIDABLE = ("gold", "judge", "preferences", "proxy_reward", "proxy_reward_4bit", "reward_model", "reward_model_4bit",
@@ -140,6 +142,16 @@ class Workspace:
         name = self.recipe.eval.judge
         return self.gold if name in ("gold", self.recipe.gold_reward) else REWARDS.get(name)(self)
 
+    def judge_agreement(self) -> dict | None:
+        """The judge's agreement with the held-out preference pairs (:func:`~alignkit.eval.judges.judge_agreement`)
+        when the pairs are at hand (this run read them, they come from a file, or they are in the cache)."""
+        cfg = self.recipe.preferences
+        if cfg.source == "generated" and not self.has_pairs and \
+                self.cache_entry("preferences", self.keys.pairs_key(), ".jsonl").problem():
+            return None
+        return {"judge": self.recipe.eval.judge, **judge_agreement(self.judge, self.heldout_pairs, cfg.append_eos,
+                                                                   score_texts, self.recipe.eval.agreement_pairs)}
+
     def stage_keys(self) -> dict[str, str]:
         """The cache key of every shared stage under this recipe."""
         return self.keys.all()
@@ -174,14 +186,18 @@ class Workspace:
         return entry.fetch(build, lambda path: PreferenceData.from_records(read_jsonl(path), str(path)), self.runtime)
 
     @cached_property
-    def _pair_split(self) -> tuple[PreferenceData, PreferenceData]:
-        fraction = self.recipe.preferences.heldout_fraction
-        train, heldout = self.preferences.split(fraction, self.seed)
+    def _pair_split(self) -> tuple[PreferenceData, PreferenceData, PreferenceData | None]:
+        fraction, pairs, judge = self.recipe.preferences.heldout_fraction, self.preferences, None
+        if self.keys.judge_split:  # carved out first, by prompt group: pairs no method (nor its split) sees
+            pairs, judge = pairs.split(self.recipe.eval.judge_fraction, self.seed + JUDGE_SPLIT_SEED)
+        train, heldout = pairs.split(fraction, self.seed)
         if not len(train):
             raise DataError(f"preferences.heldout_fraction: all {len(set(heldout.group))} prompt group(s) of the "
-                            f"preference pairs are held out ({fraction}); at least 2 prompts are needed")
+                            f"preference pairs are held out ({fraction}"
+                            + (f", after eval.judge_fraction {self.recipe.eval.judge_fraction} went to the judge"
+                               if judge is not None else "") + "); at least 2 prompts are needed")
         self.artifact_keys["pair_split"] = self.keys.split_key()
-        return train, heldout
+        return train, heldout, judge
 
     @property
     def train_pairs(self) -> PreferenceData:
@@ -192,6 +208,15 @@ class Workspace:
     def heldout_pairs(self) -> PreferenceData:
         """Pairs of held-out prompt groups, never trained on: the reward model's accuracy is measured here."""
         return self._pair_split[1]
+
+    @property
+    def judge_pairs(self) -> PreferenceData:
+        """The judge split: pairs of prompt groups carved out for the heldout-reward-model judge alone."""
+        judge = self._pair_split[2]
+        if judge is None:
+            raise AlignkitError("the pairs have no judge split: it is carved out only when eval.judge is "
+                                f"{JUDGE_SPLIT_JUDGE}")
+        return judge
 
     @contextmanager
     def _shared_stage(self):
@@ -207,21 +232,36 @@ class Workspace:
     def reward_model_folder(self) -> Path:
         """The cached reward model's folder: trained with the recipe's ``reward_model`` settings on the shared
         training pairs the first time (and evaluated on the held-out pairs), then reused."""
-        key = self.keys.reward_model_key()
-        self.artifact_keys["reward_model"] = key
+        folder = self._reward_model_folder("reward_model", self.keys.reward_model_key(), "reward_models",
+                                           lambda: self.train_pairs)
+        evaluation = folder / "alignkit_eval.json"
+        self.reward_model_summary = json.loads(evaluation.read_text()) if evaluation.is_file() else None
+        return folder
+
+    @cached_property
+    def judge_reward_model_folder(self) -> Path:
+        """The heldout-reward-model judge's folder: the reward model's trainer and settings on the judge split
+        (pairs no method learns from), evaluated on the same held-out pairs; cached like the reward model."""
+        used = ((read_manifest(self.run_dir) or {}).get("artifact_keys") or {}) if self.run_dir else {}
+        if used.get("pair_split", self.keys.split_key()) != self.keys.split_key():  # `alignkit eval` of an older run
+            raise AlignkitError(f"{self.run_dir}: eval.judge: {JUDGE_SPLIT_JUDGE} trains on a judge split of the pairs "
+                                f"this run learned from; retrain it with that judge (alignkit compare does)")
+        return self._reward_model_folder("judge_reward_model", self.keys.judge_reward_model_key(),
+                                         "judge_reward_models", lambda: self.judge_pairs)
+
+    def _reward_model_folder(self, name: str, key: str, kind: str, pairs) -> Path:
+        self.artifact_keys[name] = key
 
         def build(tmp: Path) -> None:
+            fit = METHODS.entry("reward_model").meta["fit_on"]  # the reward model's trainer, on these pairs
             with self._shared_stage() as budget:
-                trained = METHODS.get("reward_model")(self, self.recipe.method_config("reward_model"))
+                trained = fit(self, self.recipe.method_config("reward_model"), pairs(), self.heldout_pairs)
             summary, _ = trained.evaluate(self)
             summary["budget"] = budget.as_dict()
             trained.save(tmp)
             write_json(tmp / "alignkit_eval.json", summary)
 
-        folder = self.cache_entry("reward_models", key).ensure(build, self.runtime)
-        evaluation = folder / "alignkit_eval.json"
-        self.reward_model_summary = json.loads(evaluation.read_text()) if evaluation.is_file() else None
-        return folder
+        return self.cache_entry(kind, key).ensure(build, self.runtime)
 
     @cached_property
     def reward_model(self) -> ScalarModel:
@@ -243,6 +283,12 @@ class Workspace:
         """``(prompts, completions, ended) -> scores``: the reward model scoring text exactly as it was
         trained on it, for PPO, Best-of-N and the evaluator's proxy column."""
         return self.scorer(self.reward_model)
+
+    @cached_property
+    def judge_reward(self):
+        """``(prompts, completions, ended) -> scores`` of the heldout-reward-model judge."""
+        return self.scorer(ScalarModel.from_backbone(self.recipe.model, cache_dir=self.cache_dir, runtime=self.runtime,
+                                                     path=str(self.judge_reward_model_folder)))
 
     @cached_property
     def proxy_reward_4bit(self):

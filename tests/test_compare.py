@@ -158,9 +158,12 @@ def test_eval_reevaluates_a_finished_run_with_another_judge(finished):
     out, _, _ = finished
     run = out / "runs" / "ppo"
     result = CliRunner().invoke(main, ["eval", str(run), "--judge", "reward-model"], catch_exceptions=False)
+    assert result.exit_code == 2 and "reward-model is the reward model that ppo optimises" in result.output
+    result = CliRunner().invoke(main, ["eval", str(run), "--judge", "reward-model", "--set",
+                                       "eval.allow_self_judging=true"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     summary = json.loads((run / "eval" / "summary.json").read_text())
-    assert summary["judge"] == "reward-model"
+    assert summary["judge"] == "reward-model" and summary["self_judged"] is True
     samples = [json.loads(x) for x in (run / "eval" / "samples.jsonl").read_text().splitlines()]
     assert all(s["judge_score"] == pytest.approx(s["proxy_reward"]) for s in samples)  # the RM judged
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ import torch
 from alignkit.config import option
 from alignkit.context import Budget
 from alignkit.eval.diversity import diversity as diversity_of
+from alignkit.eval.judges import is_pairwise
 from alignkit.eval.kl import sequence_kl
 from alignkit.eval.stats import mean_interval, wilson_interval, win_rate
 from alignkit.models.policy import KLEstimatingPolicy
@@ -40,7 +41,17 @@ class EvalConfig:
     max_new_tokens: int = option(32, "completion length", ge=1)
     batch_size: int = option(64, "prompts per generate call", ge=1)
     judge: str = option("gold", "what decides win rates: gold (the recipe's gold_reward) or a registered "
-                                "reward/judge, e.g. reward-model or your own (see `alignkit list`)")
+                                "reward/judge, e.g. heldout-reward-model, llm-judge, endpoint-judge, reward-model "
+                                "or your own (see `alignkit list`)")
+    judge_options: dict[str, Any] = option({}, "settings of a judge that takes them, e.g. llm-judge's {model: PATH} or "
+                                     "endpoint-judge's {base_url: URL, model: NAME, api_key_env: VAR}")
+    judge_fraction: float = option(0.1, "heldout-reward-model only: prompt groups of the preference pairs carved "
+                                        "out, before the train/held-out split, to train the judge on (no method "
+                                        "sees them)", gt=0, lt=1)
+    agreement_pairs: int = option(512, "held-out preference pairs the judge's agreement with them is measured on "
+                                       "(the first N; 0: all)", ge=0)
+    allow_self_judging: bool = option(False, "let the reward model judge a method that optimised it (refused "
+                                             "otherwise); the report then says so in its caveats")
     every_steps: int = option(0, "also evaluate checkpoints every N optimiser steps (PPO: iterations) on "
                                  "trajectory_prompts prompts, tracing the run on the reward-vs-KL plane (0: off)",
                               ge=0)
@@ -120,12 +131,16 @@ def evaluate_at(policy, reference, samples: ReferenceSamples, gold: RewardFn, cf
                             batch_size=cfg.batch_size, progress=f"sampling policy (T={temperature:g})", budget=cost,
                             runtime=runtime)
     scores = score_texts(gold, prompts, rollout.completions, rollout.ended)
-    judged, judged_reference = scores, samples.gold
-    if judge is not None and judge is not gold:
+    judged, judged_reference, preferences = scores, samples.gold, None
+    if is_pairwise(judge):  # asked directly: the policy's completion against the reference's, both orders
+        before = dict(judge.stats)
+        preferences = judge.compare(prompts, rollout.completions, samples.completions)
+        pairwise = {f"judge_{k}": judge.stats[k] - before[k] for k in ("unparseable", "order_disagreements")}
+    elif judge is not None and judge is not gold:
         judged = score_texts(judge, prompts, rollout.completions, rollout.ended)
         judged_reference = score_texts(judge, prompts, samples.completions, samples.ended)
     kl = _policy_kl(policy, reference, rollout, temperature, cfg.top_p, runtime)
-    rate = win_rate(judged, judged_reference)
+    rate = win_rate(judged, judged_reference) if preferences is None else float(np.mean(preferences))
     gold_mean, gold_low, gold_high = mean_interval(scores)
     row = {
         "temperature": temperature, "top_p": cfg.top_p, "n_samples": len(prompts),
@@ -154,6 +169,8 @@ def evaluate_at(policy, reference, samples: ReferenceSamples, gold: RewardFn, cf
         row.update(proxy_reward_mean=mean, proxy_reward_ci_low=low, proxy_reward_ci_high=high,
                    reference_proxy_reward_mean=float(score_texts(proxy, prompts, samples.completions,
                                                                  samples.ended).mean()))
+    if preferences is not None:
+        row.update(pairwise, judge_ties=int(np.sum(preferences == 0.5)))
     if cfg.diversity if diversity is None else diversity:
         row.update(diversity_of(rollout.completions))
     rows = [{"prompt": p, "completion": c, "ended": e, "gold_reward": float(s),
@@ -165,6 +182,10 @@ def evaluate_at(policy, reference, samples: ReferenceSamples, gold: RewardFn, cf
     if proxy_scores is not None:
         for r, value in zip(rows, proxy_scores):
             r["proxy_reward"] = float(value)
+    if preferences is not None:  # a pairwise judge gives no score per completion: its verdict per prompt
+        for r, value in zip(rows, preferences):
+            del r["judge_score"], r["reference_judge_score"]
+            r["judge_preference"] = float(value)
     return row, rows
 
 

@@ -66,10 +66,10 @@ def pair_metrics(chosen: Tensor, rejected: Tensor) -> dict[str, Tensor]:
     return {"accuracy": (margin > 0).float().mean(), "margin": margin.mean()}
 
 
-@register_method("reward_model", config=RewardModelConfig, needs=(Artifact.TRAIN_PAIRS,))
-def train_reward_model(ws: Workspace, cfg: RewardModelConfig) -> "TrainedRewardModel":
-    """Bradley-Terry reward model: a scalar head on the SFT backbone, rewards centred on the training prompts."""
-    train, heldout = ws.train_pairs, ws.heldout_pairs
+def fit_reward_model(ws: Workspace, cfg: RewardModelConfig, train: PreferenceData,
+                     heldout: PreferenceData) -> "TrainedRewardModel":
+    """Train a reward model on ``train`` (evaluated later on ``heldout``): the shared reward model on the
+    training pairs, the heldout-reward-model judge on its judge split."""
     append_eos = ws.recipe.preferences.append_eos
     torch.manual_seed(ws.train_seed)
     scalar = ScalarModel.from_backbone(ws.recipe.model, cache_dir=ws.cache_dir, runtime=ws.runtime)
@@ -97,6 +97,12 @@ def train_reward_model(ws: Workspace, cfg: RewardModelConfig) -> "TrainedRewardM
     ws.ctx.log.log("reward_model", cfg.total_steps(len(groups)), {"bias": scalar.bias, "train_accuracy": train_accuracy})
     return TrainedRewardModel(scalar, scorer, heldout, append_eos, n_train=len(train),
                               train_accuracy=train_accuracy)
+
+
+@register_method("reward_model", config=RewardModelConfig, needs=(Artifact.TRAIN_PAIRS,), fit_on=fit_reward_model)
+def train_reward_model(ws: Workspace, cfg: RewardModelConfig) -> "TrainedRewardModel":
+    """Bradley-Terry reward model: a scalar head on the SFT backbone, rewards centred on the training prompts."""
+    return fit_reward_model(ws, cfg, ws.train_pairs, ws.heldout_pairs)
 
 
 class TrainedRewardModel:

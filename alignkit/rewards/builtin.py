@@ -34,12 +34,25 @@ def imdb_sentiment(workspace: Workspace):
     return score
 
 
-@register_reward("reward-model")
+@register_reward("reward-model", proxy=True)
 def reward_model_judge(workspace: Workspace):
-    """The learned Bradley-Terry reward model as a judge (a proxy: win rates by what PPO optimised)."""
+    """The learned Bradley-Terry reward model as a judge (a proxy: win rates by what PPO optimised; refused
+    for a method that optimised it unless eval.allow_self_judging)."""
     proxy = workspace.proxy_reward
 
     def score(prompts: list[str], completions: list[str], ended=False):
         return proxy(prompts, completions, ended)
+
+    return score
+
+
+@register_reward("heldout-reward-model")
+def heldout_reward_model_judge(workspace: Workspace):
+    """A Bradley-Terry reward model trained only on a judge split of the pairs that no method sees
+    (eval.judge_fraction of the prompt groups): not the proxy PPO optimised."""
+    judge = workspace.judge_reward
+
+    def score(prompts: list[str], completions: list[str], ended=False):
+        return judge(prompts, completions, ended)
 
     return score

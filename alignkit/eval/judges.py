@@ -1,0 +1,173 @@
+"""The judge seam. A judge decides win rates; it is either a **score judge**, a registered reward
+``(prompts, completions[, ended]) -> scores`` (the gold reward, a reward model, a classifier), or a
+**pairwise judge**, a :class:`PairwiseJudge` whose ``compare(prompts, a, b)`` returns, per prompt, 1 when
+``a`` is better, 0 when ``b`` is, 0.5 for a tie. The evaluator asks a pairwise judge directly for the
+policy's completion against the reference's; a score judge's scores are compared as before.
+
+A pairwise judge is asked every question in both orders (``a`` shown first, then ``b`` first): a verdict
+that changes with the order (position bias) is a tie, and so is an answer that names neither response;
+both are counted. Verdicts are cached on disk, keyed by (judge, prompt, first response, second response),
+as JSON lines (no pickle). Any judge's agreement with held-out human preference pairs is measured the same
+way (:func:`judge_agreement`): the fraction of pairs where it prefers the chosen completion, ties half.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from alignkit.data.preferences import PreferenceData
+
+DEFAULT_TEMPLATE = ("Which response to the prompt is better? Answer with a single letter, A or B.\n\n"
+                    "Prompt: {prompt}\n\nResponse A: {a}\n\nResponse B: {b}\n\nThe better response is")
+TEMPLATE_FIELDS = ("{prompt}", "{a}", "{b}")
+
+_NOISE = re.compile(r"[*_`#\"'~]")
+_WHOLE = re.compile(r"^\W*(?:(?:response|answer|output|option|assistant|choice)\s*:?\s*)?[(\[]*([ab])[)\]]*\W*$")
+_BRACKETED = re.compile(r"\[\[\s*([ab])\s*\]\]")
+_NAMED = re.compile(r"\b(?:response|answer|output|option|assistant|choice)\s*:?\s*[(\[]?([ab])\b")
+_STATED = re.compile(r"\b(?:better(?: one)?(?: response)? is|prefer|verdict\s*:?|winner\s*:?|choose|choice\s*:)"
+                     r"\s*[(\[]?([ab])\b")
+_LEADING = re.compile(r"^\W*([ab])(?:$|[.,:;)\]!])")
+_TIE = re.compile(r"^\W*(?:tie|equal|neither|both|same)\b")
+
+
+def parse_verdict(text: str) -> Optional[str]:
+    """``"A"``, ``"B"``, ``"tie"`` or None (unparseable) from a judge's answer: ``A``, ``Response B``,
+    ``**A**``, ``[[b]]``, ``The better response is A.``, ``b) because ...`` (a lone leading ``a`` is an article, not a verdict); an answer naming both
+    responses without a stated choice is None."""
+    text = _NOISE.sub("", text or "").strip().lower()
+    if not text:
+        return None
+    if _TIE.match(text):
+        return "tie"
+    for pattern in (_WHOLE, _BRACKETED):
+        found = pattern.search(text)
+        if found:
+            return found.group(1).upper()
+    for pattern in (_STATED, _NAMED):
+        letters = set(pattern.findall(text))
+        if len(letters) == 1:
+            return letters.pop().upper()
+        if letters:
+            return None
+    found = _LEADING.match(text)
+    return found.group(1).upper() if found else None
+
+
+class VerdictCache:
+    """A judge's raw answers on disk, ``<cache>/judge_verdicts/<judge key>.jsonl``, one JSON object per
+    question ``{"key", "answer"}``; appended under a lock, read once per judge."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.answers: dict[str, str] = {}
+        if self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                    self.answers[row["key"]] = str(row["answer"])
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn last line of an interrupted write: asked again
+        self.hits = 0
+
+    @staticmethod
+    def key(judge: str, prompt: str, first: str, second: str) -> str:
+        return hashlib.sha256(json.dumps([judge, prompt, first, second]).encode()).hexdigest()
+
+    def add(self, answers: dict[str, str]) -> None:
+        if not answers:
+            return
+        self.answers.update(answers)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.write("".join(json.dumps({"key": k, "answer": a}) + "\n" for k, a in answers.items()))
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class PairwiseJudge:
+    """Says which of two responses to a prompt is better. Subclasses implement :meth:`ask` (one answer
+    text per question ``(prompt, first, second)``); ``identity`` names what decides the answers (model,
+    template...), the key of the verdict cache."""
+
+    kind = "pairwise"
+
+    def __init__(self, name: str, identity: str, template: str = DEFAULT_TEMPLATE, cache_dir: Path | None = None):
+        self.name, self.identity, self.template = name, identity, template
+        self.cache = VerdictCache(Path(cache_dir) / "judge_verdicts" / f"{identity}.jsonl") if cache_dir else None
+        self.stats = {"questions": 0, "asked": 0, "cached": 0, "unparseable": 0, "order_disagreements": 0}
+
+    def render(self, prompt: str, first: str, second: str) -> str:
+        return self.template.replace("{prompt}", prompt).replace("{a}", first).replace("{b}", second)
+
+    def ask(self, questions: list[tuple[str, str, str]]) -> list[str]:
+        raise NotImplementedError
+
+    def answers(self, questions: list[tuple[str, str, str]]) -> list[str]:
+        """The answer to every question, from the cache where asked before."""
+        keys = [VerdictCache.key(self.identity, *q) for q in questions]
+        known = self.cache.answers if self.cache else {}
+        todo = list(dict.fromkeys(k for k in keys if k not in known))
+        where = {k: q for k, q in zip(keys, questions)}
+        fresh = dict(zip(todo, self.ask([where[k] for k in todo]))) if todo else {}
+        if self.cache:
+            self.cache.add(fresh)
+            self.cache.hits += len(keys) - len(todo)
+        self.stats.update(questions=self.stats["questions"] + len(keys), asked=self.stats["asked"] + len(todo),
+                          cached=self.stats["cached"] + len(keys) - len(todo))
+        return [fresh[k] if k in fresh else known[k] for k in keys]
+
+    def compare(self, prompts: list[str], a: list[str], b: list[str]) -> np.ndarray:
+        """Per prompt: 1 when ``a`` is better, 0 when ``b`` is, 0.5 when the two orders disagree, either
+        answer is a tie, or either cannot be parsed."""
+        n = len(prompts)
+        if not (len(a) == len(b) == n):
+            raise ValueError(f"compare needs as many completions as prompts ({n}), got {len(a)} and {len(b)}")
+        answers = self.answers([*zip(prompts, a, b), *zip(prompts, b, a)])
+        verdicts = [parse_verdict(x) for x in answers]
+        out = np.full(n, 0.5)
+        for i, (forward, backward) in enumerate(zip(verdicts[:n], verdicts[n:])):
+            if forward is None or backward is None:
+                self.stats["unparseable"] += (forward is None) + (backward is None)
+            elif forward == "A" and backward == "B":
+                out[i] = 1.0
+            elif forward == "B" and backward == "A":
+                out[i] = 0.0
+            elif "tie" not in (forward, backward):
+                self.stats["order_disagreements"] += 1
+        return out
+
+
+def is_pairwise(judge) -> bool:
+    return isinstance(judge, PairwiseJudge)
+
+
+def judge_agreement(judge, pairs: PreferenceData, append_eos: bool, score: Callable[..., np.ndarray],
+                    limit: int = 0) -> dict:
+    """How often ``judge`` prefers the chosen completion of held-out human preference pairs (ties count one
+    half), on the first ``limit`` pairs (0: all). ``score``: how a score judge is called
+    (:func:`~alignkit.eval.evaluator.score_texts`); a pairwise judge is asked both orders."""
+    index = list(range(len(pairs) if not limit else min(limit, len(pairs))))
+    if not index:
+        return {"agreement": None, "n_pairs": 0}
+    prompts = [pairs.prompts[i] for i in index]
+    chosen, rejected = [pairs.chosen[i] for i in index], [pairs.rejected[i] for i in index]
+    if is_pairwise(judge):
+        before = dict(judge.stats)
+        prefs = judge.compare(prompts, chosen, rejected)
+        extra = {k: judge.stats[k] - before[k] for k in ("unparseable", "order_disagreements")}
+    else:
+        chosen_ended, rejected_ended = pairs.eos_flags(index, append_eos)
+        chosen_scores = score(judge, prompts, chosen, list(chosen_ended))
+        rejected_scores = score(judge, prompts, rejected, list(rejected_ended))
+        prefs = (chosen_scores > rejected_scores) + 0.5 * (chosen_scores == rejected_scores)
+        extra = {}
+    return {"agreement": float(np.mean(prefs)), "n_pairs": len(index), "of_heldout_pairs": len(pairs),
+            "ties": int(np.sum(prefs == 0.5)), **extra}

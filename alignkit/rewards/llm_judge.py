@@ -1,0 +1,206 @@
+"""Pairwise LLM judges, as the DPO paper judged with GPT-4: a local transformers causal LM (``llm-judge``)
+or any OpenAI-compatible chat endpoint (``endpoint-judge``), each asked which of two responses to a prompt
+is better, in both orders (:class:`~alignkit.eval.judges.PairwiseJudge`: a verdict that flips with the
+order is a tie). Their settings are ``eval.judge_options``; verdicts are cached in the alignkit cache."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from alignkit.config import build, fingerprint, option
+from alignkit.errors import AlignkitError
+from alignkit.eval.judges import DEFAULT_TEMPLATE, TEMPLATE_FIELDS, PairwiseJudge
+from alignkit.registry import register_reward
+from alignkit.workspace import Workspace
+
+
+def _template_problem(template: str):
+    missing = [f for f in TEMPLATE_FIELDS if f not in template]
+    if missing:
+        yield "template", f"the judge's question must contain {', '.join(TEMPLATE_FIELDS)} (missing {', '.join(missing)})"
+
+
+@dataclass
+class LLMJudgeOptions:
+    """Settings of the local LLM judge (``eval.judge_options``)."""
+
+    model: str = option(help="folder (or Hub id) of a transformers causal LM asked which response is better")
+    template: str = option(DEFAULT_TEMPLATE, "the question asked; {prompt}, {a} and {b} are filled in")
+    chat: bool = option(True, "wrap the question in the tokenizer's chat template, when it has one")
+    max_new_tokens: int = option(8, "tokens the judge may answer with (greedy)", ge=1)
+    batch_size: int = option(8, "questions per generate call", ge=1)
+
+    def check(self):
+        yield from _template_problem(self.template)
+
+
+def _folder_signature(path: str) -> list:
+    """What identifies a local model folder's weights (names, sizes, times), so a model replaced in place
+    does not reuse the old one's verdicts; nothing for a Hub id."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return []
+    return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.iterdir()) if p.is_file()]
+
+
+class LLMJudge(PairwiseJudge):
+    """A local causal LM answering the question greedily; its answer is parsed for A or B."""
+
+    def __init__(self, options: LLMJudgeOptions, device: torch.device | str = "cpu", cache_dir: Path | None = None):
+        identity = fingerprint("llm-judge", options, _folder_signature(options.model))
+        super().__init__("llm-judge", identity, options.template, cache_dir)
+        self.options, self.device = options, torch.device(device)
+        self._loaded = None
+
+    def _load(self):
+        if self._loaded is None:
+            tokenizer = AutoTokenizer.from_pretrained(self.options.model)
+            tokenizer.padding_side = "left"  # generation continues every row from its last token
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            model = AutoModelForCausalLM.from_pretrained(self.options.model).to(self.device).eval()
+            self._loaded = tokenizer, model
+        return self._loaded
+
+    def ask(self, questions: list[tuple[str, str, str]]) -> list[str]:
+        return self.generate([self.render(*q) for q in questions])
+
+    @torch.no_grad()
+    def generate(self, texts: list[str]) -> list[str]:
+        tokenizer, model = self._load()
+        if self.options.chat and getattr(tokenizer, "chat_template", None):
+            texts = [tokenizer.apply_chat_template([{"role": "user", "content": t}], tokenize=False,
+                                                   add_generation_prompt=True) for t in texts]
+        out = []
+        for start in range(0, len(texts), self.options.batch_size):
+            batch = tokenizer(texts[start:start + self.options.batch_size], return_tensors="pt", padding=True,
+                              add_special_tokens=False).to(self.device)
+            generated = model.generate(**batch, max_new_tokens=self.options.max_new_tokens, do_sample=False,
+                                       pad_token_id=tokenizer.pad_token_id)
+            out += tokenizer.batch_decode(generated[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        return out
+
+
+@dataclass
+class EndpointJudgeOptions:
+    """Settings of the OpenAI-compatible endpoint judge (``eval.judge_options``)."""
+
+    base_url: str = option(help="API root; the judge POSTs to {base_url}/chat/completions")
+    model: str = option(help="the model the endpoint serves, e.g. gpt-4o")
+    api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the API key (the key itself never "
+                                                "goes in a recipe); empty: send no key")
+    template: str = option(DEFAULT_TEMPLATE, "the question asked; {prompt}, {a} and {b} are filled in")
+    max_tokens: int = option(16, "tokens the judge may answer with (temperature 0)", ge=1)
+    requests_per_second: float = option(2.0, "rate limit on requests (0: none)", ge=0)
+    max_retries: int = option(6, "retries of a request answered 429 or 5xx, or that failed to connect", ge=0)
+    backoff_s: float = option(1.0, "wait before the first retry, doubled at each (a Retry-After header decides "
+                                   "instead, when the endpoint sends one)", ge=0)
+    max_backoff_s: float = option(60.0, "longest wait between retries (Retry-After excepted)", ge=0)
+    timeout_s: float = option(60.0, "seconds to wait for one answer", gt=0)
+
+    def check(self):
+        yield from _template_problem(self.template)
+        if not self.base_url.startswith(("http://", "https://")):
+            yield "base_url", f"expected an http:// or https:// URL, got {self.base_url!r}"
+        if self.api_key_env and not os.environ.get(self.api_key_env):
+            yield "api_key_env", f"the environment variable {self.api_key_env} holding the API key is not set"
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds, or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+class EndpointJudge(PairwiseJudge):
+    """Asks a chat-completions endpoint, one request per question, rate-limited, retrying 429 and 5xx
+    answers with exponential backoff (or as long as Retry-After says)."""
+
+    def __init__(self, options: EndpointJudgeOptions, cache_dir: Path | None = None):
+        identity = fingerprint("endpoint-judge", options.base_url, options.model, options.template, options.max_tokens)
+        super().__init__("endpoint-judge", identity, options.template, cache_dir)
+        self.options = options
+        self.url = options.base_url.rstrip("/") + "/chat/completions"
+        key = os.environ.get(options.api_key_env, "") if options.api_key_env else ""
+        if options.api_key_env and not key:
+            raise AlignkitError(f"endpoint-judge: the environment variable {options.api_key_env} holding the API "
+                                f"key is not set (eval.judge_options.api_key_env)")
+        self.headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+        self.sleep, self.clock = time.sleep, time.monotonic  # replaceable (tests)
+        self.requests, self.retries, self._last = 0, 0, None
+
+    def ask(self, questions: list[tuple[str, str, str]]) -> list[str]:
+        return [self.answer(self.render(*q)) for q in questions]
+
+    def answer(self, question: str) -> str:
+        body = {"model": self.options.model, "messages": [{"role": "user", "content": question}],
+                "temperature": 0, "max_tokens": self.options.max_tokens}
+        payload = self._post(json.dumps(body).encode())
+        try:
+            return str(payload["choices"][0]["message"]["content"] or "")
+        except (KeyError, IndexError, TypeError):
+            return ""  # no answer to parse: a tie, counted as unparseable
+
+    def _throttle(self) -> None:
+        if self.options.requests_per_second > 0 and self._last is not None:
+            wait = self._last + 1 / self.options.requests_per_second - self.clock()
+            if wait > 0:
+                self.sleep(wait)
+        self._last = self.clock()
+
+    def _post(self, data: bytes) -> dict:
+        backoff = self.options.backoff_s
+        for attempt in range(self.options.max_retries + 1):
+            self._throttle()
+            self.requests += 1
+            request = urllib.request.Request(self.url, data=data, headers=self.headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.options.timeout_s) as response:
+                    return json.loads(response.read().decode() or "{}")
+            except urllib.error.HTTPError as err:
+                if not (err.code == 429 or 500 <= err.code < 600) or attempt == self.options.max_retries:
+                    detail = err.read().decode(errors="replace")[:200].replace("\n", " ")
+                    raise AlignkitError(f"endpoint-judge: {self.url} answered HTTP {err.code} "
+                                        f"(after {attempt + 1} request(s)): {detail}") from None
+                wait = retry_after(err.headers.get("Retry-After"))
+            except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError) as err:
+                if attempt == self.options.max_retries:
+                    raise AlignkitError(f"endpoint-judge: {self.url} failed after {attempt + 1} request(s): "
+                                        f"{err}") from None
+                wait = None
+            self.retries += 1
+            self.sleep(min(backoff, self.options.max_backoff_s) if wait is None else wait)
+            backoff *= 2
+        raise AssertionError("unreachable")
+
+
+@register_reward("llm-judge", pairwise=True, judge_options=LLMJudgeOptions)
+def llm_judge(workspace: Workspace):
+    """Pairwise judge: a local transformers causal LM asked which response is better, both orders."""
+    options = build(LLMJudgeOptions, workspace.recipe.eval.judge_options, where="eval.judge_options")
+    return LLMJudge(options, workspace.device, workspace.cache_dir)
+
+
+@register_reward("endpoint-judge", pairwise=True, judge_options=EndpointJudgeOptions)
+def endpoint_judge(workspace: Workspace):
+    """Pairwise judge: an OpenAI-compatible chat endpoint asked which response is better, both orders."""
+    options = build(EndpointJudgeOptions, workspace.recipe.eval.judge_options, where="eval.judge_options")
+    return EndpointJudge(options, workspace.cache_dir)
