@@ -31,7 +31,6 @@ def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv
     ``states`` records what the comparison did with each run (train, evaluate, current)."""
     import pandas as pd
 
-
     runs, broken = load_runs(paths)
     check_runs_share(runs)
     out = claim_comparison_dir(out)

@@ -73,7 +73,7 @@ def test_training_loop_resumes_after_its_last_checkpoint_with_its_extras(tmp_pat
         with torch.no_grad():
             weight.add_(step)
         done.append(step)
-        return {"value": float(weight)}
+        return {"value": float(weight.detach())}
 
     loop = TrainingLoop(ctx, "toy", state, 5, checkpoint_every=3)
     with pytest.raises(KeyboardInterrupt):
