@@ -33,13 +33,14 @@ from alignkit.cache import default_cache_dir
 from alignkit.checkpoint import Checkpointer, nonfinite_modules, numerical_error
 from alignkit.config import apply_overrides, to_dict
 from alignkit.context import Budget, RunContext
+from alignkit.data.pairs_task import completions_per_prompt
 from alignkit.errors import AlignkitError
 from alignkit.eval.evaluator import TRAJECTORY_KEYS, evaluate_at
 from alignkit.eval.plots import plot_run
 from alignkit.memory import PeakMemory, process_peak_mb
 from alignkit.models.policy import Policy
 from alignkit.models.scalar_head import META_FILE as SCALAR_META
-from alignkit.recipe import Recipe, recipe_from_data
+from alignkit.recipe import Recipe, default_task_problem, recipe_from_data
 from alignkit.registry import METHODS
 from alignkit.rundir import RUN_MARKER, check_run_name, claim_run_dir, live_writer, read_manifest
 from alignkit.runlog import MetricsLog, append_jsonl, atomic_dir, jsonable, read_jsonl, write_json, write_jsonl
@@ -230,8 +231,10 @@ def training_data(ws: Workspace) -> dict:
     if not ws.has_pairs:
         return {}
     train, heldout = ws.train_pairs, ws.heldout_pairs
-    return {"train_pairs": len(train), "train_prompts": len(set(train.group)),
-            "heldout_pairs": len(heldout), "heldout_prompts": len(set(heldout.group))}
+    return {"train_pairs": len(train), "train_prompts": len(set(train.prompts)),
+            "heldout_pairs": len(heldout), "heldout_prompts": len(set(heldout.prompts)),
+            "completions_per_prompt": completions_per_prompt(ws.preferences),
+            **({"unpaired": True} if getattr(train, "unpaired", False) else {})}
 
 
 def write_outputs(run_dir: Path, summary: dict, samples: dict[float, list[dict]]) -> None:
@@ -252,6 +255,9 @@ def run_recipe(recipe: Recipe, run_dir: Path, *, overwrite: bool = False, cache_
     claims and writes the run directory; the others follow its decision in a scratch folder. ``runtime``: one
     to reuse when it has the recipe's device and precision (a comparison's runs share one)."""
     check_run_name(recipe.name)
+    problem = default_task_problem(recipe)
+    if problem:
+        raise AlignkitError(problem)
     run_dir = Path(run_dir)
     runtime = start(recipe.device, recipe.precision, reuse=runtime)
     if not runtime.is_main:
@@ -307,7 +313,8 @@ def training_identity(recipe: dict) -> dict:
     identity["method_config"] = ({k: v for k, v in method_config.items()
                                   if k not in SAME_UPDATE and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
                                  if isinstance(method_config, dict) else method_config)
-    identity["eval"] = {k: v for k, v in recipe["eval"].items() if k not in EVAL_ONLY}
+    identity["eval"] = {k: v for k, v in recipe["eval"].items()
+                        if k not in EVAL_ONLY and not (k == "prompts" and not v)}  # eval.prompts: added later
     return identity
 
 

@@ -19,11 +19,13 @@ from alignkit.artifacts import Artifact, RewardSettings, reward_needs
 from alignkit.cache import CacheEntry, default_cache_dir
 from alignkit.context import Budget, RunContext
 from alignkit.data.preferences import PreferenceData, generate_preferences, load_preferences
-from alignkit.data.task import Task
+from alignkit.data.pairs_task import read_prompt_set
+from alignkit.data.task import Task, sample_prompts
+from alignkit.data.unpaired import UnpairedData
 from alignkit.errors import AlignkitError, DataError
 from alignkit.eval.evaluator import ReferenceSamples, trajectory_point
 from alignkit.models.loading import load_tokenizer, resolve_model_path
-from alignkit.models.pairs import reference_logprobs
+from alignkit.models.pairs import example_logprobs, reference_logprobs
 from alignkit.models.policy import Policy, Reference
 from alignkit.models.scalar_head import ScalarModel, Scorer
 from alignkit.recipe import Recipe
@@ -101,7 +103,17 @@ class Workspace:
 
     @cached_property
     def task(self) -> Task:
-        return DATASETS.get(self.recipe.task.dataset)(self.recipe.task)
+        """The task: a registered dataset, or (``task.dataset: preferences``) the preference data's own prompts,
+        split as the pairs are."""
+        entry = DATASETS.entry(self.recipe.task.dataset)
+        if entry.meta.get("from_pairs"):
+            return entry.obj(self.recipe.task, *self._pair_split)
+        return entry.obj(self.recipe.task)
+
+    def tokenizer_loader(self):
+        """``() -> tokenizer`` of the policy, loaded only when called (conversational data renders with it)."""
+        model = self.recipe.model
+        return lambda: load_tokenizer(resolve_model_path(model.name_or_path, self.cache_dir, self.runtime), model)
 
     def load_policy(self) -> Policy:
         """A fresh, trainable copy of the starting (SFT) policy."""
@@ -121,13 +133,22 @@ class Workspace:
         return Reference(policy, None if policy.is_adapter else self.sft.model)
 
     def prompts(self, split: str, n: int) -> list[str]:
-        """2-8 token prefixes of ``n`` texts of a split (``train`` or ``heldout``), fixed by the seed."""
-        return self.task.prompts(self.sft.tokenizer, split, n, self.recipe.task, seed=self.seed)
+        """``n`` prompts of a split (``train`` or ``heldout``), fixed by the seed: the task's whole prompts
+        (``task.dataset: preferences``) or 2-8 token prefixes of its texts (IMDb)."""
+        tokenizer = None if self.task.train_prompts is not None else self.sft.tokenizer
+        return self.task.prompts(tokenizer, split, n, self.recipe.task, seed=self.seed)
 
     @cached_property
     def eval_prompts(self) -> list[str]:
-        """The held-out prompts every method is evaluated on."""
-        return self.prompts("heldout", self.recipe.eval.n_prompts)
+        """The prompts every method is evaluated on: ``eval.prompts`` when set, else the task's held-out ones."""
+        cfg = self.recipe.eval
+        if not cfg.prompts:
+            return self.prompts("heldout", cfg.n_prompts)
+        prefs = self.recipe.preferences
+        conversational = prefs.is_user_data and self.preferences.conversational
+        prompts = read_prompt_set(cfg.prompts, conversational=conversational, tokenizer=self.tokenizer_loader()(),
+                                  split=prefs.split, config=prefs.config, column=prefs.columns.get("prompt", "prompt"))
+        return sample_prompts(prompts, cfg.n_prompts, self.seed, "eval")
 
     @cached_property
     def gold(self):
@@ -155,10 +176,8 @@ class Workspace:
     def preferences(self) -> PreferenceData:
         """Preference pairs from a file/dataset, or sampled from the SFT policy and gold-labelled (cached)."""
         cfg = self.recipe.preferences
-        if cfg.source != "generated":
-            model = self.recipe.model  # conversational rows are rendered with the policy's own chat template
-            return load_preferences(cfg, lambda: load_tokenizer(resolve_model_path(model.name_or_path, self.cache_dir,
-                                                                                   self.runtime), model))
+        if cfg.is_user_data:  # conversational rows are rendered with the policy's own chat template
+            return load_preferences(cfg, self.tokenizer_loader())
         key = self.keys.pairs_key()
         self.artifact_keys["preferences"] = key
 
@@ -279,8 +298,13 @@ class Workspace:
         self.artifact_keys["reference_logps"] = key
 
         def build(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-            chosen, rejected = reference_logprobs(self.reference_for(self.sft), self.train_pairs,
-                                                  self.recipe.preferences.append_eos, self.runtime)
+            if isinstance(self.train_pairs, UnpairedData):  # one log-prob per example; no second column
+                chosen = example_logprobs(self.reference_for(self.sft), self.train_pairs,
+                                          self.recipe.preferences.append_eos, self.runtime)
+                rejected = chosen.new_zeros(0)
+            else:
+                chosen, rejected = reference_logprobs(self.reference_for(self.sft), self.train_pairs,
+                                                      self.recipe.preferences.append_eos, self.runtime)
             save_file({"chosen": chosen.contiguous(), "rejected": rejected.contiguous()}, str(path))
             return chosen, rejected
 

@@ -176,10 +176,10 @@ CASES = [
     # ---- preference data files
     Case("data-missing", "data", "`preferences.source` file does not exist", "preferences.source: file not found: {tmp}/nope.jsonl",
          sets=["preferences.source={tmp}/nope.jsonl"]),
-    Case("data-folder", "data", "a folder as source", "preferences.source: {tmp}/data is a folder, not a file",
+    Case("data-folder", "data", "a folder as source", "preferences.source: {tmp}/data is a folder but not one written by datasets' save_to_disk",
          files={"data/.keep": ""}, sets=["preferences.source={tmp}/data"]),
-    Case("data-suffix", "data", "unsupported suffix", "unsupported file type '.parquet' (use .jsonl, .json or .csv)",
-         files={"pairs.parquet": "x"}, sets=["preferences.source={tmp}/pairs.parquet"]),
+    Case("data-suffix", "data", "unsupported suffix", "unsupported file type '.xlsx' (use .jsonl, .json, .csv, .parquet, "
+         "a save_to_disk folder or hf:DATASET_ID)", files={"pairs.xlsx": "x"}, sets=["preferences.source={tmp}/pairs.xlsx"]),
     Case("data-empty", "data", "empty .jsonl", "{tmp}/pairs.jsonl: no preference pairs (empty data)",
          files={"pairs.jsonl": "\n"}, sets=[DATA]),
     Case("data-empty-csv", "data", "empty .csv", "{tmp}/pairs.csv: no preference pairs (empty data)",
