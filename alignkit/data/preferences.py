@@ -215,8 +215,8 @@ def read_preferences(cfg: PreferenceConfig, tokenizer: Optional[Callable[[], Any
     conversational = chat.conversational_rows(rows, origin)
     if conversational:
         rows = chat.render_rows(rows, origin, tokenizer)
-    rows = [{**row, "group": g} for row, g in zip(rows, prompt_groups(rows, origin))]
-    data = PreferenceData.from_records(rows, origin)
+    data = PreferenceData.from_records([{k: v for k, v in row.items() if k != "group"} for row in rows], origin)
+    data.group = prompt_groups(rows, origin)  # the split unit: the row's prompt, or its group column
     data.conversational = conversational
     usable = [i for i in range(len(data)) if data.chosen[i] != data.rejected[i]]
     if not usable:

@@ -63,6 +63,11 @@ def prompt_groups(rows: list[dict], origin: str) -> list[int]:
     that every row of one prompt lands on one side of the train/held-out split. A prompt in two groups is an
     error (it would be trained on and held out). Integer groups are kept; other values are numbered."""
     has_group = "group" in rows[0]
+    for i, row in enumerate(rows):
+        value = row.get("group")
+        if has_group and (isinstance(value, bool) or not isinstance(value, (int, str))):
+            raise DataError(f"{origin}: row {i}: column 'group' must be an integer or text naming the row's group, "
+                            f"got {_kind(value)}")
     key = lambda value: json.dumps(value, sort_keys=True, default=str)  # noqa: E731
     ids: dict[str, int] = {}
     groups = [ids.setdefault(key(row.get("group") if has_group else row.get("prompt")), len(ids)) for row in rows]
