@@ -27,7 +27,7 @@ from alignkit.config import ConfigError, apply_overrides, load_yaml_text, read_y
 from alignkit.errors import AlignkitError
 from alignkit.pipeline import adopt_recipe, method_needs, reevaluate, run_recipe
 from alignkit.records import SHARED, check_shared
-from alignkit.recipe import BUNDLED, Recipe, bundled_recipe, recipe_from_data, resolve_recipe_path
+from alignkit.recipe import BUNDLED, Recipe, bundled_recipe, default_task_problem, recipe_from_data, resolve_recipe_path
 from alignkit.registry import METHODS, load_plugins
 from alignkit.report import build_report
 from alignkit.reuse import RunDecision, run_decision
@@ -199,6 +199,9 @@ def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: 
         entry.raw["name"] = entry.label
         entry.recipe = recipe_from_data(entry.raw, f"compare entry {entry.label}", Path.cwd())
     check_shared([(e.label, *resolved_recipe(e.recipe)) for e in entries])
+    problem = default_task_problem(entries[0].recipe)  # every entry shares the task, pairs and judge
+    if problem:
+        raise AlignkitError(f"compare: {problem}")
     return ComparisonPlan(name, entries, Path(out or Path("runs") / name), list(sys.argv))
 
 

@@ -31,6 +31,7 @@ from alignkit import __version__
 from alignkit.checkpoint import Checkpointer, nonfinite_modules, numerical_error
 from alignkit.config import apply_overrides, to_dict
 from alignkit.context import Budget, RunContext
+from alignkit.data.pairs_task import completions_per_prompt
 from alignkit.errors import AlignkitError
 from alignkit.eval.evaluator import TRAJECTORY_KEYS, evaluate_at
 from alignkit.eval.judges import is_pairwise
@@ -38,13 +39,14 @@ from alignkit.eval.plots import plot_run
 from alignkit.memory import PeakMemory, process_peak_mb
 from alignkit.models.policy import Policy
 from alignkit.models.scalar_head import META_FILE as SCALAR_META
-from alignkit.recipe import Recipe, method_needs, recipe_from_data, self_judging
+from alignkit.recipe import Recipe, default_task_problem, method_needs, recipe_from_data, self_judging
 from alignkit.registry import METHODS
 from alignkit.reuse import run_state, training_identity  # noqa: F401 (re-exported: what compare reuses)
 from alignkit.rundir import RUN_MARKER, check_run_name, claim_run_dir, read_manifest
 from alignkit.runfolder import folder_checksums, model_problem, read_run
 from alignkit.runlog import MetricsLog, WriteError, append_jsonl, atomic_dir, read_jsonl, write_json, write_jsonl
 from alignkit.runtime import Runtime, start
+from alignkit.trajectory import TrajectoryRecorder
 from alignkit.workspace import Workspace
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "scikit-learn")
@@ -102,6 +104,7 @@ class Run:
         # the run's context, built once here and passed to everything that trains (alignkit.context)
         self.ctx = RunContext(runtime, log, Budget(), self.checkpointer)
         self.ws = Workspace(recipe, self.ctx, self.run_dir, cache_dir)
+        self.ctx.trace = TrajectoryRecorder(self.ws).hook  # checkpoints evaluated every eval.every_steps
         self.manifest = {"alignkit_run": 1, "name": recipe.name, "method": recipe.method, "seed": recipe.seed,
                          "train_seed": self.ws.train_seed, "recipe": to_dict(recipe),
                          "versions": package_versions(), "argv": sys.argv, "device": str(self.ws.device),
@@ -221,7 +224,7 @@ def evaluate_artifact(ws: Workspace, artifact, *, close_trajectory: bool = True)
                 append_jsonl(ws.run_dir / "eval" / "trajectory.jsonl",
                              {"step": steps, **{k: rows[0][k] for k in TRAJECTORY_KEYS}})
             else:
-                ws.record_trajectory_point(artifact, steps)
+                TrajectoryRecorder(ws).record(artifact, steps)
     agreement = ws.judge_agreement()  # once per run: how far the judge itself can be trusted
     summary = {"method": recipe.method, "name": recipe.name, **rows[0], "judge": cfg.judge,
                "judge_kind": "pairwise" if is_pairwise(ws.judge) else "score",
@@ -236,8 +239,10 @@ def training_data(ws: Workspace) -> dict:
     if not ws.has_pairs:
         return {}
     train, heldout = ws.train_pairs, ws.heldout_pairs
-    return {"train_pairs": len(train), "train_prompts": len(set(train.group)),
-            "heldout_pairs": len(heldout), "heldout_prompts": len(set(heldout.group))}
+    return {"train_pairs": len(train), "train_prompts": len(set(train.prompts)),
+            "heldout_pairs": len(heldout), "heldout_prompts": len(set(heldout.prompts)),
+            "completions_per_prompt": completions_per_prompt(ws.preferences),
+            **({"unpaired": True} if getattr(train, "unpaired", False) else {})}
 
 
 def write_outputs(run_dir: Path, summary: dict, samples: dict[float, list[dict]]) -> None:
@@ -258,6 +263,9 @@ def run_recipe(recipe: Recipe, run_dir: Path, *, overwrite: bool = False, cache_
     claims and writes the run directory; the others follow its decision in a scratch folder. ``runtime``: one
     to reuse when it has the recipe's device and precision (a comparison's runs share one)."""
     check_run_name(recipe.name)
+    problem = default_task_problem(recipe)
+    if problem:
+        raise AlignkitError(problem)
     run_dir = Path(run_dir)
     runtime = start(recipe.device, recipe.precision, reuse=runtime)
     if not runtime.is_main:

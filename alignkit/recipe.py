@@ -17,13 +17,14 @@ from alignkit.artifacts import Artifact, as_artifacts
 from alignkit.cache import default_cache_dir
 from alignkit.config import ConfigError, apply_overrides, build, option, read_yaml, to_dict
 from alignkit.data.preferences import PreferenceConfig, check_heldout, preference_notices, read_preferences
+from alignkit.data.pairs_task import read_prompt_set
 from alignkit.data.task import TaskConfig
 from alignkit.errors import AlignkitError, DataError, UnknownNameError, warn
 from alignkit.eval.evaluator import EvalConfig
 from alignkit.models.config import ModelConfig, local_tokenizer_folder
 from alignkit.runtime import device_problem
 from alignkit.models.loading import load_tokenizer
-from alignkit.registry import METHODS, REWARDS, load_plugins
+from alignkit.registry import DATASETS, METHODS, REWARDS, load_plugins
 
 
 @dataclass
@@ -206,11 +207,22 @@ def self_judging(recipe: Recipe) -> str | None:
 
 
 def check_preference_file(recipe: Recipe, source: str) -> None:
-    """Read a file of preference pairs once at load, so a bad file fails before anything is written:
-    its shape and every row (see :func:`~alignkit.data.preferences.read_preferences`), whether the held-out
-    split leaves pairs to train on, and notices about dropped pairs and prompts cut to the context."""
+    """Read the user's preference data (a file, a saved folder or a Hub dataset) once at load, so bad data
+    fails in seconds, before the policy loads or anything is written: its shape and every row (see
+    :func:`~alignkit.data.preferences.read_preferences`), whether the held-out split leaves pairs to train on,
+    whether the method can learn from its kind (paired or unpaired), the task made of it and its evaluation
+    prompts (see :func:`check_task_data`), and notices about dropped pairs and prompts cut to the context."""
     cfg = recipe.preferences
-    if not cfg.is_file:
+    if not cfg.is_user_data:
+        if DATASETS.entry(recipe.task.dataset).meta.get("from_pairs"):
+            raise ConfigError(f"{source}: task.dataset: {recipe.task.dataset} takes its prompts from your preference "
+                              f"data, but preferences.source is generated (sampled from the task's prompts): set "
+                              f"preferences.source to your data")
+        if recipe.eval.prompts:
+            try:
+                read_prompt_set(recipe.eval.prompts, conversational=False)
+            except DataError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
         return
     try:
         pairs = read_preferences(cfg)
@@ -219,9 +231,58 @@ def check_preference_file(recipe: Recipe, source: str) -> None:
     problem = check_heldout(cfg, pairs.data)
     if problem:
         raise ConfigError(f"{source}: preferences.heldout_fraction: {problem}")
+    entry = METHODS.entry(recipe.method)
+    needs = entry.meta.get("needs", ())
+    needs = needs(recipe.method_config(recipe.method)) if callable(needs) else needs
+    if getattr(pairs.data, "unpaired", False) and not entry.meta.get("takes_unpaired") and \
+            any(Artifact(n) in PAIRED for n in needs):
+        raise ConfigError(f"{source}: preferences.source: {cfg.source}: the rows are unpaired (prompt, completion, "
+                          f"label), which only kto learns from; {recipe.method} needs pairs (prompt, chosen, rejected)")
+    check_task_data(recipe, source, pairs.data)
     for note in preference_notices(cfg, pairs, recipe.model.prompt_limit, _tokenizer_on_disk(recipe),
                                    recipe.model.name_or_path):
         warn(note)
+
+
+PAIRED = (Artifact.TRAIN_PAIRS, Artifact.REWARD_MODEL, Artifact.REWARD_MODEL_4BIT, Artifact.REFERENCE_LOGPS)
+
+
+def check_task_data(recipe: Recipe, source: str, data) -> None:
+    """A task made of the preference data needs held-out prompts to evaluate on (or ``eval.prompts``), and
+    ``eval.prompts`` must load and share no prompt with the training side of the split."""
+    from_pairs = DATASETS.entry(recipe.task.dataset).meta.get("from_pairs")
+    cfg, prompts = recipe.preferences, recipe.eval.prompts
+    if from_pairs and not prompts and cfg.heldout_fraction == 0:
+        raise ConfigError(f"{source}: preferences.heldout_fraction: task.dataset {recipe.task.dataset} evaluates on "
+                          f"the held-out prompts of your data, and 0 holds none out: set it above 0 or give "
+                          f"eval.prompts")
+    if not prompts:
+        return
+    try:
+        evaluation = read_prompt_set(prompts, conversational=data.conversational, split=cfg.split,
+                                     config=cfg.config, column=cfg.columns.get("prompt", "prompt"))
+    except DataError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    train, _ = data.split(cfg.heldout_fraction, recipe.seed)
+    shared = set(evaluation) & set(train.prompts)
+    if shared:
+        raise ConfigError(f"{source}: eval.prompts: {len(shared)} of its {len(evaluation)} prompts are also prompts "
+                          f"of the training pairs (e.g. {sorted(shared)[0][:60]!r}); evaluation prompts must be "
+                          f"unseen in training")
+
+
+def default_task_problem(recipe: Recipe) -> str | None:
+    """Why a run on the user's own data would silently evaluate the IMDb default instead (one line naming the
+    keys to set), or None: ``run`` and ``compare`` refuse before anything expensive."""
+    prefs, task = recipe.preferences, recipe.task.dataset
+    if prefs.is_user_data and task == "imdb":
+        return (f"preferences.source is your data ({prefs.source}), but task.dataset is still the IMDb default: set "
+                f"task.dataset=preferences (and eval.judge to a judge for your task)")
+    if DATASETS.entry(task).meta.get("from_pairs") and recipe.gold_reward == "imdb-sentiment" and \
+            recipe.eval.judge == "gold":
+        return (f"task.dataset is {task}, but gold_reward is still the IMDb default (imdb-sentiment) and eval.judge "
+                f"is gold: set eval.judge (or gold_reward) to a judge for your task")
+    return None
 
 
 def _tokenizer_on_disk(recipe: Recipe):

@@ -151,6 +151,7 @@ def register_model(name: str, **meta: Any) -> Callable:
 BUILTIN_MODULES = (
     "alignkit.losses",
     "alignkit.data.imdb",
+    "alignkit.data.pairs_task",
     "alignkit.models.builtin",
     "alignkit.rewards.builtin",
     "alignkit.rewards.hf_classifier",

@@ -97,6 +97,8 @@ def shared_facts(runs: list[RunRecord]) -> dict:
             facts["judge_pairwise"] = True
         if run.summary.get("self_judged"):
             facts.setdefault("self_judged", []).append(run.label)
+        if run.summary.get("n_samples") is not None:
+            facts["eval_prompts"] = run.summary["n_samples"]
         rm = run.manifest.get("reward_model")
         if rm:
             facts["reward_model"] = {k: rm.get(k) for k in ("heldout_pairwise_accuracy", "n_heldout_pairs",
@@ -163,7 +165,9 @@ def _shared_lines(shared: dict) -> list[str]:
     ev, prefs = shared["eval"], shared["preferences"]
     lines = [f"- Starting policy and KL reference: `{shared['model']}`; task `{shared['task']}`; shared seed "
              f"{shared['seed']}.",
-             f"- Evaluation: {ev['n_prompts']} held-out prompts, {ev['max_new_tokens']} new tokens, top_p "
+             f"- Evaluation: {shared.get('eval_prompts', ev['n_prompts'])} "
+             f"{'prompts from ' + repr(ev['prompts']) if ev.get('prompts') else 'held-out prompts'}, "
+             f"{ev['max_new_tokens']} new tokens, top_p "
              f"{ev['top_p']}, temperatures {[ev['temperature'], *ev['temperatures']]}; the reference's samples "
              f"are drawn once per temperature and shared.",
              f"- Gold judge: `{shared['gold_reward']}`" + (
@@ -172,8 +176,11 @@ def _shared_lines(shared: dict) -> list[str]:
              f"- Win rates are decided by `{ev['judge']}`" + _agreement(shared)]
     if shared.get("pairs"):
         p = shared["pairs"]
-        lines.append(f"- Preference pairs ({prefs['source']}, {prefs['completions_per_prompt']} completions per "
-                     f"prompt): every method that learns from pairs (reward model, DPO family, KTO, "
+        per_prompt = p.get("completions_per_prompt", prefs["completions_per_prompt"] if prefs["source"] == "generated"
+                           else None)  # runs recorded before the count was: the recipe's K holds for generated pairs
+        counted = f", {per_prompt} completions per prompt" if per_prompt is not None else ""
+        lines.append(f"- Preference pairs ({prefs['source']}{counted}): every method that learns from pairs "
+                     f"(reward model, DPO family, KTO, "
                      f"Preferred-FT, Unlikelihood) trained on the same {p['train_pairs']} pairs from {p['train_prompts']} prompts; "
                      f"{p['heldout_pairs']} pairs from {p['heldout_prompts']} prompts were held out from all of them.")
     if shared.get("reward_model"):

@@ -39,7 +39,8 @@ def training_identity(recipe: dict) -> dict:
     identity["method_config"] = ({k: v for k, v in method_config.items()
                                   if k not in SAME_UPDATE and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
                                  if isinstance(method_config, dict) else method_config)
-    identity["eval"] = {k: v for k, v in recipe["eval"].items() if k not in EVAL_ONLY}
+    identity["eval"] = {k: v for k, v in recipe["eval"].items()
+                        if k not in EVAL_ONLY and not (k == "prompts" and not v)}  # eval.prompts: added later
     return identity
 
 

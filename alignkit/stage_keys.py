@@ -11,14 +11,15 @@ evaluation sampling, temperature, seed)."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
 from alignkit.config import fingerprint
 from alignkit.data.preferences import GENERATION_VERSION
+from alignkit.data.sources import source_digest
 from alignkit.models.config import ModelConfig, local_tokenizer_folder
 from alignkit.recipe import Recipe
+from alignkit.registry import DATASETS
 
 JUDGE_SPLIT_JUDGE = "heldout-reward-model"  # the judge that trains on a split of the pairs of its own
 JUDGE_SPLIT_SEED = 104729  # added to the shared seed: the judge split is drawn apart from the train/held-out one
@@ -73,16 +74,21 @@ class StageKeys:
         """Everything that decides which pairs are generated or read (not how they are split or tokenized)."""
         cfg = self.recipe.preferences
         deciding = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("heldout_fraction", "append_eos")}
+        if not cfg.config:
+            deciding.pop("config")  # keys of data without a config name stay as they were
         source, template = cfg.source, ()
-        if source != "generated" and Path(source).is_file():
-            source = hashlib.sha256(Path(source).read_bytes()).hexdigest()  # the file's content, not its name
+        digest = source_digest(source) if cfg.is_file else None
+        if digest is not None:
+            source = digest  # the file's (or saved folder's) content, not its name
             template = chat_template_text(self.recipe.model, self.cache_dir)  # conversational rows render with it
         return fingerprint(self.recipe.model, self.recipe.task, *self.gold_identity(), deciding, source,
                            self.seed, GENERATION_VERSION, *template)
 
     def split_key(self) -> str:
         judge = ("judge-split", self.recipe.eval.judge_fraction) if self.judge_split else ()  # others: as they were
-        return fingerprint(self.pairs_key(), self.recipe.preferences.heldout_fraction, *judge)
+        # the user's data is split by prompt (or its group column) since split-2; generated pairs always were
+        version = ("split-2",) if self.recipe.preferences.is_user_data else ()
+        return fingerprint(self.pairs_key(), self.recipe.preferences.heldout_fraction, *judge, *version)
 
     def reward_model_key(self, *tag: str) -> str:
         precision = () if self.recipe.precision == "fp32" else (self.recipe.precision,)  # fp32 keys stay as they were
@@ -100,4 +106,16 @@ class StageKeys:
     def reference_samples_key(self, temperature: float) -> str:
         cfg = self.recipe.eval
         return fingerprint(self.recipe.model, self.recipe.task, *self.gold_identity(), cfg.n_prompts, cfg.top_p,
-                           cfg.max_new_tokens, float(temperature), self.seed, GENERATION_VERSION)
+                           cfg.max_new_tokens, float(temperature), self.seed, GENERATION_VERSION,
+                           *self.eval_prompts_identity())
+
+    def eval_prompts_identity(self) -> tuple:
+        """What decides the evaluation prompts beyond the task's settings: ``eval.prompts`` (its content) and,
+        for a task made of the preference data, the data's split; empty for the IMDb task (keys as they were)."""
+        cfg, parts = self.recipe.eval, []
+        if cfg.prompts:
+            parts += ["eval-prompts", source_digest(cfg.prompts) or cfg.prompts, *chat_template_text(
+                self.recipe.model, self.cache_dir)]
+        elif DATASETS.entry(self.recipe.task.dataset).meta.get("from_pairs"):
+            parts += ["pairs-prompts", self.split_key()]
+        return tuple(parts)

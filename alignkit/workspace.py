@@ -19,18 +19,20 @@ from alignkit.artifacts import Artifact, RewardSettings, reward_needs
 from alignkit.cache import CacheEntry, default_cache_dir
 from alignkit.context import Budget, RunContext
 from alignkit.data.preferences import PreferenceData, generate_preferences, load_preferences
-from alignkit.data.task import Task
+from alignkit.data.pairs_task import read_prompt_set
+from alignkit.data.task import Task, sample_prompts
+from alignkit.data.unpaired import UnpairedData
 from alignkit.errors import AlignkitError, DataError
-from alignkit.eval.evaluator import ReferenceSamples, score_texts, trajectory_point
+from alignkit.eval.evaluator import ReferenceSamples, score_texts
 from alignkit.eval.judges import judge_agreement
 from alignkit.models.loading import load_tokenizer, resolve_model_path
-from alignkit.models.pairs import reference_logprobs
+from alignkit.models.pairs import example_logprobs, reference_logprobs
 from alignkit.models.policy import Policy, Reference
 from alignkit.models.scalar_head import ScalarModel, Scorer
-from alignkit.recipe import Recipe
+from alignkit.recipe import Recipe, method_needs
 from alignkit.registry import DATASETS, METHODS, REWARDS
 from alignkit.rundir import read_manifest
-from alignkit.runlog import MetricsLog, append_jsonl, read_jsonl, write_json, write_jsonl
+from alignkit.runlog import MetricsLog, read_jsonl, write_json, write_jsonl
 from alignkit.runtime import Runtime, start
 from alignkit.stage_keys import JUDGE_SPLIT_JUDGE, JUDGE_SPLIT_SEED, StageKeys
 
@@ -52,12 +54,10 @@ class Workspace:
         self.keys = StageKeys(recipe, self.cache_dir)
         self.seed = recipe.seed  # shared stages
         self.train_seed = recipe.seed if recipe.train_seed is None else recipe.train_seed  # this run only
-        self.trained_steps = 0  # the last step a training loop reported to its trajectory hook
+        self.trained_steps = 0  # the last step a training loop reported to its trajectory hook (alignkit.trajectory)
         self.artifact_keys: dict[str, str] = {}
         self.gold_meta: dict | None = None  # the gold reward's own record (e.g. held-out accuracy)
         self.reward_model_summary: dict | None = None  # held-out evaluation of the learned reward model
-        if ctx.trace is None and recipe.eval.every_steps and self.run_dir is not None:
-            ctx.trace = self.trajectory_hook
 
     @classmethod
     def for_recipe(cls, recipe: Recipe, run_dir: Path | None = None, *, cache_dir: Path | None = None,
@@ -103,7 +103,17 @@ class Workspace:
 
     @cached_property
     def task(self) -> Task:
-        return DATASETS.get(self.recipe.task.dataset)(self.recipe.task)
+        """The task: a registered dataset, or (``task.dataset: preferences``) the preference data's own prompts,
+        split as the pairs are."""
+        entry = DATASETS.entry(self.recipe.task.dataset)
+        if entry.meta.get("from_pairs"):
+            return entry.obj(self.recipe.task, self.train_pairs, self.heldout_pairs)
+        return entry.obj(self.recipe.task)
+
+    def tokenizer_loader(self):
+        """``() -> tokenizer`` of the policy, loaded only when called (conversational data renders with it)."""
+        model = self.recipe.model
+        return lambda: load_tokenizer(resolve_model_path(model.name_or_path, self.cache_dir, self.runtime), model)
 
     def load_policy(self) -> Policy:
         """A fresh, trainable copy of the starting (SFT) policy."""
@@ -123,13 +133,22 @@ class Workspace:
         return Reference(policy, None if policy.is_adapter else self.sft.model)
 
     def prompts(self, split: str, n: int) -> list[str]:
-        """2-8 token prefixes of ``n`` texts of a split (``train`` or ``heldout``), fixed by the seed."""
-        return self.task.prompts(self.sft.tokenizer, split, n, self.recipe.task, seed=self.seed)
+        """``n`` prompts of a split (``train`` or ``heldout``), fixed by the seed: the task's whole prompts
+        (``task.dataset: preferences``) or 2-8 token prefixes of its texts (IMDb)."""
+        tokenizer = None if self.task.train_prompts is not None else self.sft.tokenizer
+        return self.task.prompts(tokenizer, split, n, self.recipe.task, seed=self.seed)
 
     @cached_property
     def eval_prompts(self) -> list[str]:
-        """The held-out prompts every method is evaluated on."""
-        return self.prompts("heldout", self.recipe.eval.n_prompts)
+        """The prompts every method is evaluated on: ``eval.prompts`` when set, else the task's held-out ones."""
+        cfg = self.recipe.eval
+        if not cfg.prompts:
+            return self.prompts("heldout", cfg.n_prompts)
+        prefs = self.recipe.preferences
+        conversational = prefs.is_user_data and self.preferences.conversational
+        prompts = read_prompt_set(cfg.prompts, conversational=conversational, tokenizer=self.tokenizer_loader()(),
+                                  split=prefs.split, config=prefs.config, column=prefs.columns.get("prompt", "prompt"))
+        return sample_prompts(prompts, cfg.n_prompts, self.seed, "eval")
 
     @cached_property
     def gold(self):
@@ -144,10 +163,12 @@ class Workspace:
 
     def judge_agreement(self) -> dict | None:
         """The judge's agreement with the held-out preference pairs (:func:`~alignkit.eval.judges.judge_agreement`)
-        when the pairs are at hand (this run read them, they come from a file, or they are in the cache)."""
-        cfg = self.recipe.preferences
-        if cfg.source == "generated" and not self.has_pairs and \
-                self.cache_entry("preferences", self.keys.pairs_key(), ".jsonl").problem():
+        when the run's method learns from the pairs, or they are the user's own data; never by loading generated
+        pairs a run does not use (that would make, say, an SFT run depend on them, and its summary on the
+        state of the cache)."""
+        cfg, recipe = self.recipe.preferences, self.recipe
+        learns = Artifact.TRAIN_PAIRS in method_needs(recipe.method, recipe.method_config(recipe.method))
+        if not (self.has_pairs or learns or cfg.is_user_data):
             return None
         return {"judge": self.recipe.eval.judge, **judge_agreement(self.judge, self.heldout_pairs, cfg.append_eos,
                                                                    score_texts, self.recipe.eval.agreement_pairs)}
@@ -167,10 +188,8 @@ class Workspace:
     def preferences(self) -> PreferenceData:
         """Preference pairs from a file/dataset, or sampled from the SFT policy and gold-labelled (cached)."""
         cfg = self.recipe.preferences
-        if cfg.source != "generated":
-            model = self.recipe.model  # conversational rows are rendered with the policy's own chat template
-            return load_preferences(cfg, lambda: load_tokenizer(resolve_model_path(model.name_or_path, self.cache_dir,
-                                                                                   self.runtime), model))
+        if cfg.is_user_data:  # conversational rows are rendered with the policy's own chat template
+            return load_preferences(cfg, self.tokenizer_loader())
         key = self.keys.pairs_key()
         self.artifact_keys["preferences"] = key
 
@@ -325,8 +344,13 @@ class Workspace:
         self.artifact_keys["reference_logps"] = key
 
         def build(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-            chosen, rejected = reference_logprobs(self.reference_for(self.sft), self.train_pairs,
-                                                  self.recipe.preferences.append_eos, self.runtime)
+            if isinstance(self.train_pairs, UnpairedData):  # one log-prob per example; no second column
+                chosen = example_logprobs(self.reference_for(self.sft), self.train_pairs,
+                                          self.recipe.preferences.append_eos, self.runtime)
+                rejected = chosen.new_zeros(0)
+            else:
+                chosen, rejected = reference_logprobs(self.reference_for(self.sft), self.train_pairs,
+                                                      self.recipe.preferences.append_eos, self.runtime)
             save_file({"chosen": chosen.contiguous(), "rejected": rejected.contiguous()}, str(path))
             return chosen, rejected
 
@@ -356,32 +380,3 @@ class Workspace:
 
         entry = self.cache_entry("reference_samples", key, ".jsonl")
         return entry.fetch(build, lambda path: ReferenceSamples.from_records(read_jsonl(path)), self.runtime)
-
-    # ---------------------------------------------------------------------------------------------
-    # trajectories
-
-    def trajectory_hook(self, policy: Policy):
-        """``on_step(step)`` for a training loop: every ``eval.every_steps`` optimiser steps (PPO:
-        iterations), evaluate the policy on the first ``eval.trajectory_prompts`` evaluation prompts and
-        append the point to ``eval/trajectory.jsonl``. None when trajectories are off."""
-        every = self.recipe.eval.every_steps
-        if not every or self.run_dir is None:
-            return None
-
-        def on_step(step: int) -> None:
-            self.trained_steps = step  # in the loop's own unit (PPO: iterations), for the closing point
-            if step % every == 0:
-                self.record_trajectory_point(policy, step)
-
-        return on_step
-
-    def record_trajectory_point(self, policy: Policy, step: int) -> dict:
-        """Evaluate ``policy`` as it is now on the trajectory prompts, without disturbing training's RNG."""
-        cfg = self.recipe.eval
-        reference = self.reference_samples(cfg.temperature).head(cfg.trajectory_prompts)
-        devices = [policy.device] if policy.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            point = trajectory_point(policy, self.reference_for(policy), reference, self.gold, cfg,
-                                     seed=self.train_seed, step=step, runtime=self.runtime)
-        append_jsonl(self.run_dir / "eval" / "trajectory.jsonl", point)
-        return point

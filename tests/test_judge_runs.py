@@ -157,7 +157,7 @@ def test_agreement_is_recorded_and_a_pairwise_judge_decides_win_rates(tmp_path, 
 
 def test_the_report_says_self_judged_entries_were_graded_by_their_own_objective():
     shared = {"self_judged": ["ppo"], "reward_model": {"heldout_pairwise_accuracy": 0.7}}
-    index = {"entries": [{"label": "ppo", "converged": "yes", "train_seed": 0, "budget": {"steps": 3}}]}
+    index = {"entries": [{"label": "ppo", "convergence": {"label": "converged"}, "train_seed": 0, "budget": {"steps": 3}}]}
     lines = _caveats([], pd.DataFrame({"kl_kind": ["exact"]}), shared, index)
     text = "\n".join(lines)
     assert "Self-judged (eval.allow_self_judging: true): ppo were judged by the very reward model" in text

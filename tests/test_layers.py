@@ -20,7 +20,7 @@ LAYERS = [
     ("comparison", ["alignkit.compare"]),
     ("runs and reports", ["alignkit.pipeline", "alignkit.report", "alignkit.reuse"]),
     ("methods and judges", ["alignkit.methods", "alignkit.rewards"]),
-    ("workspace", ["alignkit.workspace"]),
+    ("workspace", ["alignkit.trajectory", "alignkit.workspace"]),
     ("run folders and keys", ["alignkit.stage_keys", "alignkit.records", "alignkit.verdicts", "alignkit.rundir", "alignkit.runfolder"]),
     ("recipe", ["alignkit.recipe"]),
     ("evaluation", ["alignkit.eval"]),

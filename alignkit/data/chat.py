@@ -188,3 +188,16 @@ def render_rows(rows: list[dict], origin: str, tokenizer: Optional[Callable[[], 
 
 def _stand_in(messages: list[dict]) -> str:
     return json.dumps(messages, ensure_ascii=False, sort_keys=True)
+
+
+def render_prompt(messages: Any, tokenizer, where: str) -> str:
+    """A prompt on its own (an evaluation prompt), rendered exactly as a pair's prompt is: the template applied
+    with the assistant's generation header. Without ``tokenizer`` the checked messages' stand-in."""
+    if not isinstance(messages, list) or not messages:
+        raise DataError(f"{where}: expected a non-empty list of messages, got {_kind(messages)}")
+    for n, message in enumerate(messages):
+        _check_message(message, f"{where}: message {n}")
+    if tokenizer is None:
+        return _stand_in(messages)
+    require_chat_template(tokenizer, where)
+    return _apply(tokenizer, [dict(m) for m in messages], where, add_generation_prompt=True)

@@ -40,15 +40,29 @@ class Task:
     heldout_texts: list[str]
     train_labels: Optional[list[int]] = None
     heldout_labels: Optional[list[int]] = None
+    # whole prompts of each split (a task made of the user's data): taken as they are, never cut to a prefix
+    train_prompts: Optional[list[str]] = None
+    heldout_prompts: Optional[list[str]] = None
 
     def prompts(self, tokenizer, split: str, n: int, cfg: TaskConfig, seed: int) -> list[str]:
-        """The first 2-8 tokens (by the policy's tokenizer) of ``n`` texts of a split, as in the DPO paper."""
+        """``n`` prompts of a split: the task's own whole prompts when it has them, else the first
+        ``prompt_min_tokens``-``prompt_max_tokens`` tokens (by the policy's tokenizer) of its texts, as in the
+        DPO paper."""
+        whole = self.train_prompts if split == "train" else self.heldout_prompts
+        if whole is not None:
+            return sample_prompts(whole, n, seed, split)
         texts = self.train_texts if split == "train" else self.heldout_texts
         rng = random.Random(f"{seed}-{split}")
         chosen = texts if n >= len(texts) else rng.sample(texts, n)
         lengths = [rng.randint(cfg.prompt_min_tokens, cfg.prompt_max_tokens) for _ in chosen]
         ids = tokenizer([t[:200] for t in chosen], add_special_tokens=False)["input_ids"]
         return [tokenizer.decode(row[:k]) for row, k in zip(ids, lengths)]
+
+
+def sample_prompts(prompts: list[str], n: int, seed: int, split: str) -> list[str]:
+    """The distinct ``prompts`` in their order, or ``n`` of them drawn with the seed when there are more."""
+    distinct = list(dict.fromkeys(prompts))
+    return distinct if n >= len(distinct) else random.Random(f"{seed}-{split}").sample(distinct, n)
 
 
 def split_indices(n: int, heldout_fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -34,6 +34,9 @@ class EvalConfig:
     """How policies are evaluated: the same prompts, sampling settings and judge for every method."""
 
     n_prompts: int = option(256, "held-out prompts to sample", ge=1)
+    prompts: str = option("", "a separate evaluation prompt set: a .txt file (one prompt per line), or a file, "
+                              "save_to_disk folder or hf:ID of prompts or of pairs whose prompts are used "
+                              "(default: the task's held-out prompts)")
     temperature: float = option(1.0, "primary sampling temperature (summary, frontier); 0 = greedy (no KL)", ge=0)
     temperatures: list[float] = option([], "further temperatures for win rate vs temperature, e.g. [0, 0.5, 1.5]")
     top_p: float = option(1.0, "nucleus sampling mass (KL is then taken between the truncated distributions)",

@@ -1,5 +1,6 @@
-"""KTO as a method: the shared preference pairs unpaired into desirable (chosen) and undesirable (rejected)
-completions, trained with the KTO loss against the SFT reference.
+"""KTO as a method: unpaired data (trl's prompt/completion/label rows) as given, or the shared preference
+pairs unpaired into desirable (chosen) and undesirable (rejected) completions, trained with the KTO loss
+against the SFT reference.
 
 Unpairing is trl's ``unpair_preference_dataset``: every pair gives one desirable and one undesirable
 example, so KTO sees exactly the completions DPO sees. With K ranked completions per prompt, a middle-ranked
@@ -17,6 +18,7 @@ import torch
 
 from alignkit.artifacts import Artifact
 from alignkit.config import option
+from alignkit.data.unpaired import UnpairedData
 from alignkit.losses.kto import kl_reference_point, kto_loss
 from alignkit.registry import register_method
 from alignkit.training import TrainingConfig, batch_indices, fit
@@ -36,8 +38,11 @@ class KTOConfig(TrainingConfig):
 
 
 def unpaired_examples(data, append_eos: bool) -> tuple[list[str], list[str], list[bool], list[bool]]:
-    """Prompts, completions, desirable flags and EOS flags: pair i becomes examples 2i (chosen, desirable)
-    and 2i+1 (rejected, undesirable)."""
+    """Prompts, completions, desirable flags and EOS flags: unpaired data (prompt, completion, label) as given;
+    pair i becomes examples 2i (chosen, desirable) and 2i+1 (rejected, undesirable)."""
+    if isinstance(data, UnpairedData):
+        return list(data.prompts), list(data.completions), list(data.desirable), data.eos_flags(range(len(data)),
+                                                                                                append_eos)
     chosen_eos, rejected_eos = data.eos_flags(range(len(data)), append_eos)
     prompts, completions, desirable, eos = [], [], [], []
     for i in range(len(data)):
@@ -48,12 +53,15 @@ def unpaired_examples(data, append_eos: bool) -> tuple[list[str], list[str], lis
     return prompts, completions, desirable, eos
 
 
-@register_method("kto", config=KTOConfig, needs=(Artifact.TRAIN_PAIRS, Artifact.REFERENCE_LOGPS))
+@register_method("kto", config=KTOConfig, needs=(Artifact.TRAIN_PAIRS, Artifact.REFERENCE_LOGPS), takes_unpaired=True)
 def train_kto(ws: Workspace, cfg: KTOConfig):
     """KTO (Ethayarajh et al. 2024): desirable/undesirable completions from the same pairs, no pairing."""
     prompts, completions, desirable, eos = unpaired_examples(ws.train_pairs, ws.recipe.preferences.append_eos)
     ref_chosen, ref_rejected = ws.reference_logps
-    reference_logps = torch.stack([ref_chosen, ref_rejected], dim=1).reshape(-1)  # example order: 2i, 2i+1
+    if isinstance(ws.train_pairs, UnpairedData):  # one reference log-prob per example, in the data's order
+        reference_logps = ref_chosen
+    else:
+        reference_logps = torch.stack([ref_chosen, ref_rejected], dim=1).reshape(-1)  # example order: 2i, 2i+1
     policy = ws.load_policy()
     reference = ws.reference_for(policy)
     labels = torch.tensor(desirable)

@@ -27,3 +27,17 @@ def reference_logprobs(reference, data, append_eos: bool, runtime: Runtime, batc
 
     parts = runtime.map_chunks(score, range(0, len(data), batch_size))
     return torch.cat([c for c, _ in parts]), torch.cat([r for _, r in parts])
+
+
+@torch.no_grad()
+def example_logprobs(reference, data, append_eos: bool, runtime: Runtime, batch_size: int = 64) -> torch.Tensor:
+    """Summed reference log-probs of every completion of unpaired data (prompt, completion, label) [N]."""
+    eos = data.eos_flags(range(len(data)), append_eos)
+
+    def score(_, start: int):
+        index = list(range(start, min(start + batch_size, len(data))))
+        batch = reference.policy.encode([data.prompts[i] for i in index], [data.completions[i] for i in index],
+                                        [eos[i] for i in index])
+        return reference.sequence_logprobs(batch).cpu()
+
+    return torch.cat(runtime.map_chunks(score, range(0, len(data), batch_size)))

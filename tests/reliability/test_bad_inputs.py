@@ -176,10 +176,10 @@ CASES = [
     # ---- preference data files
     Case("data-missing", "data", "`preferences.source` file does not exist", "preferences.source: file not found: {tmp}/nope.jsonl",
          sets=["preferences.source={tmp}/nope.jsonl"]),
-    Case("data-folder", "data", "a folder as source", "preferences.source: {tmp}/data is a folder, not a file",
+    Case("data-folder", "data", "a folder as source", "preferences.source: {tmp}/data is a folder but not one written by datasets' save_to_disk",
          files={"data/.keep": ""}, sets=["preferences.source={tmp}/data"]),
-    Case("data-suffix", "data", "unsupported suffix", "unsupported file type '.parquet' (use .jsonl, .json or .csv)",
-         files={"pairs.parquet": "x"}, sets=["preferences.source={tmp}/pairs.parquet"]),
+    Case("data-suffix", "data", "unsupported suffix", "unsupported file type '.xlsx' (use .jsonl, .json, .csv, .parquet, "
+         "a save_to_disk folder or hf:DATASET_ID)", files={"pairs.xlsx": "x"}, sets=["preferences.source={tmp}/pairs.xlsx"]),
     Case("data-empty", "data", "empty .jsonl", "{tmp}/pairs.jsonl: no preference pairs (empty data)",
          files={"pairs.jsonl": "\n"}, sets=[DATA]),
     Case("data-empty-csv", "data", "empty .csv", "{tmp}/pairs.csv: no preference pairs (empty data)",
@@ -207,7 +207,8 @@ CASES = [
     Case("data-all-identical", "data", "every pair has chosen == rejected",
          "pairs.jsonl: all 2 pairs have chosen == rejected; there is no preference to learn",
          files={"pairs.jsonl": '{"prompt": "A", "chosen": " same", "rejected": " same"}\n' * 2}, sets=[DATA]),
-    Case("data-bad-group", "data", "a `group` column that is not an integer", "pairs.jsonl: the optional columns",
+    Case("data-bad-group", "data", "a `group` column that is neither an integer nor text",
+         "pairs.jsonl: row 0: column 'group' must be an integer or text naming the row's group, got list [1]",
          files={"pairs.jsonl": GOOD_ROW.replace("}", ', "group": [1]}')}, sets=[DATA]),
     Case("data-one-group", "data", "a single pair with a held-out fraction",
          "preferences.heldout_fraction: all 1 prompt group(s) of {tmp}/pairs.jsonl would be held out (0.1); at least 2 prompts", files={"pairs.jsonl": GOOD_ROW}, sets=[DATA]),
@@ -226,7 +227,8 @@ CASES = [
          "one kind", files={"pairs.jsonl": GOOD_ROW + CHAT_ROW}, sets=[DATA]),
     Case("data-chat-no-template", "data", "conversational rows for a model whose tokenizer has no chat template",
          "tokenizer has no chat_template; use a model whose tokenizer has a chat_template (an instruct model), "
-         "or give prompt, chosen and rejected as plain text", files={"pairs.jsonl": CHAT_ROW * 2}, sets=[DATA]),
+         "or give prompt, chosen and rejected as plain text",
+         files={"pairs.jsonl": CHAT_ROW + CHAT_ROW.replace("The film?", "The cast?")}, sets=[DATA]),
     # ---- plugins
     Case("plugin-missing-file", "plugins", "`--plugins` file does not exist", "plugins: plugin file not found: {tmp}/nope.py",
          args=["--plugins", "{tmp}/nope.py"]),
