@@ -118,10 +118,15 @@ def parse_entry(spec: str, dataset: str = DEFAULT_TASK) -> tuple[str, dict]:
     return label or (base if named else str(raw.get("name") or Path(base).stem)), raw
 
 
+# sections of shared stages: they reach every entry (each entry that uses the stage reads them; it is one stage)
+SHARED_STAGE_SECTIONS = ("reward_model",)
+
+
 def _scoped(key: str, method: str) -> bool:
-    """A dotted key whose first part is a method's section applies only to that method's entries."""
+    """A dotted key whose first part is a method's section applies only to that method's entries; a shared
+    stage's section (``reward_model``) and every other key apply to all entries."""
     head = key.split(".", 1)[0]
-    return head not in METHODS or head == method
+    return head not in METHODS or head == method or head in SHARED_STAGE_SECTIONS
 
 
 def _sweep_values(spec: str) -> tuple[str, list]:

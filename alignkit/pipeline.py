@@ -10,6 +10,7 @@ training budget; the measured cost, wall time and memory, is in the manifest), `
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 
 from alignkit import __version__
 from alignkit.checkpoint import Checkpointer, nonfinite_modules, numerical_error
-from alignkit.config import apply_overrides, to_dict
+from alignkit.config import apply_overrides, first_difference, to_dict
 from alignkit.context import Budget, RunContext
 from alignkit.data.pairs_task import completions_per_prompt
 from alignkit.errors import AlignkitError
@@ -42,7 +43,7 @@ from alignkit.models.scalar_head import META_FILE as SCALAR_META
 from alignkit.recipe import Recipe, default_task_problem, method_needs, recipe_from_data, self_judging
 from alignkit.registry import METHODS
 from alignkit.reuse import run_state, training_identity  # noqa: F401 (re-exported: what compare reuses)
-from alignkit.rundir import RUN_MARKER, check_run_name, claim_run_dir, read_manifest
+from alignkit.rundir import COMPARISON_MARKER, RUN_MARKER, check_run_name, claim_run_dir, read_manifest
 from alignkit.runfolder import folder_checksums, model_problem, read_run
 from alignkit.runlog import MetricsLog, WriteError, append_jsonl, atomic_dir, read_jsonl, write_json, write_jsonl
 from alignkit.runtime import Runtime, start
@@ -358,7 +359,40 @@ def reevaluate_run(run_dir: Path, overrides: list[str], plugins=()) -> dict:
     folder = read_run(run_dir, "rerun the run with --overwrite to train it again")
     folder.require_finished("eval")
     resolved = folder.manifest["recipe"]
-    raw = {k: v for k, v in resolved.items() if k != "methods"}  # method sections back at the top level
-    raw.update(resolved.get("methods", {}))
+    raw = copy.deepcopy({k: v for k, v in resolved.items() if k != "methods"})  # never the record itself
+    raw.update(copy.deepcopy(resolved.get("methods", {})))  # method sections back at the top level
     apply_overrides(raw, overrides)
-    return reevaluate(run_dir, recipe_from_data(raw, str(path), Path(run_dir), plugins))
+    recipe = recipe_from_data(raw, str(path), Path(run_dir), plugins)
+    check_evaluation_only(run_dir, resolved, to_dict(recipe), in_comparison=in_comparison_folder(run_dir))
+    return reevaluate(run_dir, recipe)
+
+
+def in_comparison_folder(run_dir: Path) -> bool:
+    """Whether ``run_dir`` is one of a comparison folder's runs (``DIR/runs/<label>``)."""
+    parent = Path(run_dir).resolve().parent
+    return parent.name == "runs" and ((parent.parent / COMPARISON_MARKER).is_file()
+                                      or (parent.parent / "compare.json").is_file())
+
+
+def check_evaluation_only(run_dir: Path, recorded: dict, wanted: dict, *, in_comparison: bool) -> None:
+    """``alignkit eval`` changes how a run is evaluated, never what it recorded about its training: a setting
+    outside ``eval`` (other than the device) is refused, and so is a changed ``eval`` section for a run of a
+    comparison, whose runs must share it (the comparison re-evaluates them all together)."""
+    training = {k: v for k, v in recorded.items() if k not in ("eval", "device", "plugins")}
+    found = first_difference(training, _keys_of(training, wanted))
+    if found:
+        key = found[0].removeprefix("methods.")
+        raise AlignkitError(f"eval: {key} is a training setting ({found[1]!r} -> {found[2]!r}); {run_dir} was trained "
+                            f"with the first, so eval takes evaluation settings only (eval.*): train a new run for it")
+    if in_comparison and first_difference(recorded["eval"], wanted["eval"]):
+        key, old, new = first_difference(recorded["eval"], wanted["eval"])
+        raise AlignkitError(f"eval: {run_dir} belongs to a comparison, whose runs share their evaluation (eval.{key}: "
+                            f"{old!r} -> {new!r}); re-evaluate them together with alignkit compare ... "
+                            f"--set eval.{key}=..., which retrains nothing (or copy the run out of the comparison)")
+
+
+def _keys_of(recorded: dict, wanted: dict) -> dict:
+    """``wanted`` cut to the keys ``recorded`` has, at every level: a key added to recipes after a run was
+    recorded is no change to it."""
+    return {k: _keys_of(v, wanted[k]) if isinstance(v, dict) and isinstance(wanted.get(k), dict) else wanted.get(k)
+            for k, v in recorded.items()}

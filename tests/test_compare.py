@@ -5,6 +5,8 @@ rebuilds identically from the run directories."""
 from __future__ import annotations
 
 import json
+import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from click.testing import CliRunner
 import alignkit.workspace as workspace
 from alignkit.cli import main
 from alignkit.compare import parse_entry, plan_comparison
-import math
+from alignkit.errors import ConfigError
 
 RECIPES = Path(__file__).resolve().parent.parent / "alignkit" / "recipes"
 FAST = ["eval.every_steps=2", "eval.temperatures=[0.0]", "eval.n_prompts=16", "dpo.max_steps=4", "dpo.batch_size=8",
@@ -154,9 +156,17 @@ def test_report_rebuilds_the_tables_identically(finished, tmp_path):
         assert (tmp_path / "again" / name).read_text() == (out / name).read_text(), name
 
 
-def test_eval_reevaluates_a_finished_run_with_another_judge(finished):
+def test_eval_reevaluates_a_finished_run_with_another_judge(finished, tmp_path):
     out, _, _ = finished
-    run = out / "runs" / "ppo"
+    inside = out / "runs" / "ppo"
+    before = {p: p.read_bytes() for p in inside.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(main, ["eval", str(inside), "--judge", "gold", "--set", "eval.temperatures=[0.5]"],
+                                catch_exceptions=False)  # a comparison's runs share their evaluation
+    assert result.exit_code == 2 and "belongs to a comparison" in result.output and "eval.temperatures" in result.output
+    assert {p: p.read_bytes() for p in inside.rglob("*") if p.is_file()} == before
+    assert CliRunner().invoke(main, ["report", str(out), "--out", str(tmp_path / "rep")]).exit_code == 0
+    run = tmp_path / "ppo"  # the same run copied out of the comparison may be re-evaluated on its own
+    shutil.copytree(inside, run)
     result = CliRunner().invoke(main, ["eval", str(run), "--judge", "reward-model"], catch_exceptions=False)
     assert result.exit_code == 2 and "reward-model is the reward model that ppo optimises" in result.output
     result = CliRunner().invoke(main, ["eval", str(run), "--judge", "reward-model", "--set",
@@ -247,3 +257,20 @@ def test_bad_compare_input_is_one_line_and_writes_nothing(tmp_path, args, fragme
     errors = [line for line in result.output.splitlines() if line.startswith("alignkit: error: ")]
     assert len(errors) == 1 and fragment in errors[0], result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_refuses_a_training_setting_and_changes_nothing(finished, tmp_path):
+    out, _, _ = finished
+    run = tmp_path / "dpo"
+    shutil.copytree(out / "runs" / "dpo", run)
+    manifest = (run / "manifest.json").read_bytes()
+    result = CliRunner().invoke(main, ["eval", str(run), "--set", "dpo.beta=0.5"], catch_exceptions=False)
+    assert result.exit_code == 2 and "eval: dpo.beta is a training setting (0.1 -> 0.5)" in result.output
+    assert (run / "manifest.json").read_bytes() == manifest
+
+
+def test_a_shared_stage_setting_reaches_every_entry_that_uses_it(tiny_overrides):
+    plan = plan_comparison(["dpo", "ppo"], overrides=[*tiny_overrides, "reward_model.max_steps=10"])
+    assert {e.label: e.recipe.method_config("reward_model").max_steps for e in plan.entries} == {"dpo": 10, "ppo": 10}
+    with pytest.raises(ConfigError, match="reward_model.bogus_key: unknown key"):
+        plan_comparison(["dpo", "ppo"], overrides=[*tiny_overrides, "reward_model.bogus_key=1"])
