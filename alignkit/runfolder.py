@@ -6,7 +6,6 @@ what to do (``--overwrite``, rerun, or the alignkit version that wrote it). ``ru
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit import __version__
+from alignkit.cache import sha256_file
 from alignkit.errors import AlignkitError
 
 RUN_FORMAT = 1  # the manifest's "alignkit_run": the layout this alignkit reads and writes
@@ -116,14 +116,6 @@ def read_trajectory(path: Path, hint: str) -> list[dict]:
 
 # --------------------------------------------------------------------------------------------------
 # the saved model's checksums
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def folder_checksums(folder: Path) -> dict[str, str]:

@@ -59,3 +59,11 @@ def tiny_overrides(imdb_model_dir):
         "eval.n_prompts=24",
         "eval.max_new_tokens=12",
     ]
+
+
+@pytest.fixture(scope="session")
+def compare_overrides(imdb_model_dir):
+    """--set overrides of a small comparison on the tiny model and task (what the module-scoped comparison
+    fixtures of test_compare and the run-folder reliability tests train once and share)."""
+    return [f"model.name_or_path={imdb_model_dir}", "model.max_length=48", "task.max_examples=600",
+            "preferences.n_prompts=48", "preferences.max_new_tokens=12", "eval.max_new_tokens=12"]

@@ -75,13 +75,12 @@ def run_states(out: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, imdb_model_dir, cache_dir):
+def finished(tmp_path_factory, compare_overrides, cache_dir):
     """One small comparison: DPO, a labelled IPO variant, PPO and SFT."""
     import os
 
     os.environ["ALIGNKIT_CACHE"] = str(cache_dir)
-    overrides = [f"model.name_or_path={imdb_model_dir}", "model.max_length=48", "task.max_examples=600",
-                 "preferences.n_prompts=48", "preferences.max_new_tokens=12", "eval.max_new_tokens=12"]
+    overrides = list(compare_overrides)
     out = tmp_path_factory.mktemp("compare") / "cmp"
     result = compare("dpo", "ipo=dpo:loss=ipo", "ppo", "sft", "--out", out, *sets(overrides))
     assert result.exit_code == 0, result.output

@@ -45,13 +45,12 @@ def sha256s(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, imdb_model_dir, cache_dir):
+def finished(tmp_path_factory, compare_overrides, cache_dir):
     """A finished two-run comparison (DPO and SFT) on the tiny model; each test damages its own copy."""
     import os
 
     os.environ["ALIGNKIT_CACHE"] = str(cache_dir)
-    overrides = [f"model.name_or_path={imdb_model_dir}", "model.max_length=48", "task.max_examples=600",
-                 "preferences.n_prompts=48", "preferences.max_new_tokens=12", "eval.max_new_tokens=12"]
+    overrides = list(compare_overrides)
     out = tmp_path_factory.mktemp("folders") / "cmp"
     result = cli("compare", "dpo", "sft", "--out", out, *sets(overrides))
     assert result.exit_code == 0, result.output
