@@ -86,7 +86,8 @@ def _write_preferences(path, seed: int = 0) -> None:
     rng = random.Random(seed)
     rows = []
     for group in range(N_PROMPTS):
-        prompt = " ".join(rng.choices(["review", ":", "what", "did", "you", "think", "of", "it", "?"], k=3))
+        words = " ".join(rng.choices(["review", ":", "what", "did", "you", "think", "of", "it", "?"], k=3))
+        prompt = f"{words} #{group}"  # one prompt per group: a prompt's rows are never split across groups
         ranked = [(_completion(rng, "good"), 1.0), (_completion(rng, None), 0.0), (_completion(rng, "bad"), -1.0)]
         for a, b in [(0, 1), (0, 2), (1, 2)]:
             rows.append({"prompt": prompt, "chosen": ranked[a][0], "rejected": ranked[b][0], "group": group,
@@ -153,8 +154,8 @@ def test_save_and_reload(setup):
     scorer = Scorer(loaded, ws.recipe.model, batch_size=16)
     chosen, rejected, _, scores = rm.score_pairs(scorer, trained.heldout, False)
     expected_chosen, expected_rejected, _, expected = rm.score_pairs(trained.scorer, trained.heldout, False)
-    assert_close(scores, expected, rtol=0, atol=1e-6)
-    assert_close(chosen, expected_chosen, rtol=0, atol=1e-6)
+    assert_close(scores, expected, rtol=0, atol=1e-5)  # float32 noise of another batching
+    assert_close(chosen, expected_chosen, rtol=0, atol=1e-5)
 
 
 def test_workspace_trains_and_caches(setup):

@@ -134,7 +134,7 @@ CASES = [
     Case("unknown-dataset", "names", "`task.dataset: imbd`", "task.dataset: unknown dataset 'imbd'; did you mean 'imdb'?",
          sets=["task.dataset=imbd"]),
     Case("unknown-judge", "names", "`eval.judge: reward-modle`",
-         "eval.judge: unknown judge 'reward-modle'; did you mean 'reward-model'?", sets=["eval.judge=reward-modle"]),
+         "eval.judge: unknown judge 'reward-modle'; did you mean 'reward-model', 'heldout-reward-model'?", sets=["eval.judge=reward-modle"]),
     # ---- devices and seeds
     Case("device-cuda", "device", "`device: cuda` on a machine without CUDA",
          "device: 'cuda' requested but CUDA is not available on this machine", sets=["device=cuda"], needs_no_cuda=True),
