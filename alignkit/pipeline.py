@@ -42,7 +42,6 @@ from alignkit.models.policy import Policy
 from alignkit.models.scalar_head import META_FILE as SCALAR_META
 from alignkit.recipe import Recipe, default_task_problem, method_needs, recipe_from_data, self_judging
 from alignkit.registry import METHODS
-from alignkit.reuse import run_state, training_identity  # noqa: F401 (re-exported: what compare reuses)
 from alignkit.rundir import COMPARISON_MARKER, RUN_MARKER, check_run_name, claim_run_dir, read_manifest
 from alignkit.runfolder import folder_checksums, model_problem, read_run
 from alignkit.runlog import MetricsLog, WriteError, append_jsonl, atomic_dir, read_jsonl, write_json, write_jsonl

@@ -7,7 +7,7 @@ import copy
 from pathlib import Path
 
 from alignkit.config import to_dict
-from alignkit.pipeline import training_identity
+from alignkit.reuse import training_identity
 from alignkit.recipe import load_recipe
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from alignkit.config import bound_problem
-from alignkit.signatures import loss_parameters, loss_signature_problem  # noqa: F401  (re-exported)
+from alignkit.signatures import loss_parameters  # noqa: F401  (re-exported: part of the loss API)
 
 
 @dataclass
