@@ -226,9 +226,11 @@ def evaluate_artifact(ws: Workspace, artifact, *, close_trajectory: bool = True)
             else:
                 TrajectoryRecorder(ws).record(artifact, steps)
     agreement = ws.judge_agreement()  # once per run: how far the judge itself can be trusted
+    gold_agreement = None if ws.gold_is_judge or not ws.recipe.preferences.is_user_data else ws.judge_agreement("gold")
     summary = {"method": recipe.method, "name": recipe.name, **rows[0], "judge": cfg.judge,
                "judge_kind": "pairwise" if is_pairwise(ws.judge) else "score",
                **({"judge_agreement": agreement} if agreement else {}),
+               **({"gold_agreement": gold_agreement} if gold_agreement else {}),
                **({"self_judged": True} if self_judging(recipe) else {}),
                "by_temperature": rows, "budget": ws.budget.as_dict(), "training_data": training_data(ws)}
     return summary, samples

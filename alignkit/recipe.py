@@ -277,11 +277,12 @@ def default_task_problem(recipe: Recipe) -> str | None:
     prefs, task = recipe.preferences, recipe.task.dataset
     if prefs.is_user_data and task == "imdb":
         return (f"preferences.source is your data ({prefs.source}), but task.dataset is still the IMDb default: set "
-                f"task.dataset=preferences (and eval.judge to a judge for your task)")
-    if DATASETS.entry(task).meta.get("from_pairs") and recipe.gold_reward == "imdb-sentiment" and \
-            recipe.eval.judge == "gold":
-        return (f"task.dataset is {task}, but gold_reward is still the IMDb default (imdb-sentiment) and eval.judge "
-                f"is gold: set eval.judge (or gold_reward) to a judge for your task")
+                f"task.dataset=preferences (and gold_reward, eval.judge to judges for your task)")
+    if DATASETS.entry(task).meta.get("from_pairs") and recipe.gold_reward == "imdb-sentiment":
+        return (f"task.dataset is {task}, but gold_reward is still the IMDb default (imdb-sentiment), which would "
+                f"score your replies as movie-review sentiment on every reward axis: set gold_reward to a score "
+                f"judge for your task (e.g. heldout-reward-model) and eval.judge to what decides win rates (gold, "
+                f"llm-judge, endpoint-judge)")
     return None
 
 

@@ -93,6 +93,8 @@ def shared_facts(runs: list[RunRecord]) -> dict:
             facts["pairs"] = run.summary["training_data"]
         if run.summary.get("judge_agreement"):
             facts["judge_agreement"] = run.summary["judge_agreement"]
+        if run.summary.get("gold_agreement"):
+            facts["gold_agreement"] = run.summary["gold_agreement"]
         if run.summary.get("judge_kind") == "pairwise":
             facts["judge_pairwise"] = True
         if run.summary.get("self_judged"):
@@ -170,9 +172,10 @@ def _shared_lines(shared: dict) -> list[str]:
              f"{ev['max_new_tokens']} new tokens, top_p "
              f"{ev['top_p']}, temperatures {[ev['temperature'], *ev['temperatures']]}; the reference's samples "
              f"are drawn once per temperature and shared.",
-             f"- Gold judge: `{shared['gold_reward']}`" + (
+             f"- Gold judge (the reward axis of every table and plot): `{shared['gold_reward']}`" + (
                  f", {shared['gold_heldout_accuracy']:.3f} accuracy on held-out labelled reviews."
-                 if shared.get("gold_heldout_accuracy") is not None else "."),
+                 if shared.get("gold_heldout_accuracy") is not None else
+                 _agreement(shared, "gold_agreement") if shared.get("gold_agreement") else "."),
              f"- Win rates are decided by `{ev['judge']}`" + _agreement(shared)]
     if shared.get("pairs"):
         p = shared["pairs"]
@@ -191,9 +194,9 @@ def _shared_lines(shared: dict) -> list[str]:
     return lines
 
 
-def _agreement(shared: dict) -> str:
-    """The judge's agreement with the held-out human preference pairs, as the end of a sentence."""
-    found = shared.get("judge_agreement") or {}
+def _agreement(shared: dict, key: str = "judge_agreement") -> str:
+    """A judge's agreement with the held-out human preference pairs, as the end of a sentence."""
+    found = shared.get(key) or {}
     if found.get("agreement") is None:
         return " (its agreement with held-out preference pairs was not measured: no run had the pairs at hand)."
     extra = (f"; {found['order_disagreements']} verdicts flipped with the order of the two responses and "

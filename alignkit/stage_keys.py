@@ -61,8 +61,9 @@ class StageKeys:
 
     @property
     def judge_split(self) -> bool:
-        """Whether the judge trains on a split of the pairs of its own (the heldout-reward-model judge)."""
-        return self.recipe.eval.judge == JUDGE_SPLIT_JUDGE
+        """Whether a judge trains on a split of the pairs of its own: the heldout-reward-model judge, deciding
+        win rates (``eval.judge``) or scoring the reward axis (``gold_reward``)."""
+        return JUDGE_SPLIT_JUDGE in (self.recipe.eval.judge, self.recipe.gold_reward)
 
     def gold_identity(self) -> tuple:
         """The gold reward in a cache key: its name, and its options when it takes any (keys of rewards

@@ -161,17 +161,23 @@ class Workspace:
         name = self.recipe.eval.judge
         return self.gold if name in ("gold", self.recipe.gold_reward) else REWARDS.get(name)(self)
 
-    def judge_agreement(self) -> dict | None:
-        """The judge's agreement with the held-out preference pairs (:func:`~alignkit.eval.judges.judge_agreement`)
-        when the run's method learns from the pairs, or they are the user's own data; never by loading generated
-        pairs a run does not use (that would make, say, an SFT run depend on them, and its summary on the
-        state of the cache)."""
+    def judge_agreement(self, of: str = "judge") -> dict | None:
+        """The agreement of the win-rate judge (``of="judge"``) or the gold reward (``of="gold"``) with the
+        held-out preference pairs (:func:`~alignkit.eval.judges.judge_agreement`) when the run's method learns
+        from the pairs, or they are the user's own data; never by loading generated pairs a run does not use
+        (that would make, say, an SFT run depend on them, and its summary on the state of the cache)."""
         cfg, recipe = self.recipe.preferences, self.recipe
         learns = Artifact.TRAIN_PAIRS in method_needs(recipe.method, recipe.method_config(recipe.method))
         if not (self.has_pairs or learns or cfg.is_user_data):
             return None
-        return {"judge": self.recipe.eval.judge, **judge_agreement(self.judge, self.heldout_pairs, cfg.append_eos,
-                                                                   score_texts, self.recipe.eval.agreement_pairs)}
+        judge, name = (self.gold, recipe.gold_reward) if of == "gold" else (self.judge, recipe.eval.judge)
+        return {"judge": name, **judge_agreement(judge, self.heldout_pairs, cfg.append_eos, score_texts,
+                                                 recipe.eval.agreement_pairs)}
+
+    @property
+    def gold_is_judge(self) -> bool:
+        """Whether the win-rate judge is the gold reward itself (then one agreement describes both)."""
+        return self.recipe.eval.judge in ("gold", self.recipe.gold_reward)
 
     def stage_keys(self) -> dict[str, str]:
         """The cache key of every shared stage under this recipe."""

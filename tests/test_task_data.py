@@ -126,12 +126,17 @@ def test_default_task_on_your_data_is_refused_in_one_line_writing_nothing(tmp_pa
     assert result.exit_code != 0
     assert result.output.strip().splitlines() == [
         f"alignkit: error: preferences.source is your data ({data}), but task.dataset is still the IMDb default: "
-        f"set task.dataset=preferences (and eval.judge to a judge for your task)"]
+        f"set task.dataset=preferences (and gold_reward, eval.judge to judges for your task)"]
     sets += ["--set", "task.dataset=preferences"]
     result = CliRunner().invoke(main, ["compare", "dpo", "ppo", "--out", str(tmp_path / "cmp"), *sets])
     assert result.output.strip().splitlines() == [
         "alignkit: error: compare: task.dataset is preferences, but gold_reward is still the IMDb default "
-        "(imdb-sentiment) and eval.judge is gold: set eval.judge (or gold_reward) to a judge for your task"]
+        "(imdb-sentiment), which would score your replies as movie-review sentiment on every reward axis: set "
+        "gold_reward to a score judge for your task (e.g. heldout-reward-model) and eval.judge to what decides win "
+        "rates (gold, llm-judge, endpoint-judge)"]
+    sets += ["--set", "eval.judge=heldout-reward-model"]  # a judge for win rates alone leaves the reward axis IMDb's
+    result = CliRunner().invoke(main, ["compare", "dpo", "ppo", "--out", str(tmp_path / "cmp"), *sets])
+    assert result.exit_code == 2 and "gold_reward is still the IMDb default" in result.output
     assert not (tmp_path / "run").exists() and not (tmp_path / "cmp").exists()
     assert sorted(os.listdir(cache_dir)) == before
 

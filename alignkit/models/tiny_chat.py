@@ -1,0 +1,111 @@
+"""``builtin:tiny-chat-support``: the starting policy of the bundled ``support_chat`` comparison in miniature, a
+small GPT-2 with a ChatML chat template trained from scratch on the replies of ``builtin:support-chat``.
+
+It learns every reply style of the 32 topics equally (the concise polite answer and the three ways the data's
+rejected replies fail: curt, rambling, evasive), so it starts by answering each question one of four ways and
+an alignment method has to learn which one people preferred. Built on first use (about a minute on 2 CPU
+cores) and cached, like ``builtin:tiny-gpt2-imdb``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from alignkit.cache import CacheEntry
+from alignkit.config import fingerprint
+from alignkit.context import RunContext
+from alignkit.data.chat import read_conversations
+from alignkit.data.sources import read_rows, source_digest
+from alignkit.models.finetune import finetune_on_completions
+from alignkit.models.policy import Policy
+from alignkit.runlog import write_json
+from alignkit.runtime import Runtime
+from alignkit.training import TrainingConfig
+
+DATA = "builtin:support-chat"
+PAD, TURN_START, TURN_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@dataclass(frozen=True)
+class TinyChatRecipe:
+    """How the builtin tiny chat model is made; any change gives a new cache entry."""
+
+    vocab_size: int = 2048
+    n_embd: int = 128
+    n_layer: int = 4
+    n_head: int = 4
+    n_positions: int = 192
+    max_length: int = 160
+    steps: int = 150
+    batch_size: int = 32
+    lr: float = 2e-3
+    seed: int = 0
+
+
+def conversations(source: str = DATA) -> list[list[dict]]:
+    """Every distinct (question, reply) conversation of the data: each prompt with its chosen reply and each
+    rejected one."""
+    seen, out = set(), []
+    for c in read_conversations(read_rows(source), source):
+        for reply in (c.chosen, c.rejected):
+            key = repr(c.prompt + reply)
+            if key not in seen:
+                seen.add(key)
+                out.append(c.prompt + reply)
+    return out
+
+
+def chat_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE tokenizer with ChatML's turn markers as single special tokens; the end of a turn is
+    EOS (sampling stops there), ``<|endoftext|>`` pads."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, TURN_START, TURN_END],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    raw.train_from_iterator(texts, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token=TURN_END, bos_token=PAD, pad_token=PAD,
+                                        unk_token=PAD, clean_up_tokenization_spaces=False)
+    tokenizer.chat_template = CHATML
+    return tokenizer
+
+
+def build_tiny_chat(recipe: TinyChatRecipe, folder: Path, ctx: RunContext, source: str = DATA) -> None:
+    """Train the tokenizer and the model on the rendered conversations of ``source`` and save both."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(recipe.seed)
+    dialogues = conversations(source)
+    probe = chat_tokenizer([m["content"] for d in dialogues for m in d], recipe.vocab_size)
+    texts = [probe.apply_chat_template(d, tokenize=False) for d in dialogues]
+    tokenizer = chat_tokenizer(texts, recipe.vocab_size)  # trained on the rendered text, markers included
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=recipe.n_embd, n_layer=recipe.n_layer,
+                        n_head=recipe.n_head, n_positions=recipe.n_positions, resid_pdrop=0.0, embd_pdrop=0.0,
+                        attn_pdrop=0.0, bos_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id)
+    policy = Policy(GPT2LMHeadModel(config), tokenizer, torch.device("cpu"), max_length=recipe.max_length)
+    cfg = TrainingConfig(lr=recipe.lr, batch_size=recipe.batch_size, max_steps=recipe.steps,
+                         warmup_steps=min(50, recipe.steps // 10), log_every=25)
+    finetune_on_completions(ctx, policy, [""] * len(texts), texts, cfg, stage="builtin/tiny-chat-support",
+                            seed=recipe.seed)
+    policy.model.generation_config.pad_token_id = tokenizer.pad_token_id
+    policy.model.generation_config.eos_token_id = tokenizer.eos_token_id
+    policy.save(folder)
+    write_json(folder / "alignkit_builtin.json", {**asdict(recipe), "data": source})
+
+
+def tiny_chat_support(cache_dir: Path, runtime: Runtime, recipe: TinyChatRecipe = TinyChatRecipe()) -> Path:
+    """The cached folder of the tiny support-chat model, trained the first time in a context of its own (CPU,
+    fp32, logging nowhere), so every run and machine gets the same model; keyed by the data's content too."""
+    def build(folder: Path) -> None:
+        build_tiny_chat(recipe, folder, RunContext(runtime.fp32()))
+
+    key = fingerprint(recipe, source_digest(DATA))
+    return CacheEntry(cache_dir, "models", f"tiny-chat-support-{key}").ensure(build, runtime)

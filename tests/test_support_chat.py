@@ -1,0 +1,69 @@
+"""The bundled non-IMDb example: the ``builtin:support-chat`` pairs (our own data, trl's conversational
+format, split by topic), the ``support_chat`` comparison recipe, and a task without a gold reward judged by a
+held-out reward model whose agreement with the held-out pairs is reported."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from alignkit.cli import main
+from alignkit.data.preferences import PreferenceConfig, read_preferences
+from alignkit.errors import AlignkitError
+from test_conversational import chat_model_dir  # noqa: F401 (fixture)
+
+
+def test_bundled_pairs_load_from_any_folder_and_split_by_topic(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # builtin: data ships inside the package, not in a checkout
+    data = read_preferences(PreferenceConfig(source="builtin:support-chat")).data
+    assert (len(data), len(set(data.group))) == (384, 32)
+    assert len(set(map(str, data.prompts))) == 128
+    train, held = data.split(0.25, seed=0)
+    assert len(set(held.group)) == 8 and not set(train.group) & set(held.group)
+    assert not {str(p) for p in train.prompts} & {str(p) for p in held.prompts}
+    with pytest.raises(AlignkitError, match=r"builtin:nope: no dataset of that name ships with alignkit \(builtin "
+                                            r"datasets: builtin:support-chat\)"):
+        read_preferences(PreferenceConfig(source="builtin:nope"))
+
+
+def test_support_chat_comparison_plans_from_any_folder(tmp_path, monkeypatch):
+    from alignkit.compare import plan_comparison
+
+    monkeypatch.chdir(tmp_path)
+    plan = plan_comparison(["support_chat"])
+    assert [e.label for e in plan.entries] == ["dpo", "ppo"]
+    recipe = plan.entries[0].recipe
+    assert (recipe.task.dataset, recipe.gold_reward, recipe.eval.judge) == ("preferences", "heldout-reward-model",
+                                                                            "llm-judge")
+    assert recipe.model.name_or_path == "builtin:tiny-chat-support"
+
+
+def test_a_task_without_gold_is_scored_by_the_heldout_reward_model(tmp_path, tiny_overrides, chat_model_dir):  # noqa: F811
+    from alignkit.recipe import load_recipe
+    from tiny import make_workspace
+
+    out = tmp_path / "run"
+    sets = [*tiny_overrides, f"model.name_or_path={chat_model_dir}", "model.max_length=96",
+            "task.dataset=preferences", "preferences.source=builtin:support-chat", "preferences.max_pairs=0",
+            "preferences.heldout_fraction=0.25", "gold_reward=heldout-reward-model", "eval.judge_fraction=0.2",
+            "eval.every_steps=0", "eval.temperatures=[]", "eval.n_prompts=8", "dpo.max_steps=2", "dpo.batch_size=4",
+            "reward_model.max_steps=3", "reward_model.batch_size=4"]
+    result = CliRunner().invoke(main, ["run", "dpo_imdb", "--out", str(out), *[a for s in sets for a in ("--set", s)]])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "eval" / "summary.json").read_text())
+    gold = summary["judge_agreement"]  # the judge is the gold reward here: one agreement describes both
+    assert gold["judge"] == "gold" and gold["n_pairs"] == summary["training_data"]["heldout_pairs"] > 0
+    assert 0 <= gold["agreement"] <= 1
+    ws = make_workspace(load_recipe(None, sets + ["method=dpo"]))
+    topics = {name: set(pairs.group) for name, pairs in (("train", ws.train_pairs), ("held", ws.heldout_pairs),
+                                                          ("judge", ws.judge_pairs))}
+    assert not topics["train"] & topics["held"] and not topics["judge"] & (topics["train"] | topics["held"])
+    data = read_preferences(PreferenceConfig(source="builtin:support-chat")).data
+    topic_of = {json.loads(p)[0]["content"]: g for p, g in zip(data.prompts, data.group)}
+    samples = [json.loads(line) for line in (out / "eval" / "samples.jsonl").read_text().splitlines()]
+    questions = {s["prompt"].split("user\n", 1)[1].split("<|im_end|>", 1)[0] for s in samples}
+    assert questions and {topic_of[q] for q in questions} <= topics["held"]  # evaluation asks held-out topics only
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "judge_reward_model" in manifest["stage_keys"]  # the judge split is carved for the gold reward too
