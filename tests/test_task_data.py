@@ -151,6 +151,24 @@ def test_unpaired_rows_refused_by_paired_methods_at_load(tmp_path, tiny_override
     load_recipe(None, [*tiny_overrides, "method=kto", f"preferences.source={data}"])
 
 
+def test_kto_trains_on_unpaired_rows_end_to_end(tmp_path, tiny_overrides):
+    rows = [{"prompt": q, "completion": c, "label": good} for q in QUESTIONS
+            for c, good in ((" Open settings.", True), (" No idea.", False), (" Ask someone.", False))]
+    data = write_jsonl(tmp_path / "kto.jsonl", rows)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["run", "kto_imdb", "--out", str(out), *tiny_run_args(
+        tiny_overrides, data, "kto.max_steps=3", "kto.batch_size=6", "kto.log_every=1", "eval.every_steps=0",
+        "eval.temperatures=[]")])
+    assert result.exit_code == 0, result.output
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in logged if r.get("stage") == "kto" and "loss" in r]
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    summary = json.loads((out / "eval" / "summary.json").read_text())
+    assert summary["method"] == "kto" and summary["training_data"]["heldout_prompts"] == 3  # split by prompt
+    # the judge's agreement on unpaired rows: each held-out prompt's desirable reply against its 2 undesirable
+    assert summary["judge_agreement"]["n_pairs"] == 3 * 2 and summary["judge_agreement"]["agreement"] is not None
+
+
 def test_rollouts_and_evaluation_use_the_datas_prompts(tmp_path, tiny_overrides):
     from alignkit.recipe import load_recipe
     from tiny import make_workspace

@@ -8,7 +8,8 @@ A pairwise judge is asked every question in both orders (``a`` shown first, then
 that changes with the order (position bias) is a tie, and so is an answer that names neither response;
 both are counted. Verdicts are cached on disk, keyed by (judge, prompt, first response, second response),
 as JSON lines (no pickle). Any judge's agreement with held-out human preference pairs is measured the same
-way (:func:`judge_agreement`): the fraction of pairs where it prefers the chosen completion, ties half.
+way (:func:`judge_agreement`): the fraction of pairs where it prefers the chosen completion, ties half; of
+unpaired rows (KTO's data), every desirable completion of a prompt is paired with every undesirable one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from alignkit.data.preferences import PreferenceData
+from alignkit.data.unpaired import UnpairedData
 
 DEFAULT_TEMPLATE = ("Which response to the prompt is better? Answer with a single letter, A or B.\n\n"
                     "Prompt: {prompt}\n\nResponse A: {a}\n\nResponse B: {b}\n\nThe better response is")
@@ -149,25 +151,40 @@ def is_pairwise(judge) -> bool:
     return isinstance(judge, PairwiseJudge)
 
 
-def judge_agreement(judge, pairs: PreferenceData, append_eos: bool, score: Callable[..., np.ndarray],
+def labelled_pairs(data: PreferenceData | UnpairedData, append_eos: bool) -> tuple[list, list, list, list, list]:
+    """(prompts, chosen, rejected, chosen_ended, rejected_ended) of held-out human judgements: the pairs, or of
+    unpaired rows each desirable completion against each undesirable one of the same prompt."""
+    if not isinstance(data, UnpairedData):
+        chosen_ended, rejected_ended = data.eos_flags(list(range(len(data))), append_eos)
+        return list(data.prompts), list(data.chosen), list(data.rejected), list(chosen_ended), list(rejected_ended)
+    ended = data.eos_flags(list(range(len(data))), append_eos)
+    rows: dict[str, tuple[list[int], list[int]]] = {}
+    for i, (prompt, good) in enumerate(zip(data.prompts, data.desirable)):
+        rows.setdefault(prompt, ([], []))[0 if good else 1].append(i)
+    pairs = [(g, b) for good, bad in rows.values() for g in good for b in bad]
+    return ([data.prompts[g] for g, _ in pairs], [data.completions[g] for g, _ in pairs],
+            [data.completions[b] for _, b in pairs], [ended[g] for g, _ in pairs], [ended[b] for _, b in pairs])
+
+
+def judge_agreement(judge, pairs: PreferenceData | UnpairedData, append_eos: bool, score: Callable[..., np.ndarray],
                     limit: int = 0) -> dict:
     """How often ``judge`` prefers the chosen completion of held-out human preference pairs (ties count one
     half), on the first ``limit`` pairs (0: all). ``score``: how a score judge is called
     (:func:`~alignkit.eval.evaluator.score_texts`); a pairwise judge is asked both orders."""
-    index = list(range(len(pairs) if not limit else min(limit, len(pairs))))
-    if not index:
+    prompts, chosen, rejected, chosen_ended, rejected_ended = labelled_pairs(pairs, append_eos)
+    total = len(prompts)
+    n = total if not limit else min(limit, total)
+    if not n:
         return {"agreement": None, "n_pairs": 0}
-    prompts = [pairs.prompts[i] for i in index]
-    chosen, rejected = [pairs.chosen[i] for i in index], [pairs.rejected[i] for i in index]
+    prompts, chosen, rejected = prompts[:n], chosen[:n], rejected[:n]
     if is_pairwise(judge):
         before = dict(judge.stats)
         prefs = judge.compare(prompts, chosen, rejected)
         extra = {k: judge.stats[k] - before[k] for k in ("unparseable", "order_disagreements")}
     else:
-        chosen_ended, rejected_ended = pairs.eos_flags(index, append_eos)
-        chosen_scores = score(judge, prompts, chosen, list(chosen_ended))
-        rejected_scores = score(judge, prompts, rejected, list(rejected_ended))
+        chosen_scores = score(judge, prompts, chosen, chosen_ended[:n])
+        rejected_scores = score(judge, prompts, rejected, rejected_ended[:n])
         prefs = (chosen_scores > rejected_scores) + 0.5 * (chosen_scores == rejected_scores)
         extra = {}
-    return {"agreement": float(np.mean(prefs)), "n_pairs": len(index), "of_heldout_pairs": len(pairs),
+    return {"agreement": float(np.mean(prefs)), "n_pairs": n, "of_heldout_pairs": total,
             "ties": int(np.sum(prefs == 0.5)), **extra}
