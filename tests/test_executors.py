@@ -1,0 +1,93 @@
+"""A comparison's entries in worker processes (``--jobs 2``) and as Ray tasks give the same comparison.csv as
+the sequential path (all but the measured wall-time and memory columns); a worker killed mid-entry is
+retried, reported by name when it dies again while the others finish, and resumes from its checkpoint on the
+next run to the same table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from alignkit.cli import main
+
+ENTRIES = ["dpo", "ipo=dpo:loss=ipo", "ppo", "sft"]
+FAST = ["eval.every_steps=2", "eval.temperatures=[]", "eval.n_prompts=12", "dpo.max_steps=4", "dpo.batch_size=8",
+        "dpo.checkpoint_every=2", "sft.max_steps=2", "ppo.steps=2", "ppo.rollout_size=8", "ppo.minibatch_size=8",
+        "ppo.max_new_tokens=8", "ppo.prompt_pool=32", "reward_model.max_steps=4"]
+MEASURED = ["train_wall_s", "eval_wall_s", "peak_rss_mb"]  # wall time and memory: the only columns that may differ
+HOOKS = Path(__file__).parent / "worker_hooks.py"
+
+
+def compare(out: Path, overrides: list[str], *extra: str):
+    args = ["compare", *ENTRIES, "--out", str(out), *extra]
+    args += [a for o in [*overrides, *FAST] for a in ("--set", o)]
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def table(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "comparison.csv").drop(columns=MEASURED)
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory, compare_overrides, cache_dir):
+    """The baseline, run once in this process; it also puts every shared stage in the session's cache."""
+    import os
+
+    os.environ["ALIGNKIT_CACHE"] = str(cache_dir)
+    out = tmp_path_factory.mktemp("sequential") / "cmp"
+    result = compare(out, compare_overrides)
+    assert result.exit_code == 0, result.output
+    timings = json.loads((out / "shared" / "timings.json").read_text())["timings_s"]
+    assert {"load SFT policy", "gold reward", "train pairs", "reward model", "reference logps"} <= set(timings)
+    return out
+
+
+def test_jobs_2_gives_the_sequential_table(sequential, compare_overrides, tmp_path):
+    out = tmp_path / "cmp"
+    result = compare(out, compare_overrides, "--jobs", "2")
+    assert result.exit_code == 0, result.output
+    pd.testing.assert_frame_equal(table(out), table(sequential))
+    assert (out / "winrates.csv").read_text() == (sequential / "winrates.csv").read_text()
+    assert sorted(p.name for p in (out / "logs").iterdir()) == sorted(f"{e.split('=')[0]}.log" for e in ENTRIES)
+    pids = {json.loads((out / "runs" / label / "manifest.json").read_text())["pid"] for label in ("dpo", "ipo", "ppo")}
+    assert len(pids) == 3  # each entry in a process of its own
+
+
+def test_ray_gives_the_sequential_table(sequential, compare_overrides, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        out = tmp_path / "cmp"
+        result = compare(out, compare_overrides, "--executor", "ray")
+        assert result.exit_code == 0, result.output
+        pd.testing.assert_frame_equal(table(out), table(sequential))
+    finally:
+        ray.shutdown()
+
+
+def test_a_killed_worker_is_reported_and_resumes_to_the_same_table(sequential, compare_overrides, tmp_path,
+                                                                   monkeypatch):
+    out = tmp_path / "cmp"
+    monkeypatch.setenv("ALIGNKIT_TEST_KILL", "dpo:2")  # dies after its checkpoint at step 2, and again on retry
+    result = compare(out, compare_overrides, "--jobs", "2", "--plugins", str(HOOKS))
+    assert result.exit_code == 2
+    error = result.output.strip().splitlines()[-1]
+    assert error.startswith("alignkit: error: compare: 1 entry failed: dpo (") and "rerun the same command" in error
+    assert "dpo failed (" in result.output and "retrying it once" in result.output
+    index = json.loads((out / "compare.json").read_text())
+    assert [e["label"] for e in index["entries"]] == ["ipo", "ppo", "sft"]  # the others finished
+    assert index["failed"][0]["label"] == "dpo" and "**dpo**" in (out / "report.md").read_text()
+    manifest = json.loads((out / "runs" / "dpo" / "manifest.json").read_text())
+    assert manifest["status"] == "running" and [r["from_step"] for r in manifest["resumed"]] == [2]
+    monkeypatch.delenv("ALIGNKIT_TEST_KILL")
+    result = compare(out, compare_overrides, "--jobs", "2")
+    assert result.exit_code == 0, result.output
+    states = {e["label"]: e["state"] for e in json.loads((out / "compare.json").read_text())["entries"]}
+    assert states == {"dpo": "resume", "ipo": "current", "ppo": "current", "sft": "current"}
+    manifest = json.loads((out / "runs" / "dpo" / "manifest.json").read_text())
+    assert manifest["status"] == "done" and [r["from_step"] for r in manifest["resumed"]] == [2, 4]
+    pd.testing.assert_frame_equal(table(out), table(sequential))
