@@ -6,6 +6,7 @@ next run to the same table."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -13,9 +14,12 @@ import pytest
 from click.testing import CliRunner
 
 from alignkit.cli import main
+from alignkit.errors import AlignkitError
+from alignkit.executors import ExecutorSettings, Job, local_slots, run_entries
+from alignkit.ray_entry import UNSEEN, run_entry
 
 ENTRIES = ["dpo", "ipo=dpo:loss=ipo", "ppo", "sft"]
-FAST = ["eval.every_steps=2", "eval.temperatures=[]", "eval.n_prompts=12", "dpo.max_steps=4", "dpo.batch_size=8",
+FAST = ["eval.every_steps=0", "eval.temperatures=[]", "eval.n_prompts=12", "dpo.max_steps=4", "dpo.batch_size=8",
         "dpo.checkpoint_every=2", "sft.max_steps=2", "ppo.steps=2", "ppo.rollout_size=8", "ppo.minibatch_size=8",
         "ppo.max_new_tokens=8", "ppo.prompt_pool=32", "reward_model.max_steps=4"]
 MEASURED = ["train_wall_s", "eval_wall_s", "peak_rss_mb"]  # wall time and memory: the only columns that may differ
@@ -46,17 +50,6 @@ def sequential(tmp_path_factory, compare_overrides, cache_dir):
     return out
 
 
-def test_jobs_2_gives_the_sequential_table(sequential, compare_overrides, tmp_path):
-    out = tmp_path / "cmp"
-    result = compare(out, compare_overrides, "--jobs", "2")
-    assert result.exit_code == 0, result.output
-    pd.testing.assert_frame_equal(table(out), table(sequential))
-    assert (out / "winrates.csv").read_text() == (sequential / "winrates.csv").read_text()
-    assert sorted(p.name for p in (out / "logs").iterdir()) == sorted(f"{e.split('=')[0]}.log" for e in ENTRIES)
-    pids = {json.loads((out / "runs" / label / "manifest.json").read_text())["pid"] for label in ("dpo", "ipo", "ppo")}
-    assert len(pids) == 3  # each entry in a process of its own
-
-
 def test_ray_gives_the_sequential_table(sequential, compare_overrides, tmp_path):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -69,20 +62,26 @@ def test_ray_gives_the_sequential_table(sequential, compare_overrides, tmp_path)
         ray.shutdown()
 
 
-def test_a_killed_worker_is_reported_and_resumes_to_the_same_table(sequential, compare_overrides, tmp_path,
-                                                                   monkeypatch):
+def test_jobs_2_gives_the_sequential_table_after_a_killed_worker_resumes(sequential, compare_overrides, tmp_path,
+                                                                         monkeypatch):
+    """Entries in two worker processes; dpo's worker dies after its step-2 checkpoint, and again on its retry:
+    it is named while the others finish, and the next run resumes it to the sequential table."""
     out = tmp_path / "cmp"
-    monkeypatch.setenv("ALIGNKIT_TEST_KILL", "dpo:2")  # dies after its checkpoint at step 2, and again on retry
+    monkeypatch.setenv("ALIGNKIT_TEST_KILL", "dpo:2")
     result = compare(out, compare_overrides, "--jobs", "2", "--plugins", str(HOOKS))
     assert result.exit_code == 2
     error = result.output.strip().splitlines()[-1]
     assert error.startswith("alignkit: error: compare: 1 entry failed: dpo (") and "rerun the same command" in error
     assert "dpo failed (" in result.output and "retrying it once" in result.output
+    assert "sft" in result.output.split("alignkit: error:")[0]  # the others' table is on screen
     index = json.loads((out / "compare.json").read_text())
     assert [e["label"] for e in index["entries"]] == ["ipo", "ppo", "sft"]  # the others finished
     assert index["failed"][0]["label"] == "dpo" and "**dpo**" in (out / "report.md").read_text()
     manifest = json.loads((out / "runs" / "dpo" / "manifest.json").read_text())
     assert manifest["status"] == "running" and [r["from_step"] for r in manifest["resumed"]] == [2]
+    pids = {json.loads((out / "runs" / label / "manifest.json").read_text())["pid"] for label in ("ipo", "ppo", "sft")}
+    assert len(pids) == 3  # each entry in a process of its own
+    assert sorted(p.name for p in (out / "logs").iterdir()) == ["dpo.log", "ipo.log", "ppo.log", "sft.log"]
     monkeypatch.delenv("ALIGNKIT_TEST_KILL")
     result = compare(out, compare_overrides, "--jobs", "2")
     assert result.exit_code == 0, result.output
@@ -91,3 +90,27 @@ def test_a_killed_worker_is_reported_and_resumes_to_the_same_table(sequential, c
     manifest = json.loads((out / "runs" / "dpo" / "manifest.json").read_text())
     assert manifest["status"] == "done" and [r["from_step"] for r in manifest["resumed"]] == [2, 4]
     pd.testing.assert_frame_equal(table(out), table(sequential))
+    assert (out / "winrates.csv").read_text() == (sequential / "winrates.csv").read_text()
+
+
+def test_a_missing_ray_or_an_unseen_folder_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    job = Job("dpo", {"cwd": str(tmp_path)}, "resume")
+    with pytest.raises(AlignkitError, match=r"^--executor ray: the ray package is not installed; pip install "
+                                            r"'alignkit\[ray\]'$"):
+        run_entries([job], ExecutorSettings("ray"), tmp_path, tmp_path, 1, lambda *a: None)
+    (tmp_path / "marker").write_text("another driver's token")  # what a node sees of a folder not shared with it
+    status, reason = run_entry(str(tmp_path / "spec.json"), [(str(tmp_path / "marker"), "token")], {},
+                               str(tmp_path / "log"))
+    assert status == UNSEEN and f"cannot see {tmp_path} as the driver wrote it" in reason
+    assert not (tmp_path / "log").exists()  # refused before any worker started
+
+
+def test_gpus_per_entry_beyond_the_visible_gpus_is_one_line(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
+    assert [env["CUDA_VISIBLE_DEVICES"] for env, _ in local_slots(3, None, 6)] == ["0", "1", "2"]
+    assert [(env["ALIGNKIT_THREADS"], k) for env, k in local_slots(1, 2, 6)] == [("6", 2)]
+    with pytest.raises(AlignkitError, match="--jobs 2 with --gpus-per-entry 2 needs 4 GPU"):
+        local_slots(2, 2, 4)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert local_slots(2, None, 5) == [({"ALIGNKIT_THREADS": "2", "CUDA_VISIBLE_DEVICES": ""}, 0)] * 2
