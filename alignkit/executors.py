@@ -150,7 +150,8 @@ def run_ray(jobs: list[Job], settings: ExecutorSettings, out: Path, cache: Path,
         import ray
     except ImportError:
         raise AlignkitError(f"--executor ray: the ray package is not installed; {RAY_INSTALL}") from None
-    if not ray.is_initialized():
+    started = not ray.is_initialized()  # a cluster this command connected to (or started) is left again at the end
+    if started:
         try:
             ray.init(address=settings.ray_address, log_to_driver=False, include_dashboard=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -196,6 +197,8 @@ def run_ray(jobs: list[Job], settings: ExecutorSettings, out: Path, cache: Path,
             ray.cancel(ref, force=True)
         for path, _ in markers:
             Path(path).unlink(missing_ok=True)
+        if started:
+            ray.shutdown()
     return failures
 
 
