@@ -306,7 +306,7 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> di
     ``plan.executor`` (N local processes, Ray tasks); then write the comparison's outputs from those run
     directories. One progress bar covers the whole comparison."""
     settings = plan.executor
-    settings.check()
+    settings.preflight(torch.get_num_threads())
     first = plan.entries[0].recipe  # one runtime for every run (a run with other settings makes its own)
     runtime = start(first.device, first.precision)  # under accelerate launch: the main process decides and writes
     if settings.parallel and runtime.world > 1:

@@ -52,6 +52,15 @@ class ExecutorSettings:
         if self.ray_address and self.kind != "ray":
             raise AlignkitError("--ray-address is for --executor ray")
 
+    def preflight(self, threads: int) -> None:
+        """Refuse, before anything is built or written, what phase 2 could not start: bad options, more GPUs
+        than are visible, Ray not installed."""
+        self.check()
+        if self.kind == "local" and self.jobs > 1:
+            local_slots(self.jobs, self.gpus_per_entry, threads)
+        if self.kind == "ray":
+            _import_ray()
+
 
 @dataclass
 class Job:
@@ -142,14 +151,19 @@ def run_local(jobs: list[Job], settings: ExecutorSettings, out: Path, threads: i
     return failures
 
 
-def run_ray(jobs: list[Job], settings: ExecutorSettings, out: Path, cache: Path, threads: int,
-            done: Done) -> dict[str, str]:
-    """One Ray task per entry, asking for its CPUs (the thread share) and GPUs; a node that cannot see the
-    comparison folder or the cache stops the comparison with one line."""
+def _import_ray():
     try:
         import ray
     except ImportError:
         raise AlignkitError(f"--executor ray: the ray package is not installed; {RAY_INSTALL}") from None
+    return ray
+
+
+def run_ray(jobs: list[Job], settings: ExecutorSettings, out: Path, cache: Path, threads: int,
+            done: Done) -> dict[str, str]:
+    """One Ray task per entry, asking for its CPUs (the thread share) and GPUs; a node that cannot see the
+    comparison folder or the cache stops the comparison with one line."""
+    ray = _import_ray()
     started = not ray.is_initialized()  # a cluster this command connected to (or started) is left again at the end
     if started:
         try:

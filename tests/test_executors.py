@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from alignkit.cli import main
 from alignkit.errors import AlignkitError
-from alignkit.executors import ExecutorSettings, Job, local_slots, run_entries
+from alignkit.executors import local_slots
 from alignkit.ray_entry import UNSEEN, run_entry
 
 ENTRIES = ["dpo", "ipo=dpo:loss=ipo", "ppo", "sft"]
@@ -93,12 +93,24 @@ def test_jobs_2_gives_the_sequential_table_after_a_killed_worker_resumes(sequent
     assert (out / "winrates.csv").read_text() == (sequential / "winrates.csv").read_text()
 
 
-def test_a_missing_ray_or_an_unseen_folder_is_one_line(tmp_path, monkeypatch):
+@pytest.mark.parametrize("args, fragment", [
+    (["--executor", "ray"], "--executor ray: the ray package is not installed; pip install 'alignkit[ray]'"),
+    (["--jobs", "2", "--gpus-per-entry", "1"], "--jobs 2 with --gpus-per-entry 1 needs 2 GPU(s); 0 visible (none); lower --jobs, "
+                                              "or --gpus-per-entry 0 for CPU"),
+    (["--ray-address", "auto"], "--ray-address is for --executor ray"),
+])
+def test_what_phase_2_cannot_start_is_one_line_before_anything_is_written(args, fragment, tmp_path, monkeypatch,
+                                                                          tiny_overrides):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
-    job = Job("dpo", {"cwd": str(tmp_path)}, "resume")
-    with pytest.raises(AlignkitError, match=r"^--executor ray: the ray package is not installed; pip install "
-                                            r"'alignkit\[ray\]'$"):
-        run_entries([job], ExecutorSettings("ray"), tmp_path, tmp_path, 1, lambda *a: None)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU
+    result = CliRunner().invoke(main, ["compare", "dpo", "--out", str(tmp_path / "cmp"), *args,
+                                       *[a for o in tiny_overrides for a in ("--set", o)]], catch_exceptions=False)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1] == f"alignkit: error: {fragment}"
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_a_node_that_cannot_see_the_shared_folders_is_refused(tmp_path):
     (tmp_path / "marker").write_text("another driver's token")  # what a node sees of a folder not shared with it
     status, reason = run_entry(str(tmp_path / "spec.json"), [(str(tmp_path / "marker"), "token")], {},
                                str(tmp_path / "log"))
