@@ -113,15 +113,24 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 @click.option("--temperatures", metavar="T1,T2,...", help="also evaluate at these temperatures (0 = greedy)")
 @click.option("--out", type=click.Path(path_type=Path), help="comparison folder (default runs/NAME)")
 @click.option("--overwrite", is_flag=True, help="retrain and replace finished runs whose training settings changed")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="entries run at once, each in its own process (its own GPU, or its share of the threads)")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="where entries run: processes on this machine, or Ray tasks (pip install 'alignkit[ray]')")
+@click.option("--ray-address", metavar="ADDR", help="a running Ray cluster (default: start a local one)")
+@click.option("--gpus-per-entry", type=click.IntRange(min=0), default=None,
+              help="GPUs per entry with --jobs/--executor ray (default 1 when there are GPUs; K>1 uses accelerate)")
 @_set_option
 @_plugins_option
 @_threads_option
-def compare(entries, sweeps, seeds, temperatures, out, overwrite, overrides, plugins, threads):
+def compare(entries, sweeps, seeds, temperatures, out, overwrite, jobs, executor, ray_address, gpus_per_entry,
+            overrides, plugins, threads):
     """Compare methods side by side on one task: ENTRY is a method (dpo), a recipe file, a labelled
     variant (ipo=dpo:loss=ipo) or one comparison YAML (recipes/compare_imdb.yaml)."""
     configure_threads(threads)
     from alignkit.compare import plan_comparison, run_comparison
-    from alignkit.report import screen_table
+    from alignkit.executors import ExecutorSettings
+    from alignkit.report import EntriesFailed, screen_table
 
     if out is not None:
         check_output_folder(out)
@@ -132,7 +141,12 @@ def compare(entries, sweeps, seeds, temperatures, out, overwrite, overrides, plu
                  *([f"--out {out}"] if out else []), *(f"--set {o}" for o in overrides),
                  *(f"--plugins {p}" for p in plugins), *(["--overwrite"] if overwrite else [])]
     plan.overwrite = overwrite
-    run_comparison(plan)
+    plan.executor = ExecutorSettings(executor, jobs, gpus_per_entry, ray_address)
+    try:
+        run_comparison(plan)
+    except EntriesFailed:  # the others' table first, then the one line naming the failed entries
+        click.echo(screen_table(plan.out))
+        raise
     if launched_rank() == 0:
         click.echo(screen_table(plan.out))
         click.echo(f"comparison: {plan.out / 'report.md'}", err=True)

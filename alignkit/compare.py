@@ -19,13 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import torch
 import yaml
 from tqdm.auto import tqdm
 
 from alignkit.artifacts import Artifact
+from alignkit.cache import default_cache_dir
 from alignkit.config import ConfigError, apply_overrides, load_yaml_text, read_yaml, to_dict
 from alignkit.errors import AlignkitError
-from alignkit.pipeline import adopt_recipe, method_needs, reevaluate, run_recipe
+from alignkit.executors import ExecutorSettings, Job, run_entries
+from alignkit.pipeline import method_needs
 from alignkit.records import SHARED, check_shared
 from alignkit.recipe import BUNDLED, Recipe, bundled_recipe, default_task_problem, recipe_from_data, resolve_recipe_path
 from alignkit.registry import METHODS, load_plugins
@@ -33,6 +36,8 @@ from alignkit.report import build_report
 from alignkit.reuse import RunDecision, run_decision
 from alignkit.rundir import claim_comparison_dir
 from alignkit.runtime import start
+from alignkit.shared_stages import SHARED_FOLDER, build_shared_stages
+from alignkit.worker import check_round_trip, job_spec, run_job
 
 DEFAULT_TASK = "imdb"
 COMPARE_KEYS = ("name", "entries", "sweep", "seeds", "plugins")
@@ -172,6 +177,8 @@ class ComparisonPlan:
     out: Path
     argv: list[str] = field(default_factory=list)
     overwrite: bool = False  # replace finished runs whose training identity changed
+    plugins: list[str] = field(default_factory=list)  # what a worker process loads (absolute paths or modules)
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)  # phase 2: sequential, --jobs N, ray
 
 
 def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: int | None = None,
@@ -179,6 +186,7 @@ def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: 
                     plugins: Iterable[str] = (), out: Path | None = None) -> ComparisonPlan:
     """Turn the command line (or a comparison YAML) into validated entries; refuse unfair comparisons."""
     load_plugins(plugins)
+    plugins = [str(Path(p).resolve()) if Path(p).exists() else p for p in plugins]
     specs = list(specs)
     compare_file = None
     if len(specs) == 1 and not VARIANT.match(specs[0]) and specs[0] not in METHODS:
@@ -187,6 +195,7 @@ def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: 
             compare_file = (path, data)
     if compare_file:
         groups, name, file_seeds = _groups_from_file(*compare_file)
+        plugins += _file_plugins(*compare_file)
     else:
         groups = [(label, raw, {}) for label, raw in (parse_entry(s) for s in specs)]
         name, file_seeds = "compare", 1
@@ -207,7 +216,7 @@ def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: 
     problem = default_task_problem(entries[0].recipe)  # every entry shares the task, pairs and judge
     if problem:
         raise AlignkitError(f"compare: {problem}")
-    return ComparisonPlan(name, entries, Path(out or Path("runs") / name), list(sys.argv))
+    return ComparisonPlan(name, entries, Path(out or Path("runs") / name), list(sys.argv), plugins=plugins)
 
 
 def _check_sweeps_match(groups: list, cli_sweeps: dict[str, list], specs: Iterable[str]) -> None:
@@ -235,7 +244,7 @@ def _groups_from_file(path: Path, data: dict) -> tuple[list, str, int]:
         raise ConfigError(f"{path}: seeds: expected a positive integer, got {seeds!r}")
     if not isinstance(top_sweep, dict):
         raise ConfigError(f"{path}: sweep: expected a mapping of KEY: [values]")
-    load_plugins([str(path.parent / p) if (path.parent / p).exists() else p for p in data.get("plugins") or []])
+    load_plugins(_file_plugins(path, data))
     dataset = (shared.get("task") or {}).get("dataset", DEFAULT_TASK)
     groups = []
     for i, item in enumerate(data["entries"]):
@@ -260,6 +269,11 @@ def _groups_from_file(path: Path, data: dict) -> tuple[list, str, int]:
                     for k, v in own_sweep.items()}}
         groups.append((label, raw, sweep))
     return groups, str(data.get("name") or path.stem), seeds
+
+
+def _file_plugins(path: Path, data: dict) -> list[str]:
+    """A comparison file's plugins: paths relative to the file (made absolute for worker processes) or modules."""
+    return [str((path.parent / p).resolve()) if (path.parent / p).exists() else p for p in data.get("plugins") or []]
 
 
 def _as_list(value: Any, where: str) -> list:
@@ -287,49 +301,86 @@ def resolved_recipe(recipe: Recipe) -> tuple[dict, bool]:
 
 
 def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> dict:
-    """Train (or reuse, or re-evaluate) every entry as a run under ``OUT/runs/``, then write the
-    comparison's outputs from those run directories. One progress bar covers the whole comparison."""
+    """Phase 1: build every shared stage the entries need, once, into the cache. Phase 2: train (or reuse,
+    or re-evaluate) every entry as a run under ``OUT/runs/``, one after another in this process or with
+    ``plan.executor`` (N local processes, Ray tasks); then write the comparison's outputs from those run
+    directories. One progress bar covers the whole comparison."""
+    settings = plan.executor
+    settings.preflight(torch.get_num_threads())
     first = plan.entries[0].recipe  # one runtime for every run (a run with other settings makes its own)
     runtime = start(first.device, first.precision)  # under accelerate launch: the main process decides and writes
+    if settings.parallel and runtime.world > 1:
+        raise AlignkitError("compare: --jobs/--executor start a process per entry; run alignkit compare itself, not "
+                            "under accelerate launch (--gpus-per-entry K launches each entry on K GPUs)")
     runs_dir = plan.out / "runs"
-    states = None
+    decisions = None
     if runtime.is_main:
         try:
             decisions = [run_decision(runs_dir / e.label, e.recipe, cache_dir, plan.overwrite) for e in plan.entries]
             if not plan.overwrite:
                 refuse_replacing(runs_dir, plan.entries, decisions)
             claim_comparison_dir(plan.out)
-            states = [d.state for d in decisions]
         except AlignkitError as exc:
-            states = exc
-    states = runtime.broadcast(states)
-    if isinstance(states, AlignkitError):
-        raise states
+            decisions = exc
+    decisions = runtime.broadcast(decisions)
+    if isinstance(decisions, AlignkitError):
+        raise decisions
+    states = [d.state for d in decisions]
     total = len(plan.entries)
     if runtime.is_main:
         tqdm.write(f"[alignkit] compare: {total} run(s): {states.count('train')} to train, "
                    f"{states.count('resume')} to resume, {states.count('evaluate')} to re-evaluate, "
                    f"{states.count('current')} reused", file=sys.stderr)
+    todo = [e.recipe for e, state in zip(plan.entries, states) if state != "current"]
+    if todo:  # phase 1
+        build_shared_stages(todo, cache_dir, runtime, plan.out / SHARED_FOLDER)
     bar = tqdm(total=total, desc="compare", unit="run", dynamic_ncols=True, position=0, disable=not runtime.is_main)
-    for number, (entry, state) in enumerate(zip(plan.entries, states), start=1):
-        bar.set_description(f"compare [{number}/{total}] {entry.label} ({state})")
-        info = {"label": entry.label, "group": entry.group, "sweep": entry.sweep, "seed_index": entry.seed_index}
-        run_dir = runs_dir / entry.label
-        if state in ("train", "resume"):  # an interrupted run continues from its last checkpoint; a finished one
-            # is only replaced with --overwrite (refused above otherwise), and only once its new run succeeded
-            run_recipe(entry.recipe, run_dir, overwrite=state == "train", cache_dir=cache_dir, entry=info,
-                       runtime=runtime)
-        elif state == "evaluate":
-            reevaluate(run_dir, entry.recipe, cache_dir, runtime)
-        else:
-            adopt_recipe(run_dir, entry.recipe, runtime)
-        bar.update(1)
+    failures: dict[str, str] = {}
+    if settings.parallel:
+        failures = _run_parallel(plan, decisions, cache_dir, runtime, bar)
+    else:
+        for number, (entry, state) in enumerate(zip(plan.entries, states), start=1):
+            bar.set_description(f"compare [{number}/{total}] {entry.label} ({state})")
+            # an interrupted run continues from its last checkpoint; a finished one is only replaced with
+            # --overwrite (refused above otherwise), and only once its new run succeeded
+            run_job(_spec(plan, entry, state, cache_dir), entry.recipe, runtime)
+            bar.update(1)
     bar.close()
     runtime.barrier()
     if not runtime.is_main:
         return {}
-    return build_report([runs_dir / e.label for e in plan.entries], plan.out, name=plan.name, argv=plan.argv,
-                        states=dict(zip((e.label for e in plan.entries), states)))
+    done = [e for e in plan.entries if e.label not in failures]
+    return build_report([runs_dir / e.label for e in done], plan.out, name=plan.name, argv=plan.argv,
+                        states=dict(zip((e.label for e in plan.entries), states)), failed=failures)
+
+
+def _spec(plan: ComparisonPlan, entry: PlannedRun, state: str, cache_dir: Path | None) -> dict:
+    info = {"label": entry.label, "group": entry.group, "sweep": entry.sweep, "seed_index": entry.seed_index}
+    return job_spec(entry.label, state, entry.recipe, plan.out / "runs" / entry.label, cache_dir, info, plan.plugins)
+
+
+def _run_parallel(plan: ComparisonPlan, decisions: list[RunDecision], cache_dir: Path | None, runtime,
+                  bar) -> dict[str, str]:
+    """Phase 2 on the executor: current runs are adopted here, the others go to worker processes or Ray
+    tasks; returns {label: why} of the entries that failed twice."""
+    cache = Path(cache_dir or default_cache_dir()).resolve()
+    jobs = []
+    for entry, decision in zip(plan.entries, decisions):
+        spec = _spec(plan, entry, decision.state, cache)
+        spec["run_dir"] = str(Path(spec["run_dir"]).resolve())
+        if decision.state == "current":
+            run_job(spec, entry.recipe, runtime)
+            bar.update(1)
+            continue
+        check_round_trip(spec, entry.recipe)
+        jobs.append(Job(entry.label, spec, "resume" if decision.state == "resume" or not decision.finished
+                        else decision.state))
+
+    def done(label: str, error: str | None) -> None:
+        bar.set_description(f"compare {label} {'failed' if error else 'done'}")
+        bar.update(1)
+
+    return run_entries(jobs, plan.executor, plan.out, cache, torch.get_num_threads(), done)
 
 
 def refuse_replacing(runs_dir: Path, entries: list[PlannedRun], decisions: list[RunDecision]) -> None:

@@ -25,12 +25,23 @@ from alignkit.verdicts import CONVERGENCE, METHOD as MATCHED_KL_METHOD, converge
 # the report
 
 
+class EntriesFailed(AlignkitError):
+    """Some entries of a comparison failed; the report of the others was written."""
+
+
 def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv: list[str] | None = None,
-                 states: dict[str, str] | None = None) -> dict:
+                 states: dict[str, str] | None = None, failed: dict[str, str] | None = None) -> dict:
     """Write every comparison output into ``out`` from the finished runs at ``paths``; returns the index.
-    ``states`` records what the comparison did with each run (train, evaluate, current)."""
+    ``states`` records what the comparison did with each run (train, evaluate, current); ``failed`` names the
+    entries whose runs failed (and why): reported, and the command fails once the rest is written."""
     import pandas as pd
 
+    failed = failed or {}
+    failure = (f"compare: {len(failed)} entr{'y' if len(failed) == 1 else 'ies'} failed: "
+               + "; ".join(f"{label} ({why})" for label, why in failed.items())
+               + f"; see {out}/logs/<label>.log, then rerun the same command to resume them") if failed else ""
+    if failed and not paths:
+        raise AlignkitError(failure)
     runs, broken = load_runs(paths)
     check_runs_share(runs)
     out = claim_comparison_dir(out)
@@ -54,8 +65,14 @@ def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv
     index = _index(runs, frame, matrix, sentences, name, argv, convergence)
     for entry in index["entries"]:
         entry["state"] = (states or {}).get(entry["label"], "current")
-    write_text(out / "report.md", render_markdown(runs, frame, matrix, index))
+    markdown = render_markdown(runs, frame, matrix, index)
+    if failed:
+        index["failed"] = [{"label": label, "error": why} for label, why in failed.items()]
+        markdown += "\n## Failed entries\n\n" + "".join(f"- **{label}**: {why}\n" for label, why in failed.items())
+    write_text(out / "report.md", markdown)
     write_json(out / "compare.json", index)
+    if failed:
+        raise EntriesFailed(f"{failure}; the report in {out} covers the other {len(runs)} run(s)")
     if broken:  # the others are reported; the broken one is named, and the command fails
         more = f" (and {len(broken) - 1} more unreadable run(s))" if len(broken) > 1 else ""
         raise AlignkitError(f"report: {broken[0]}{more}; the report in {out} covers the other {len(runs)} run(s)")

@@ -17,8 +17,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "alignkit"
 # top to bottom; a module belongs to the first layer with a prefix matching its dotted name
 LAYERS = [
     ("entry points", ["alignkit.cli", "alignkit.__main__"]),
-    ("comparison", ["alignkit.compare"]),
-    ("runs and reports", ["alignkit.pipeline", "alignkit.report", "alignkit.reuse"]),
+    ("comparison", ["alignkit.compare", "alignkit.executors", "alignkit.worker"]),
+    ("runs and reports", ["alignkit.pipeline", "alignkit.report", "alignkit.reuse", "alignkit.shared_stages"]),
     ("methods and judges", ["alignkit.methods", "alignkit.rewards"]),
     ("workspace", ["alignkit.trajectory", "alignkit.workspace"]),
     ("run folders and keys", ["alignkit.stage_keys", "alignkit.records", "alignkit.verdicts", "alignkit.rundir", "alignkit.runfolder"]),
@@ -30,7 +30,7 @@ LAYERS = [
     ("run context", ["alignkit.context"]),
     ("runtime and checkpoints", ["alignkit.runtime", "alignkit.checkpoint"]),
     ("registry and config", ["alignkit.registry", "alignkit.config", "alignkit.runlog", "alignkit.signatures",
-                             "alignkit.threads", "alignkit.memory", "alignkit.rl", "alignkit"]),
+                             "alignkit.threads", "alignkit.memory", "alignkit.rl", "alignkit.ray_entry", "alignkit"]),
     ("errors", ["alignkit.errors"]),
 ]
 LAZY_IMPORTS_ALLOWED = {"alignkit.cli"}
