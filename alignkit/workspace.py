@@ -19,12 +19,13 @@ from alignkit.artifacts import Artifact, RewardSettings, reward_needs
 from alignkit.cache import CacheEntry, default_cache_dir
 from alignkit.context import Budget, RunContext
 from alignkit.data.preferences import PreferenceData, generate_preferences, load_preferences
+from alignkit.data.chat import plain_text
 from alignkit.data.pairs_task import read_prompt_set
 from alignkit.data.task import Task, sample_prompts
 from alignkit.data.unpaired import UnpairedData
 from alignkit.errors import AlignkitError, DataError
 from alignkit.eval.evaluator import ReferenceSamples, score_texts
-from alignkit.eval.judges import judge_agreement
+from alignkit.eval.judges import is_pairwise, judge_agreement
 from alignkit.models.loading import load_tokenizer, resolve_model_path
 from alignkit.models.pairs import example_logprobs, reference_logprobs
 from alignkit.models.policy import Policy, Reference
@@ -159,7 +160,12 @@ class Workspace:
     def judge(self):
         """What decides win rates: the gold reward unless ``eval.judge`` names another registered judge."""
         name = self.recipe.eval.judge
-        return self.gold if name in ("gold", self.recipe.gold_reward) else REWARDS.get(name)(self)
+        judge = self.gold if name in ("gold", self.recipe.gold_reward) else REWARDS.get(name)(self)
+        if is_pairwise(judge):  # it reads the question and the replies, not the policy's chat markup
+            tokenizer = self.tokenizer_loader()()
+            if getattr(tokenizer, "chat_template", None):
+                judge.readable = plain_text(tokenizer)
+        return judge
 
     def judge_agreement(self, of: str = "judge") -> dict | None:
         """The agreement of the win-rate judge (``of="judge"``) or the gold reward (``of="gold"``) with the

@@ -67,3 +67,30 @@ def test_a_task_without_gold_is_scored_by_the_heldout_reward_model(tmp_path, tin
     assert questions and {topic_of[q] for q in questions} <= topics["held"]  # evaluation asks held-out topics only
     manifest = json.loads((out / "manifest.json").read_text())
     assert "judge_reward_model" in manifest["stage_keys"]  # the judge split is carved for the gold reward too
+
+
+def test_a_pairwise_judge_reads_the_question_and_replies_without_the_policys_chat_markup(chat_model_dir):  # noqa: F811
+    from transformers import AutoTokenizer
+
+    from alignkit.data.chat import plain_text
+    from alignkit.eval.judges import PairwiseJudge
+
+    tokenizer = AutoTokenizer.from_pretrained(chat_model_dir)
+    plain = plain_text(tokenizer)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Where is my order?"}], tokenize=False,
+                                           add_generation_prompt=True)
+    assert prompt != "Where is my order?" and plain(prompt) == "Where is my order?"
+    assert plain("Check Orders.<|im_end|>\n") == "Check Orders." and plain("Check Orders.") == "Check Orders."
+
+    class Recording(PairwiseJudge):
+        asked: list = []
+
+        def ask(self, questions):
+            self.asked.extend(questions)
+            return ["A", "B"]  # the first response wins in both orders: a clear verdict for it
+
+    judge = Recording("recording", "test")
+    judge.readable = plain
+    assert judge.compare([prompt], ["Check Orders.<|im_end|>\n"], ["No.<|im_end|>\n"]).tolist() == [1.0]
+    assert Recording.asked == [("Where is my order?", "Check Orders.", "No."), ("Where is my order?", "No.",
+                                                                                "Check Orders.")]

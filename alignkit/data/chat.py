@@ -186,6 +186,31 @@ def render_rows(rows: list[dict], origin: str, tokenizer: Optional[Callable[[], 
     return [{**row, "prompt": p, "chosen": c, "rejected": r} for row, (p, c, r) in zip(rows, texts)]
 
 
+def plain_text(tokenizer) -> Callable[[str], str]:
+    """A function that recovers the text of a rendered single-turn prompt or reply (what a judge with a chat
+    template of its own should read, not this tokenizer's turn markers): the markup the template puts around
+    one message, found by rendering a marker, is cut off, and any special token left is removed."""
+    marker, reply = "\x1e", "\x1d"
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": marker}], tokenize=False,
+                                           add_generation_prompt=True)
+    full = tokenizer.apply_chat_template([{"role": "user", "content": marker}, {"role": "assistant", "content": reply}],
+                                         tokenize=False)
+    prompt_before, prompt_after = prompt.split(marker, 1)
+    reply_before, reply_after = full[len(prompt):].split(reply, 1) if full.startswith(prompt) else ("", "")
+    specials = sorted({t for t in tokenizer.all_special_tokens if t}, key=len, reverse=True)
+
+    def strip(text: str) -> str:
+        if prompt_before and text.startswith(prompt_before) and text.endswith(prompt_after):
+            text = text[len(prompt_before):len(text) - len(prompt_after)]
+        elif reply_after and text.endswith(reply_after) and text.startswith(reply_before):
+            text = text[len(reply_before):len(text) - len(reply_after)]
+        for token in specials:
+            text = text.replace(token, "")
+        return text.strip()
+
+    return strip
+
+
 def _stand_in(messages: list[dict]) -> str:
     return json.dumps(messages, ensure_ascii=False, sort_keys=True)
 

@@ -105,6 +105,7 @@ class PairwiseJudge:
         self.name, self.identity, self.template = name, identity, template
         self.cache = VerdictCache(Path(cache_dir) / "judge_verdicts" / f"{identity}.jsonl") if cache_dir else None
         self.stats = {"questions": 0, "asked": 0, "cached": 0, "unparseable": 0, "order_disagreements": 0}
+        self.readable: Callable[[str], str] = lambda text: text  # the policy's chat markup off (set by the run)
 
     def render(self, prompt: str, first: str, second: str) -> str:
         return self.template.replace("{prompt}", prompt).replace("{a}", first).replace("{b}", second)
@@ -132,6 +133,7 @@ class PairwiseJudge:
         n = len(prompts)
         if not (len(a) == len(b) == n):
             raise ValueError(f"compare needs as many completions as prompts ({n}), got {len(a)} and {len(b)}")
+        prompts, a, b = ([self.readable(t) for t in texts] for texts in (prompts, a, b))
         answers = self.answers([*zip(prompts, a, b), *zip(prompts, b, a)])
         verdicts = [parse_verdict(x) for x in answers]
         out = np.full(n, 0.5)

@@ -40,7 +40,7 @@ class TinyChatRecipe:
     n_head: int = 4
     n_positions: int = 192
     max_length: int = 160
-    steps: int = 150
+    steps: int = 400
     batch_size: int = 32
     lr: float = 2e-3
     seed: int = 0
