@@ -12,8 +12,9 @@ import json
 import math
 from pathlib import Path
 
+from alignkit.compute import FIRST_RULE, RULE as COMPUTE_RULE, budget_columns, curves, first_sentence, first_to_reach
 from alignkit.errors import AlignkitError
-from alignkit.eval.plots import plot_frontier, plot_temperature
+from alignkit.eval.plots import plot_compute, plot_frontier, plot_temperature
 from alignkit.records import (HEAD_TO_HEAD_METHOD, N_BOOT, RunRecord, check_runs_share, comparison_rows, load_runs,
                               trajectory_rows, winrate_matrix)
 from alignkit.rundir import claim_comparison_dir
@@ -36,6 +37,8 @@ def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv
     out = claim_comparison_dir(out)
     convergence = {r.label: convergence_of(r) for r in runs}
     rows = comparison_rows(runs, convergence)
+    by_label = {r.label: r for r in runs}
+    rows = [{**row, **budget_columns(by_label[row["label"]], runs)} for row in rows]
     if not rows:
         raise AlignkitError("report: none of these runs trained a policy (reward-model runs have no samples)")
     frame = pd.DataFrame(rows)
@@ -51,7 +54,12 @@ def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv
     sentences = matched_kl_verdicts(runs, {label: c["label"] for label, c in convergence.items()})
     plot_frontier(runs, out / "frontier.png")
     plot_temperature(frame, out / "temperature.png")
+    settings = curves(runs)
+    first = first_to_reach(settings)
+    plot_compute(settings, out / "frontier_compute.png", target=first["target"] if first else None)
     index = _index(runs, frame, matrix, sentences, name, argv, convergence)
+    index["compute"] = {"rule": COMPUTE_RULE, "first_rule": FIRST_RULE, "first_to_reach": first,
+                        "first_to_reach_wall": first_to_reach(settings, "wall_s"), "sentence": first_sentence(first)}
     for entry in index["entries"]:
         entry["state"] = (states or {}).get(entry["label"], "current")
     write_text(out / "report.md", render_markdown(runs, frame, matrix, index))
@@ -71,7 +79,7 @@ def _index(runs, frame, matrix, sentences, name, argv, convergence) -> dict:
                      "convergence": convergence[r.label], "budget": r.summary.get("budget")} for r in runs],
         "shared": shared_facts(runs),
         "outputs": ["comparison.csv", "trajectories.csv", *(["winrates.csv"] if matrix else []), "frontier.png",
-                    "temperature.png", "report.md"],
+                    "frontier_compute.png", "temperature.png", "report.md"],
         "matched_kl": sentences, "matched_kl_method": MATCHED_KL_METHOD, "convergence_test": CONVERGENCE.describe(),
         "head_to_head": {"method": HEAD_TO_HEAD_METHOD.format(n_boot=N_BOOT), "n_prompts": matrix[4] if matrix else 0,
                          "judge": first["recipe"]["eval"]["judge"]},
@@ -155,10 +163,21 @@ def render_markdown(runs: list[RunRecord], frame, matrix, index: dict) -> str:
               f"every prompt; seeds of a setting averaged), compared on a shared KL grid: "
               f"{index['matched_kl_method']}. A winner is named only when the interval excludes 0; an entry "
               f"that had not converged makes it a verdict \"at these budgets\". Convergence: "
-              f"{index['convergence_test']}.", "", "## Win rate vs temperature", "",
+              f"{index['convergence_test']}.", ""]
+    lines += _compute_lines(index["compute"])
+    lines += ["## Win rate vs temperature", "",
               "![win rate vs temperature](temperature.png)", ""]
     lines += _head_to_head_lines(matrix, index) + [""] + _caveats(runs, primary, shared, index)
     return "\n".join(lines) + "\n"
+
+
+def _compute_lines(compute: dict) -> list[str]:
+    """The compute-matched view: the plot, which method reaches the common gold reward first, the rules."""
+    wall = first_sentence(compute["first_to_reach_wall"]) if compute.get("first_to_reach_wall") else None
+    return ["## At matched compute", "", "![gold reward vs training compute](frontier_compute.png)", "",
+            f"- {compute['sentence']}" + (f" By wall seconds: {wall}" if wall else ""), "",
+            f"Compute: {compute['rule']}. First to reach: {compute['first_rule']}. Each entry's totals are the "
+            f"`compute_*` columns of comparison.csv.", ""]
 
 
 def _shared_lines(shared: dict) -> list[str]:

@@ -92,7 +92,7 @@ def test_compare_writes_every_output(finished):
 
     out, _, output = finished
     for name in ("comparison.csv", "winrates.csv", "trajectories.csv", "frontier.png", "temperature.png",
-                 "report.md", "compare.json"):
+                 "frontier_compute.png", "report.md", "compare.json"):
         assert (out / name).is_file(), name
     frame = pd.read_csv(out / "comparison.csv")
     assert len(frame) == 4 * 2  # 4 entries x 2 temperatures (1.0 and greedy)
@@ -110,8 +110,13 @@ def test_compare_writes_every_output(finished):
         assert row["ci_low"] + wins.loc[(b, a), "ci_high"] == pytest.approx(1.0)
     trajectory = pd.read_csv(out / "trajectories.csv")
     assert set(trajectory[trajectory["label"] == "dpo"]["step"]) == {2, 4}
+    dpo_points = trajectory[trajectory["label"] == "dpo"].sort_values("step")  # each checkpoint's budget so far
+    assert list(dpo_points["budget_steps"]) == [2, 4] and dpo_points["budget_train_tokens"].is_monotonic_increasing
+    assert (primary["compute_flops"] > 0).all() and by_label.loc["ppo", "compute_sampled_tokens"] > 0
+    assert by_label.loc["dpo", "compute_forward_tokens"] > 0  # its reference pass over the pairs
     report = (out / "report.md").read_text()
     assert "paired bootstrap" in report and "## At matched KL" in report and "## Caveats" in report
+    assert "## At matched compute" in report and "6N per trained token" in report
     assert report.startswith("# Comparison: compare\n\nCommand: `alignkit compare dpo ipo=dpo:loss=ipo ppo sft")
     assert "frontier.png" in report and "temperature.png" in report
     assert "win rate" in output and "dpo" in output  # the one-screen table
