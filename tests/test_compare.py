@@ -117,6 +117,10 @@ def test_compare_writes_every_output(finished):
     report = (out / "report.md").read_text()
     assert "paired bootstrap" in report and "## At matched KL" in report and "## Caveats" in report
     assert "## At matched compute" in report and "6N per trained token" in report
+    assert "Holm-adjusted" in report and "family size 6" in report  # 4 methods: 6 pairwise sentences, one family
+    kl_of = by_label["kl_mean"]
+    assert f"| dpo (KL {kl_of['dpo']:.2f}) |" in report  # head to head: each entry's KL beside its win rates
+    assert wins.loc[("dpo", "ppo"), "row_kl"] == pytest.approx(kl_of["dpo"], rel=1e-5)
     assert report.startswith("# Comparison: compare\n\nCommand: `alignkit compare dpo ipo=dpo:loss=ipo ppo sft")
     assert "frontier.png" in report and "temperature.png" in report
     assert "win rate" in output and "dpo" in output  # the one-screen table
