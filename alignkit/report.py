@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 from alignkit.compute import FIRST_RULE, RULE as COMPUTE_RULE, budget_columns, curves, first_sentence, first_to_reach
@@ -20,6 +21,7 @@ from alignkit.records import (HEAD_TO_HEAD_METHOD, N_BOOT, RunRecord, check_runs
 from alignkit.rundir import claim_comparison_dir
 from alignkit.runlog import write_json, write_text
 from alignkit.verdicts import CONVERGENCE, FAMILY, METHOD as MATCHED_KL_METHOD, convergence_of, matched_kl_verdicts
+from alignkit.versions import version_differences, version_warning
 
 
 # -------------------------------------------------------------------------------------------------
@@ -59,6 +61,10 @@ def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv
     first = first_to_reach(settings)
     plot_compute(settings, out / "frontier_compute.png", target=first["target"] if first else None)
     index = _index(runs, frame, matrix, sentences, name, argv, convergence)
+    index["version_differences"] = version_differences(runs)
+    index["version_warning"] = version_warning(index["version_differences"])
+    if index["version_warning"]:
+        print(f"[alignkit] report: {index['version_warning']}", file=sys.stderr)
     index["compute"] = {"rule": COMPUTE_RULE, "first_rule": FIRST_RULE, "first_to_reach": first,
                         "first_to_reach_wall": first_to_reach(settings, "wall_s"), "sentence": first_sentence(first)}
     for entry in index["entries"]:
@@ -256,6 +262,8 @@ def _head_to_head_lines(matrix, index) -> list[str]:
 
 def _caveats(runs, primary, shared, index) -> list[str]:
     lines = ["## Caveats", ""]
+    if index.get("version_warning"):
+        lines.append(f"- **W{index['version_warning'][1:]}**")
     by_label = {e["label"]: e["convergence"]["label"] for e in index["entries"]}
     for state, what in (("still improving", "Still improving when training stopped (the gold reward's rise over "
                                              "the last checkpoints is above 0 with 95% confidence)"),

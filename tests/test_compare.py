@@ -282,3 +282,18 @@ def test_a_shared_stage_setting_reaches_every_entry_that_uses_it(tiny_overrides)
     assert {e.label: e.recipe.method_config("reward_model").max_steps for e in plan.entries} == {"dpo": 10, "ppo": 10}
     with pytest.raises(ConfigError, match="reward_model.bogus_key: unknown key"):
         plan_comparison(["dpo", "ppo"], overrides=[*tiny_overrides, "reward_model.bogus_key=1"])
+
+
+def test_report_warns_when_the_runs_used_different_package_versions(finished, tmp_path):
+    out, _, _ = finished
+    copy = tmp_path / "cmp"
+    shutil.copytree(out, copy)
+    manifest = copy / "runs" / "ppo" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["versions"]["transformers"] = "0.0.1"
+    manifest.write_text(json.dumps(data))
+    result = CliRunner().invoke(main, ["report", str(copy), "--out", str(tmp_path / "again")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.output.splitlines() if "different package versions" in line]
+    assert len(warning) == 1 and "transformers" in warning[0] and "vs 0.0.1 (ppo)" in warning[0]
+    assert "vs 0.0.1 (ppo)" in (tmp_path / "again" / "report.md").read_text()
