@@ -110,13 +110,15 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 @click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2,...",
               help="sweep a method setting, e.g. dpo.beta=0.05,0.1,1,5 (applies to that method's entries; repeatable)")
 @click.option("--seeds", type=click.IntRange(min=1), default=None, help="training seeds per sweep point")
+@click.option("--replicates", type=click.IntRange(min=1), default=None,
+              help="run the whole comparison N times, re-drawing every shared stage (OUT/replicate-k), and combine")
 @click.option("--temperatures", metavar="T1,T2,...", help="also evaluate at these temperatures (0 = greedy)")
 @click.option("--out", type=click.Path(path_type=Path), help="comparison folder (default runs/NAME)")
 @click.option("--overwrite", is_flag=True, help="retrain and replace finished runs whose training settings changed")
 @_set_option
 @_plugins_option
 @_threads_option
-def compare(entries, sweeps, seeds, temperatures, out, overwrite, overrides, plugins, threads):
+def compare(entries, sweeps, seeds, replicates, temperatures, out, overwrite, overrides, plugins, threads):
     """Compare methods side by side on one task: ENTRY is a method (dpo), a recipe file, a labelled
     variant (ipo=dpo:loss=ipo) or one comparison YAML (recipes/compare_imdb.yaml)."""
     configure_threads(threads)
@@ -125,6 +127,11 @@ def compare(entries, sweeps, seeds, temperatures, out, overwrite, overrides, plu
 
     if out is not None:
         check_output_folder(out)
+    if replicates:  # alignkit.replicates: each replicate an ordinary comparison, then the combined report
+        from alignkit.replicates import compare_replicates
+
+        return compare_replicates(entries, replicates, sweeps=sweeps, seeds=seeds, temperatures=_floats(
+            temperatures, "--temperatures"), overrides=overrides, plugins=plugins, out=out, overwrite=overwrite)
     plan = plan_comparison(entries, sweeps=sweeps, seeds=seeds, temperatures=_floats(temperatures, "--temperatures"),
                            overrides=overrides, plugins=plugins, out=out)
     plan.argv = ["alignkit", "compare", *entries, *(f"--sweep {s}" for s in sweeps),

@@ -189,9 +189,11 @@ def render_markdown(runs: list[RunRecord], frame, matrix, index: dict) -> str:
 
 def _compute_lines(compute: dict) -> list[str]:
     """The compute-matched view: the plot, which method reaches the common gold reward first, the rules."""
-    wall = first_sentence(compute["first_to_reach_wall"]) if compute.get("first_to_reach_wall") else None
+    wall = compute.get("first_to_reach_wall")
+    by_wall = (f" By wall seconds instead: {wall['first']} first (" + ", ".join(
+        f"{g} {v:.3g} s" for g, v in wall["cost"].items()) + ").") if wall else ""
     return ["## At matched compute", "", "![gold reward vs training compute](frontier_compute.png)", "",
-            f"- {compute['sentence']}" + (f" By wall seconds: {wall}" if wall else ""), "",
+            f"- {compute['sentence']}{by_wall}", "",
             f"Compute: {compute['rule']}. First to reach: {compute['first_rule']}. Each entry's totals are the "
             f"`compute_*` columns of comparison.csv.", ""]
 
