@@ -112,13 +112,16 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 @click.option("--seeds", type=click.IntRange(min=1), default=None, help="training seeds per sweep point")
 @click.option("--replicates", type=click.IntRange(min=1), default=None,
               help="run the whole comparison N times, re-drawing every shared stage (OUT/replicate-k), and combine")
+@click.option("--until-converged", "until_converged", is_flag=True,
+              help="extend entries that have not converged, in rounds (a comparison YAML's until_converged section)")
 @click.option("--temperatures", metavar="T1,T2,...", help="also evaluate at these temperatures (0 = greedy)")
 @click.option("--out", type=click.Path(path_type=Path), help="comparison folder (default runs/NAME)")
 @click.option("--overwrite", is_flag=True, help="retrain and replace finished runs whose training settings changed")
 @_set_option
 @_plugins_option
 @_threads_option
-def compare(entries, sweeps, seeds, replicates, temperatures, out, overwrite, overrides, plugins, threads):
+def compare(entries, sweeps, seeds, replicates, until_converged, temperatures, out, overwrite, overrides, plugins,
+            threads):
     """Compare methods side by side on one task: ENTRY is a method (dpo), a recipe file, a labelled
     variant (ipo=dpo:loss=ipo) or one comparison YAML (recipes/compare_imdb.yaml)."""
     configure_threads(threads)
@@ -127,6 +130,9 @@ def compare(entries, sweeps, seeds, replicates, temperatures, out, overwrite, ov
 
     if out is not None:
         check_output_folder(out)
+    if replicates and until_converged:
+        raise AlignkitError("compare: --replicates and --until-converged together are not supported yet; run them "
+                            "one at a time")
     if replicates:  # alignkit.replicates: each replicate an ordinary comparison, then the combined report
         from alignkit.replicates import compare_replicates
 
@@ -139,7 +145,14 @@ def compare(entries, sweeps, seeds, replicates, temperatures, out, overwrite, ov
                  *([f"--out {out}"] if out else []), *(f"--set {o}" for o in overrides),
                  *(f"--plugins {p}" for p in plugins), *(["--overwrite"] if overwrite else [])]
     plan.overwrite = overwrite
-    run_comparison(plan)
+    from alignkit.until_converged import run_until_converged, settings_from
+
+    extension = settings_from(entries, until_converged)
+    if extension:
+        plan.argv.append("--until-converged")
+        run_until_converged(plan, extension)
+    else:
+        run_comparison(plan)
     if launched_rank() == 0:
         click.echo(screen_table(plan.out))
         click.echo(f"comparison: {plan.out / 'report.md'}", err=True)

@@ -35,7 +35,7 @@ from alignkit.rundir import claim_comparison_dir
 from alignkit.runtime import start
 
 DEFAULT_TASK = "imdb"
-COMPARE_KEYS = ("name", "entries", "sweep", "seeds", "plugins")
+COMPARE_KEYS = ("name", "entries", "sweep", "seeds", "plugins", "until_converged")  # the last: alignkit.until_converged
 
 
 @dataclass

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "alignkit"
 # top to bottom; a module belongs to the first layer with a prefix matching its dotted name
 LAYERS = [
     ("entry points", ["alignkit.cli", "alignkit.__main__"]),
-    ("comparison", ["alignkit.compare", "alignkit.replicates"]),
+    ("comparison", ["alignkit.compare", "alignkit.replicates", "alignkit.until_converged"]),
     ("runs and reports", ["alignkit.pipeline", "alignkit.report", "alignkit.reuse"]),
     ("methods and judges", ["alignkit.methods", "alignkit.rewards"]),
     ("workspace", ["alignkit.trajectory", "alignkit.workspace"]),

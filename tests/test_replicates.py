@@ -16,7 +16,7 @@ FAST = ["eval.every_steps=2", "eval.temperatures=[]", "eval.n_prompts=16", "dpo.
 def test_two_replicates_redraw_the_pairs_and_write_a_combined_report(tmp_path, compare_overrides, capsys):
     out = tmp_path / "reps"
     args = [a for o in [*compare_overrides, *FAST] for a in ("--set", o)]
-    result = CliRunner().invoke(main, ["compare", "dpo", "ipo=dpo:loss=ipo", "--replicates", "2", "--out", str(out),
+    result = CliRunner().invoke(main, ["compare", "dpo", "--replicates", "2", "--out", str(out),
                                        *args], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     manifests = [json.loads((out / f"replicate-{k}" / "runs" / "dpo" / "manifest.json").read_text()) for k in (0, 1)]
