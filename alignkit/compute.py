@@ -94,16 +94,17 @@ def point_compute(run: RunRecord, budget: dict, wall: float | None, shared: Shar
 def run_curve(run: RunRecord, runs: list[RunRecord]) -> list[dict]:
     """The run's points in order of compute: the reference (the shared stages only), every checkpoint that
     recorded its budget, and the final evaluation; each ``{step, gold, ...compute}``."""
-    shared = shared_cost(run, runs)
+    shared, cost = shared_cost(run, runs), run.cost
+    walls = cost.get("training_wall_s") or {}  # measured: in the manifest, by checkpoint step
     points = [{"step": 0, "gold": run.summary.get("reference_gold_reward_mean"),
                **point_compute(run, {}, 0.0, shared)}]
     for p in sorted(run.trajectory, key=lambda p: p["step"]):
         if "budget_train_tokens" in p and p.get("gold_reward_mean") is not None:
             budget = {k[len("budget_"):]: v for k, v in p.items() if k.startswith("budget_")}
             points.append({"step": p["step"], "gold": p["gold_reward_mean"],
-                           **point_compute(run, budget, p.get("budget_wall_s"), shared)})
-    budget, cost = run.summary.get("budget") or {}, run.cost
-    wall = cost.get("train_only_wall_s", cost.get("train_wall_s"))
+                           **point_compute(run, budget, walls.get(str(p["step"])), shared)})
+    budget = run.summary.get("budget") or {}
+    wall = walls.get("last", cost.get("train_wall_s"))  # runs without a trajectory: the training stage's time
     final = {"step": budget.get("steps", 0), "gold": run.summary.get("gold_reward_mean"),
              **point_compute(run, budget, wall, shared)}
     return [p for p in points if p["step"] < final["step"]] + [final]

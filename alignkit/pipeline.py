@@ -185,7 +185,7 @@ class Run:
             self.manifest["cost"] = {"train_wall_s": self.timings[train_stage],
                                      "eval_wall_s": self.timings["evaluate"], "peak_memory": process_peak_mb(),
                                      "train_peak_memory": self.stage_memory[train_stage],  # and for alignkit.compute:
-                                     "train_only_wall_s": self.ws.training_compute.get("budget_wall_s"),
+                                     "training_wall_s": self.ws.training_wall,  # by checkpoint step, and "last"
                                      "policy_parameters": sum(p.numel() for p in model.parameters())
                                      if isinstance(model, torch.nn.Module) else None}
             write_outputs(self.run_dir, summary, samples)

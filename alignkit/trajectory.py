@@ -24,11 +24,13 @@ class TrajectoryRecorder:
         self.evaluating = 0.0            # seconds spent evaluating checkpoints, not training
 
     def compute(self) -> dict:
-        """What training consumed so far, for the compute-matched view: the budget's counters and the wall
-        seconds of training itself (checkpoint evaluation excluded), as ``budget_*`` keys of a point."""
-        wall = time.perf_counter() - self.began - self.evaluating if self.began is not None else None
-        return {**{f"budget_{k}": v for k, v in self.ws.budget.as_dict().items()},
-                "budget_wall_s": round(wall, 3) if wall is not None else None}
+        """What training consumed so far, for the compute-matched view: the budget's counters as ``budget_*``
+        keys of a point (deterministic, so in the trajectory; the wall seconds go to ``ws.training_wall``)."""
+        return {f"budget_{k}": v for k, v in self.ws.budget.as_dict().items()}
+
+    def wall(self) -> float | None:
+        """Seconds of training itself since the loop began (checkpoint evaluation excluded)."""
+        return round(time.perf_counter() - self.began - self.evaluating, 3) if self.began is not None else None
 
     def hook(self, policy: Policy):
         """``on_step(step)`` for a loop training ``policy``; None when trajectories are off or the workspace
@@ -40,7 +42,8 @@ class TrajectoryRecorder:
 
         def on_step(step: int) -> None:
             ws.trained_steps = step  # in the loop's own unit (PPO: iterations)
-            ws.training_compute = self.compute()  # what the closing point and the manifest record
+            ws.training_compute = self.compute()  # what the closing point records
+            ws.training_wall["last"] = self.wall()  # measured: the manifest's cost keeps it, by step
             if step % every == 0:
                 self.record(policy, step)
 
@@ -57,6 +60,8 @@ class TrajectoryRecorder:
             point = trajectory_point(policy, ws.reference_for(policy), reference, ws.gold, cfg,
                                      seed=ws.train_seed, step=step, runtime=ws.runtime)
         point.update(spent)
+        if self.began is not None:
+            ws.training_wall[str(step)] = self.wall()
         self.evaluating += time.perf_counter() - began
         append_jsonl(ws.run_dir / "eval" / "trajectory.jsonl", point)
         return point

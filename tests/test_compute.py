@@ -19,7 +19,7 @@ def _run(label: str, method: str, points: list[tuple[int, float, int, int]], *, 
     from alignkit.records import RunRecord
 
     trajectory = [{"step": s, "gold_reward_mean": g, "budget_steps": s, "budget_train_tokens": t,
-                   "budget_train_sequences": t // 10, "budget_generated_tokens": gen, "budget_wall_s": float(s)}
+                   "budget_train_sequences": t // 10, "budget_generated_tokens": gen}
                   for s, g, t, gen in points[:-1]]
     step, gold, tokens, generated = points[-1]
     summary = {"method": method, "by_temperature": [], "gold_reward_mean": gold, "reference_gold_reward_mean": 0.3,
@@ -28,7 +28,8 @@ def _run(label: str, method: str, points: list[tuple[int, float, int, int]], *, 
                "training_data": {"train_pairs": train_pairs} if train_pairs else {}}
     manifest = {"compare_entry": {"label": label, "group": group or method, "sweep": sweep or {}},
                 "recipe": {"methods": {method: {}}}, "artifact_keys": keys or {}, "timings_s": timings or {},
-                "cost": {"train_only_wall_s": float(step), "policy_parameters": N},
+                "cost": {"training_wall_s": {**{str(s): float(s) for s, *_ in points[:-1]}, "last": float(step)},
+                         "policy_parameters": N},
                 **({"reward_model": {"budget": {"train_tokens": rm_tokens}}} if rm_tokens else {})}
     return RunRecord(Path(label), manifest, summary, trajectory)
 
