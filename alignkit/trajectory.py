@@ -43,9 +43,9 @@ class TrajectoryRecorder:
         def on_step(step: int) -> None:
             ws.trained_steps = step  # in the loop's own unit (PPO: iterations)
             ws.training_compute = self.compute()  # what the closing point records
-            ws.training_wall["last"] = self.wall()  # measured: the manifest's cost keeps it, by step
             if step % every == 0:
                 self.record(policy, step)
+            ws.training_wall["last"] = self.wall()  # measured: the manifest's cost keeps it, by step
 
         return on_step
 
@@ -53,15 +53,15 @@ class TrajectoryRecorder:
         """Evaluate ``policy`` as it is now on the trajectory prompts, without disturbing training's RNG."""
         ws, cfg = self.ws, self.ws.recipe.eval
         spent = self.compute() if self.began is not None else dict(ws.training_compute)  # the closing point
-        began = time.perf_counter()
+        wall, began = self.wall(), time.perf_counter()
         reference = ws.reference_samples(cfg.temperature).head(cfg.trajectory_prompts)
         devices = [policy.device] if policy.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             point = trajectory_point(policy, ws.reference_for(policy), reference, ws.gold, cfg,
                                      seed=ws.train_seed, step=step, runtime=ws.runtime)
         point.update(spent)
-        if self.began is not None:
-            ws.training_wall[str(step)] = self.wall()
+        if wall is not None:
+            ws.training_wall[str(step)] = wall
         self.evaluating += time.perf_counter() - began
         append_jsonl(ws.run_dir / "eval" / "trajectory.jsonl", point)
         return point

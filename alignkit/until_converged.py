@@ -123,7 +123,30 @@ def extend(entry: PlannedRun, previous: Path, round_: int, budget: int, cfg: Unt
                         compare_entry=info, extended_from=previous.name)
         write_json(folder / "manifest.json", manifest)
     run_recipe(recipe, folder, cache_dir=cache_dir, entry=info, runtime=runtime)
+    carry_cost(previous, folder)
     return folder
+
+
+SHARED_STAGES = ("train pairs", "reward model", "reference logps")
+
+
+def carry_cost(previous: Path, folder: Path) -> None:
+    """A resumed round measured its wall seconds from where it resumed: add the earlier rounds' (the
+    previous round's training wall at that step), and keep the time the shared stages took when they were
+    built, so the compute-matched view (:mod:`alignkit.compute`) charges the whole run."""
+    old, new = (json.loads((p / "manifest.json").read_text()) for p in (previous, folder))
+    resumed = (new.get("resumed") or [{}])[-1].get("from_step", 0)
+    before = (old.get("cost") or {}).get("training_wall_s") or {}
+    offset = before.get(str(resumed), before.get("last") if resumed else 0.0) or 0.0
+    cost = new.setdefault("cost", {})
+    walls = {k: v for k, v in before.items() if k != "last" and int(k) <= resumed}
+    walls.update({k: round(v + offset, 3) for k, v in (cost.get("training_wall_s") or {}).items() if v is not None})
+    cost["training_wall_s"] = walls
+    timings = new.setdefault("timings_s", {})
+    for stage in SHARED_STAGES:
+        if stage in (old.get("timings_s") or {}):
+            timings[stage] = max(timings.get(stage, 0.0), old["timings_s"][stage])
+    write_json(folder / "manifest.json", new)
 
 
 def run_until_converged(plan: ComparisonPlan, cfg: UntilConverged, *, cache_dir: Path | None = None) -> dict:
