@@ -29,7 +29,8 @@ RULE = ("FLOPs estimated as 6N per trained token (forward and backward) and 2N p
         "needed (the run that built it; the others loaded it from the cache)")
 FIRST_RULE = ("target: the highest gold reward every method reaches at some evaluated point (the lowest of the "
               "methods' best points; seeds of a setting averaged at each step); each method's cost is the least "
-              "compute at which one of its settings reaches it; point estimates, no interval")
+              "compute at which one of its settings reaches it; point estimates, no interval; entries that "
+              "train nothing (Best-of-N spends its compute when sampling) are left out")
 COLUMNS = ("trained_tokens", "forward_tokens", "sampled_tokens", "wall_s", "flops")
 
 
