@@ -20,7 +20,8 @@ from alignkit.records import RunRecord
 
 RULE = ("FLOPs estimated as 6N per trained token (forward and backward) and 2N per forward-only token (sampling, "
         "scoring rollouts, the reference pass), N the policy's parameter count (the reward model and PPO's "
-        "value model share its backbone, so N for them too; LoRA counted as full training; prompt tokens of "
+        "value model share its backbone, so N for them too; PPO's value model, shared trunk or not, doubles its "
+        "trained and adds to its scoring passes; LoRA counted as full training; prompt tokens of "
         "rollouts not counted). Each entry is charged the shared stages its method needed: the reward model's "
         "training (PPO, GRPO, RLOO, Best-of-N) and the reference pass over the training pairs (DPO family, "
         "KTO: tokens estimated from the mean tokens per trained sequence); the SFT policy and the preference "
@@ -68,15 +69,15 @@ def shared_cost(run: RunRecord, runs: list[RunRecord]) -> SharedCost:
 
 
 def _passes(run: RunRecord) -> tuple[int, int]:
-    """(models trained per trained token, forward passes per sampled token): PPO trains a value model beside
-    the policy unless it shares the policy's trunk; each sampled token is generated once and then scored by
-    the reference and the reward model (gold: no LM pass), PPO's policy and value model too."""
+    """(passes trained per trained token, forward passes per sampled token): PPO's value model trains beside
+    the policy (value_model: shared too, whose head takes a second pass through the policy's trunk); each
+    sampled token is generated once and then scored by the reference and the reward model (gold: no LM
+    pass), PPO's policy and value model too."""
     method = run.summary.get("method")
     settings = (run.manifest.get("recipe") or {}).get("methods", {}).get(method) or {}
     reward_model = settings.get("reward", "reward_model") != "gold"
     if method == "ppo":
-        separate = settings.get("value_model", "separate") != "shared"
-        return 1 + separate, 1 + 2 + separate + reward_model
+        return 2, 1 + 3 + reward_model
     return 1, 1 + 1 + reward_model
 
 

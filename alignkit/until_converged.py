@@ -124,6 +124,8 @@ def extend(entry: PlannedRun, previous: Path, round_: int, budget: int, cfg: Unt
         write_json(folder / "manifest.json", manifest)
     run_recipe(recipe, folder, cache_dir=cache_dir, entry=info, runtime=runtime)
     carry_cost(previous, folder)
+    if previous.name != entry.label:  # an earlier round's state lives on in this one: free its disk
+        shutil.rmtree(previous / "checkpoints", ignore_errors=True)
     return folder
 
 

@@ -43,6 +43,8 @@ def test_entries_are_extended_in_rounds_from_their_last_state(tmp_path, compare_
     manifest = json.loads((last / "manifest.json").read_text())
     assert [r["from_step"] for r in manifest["resumed"]] == [4, 8]  # resumed, never retrained from the start
     assert manifest["recipe"]["methods"]["dpo"]["max_steps"] == 12
+    assert (last / "checkpoints" / "step-12").is_dir()  # the last round keeps its state; a middle one's goes
+    assert not (out / "runs" / "dpo.round1" / "checkpoints").exists()
     trajectory = [json.loads(line) for line in (last / "eval" / "trajectory.jsonl").read_text().splitlines()]
     assert [p["step"] for p in trajectory] == [2, 4, 6, 8, 10, 12]  # every earlier checkpoint kept
     assert [p["budget_steps"] for p in trajectory] == [2, 4, 6, 8, 10, 12]  # the budget continues across rounds
