@@ -87,7 +87,7 @@ def point_compute(run: RunRecord, budget: dict, wall: float | None, shared: Shar
     sampled = float(budget.get("generated_tokens") or 0)
     trained = models * float(budget.get("train_tokens") or 0) + shared.trained_tokens
     forward = forward_per_sampled * sampled + shared.forward_tokens
-    n = (run.cost or {}).get("policy_parameters")
+    n = ((run.cost or {}).get("training") or {}).get("policy_parameters")
     return {"trained_tokens": trained, "forward_tokens": forward, "sampled_tokens": sampled,
             "wall_s": (wall + shared.wall_s) if wall is not None else None,
             "flops": 6 * n * trained + 2 * n * forward if n else None}
@@ -97,7 +97,7 @@ def run_curve(run: RunRecord, runs: list[RunRecord]) -> list[dict]:
     """The run's points in order of compute: the reference (the shared stages only), every checkpoint that
     recorded its budget, and the final evaluation; each ``{step, gold, ...compute}``."""
     shared, cost = shared_cost(run, runs), run.cost
-    walls = cost.get("training_wall_s") or {}  # measured: in the manifest, by checkpoint step
+    walls = (cost.get("training") or {}).get("wall_s") or {}  # measured: in the manifest, by checkpoint step
     points = [{"step": 0, "gold": run.summary.get("reference_gold_reward_mean"),
                **point_compute(run, {}, 0.0, shared)}]
     for p in sorted(run.trajectory, key=lambda p: p["step"]):

@@ -184,10 +184,8 @@ class Run:
             # measured, not determined by the recipe: in the manifest, so the summary is reproducible byte for byte
             self.manifest["cost"] = {"train_wall_s": self.timings[train_stage],
                                      "eval_wall_s": self.timings["evaluate"], "peak_memory": process_peak_mb(),
-                                     "train_peak_memory": self.stage_memory[train_stage],  # and for alignkit.compute:
-                                     "training_wall_s": self.ws.training_wall,  # by checkpoint step, and "last"
-                                     "policy_parameters": sum(p.numel() for p in model.parameters())
-                                     if isinstance(model, torch.nn.Module) else None}
+                                     "train_peak_memory": self.stage_memory[train_stage],
+                                     "training": self.ws.training_cost}  # wall by checkpoint, N (alignkit.compute)
             write_outputs(self.run_dir, summary, samples)
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"

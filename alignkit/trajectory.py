@@ -25,7 +25,7 @@ class TrajectoryRecorder:
 
     def compute(self) -> dict:
         """What training consumed so far, for the compute-matched view: the budget's counters as ``budget_*``
-        keys of a point (deterministic, so in the trajectory; the wall seconds go to ``ws.training_wall``)."""
+        keys of a point (deterministic, so in the trajectory; the wall seconds go to ``ws.training_cost``)."""
         return {f"budget_{k}": v for k, v in self.ws.budget.as_dict().items()}
 
     def wall(self) -> float | None:
@@ -36,6 +36,9 @@ class TrajectoryRecorder:
         """``on_step(step)`` for a loop training ``policy``; None when trajectories are off or the workspace
         has no run folder. It also tells the workspace how far training got (for the closing point)."""
         ws, every = self.ws, self.ws.recipe.eval.every_steps
+        model = getattr(policy, "model", None)
+        if isinstance(model, torch.nn.Module):  # the N of the compute view's FLOPs (alignkit.compute)
+            ws.training_cost["policy_parameters"] = sum(p.numel() for p in model.parameters())
         if not every or ws.run_dir is None:
             return None
         self.began = time.perf_counter()
@@ -45,7 +48,7 @@ class TrajectoryRecorder:
             ws.training_compute = self.compute()  # what the closing point records
             if step % every == 0:
                 self.record(policy, step)
-            ws.training_wall["last"] = self.wall()  # measured: the manifest's cost keeps it, by step
+            ws.training_cost["wall_s"]["last"] = self.wall()  # measured: the manifest's cost keeps it
 
         return on_step
 
@@ -61,7 +64,7 @@ class TrajectoryRecorder:
                                      seed=ws.train_seed, step=step, runtime=ws.runtime)
         point.update(spent)
         if wall is not None:
-            ws.training_wall[str(step)] = wall
+            ws.training_cost["wall_s"][str(step)] = wall
         self.evaluating += time.perf_counter() - began
         append_jsonl(ws.run_dir / "eval" / "trajectory.jsonl", point)
         return point

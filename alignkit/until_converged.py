@@ -138,12 +138,12 @@ def carry_cost(previous: Path, folder: Path) -> None:
     built, so the compute-matched view (:mod:`alignkit.compute`) charges the whole run."""
     old, new = (json.loads((p / "manifest.json").read_text()) for p in (previous, folder))
     resumed = (new.get("resumed") or [{}])[-1].get("from_step", 0)
-    before = (old.get("cost") or {}).get("training_wall_s") or {}
+    before = ((old.get("cost") or {}).get("training") or {}).get("wall_s") or {}
     offset = before.get(str(resumed), before.get("last") if resumed else 0.0) or 0.0
-    cost = new.setdefault("cost", {})
+    training = new.setdefault("cost", {}).setdefault("training", {})
     walls = {k: v for k, v in before.items() if k != "last" and int(k) <= resumed}
-    walls.update({k: round(v + offset, 3) for k, v in (cost.get("training_wall_s") or {}).items() if v is not None})
-    cost["training_wall_s"] = walls
+    walls.update({k: round(v + offset, 3) for k, v in (training.get("wall_s") or {}).items() if v is not None})
+    training["wall_s"] = walls
     timings = new.setdefault("timings_s", {})
     for stage in SHARED_STAGES:
         if stage in (old.get("timings_s") or {}):

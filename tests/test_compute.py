@@ -28,8 +28,8 @@ def _run(label: str, method: str, points: list[tuple[int, float, int, int]], *, 
                "training_data": {"train_pairs": train_pairs} if train_pairs else {}}
     manifest = {"compare_entry": {"label": label, "group": group or method, "sweep": sweep or {}},
                 "recipe": {"methods": {method: {}}}, "artifact_keys": keys or {}, "timings_s": timings or {},
-                "cost": {"training_wall_s": {**{str(s): float(s) for s, *_ in points[:-1]}, "last": float(step)},
-                         "policy_parameters": N},
+                "cost": {"training": {"wall_s": {**{str(s): float(s) for s, *_ in points[:-1]}, "last": float(step)},
+                                      "policy_parameters": N}},
                 **({"reward_model": {"budget": {"train_tokens": rm_tokens}}} if rm_tokens else {})}
     return RunRecord(Path(label), manifest, summary, trajectory)
 

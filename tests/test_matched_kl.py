@@ -163,3 +163,13 @@ def test_a_winner_needs_the_family_adjustment_and_the_same_sign_in_every_seed():
     flipped = bootstrap_matched_kl(split, worse, n_boot=300)
     assert flipped.unit_differences[0] > 0 > flipped.unit_differences[1]
     assert "inconclusive" in verdict_sentence("dpo", "ppo", flipped, converged={})
+
+
+def test_the_report_family_adjusts_only_the_pairs_that_have_a_verdict():
+    from alignkit.eval.matched_kl import MatchedKL
+    from alignkit.verdicts import _family
+
+    def result(p):
+        return MatchedKL(0.1, 0.05, 0.15, np.array([1.0]), p_value=p)
+
+    assert _family([None, result(0.01), result(0.04)]) == pytest.approx([None, 0.02, 0.04])

@@ -48,7 +48,7 @@ def test_entries_are_extended_in_rounds_from_their_last_state(tmp_path, compare_
     trajectory = [json.loads(line) for line in (last / "eval" / "trajectory.jsonl").read_text().splitlines()]
     assert [p["step"] for p in trajectory] == [2, 4, 6, 8, 10, 12]  # every earlier checkpoint kept
     assert [p["budget_steps"] for p in trajectory] == [2, 4, 6, 8, 10, 12]  # the budget continues across rounds
-    walls = manifest["cost"]["training_wall_s"]  # wall seconds too, each round's added to the earlier ones'
+    walls = manifest["cost"]["training"]["wall_s"]  # wall seconds too, each round's added to the earlier ones'
     assert [walls[str(s)] for s in (2, 4, 6, 8, 10, 12)] == sorted(walls[str(s)] for s in (2, 4, 6, 8, 10, 12))
     assert walls["last"] >= walls["12"]
     rates = {r["step"]: r["lr"] for r in map(json.loads, (last / "metrics.jsonl").read_text().splitlines())
