@@ -285,9 +285,11 @@ class Checkpointer:
     def fault(self, step: int, what: str) -> NumericalError:
         return numerical_error(self.stage or "train", step, what, self.last_good())
 
+    keep_final = False  # a loop that keeps its last state for an extension (--until-converged) sets it
+
     def clear(self) -> None:
-        """A finished run needs no training state: free the disk."""
-        if not self.read_only:
+        """A finished run needs no training state: free the disk (unless its loop keeps the final state)."""
+        if not self.read_only and not self.keep_final:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 

@@ -110,6 +110,10 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 @click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2,...",
               help="sweep a method setting, e.g. dpo.beta=0.05,0.1,1,5 (applies to that method's entries; repeatable)")
 @click.option("--seeds", type=click.IntRange(min=1), default=None, help="training seeds per sweep point")
+@click.option("--replicates", type=click.IntRange(min=1), default=None,
+              help="run the whole comparison N times, re-drawing every shared stage (OUT/replicate-k), and combine")
+@click.option("--until-converged", "until_converged", is_flag=True,
+              help="extend entries that have not converged, in rounds (a comparison YAML's until_converged section)")
 @click.option("--temperatures", metavar="T1,T2,...", help="also evaluate at these temperatures (0 = greedy)")
 @click.option("--out", type=click.Path(path_type=Path), help="comparison folder (default runs/NAME)")
 @click.option("--overwrite", is_flag=True, help="retrain and replace finished runs whose training settings changed")
@@ -123,8 +127,8 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 @_set_option
 @_plugins_option
 @_threads_option
-def compare(entries, sweeps, seeds, temperatures, out, overwrite, jobs, executor, ray_address, gpus_per_entry,
-            overrides, plugins, threads):
+def compare(entries, sweeps, seeds, replicates, until_converged, temperatures, out, overwrite, jobs, executor,
+            ray_address, gpus_per_entry, overrides, plugins, threads):
     """Compare methods side by side on one task: ENTRY is a method (dpo), a recipe file, a labelled
     variant (ipo=dpo:loss=ipo) or one comparison YAML (recipes/compare_imdb.yaml)."""
     configure_threads(threads)
@@ -134,6 +138,14 @@ def compare(entries, sweeps, seeds, temperatures, out, overwrite, jobs, executor
 
     if out is not None:
         check_output_folder(out)
+    if replicates and until_converged:
+        raise AlignkitError("compare: --replicates and --until-converged together are not supported yet; run them "
+                            "one at a time")
+    if replicates:  # alignkit.replicates: each replicate an ordinary comparison, then the combined report
+        from alignkit.replicates import compare_replicates
+
+        return compare_replicates(entries, replicates, sweeps=sweeps, seeds=seeds, temperatures=_floats(
+            temperatures, "--temperatures"), overrides=overrides, plugins=plugins, out=out, overwrite=overwrite)
     plan = plan_comparison(entries, sweeps=sweeps, seeds=seeds, temperatures=_floats(temperatures, "--temperatures"),
                            overrides=overrides, plugins=plugins, out=out)
     plan.argv = ["alignkit", "compare", *entries, *(f"--sweep {s}" for s in sweeps),
@@ -142,8 +154,15 @@ def compare(entries, sweeps, seeds, temperatures, out, overwrite, jobs, executor
                  *(f"--plugins {p}" for p in plugins), *(["--overwrite"] if overwrite else [])]
     plan.overwrite = overwrite
     plan.executor = ExecutorSettings(executor, jobs, gpus_per_entry, ray_address)
+    from alignkit.until_converged import run_until_converged, settings_from
+
+    extension = settings_from(entries, until_converged)
     try:
-        run_comparison(plan)
+        if extension:
+            plan.argv.append("--until-converged")
+            run_until_converged(plan, extension)
+        else:
+            run_comparison(plan)
     except EntriesFailed:  # the others' table first, then the one line naming the failed entries
         click.echo(screen_table(plan.out))
         raise

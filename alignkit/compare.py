@@ -40,7 +40,7 @@ from alignkit.shared_stages import SHARED_FOLDER, build_shared_stages
 from alignkit.worker import check_round_trip, job_spec, run_job
 
 DEFAULT_TASK = "imdb"
-COMPARE_KEYS = ("name", "entries", "sweep", "seeds", "plugins")
+COMPARE_KEYS = ("name", "entries", "sweep", "seeds", "plugins", "until_converged")  # the last: alignkit.until_converged
 
 
 @dataclass

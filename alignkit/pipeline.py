@@ -184,7 +184,8 @@ class Run:
             # measured, not determined by the recipe: in the manifest, so the summary is reproducible byte for byte
             self.manifest["cost"] = {"train_wall_s": self.timings[train_stage],
                                      "eval_wall_s": self.timings["evaluate"], "peak_memory": process_peak_mb(),
-                                     "train_peak_memory": self.stage_memory[train_stage]}
+                                     "train_peak_memory": self.stage_memory[train_stage],
+                                     "training": self.ws.training_cost}  # wall by checkpoint, N (alignkit.compute)
             write_outputs(self.run_dir, summary, samples)
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -222,7 +223,7 @@ def evaluate_artifact(ws: Workspace, artifact, *, close_trajectory: bool = True)
         if steps and not ws.runtime.broadcast(recorded):  # the main process's trajectory file decides
             if cfg.trajectory_prompts >= cfg.n_prompts:  # the same prompts, seed and policy: the final row itself
                 append_jsonl(ws.run_dir / "eval" / "trajectory.jsonl",
-                             {"step": steps, **{k: rows[0][k] for k in TRAJECTORY_KEYS}})
+                             {"step": steps, **{k: rows[0][k] for k in TRAJECTORY_KEYS}, **ws.training_compute})
             else:
                 TrajectoryRecorder(ws).record(artifact, steps)
     agreement = ws.judge_agreement()  # once per run: how far the judge itself can be trusted

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
+from alignkit.compute import FIRST_RULE, RULE as COMPUTE_RULE, budget_columns, curves, first_sentence, first_to_reach
 from alignkit.errors import AlignkitError
-from alignkit.eval.plots import plot_frontier, plot_temperature
+from alignkit.eval.plots import plot_compute, plot_frontier, plot_temperature
 from alignkit.records import (HEAD_TO_HEAD_METHOD, N_BOOT, RunRecord, check_runs_share, comparison_rows, load_runs,
                               trajectory_rows, winrate_matrix)
 from alignkit.rundir import claim_comparison_dir
 from alignkit.runlog import write_json, write_text
-from alignkit.verdicts import CONVERGENCE, METHOD as MATCHED_KL_METHOD, convergence_of, matched_kl_verdicts
+from alignkit.verdicts import CONVERGENCE, FAMILY, METHOD as MATCHED_KL_METHOD, convergence_of, matched_kl_verdicts
+from alignkit.versions import version_differences, version_warning
 
 
 # -------------------------------------------------------------------------------------------------
@@ -47,6 +50,8 @@ def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv
     out = claim_comparison_dir(out)
     convergence = {r.label: convergence_of(r) for r in runs}
     rows = comparison_rows(runs, convergence)
+    by_label = {r.label: r for r in runs}
+    rows = [{**row, **budget_columns(by_label[row["label"]], runs)} for row in rows]
     if not rows:
         raise AlignkitError("report: none of these runs trained a policy (reward-model runs have no samples)")
     frame = pd.DataFrame(rows)
@@ -55,14 +60,24 @@ def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv
     matrix = winrate_matrix(runs)
     if matrix:
         labels, wins, low, high, n = matrix
-        pairs = [{"row": labels[i], "column": labels[j], "win_rate": wins[i, j], "ci_low": low[i, j],
-                  "ci_high": high[i, j], "n_prompts": n}
+        kl = _primary_kl(frame)
+        pairs = [{"row": labels[i], "row_kl": kl.get(labels[i]), "column": labels[j], "column_kl": kl.get(labels[j]),
+                  "win_rate": wins[i, j], "ci_low": low[i, j], "ci_high": high[i, j], "n_prompts": n}
                  for i in range(len(labels)) for j in range(len(labels)) if i != j]
         write_text(out / "winrates.csv", pd.DataFrame(pairs).to_csv(index=False, float_format="%.6g"))
     sentences = matched_kl_verdicts(runs, {label: c["label"] for label, c in convergence.items()})
     plot_frontier(runs, out / "frontier.png")
     plot_temperature(frame, out / "temperature.png")
+    settings = curves(runs)
+    first = first_to_reach(settings)
+    plot_compute(settings, out / "frontier_compute.png", target=first["target"] if first else None)
     index = _index(runs, frame, matrix, sentences, name, argv, convergence)
+    index["version_differences"] = version_differences(runs)
+    index["version_warning"] = version_warning(index["version_differences"])
+    if index["version_warning"]:
+        print(f"[alignkit] report: {index['version_warning']}", file=sys.stderr)
+    index["compute"] = {"rule": COMPUTE_RULE, "first_rule": FIRST_RULE, "first_to_reach": first,
+                        "first_to_reach_wall": first_to_reach(settings, "wall_s"), "sentence": first_sentence(first)}
     for entry in index["entries"]:
         entry["state"] = (states or {}).get(entry["label"], "current")
     markdown = render_markdown(runs, frame, matrix, index)
@@ -79,6 +94,13 @@ def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv
     return index
 
 
+def _primary_kl(frame) -> dict:
+    """Each entry's KL at the primary (first) temperature, to print beside its win rates."""
+    first = frame.drop_duplicates("label")
+    return {row["label"]: (None if row["kl_mean"] != row["kl_mean"] else float(row["kl_mean"]))
+            for _, row in first.iterrows()}
+
+
 def _index(runs, frame, matrix, sentences, name, argv, convergence) -> dict:
     first = runs[0].manifest
     return {
@@ -88,8 +110,9 @@ def _index(runs, frame, matrix, sentences, name, argv, convergence) -> dict:
                      "convergence": convergence[r.label], "budget": r.summary.get("budget")} for r in runs],
         "shared": shared_facts(runs),
         "outputs": ["comparison.csv", "trajectories.csv", *(["winrates.csv"] if matrix else []), "frontier.png",
-                    "temperature.png", "report.md"],
-        "matched_kl": sentences, "matched_kl_method": MATCHED_KL_METHOD, "convergence_test": CONVERGENCE.describe(),
+                    "frontier_compute.png", "temperature.png", "report.md"],
+        "matched_kl": sentences, "matched_kl_method": MATCHED_KL_METHOD, "matched_kl_family": FAMILY,
+        "kl_by_entry": _primary_kl(frame), "convergence_test": CONVERGENCE.describe(),
         "head_to_head": {"method": HEAD_TO_HEAD_METHOD.format(n_boot=N_BOOT), "n_prompts": matrix[4] if matrix else 0,
                          "judge": first["recipe"]["eval"]["judge"]},
         "primary_temperature": first["recipe"]["eval"]["temperature"],
@@ -172,12 +195,26 @@ def render_markdown(runs: list[RunRecord], frame, matrix, index: dict) -> str:
     lines += ["", "Matched KL: each method's Pareto frontier over its points on the full prompt set (final "
               "evaluations, and the checkpoints that recorded their prompts when `eval.trajectory_prompts` covers "
               f"every prompt; seeds of a setting averaged), compared on a shared KL grid: "
-              f"{index['matched_kl_method']}. A winner is named only when the interval excludes 0; an entry "
+              f"{index['matched_kl_method']}. Multiplicity: {index['matched_kl_family']} (family size "
+              f"{len(index['matched_kl'])}). A winner is named only when the interval excludes 0; an entry "
               f"that had not converged makes it a verdict \"at these budgets\". Convergence: "
-              f"{index['convergence_test']}.", "", "## Win rate vs temperature", "",
+              f"{index['convergence_test']}.", ""]
+    lines += _compute_lines(index["compute"])
+    lines += ["## Win rate vs temperature", "",
               "![win rate vs temperature](temperature.png)", ""]
     lines += _head_to_head_lines(matrix, index) + [""] + _caveats(runs, primary, shared, index)
     return "\n".join(lines) + "\n"
+
+
+def _compute_lines(compute: dict) -> list[str]:
+    """The compute-matched view: the plot, which method reaches the common gold reward first, the rules."""
+    wall = compute.get("first_to_reach_wall")
+    by_wall = (f" By wall seconds instead: {wall['first']} first (" + ", ".join(
+        f"{g} {v:.3g} s" for g, v in wall["cost"].items()) + ").") if wall else ""
+    return ["## At matched compute", "", "![gold reward vs training compute](frontier_compute.png)", "",
+            f"- {compute['sentence']}{by_wall}", "",
+            f"Compute: {compute['rule']}. First to reach: {compute['first_rule']}. Each entry's totals are the "
+            f"`compute_*` columns of comparison.csv.", ""]
 
 
 def _shared_lines(shared: dict) -> list[str]:
@@ -230,11 +267,15 @@ def _head_to_head_lines(matrix, index) -> list[str]:
     if not matrix:
         return lines + ["Not computed: fewer than two policies, or they were not evaluated on the same prompts."]
     labels, wins, low, high, n = matrix
+    kl = index.get("kl_by_entry") or {}
+    named = [f"{label} (KL {_fmt(kl.get(label), 2)})" for label in labels]  # a win rate means little without its KL
     lines += [f"Win rate of the row entry against the column entry on the same {n} prompts: "
-              f"{index['head_to_head']['method']}. All pairs are in `winrates.csv`.", ""]
+              f"{index['head_to_head']['method']}. Each entry's KL to the reference (nats, primary temperature) "
+              f"is beside its name: a higher win rate bought with more KL is no like-for-like win. All pairs are in "
+              f"`winrates.csv` (with `row_kl`, `column_kl`).", ""]
     if len(labels) <= 10:
-        lines += ["| | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
-        for i, label in enumerate(labels):
+        lines += ["| | " + " | ".join(named) + " |", "|---" * (len(labels) + 1) + "|"]
+        for i, label in enumerate(named):
             cells = ["–" if i == j else f"{wins[i, j]:.2f} [{low[i, j]:.2f}, {high[i, j]:.2f}]"
                      for j in range(len(labels))]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -243,6 +284,8 @@ def _head_to_head_lines(matrix, index) -> list[str]:
 
 def _caveats(runs, primary, shared, index) -> list[str]:
     lines = ["## Caveats", ""]
+    if index.get("version_warning"):
+        lines.append(f"- **W{index['version_warning'][1:]}**")
     by_label = {e["label"]: e["convergence"]["label"] for e in index["entries"]}
     for state, what in (("still improving", "Still improving when training stopped (the gold reward's rise over "
                                              "the last checkpoints is above 0 with 95% confidence)"),

@@ -22,10 +22,10 @@ STAGES = ("preferences", "pair_split", "reward_model", "reference_logps")
 
 
 # settings that change how a step is computed, not what it is: a run trained with either is the same run
-SAME_UPDATE = ("checkpoint_every", "gradient_accumulation_steps")
+SAME_UPDATE = ("checkpoint_every", "gradient_accumulation_steps", "keep_final_state")
 # keys added to recipes since runs were first recorded, at the value older runs were trained with: a finished
 # run whose manifest predates one of them is still current
-ADDED_DEFAULTS = {"precision": "fp32", "gold_reward_options": {}, "reward_model_4bit": False}
+ADDED_DEFAULTS = {"precision": "fp32", "gold_reward_options": {}, "reward_model_4bit": False, "lr_schedule_steps": 0}
 
 
 def training_identity(recipe: dict) -> dict:

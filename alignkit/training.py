@@ -40,6 +40,11 @@ class OptimConfig:
                                        "0: off)", ge=0)
     skip_nonfinite: bool = option(False, "skip (and count) a step whose loss or gradient norm is NaN/inf "
                                          "instead of stopping the run")
+    lr_schedule_steps: int = option(0, "the learning-rate schedule spans this many steps (PPO: iterations), and "
+                                       "later steps keep the peak rate (the constant tail that --until-converged "
+                                       "extends runs with); 0: the schedule spans the whole run", ge=0)
+    keep_final_state: bool = option(False, "keep the training state of the last step in checkpoints/ when the "
+                                           "run finishes, so it can be extended (--until-converged sets it)")
 
 
 @dataclass
@@ -83,12 +88,15 @@ def step_is_finite(loss: torch.Tensor, grad_norms: Sequence[torch.Tensor], *, sk
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], *, lr: float, total_steps: int, warmup_steps: int = 0,
-                   weight_decay: float = 0.0):
-    """AdamW with linear warm-up then linear decay to 10% of the peak rate."""
+                   weight_decay: float = 0.0, tail_after: int = 0):
+    """AdamW with linear warm-up then linear decay to 10% of the peak rate over ``total_steps``; with
+    ``tail_after``, every step from then on at the peak rate again (a constant tail)."""
     params = [p for p in params if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
     def scale(step: int) -> float:
+        if tail_after and step >= tail_after:
+            return 1.0
         if step < warmup_steps:
             return (step + 1) / (warmup_steps + 1)
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
@@ -187,10 +195,11 @@ class TrainingLoop:
     ``body(step) -> record or None`` does one step; a record is logged under ``stage`` at that step."""
 
     def __init__(self, ctx: RunContext, stage: str, state: TrainState, total: int, *, checkpoint_every: int,
-                 trace=None, unit: str = "step"):
-        """``trace``: the policy whose trajectory checkpoints ``ctx`` evaluates after each step."""
+                 trace=None, unit: str = "step", keep_final: bool = False):
+        """``trace``: the policy whose trajectory checkpoints ``ctx`` evaluates after each step; ``keep_final``:
+        checkpoint the last step and keep it when the run finishes (a run --until-converged extends)."""
         self.ctx, self.stage, self.state, self.total = ctx, stage, state, total
-        self.checkpoint_every, self.unit = checkpoint_every, unit
+        self.checkpoint_every, self.unit, self.keep_final = checkpoint_every, unit, keep_final
         self.on_step = ctx.on_step(trace)
         self.checkpointer = ctx.checkpointer_for(stage)
         self.start, self.restored = self.checkpointer.restore(state) if self.checkpointer else (0, {})
@@ -209,6 +218,10 @@ class TrainingLoop:
                 self.on_step(step)
             if self.checkpointer:
                 self.checkpointer.step_done(step, self.checkpoint_every, self.state, extra)
+        if self.checkpointer and self.keep_final:
+            self.checkpointer.keep_final = True
+            if self.start < self.total and not (self.checkpoint_every and self.total % self.checkpoint_every == 0):
+                self.checkpointer.save(self.total, self.state, extra())
 
 
 def fit(ctx: RunContext, params: Sequence[torch.nn.Parameter] | Iterable[torch.nn.Parameter], batches: Sequence,
@@ -219,10 +232,12 @@ def fit(ctx: RunContext, params: Sequence[torch.nn.Parameter] | Iterable[torch.n
     and saves one every ``cfg.checkpoint_every`` steps; ``trace`` is the policy whose trajectory checkpoints
     are evaluated (None: no trajectory)."""
     params, runtime = list(params), ctx.runtime
-    optimizer, scheduler = make_optimizer(params, lr=cfg.lr, total_steps=len(batches),
-                                          warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay)
+    optimizer, scheduler = make_optimizer(params, lr=cfg.lr, total_steps=cfg.lr_schedule_steps or len(batches),
+                                          warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
+                                          tail_after=cfg.lr_schedule_steps)
     state = TrainState(params, [optimizer], [scheduler], budget=ctx.budget)
-    loop = TrainingLoop(ctx, stage, state, len(batches), checkpoint_every=cfg.checkpoint_every, trace=trace)
+    loop = TrainingLoop(ctx, stage, state, len(batches), checkpoint_every=cfg.checkpoint_every, trace=trace,
+                        keep_final=cfg.keep_final_state)
     for model in models:
         model.train()
     pending: dict[str, list[float]] = defaultdict(list, loop.restored.get("pending", {}))

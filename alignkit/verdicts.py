@@ -10,7 +10,7 @@ import itertools
 import numpy as np
 
 from alignkit.eval.convergence import ConvergenceTest, convergence
-from alignkit.eval.matched_kl import MAX_KL_GAP, MatchedKL, Setting, bootstrap_matched_kl, verdict_sentence
+from alignkit.eval.matched_kl import MAX_KL_GAP, MatchedKL, Setting, bootstrap_matched_kl, holm, verdict_sentence
 from alignkit.records import RunRecord
 from alignkit.runlog import read_jsonl
 
@@ -76,24 +76,47 @@ def settings(runs: list[RunRecord], checkpoints: bool = True) -> dict[str, list[
     return out
 
 
-def matched_kl_verdicts(runs: list[RunRecord], labels: dict[str, str]) -> list[dict]:
+def matched_kl_verdicts(runs: list[RunRecord], labels: dict[str, str], *, units: str = "seed") -> list[dict]:
     """For every two methods: the verdict over all evaluated points and over final points only, each with its
-    sentence under the verdict rule. ``labels``: each run's convergence label."""
+    sentence under the verdict rule. ``labels``: each run's convergence label. The all-points verdicts are one
+    family, the final-points ones another, each Holm-adjusted (:data:`FAMILY`). ``units``: what a setting's
+    several runs are (seeds; replicates in a combined report)."""
     every, finals = settings(runs, checkpoints=True), settings(runs, checkpoints=False)
+    pairs = list(itertools.combinations(sorted(every), 2))
+    results = [bootstrap_matched_kl(every[a], every[b], n_boot=N_BOOT) for a, b in pairs]
+    final = [bootstrap_matched_kl(finals[a], finals[b], n_boot=N_BOOT) if a in finals and b in finals else None
+             for a, b in pairs]
+    holm_all, holm_final = _family(results), _family(final)
     out = []
-    for a, b in itertools.combinations(sorted(every), 2):
+    for (a, b), result, last, p_all, p_final in zip(pairs, results, final, holm_all, holm_final):
         involved = {r.label: labels[r.label] for r in runs if r.group in (a, b)}
-        result = bootstrap_matched_kl(every[a], every[b], n_boot=N_BOOT)
-        final = bootstrap_matched_kl(finals[a], finals[b], n_boot=N_BOOT) if a in finals and b in finals else None
-        out.append({"a": a, "b": b, "result": _as_dict(result), "final_points_only": _as_dict(final),
-                    "sentence": verdict_sentence(a, b, result, converged=involved),
-                    "final_sentence": verdict_sentence(a, b, final, converged=involved)})
+        out.append({"a": a, "b": b, "result": _as_dict(result, p_all), "final_points_only": _as_dict(last, p_final),
+                    "sentence": verdict_sentence(a, b, result, converged=involved, adjusted_p=p_all,
+                                                 family=len(pairs), units=units),
+                    "final_sentence": verdict_sentence(a, b, last, converged=involved, adjusted_p=p_final,
+                                                       family=len(pairs), units=units)})
     return out
 
 
-def _as_dict(result: MatchedKL | None) -> dict | None:
+FAMILY = ("the matched-KL sentences of every two methods are one family (the final-points-only sentences "
+          "another), Holm-adjusted: a winner is named only when its Holm-adjusted p-value (from the bootstrap "
+          "distribution, the level at which the basic interval would just reach 0) is below 0.05")
+
+
+def _family(results: list) -> list[float | None]:
+    """Holm-adjusted p-values of the defined results (None where a pair had no verdict)."""
+    defined = [i for i, r in enumerate(results) if r is not None]
+    adjusted = holm([results[i].p_value for i in defined])
+    out: list[float | None] = [None] * len(results)
+    for i, p in zip(defined, adjusted):
+        out[i] = p
+    return out
+
+
+def _as_dict(result: MatchedKL | None, holm_p: float | None = None) -> dict | None:
     if result is None:
         return None
     return {"difference": result.difference, "ci_low": result.ci_low, "ci_high": result.ci_high,
             "kl_low": result.kl_low, "kl_high": result.kl_high, "seeds": result.seeds,
-            "undefined_fraction": result.undefined_fraction}
+            "undefined_fraction": result.undefined_fraction, "p_value": result.p_value, "holm_p": holm_p,
+            "unit_differences": result.unit_differences}

@@ -92,7 +92,7 @@ def test_compare_writes_every_output(finished):
 
     out, _, output = finished
     for name in ("comparison.csv", "winrates.csv", "trajectories.csv", "frontier.png", "temperature.png",
-                 "report.md", "compare.json"):
+                 "frontier_compute.png", "report.md", "compare.json"):
         assert (out / name).is_file(), name
     frame = pd.read_csv(out / "comparison.csv")
     assert len(frame) == 4 * 2  # 4 entries x 2 temperatures (1.0 and greedy)
@@ -110,8 +110,17 @@ def test_compare_writes_every_output(finished):
         assert row["ci_low"] + wins.loc[(b, a), "ci_high"] == pytest.approx(1.0)
     trajectory = pd.read_csv(out / "trajectories.csv")
     assert set(trajectory[trajectory["label"] == "dpo"]["step"]) == {2, 4}
+    dpo_points = trajectory[trajectory["label"] == "dpo"].sort_values("step")  # each checkpoint's budget so far
+    assert list(dpo_points["budget_steps"]) == [2, 4] and dpo_points["budget_train_tokens"].is_monotonic_increasing
+    assert (primary["compute_flops"] > 0).all() and by_label.loc["ppo", "compute_sampled_tokens"] > 0
+    assert by_label.loc["dpo", "compute_forward_tokens"] > 0  # its reference pass over the pairs
     report = (out / "report.md").read_text()
     assert "paired bootstrap" in report and "## At matched KL" in report and "## Caveats" in report
+    assert "## At matched compute" in report and "6N per trained token" in report
+    assert "Holm-adjusted" in report and "family size 6" in report  # 4 methods: 6 pairwise sentences, one family
+    kl_of = by_label["kl_mean"]
+    assert f"| dpo (KL {kl_of['dpo']:.2f}) |" in report  # head to head: each entry's KL beside its win rates
+    assert wins.loc[("dpo", "ppo"), "row_kl"] == pytest.approx(kl_of["dpo"], rel=1e-5)
     assert report.startswith("# Comparison: compare\n\nCommand: `alignkit compare dpo ipo=dpo:loss=ipo ppo sft")
     assert "frontier.png" in report and "temperature.png" in report
     assert "win rate" in output and "dpo" in output  # the one-screen table
@@ -273,3 +282,19 @@ def test_a_shared_stage_setting_reaches_every_entry_that_uses_it(tiny_overrides)
     assert {e.label: e.recipe.method_config("reward_model").max_steps for e in plan.entries} == {"dpo": 10, "ppo": 10}
     with pytest.raises(ConfigError, match="reward_model.bogus_key: unknown key"):
         plan_comparison(["dpo", "ppo"], overrides=[*tiny_overrides, "reward_model.bogus_key=1"])
+
+
+def test_report_warns_when_the_runs_used_different_package_versions(finished, tmp_path):
+    out, _, _ = finished
+    copy = tmp_path / "cmp"
+    shutil.copytree(out, copy)
+    last = json.loads((copy / "compare.json").read_text())["entries"][-1]["label"]  # earlier tests change the entries
+    manifest = copy / "runs" / last / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["versions"]["transformers"] = "0.0.1"
+    manifest.write_text(json.dumps(data))
+    result = CliRunner().invoke(main, ["report", str(copy), "--out", str(tmp_path / "again")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.output.splitlines() if "different package versions" in line]
+    assert len(warning) == 1 and "transformers" in warning[0] and f"vs 0.0.1 ({last})" in warning[0]
+    assert f"vs 0.0.1 ({last})" in (tmp_path / "again" / "report.md").read_text()

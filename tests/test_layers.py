@@ -17,11 +17,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "alignkit"
 # top to bottom; a module belongs to the first layer with a prefix matching its dotted name
 LAYERS = [
     ("entry points", ["alignkit.cli", "alignkit.__main__"]),
-    ("comparison", ["alignkit.compare", "alignkit.executors", "alignkit.worker"]),
+    ("comparison", ["alignkit.compare", "alignkit.executors", "alignkit.worker", "alignkit.replicates",
+                    "alignkit.until_converged"]),
     ("runs and reports", ["alignkit.pipeline", "alignkit.report", "alignkit.reuse", "alignkit.shared_stages"]),
     ("methods and judges", ["alignkit.methods", "alignkit.rewards"]),
     ("workspace", ["alignkit.trajectory", "alignkit.workspace"]),
-    ("run folders and keys", ["alignkit.stage_keys", "alignkit.records", "alignkit.verdicts", "alignkit.rundir", "alignkit.runfolder"]),
+    ("run folders and keys", ["alignkit.stage_keys", "alignkit.records", "alignkit.verdicts", "alignkit.compute", "alignkit.versions", "alignkit.rundir", "alignkit.runfolder"]),
     ("recipe", ["alignkit.recipe"]),
     ("evaluation", ["alignkit.eval"]),
     ("models", ["alignkit.models"]),

@@ -135,3 +135,41 @@ def test_the_verdict_sentence_names_a_winner_only_under_the_rule():
     assert "inconclusive" in verdict_sentence("a", "b", same, converged={})
     far = [Setting(rng.normal(0.5, 0.3, (1, 64)), rng.gamma(4, 30 / 4, (1, 64)))]
     assert "inconclusive" in verdict_sentence("a", "b", bootstrap_matched_kl(far, worse[:1]), converged={})
+
+
+def test_holm_adjusts_a_family_step_down():
+    from alignkit.eval.matched_kl import holm
+
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5]) == [0.5]
+
+
+def test_a_winner_needs_the_family_adjustment_and_the_same_sign_in_every_seed():
+    rng = np.random.default_rng(3)
+    kls = (2, 4, 6)
+    better = [Setting(true_reward(k) + 0.1 + rng.normal(0, 0.3, (2, 256)), rng.gamma(4, k / 4, (2, 256))) for k in kls]
+    worse = [Setting(true_reward(k) + rng.normal(0, 0.3, (2, 256)), rng.gamma(4, k / 4, (2, 256))) for k in kls]
+    result = bootstrap_matched_kl(better, worse, n_boot=300)
+    assert result.ci_low > 0 and result.p_value < 0.01 and len(result.unit_differences) == 2
+    assert all(d > 0 for d in result.unit_differences)
+    sentence = verdict_sentence("dpo", "ppo", result, converged={}, adjusted_p=result.p_value * 21, family=21,
+                                units="replicate")
+    assert "dpo reaches a higher gold reward" in sentence and "replicate-to-replicate" in sentence
+    assert "over 21 comparisons" in sentence
+    assert "inconclusive after the Holm adjustment" in verdict_sentence("dpo", "ppo", result, converged={},
+                                                                         adjusted_p=0.2, family=21)
+    # the second seed of the better method is far worse: the pooled interval may exclude 0, its sign does not hold
+    split = [Setting(np.stack([s.gold[0] + 0.3, s.gold[1] - 0.25]), s.kl) for s in better]
+    flipped = bootstrap_matched_kl(split, worse, n_boot=300)
+    assert flipped.unit_differences[0] > 0 > flipped.unit_differences[1]
+    assert "inconclusive" in verdict_sentence("dpo", "ppo", flipped, converged={})
+
+
+def test_the_report_family_adjusts_only_the_pairs_that_have_a_verdict():
+    from alignkit.eval.matched_kl import MatchedKL
+    from alignkit.verdicts import _family
+
+    def result(p):
+        return MatchedKL(0.1, 0.05, 0.15, np.array([1.0]), p_value=p)
+
+    assert _family([None, result(0.01), result(0.04)]) == pytest.approx([None, 0.02, 0.04])

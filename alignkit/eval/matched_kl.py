@@ -55,6 +55,8 @@ class MatchedKL:
     n_boot: int = 0
     undefined_fraction: float = 0.0   # resamples in which the frontiers no longer overlapped on the grid
     seeds: int = 1                    # fewest seeds of any setting: 1 means evaluation noise only
+    p_value: float = 1.0              # two-sided, the level at which the basic interval would just reach 0
+    unit_differences: list[float] | None = None  # the estimate from each seed (or replicate) alone
 
     @property
     def kl_low(self) -> float:
@@ -164,26 +166,76 @@ def bootstrap_matched_kl(a: list[Setting], b: list[Setting], *, n_boot: int = 10
     # interval keeps it: 10% false claims between identical methods in tests/test_verdict.py's simulation)
     q_low, q_high = (np.quantile(defined, [0.025, 0.975]) if defined.size else (np.nan, np.nan))
     low, high = 2 * difference - q_high, 2 * difference - q_low
+    # the basic interval at level 1 - p excludes 0 exactly when fewer than p/2 of the resamples lie beyond 2d
+    p_value = (min(1.0, 2 * min(np.mean(defined >= 2 * difference), np.mean(defined <= 2 * difference)))
+               if defined.size else 1.0)
     return MatchedKL(difference, float(low), float(high), grid, n_boot, 1 - defined.size / n_boot,
-                     min(s.gold.shape[0] for s in a + b))
+                     min(s.gold.shape[0] for s in a + b), float(p_value), unit_differences(a, b, grid))
 
 
-def verdict_sentence(name_a: str, name_b: str, result: MatchedKL | None, *, converged: dict[str, str]) -> str:
-    """The one verdict rule: a winner only when the interval excludes 0 and every entry involved converged
-    (else the sentence says "at these budgets"); the sentence says what the interval covers."""
+def unit_differences(a: list[Setting], b: list[Setting], grid: np.ndarray) -> list[float] | None:
+    """The matched-KL difference from each seed (or replicate) alone, seed i of ``a`` against seed i of ``b``, on
+    the pooled grid (NaN where its frontiers do not both span it); None with one seed, or unequal seed counts."""
+    counts = {s.gold.shape[0] for s in a + b}
+    if len(counts) != 1 or counts == {1}:
+        return None
+    out = []
+    for unit in range(counts.pop()):
+        fa = frontier(np.array([s.kl[unit].mean() for s in a]), np.array([s.gold[unit].mean() for s in a]))
+        fb = frontier(np.array([s.kl[unit].mean() for s in b]), np.array([s.gold[unit].mean() for s in b]))
+        gap = _within(*fa, grid) - _within(*fb, grid)
+        out.append(float(np.nanmean(gap)) if np.isfinite(gap).any() else math.nan)
+    return out
+
+
+def _within(kls: np.ndarray, rewards: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """A frontier's reward on the grid within its KL range (NaN outside): the grid already rests on the pooled
+    measured points, and one unit's points are as far apart as the pooled ones only on average."""
+    if kls.size == 0:
+        return np.full(grid.shape, np.nan)
+    return np.where((grid >= kls[0]) & (grid <= kls[-1]), np.interp(grid, kls, rewards), np.nan)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (same order as given)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [1.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def verdict_sentence(name_a: str, name_b: str, result: MatchedKL | None, *, converged: dict[str, str],
+                     adjusted_p: float | None = None, family: int = 1, units: str = "seed") -> str:
+    """The one verdict rule: a winner only when the interval excludes 0, the Holm-adjusted p-value of the
+    family of ``family`` comparisons is below 0.05, with several seeds (``units``: or replicates) the sign
+    holds in each of them, and every entry involved converged (else the sentence says "at these budgets");
+    the sentence says what the interval covers."""
     if result is None:
         return (f"{name_a} and {name_b}: inconclusive, their frontiers never rest on measured points at the same "
                 f"KL (no interpolation across more than {MAX_KL_GAP:g} nats).")
     span = f"{result.kl_low:.3g}\u2013{result.kl_high:.3g} nats"
-    covers = "evaluation noise and seed-to-seed variation" if result.seeds > 1 else "evaluation noise only"
+    covers = f"evaluation noise and {units}-to-{units} variation" if result.seeds > 1 else "evaluation noise only"
+    interval = f"95% interval {result.ci_low:.3f} to {result.ci_high:.3f}, covering {covers}"
+    if adjusted_p is not None and family > 1:
+        interval += f"; Holm-adjusted p {adjusted_p:.3g} over {family} comparisons"
     if not (result.ci_low > 0 or result.ci_high < 0):
         return (f"At matched KL ({span}), {name_a} vs {name_b}: inconclusive, difference {result.difference:.3f} "
-                f"(95% interval {result.ci_low:.3f} to {result.ci_high:.3f}, covering {covers}).")
+                f"({interval}).")
+    if adjusted_p is not None and family > 1 and adjusted_p >= 0.05:
+        return (f"At matched KL ({span}), {name_a} vs {name_b}: inconclusive after the Holm adjustment, difference "
+                f"{result.difference:.3f} ({interval}).")
+    signs = [d for d in result.unit_differences or [] if not (math.isfinite(d) and d * result.difference > 0)]
+    if signs:
+        each = ", ".join(f"{d:.3f}" for d in result.unit_differences)
+        return (f"At matched KL ({span}), {name_a} vs {name_b}: inconclusive, the sign does not hold in every "
+                f"{units} (difference {result.difference:.3f}, each {units} alone: {each}; {interval}).")
     a_wins = result.ci_low > 0
     winner, loser = (name_a, name_b) if a_wins else (name_b, name_a)
     gap, low, high = ((result.difference, result.ci_low, result.ci_high) if a_wins
                       else (-result.difference, -result.ci_high, -result.ci_low))
     unconverged = sorted(label for label, state in converged.items() if state not in ("converged", "no training"))
     budgets = f" at these budgets ({', '.join(unconverged)} not converged)" if unconverged else ""
-    return (f"At matched KL ({span}), {winner} reaches a higher gold reward than {loser} by {gap:.3f}{budgets} "
-            f"(95% interval {low:.3f} to {high:.3f}, covering {covers}).")
+    interval = interval.replace(f"{result.ci_low:.3f} to {result.ci_high:.3f}", f"{low:.3f} to {high:.3f}")
+    return f"At matched KL ({span}), {winner} reaches a higher gold reward than {loser} by {gap:.3f}{budgets} ({interval})."

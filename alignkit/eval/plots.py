@@ -183,3 +183,31 @@ def plot_temperature(frame, out: Path) -> Path:
     _save(fig, out)
     plt.close(fig)
     return out
+
+
+def plot_compute(curves: dict, out: Path, *, axis: str = "flops", target: float | None = None) -> Path:
+    """``frontier_compute.png``: gold reward against cumulative training compute (log x), one line per
+    setting (``curves``: (group, sweep) -> points with ``gold`` and ``axis``), one colour per method; the
+    common target gold reward dashed."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    groups = list(dict.fromkeys(group for group, _ in curves))
+    colours = {g: plt.cm.tab10(i % 10) for i, g in enumerate(groups)}
+    shown: set[str] = set()
+    for (group, sweep), points in curves.items():
+        xy = [(p[axis], p["gold"]) for p in points if p.get(axis) and p.get("gold") is not None]
+        if not xy:
+            continue
+        ax.plot([x for x, _ in xy], [y for _, y in xy], "o-", ms=4, color=colours[group],
+                label=None if group in shown else group, alpha=0.9 if not sweep else 0.6)
+        shown.add(group)
+    if target is not None:
+        ax.axhline(target, color="k", lw=0.8, ls="--", label=f"target {target:.3f}")
+    ax.set_xscale("log")
+    ax.set(xlabel={"flops": "cumulative training FLOPs (estimated, shared stages included)"}.get(axis, axis),
+           ylabel="gold reward", title="Gold reward vs training compute")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    _save(fig, out)
+    plt.close(fig)
+    return out

@@ -96,12 +96,14 @@ class PPOTrainer:
         self.proxy = ws.reward_for(cfg)  # None: PPO-GT maximises the gold reward
         self.prompts = ws.prompts("train", cfg.prompt_pool)
         self.kl_ctl = ops.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
-        total = cfg.steps * cfg.ppo_epochs * -(-cfg.rollout_size // cfg.minibatch_size)
+        per_iteration = cfg.ppo_epochs * -(-cfg.rollout_size // cfg.minibatch_size)
+        total, tail = (cfg.lr_schedule_steps or cfg.steps) * per_iteration, cfg.lr_schedule_steps * per_iteration
         # collected once (not per minibatch): policy and value model have their own optimisers
         self.policy_params, self.value_params = self.policy.trainable_parameters(), self.value.parameters()
         # policy and value model follow the same learning-rate schedule, each from its own peak rate
-        self.opt, self.sched = make_optimizer(self.policy_params, lr=cfg.lr, total_steps=total)
-        self.value_opt, self.value_sched = make_optimizer(self.value_params, lr=cfg.value_lr, total_steps=total)
+        self.opt, self.sched = make_optimizer(self.policy_params, lr=cfg.lr, total_steps=total, tail_after=tail)
+        self.value_opt, self.value_sched = make_optimizer(self.value_params, lr=cfg.value_lr, total_steps=total,
+                                                          tail_after=tail)
         self.ptx_texts = ws.task.train_texts if cfg.ptx_coef > 0 else []
         self.rng = random.Random(ws.train_seed)
         # everything a resumed run restores: both models' weights, optimisers and schedules, our own RNG
@@ -114,7 +116,7 @@ class PPOTrainer:
         a checkpoint also keeps the adaptive KL coefficient."""
         self.policy.model.train()
         self.loop = TrainingLoop(self.ctx, "ppo", self.state, self.cfg.steps, checkpoint_every=self.cfg.checkpoint_every,
-                                 trace=self.policy, unit="iter")
+                                 trace=self.policy, unit="iter", keep_final=self.cfg.keep_final_state)
         self.kl_ctl.value = self.loop.restored.get("kl_coef", self.kl_ctl.value)
         self.loop.run(self.iterate, lambda: {"kl_coef": self.kl_ctl.value})
         self.policy.model.eval()
