@@ -35,15 +35,21 @@ def _trl_options(command):
                      help="same as --set preferences.split=SPLIT"),
         click.option("--dataset_config", "--dataset-config", "dataset_config", metavar="NAME",
                      help="same as --set preferences.config=NAME"),
+        click.option("--report-to", "--report_to", "report_to", metavar="T1,T2",
+                     help="experiment trackers (trackio, tensorboard, wandb, mlflow, none): same as "
+                          "--set report_to=[T1,T2]"),
     )):
         command = option(command)
     return command
 
 
 def trl_overrides(model_name_or_path: str | None = None, dataset_name: str | None = None,
-                  dataset_split: str | None = None, dataset_config: str | None = None) -> list[str]:
+                  dataset_split: str | None = None, dataset_config: str | None = None,
+                  report_to: str | None = None) -> list[str]:
     """The ``--set`` overrides that the trl-style flags stand for (values JSON-quoted: always strings)."""
     sets = []
+    if report_to is not None:
+        sets.append(f"report_to={json.dumps([t.strip() for t in report_to.split(',') if t.strip()])}")
     if model_name_or_path is not None:
         sets.append(f"model.name_or_path={json.dumps(model_name_or_path)}")
     if dataset_name is not None:
@@ -101,7 +107,8 @@ def main() -> None:
 @_plugins_option
 @_threads_option
 def run(recipe: Path | None, config: Path | None, out: Path | None, overwrite: bool, model_name_or_path, dataset_name,
-        dataset_split, dataset_config, overrides: tuple[str, ...], plugins: tuple[str, ...], threads: str | None):
+        dataset_split, dataset_config, report_to, overrides: tuple[str, ...], plugins: tuple[str, ...],
+        threads: str | None):
     """Run one method from a YAML RECIPE (or --config RECIPE) and evaluate it."""
     recipe = _one_recipe(recipe, config)
     configure_threads(threads)
@@ -109,7 +116,7 @@ def run(recipe: Path | None, config: Path | None, out: Path | None, overwrite: b
     from alignkit.rundir import default_run_dir
     from alignkit.recipe import load_recipe
 
-    overrides = (*trl_overrides(model_name_or_path, dataset_name, dataset_split, dataset_config), *overrides)
+    overrides = (*trl_overrides(model_name_or_path, dataset_name, dataset_split, dataset_config, report_to), *overrides)
     loaded = load_recipe(recipe, overrides, plugins)
     run_dir = out or default_run_dir(loaded.name)
     check_output_folder(run_dir, "--out" if out else "run directory")
@@ -169,13 +176,13 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 @_plugins_option
 @_threads_option
 def compare(entries, config, sweeps, seeds, temperatures, out, overwrite, model_name_or_path, dataset_name,
-            dataset_split, dataset_config, overrides, plugins, threads):
+            dataset_split, dataset_config, report_to, overrides, plugins, threads):
     """Compare methods side by side on one task: ENTRY is a method (dpo), a recipe file, a labelled
     variant (ipo=dpo:loss=ipo) or one comparison YAML (recipes/compare_imdb.yaml)."""
     entries = (*entries, *([str(config)] if config is not None else []))
     if not entries:
         raise AlignkitError("compare: no entries; name methods (alignkit compare dpo ppo) or --config COMPARISON.yaml")
-    overrides = (*trl_overrides(model_name_or_path, dataset_name, dataset_split, dataset_config), *overrides)
+    overrides = (*trl_overrides(model_name_or_path, dataset_name, dataset_split, dataset_config, report_to), *overrides)
     configure_threads(threads)
     from alignkit.compare import plan_comparison, run_comparison
     from alignkit.report import screen_table

@@ -27,6 +27,7 @@ from alignkit.config import ConfigError, apply_overrides, load_yaml_text, read_y
 from alignkit.errors import AlignkitError
 from alignkit.pipeline import adopt_recipe, method_needs, reevaluate, run_recipe
 from alignkit.records import SHARED, check_shared
+from alignkit.trackers import report_comparison
 from alignkit.recipe import BUNDLED, Recipe, bundled_recipe, default_task_problem, recipe_from_data, resolve_recipe_path
 from alignkit.registry import METHODS, load_plugins
 from alignkit.report import build_report
@@ -313,14 +314,15 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> di
     bar = tqdm(total=total, desc="compare", unit="run", dynamic_ncols=True, position=0, disable=not runtime.is_main)
     for number, (entry, state) in enumerate(zip(plan.entries, states), start=1):
         bar.set_description(f"compare [{number}/{total}] {entry.label} ({state})")
-        info = {"label": entry.label, "group": entry.group, "sweep": entry.sweep, "seed_index": entry.seed_index}
+        info = {"label": entry.label, "group": entry.group, "sweep": entry.sweep, "seed_index": entry.seed_index,
+                "comparison": plan.name}
         run_dir = runs_dir / entry.label
         if state in ("train", "resume"):  # an interrupted run continues from its last checkpoint; a finished one
             # is only replaced with --overwrite (refused above otherwise), and only once its new run succeeded
             run_recipe(entry.recipe, run_dir, overwrite=state == "train", cache_dir=cache_dir, entry=info,
                        runtime=runtime)
         elif state == "evaluate":
-            reevaluate(run_dir, entry.recipe, cache_dir, runtime)
+            reevaluate(run_dir, entry.recipe, cache_dir, runtime, group=plan.name)
         else:
             adopt_recipe(run_dir, entry.recipe, runtime)
         bar.update(1)
@@ -328,8 +330,10 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> di
     runtime.barrier()
     if not runtime.is_main:
         return {}
-    return build_report([runs_dir / e.label for e in plan.entries], plan.out, name=plan.name, argv=plan.argv,
-                        states=dict(zip((e.label for e in plan.entries), states)))
+    report = build_report([runs_dir / e.label for e in plan.entries], plan.out, name=plan.name, argv=plan.argv,
+                          states=dict(zip((e.label for e in plan.entries), states)))
+    report_comparison(first.report_to, plan.out, plan.name, to_dict(first))
+    return report
 
 
 def refuse_replacing(runs_dir: Path, entries: list[PlannedRun], decisions: list[RunDecision]) -> None:

@@ -23,6 +23,7 @@ from alignkit.errors import AlignkitError, DataError, UnknownNameError, warn
 from alignkit.eval.evaluator import EvalConfig
 from alignkit.models.config import ModelConfig, local_tokenizer_folder
 from alignkit.runtime import device_problem
+from alignkit.trackers import report_to_problem
 from alignkit.models.loading import load_tokenizer
 from alignkit.registry import DATASETS, METHODS, REWARDS, load_plugins
 
@@ -48,6 +49,8 @@ class Recipe:
                                                      "{model: siebert/sentiment-roberta-large-english}")
     preferences: PreferenceConfig = option(PreferenceConfig(), "preference pairs for DPO and reward models")
     eval: EvalConfig = option(EvalConfig(), "held-out evaluation settings")
+    report_to: list[str] = option([], "experiment trackers that get the metrics and evaluation, as trl's report_to: "
+                                      "trackio, tensorboard, wandb, mlflow (or none)")
     methods: dict[str, Any] = dataclasses.field(default_factory=dict, init=False,
                                                 metadata={"help": "per-method sections, keyed by method name"})
 
@@ -66,6 +69,9 @@ class Recipe:
         problem = device_problem(self.device)
         if problem:
             yield "device", problem
+        problem = report_to_problem(self.report_to)
+        if problem:
+            yield "report_to", problem
 
     def method_config(self, name: str) -> Any:
         """The validated settings of a method (its defaults when the recipe has no section for it)."""

@@ -30,7 +30,7 @@ LAYERS = [
     ("run context", ["alignkit.context"]),
     ("runtime and checkpoints", ["alignkit.runtime", "alignkit.checkpoint"]),
     ("registry and config", ["alignkit.registry", "alignkit.config", "alignkit.runlog", "alignkit.signatures",
-                             "alignkit.threads", "alignkit.memory", "alignkit.rl", "alignkit"]),
+                             "alignkit.threads", "alignkit.memory", "alignkit.rl", "alignkit.trackers", "alignkit"]),
     ("errors", ["alignkit.errors"]),
 ]
 LAZY_IMPORTS_ALLOWED = {"alignkit.cli"}
