@@ -233,6 +233,19 @@ def report(paths, out):
     click.echo(screen_table(out))
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("repo_id")
+@click.option("--private", is_flag=True, help="create the repository private")
+@click.option("--token", envvar="HF_TOKEN", help="Hub token (default: $HF_TOKEN, else the one `hf auth login` saved)")
+def push(run_dir, repo_id, private, token):
+    """Upload a finished run's policy (weights, tokenizer, model card) and eval/summary.json to the Hub
+    repository REPO_ID (ORG/NAME), as push_to_hub: REPO_ID in a recipe does after the run."""
+    from alignkit.hub import push_run
+
+    click.echo(push_run(run_dir, repo_id, private=private, token=token))
+
+
 @main.command("list")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @_plugins_option

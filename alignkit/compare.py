@@ -204,6 +204,10 @@ def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: 
     for entry in entries:
         entry.raw["name"] = entry.label
         entry.recipe = recipe_from_data(entry.raw, f"compare entry {entry.label}", Path.cwd())
+    pushed = next((e for e in entries if e.recipe.push_to_hub), None)
+    if pushed:  # one repository cannot hold every entry's policy
+        raise ConfigError(f"compare entry {pushed.label}: push_to_hub: a comparison does not push; push a run "
+                          f"of it with alignkit push {Path(out or Path('runs') / name) / 'runs' / pushed.label} REPO_ID")
     check_shared([(e.label, *resolved_recipe(e.recipe)) for e in entries])
     problem = default_task_problem(entries[0].recipe)  # every entry shares the task, pairs and judge
     if problem:

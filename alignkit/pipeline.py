@@ -37,6 +37,7 @@ from alignkit.errors import AlignkitError
 from alignkit.eval.evaluator import TRAJECTORY_KEYS, evaluate_at
 from alignkit.eval.judges import is_pairwise
 from alignkit.eval.plots import plot_run
+from alignkit.hub import push_run, write_card
 from alignkit.memory import PeakMemory, process_peak_mb
 from alignkit.models.policy import Policy
 from alignkit.models.scalar_head import META_FILE as SCALAR_META
@@ -190,6 +191,7 @@ class Run:
                                      "eval_wall_s": self.timings["evaluate"], "peak_memory": process_peak_mb(),
                                      "train_peak_memory": self.stage_memory[train_stage]}
             write_outputs(self.run_dir, summary, samples)
+            write_card(self.run_dir, to_dict(self.recipe), summary)
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             try:
@@ -284,8 +286,13 @@ def run_recipe(recipe: Recipe, run_dir: Path, *, overwrite: bool = False, cache_
         raise
     runtime.broadcast(action)
     if action == "replace":
-        return _replace_run(recipe, run_dir, cache_dir, entry, runtime)
-    return Run(recipe, run_dir, runtime, cache_dir, entry).execute(resume=action == "resume")
+        summary = _replace_run(recipe, run_dir, cache_dir, entry, runtime)
+    else:
+        summary = Run(recipe, run_dir, runtime, cache_dir, entry).execute(resume=action == "resume")
+    if recipe.push_to_hub:
+        tqdm.write(f"[alignkit] pushed to {push_run(run_dir, recipe.push_to_hub, private=recipe.hub_private)}",
+                   file=sys.stderr)
+    return summary
 
 
 def _follow_main(recipe: Recipe, run_dir: Path, cache_dir: Path | None, entry: dict | None, action,
@@ -355,6 +362,7 @@ def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, run
     if not ws.runtime.is_main:  # every process evaluated its share; the main one writes
         return summary
     write_outputs(run_dir, summary, samples)
+    write_card(run_dir, to_dict(recipe), summary)
     manifest.update(recipe=to_dict(recipe), artifact_keys={**manifest.get("artifact_keys", {}), **ws.artifact_keys},
                     cost={**manifest.get("cost", {}), "eval_wall_s": round(time.perf_counter() - began, 2)})
     write_json(run_dir / "manifest.json", manifest)

@@ -51,6 +51,9 @@ class Recipe:
     eval: EvalConfig = option(EvalConfig(), "held-out evaluation settings")
     report_to: list[str] = option([], "experiment trackers that get the metrics and evaluation, as trl's report_to: "
                                       "trackio, tensorboard, wandb, mlflow (or none)")
+    push_to_hub: str = option("", "Hub repository (ORG/NAME) the finished run's policy, card and evaluation are "
+                                  "uploaded to, as alignkit push does ('': none)")
+    hub_private: bool = option(False, "push_to_hub creates the repository private")
     methods: dict[str, Any] = dataclasses.field(default_factory=dict, init=False,
                                                 metadata={"help": "per-method sections, keyed by method name"})
 
@@ -69,6 +72,10 @@ class Recipe:
         problem = device_problem(self.device)
         if problem:
             yield "device", problem
+        if self.push_to_hub and (self.push_to_hub.count("/") > 1 or " " in self.push_to_hub):
+            yield "push_to_hub", f"expected a Hub repository id ORG/NAME, got {self.push_to_hub!r}"
+        if self.hub_private and not self.push_to_hub:
+            yield "hub_private", "applies to push_to_hub, which is not set"
         problem = report_to_problem(self.report_to)
         if problem:
             yield "report_to", problem

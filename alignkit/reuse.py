@@ -20,7 +20,7 @@ EVAL_ONLY = ("temperatures", "judge", "diversity", "batch_size", "judge_options"
              "allow_self_judging")  # change no training, only its evaluation (the judge split: by its stage key)
 # evaluation keys added since runs were first recorded, at their defaults: a run without them is still current
 ADDED_EVAL_DEFAULTS = {"judge_options": {}, "judge_fraction": 0.1, "agreement_pairs": 512, "allow_self_judging": False}
-REPORTING = ("report_to", "push_to_hub")  # where results are sent, not what is trained or measured
+REPORTING = ("report_to", "push_to_hub", "hub_private")  # where results are sent, not what is trained or measured
 STAGES = ("preferences", "pair_split", "reward_model", "reference_logps")
 
 

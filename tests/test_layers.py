@@ -21,7 +21,7 @@ LAYERS = [
     ("runs and reports", ["alignkit.pipeline", "alignkit.report", "alignkit.reuse"]),
     ("methods and judges", ["alignkit.methods", "alignkit.rewards"]),
     ("workspace", ["alignkit.trajectory", "alignkit.workspace"]),
-    ("run folders and keys", ["alignkit.stage_keys", "alignkit.records", "alignkit.verdicts", "alignkit.rundir", "alignkit.runfolder"]),
+    ("run folders and keys", ["alignkit.hub", "alignkit.stage_keys", "alignkit.records", "alignkit.verdicts", "alignkit.rundir", "alignkit.runfolder"]),
     ("recipe", ["alignkit.recipe"]),
     ("evaluation", ["alignkit.eval"]),
     ("models", ["alignkit.models"]),
