@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from alignkit.cache import default_cache_dir
-from alignkit.config import first_difference, to_dict
+from alignkit.config import first_difference, not_identity, to_dict
 from alignkit.errors import AlignkitError
+from alignkit.models.config import ModelConfig
 from alignkit.recipe import Recipe
 from alignkit.rundir import COMPARISON_MARKER
 from alignkit.runfolder import RunFolderError, live_writer, model_problem, read_run
@@ -39,6 +40,7 @@ def training_identity(recipe: dict) -> dict:
                                                              *REPORTING)
                 and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
     identity["append_eos"] = recipe["preferences"]["append_eos"]
+    identity["model"] = {k: v for k, v in recipe["model"].items() if k not in not_identity(ModelConfig)}
     method_config = recipe["methods"].get(recipe["method"])
     identity["method_config"] = ({k: v for k, v in method_config.items()
                                   if k not in SAME_UPDATE and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}

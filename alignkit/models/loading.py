@@ -44,6 +44,8 @@ def load_pretrained(auto_cls, cfg: ModelConfig, path: str, **extra):
         model = auto_cls.from_pretrained(path, **kwargs, **extra)
     if cfg.load_in_4bit:
         _keep_one_4bit_cpu_path(model)
+    if cfg.gradient_checkpointing:  # acts only in training mode with gradients on: sampling and scoring keep caches
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 
