@@ -54,6 +54,9 @@ class Recipe:
     push_to_hub: str = option("", "Hub repository (ORG/NAME) the finished run's policy, card and evaluation are "
                                   "uploaded to, as alignkit push does ('': none)")
     hub_private: bool = option(False, "push_to_hub creates the repository private")
+    save_every_steps: int = option(0, "keep the trained policy's weights every N optimiser steps (PPO: iterations) "
+                                      "as loadable model folders in RUN/saved/step-N (0: only the final model)",
+                                   ge=0)
     methods: dict[str, Any] = dataclasses.field(default_factory=dict, init=False,
                                                 metadata={"help": "per-method sections, keyed by method name"})
 
@@ -155,6 +158,11 @@ def recipe_from_data(raw: dict, source: str, base: Path, plugins: Iterable[str] 
     sections.setdefault(recipe.method, {})
     recipe.methods = {name: build(METHODS.entry(name).meta["config"], section, where=name, source=source)
                       for name, section in sections.items()}
+    meta = METHODS.entry(recipe.method).meta
+    if recipe.save_every_steps and (meta.get("trains") is False or meta.get("trains_policy") is False):
+        raise ConfigError(f"{source}: save_every_steps: {recipe.method} trains no policy whose weights could be kept")
+    if recipe.push_to_hub and (meta.get("trains") is False or meta.get("trains_policy") is False):
+        raise ConfigError(f"{source}: push_to_hub: {recipe.method} trains no policy to push")
     recipe.gold_reward_options = gold_reward_options(recipe, source)
     recipe.eval.judge_options = judge_options(recipe, source)
     problem = self_judging(recipe)

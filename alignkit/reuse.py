@@ -21,7 +21,8 @@ EVAL_ONLY = ("temperatures", "judge", "diversity", "batch_size", "judge_options"
              "allow_self_judging")  # change no training, only its evaluation (the judge split: by its stage key)
 # evaluation keys added since runs were first recorded, at their defaults: a run without them is still current
 ADDED_EVAL_DEFAULTS = {"judge_options": {}, "judge_fraction": 0.1, "agreement_pairs": 512, "allow_self_judging": False}
-REPORTING = ("report_to", "push_to_hub", "hub_private")  # where results are sent, not what is trained or measured
+# where results are sent and what is kept on the way, not what is trained or measured
+OUTPUTS = ("report_to", "push_to_hub", "hub_private", "save_every_steps")
 STAGES = ("preferences", "pair_split", "reward_model", "reference_logps")
 
 
@@ -37,7 +38,7 @@ def training_identity(recipe: dict) -> dict:
     reward, seeds and the evaluation settings that shape its trajectory. The shared stages it used are
     checked by their cache keys instead, so a setting that only other stages read changes nothing here."""
     identity = {k: v for k, v in recipe.items() if k not in ("name", "device", "plugins", "preferences", "methods",
-                                                             *REPORTING)
+                                                             *OUTPUTS)
                 and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
     identity["append_eos"] = recipe["preferences"]["append_eos"]
     identity["model"] = {k: v for k, v in recipe["model"].items() if k not in not_identity(ModelConfig)}
@@ -132,7 +133,7 @@ def check_evaluation_only(run_dir: Path, recorded: dict, wanted: dict, *, in_com
     """``alignkit eval`` changes how a run is evaluated, never what it recorded about its training: a setting
     outside ``eval`` (other than the device) is refused, and so is a changed ``eval`` section for a run of a
     comparison, whose runs must share it (the comparison re-evaluates them all together)."""
-    training = {k: v for k, v in recorded.items() if k not in ("eval", "device", "plugins", *REPORTING)}
+    training = {k: v for k, v in recorded.items() if k not in ("eval", "device", "plugins", "report_to")}
     found = first_difference(training, _keys_of(training, wanted))
     if found:
         key = found[0].removeprefix("methods.")

@@ -100,3 +100,36 @@ def test_gradient_checkpointing_changes_no_cache_key_or_training_identity(tiny_o
     assert to_dict(on)["model"]["gradient_checkpointing"] is True  # recorded in the manifest
     assert fingerprint(on.model) == fingerprint(off.model)
     assert training_identity(to_dict(on)) == training_identity(to_dict(off))
+
+
+def test_save_every_steps_keeps_loadable_weights_along_the_way(tmp_path, tiny_overrides):
+    from click.testing import CliRunner
+    from safetensors.torch import load_file
+
+    from alignkit.cli import main
+    out = tmp_path / "run"
+    sets = [a for o in tiny_overrides for a in ("--set", o)]
+    result = CliRunner().invoke(main, ["run", str(RECIPES / "dpo_imdb.yaml"), "--out", str(out), *sets,
+                                       "--set", "dpo.epochs=1", "--set", "save_every_steps=2",
+                                       "--set", "dpo.checkpoint_every=1"])
+    assert result.exit_code == 0, result.output
+    steps = json.loads((out / "eval" / "summary.json").read_text())["budget"]["steps"]
+    assert steps >= 4
+    kept = sorted((out / "saved").iterdir(), key=lambda p: int(p.name.split("-")[1]))
+    assert [p.name for p in kept] == [f"step-{s}" for s in range(2, steps + 1, 2)]
+    assert not (out / "checkpoints").exists()  # the resume state goes when the run finishes; these stay
+    weights = [load_file(str(p / "model.safetensors")) for p in [*kept, out / "model"]]
+    assert (kept[0] / "tokenizer.json").is_file()
+    name = "transformer.h.0.attn.c_attn.weight"
+    assert not torch.equal(weights[0][name], weights[1][name])  # each kept folder is its own step
+    if steps % 2 == 0:
+        torch.testing.assert_close(weights[-2][name], weights[-1][name])  # the last kept step is the final model
+    else:
+        assert not torch.equal(weights[-2][name], weights[-1][name])
+
+
+def test_save_every_steps_is_refused_where_no_policy_trains():
+    from alignkit.errors import ConfigError
+    for method in ("reward_model", "best_of_n"):
+        with pytest.raises(ConfigError, match=f"save_every_steps: {method} trains no policy"):
+            load_recipe(None, [f"method={method}", "save_every_steps=5"])
