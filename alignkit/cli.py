@@ -114,10 +114,13 @@ def run(recipe: Path | None, config: Path | None, out: Path | None, overwrite: b
     configure_threads(threads)
     from alignkit.pipeline import run_recipe
     from alignkit.rundir import default_run_dir
-    from alignkit.recipe import load_recipe
+    from alignkit.recipe import load_recipe, unread_override
 
     overrides = (*trl_overrides(model_name_or_path, dataset_name, dataset_split, dataset_config, report_to), *overrides)
     loaded = load_recipe(recipe, overrides, plugins)
+    problem = unread_override([loaded], overrides)
+    if problem:
+        raise AlignkitError(problem)
     run_dir = out or default_run_dir(loaded.name)
     check_output_folder(run_dir, "--out" if out else "run directory")
     summary = run_recipe(loaded, run_dir, overwrite=overwrite)

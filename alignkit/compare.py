@@ -28,7 +28,8 @@ from alignkit.errors import AlignkitError
 from alignkit.pipeline import adopt_recipe, method_needs, reevaluate, run_recipe
 from alignkit.records import SHARED, check_shared
 from alignkit.trackers import report_comparison
-from alignkit.recipe import BUNDLED, Recipe, bundled_recipe, default_task_problem, recipe_from_data, resolve_recipe_path
+from alignkit.recipe import (BUNDLED, Recipe, bundled_recipe, default_task_problem, recipe_from_data,
+                             resolve_recipe_path, unread_override)
 from alignkit.registry import METHODS, load_plugins
 from alignkit.report import build_report
 from alignkit.reuse import RunDecision, run_decision
@@ -204,6 +205,9 @@ def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: 
     for entry in entries:
         entry.raw["name"] = entry.label
         entry.recipe = recipe_from_data(entry.raw, f"compare entry {entry.label}", Path.cwd())
+    problem = unread_override([e.recipe for e in entries], overrides)
+    if problem:
+        raise ConfigError(f"compare: {problem}")
     pushed = next((e for e in entries if e.recipe.push_to_hub), None)
     if pushed:  # one repository cannot hold every entry's policy
         raise ConfigError(f"compare entry {pushed.label}: push_to_hub: a comparison does not push; push a run "

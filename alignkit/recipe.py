@@ -208,6 +208,31 @@ def method_needs(method: str, config) -> tuple[Artifact, ...]:
     return as_artifacts(needs(config) if callable(needs) else needs, method)
 
 
+REWARD_MODEL_JUDGES = ("reward-model", "heldout-reward-model")  # judges that train on the reward_model settings
+
+
+def sections_read(recipe: Recipe) -> set[str]:
+    """The method sections a run of ``recipe`` reads: its method's, and ``reward_model`` when it trains a reward
+    model (a method that needs one, or a judge that is one)."""
+    needs = set(method_needs(recipe.method, recipe.method_config(recipe.method)))
+    judges = {recipe.eval.judge, recipe.gold_reward}
+    uses_rm = bool(needs & {Artifact.REWARD_MODEL, Artifact.REWARD_MODEL_4BIT}) or bool(judges & set(REWARD_MODEL_JUDGES))
+    return {recipe.method, *(["reward_model"] if uses_rm else [])}
+
+
+def unread_override(recipes: list[Recipe], overrides: Iterable[str]) -> str | None:
+    """The first ``--set`` naming a method section that no run of ``recipes`` reads (it would change
+    nothing), as one line; None when every override lands somewhere."""
+    read = set().union(*(sections_read(r) for r in recipes))
+    for item in overrides:
+        head = item.split("=", 1)[0].strip().split(".", 1)[0]
+        if head in METHODS and head not in read:
+            return (f"--set {item[:80]}: {head} settings would change nothing: no run here uses {head} (methods: "
+                    f"{', '.join(sorted({r.method for r in recipes}))}; reward_model is read by methods that train "
+                    f"on a reward model)")
+    return None
+
+
 def self_judging(recipe: Recipe) -> str | None:
     """Why the recipe's judge would grade its method with the very model the method optimised (a judge
     registered with ``proxy=True``, the learned reward model, judging a method that maximises it), or None."""

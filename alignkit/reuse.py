@@ -4,6 +4,9 @@ model verifies against the checksums its manifest recorded."""
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from pathlib import Path
 from typing import NamedTuple
 
@@ -12,6 +15,7 @@ from alignkit.config import first_difference, not_identity, to_dict
 from alignkit.errors import AlignkitError
 from alignkit.models.config import ModelConfig
 from alignkit.recipe import Recipe
+from alignkit.registry import METHODS
 from alignkit.rundir import COMPARISON_MARKER
 from alignkit.runfolder import RunFolderError, live_writer, model_problem, read_run
 from alignkit.runlog import jsonable
@@ -134,6 +138,10 @@ def check_evaluation_only(run_dir: Path, recorded: dict, wanted: dict, *, in_com
     outside ``eval`` (other than the device) is refused, and so is a changed ``eval`` section for a run of a
     comparison, whose runs must share it (the comparison re-evaluates them all together)."""
     training = {k: v for k, v in recorded.items() if k not in ("eval", "device", "plugins", "report_to")}
+    added = sorted(set(wanted.get("methods", {})) - set(recorded.get("methods", {})))
+    if added:
+        raise AlignkitError(f"eval: {added[0]} is a training section that {run_dir} was not trained with; eval takes "
+                            f"evaluation settings only (eval.*)")
     found = first_difference(training, _keys_of(training, wanted))
     if found:
         key = found[0].removeprefix("methods.")
@@ -146,8 +154,26 @@ def check_evaluation_only(run_dir: Path, recorded: dict, wanted: dict, *, in_com
                             f"--set eval.{key}=..., which retrains nothing (or copy the run out of the comparison)")
 
 
-def _keys_of(recorded: dict, wanted: dict) -> dict:
+def free_form_keys(cls: type = Recipe) -> set[str]:
+    """Names of the settings that are free-form mappings (``preferences.columns``, ``dpo.loss_params``, ...),
+    found in the config dataclasses: a key added inside one is a change, not a setting added since."""
+    names, hints = set(), typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = next((a for a in typing.get_args(hints[f.name]) if a is not type(None)), hints[f.name]) \
+            if typing.get_origin(hints[f.name]) in (typing.Union, types.UnionType) else hints[f.name]
+        if typing.get_origin(tp) is dict and f.init:
+            names.add(f.name)
+        elif dataclasses.is_dataclass(tp):
+            names |= free_form_keys(tp)
+    if cls is Recipe:
+        for name in METHODS.names():
+            names |= free_form_keys(METHODS.entry(name).meta["config"])
+    return names
+
+
+def _keys_of(recorded: dict, wanted: dict, free: frozenset = frozenset()) -> dict:
     """``wanted`` cut to the keys ``recorded`` has, at every level: a key added to recipes after a run was
-    recorded is no change to it."""
-    return {k: _keys_of(v, wanted[k]) if isinstance(v, dict) and isinstance(wanted.get(k), dict) else wanted.get(k)
-            for k, v in recorded.items()}
+    recorded is no change to it; a free-form mapping (``free``) is compared whole."""
+    free = free or frozenset(free_form_keys())
+    return {k: wanted.get(k) if k in free else _keys_of(v, wanted[k], free)
+            if isinstance(v, dict) and isinstance(wanted.get(k), dict) else wanted.get(k) for k, v in recorded.items()}
