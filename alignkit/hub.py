@@ -9,6 +9,7 @@ from pathlib import Path
 from alignkit import __version__
 from alignkit.errors import AlignkitError
 from alignkit.models.config import looks_like_local_path
+from alignkit.models.scalar_head import META_FILE as SCALAR_META
 from alignkit.runfolder import CARD, read_run
 from alignkit.runlog import write_text
 
@@ -73,9 +74,10 @@ def card_text(recipe: dict, summary: dict, adapter: bool) -> str:
 
 
 def write_card(run_dir: Path, recipe: dict, summary: dict) -> Path | None:
-    """``model/README.md`` of a run that saved a policy (None when it saved none, e.g. Best-of-N)."""
+    """``model/README.md`` of a run that saved a policy (None when it saved none: Best-of-N, a reward model)."""
     folder = Path(run_dir) / "model"
-    if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
+    policy = (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()
+    if not policy or (folder / SCALAR_META).is_file():  # no weights (Best-of-N), or a reward model
         return None
     write_text(folder / CARD, card_text(recipe, summary, adapter=(folder / "adapter_config.json").is_file()))
     return folder / CARD
