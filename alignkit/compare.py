@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from alignkit.artifacts import Artifact
 from alignkit.config import ConfigError, apply_overrides, load_yaml_text, read_yaml, to_dict
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, warn
 from alignkit.pipeline import adopt_recipe, method_needs, reevaluate, run_recipe
 from alignkit.records import SHARED, check_shared
 from alignkit.trackers import report_comparison
@@ -206,8 +206,8 @@ def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: 
         entry.raw["name"] = entry.label
         entry.recipe = recipe_from_data(entry.raw, f"compare entry {entry.label}", Path.cwd())
     problem = unread_override([e.recipe for e in entries], overrides)
-    if problem:
-        raise ConfigError(f"compare: {problem}")
+    if problem:  # a warning, not an error: one list of fast overrides for every method is a common idiom
+        warn(f"compare: {problem}")
     pushed = next((e for e in entries if e.recipe.push_to_hub), None)
     if pushed:  # one repository cannot hold every entry's policy
         raise ConfigError(f"compare entry {pushed.label}: push_to_hub: a comparison does not push; push a run "
