@@ -133,3 +133,23 @@ def test_save_every_steps_is_refused_where_no_policy_trains():
     for method in ("reward_model", "best_of_n"):
         with pytest.raises(ConfigError, match=f"save_every_steps: {method} trains no policy"):
             load_recipe(None, [f"method={method}", "save_every_steps=5"])
+
+
+def test_grpo_through_trl_checkpoints_and_matches(tiny_overrides, checkpointed):
+    from alignkit.methods.online_rl import train_grpo
+    from test_online_rl import recipe_for, small
+
+    def run(extra):
+        recipe = recipe_for("grpo", tiny_overrides, [*small("grpo", steps=2, reward="gold"), *extra])
+        ws = make_workspace(recipe, None)
+        torch.manual_seed(0)
+        train_grpo(ws, recipe.method_config("grpo"))
+        return ws.ctx.log.records
+
+    off = run([])
+    assert checkpointed == []
+    on = run(["model.gradient_checkpointing=true"])
+    assert checkpointed and set(checkpointed) == {False}  # trl's trainer kept our non-reentrant checkpointing
+    for a, b in zip(off, on, strict=True):
+        torch.testing.assert_close(torch.tensor([a["loss"], a["reward"]]), torch.tensor([b["loss"], b["reward"]]),
+                                   **TOLERANCE)
