@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from alignkit import __version__
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, warn
 from alignkit.threads import ENV_VAR as THREADS_ENV, configure_threads, launched_rank
 
 _set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
@@ -21,6 +21,46 @@ _plugins_option = click.option("--plugins", multiple=True, metavar="MODULE_OR_PA
                                help="import a plugin module, .py file or folder first (repeatable)")
 _threads_option = click.option("--threads", metavar="N", help=f"CPU threads for torch (default: ${THREADS_ENV}, "
                                "else the cores this process may use)")
+
+
+def _trl_options(command):
+    """trl/transformers-style flags; each is sugar for the ``--set`` keys its help names (a later --set wins)."""
+    for option in reversed((
+        click.option("--model_name_or_path", "--model-name-or-path", "model_name_or_path", metavar="ID_OR_PATH",
+                     help="the starting policy: same as --set model.name_or_path=ID_OR_PATH"),
+        click.option("--dataset_name", "--dataset-name", "dataset_name", metavar="HUB_ID_OR_PATH",
+                     help="your preference data as the task: same as --set preferences.source=hf:HUB_ID (or the "
+                          "file/folder PATH) --set task.dataset=preferences"),
+        click.option("--dataset_split", "--dataset-split", "dataset_split", metavar="SPLIT",
+                     help="same as --set preferences.split=SPLIT"),
+        click.option("--dataset_config", "--dataset-config", "dataset_config", metavar="NAME",
+                     help="same as --set preferences.config=NAME"),
+        click.option("--report-to", "--report_to", "report_to", metavar="T1,T2",
+                     help="experiment trackers (trackio, tensorboard, wandb, mlflow, none): same as "
+                          "--set report_to=[T1,T2]"),
+    )):
+        command = option(command)
+    return command
+
+
+def trl_overrides(model_name_or_path: str | None = None, dataset_name: str | None = None,
+                  dataset_split: str | None = None, dataset_config: str | None = None,
+                  report_to: str | None = None) -> list[str]:
+    """The ``--set`` overrides that the trl-style flags stand for (values JSON-quoted: always strings)."""
+    sets = []
+    if report_to is not None:
+        sets.append(f"report_to={json.dumps([t.strip() for t in report_to.split(',') if t.strip()])}")
+    if model_name_or_path is not None:
+        sets.append(f"model.name_or_path={json.dumps(model_name_or_path)}")
+    if dataset_name is not None:
+        local = dataset_name.startswith("hf:") or Path(dataset_name).exists()
+        sets.append(f"preferences.source={json.dumps(dataset_name if local else 'hf:' + dataset_name)}")
+        sets.append("task.dataset=preferences")
+    if dataset_split is not None:
+        sets.append(f"preferences.split={json.dumps(dataset_split)}")
+    if dataset_config is not None:
+        sets.append(f"preferences.config={json.dumps(dataset_config)}")
+    return sets
 
 
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.EACCES, errno.EFBIG, errno.EIO}
@@ -46,7 +86,7 @@ class _Group(click.Group):
             sys.exit(2)
 
 
-@click.group(cls=_Group)
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="alignkit")
 def main() -> None:
     """alignkit: LLM alignment methods side by side (RLHF/PPO, DPO and variants) on one evaluator."""
@@ -57,27 +97,45 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), help="run directory (default runs/NAME)")
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), help="the RECIPE (trl style)")
+@click.option("--out", "--output_dir", "--output-dir", "out", type=click.Path(path_type=Path),
+              help="run directory (default runs/NAME)")
 @click.option("--overwrite", is_flag=True, help="replace a finished run already in the run directory")
+@_trl_options
 @_set_option
 @_plugins_option
 @_threads_option
-def run(recipe: Path, out: Path | None, overwrite: bool, overrides: tuple[str, ...], plugins: tuple[str, ...],
+def run(recipe: Path | None, config: Path | None, out: Path | None, overwrite: bool, model_name_or_path, dataset_name,
+        dataset_split, dataset_config, report_to, overrides: tuple[str, ...], plugins: tuple[str, ...],
         threads: str | None):
-    """Run one method from a YAML RECIPE and evaluate it."""
+    """Run one method from a YAML RECIPE (or --config RECIPE) and evaluate it."""
+    recipe = _one_recipe(recipe, config)
     configure_threads(threads)
     from alignkit.pipeline import run_recipe
     from alignkit.rundir import default_run_dir
-    from alignkit.recipe import load_recipe
+    from alignkit.recipe import load_recipe, unread_override
 
+    overrides = (*trl_overrides(model_name_or_path, dataset_name, dataset_split, dataset_config, report_to), *overrides)
     loaded = load_recipe(recipe, overrides, plugins)
+    problem = unread_override([loaded], overrides)
+    if problem:  # a warning, not an error: one list of fast overrides for every method is a common idiom
+        warn(problem)
     run_dir = out or default_run_dir(loaded.name)
     check_output_folder(run_dir, "--out" if out else "run directory")
     summary = run_recipe(loaded, run_dir, overwrite=overwrite)
     if launched_rank() == 0:
         click.echo(json.dumps(summary, indent=2))
         click.echo(f"run directory: {run_dir}", err=True)
+
+
+def _one_recipe(recipe: Path | None, config: Path | None) -> Path:
+    """The recipe named either as the argument or by ``--config``, not both, not neither."""
+    if recipe is not None and config is not None and recipe != config:
+        raise AlignkitError(f"run: two recipes given ({recipe} and --config {config}); name one")
+    if recipe is None and config is None:
+        raise AlignkitError("run: no recipe; name one: alignkit run RECIPE.yaml (or --config RECIPE.yaml)")
+    return recipe or config
 
 
 def check_output_folder(folder: Path, what: str = "--out") -> None:
@@ -106,7 +164,9 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 
 
 @main.command()
-@click.argument("entries", nargs=-1, required=True)
+@click.argument("entries", nargs=-1)
+@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path),
+              help="a comparison YAML (recipes/compare_imdb.yaml) or a recipe: one more ENTRY")
 @click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2,...",
               help="sweep a method setting, e.g. dpo.beta=0.05,0.1,1,5 (applies to that method's entries; repeatable)")
 @click.option("--seeds", type=click.IntRange(min=1), default=None, help="training seeds per sweep point")
@@ -115,7 +175,8 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 @click.option("--until-converged", "until_converged", is_flag=True,
               help="extend entries that have not converged, in rounds (a comparison YAML's until_converged section)")
 @click.option("--temperatures", metavar="T1,T2,...", help="also evaluate at these temperatures (0 = greedy)")
-@click.option("--out", type=click.Path(path_type=Path), help="comparison folder (default runs/NAME)")
+@click.option("--out", "--output_dir", "--output-dir", "out", type=click.Path(path_type=Path),
+              help="comparison folder (default runs/NAME)")
 @click.option("--overwrite", is_flag=True, help="retrain and replace finished runs whose training settings changed")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="entries run at once, each in its own process (its own GPU, or its share of the threads)")
@@ -124,13 +185,19 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 @click.option("--ray-address", metavar="ADDR", help="a running Ray cluster (default: start a local one)")
 @click.option("--gpus-per-entry", type=click.IntRange(min=0), default=None,
               help="GPUs per entry with --jobs/--executor ray (default 1 when there are GPUs; K>1 uses accelerate)")
+@_trl_options
 @_set_option
 @_plugins_option
 @_threads_option
-def compare(entries, sweeps, seeds, replicates, until_converged, temperatures, out, overwrite, jobs, executor,
-            ray_address, gpus_per_entry, overrides, plugins, threads):
+def compare(entries, config, sweeps, seeds, replicates, until_converged, temperatures, out, overwrite, jobs, executor,
+            ray_address, gpus_per_entry, model_name_or_path, dataset_name, dataset_split, dataset_config, report_to,
+            overrides, plugins, threads):
     """Compare methods side by side on one task: ENTRY is a method (dpo), a recipe file, a labelled
     variant (ipo=dpo:loss=ipo) or one comparison YAML (recipes/compare_imdb.yaml)."""
+    entries = (*entries, *([str(config)] if config is not None else []))
+    if not entries:
+        raise AlignkitError("compare: no entries; name methods (alignkit compare dpo ppo) or --config COMPARISON.yaml")
+    overrides = (*trl_overrides(model_name_or_path, dataset_name, dataset_split, dataset_config, report_to), *overrides)
     configure_threads(threads)
     from alignkit.compare import plan_comparison, run_comparison
     from alignkit.executors import ExecutorSettings
@@ -200,6 +267,19 @@ def report(paths, out):
     check_output_folder(out)
     build_report(list(paths), out, name=out.name, argv=["alignkit", "report", *map(str, paths), "--out", str(out)])
     click.echo(screen_table(out))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("repo_id")
+@click.option("--private", is_flag=True, help="create the repository private")
+@click.option("--token", envvar="HF_TOKEN", help="Hub token (default: $HF_TOKEN, else the one `hf auth login` saved)")
+def push(run_dir, repo_id, private, token):
+    """Upload a finished run's policy (weights, tokenizer, model card) and eval/summary.json to the Hub
+    repository REPO_ID (ORG/NAME), as push_to_hub: REPO_ID in a recipe does after the run."""
+    from alignkit.hub import push_run
+
+    click.echo(push_run(run_dir, repo_id, private=private, token=token))
 
 
 @main.command("list")

@@ -26,14 +26,16 @@ from tqdm.auto import tqdm
 from alignkit.artifacts import Artifact
 from alignkit.cache import default_cache_dir
 from alignkit.config import ConfigError, apply_overrides, load_yaml_text, read_yaml, to_dict
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, warn
 from alignkit.executors import ExecutorSettings, Job, run_entries
 from alignkit.pipeline import method_needs
 from alignkit.records import SHARED, check_shared
-from alignkit.recipe import BUNDLED, Recipe, bundled_recipe, default_task_problem, recipe_from_data, resolve_recipe_path
+from alignkit.trackers import report_comparison
+from alignkit.recipe import (BUNDLED, Recipe, bundled_recipe, default_task_problem, recipe_from_data,
+                             resolve_recipe_path, unread_override)
 from alignkit.registry import METHODS, load_plugins
 from alignkit.report import build_report
-from alignkit.reuse import RunDecision, run_decision
+from alignkit.reuse import RunDecision, refuse_replacing, run_decision
 from alignkit.rundir import claim_comparison_dir
 from alignkit.runtime import start
 from alignkit.shared_stages import SHARED_FOLDER, build_shared_stages
@@ -212,6 +214,13 @@ def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: 
     for entry in entries:
         entry.raw["name"] = entry.label
         entry.recipe = recipe_from_data(entry.raw, f"compare entry {entry.label}", Path.cwd())
+    problem = unread_override([e.recipe for e in entries], overrides)
+    if problem:  # a warning, not an error: one list of fast overrides for every method is a common idiom
+        warn(f"compare: {problem}")
+    pushed = next((e for e in entries if e.recipe.push_to_hub), None)
+    if pushed:  # one repository cannot hold every entry's policy
+        raise ConfigError(f"compare entry {pushed.label}: push_to_hub: a comparison does not push; push a run "
+                          f"of it with alignkit push {Path(out or Path('runs') / name) / 'runs' / pushed.label} REPO_ID")
     check_shared([(e.label, *resolved_recipe(e.recipe)) for e in entries])
     problem = default_task_problem(entries[0].recipe)  # every entry shares the task, pairs and judge
     if problem:
@@ -350,12 +359,15 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> di
     if not runtime.is_main:
         return {}
     done = [e for e in plan.entries if e.label not in failures]
-    return build_report([runs_dir / e.label for e in done], plan.out, name=plan.name, argv=plan.argv,
-                        states=dict(zip((e.label for e in plan.entries), states)), failed=failures)
+    report = build_report([runs_dir / e.label for e in done], plan.out, name=plan.name, argv=plan.argv,
+                          states=dict(zip((e.label for e in plan.entries), states)), failed=failures)
+    report_comparison(first.report_to, plan.out, plan.name, to_dict(first))
+    return report
 
 
 def _spec(plan: ComparisonPlan, entry: PlannedRun, state: str, cache_dir: Path | None) -> dict:
-    info = {"label": entry.label, "group": entry.group, "sweep": entry.sweep, "seed_index": entry.seed_index}
+    info = {"label": entry.label, "group": entry.group, "sweep": entry.sweep, "seed_index": entry.seed_index,
+            "comparison": plan.name}
     return job_spec(entry.label, state, entry.recipe, plan.out / "runs" / entry.label, cache_dir, info, plan.plugins)
 
 
@@ -381,15 +393,3 @@ def _run_parallel(plan: ComparisonPlan, decisions: list[RunDecision], cache_dir:
         bar.update(1)
 
     return run_entries(jobs, plan.executor, plan.out, cache, torch.get_num_threads(), done)
-
-
-def refuse_replacing(runs_dir: Path, entries: list[PlannedRun], decisions: list[RunDecision]) -> None:
-    """Stop, changing nothing, before a finished run would be retrained in place: one line naming the runs
-    and what changed (the key and both values), and ``--overwrite``."""
-    stale = [(e.label, d.reason) for e, d in zip(entries, decisions) if d.state == "train" and d.finished]
-    if not stale:
-        return
-    shown = "; ".join(f"{label} ({reason})" for label, reason in stale[:4])
-    more = f"; and {len(stale) - 4} more" if len(stale) > 4 else ""
-    raise AlignkitError(f"compare: {runs_dir} holds {len(stale)} finished run(s) this comparison would retrain and "
-                        f"replace: {shown}{more}; pass --overwrite to replace them, or choose another --out")

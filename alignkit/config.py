@@ -291,9 +291,28 @@ def first_difference(a: Any, b: Any, path: str = "") -> tuple[str, Any, Any] | N
     return None if a == b else (path, a, b)
 
 
+def identity_dict(obj: Any) -> Any:
+    """:func:`to_dict` without the fields declared ``option(..., identity=False)``: settings that change how a
+    result is computed (memory, speed), not the result, and so no cache key."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: identity_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if f.metadata.get("identity", True)}
+    if isinstance(obj, dict):
+        return {k: identity_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [identity_dict(v) for v in obj]
+    return obj
+
+
+def not_identity(cls: type) -> tuple[str, ...]:
+    """The fields of a config dataclass declared ``identity=False``."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("identity", True) is False)
+
+
 def fingerprint(*parts: Any) -> str:
-    """A short stable hash of config objects and upstream keys: the cache key of a stage's artifact."""
-    blob = json.dumps([to_dict(p) for p in parts], sort_keys=True, default=str)
+    """A short stable hash of config objects and upstream keys: the cache key of a stage's artifact (fields
+    declared ``identity=False`` left out)."""
+    blob = json.dumps([identity_dict(p) for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

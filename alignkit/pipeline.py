@@ -30,22 +30,25 @@ from tqdm.auto import tqdm
 
 from alignkit import __version__
 from alignkit.checkpoint import Checkpointer, nonfinite_modules, numerical_error
-from alignkit.config import apply_overrides, first_difference, to_dict
+from alignkit.config import apply_overrides, to_dict
 from alignkit.context import Budget, RunContext
 from alignkit.data.pairs_task import completions_per_prompt
 from alignkit.errors import AlignkitError
 from alignkit.eval.evaluator import TRAJECTORY_KEYS, evaluate_at
 from alignkit.eval.judges import is_pairwise
 from alignkit.eval.plots import plot_run
+from alignkit.hub import push_run, write_card
 from alignkit.memory import PeakMemory, process_peak_mb
 from alignkit.models.policy import Policy
 from alignkit.models.scalar_head import META_FILE as SCALAR_META
 from alignkit.recipe import Recipe, default_task_problem, method_needs, recipe_from_data, self_judging
 from alignkit.registry import METHODS
-from alignkit.rundir import COMPARISON_MARKER, RUN_MARKER, check_run_name, claim_run_dir, read_manifest
+from alignkit.reuse import check_evaluation_only, in_comparison_folder
+from alignkit.rundir import RUN_MARKER, check_run_name, claim_run_dir, read_manifest
 from alignkit.runfolder import folder_checksums, model_problem, read_run
 from alignkit.runlog import MetricsLog, WriteError, append_jsonl, atomic_dir, read_jsonl, write_json, write_jsonl
 from alignkit.runtime import Runtime, start
+from alignkit.trackers import Trackers
 from alignkit.trajectory import TrajectoryRecorder
 from alignkit.workspace import Workspace
 
@@ -98,7 +101,9 @@ class Run:
         self.run_dir = Path(run_dir)
         self.timings: dict[str, float] = {}
         self.stage_memory: dict[str, dict[str, float]] = {}
-        log = MetricsLog(self.run_dir / "metrics.jsonl")
+        log = MetricsLog(self.run_dir / "metrics.jsonl", sink=Trackers(
+            recipe.report_to if runtime.is_main else (), self.run_dir, recipe.name,
+            (entry or {}).get("comparison", recipe.name), to_dict(recipe), recipe.method))
         self.checkpointer = Checkpointer(checkpoints or self.run_dir / "checkpoints", log=log,
                                          heartbeat=self._write_manifest, read_only=checkpoints is not None)
         # the run's context, built once here and passed to everything that trains (alignkit.context)
@@ -187,16 +192,20 @@ class Run:
                                      "train_peak_memory": self.stage_memory[train_stage],
                                      "training": self.ws.training_cost}  # wall by checkpoint, N (alignkit.compute)
             write_outputs(self.run_dir, summary, samples)
+            write_card(self.run_dir, to_dict(self.recipe), summary)
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             try:
                 self._write_manifest(status=status, error=f"{type(exc).__name__}: {exc}"[:500])
             except AlignkitError:  # the disk is full: the first error is the one to report
                 pass
+            self.ctx.log.sink.finish()
             raise
         self.checkpointer.clear()
         self._write_manifest(status="done", stage_keys=self.ws.stage_keys(), gold_reward_meta=self.ws.gold_meta,
                              reward_model=self.ws.reward_model_summary)
+        self.ctx.log.sink.summary(summary)
+        self.ctx.log.sink.finish()
         return summary
 
 
@@ -280,8 +289,13 @@ def run_recipe(recipe: Recipe, run_dir: Path, *, overwrite: bool = False, cache_
         raise
     runtime.broadcast(action)
     if action == "replace":
-        return _replace_run(recipe, run_dir, cache_dir, entry, runtime)
-    return Run(recipe, run_dir, runtime, cache_dir, entry).execute(resume=action == "resume")
+        summary = _replace_run(recipe, run_dir, cache_dir, entry, runtime)
+    else:
+        summary = Run(recipe, run_dir, runtime, cache_dir, entry).execute(resume=action == "resume")
+    if recipe.push_to_hub:
+        tqdm.write(f"[alignkit] pushed to {push_run(run_dir, recipe.push_to_hub, private=recipe.hub_private)}",
+                   file=sys.stderr)
+    return summary
 
 
 def _follow_main(recipe: Recipe, run_dir: Path, cache_dir: Path | None, entry: dict | None, action,
@@ -328,9 +342,11 @@ def load_trained(ws: Workspace, run_dir: Path):
     return Policy.load_trained(recipe.model, folder, cache_dir=ws.cache_dir, runtime=ws.runtime)
 
 
-def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, runtime: Runtime | None = None) -> dict:
+def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, runtime: Runtime | None = None,
+               group: str | None = None) -> dict:
     """Evaluate a finished run's model again under ``recipe``'s evaluation settings (temperatures, judge,
-    ...); its training record (budget, cost, trajectory) stays as it was."""
+    ...); its training record (budget, cost, trajectory) stays as it was. The new summary goes to the
+    recipe's trackers (a tracker run grouped by ``group``, the comparison)."""
     run_dir = Path(run_dir)
     hint = "rerun the run with --overwrite to train it again"
     folder = read_run(run_dir, hint)
@@ -349,9 +365,13 @@ def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, run
     if not ws.runtime.is_main:  # every process evaluated its share; the main one writes
         return summary
     write_outputs(run_dir, summary, samples)
+    write_card(run_dir, to_dict(recipe), summary)
     manifest.update(recipe=to_dict(recipe), artifact_keys={**manifest.get("artifact_keys", {}), **ws.artifact_keys},
                     cost={**manifest.get("cost", {}), "eval_wall_s": round(time.perf_counter() - began, 2)})
     write_json(run_dir / "manifest.json", manifest)
+    trackers = Trackers(recipe.report_to, run_dir, recipe.name, group or recipe.name, to_dict(recipe))
+    trackers.summary(summary)
+    trackers.finish()
     return summary
 
 
@@ -367,34 +387,3 @@ def reevaluate_run(run_dir: Path, overrides: list[str], plugins=()) -> dict:
     recipe = recipe_from_data(raw, str(path), Path(run_dir), plugins)
     check_evaluation_only(run_dir, resolved, to_dict(recipe), in_comparison=in_comparison_folder(run_dir))
     return reevaluate(run_dir, recipe)
-
-
-def in_comparison_folder(run_dir: Path) -> bool:
-    """Whether ``run_dir`` is one of a comparison folder's runs (``DIR/runs/<label>``)."""
-    parent = Path(run_dir).resolve().parent
-    return parent.name == "runs" and ((parent.parent / COMPARISON_MARKER).is_file()
-                                      or (parent.parent / "compare.json").is_file())
-
-
-def check_evaluation_only(run_dir: Path, recorded: dict, wanted: dict, *, in_comparison: bool) -> None:
-    """``alignkit eval`` changes how a run is evaluated, never what it recorded about its training: a setting
-    outside ``eval`` (other than the device) is refused, and so is a changed ``eval`` section for a run of a
-    comparison, whose runs must share it (the comparison re-evaluates them all together)."""
-    training = {k: v for k, v in recorded.items() if k not in ("eval", "device", "plugins")}
-    found = first_difference(training, _keys_of(training, wanted))
-    if found:
-        key = found[0].removeprefix("methods.")
-        raise AlignkitError(f"eval: {key} is a training setting ({found[1]!r} -> {found[2]!r}); {run_dir} was trained "
-                            f"with the first, so eval takes evaluation settings only (eval.*): train a new run for it")
-    if in_comparison and first_difference(recorded["eval"], wanted["eval"]):
-        key, old, new = first_difference(recorded["eval"], wanted["eval"])
-        raise AlignkitError(f"eval: {run_dir} belongs to a comparison, whose runs share their evaluation (eval.{key}: "
-                            f"{old!r} -> {new!r}); re-evaluate them together with alignkit compare ... "
-                            f"--set eval.{key}=..., which retrains nothing (or copy the run out of the comparison)")
-
-
-def _keys_of(recorded: dict, wanted: dict) -> dict:
-    """``wanted`` cut to the keys ``recorded`` has, at every level: a key added to recipes after a run was
-    recorded is no change to it."""
-    return {k: _keys_of(v, wanted[k]) if isinstance(v, dict) and isinstance(wanted.get(k), dict) else wanted.get(k)
-            for k, v in recorded.items()}

@@ -23,6 +23,7 @@ from alignkit.errors import AlignkitError, DataError, UnknownNameError, warn
 from alignkit.eval.evaluator import EvalConfig
 from alignkit.models.config import ModelConfig, local_tokenizer_folder
 from alignkit.runtime import device_problem
+from alignkit.trackers import report_to_problem
 from alignkit.models.loading import load_tokenizer
 from alignkit.registry import DATASETS, METHODS, REWARDS, load_plugins
 
@@ -48,6 +49,14 @@ class Recipe:
                                                      "{model: siebert/sentiment-roberta-large-english}")
     preferences: PreferenceConfig = option(PreferenceConfig(), "preference pairs for DPO and reward models")
     eval: EvalConfig = option(EvalConfig(), "held-out evaluation settings")
+    report_to: list[str] = option([], "experiment trackers that get the metrics and evaluation, as trl's report_to: "
+                                      "trackio, tensorboard, wandb, mlflow (or none)")
+    push_to_hub: str = option("", "Hub repository (ORG/NAME) the finished run's policy, card and evaluation are "
+                                  "uploaded to, as alignkit push does ('': none)")
+    hub_private: bool = option(False, "push_to_hub creates the repository private")
+    save_every_steps: int = option(0, "keep the trained policy's weights every N optimiser steps (PPO: iterations) "
+                                      "as loadable model folders in RUN/saved/step-N (0: only the final model)",
+                                   ge=0)
     methods: dict[str, Any] = dataclasses.field(default_factory=dict, init=False,
                                                 metadata={"help": "per-method sections, keyed by method name"})
 
@@ -66,6 +75,13 @@ class Recipe:
         problem = device_problem(self.device)
         if problem:
             yield "device", problem
+        if self.push_to_hub and (self.push_to_hub.count("/") > 1 or " " in self.push_to_hub):
+            yield "push_to_hub", f"expected a Hub repository id ORG/NAME, got {self.push_to_hub!r}"
+        if self.hub_private and not self.push_to_hub:
+            yield "hub_private", "applies to push_to_hub, which is not set"
+        problem = report_to_problem(self.report_to)
+        if problem:
+            yield "report_to", problem
 
     def method_config(self, name: str) -> Any:
         """The validated settings of a method (its defaults when the recipe has no section for it)."""
@@ -142,6 +158,11 @@ def recipe_from_data(raw: dict, source: str, base: Path, plugins: Iterable[str] 
     sections.setdefault(recipe.method, {})
     recipe.methods = {name: build(METHODS.entry(name).meta["config"], section, where=name, source=source)
                       for name, section in sections.items()}
+    meta = METHODS.entry(recipe.method).meta
+    if recipe.save_every_steps and (meta.get("trains") is False or meta.get("trains_policy") is False):
+        raise ConfigError(f"{source}: save_every_steps: {recipe.method} trains no policy whose weights could be kept")
+    if recipe.push_to_hub and (meta.get("trains") is False or meta.get("trains_policy") is False):
+        raise ConfigError(f"{source}: push_to_hub: {recipe.method} trains no policy to push")
     recipe.gold_reward_options = gold_reward_options(recipe, source)
     recipe.eval.judge_options = judge_options(recipe, source)
     problem = self_judging(recipe)
@@ -185,6 +206,31 @@ def method_needs(method: str, config) -> tuple[Artifact, ...]:
     """The shared artifacts a method declares it reads (built and timed before it trains)."""
     needs = METHODS.entry(method).meta.get("needs", ())
     return as_artifacts(needs(config) if callable(needs) else needs, method)
+
+
+REWARD_MODEL_JUDGES = ("reward-model", "heldout-reward-model")  # judges that train on the reward_model settings
+
+
+def sections_read(recipe: Recipe) -> set[str]:
+    """The method sections a run of ``recipe`` reads: its method's, and ``reward_model`` when it trains a reward
+    model (a method that needs one, or a judge that is one)."""
+    needs = set(method_needs(recipe.method, recipe.method_config(recipe.method)))
+    judges = {recipe.eval.judge, recipe.gold_reward}
+    uses_rm = bool(needs & {Artifact.REWARD_MODEL, Artifact.REWARD_MODEL_4BIT}) or bool(judges & set(REWARD_MODEL_JUDGES))
+    return {recipe.method, *(["reward_model"] if uses_rm else [])}
+
+
+def unread_override(recipes: list[Recipe], overrides: Iterable[str]) -> str | None:
+    """The first ``--set`` naming a method section that no run of ``recipes`` reads (it would change
+    nothing), as one line; None when every override lands somewhere."""
+    read = set().union(*(sections_read(r) for r in recipes))
+    for item in overrides:
+        head = item.split("=", 1)[0].strip().split(".", 1)[0]
+        if head in METHODS and head not in read:
+            return (f"--set {item[:80]}: {head} settings would change nothing: no run here uses {head} (methods: "
+                    f"{', '.join(sorted({r.method for r in recipes}))}; reward_model is read by methods that train "
+                    f"on a reward model)")
+    return None
 
 
 def self_judging(recipe: Recipe) -> str | None:

@@ -24,6 +24,9 @@ STALE_AFTER_S = 3600.0  # a run on another host whose heartbeat is older than th
 OVERWRITE = "rerun with --overwrite to train it again"
 
 
+CARD = "README.md"  # a model folder's card (alignkit.hub), not part of its checksums
+
+
 class RunFolderError(AlignkitError):
     """A run folder file that is missing, unreadable, malformed or of another format: one line."""
 
@@ -119,9 +122,11 @@ def read_trajectory(path: Path, hint: str) -> list[dict]:
 
 
 def folder_checksums(folder: Path) -> dict[str, str]:
-    """``{relative path: sha256}`` of every file under ``folder``."""
+    """``{relative path: sha256}`` of every file under ``folder`` but the model card (``README.md``: written again
+    when a run is re-evaluated, documentation rather than the model)."""
     folder = Path(folder)
-    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.relative_to(folder).as_posix() != CARD}
 
 
 def model_problem(run_dir: Path, manifest: dict) -> str | None:
@@ -132,6 +137,8 @@ def model_problem(run_dir: Path, manifest: dict) -> str | None:
     if not isinstance(recorded, dict):
         return None if folder.is_dir() and any(folder.iterdir()) else "model/: missing"
     for rel, sha in sorted(recorded.items()):
+        if rel == CARD:  # recorded by runs from before the card (peft writes one of its own)
+            continue
         file = folder / rel
         if not file.is_file():
             return f"model/{rel}: missing"

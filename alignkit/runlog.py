@@ -117,10 +117,12 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 
 class MetricsLog:
-    """Appends one JSON object per logged step to ``metrics.jsonl`` (or keeps them in memory)."""
+    """Appends one JSON object per logged step to ``metrics.jsonl`` (or keeps them in memory), and hands it
+    to ``sink`` (the run's experiment trackers, ``alignkit.trackers``) when there is one."""
 
-    def __init__(self, path: str | Path | None = None):
+    def __init__(self, path: str | Path | None = None, sink: Any = None):
         self.path = Path(path) if path else None
+        self.sink = sink
         self.records: list[dict] = []
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,6 +136,8 @@ class MetricsLog:
                     handle.write(dumps(record) + "\n")
             except OSError as exc:
                 raise write_error(self.path, exc) from None
+        if self.sink:
+            self.sink.log(stage, step, metrics)
 
     def position(self) -> int:
         """The log's length in bytes: where a resumed run continues it (see :meth:`truncate`)."""

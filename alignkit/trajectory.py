@@ -1,6 +1,7 @@
 """Trajectories: every ``eval.every_steps`` optimiser steps (PPO: iterations) a run's policy is evaluated on the
 first ``eval.trajectory_prompts`` evaluation prompts and the point appended to ``eval/trajectory.jsonl``, so
-the run's path on the reward-vs-KL plane, and its convergence, can be read afterwards. The run installs
+the run's path on the reward-vs-KL plane, and its convergence, can be read afterwards; every
+``save_every_steps`` the policy's weights are kept too (``RUN/saved/step-N``). The run installs
 :meth:`TrajectoryRecorder.hook` as its context's ``trace``; training loops call it after every step."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import torch
 
 from alignkit.eval.evaluator import trajectory_point
 from alignkit.models.policy import Policy
-from alignkit.runlog import append_jsonl
+from alignkit.runlog import append_jsonl, atomic_dir
 from alignkit.workspace import Workspace
 
 
@@ -33,21 +34,25 @@ class TrajectoryRecorder:
         return round(time.perf_counter() - self.began - self.evaluating, 3) if self.began is not None else None
 
     def hook(self, policy: Policy):
-        """``on_step(step)`` for a loop training ``policy``; None when trajectories are off or the workspace
-        has no run folder. It also tells the workspace how far training got (for the closing point)."""
-        ws, every = self.ws, self.ws.recipe.eval.every_steps
+        """``on_step(step)`` for a loop training ``policy``; None when trajectories are off and no weights are
+        kept (``save_every_steps``), or the workspace has no run folder. It also tells the workspace how far
+        training got (for the closing point)."""
+        ws, every, keep = self.ws, self.ws.recipe.eval.every_steps, self.ws.recipe.save_every_steps
         model = getattr(policy, "model", None)
         if isinstance(model, torch.nn.Module):  # the N of the compute view's FLOPs (alignkit.compute)
             ws.training_cost["policy_parameters"] = sum(p.numel() for p in model.parameters())
-        if not every or ws.run_dir is None:
+        if not (every or keep) or ws.run_dir is None:
             return None
         self.began = time.perf_counter()
 
         def on_step(step: int) -> None:
             ws.trained_steps = step  # in the loop's own unit (PPO: iterations)
             ws.training_compute = self.compute()  # what the closing point records
-            if step % every == 0:
+            if every and step % every == 0:
                 self.record(policy, step)
+            if keep and step % keep == 0 and ws.runtime.is_main:
+                with atomic_dir(ws.run_dir / "saved" / f"step-{step}") as folder:
+                    policy.save(folder)
             ws.training_cost["wall_s"]["last"] = self.wall()  # measured: the manifest's cost keeps it
 
         return on_step

@@ -53,7 +53,7 @@ def run_job(spec: dict, recipe: Recipe | None = None, runtime: Runtime | None = 
         run_recipe(recipe, run_dir, overwrite=state == "train", cache_dir=cache_dir, entry=spec["entry"],
                    runtime=runtime)
     elif state == "evaluate":
-        reevaluate(run_dir, recipe, cache_dir, runtime)
+        reevaluate(run_dir, recipe, cache_dir, runtime, group=spec["entry"].get("comparison"))
     else:
         adopt_recipe(run_dir, recipe, runtime)
 

@@ -22,7 +22,7 @@ ENTRIES = ["dpo", "ipo=dpo:loss=ipo", "ppo", "sft"]
 FAST = ["eval.every_steps=0", "eval.temperatures=[]", "eval.n_prompts=12", "dpo.max_steps=4", "dpo.batch_size=8",
         "dpo.checkpoint_every=2", "sft.max_steps=2", "ppo.steps=2", "ppo.rollout_size=8", "ppo.minibatch_size=8",
         "ppo.max_new_tokens=8", "ppo.prompt_pool=32", "reward_model.max_steps=4"]
-MEASURED = ["train_wall_s", "eval_wall_s", "peak_rss_mb"]  # wall time and memory: the only columns that may differ
+MEASURED = ["train_wall_s", "eval_wall_s", "compute_wall_s", "peak_rss_mb"]  # wall time and memory: the only columns that may differ
 HOOKS = Path(__file__).parent / "worker_hooks.py"
 
 

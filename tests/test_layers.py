@@ -22,7 +22,8 @@ LAYERS = [
     ("runs and reports", ["alignkit.pipeline", "alignkit.report", "alignkit.reuse", "alignkit.shared_stages"]),
     ("methods and judges", ["alignkit.methods", "alignkit.rewards"]),
     ("workspace", ["alignkit.trajectory", "alignkit.workspace"]),
-    ("run folders and keys", ["alignkit.stage_keys", "alignkit.records", "alignkit.verdicts", "alignkit.compute", "alignkit.versions", "alignkit.rundir", "alignkit.runfolder"]),
+    ("run folders and keys", ["alignkit.hub", "alignkit.stage_keys", "alignkit.records", "alignkit.verdicts",
+                              "alignkit.compute", "alignkit.versions", "alignkit.rundir", "alignkit.runfolder"]),
     ("recipe", ["alignkit.recipe"]),
     ("evaluation", ["alignkit.eval"]),
     ("models", ["alignkit.models"]),
@@ -31,7 +32,8 @@ LAYERS = [
     ("run context", ["alignkit.context"]),
     ("runtime and checkpoints", ["alignkit.runtime", "alignkit.checkpoint"]),
     ("registry and config", ["alignkit.registry", "alignkit.config", "alignkit.runlog", "alignkit.signatures",
-                             "alignkit.threads", "alignkit.memory", "alignkit.rl", "alignkit.ray_entry", "alignkit"]),
+                             "alignkit.threads", "alignkit.memory", "alignkit.rl", "alignkit.ray_entry", "alignkit.trackers",
+                             "alignkit"]),
     ("errors", ["alignkit.errors"]),
 ]
 LAZY_IMPORTS_ALLOWED = {"alignkit.cli"}

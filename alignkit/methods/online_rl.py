@@ -231,7 +231,8 @@ def trl_arguments(ws: Workspace, cfg: OnlineRLConfig, output_dir: str) -> dict:
         max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature, top_p=1.0, top_k=0,
         beta=cfg.kl_coef, epsilon=cfg.clip_range, learning_rate=cfg.lr, max_grad_norm=cfg.max_grad_norm,
         use_cpu=ws.device.type == "cpu", bf16=ws.runtime.precision == "bf16",
-        fp16=ws.runtime.precision == "fp16", activation_checkpointing=False,
+        fp16=ws.runtime.precision == "fp16", activation_checkpointing=ws.recipe.model.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
         disable_dropout=True, use_vllm=False, report_to="none", save_strategy="no", logging_strategy="steps",
         logging_steps=1, disable_tqdm=True, log_completions=False, dataloader_num_workers=0,
         **cfg.method_settings())

@@ -99,7 +99,8 @@ def fit_reward_model(ws: Workspace, cfg: RewardModelConfig, train: PreferenceDat
                               train_accuracy=train_accuracy)
 
 
-@register_method("reward_model", config=RewardModelConfig, needs=(Artifact.TRAIN_PAIRS,), fit_on=fit_reward_model)
+@register_method("reward_model", config=RewardModelConfig, needs=(Artifact.TRAIN_PAIRS,), fit_on=fit_reward_model,
+                 trains_policy=False)
 def train_reward_model(ws: Workspace, cfg: RewardModelConfig) -> "TrainedRewardModel":
     """Bradley-Terry reward model: a scalar head on the SFT backbone, rewards centred on the training prompts."""
     return fit_reward_model(ws, cfg, ws.train_pairs, ws.heldout_pairs)

@@ -39,6 +39,9 @@ class ModelConfig:
     max_length: int = option(128, "longest prompt + completion in tokens", ge=8)
     max_prompt_length: Optional[int] = option(None, "prompts are cut to their last N tokens, the same whatever "
                                                     "completion follows (default: max_length // 2)", ge=1)
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass instead of keeping "
+                                                 "them (less memory, slower steps; every model a run trains: policy, "
+                                                 "reward and value model, LoRA included)", identity=False)
 
     def check(self):
         if (self.load_in_4bit or self.load_in_8bit) and self.lora is None:

@@ -44,6 +44,8 @@ def load_pretrained(auto_cls, cfg: ModelConfig, path: str, **extra):
         model = auto_cls.from_pretrained(path, **kwargs, **extra)
     if cfg.load_in_4bit:
         _keep_one_4bit_cpu_path(model)
+    if cfg.gradient_checkpointing:  # acts only in training mode with gradients on: sampling and scoring keep caches
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 
@@ -116,3 +118,12 @@ def load_adapter(model, folder: str | Path, *, trainable: bool):
     model = PeftModel.from_pretrained(_prepare_kbit(model), str(folder), is_trainable=trainable)
     disable_dropout(model)
     return model
+
+
+def record_absolute_base(model) -> None:
+    """Make a peft adapter record the base it was loaded from as an absolute path when that is a local folder
+    (a Hub id stays as it is), so the saved adapter loads from any folder, not only the one it was trained in."""
+    for config in getattr(model, "peft_config", {}).values():
+        base = config.base_model_name_or_path
+        if base and Path(base).expanduser().exists():
+            config.base_model_name_or_path = str(Path(base).expanduser().resolve())

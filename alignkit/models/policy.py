@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from alignkit.models.config import ModelConfig
 from alignkit.models.loading import apply_lora, disable_dropout, load_adapter, load_pretrained, load_tokenizer, \
-    resolve_model_path
+    record_absolute_base, resolve_model_path
 from alignkit.runtime import Runtime
 from alignkit.models.sequences import SequenceBatch, concat_batches, encode_pairs, sequence_logprobs, token_logprobs
 
@@ -183,6 +183,7 @@ class Policy:
         return batch.to("cpu"), texts, is_eos.any(-1).tolist()
 
     def save(self, folder: str | Path) -> None:
+        record_absolute_base(self.model)
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
 

@@ -14,7 +14,7 @@ from torch import Tensor
 from alignkit.models.config import ModelConfig
 from alignkit.runtime import Runtime
 from alignkit.models.loading import (apply_lora, disable_dropout, load_adapter, load_pretrained, load_tokenizer,
-                                     resolve_model_path)
+                                     record_absolute_base, resolve_model_path)
 from alignkit.models.sequences import SequenceBatch, encode_pairs, position_ids
 from alignkit.runlog import write_json
 
@@ -95,6 +95,7 @@ class ScalarModel:
     def save(self, folder: str | Path) -> None:
         """The full model, or under LoRA the adapter and head only (see :meth:`from_backbone`), with the
         tokenizer and the bias."""
+        record_absolute_base(self.model)
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
         write_json(Path(folder) / META_FILE, {"bias": self.bias})

@@ -1,0 +1,112 @@
+"""The Hugging Face Hub side of a run: its model card (``model/README.md``, through huggingface_hub's
+ModelCard) and ``alignkit push``, which uploads the trained policy, its tokenizer, the card and the
+evaluation summary to a Hub repository in one commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alignkit import __version__
+from alignkit.errors import AlignkitError
+from alignkit.models.config import looks_like_local_path
+from alignkit.models.scalar_head import META_FILE as SCALAR_META
+from alignkit.runfolder import CARD, read_run
+from alignkit.runlog import write_text
+
+
+def _number(value, digits: int = 3) -> str:
+    return "n/a" if not isinstance(value, (int, float)) or isinstance(value, bool) else f"{value:.{digits}f}"
+
+
+def _hub_id(name: str) -> str | None:
+    """``name`` when it is a Hub id (``org/model``, ``gpt2``), None for a local folder or a builtin alias."""
+    return None if name.startswith("builtin:") or looks_like_local_path(name) or Path(name).exists() else name
+
+
+def card_text(recipe: dict, summary: dict, adapter: bool) -> str:
+    """The model card of a trained policy: method, loss, hyper-parameters, base model, data, budget and the
+    evaluation numbers with their intervals and judge, with the Hub metadata (card data) in front."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    method, name = recipe["method"], recipe["name"]
+    settings = recipe.get("methods", {}).get(method) or {}
+    base, prefs, task = recipe["model"]["name_or_path"], recipe["preferences"], recipe["task"]["dataset"]
+    hub_base = _hub_id(base)
+    hub_data = prefs["source"][3:] if prefs["source"].startswith("hf:") else None
+    judge = summary.get("judge", "gold")
+    judge_name = recipe.get("gold_reward", "") if judge == "gold" else judge
+    results = [EvalResult(task_type="text-generation", dataset_type=hub_data or task, dataset_name=hub_data or task,
+                          metric_type=key, metric_name=f"{key} (judge: {judge_name})", metric_value=summary[key])
+               for key in ("gold_reward_mean", "win_rate_vs_reference", "kl_mean")
+               if isinstance(summary.get(key), (int, float))]
+    data = ModelCardData(model_name=name, base_model=hub_base, library_name="peft" if adapter else "transformers",
+                         tags=["alignkit", method, *([settings["loss"]] if settings.get("loss") else [])],
+                         datasets=[hub_data] if hub_data else None, eval_results=results or None)
+    budget = summary.get("budget") or {}
+    rows = summary.get("by_temperature") or [summary]
+    lines = [f"# {name}", "",
+             f"A policy trained with **{method}**" + (f" (loss `{settings['loss']}`)" if settings.get("loss") else "")
+             + f" by [alignkit](https://pypi.org/project/alignkit/) {__version__}, starting from `{base}`"
+             + (" (a LoRA adapter on it)." if adapter else "."), "",
+             "## Data", "",
+             f"- task: `{task}`; preference pairs: `{prefs['source']}`"
+             + (f" (split `{prefs['split']}`)" if prefs["source"] != "generated" else
+                f" (sampled from the starting policy, labelled by `{recipe.get('gold_reward')}`)"),
+             *(f"- {k.replace('_', ' ')}: {v}" for k, v in (summary.get("training_data") or {}).items()), "",
+             "## Training budget", "",
+             *(f"- {k}: {v}" for k, v in budget.items()), "",
+             "## Hyper-parameters", "", "| key | value |", "|---|---|",
+             *(f"| {method}.{k} | `{v}` |" for k, v in settings.items()),
+             f"| seed | `{recipe.get('seed')}` |", f"| precision | `{recipe.get('precision')}` |", "",
+             "## Evaluation", "",
+             f"On {summary.get('n_samples', 'n/a')} held-out prompts, judged by `{judge_name}` "
+             f"({summary.get('judge_kind', 'score')}); win rate against the starting policy with its confidence "
+             f"interval, KL to it per sequence.", "",
+             "| temperature | gold reward (mean ± std) | KL | win rate [interval] |", "|---|---|---|---|",
+             *(f"| {r.get('temperature')} | {_number(r.get('gold_reward_mean'))} ± {_number(r.get('gold_reward_std'))}"
+               f" | {_number(r.get('kl_mean'))} | {_number(r.get('win_rate_vs_reference'))} "
+               f"[{_number(r.get('win_rate_ci_low'))}, {_number(r.get('win_rate_ci_high'))}] |" for r in rows), ""]
+    load = ("from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained(\"REPO\")"
+            if adapter else
+            "from transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained(\"REPO\")")
+    lines += ["## Use", "", "```python", load, "```", ""]
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
+
+
+def write_card(run_dir: Path, recipe: dict, summary: dict) -> Path | None:
+    """``model/README.md`` of a run that saved a policy (None when it saved none: Best-of-N, a reward model)."""
+    folder = Path(run_dir) / "model"
+    policy = (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()
+    if not policy or (folder / SCALAR_META).is_file():  # no weights (Best-of-N), or a reward model
+        return None
+    write_text(folder / CARD, card_text(recipe, summary, adapter=(folder / "adapter_config.json").is_file()))
+    return folder / CARD
+
+
+def push_run(run_dir: Path, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
+    """Upload a finished run's policy (weights, tokenizer, card) and ``eval/summary.json`` to ``repo_id`` in
+    one commit; returns the commit's URL."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    run = read_run(run_dir)
+    run.require_finished("push")
+    summary = run.summary()
+    card = write_card(run.path, run.manifest["recipe"], summary)
+    if card is None:
+        raise AlignkitError(f"push: {run_dir}: the run saved no policy (model/ has no config.json or "
+                            f"adapter_config.json); there is nothing to upload")
+    folder = run.path / "model"
+    operations = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
+                  for p in sorted(folder.rglob("*")) if p.is_file()]
+    operations.append(CommitOperationAdd(path_in_repo="eval/summary.json",
+                                         path_or_fileobj=str(run.path / "eval" / "summary.json")))
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        commit = api.create_commit(repo_id, operations, commit_message=f"alignkit: {run.manifest.get('name')} "
+                                   f"({run.manifest.get('method')})")
+    except Exception as exc:  # the network boundary: refused, unreachable, no token: one line, never a traceback
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AlignkitError(f"push: {repo_id}: {detail} ({type(exc).__name__}); the run folder is unchanged "
+                            f"but for model/README.md") from None
+    return commit.commit_url
