@@ -17,9 +17,9 @@ from pathlib import Path
 from alignkit.config import fingerprint
 from alignkit.data.preferences import GENERATION_VERSION
 from alignkit.data.sources import source_digest
-from alignkit.models.config import ModelConfig, local_tokenizer_folder
+from alignkit.models.config import BUILTIN_PREFIX, ModelConfig, local_tokenizer_folder
 from alignkit.recipe import Recipe
-from alignkit.registry import DATASETS
+from alignkit.registry import DATASETS, MODELS
 
 JUDGE_SPLIT_JUDGE = "heldout-reward-model"  # the judge that trains on a split of the pairs of its own
 JUDGE_SPLIT_SEED = 104729  # added to the shared seed: the judge split is drawn apart from the train/held-out one
@@ -65,6 +65,15 @@ class StageKeys:
         win rates (``eval.judge``) or scoring the reward axis (``gold_reward``)."""
         return JUDGE_SPLIT_JUDGE in (self.recipe.eval.judge, self.recipe.gold_reward)
 
+    def model_identity(self) -> tuple:
+        """The policy in a cache key: its settings and, for a ``builtin:`` model that declares what makes it
+        (``register_model(..., identity=...)``), that too, so stages built with an older build of it are not
+        reused (keys of models without one stay as they were)."""
+        model = self.recipe.model
+        alias = model.name_or_path[len(BUILTIN_PREFIX):] if model.name_or_path.startswith(BUILTIN_PREFIX) else None
+        made_by = MODELS.entry(alias).meta.get("identity") if alias and alias in MODELS else None
+        return (model, made_by()) if made_by else (model,)
+
     def gold_identity(self) -> tuple:
         """The gold reward in a cache key: its name, and its options when it takes any (keys of rewards
         without options stay as they were)."""
@@ -82,7 +91,7 @@ class StageKeys:
         if digest is not None:
             source = digest  # the file's (or saved folder's) content, not its name
             template = chat_template_text(self.recipe.model, self.cache_dir)  # conversational rows render with it
-        return fingerprint(self.recipe.model, self.recipe.task, *self.gold_identity(), deciding, source,
+        return fingerprint(*self.model_identity(), self.recipe.task, *self.gold_identity(), deciding, source,
                            self.seed, GENERATION_VERSION, *template)
 
     def split_key(self) -> str:
@@ -94,7 +103,7 @@ class StageKeys:
     def reward_model_key(self, *tag: str) -> str:
         precision = () if self.recipe.precision == "fp32" else (self.recipe.precision,)  # fp32 keys stay as they were
         lora = ("lora-adapter",) if self.recipe.model.lora else ()  # under LoRA it trains an adapter since rm-2
-        return fingerprint(self.split_key(), self.recipe.method_config("reward_model"), self.recipe.model,
+        return fingerprint(self.split_key(), self.recipe.method_config("reward_model"), *self.model_identity(),
                            self.recipe.preferences.append_eos, "rm-2", *precision, *lora, *tag)
 
     def judge_reward_model_key(self) -> str:
@@ -102,11 +111,11 @@ class StageKeys:
         return self.reward_model_key("judge-split-rm-1")
 
     def reference_logps_key(self) -> str:
-        return fingerprint(self.split_key(), self.recipe.model, self.recipe.preferences.append_eos, "ref-logps-1")
+        return fingerprint(self.split_key(), *self.model_identity(), self.recipe.preferences.append_eos, "ref-logps-1")
 
     def reference_samples_key(self, temperature: float) -> str:
         cfg = self.recipe.eval
-        return fingerprint(self.recipe.model, self.recipe.task, *self.gold_identity(), cfg.n_prompts, cfg.top_p,
+        return fingerprint(*self.model_identity(), self.recipe.task, *self.gold_identity(), cfg.n_prompts, cfg.top_p,
                            cfg.max_new_tokens, float(temperature), self.seed, GENERATION_VERSION,
                            *self.eval_prompts_identity())
 

@@ -94,3 +94,16 @@ def test_a_pairwise_judge_reads_the_question_and_replies_without_the_policys_cha
     assert judge.compare([prompt], ["Check Orders.<|im_end|>\n"], ["No.<|im_end|>\n"]).tolist() == [1.0]
     assert Recording.asked == [("Where is my order?", "Check Orders.", "No."), ("Where is my order?", "No.",
                                                                                 "Check Orders.")]
+
+
+def test_stages_built_with_an_older_build_of_a_builtin_model_are_not_reused(tmp_path, monkeypatch):
+    import alignkit.models.tiny_chat as tiny_chat
+    from alignkit.recipe import load_recipe
+    from alignkit.stage_keys import StageKeys
+
+    recipe = load_recipe(None, ["method=dpo", "model.name_or_path=builtin:tiny-chat-support", "gold_reward=heldout-"
+                                "reward-model", "task.dataset=preferences", "preferences.source=builtin:support-chat"])
+    before = StageKeys(recipe, tmp_path).all()
+    monkeypatch.setattr(tiny_chat, "source_digest", lambda source: "edited data")  # the model would be rebuilt
+    after = StageKeys(recipe, tmp_path).all()
+    assert before.keys() == after.keys() and all(before[k] != after[k] for k in before)

@@ -21,7 +21,7 @@ from alignkit.models.finetune import finetune_on_completions
 from alignkit.models.policy import Policy
 from alignkit.models.smollm2 import ALIAS as SMOLLM2_ALIAS
 from alignkit.models.smollm2 import locate_smollm2, smollm2_135m_instruct
-from alignkit.models.tiny_chat import tiny_chat_support
+from alignkit.models.tiny_chat import identity as tiny_chat_identity, tiny_chat_support
 from alignkit.registry import register_model
 from alignkit.runlog import write_json
 from alignkit.runtime import Runtime
@@ -98,4 +98,4 @@ def tiny_gpt2_imdb(cache_dir: Path, runtime: Runtime, recipe: TinyLMRecipe = Tin
 
 register_model("tiny-gpt2-imdb")(tiny_gpt2_imdb)
 register_model(SMOLLM2_ALIAS, locate=locate_smollm2)(smollm2_135m_instruct)
-register_model("tiny-chat-support")(tiny_chat_support)
+register_model("tiny-chat-support", identity=tiny_chat_identity)(tiny_chat_support)

@@ -107,5 +107,10 @@ def tiny_chat_support(cache_dir: Path, runtime: Runtime, recipe: TinyChatRecipe 
     def build(folder: Path) -> None:
         build_tiny_chat(recipe, folder, RunContext(runtime.fp32()))
 
-    key = fingerprint(recipe, source_digest(DATA))
-    return CacheEntry(cache_dir, "models", f"tiny-chat-support-{key}").ensure(build, runtime)
+    return CacheEntry(cache_dir, "models", f"tiny-chat-support-{identity(recipe)}").ensure(build, runtime)
+
+
+def identity(recipe: TinyChatRecipe = TinyChatRecipe()) -> str:
+    """What makes the model (its recipe and the data's content): its cache folder's key, and part of the cache
+    keys of every stage built with it, so a changed model never meets stages made with the old one."""
+    return fingerprint(recipe, source_digest(DATA))
