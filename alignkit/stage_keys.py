@@ -22,6 +22,9 @@ from alignkit.recipe import Recipe
 from alignkit.registry import DATASETS, MODELS
 
 JUDGE_SPLIT_JUDGE = "heldout-reward-model"  # the judge that trains on a split of the pairs of its own
+# gold rewards whose score depends on whether a completion ended (the reward models): the reference's samples
+# were scored without that until reference-samples-2, the policy's with it
+GOLD_READS_ENDED = ("reward-model", "heldout-reward-model")
 JUDGE_SPLIT_SEED = 104729  # added to the shared seed: the judge split is drawn apart from the train/held-out one
 
 
@@ -115,8 +118,9 @@ class StageKeys:
 
     def reference_samples_key(self, temperature: float) -> str:
         cfg = self.recipe.eval
-        return fingerprint(*self.model_identity(), self.recipe.task, *self.gold_identity(), cfg.n_prompts, cfg.top_p,
-                           cfg.max_new_tokens, float(temperature), self.seed, GENERATION_VERSION,
+        ended = ("reference-samples-2",) if self.recipe.gold_reward in GOLD_READS_ENDED else ()  # others: as they were
+        return fingerprint(*self.model_identity(), self.recipe.task, *self.gold_identity(), *ended, cfg.n_prompts,
+                           cfg.top_p, cfg.max_new_tokens, float(temperature), self.seed, GENERATION_VERSION,
                            *self.eval_prompts_identity())
 
     def eval_prompts_identity(self) -> tuple:

@@ -388,7 +388,8 @@ class Workspace:
             rollout = reference.sample(
                 prompts, max_new_tokens=cfg.max_new_tokens, temperature=temperature, top_p=cfg.top_p,
                 batch_size=cfg.batch_size, progress=f"sampling reference (T={temperature:g})", runtime=self.runtime)
-            gold = np.asarray(self.gold(rollout.prompts, rollout.completions), dtype=np.float64)
+            # scored as the policy's samples are (evaluate_at): a reward model reads whether a completion ended
+            gold = score_texts(self.gold, rollout.prompts, rollout.completions, rollout.ended)
             samples = ReferenceSamples(rollout.prompts, rollout.completions, rollout.ended, gold)
             write_jsonl(path, samples.records())
             return samples

@@ -3,8 +3,9 @@
 A small dataset we wrote ourselves, on one clear criterion: a customer-support reply should be **concise,
 polite and actionable**. Each prompt is a customer's question (trl's conversational format); the chosen reply
 says what to do in one or two friendly sentences; each rejected reply fails the criterion one way: curt or
-rude, polite but rambling, or polite but evasive. The ``group`` column is the topic, so a topic's paraphrases
-never straddle the train / held-out / judge splits. Deterministic: rerun to regenerate byte for byte.
+rude, polite but rambling, or polite but evasive. The ``group`` column is the topic and product, so the two
+phrasings of one question never straddle the train / held-out / judge splits (the same topic asked about the
+other product may: held-out questions are new questions on known topics, as a support desk's are). Deterministic: rerun to regenerate byte for byte.
 
     python scripts/make_support_chat.py
 """
@@ -149,7 +150,8 @@ def rows() -> list[dict]:
                        rng.choice(RAMBLING).format(fix=fix), rng.choice(EVASIVE)]
                 for rejected in bad:
                     out.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": good}],
-                                "rejected": [{"role": "assistant", "content": rejected}], "group": topic})
+                                "rejected": [{"role": "assistant", "content": rejected}],
+                                "group": f"{topic}/{PRODUCTS.index(product)}"})
     return out
 
 

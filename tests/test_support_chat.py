@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -18,10 +19,10 @@ from test_conversational import chat_model_dir  # noqa: F401 (fixture)
 def test_bundled_pairs_load_from_any_folder_and_split_by_topic(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # builtin: data ships inside the package, not in a checkout
     data = read_preferences(PreferenceConfig(source="builtin:support-chat")).data
-    assert (len(data), len(set(data.group))) == (384, 32)
+    assert (len(data), len(set(data.group))) == (384, 64)  # a group: one question's two phrasings
     assert len(set(map(str, data.prompts))) == 128
     train, held = data.split(0.25, seed=0)
-    assert len(set(held.group)) == 8 and not set(train.group) & set(held.group)
+    assert len(set(held.group)) == 16 and not set(train.group) & set(held.group)
     assert not {str(p) for p in train.prompts} & {str(p) for p in held.prompts}
     with pytest.raises(AlignkitError, match=r"builtin:nope: no dataset of that name ships with alignkit \(builtin "
                                             r"datasets: builtin:support-chat\)"):
@@ -41,6 +42,7 @@ def test_support_chat_comparison_plans_from_any_folder(tmp_path, monkeypatch):
 
 
 def test_a_task_without_gold_is_scored_by_the_heldout_reward_model(tmp_path, tiny_overrides, chat_model_dir):  # noqa: F811
+    from alignkit.eval.evaluator import score_texts
     from alignkit.recipe import load_recipe
     from tiny import make_workspace
 
@@ -65,6 +67,18 @@ def test_a_task_without_gold_is_scored_by_the_heldout_reward_model(tmp_path, tin
     samples = [json.loads(line) for line in (out / "eval" / "samples.jsonl").read_text().splitlines()]
     questions = {s["prompt"].split("user\n", 1)[1].split("<|im_end|>", 1)[0] for s in samples}
     assert questions and {topic_of[q] for q in questions} <= topics["held"]  # evaluation asks held-out topics only
+    reference = ws.reference_samples(1.0)
+    assert np.allclose(reference.gold, score_texts(ws.gold, reference.prompts, reference.completions, reference.ended))
+    seen = {}
+
+    def recording_gold(prompts, completions, ended):  # a reward model's score depends on where a reply ended
+        seen["ended"] = list(ended)
+        return np.zeros(len(prompts))
+
+    fresh = make_workspace(load_recipe(None, sets + ["method=dpo"]), cache_dir=tmp_path / "fresh-cache")
+    fresh.provide(gold=recording_gold)
+    sampled = fresh.reference_samples(1.0)  # scored as the policy's samples are (evaluate_at): with their ends
+    assert seen["ended"] == list(sampled.ended)
     manifest = json.loads((out / "manifest.json").read_text())
     assert "judge_reward_model" in manifest["stage_keys"]  # the judge split is carved for the gold reward too
 
