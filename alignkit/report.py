@@ -183,12 +183,12 @@ def render_markdown(runs: list[RunRecord], frame, matrix, index: dict) -> str:
                      f"{row['kl_kind']} | {_fmt(row['win_rate_vs_reference'])} [{_fmt(row['win_rate_ci_low'])}, "
                      f"{_fmt(row['win_rate_ci_high'])}] | {_fmt(row.get('distinct_2'))} | {_fmt(row.get('self_bleu'))} |")
     reference = primary["reference_gold_reward_mean"].iloc[0]
+    evaluated = shared.get("eval_prompts", shared["eval"]["n_prompts"])  # counted: a task may have fewer prompts
     lines += ["", f"The reference (SFT) policy's gold reward at this temperature is {reference:.3f}.", "",
               "![gold reward vs KL](frontier.png)", "",
               "Solid markers: final evaluations (sweep points joined in order of the swept value, bars: 95% "
               "intervals on both axes); faint markers: checkpoints during training (`eval.every_steps`, on the "
-              f"first {min(shared['eval']['trajectory_prompts'], shared['eval']['n_prompts'])} of the "
-              f"{shared['eval']['n_prompts']} prompts).", "",
+              f"first {min(shared['eval']['trajectory_prompts'], evaluated)} of the {evaluated} prompts).", "",
               "## At matched KL", ""]
     lines += [f"- {s['sentence']} Final points only: {s['final_sentence']}" for s in index["matched_kl"]] or \
         ["- Only one method: nothing to match."]
