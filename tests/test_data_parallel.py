@@ -236,9 +236,10 @@ def test_trl_generation_batch_must_split_evenly_between_processes():
     from alignkit.methods.online_rl import trl_arguments
     from alignkit.recipe import load_recipe
 
-    cfg = load_recipe(RECIPE.with_name("grpo_imdb.yaml"), ["grpo.prompts_per_step=3", "grpo.num_generations=3"]
-                      ).method_config("grpo")
-    ws = SimpleNamespace(train_seed=0, device=torch.device("cpu"), runtime=SimpleNamespace(world=2, precision="fp32"))
+    recipe = load_recipe(RECIPE.with_name("grpo_imdb.yaml"), ["grpo.prompts_per_step=3", "grpo.num_generations=3"])
+    cfg = recipe.method_config("grpo")
+    ws = SimpleNamespace(train_seed=0, device=torch.device("cpu"), runtime=SimpleNamespace(world=2, precision="fp32"),
+                         recipe=recipe)
     with pytest.raises(AlignkitError, match="= 9 completions cannot be shared out evenly between 2 processes"):
         trl_arguments(ws, cfg, "unused")
     ws.runtime.world = 3
