@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from alignkit import __version__
-from alignkit.errors import AlignkitError, warn
+from alignkit.errors import AlignkitError
 from alignkit.threads import ENV_VAR as THREADS_ENV, configure_threads, launched_rank
 
 _set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
@@ -119,8 +119,8 @@ def run(recipe: Path | None, config: Path | None, out: Path | None, overwrite: b
     overrides = (*trl_overrides(model_name_or_path, dataset_name, dataset_split, dataset_config, report_to), *overrides)
     loaded = load_recipe(recipe, overrides, plugins)
     problem = unread_override([loaded], overrides)
-    if problem:  # a warning, not an error: one list of fast overrides for every method is a common idiom
-        warn(problem)
+    if problem:  # one run reads exactly its sections: a --set of another method's is a mistake, refused
+        raise AlignkitError(problem)
     run_dir = out or default_run_dir(loaded.name)
     check_output_folder(run_dir, "--out" if out else "run directory")
     summary = run_recipe(loaded, run_dir, overwrite=overwrite)

@@ -133,9 +133,9 @@ def applied_or_refused(method: str, key: str, tmp_path: Path, base: list[str] = 
         assert "\n" not in str(exc) and key.split(".")[-1] in str(exc) or key.split(".")[0] in str(exc), str(exc)
         return "refused"
     problem = unread_override([after], [override])
-    if problem:  # a section no run here reads: run and compare say so in one warning line
+    if problem:  # a section no run here reads: run refuses it in one line (compare warns: see below)
         assert "\n" not in problem and f"{key.split('.')[0]} settings would change nothing" in problem
-        return "warned"
+        return "refused"
     recorded = to_dict(after)
     path = f"methods.{key}" if key.split(".")[0] in METHODS else key
     assert at(recorded, path) == value or (value == {} and at(recorded, path) is not None), \
@@ -162,24 +162,26 @@ def test_the_sweep_covers_every_section():
 
 
 @pytest.mark.parametrize("section", sorted({"ppo", "grpo", "kto", "sft"}))
-def test_a_section_the_run_does_not_read_is_named_in_one_warning(section, tmp_path, monkeypatch):
+def test_run_refuses_a_section_it_does_not_read_in_one_line(section, tmp_path, monkeypatch):
     monkeypatch.setattr("alignkit.pipeline.run_recipe", lambda recipe, run_dir, overwrite=False: {})
     result = CliRunner().invoke(main, ["run", str(RECIPES / "dpo_imdb.yaml"), "--out", str(tmp_path / "o"),
                                        "--set", f"{section}.lr=0.001", "--set", "dpo.beta=0.2"])
-    assert result.exit_code == 0, result.output
-    warnings = [line for line in result.stderr.splitlines() if "would change nothing" in line]
-    assert warnings == [f"alignkit: warning: --set {section}.lr=0.001: {section} settings would change nothing: no "
-                        f"run here uses {section} (methods: dpo; reward_model is read by methods that train on a "
-                        f"reward model)"]
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"alignkit: error: --set {section}.lr=0.001: {section} settings would change nothing: no run here uses "
+        f"{section} (methods: dpo; reward_model is read by methods that train on a reward model)"]
+    assert not (tmp_path / "o").exists()
 
 
 def test_reward_model_settings_apply_only_where_a_reward_model_trains(tmp_path):
     assert applied_or_refused("ppo", "reward_model.lr", tmp_path) == "applied"
-    assert applied_or_refused("dpo", "reward_model.lr", tmp_path) == "warned"
+    assert applied_or_refused("dpo", "reward_model.lr", tmp_path) == "refused"
     assert applied_or_refused("dpo", "reward_model.lr", tmp_path, ["eval.judge=heldout-reward-model"]) == "applied"
 
 
 def test_compare_warns_of_a_setting_no_entry_reads(capsys):
+    """compare warns instead of refusing: one list of fast overrides for every method of a comparison is a
+    common idiom, and the entries that read a section do take it."""
     from alignkit.compare import plan_comparison
     plan_comparison(["dpo", "ipo=dpo:loss=ipo"], overrides=["ppo.kl_coef=0.3"])
     assert "alignkit: warning: compare: --set ppo.kl_coef=0.3: ppo settings would change nothing" in \
