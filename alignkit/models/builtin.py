@@ -10,42 +10,31 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
 
 from alignkit.cache import CacheEntry
 from alignkit.config import fingerprint
 from alignkit.context import RunContext
 from alignkit.data.imdb import imdb_task
 from alignkit.data.task import TaskConfig
-from alignkit.models.finetune import finetune_on_completions
-from alignkit.models.policy import Policy
 from alignkit.models.smollm2 import ALIAS as SMOLLM2_ALIAS
 from alignkit.models.smollm2 import locate_smollm2, smollm2_135m_instruct
 from alignkit.models.tiny_chat import identity as tiny_chat_identity, tiny_chat_support
+from alignkit.models.tiny_gpt2 import TinyGPT2Shape, train_tiny_gpt2
 from alignkit.registry import register_model
 from alignkit.runlog import write_json
 from alignkit.runtime import Runtime
-from alignkit.training import TrainingConfig
 
 EOS = "<|endoftext|>"
 
 
 @dataclass(frozen=True)
-class TinyLMRecipe:
-    """How the builtin tiny model is made; any change gives a new cache entry."""
+class TinyLMRecipe(TinyGPT2Shape):
+    """How the builtin tiny IMDb model is made; any change gives a new cache entry."""
 
     vocab_size: int = 4096
-    n_embd: int = 128
-    n_layer: int = 4
-    n_head: int = 4
-    n_positions: int = 128
     tokenizer_texts: int = 8000      # reviews used to train the tokenizer
     train_texts: int = 16000         # reviews whose openings the model learns
     window_tokens: int = 64          # tokens of each review's opening used for training
-    steps: int = 500
-    batch_size: int = 32
-    lr: float = 2e-3
-    seed: int = 0
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
@@ -65,21 +54,10 @@ def train_tokenizer(texts: list[str], vocab_size: int):
 
 def build_tiny_gpt2(texts: list[str], recipe: TinyLMRecipe, folder: Path, ctx: RunContext) -> None:
     """Train the tokenizer and the model on ``texts`` under ``ctx`` and save both to ``folder``."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(recipe.seed)
     tokenizer = train_tokenizer(texts[: recipe.tokenizer_texts], recipe.vocab_size)
-    config = GPT2Config(vocab_size=len(tokenizer), n_embd=recipe.n_embd, n_layer=recipe.n_layer,
-                        n_head=recipe.n_head, n_positions=recipe.n_positions, resid_pdrop=0.0, embd_pdrop=0.0,
-                        attn_pdrop=0.0, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-                        pad_token_id=tokenizer.pad_token_id)
-    policy = Policy(GPT2LMHeadModel(config), tokenizer, torch.device("cpu"), max_length=recipe.window_tokens)
     openings = [t[: recipe.window_tokens * 8] for t in texts[: recipe.train_texts]]
-    cfg = TrainingConfig(lr=recipe.lr, batch_size=recipe.batch_size, max_steps=recipe.steps,
-                         warmup_steps=min(50, recipe.steps // 10), log_every=25)
-    finetune_on_completions(ctx, policy, [""] * len(openings), openings, cfg, stage="builtin/tiny-gpt2-imdb",
-                            seed=recipe.seed)
-    policy.model.generation_config.pad_token_id = tokenizer.pad_token_id
+    policy = train_tiny_gpt2(ctx, tokenizer, openings, recipe, max_length=recipe.window_tokens,
+                             bos_token_id=tokenizer.eos_token_id, stage="builtin/tiny-gpt2-imdb")
     policy.save(folder)
     write_json(folder / "alignkit_builtin.json", asdict(recipe))
 

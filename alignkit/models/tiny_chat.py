@@ -11,18 +11,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
 
 from alignkit.cache import CacheEntry
 from alignkit.config import fingerprint
 from alignkit.context import RunContext
 from alignkit.data.chat import read_conversations
 from alignkit.data.sources import read_rows, source_digest
-from alignkit.models.finetune import finetune_on_completions
-from alignkit.models.policy import Policy
+from alignkit.models.tiny_gpt2 import TinyGPT2Shape, train_tiny_gpt2
 from alignkit.runlog import write_json
 from alignkit.runtime import Runtime
-from alignkit.training import TrainingConfig
 
 DATA = "builtin:support-chat"
 PAD, TURN_START, TURN_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
@@ -31,19 +28,13 @@ CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ me
 
 
 @dataclass(frozen=True)
-class TinyChatRecipe:
+class TinyChatRecipe(TinyGPT2Shape):
     """How the builtin tiny chat model is made; any change gives a new cache entry."""
 
     vocab_size: int = 2048
-    n_embd: int = 128
-    n_layer: int = 4
-    n_head: int = 4
     n_positions: int = 192
     max_length: int = 160
     steps: int = 400
-    batch_size: int = 32
-    lr: float = 2e-3
-    seed: int = 0
 
 
 def conversations(source: str = DATA) -> list[list[dict]]:
@@ -79,23 +70,12 @@ def chat_tokenizer(texts: list[str], vocab_size: int):
 
 def build_tiny_chat(recipe: TinyChatRecipe, folder: Path, ctx: RunContext, source: str = DATA) -> None:
     """Train the tokenizer and the model on the rendered conversations of ``source`` and save both."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(recipe.seed)
     dialogues = conversations(source)
     probe = chat_tokenizer([m["content"] for d in dialogues for m in d], recipe.vocab_size)
     texts = [probe.apply_chat_template(d, tokenize=False) for d in dialogues]
     tokenizer = chat_tokenizer(texts, recipe.vocab_size)  # trained on the rendered text, markers included
-    config = GPT2Config(vocab_size=len(tokenizer), n_embd=recipe.n_embd, n_layer=recipe.n_layer,
-                        n_head=recipe.n_head, n_positions=recipe.n_positions, resid_pdrop=0.0, embd_pdrop=0.0,
-                        attn_pdrop=0.0, bos_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                        pad_token_id=tokenizer.pad_token_id)
-    policy = Policy(GPT2LMHeadModel(config), tokenizer, torch.device("cpu"), max_length=recipe.max_length)
-    cfg = TrainingConfig(lr=recipe.lr, batch_size=recipe.batch_size, max_steps=recipe.steps,
-                         warmup_steps=min(50, recipe.steps // 10), log_every=25)
-    finetune_on_completions(ctx, policy, [""] * len(texts), texts, cfg, stage="builtin/tiny-chat-support",
-                            seed=recipe.seed)
-    policy.model.generation_config.pad_token_id = tokenizer.pad_token_id
+    policy = train_tiny_gpt2(ctx, tokenizer, texts, recipe, max_length=recipe.max_length,
+                             bos_token_id=tokenizer.pad_token_id, stage="builtin/tiny-chat-support")
     policy.model.generation_config.eos_token_id = tokenizer.eos_token_id
     policy.save(folder)
     write_json(folder / "alignkit_builtin.json", {**asdict(recipe), "data": source})
