@@ -173,3 +173,13 @@ def test_the_report_family_adjusts_only_the_pairs_that_have_a_verdict():
         return MatchedKL(0.1, 0.05, 0.15, np.array([1.0]), p_value=p)
 
     assert _family([None, result(0.01), result(0.04)]) == pytest.approx([None, 0.02, 0.04])
+
+
+def test_an_overlap_no_resample_keeps_is_inconclusive_without_an_interval():
+    import dataclasses
+
+    rng = np.random.default_rng(2)
+    a = simulated_method(rng, [6], 3, prompts=64, seeds=1, run_sd=0.0)
+    result = dataclasses.replace(bootstrap_matched_kl(a, a, n_boot=50), ci_low=float("nan"), ci_high=float("nan"))
+    sentence = verdict_sentence("dpo", "ppo", result, converged={})
+    assert "inconclusive" in sentence and "no interval" in sentence and "nan" not in sentence

@@ -216,6 +216,10 @@ def verdict_sentence(name_a: str, name_b: str, result: MatchedKL | None, *, conv
         return (f"{name_a} and {name_b}: inconclusive, their frontiers never rest on measured points at the same "
                 f"KL (no interpolation across more than {MAX_KL_GAP:g} nats).")
     span = f"{result.kl_low:.3g}\u2013{result.kl_high:.3g} nats"
+    if not (math.isfinite(result.ci_low) and math.isfinite(result.ci_high)):  # no resample kept the overlap
+        return (f"At matched KL ({span}), {name_a} vs {name_b}: inconclusive, difference {result.difference:.3f} "
+                f"with no interval: in no resample of the prompts did both frontiers still cover that KL (the "
+                f"measured overlap is too narrow to resample).")
     covers = f"evaluation noise and {units}-to-{units} variation" if result.seeds > 1 else "evaluation noise only"
     interval = f"95% interval {result.ci_low:.3f} to {result.ci_high:.3f}, covering {covers}"
     if adjusted_p is not None and family > 1:
