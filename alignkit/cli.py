@@ -212,7 +212,8 @@ def compare(entries, config, sweeps, seeds, replicates, until_converged, tempera
         from alignkit.replicates import compare_replicates
 
         return compare_replicates(entries, replicates, sweeps=sweeps, seeds=seeds, temperatures=_floats(
-            temperatures, "--temperatures"), overrides=overrides, plugins=plugins, out=out, overwrite=overwrite)
+            temperatures, "--temperatures"), overrides=overrides, plugins=plugins, out=out, overwrite=overwrite,
+            executor=ExecutorSettings(executor, jobs, gpus_per_entry, ray_address))
     plan = plan_comparison(entries, sweeps=sweeps, seeds=seeds, temperatures=_floats(temperatures, "--temperatures"),
                            overrides=overrides, plugins=plugins, out=out)
     plan.argv = ["alignkit", "compare", *entries, *(f"--sweep {s}" for s in sweeps),

@@ -25,6 +25,7 @@ import numpy as np
 
 from alignkit.compare import ComparisonPlan, plan_comparison, run_comparison
 from alignkit.errors import AlignkitError
+from alignkit.executors import ExecutorSettings
 from alignkit.records import RunRecord, load_runs
 from alignkit.rundir import claim_comparison_dir
 from alignkit.runlog import write_json, write_text
@@ -57,12 +58,15 @@ def run_replicates(plans: list[ComparisonPlan], out: Path, *, cache_dir: Path | 
     return combined_report(out, [plan.out for plan in plans])
 
 
-def compare_replicates(specs, replicates: int, *, out: Path | None, overwrite: bool = False, **options) -> dict:
-    """``alignkit compare ... --replicates N``: plan, run, combine, and print the spread table and verdicts."""
+def compare_replicates(specs, replicates: int, *, out: Path | None, overwrite: bool = False,
+                       executor: ExecutorSettings | None = None, **options) -> dict:
+    """``alignkit compare ... --replicates N``: plan, run (each replicate's entries on ``executor``: in turn,
+    ``--jobs N`` or Ray), combine, and print the spread table and verdicts."""
     out = Path(out or Path("runs") / "compare-replicates")
     plans = replicate_plans(specs, replicates=replicates, out=out, **options)
     for plan in plans:
         plan.overwrite = overwrite
+        plan.executor = executor or ExecutorSettings()
         plan.argv = ["alignkit", "compare", *specs, f"--replicates {replicates}", f"--out {out}",
                      *(f"--set {o}" for o in options.get("overrides", ()))]
     index = run_replicates(plans, out)

@@ -52,3 +52,16 @@ def test_spread_of_seed_averaged_replicates():
                      "kl_mean": 6.0, "kl_sd": rows[0]["kl_sd"], "gold_by_replicate": [0.7, 0.9],
                      "kl_by_replicate": [5.0, 7.0]}]
     assert abs(rows[0]["gold_sd"] - 0.1414) < 1e-3 and abs(rows[0]["kl_sd"] - 1.4142) < 1e-3
+
+
+def test_replicates_run_their_entries_on_the_executor_asked_for(tmp_path, compare_overrides, monkeypatch):
+    import alignkit.replicates as replicates
+
+    seen = []
+    monkeypatch.setattr(replicates, "run_replicates", lambda plans, out: seen.extend(plans) or {"spread": [],
+                                                                                               "matched_kl": []})
+    sets = [a for o in compare_overrides for a in ("--set", o)]
+    result = CliRunner().invoke(main, ["compare", "dpo", "sft", "--replicates", "2", "--jobs", "2",
+                                       "--out", str(tmp_path / "reps"), *sets])
+    assert result.exit_code == 0, result.output
+    assert [(p.executor.kind, p.executor.jobs) for p in seen] == [("local", 2), ("local", 2)]
