@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import glob
 import json
+import subprocess
+import sys
 import struct
 from pathlib import Path
 
@@ -99,7 +101,11 @@ def test_wandb_offline_run_reads_back(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    log_some(["wandb"], tmp_path)
+    # in a process of its own: wandb keeps process-wide state (its service, settings read at first use) that
+    # tests run earlier in the suite left behind, and the offline file then lacked its run record
+    code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); from test_trackers import log_some; "
+            "log_some(['wandb'], Path(sys.argv[2]))")
+    subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(tmp_path)], check=True, timeout=300)
     (path,) = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "run-*.wandb"))
     history, summary, runs = {}, {}, []
     for record in _wandb_records(path):
