@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from functools import cached_property
 from pathlib import Path
 
 from alignkit.config import fingerprint
@@ -68,6 +69,7 @@ class StageKeys:
         win rates (``eval.judge``) or scoring the reward axis (``gold_reward``)."""
         return JUDGE_SPLIT_JUDGE in (self.recipe.eval.judge, self.recipe.gold_reward)
 
+    @cached_property
     def model_identity(self) -> tuple:
         """The policy in a cache key: its settings and, for a ``builtin:`` model that declares what makes it
         (``register_model(..., identity=...)``), that too, so stages built with an older build of it are not
@@ -94,7 +96,7 @@ class StageKeys:
         if digest is not None:
             source = digest  # the file's (or saved folder's) content, not its name
             template = chat_template_text(self.recipe.model, self.cache_dir)  # conversational rows render with it
-        return fingerprint(*self.model_identity(), self.recipe.task, *self.gold_identity(), deciding, source,
+        return fingerprint(*self.model_identity, self.recipe.task, *self.gold_identity(), deciding, source,
                            self.seed, GENERATION_VERSION, *template)
 
     def split_key(self) -> str:
@@ -106,7 +108,7 @@ class StageKeys:
     def reward_model_key(self, *tag: str) -> str:
         precision = () if self.recipe.precision == "fp32" else (self.recipe.precision,)  # fp32 keys stay as they were
         lora = ("lora-adapter",) if self.recipe.model.lora else ()  # under LoRA it trains an adapter since rm-2
-        return fingerprint(self.split_key(), self.recipe.method_config("reward_model"), *self.model_identity(),
+        return fingerprint(self.split_key(), self.recipe.method_config("reward_model"), *self.model_identity,
                            self.recipe.preferences.append_eos, "rm-2", *precision, *lora, *tag)
 
     def judge_reward_model_key(self) -> str:
@@ -114,12 +116,12 @@ class StageKeys:
         return self.reward_model_key("judge-split-rm-1")
 
     def reference_logps_key(self) -> str:
-        return fingerprint(self.split_key(), *self.model_identity(), self.recipe.preferences.append_eos, "ref-logps-1")
+        return fingerprint(self.split_key(), *self.model_identity, self.recipe.preferences.append_eos, "ref-logps-1")
 
     def reference_samples_key(self, temperature: float) -> str:
         cfg = self.recipe.eval
         ended = ("reference-samples-2",) if self.recipe.gold_reward in GOLD_READS_ENDED else ()  # others: as they were
-        return fingerprint(*self.model_identity(), self.recipe.task, *self.gold_identity(), *ended, cfg.n_prompts,
+        return fingerprint(*self.model_identity, self.recipe.task, *self.gold_identity(), *ended, cfg.n_prompts,
                            cfg.top_p, cfg.max_new_tokens, float(temperature), self.seed, GENERATION_VERSION,
                            *self.eval_prompts_identity())
 
