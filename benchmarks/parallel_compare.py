@@ -52,10 +52,13 @@ def main() -> None:
             "from alignkit.shared_stages import build_shared_stages; from alignkit.runtime import start; "
             "p = plan_comparison([sys.argv[1]], overrides=sys.argv[2:]); r = p.entries[0].recipe; "
             "t = build_shared_stages([e.recipe for e in p.entries], None, start(r.device, r.precision)); "
-            "print(round(sum(t.values()), 1))")
+            "import json; print(json.dumps(t)); print(round(sum(t.values()), 1))")
     began = time.perf_counter()
     shared = subprocess.run([sys.executable, "-c", code, str(args.recipe), *args.sets], env=env, capture_output=True,
-                            text=True, check=True).stdout.strip().splitlines()[-1]
+                            text=True, check=True).stdout.strip().splitlines()
+    (work / "shared_timings.json").write_text(shared[-2] + "\n")  # each stage's seconds, for docs/scaling.md
+    print(f"phase 1 stages (s): {shared[-2]}")
+    shared = shared[-1]
     print(f"phase 1 (shared stages into a fresh cache, untimed below): {shared} s of stages, "
           f"{time.perf_counter() - began:.1f} s with start-up")
     walls: dict[str, list[float]] = {"sequential": [], f"--jobs {args.jobs}": []}

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 import alignkit.workspace as workspace
 from alignkit.cli import main
 from alignkit.compare import parse_entry, plan_comparison
+from alignkit.recipe import load_recipe
 from alignkit.errors import ConfigError
 
 RECIPES = Path(__file__).resolve().parent.parent / "alignkit" / "recipes"
@@ -54,10 +55,17 @@ def test_the_bundled_comparison_file_validates(tiny_overrides):
     plan = plan_comparison([str(RECIPES / "compare_imdb.yaml")], overrides=tiny_overrides)
     groups = {e.group for e in plan.entries}
     assert {"dpo", "ppo", "ppo_gt", "unlikelihood", "preferred_ft", "best_of_n", "sft"} <= groups
-    betas = sorted(e.recipe.method_config("dpo").beta for e in plan.entries if e.group == "dpo")
-    assert betas == [0.05, 0.1, 1, 5]
-    targets = sorted(e.recipe.method_config("ppo").target_kl for e in plan.entries if e.group == "ppo")
-    assert targets == [3, 6, 9, 12]
+    dpo = sorted((e.recipe.method_config("dpo").beta, e.recipe.method_config("dpo").lr)
+                 for e in plan.entries if e.group == "dpo")
+    ppo = sorted((e.recipe.method_config("ppo").target_kl, e.recipe.method_config("ppo").lr)
+                 for e in plan.entries if e.group == "ppo")
+    assert sorted({beta for beta, _ in dpo}) == [0.05, 0.1, 1, 5]
+    assert sorted({target for target, _ in ppo}) == [3, 6, 9, 12]
+    # a fair grid: the two contenders get the same number of settings, each at its default lr and half of it
+    assert len(dpo) == len(ppo) == 8
+    for name, settings in (("dpo", dpo), ("ppo", ppo)):
+        default = load_recipe(str(RECIPES / f"{name}_imdb.yaml")).method_config(name).lr
+        assert sorted({lr for _, lr in settings}) == [default / 2, default]
 
 
 def test_disagreeing_shared_sections_are_refused_in_one_line(tmp_path, tiny_overrides):
