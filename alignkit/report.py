@@ -196,8 +196,9 @@ def render_markdown(runs: list[RunRecord], frame, matrix, index: dict) -> str:
               "evaluations, and the checkpoints that recorded their prompts when `eval.trajectory_prompts` covers "
               f"every prompt; seeds of a setting averaged), compared on a shared KL grid: "
               f"{index['matched_kl_method']}. Multiplicity: {index['matched_kl_family']} (family size "
-              f"{len(index['matched_kl'])}). A winner is named only when the interval excludes 0; an entry "
-              f"that had not converged makes it a verdict \"at these budgets\". Convergence: "
+              f"{len(index['matched_kl'])}). A winner is named only when the interval excludes 0 and every "
+              f"entry of both methods converged; otherwise the sentence is inconclusive and says who leads \"at "
+              f"these budgets\" and which runs had not converged. Convergence: "
               f"{index['convergence_test']}.", ""]
     lines += _compute_lines(index["compute"])
     lines += ["## Win rate vs temperature", "",

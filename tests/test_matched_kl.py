@@ -128,7 +128,11 @@ def test_the_verdict_sentence_names_a_winner_only_under_the_rule():
     sentence = verdict_sentence("dpo", "ppo", result, converged={"dpo": "converged", "ppo": "converged"})
     assert "dpo reaches a higher gold reward than ppo" in sentence and "evaluation noise only" in sentence
     limited = verdict_sentence("dpo", "ppo", result, converged={"dpo": "converged", "ppo": "still improving"})
-    assert "at these budgets (ppo not converged)" in limited
+    assert "inconclusive, dpo leads ppo by" in limited and "at these budgets but ppo had not converged" in limited
+    assert "reaches a higher" not in limited  # no winner among runs that had not converged
+    many = verdict_sentence("dpo", "ppo", result, converged={f"dpo@{k}": "budget-limited" for k in range(4)}
+                            | {"ppo": "converged"})
+    assert "4 of their 5 runs had not converged" in many
     mirrored = verdict_sentence("ppo", "dpo", bootstrap_matched_kl(worse, better, n_boot=300), converged={})
     assert "dpo reaches a higher gold reward than ppo" in mirrored
     same = bootstrap_matched_kl(worse, worse, n_boot=300)

@@ -210,8 +210,8 @@ def verdict_sentence(name_a: str, name_b: str, result: MatchedKL | None, *, conv
                      adjusted_p: float | None = None, family: int = 1, units: str = "seed") -> str:
     """The one verdict rule: a winner only when the interval excludes 0, the Holm-adjusted p-value of the
     family of ``family`` comparisons is below 0.05, with several seeds (``units``: or replicates) the sign
-    holds in each of them, and every entry involved converged (else the sentence says "at these budgets");
-    the sentence says what the interval covers."""
+    holds in each of them, and every entry involved converged (else: inconclusive, with who leads "at these
+    budgets" and which runs had not converged); the sentence says what the interval covers."""
     if result is None:
         return (f"{name_a} and {name_b}: inconclusive, their frontiers never rest on measured points at the same "
                 f"KL (no interpolation across more than {MAX_KL_GAP:g} nats).")
@@ -239,7 +239,12 @@ def verdict_sentence(name_a: str, name_b: str, result: MatchedKL | None, *, conv
     winner, loser = (name_a, name_b) if a_wins else (name_b, name_a)
     gap, low, high = ((result.difference, result.ci_low, result.ci_high) if a_wins
                       else (-result.difference, -result.ci_high, -result.ci_low))
-    unconverged = sorted(label for label, state in converged.items() if state not in ("converged", "no training"))
-    budgets = f" at these budgets ({', '.join(unconverged)} not converged)" if unconverged else ""
     interval = interval.replace(f"{result.ci_low:.3f} to {result.ci_high:.3f}", f"{low:.3f} to {high:.3f}")
-    return f"At matched KL ({span}), {winner} reaches a higher gold reward than {loser} by {gap:.3f}{budgets} ({interval})."
+    unconverged = sorted(label for label, state in converged.items() if state not in ("converged", "no training"))
+    if unconverged:  # a lead of a run still learning (or cut off by its schedule) says nothing of its method
+        named = (", ".join(unconverged) if len(unconverged) <= 3
+                 else f"{len(unconverged)} of their {len(converged)} runs")
+        return (f"At matched KL ({span}), {name_a} vs {name_b}: inconclusive, {winner} leads {loser} by {gap:.3f} "
+                f"at these budgets but {named} had not converged (--until-converged trains on until they do; "
+                f"{interval}).")
+    return f"At matched KL ({span}), {winner} reaches a higher gold reward than {loser} by {gap:.3f} ({interval})."
