@@ -4,6 +4,8 @@
 wrote: ``shared/timings.json`` (phase 1: every shared stage, built once) and each run's ``manifest.json``
 (``timings_s``: its stages, run in phase 2). ``--csv docs/figure2_comparison.csv`` reads a comparison.csv
 instead (entry train + eval wall times only; the shared stages then count as 0 and are flagged unknown).
+``--shared-timings FILE`` takes phase 1's times from FILE (``shared_timings.json`` of parallel_compare.py,
+whose comparisons find their shared stages already cached).
 
 The model (docs/scaling.md): wall(W) = shared stages + the makespan of the entries on W workers, scheduled
 longest first (what ``--jobs W`` / Ray do when the longest entries come first; the real order is the
@@ -60,10 +62,14 @@ def main() -> None:
     parser.add_argument("folder", nargs="?", type=Path, help="a finished comparison folder")
     parser.add_argument("--csv", type=Path, help="a comparison.csv instead (entry train + eval times only)")
     parser.add_argument("--workers", default="1,8,64", help="worker counts to predict (GPUs, or --jobs)")
+    parser.add_argument("--shared-timings", type=Path, help="phase 1's stage times from elsewhere (a JSON object of "
+                        "seconds by stage, as benchmarks/parallel_compare.py writes when it fills the cache first)")
     args = parser.parse_args()
     if bool(args.folder) == bool(args.csv):
         parser.error("give a comparison folder or --csv, not both")
     shared = shared_times(args.folder) if args.folder else None
+    if args.shared_timings:  # the folder's own were read from a cache filled before it ran: near zero
+        shared = json.loads(args.shared_timings.read_text())
     entries = entry_times(args.folder) if args.folder else csv_times(args.csv)
     print("shared stages (phase 1, once):")
     if shared is None:
