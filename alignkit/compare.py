@@ -211,9 +211,11 @@ def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: 
         entry_sweeps.update(cli_sweeps)
     entries = expand(groups, seeds or file_seeds)
     _check_labels(entries)
+    preferences_read: dict = {}  # the entries share their preference data: read it (and say what of it) once
     for entry in entries:
         entry.raw["name"] = entry.label
-        entry.recipe = recipe_from_data(entry.raw, f"compare entry {entry.label}", Path.cwd())
+        entry.recipe = recipe_from_data(entry.raw, f"compare entry {entry.label}", Path.cwd(),
+                                        preferences_read=preferences_read)
     problem = unread_override([e.recipe for e in entries], overrides)
     if problem:  # a warning, not an error: one list of fast overrides for every method is a common idiom
         warn(f"compare: {problem}")

@@ -134,8 +134,11 @@ def _check_lengths(value: Any, source: str, key: str = "") -> None:
             _check_lengths(v, source, f"{key}[{i}]")
 
 
-def recipe_from_data(raw: dict, source: str, base: Path, plugins: Iterable[str] = ()) -> Recipe:
-    """Validate a recipe given as plain data; errors name ``source`` and the dotted key."""
+def recipe_from_data(raw: dict, source: str, base: Path, plugins: Iterable[str] = (),
+                     preferences_read: dict | None = None) -> Recipe:
+    """Validate a recipe given as plain data; errors name ``source`` and the dotted key. ``preferences_read``:
+    the caller's record of preference data already read (several recipes of one comparison share their data:
+    it is read, and its notices shown, once)."""
     _check_lengths(raw, source)
     raw = copy.deepcopy(raw)
     listed = raw.get("plugins") or []
@@ -168,7 +171,7 @@ def recipe_from_data(raw: dict, source: str, base: Path, plugins: Iterable[str] 
     problem = self_judging(recipe)
     if problem and not recipe.eval.allow_self_judging:
         raise ConfigError(f"{source}: {problem}")
-    check_preference_file(recipe, source)
+    check_preference_file(recipe, source, preferences_read)
     if recipe.model.trust_remote_code:
         warn(f"{source}: model.trust_remote_code is true: {recipe.model.name_or_path}'s own Python code "
              f"will run when it loads")
@@ -252,12 +255,14 @@ def self_judging(recipe: Recipe) -> str | None:
             f"it with that caveat")
 
 
-def check_preference_file(recipe: Recipe, source: str) -> None:
+def check_preference_file(recipe: Recipe, source: str, already_read: dict | None = None) -> None:
     """Read the user's preference data (a file, a saved folder or a Hub dataset) once at load, so bad data
     fails in seconds, before the policy loads or anything is written: its shape and every row (see
     :func:`~alignkit.data.preferences.read_preferences`), whether the held-out split leaves pairs to train on,
     whether the method can learn from its kind (paired or unpaired), the task made of it and its evaluation
-    prompts (see :func:`check_task_data`), and notices about dropped pairs and prompts cut to the context."""
+    prompts (see :func:`check_task_data`), and notices about dropped pairs and prompts cut to the context.
+    ``already_read`` (data already read, by its settings and the model that cuts its prompts): read and
+    notices once, the checks that depend on the recipe's method for every recipe."""
     cfg = recipe.preferences
     if not cfg.is_user_data:
         if DATASETS.entry(recipe.task.dataset).meta.get("from_pairs"):
@@ -270,10 +275,14 @@ def check_preference_file(recipe: Recipe, source: str) -> None:
             except DataError as exc:
                 raise ConfigError(f"{source}: {exc}") from None
         return
+    key = repr((to_dict(cfg), recipe.model.name_or_path, recipe.model.prompt_limit))
+    first = already_read is None or key not in already_read
     try:
-        pairs = read_preferences(cfg)
+        pairs = read_preferences(cfg) if first else already_read[key]
     except DataError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    if already_read is not None:
+        already_read[key] = pairs
     problem = check_heldout(cfg, pairs.data)
     if problem:
         raise ConfigError(f"{source}: preferences.heldout_fraction: {problem}")
@@ -285,8 +294,9 @@ def check_preference_file(recipe: Recipe, source: str) -> None:
         raise ConfigError(f"{source}: preferences.source: {cfg.source}: the rows are unpaired (prompt, completion, "
                           f"label), which only kto learns from; {recipe.method} needs pairs (prompt, chosen, rejected)")
     check_task_data(recipe, source, pairs.data)
-    for note in preference_notices(cfg, pairs, recipe.model.prompt_limit, _tokenizer_on_disk(recipe),
-                                   recipe.model.name_or_path):
+    notes = preference_notices(cfg, pairs, recipe.model.prompt_limit, _tokenizer_on_disk(recipe),
+                               recipe.model.name_or_path) if first else []
+    for note in notes:
         warn(note)
 
 

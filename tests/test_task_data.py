@@ -141,6 +141,28 @@ def test_default_task_on_your_data_is_refused_in_one_line_writing_nothing(tmp_pa
     assert sorted(os.listdir(cache_dir)) == before
 
 
+def test_a_comparison_reads_its_shared_data_and_says_what_of_it_once(tmp_path, tiny_overrides, capsys,
+                                                                       monkeypatch):
+    import alignkit.recipe as recipe_module
+    from alignkit.compare import plan_comparison
+
+    same = {"prompt": QUESTIONS[0], "chosen": " Same.", "rejected": " Same."}
+    data = write_jsonl(tmp_path / "pairs.jsonl", support_rows() + [same])
+    reads = []
+    monkeypatch.setattr(recipe_module, "read_preferences", lambda cfg: reads.append(cfg) or read_preferences(cfg))
+    plan = plan_comparison(["dpo", "ipo=dpo:loss=ipo", "ppo"], overrides=[
+        *tiny_overrides, f"preferences.source={data}", "task.dataset=preferences",
+        "gold_reward=heldout-reward-model", "eval.judge=heldout-reward-model"], out=tmp_path / "cmp")
+    assert len(plan.entries) == 3 and len(reads) == 1  # before: read (and noted) once per entry
+    assert capsys.readouterr().err.count("dropped 1 of 37 pairs whose chosen and rejected are identical") == 1
+    # each entry's own checks still run: a method that cannot learn from the rows is refused
+    unpaired = write_jsonl(tmp_path / "kto.jsonl", [{"prompt": q, "completion": " Sure.", "label": True}
+                                                     for q in QUESTIONS])
+    with pytest.raises(AlignkitError, match="which only kto learns from; dpo needs pairs"):
+        plan_comparison(["kto", "dpo"], overrides=[*tiny_overrides, f"preferences.source={unpaired}",
+                                                   "task.dataset=preferences"], out=tmp_path / "cmp2")
+
+
 def test_unpaired_rows_refused_by_paired_methods_at_load(tmp_path, tiny_overrides):
     from alignkit.recipe import load_recipe
 
