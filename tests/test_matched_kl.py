@@ -127,6 +127,9 @@ def test_the_verdict_sentence_names_a_winner_only_under_the_rule():
     assert result.ci_low > 0
     sentence = verdict_sentence("dpo", "ppo", result, converged={"dpo": "converged", "ppo": "converged"})
     assert "dpo reaches a higher gold reward than ppo" in sentence and "evaluation noise only" in sentence
+    # no resample of 300 crossed 0: the p-value is below 1/300, not 0
+    family = verdict_sentence("dpo", "ppo", result, converged={}, adjusted_p=0.0, family=3)
+    assert "Holm-adjusted p < 0.00333333 over 3 comparisons" in family
     limited = verdict_sentence("dpo", "ppo", result, converged={"dpo": "converged", "ppo": "still improving"})
     assert "inconclusive, dpo leads ppo by" in limited and "at these budgets but ppo had not converged" in limited
     assert "reaches a higher" not in limited  # no winner among runs that had not converged

@@ -223,7 +223,8 @@ def verdict_sentence(name_a: str, name_b: str, result: MatchedKL | None, *, conv
     covers = f"evaluation noise and {units}-to-{units} variation" if result.seeds > 1 else "evaluation noise only"
     interval = f"95% interval {result.ci_low:.3f} to {result.ci_high:.3f}, covering {covers}"
     if adjusted_p is not None and family > 1:
-        interval += f"; Holm-adjusted p {adjusted_p:.3g} over {family} comparisons"
+        shown = f"{adjusted_p:.3g}" if adjusted_p > 0 or not result.n_boot else f"< {1 / result.n_boot:g}"
+        interval += f"; Holm-adjusted p {shown} over {family} comparisons"  # 0 of n_boot resamples: below 1/n_boot
     if not (result.ci_low > 0 or result.ci_high < 0):
         return (f"At matched KL ({span}), {name_a} vs {name_b}: inconclusive, difference {result.difference:.3f} "
                 f"({interval}).")
