@@ -134,8 +134,9 @@ SHARED_STAGES = ("train pairs", "reward model", "reference logps")
 
 def carry_cost(previous: Path, folder: Path) -> None:
     """A resumed round measured its wall seconds from where it resumed: add the earlier rounds' (the
-    previous round's training wall at that step), and keep the time the shared stages took when they were
-    built, so the compute-matched view (:mod:`alignkit.compute`) charges the whole run."""
+    previous round's training wall at that step, to its checkpoints' and to the run's ``train_wall_s``, so the
+    table's train seconds are the whole run's, as its steps are), and keep the time the shared stages took when
+    they were built, so the compute-matched view (:mod:`alignkit.compute`) charges the whole run."""
     old, new = (json.loads((p / "manifest.json").read_text()) for p in (previous, folder))
     resumed = (new.get("resumed") or [{}])[-1].get("from_step", 0)
     before = ((old.get("cost") or {}).get("training") or {}).get("wall_s") or {}
@@ -144,6 +145,10 @@ def carry_cost(previous: Path, folder: Path) -> None:
     walls = {k: v for k, v in before.items() if k != "last" and int(k) <= resumed}
     walls.update({k: round(v + offset, 3) for k, v in (training.get("wall_s") or {}).items() if v is not None})
     training["wall_s"] = walls
+    cost, earlier = new["cost"], (old.get("cost") or {}).get("train_wall_s")
+    if resumed and earlier and cost.get("train_wall_s") is not None and before.get("last"):
+        # the earlier rounds' training time up to where this round resumed (their share of it, by training wall)
+        cost["train_wall_s"] = round(cost["train_wall_s"] + earlier * min(1.0, offset / before["last"]), 3)
     timings = new.setdefault("timings_s", {})
     for stage in SHARED_STAGES:
         if stage in (old.get("timings_s") or {}):

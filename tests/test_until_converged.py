@@ -51,6 +51,9 @@ def test_entries_are_extended_in_rounds_from_their_last_state(tmp_path, compare_
     walls = manifest["cost"]["training"]["wall_s"]  # wall seconds too, each round's added to the earlier ones'
     assert [walls[str(s)] for s in (2, 4, 6, 8, 10, 12)] == sorted(walls[str(s)] for s in (2, 4, 6, 8, 10, 12))
     assert walls["last"] >= walls["12"]
+    rounds_train = [json.loads((out / "runs" / r / "manifest.json").read_text())["timings_s"]["train dpo"]
+                    for r in ("dpo", "dpo.round1", "dpo.round2")]  # each round's own training stage
+    assert manifest["cost"]["train_wall_s"] == pytest.approx(sum(rounds_train), abs=0.01)  # the whole run's
     rates = {r["step"]: r["lr"] for r in map(json.loads, (last / "metrics.jsonl").read_text().splitlines())
              if r.get("stage") == "dpo" and "lr" in r}
     assert rates[4] < 5e-4 and all(rates[s] == pytest.approx(5e-4) for s in range(5, 13))  # the constant peak tail
