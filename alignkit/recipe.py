@@ -276,13 +276,15 @@ def check_preference_file(recipe: Recipe, source: str, already_read: dict | None
                 raise ConfigError(f"{source}: {exc}") from None
         return
     key = repr((to_dict(cfg), recipe.model.name_or_path, recipe.model.prompt_limit))
-    first = already_read is None or key not in already_read
-    try:
-        pairs = read_preferences(cfg) if first else already_read[key]
-    except DataError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
-    if already_read is not None:
-        already_read[key] = pairs
+    pairs = (already_read or {}).get(key)
+    first = pairs is None
+    if first:
+        try:
+            pairs = read_preferences(cfg)
+        except DataError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        if already_read is not None:
+            already_read[key] = pairs
     problem = check_heldout(cfg, pairs.data)
     if problem:
         raise ConfigError(f"{source}: preferences.heldout_fraction: {problem}")
