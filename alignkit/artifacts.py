@@ -13,7 +13,7 @@ from alignkit.errors import AlignkitError
 
 
 class Artifact(str, Enum):
-    """A shared stage of a run's workspace (:meth:`~alignkit.workspace.Workspace.resolve` builds it)."""
+    """A shared stage of a run's workspace (:meth:`~alignkit.stages.workspace.Workspace.resolve` builds it)."""
 
     TRAIN_PAIRS = "train_pairs"              # the preference pairs methods learn from (and their held-out split)
     REWARD_MODEL = "reward_model"            # the Bradley-Terry reward model trained on them

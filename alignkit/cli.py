@@ -112,8 +112,8 @@ def run(recipe: Path | None, config: Path | None, out: Path | None, overwrite: b
     """Run one method from a YAML RECIPE (or --config RECIPE) and evaluate it."""
     recipe = _one_recipe(recipe, config)
     configure_threads(threads)
-    from alignkit.pipeline import run_recipe
-    from alignkit.rundir import default_run_dir
+    from alignkit.run.pipeline import run_recipe
+    from alignkit.runfolder import default_run_dir
     from alignkit.recipe import load_recipe, unread_override
 
     overrides = (*trl_overrides(model_name_or_path, dataset_name, dataset_split, dataset_config, report_to), *overrides)
@@ -199,17 +199,18 @@ def compare(entries, config, sweeps, seeds, replicates, until_converged, tempera
         raise AlignkitError("compare: no entries; name methods (alignkit compare dpo ppo) or --config COMPARISON.yaml")
     overrides = (*trl_overrides(model_name_or_path, dataset_name, dataset_split, dataset_config, report_to), *overrides)
     configure_threads(threads)
-    from alignkit.compare import plan_comparison, run_comparison
-    from alignkit.executors import ExecutorSettings
-    from alignkit.report import EntriesFailed, screen_table
+    from alignkit.compare.plan import plan_comparison
+    from alignkit.compare.comparison import run_comparison
+    from alignkit.compare.executors import ExecutorSettings
+    from alignkit.report.build import EntriesFailed, screen_table
 
     if out is not None:
         check_output_folder(out)
     if replicates and until_converged:
         raise AlignkitError("compare: --replicates and --until-converged together are not supported yet; run them "
                             "one at a time")
-    if replicates:  # alignkit.replicates: each replicate an ordinary comparison, then the combined report
-        from alignkit.replicates import compare_replicates
+    if replicates:  # alignkit.compare.replicates: each replicate an ordinary comparison, then the combined report
+        from alignkit.compare.replicates import compare_replicates
 
         return compare_replicates(entries, replicates, sweeps=sweeps, seeds=seeds, temperatures=_floats(
             temperatures, "--temperatures"), overrides=overrides, plugins=plugins, out=out, overwrite=overwrite,
@@ -222,7 +223,7 @@ def compare(entries, config, sweeps, seeds, replicates, until_converged, tempera
                  *(f"--plugins {p}" for p in plugins), *(["--overwrite"] if overwrite else [])]
     plan.overwrite = overwrite
     plan.executor = ExecutorSettings(executor, jobs, gpus_per_entry, ray_address)
-    from alignkit.until_converged import run_until_converged, settings_from
+    from alignkit.compare.until_converged import run_until_converged, settings_from
 
     extension = settings_from(entries, until_converged)
     try:
@@ -249,7 +250,7 @@ def compare(entries, config, sweeps, seeds, replicates, until_converged, tempera
 def evaluate(run_dirs, temperatures, judge, overrides, plugins, threads):
     """Re-evaluate finished runs (their trained models) under new evaluation settings."""
     configure_threads(threads)
-    from alignkit.pipeline import reevaluate_run
+    from alignkit.run.reevaluate import reevaluate_run
 
     extra = list(overrides) + ([f"eval.temperatures={_floats(temperatures, '--temperatures')}"] if temperatures
                                else []) + ([f"eval.judge={judge}"] if judge else [])
@@ -263,7 +264,7 @@ def evaluate(run_dirs, temperatures, judge, overrides, plugins, threads):
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="output folder")
 def report(paths, out):
     """Rebuild a comparison (tables, plots, report.md) from finished runs or comparison folders, no training."""
-    from alignkit.report import build_report, screen_table
+    from alignkit.report.build import build_report, screen_table
 
     check_output_folder(out)
     build_report(list(paths), out, name=out.name, argv=["alignkit", "report", *map(str, paths), "--out", str(out)])
@@ -278,7 +279,7 @@ def report(paths, out):
 def push(run_dir, repo_id, private, token):
     """Upload a finished run's policy (weights, tokenizer, model card) and eval/summary.json to the Hub
     repository REPO_ID (ORG/NAME), as push_to_hub: REPO_ID in a recipe does after the run."""
-    from alignkit.hub import push_run
+    from alignkit.run.hub import push_run
 
     click.echo(push_run(run_dir, repo_id, private=private, token=token))
 

@@ -1,5 +1,7 @@
-"""The one reader of run folders: ``manifest.json``, ``eval/summary.json``, ``eval/trajectory.jsonl`` and
-the saved model's checksums, each validated as it is read. Whatever is missing, empty, truncated, malformed or
+"""Run folders, claimed and read in one place. Claiming: the marker that makes a folder alignkit's, who (if
+anyone) is still writing it, and what a new run may do with an existing one (start, resume, replace, or
+refuse); alignkit only ever changes folders it created. Reading: ``manifest.json``, ``eval/summary.json``,
+``eval/trajectory.jsonl`` and the saved model's checksums, each validated as it is read. Whatever is missing, empty, truncated, malformed or
 written by another version of the run format becomes one :class:`RunFolderError` line naming the file and
 what to do (``--overwrite``, rerun, or the alignkit version that wrote it). ``run`` (resume), ``compare``,
 ``eval`` and ``report`` all read run folders through here."""
@@ -16,7 +18,10 @@ from typing import Any
 
 from alignkit import __version__
 from alignkit.cache import sha256_file
+from alignkit.config import first_difference, to_dict
 from alignkit.errors import AlignkitError
+from alignkit.recipe import Recipe, check_run_name
+from alignkit.runlog import jsonable
 
 RUN_FORMAT = 1  # the manifest's "alignkit_run": the layout this alignkit reads and writes
 STATUSES = ("running", "done", "failed", "interrupted")
@@ -24,7 +29,7 @@ STALE_AFTER_S = 3600.0  # a run on another host whose heartbeat is older than th
 OVERWRITE = "rerun with --overwrite to train it again"
 
 
-CARD = "README.md"  # a model folder's card (alignkit.hub), not part of its checksums
+CARD = "README.md"  # a model folder's card (alignkit.run.hub), not part of its checksums
 
 
 class RunFolderError(AlignkitError):
@@ -226,3 +231,85 @@ def read_run(run_dir: str | Path, hint: str = OVERWRITE) -> RunFolder:
                                  f"its runs, {run_dir / 'runs'}/LABEL")
         raise RunFolderError(f"{run_dir}: not a run directory (no manifest.json)")
     return RunFolder(run_dir, check_manifest(path, read_json(path, hint), hint))
+
+
+# --------------------------------------------------------------------------------------------------
+# claiming a run folder
+
+RUN_MARKER = ".alignkit-run"  # written first into every run directory alignkit creates
+
+
+def default_run_dir(name: str, root: Path = Path("runs")) -> Path:
+    """``runs/NAME`` for ``alignkit run`` without ``--out``, with ``name`` checked not to escape ``root``."""
+    return Path(root) / check_run_name(name)
+
+
+def read_manifest(run_dir: Path) -> dict | None:
+    """A run directory's manifest as plain data, or None when it has none (or an unreadable one)."""
+    try:
+        return read_json(Path(run_dir) / "manifest.json")
+    except RunFolderError:
+        return None
+
+
+def recipe_difference(old: dict, new: dict) -> str | None:
+    """The first dotted key where two resolved recipes differ, as ``key: old -> new``."""
+    found = first_difference(old, new)
+    return None if found is None else f"{found[0]}: {found[1]!r} -> {found[2]!r}"
+
+
+def claim_run_dir(run_dir: Path, recipe: Recipe, overwrite: bool) -> str:
+    """What to do with ``run_dir``: ``new`` (claimed now), ``resume`` (an interrupted or failed run of this
+    recipe) or ``replace`` (``--overwrite``: built aside, swapped in on success). Refuses, changing nothing,
+    a folder alignkit did not create, a finished run without ``--overwrite`` and a run still being written."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise AlignkitError(f"{run_dir}: exists and is not a folder; choose another --out")
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / RUN_MARKER).write_text(json.dumps({"created_by": f"alignkit {__version__}"}) + "\n")
+        except OSError as exc:
+            raise AlignkitError(f"{run_dir}: cannot create the run directory ({exc.strerror}); choose another "
+                                "--out") from None
+        return "new"
+    manifest = read_manifest(run_dir)
+    if not (run_dir / RUN_MARKER).is_file() and not (manifest if isinstance(manifest, dict) else {}).get("alignkit_run"):
+        raise AlignkitError(f"{run_dir}: exists, is not empty and is not an alignkit run directory (no {RUN_MARKER}); "
+                            "alignkit never writes into it, even with --overwrite; choose another --out")
+    if (run_dir / "manifest.json").exists() and not overwrite:  # a corrupt or foreign manifest: one line, no guess
+        manifest = read_run(run_dir, "pass --overwrite to start the run over").manifest
+    writer = live_writer(manifest if isinstance(manifest, dict) else {})
+    if writer:
+        raise AlignkitError(f"{run_dir}: a run is still being written there ({writer}); wait for it or stop it")
+    if overwrite:
+        return "replace"
+    if manifest and manifest.get("status") == "done":
+        raise AlignkitError(f"{run_dir} already holds a run (manifest.json); pass --overwrite or choose --out")
+    if manifest:
+        difference = recipe_difference(manifest.get("recipe"), jsonable(to_dict(recipe)))
+        if difference:
+            raise AlignkitError(f"{run_dir}: holds an unfinished run of a different recipe ({difference}); "
+                                "pass --overwrite to start over, or rerun with its recipe to resume it")
+    return "resume"
+
+
+COMPARISON_MARKER = ".alignkit-comparison"
+
+
+def claim_comparison_dir(folder: str | Path) -> Path:
+    """Make ``folder`` a comparison folder alignkit owns, or accept one it already owns; refuse, changing
+    nothing, a non-empty folder alignkit did not create (its own files could be overwritten)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise AlignkitError(f"{folder}: exists and is not a folder; choose another --out")
+    owned = (folder / COMPARISON_MARKER).is_file() or (folder / "compare.json").is_file()
+    if folder.is_dir() and any(folder.iterdir()) and not owned:
+        raise AlignkitError(f"{folder}: exists, is not empty and is not an alignkit comparison folder (no "
+                            f"{COMPARISON_MARKER}); alignkit never writes into it; choose another --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / COMPARISON_MARKER).touch()
+    except OSError as exc:
+        raise AlignkitError(f"{folder}: cannot write the comparison there ({exc.strerror}); choose another --out") \
+            from None
+    return folder

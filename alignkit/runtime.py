@@ -16,10 +16,12 @@ from __future__ import annotations
 import copy
 import math
 import os
+import random
 import re
 from contextlib import nullcontext
 from typing import Callable, Sequence, TypeVar
 
+import numpy as np
 import torch
 
 from alignkit.errors import AlignkitError
@@ -228,3 +230,10 @@ def start(device: str = "auto", precision: str = "fp32", reuse: Runtime | None =
     if reuse is not None and (reuse.precision, reuse.requested) == (precision, device):
         return reuse
     return Runtime(device, precision)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators: a run's training and sampling start from ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -85,7 +85,7 @@ def source_cache() -> Path:
 def check_source(source: Path) -> None:
     """Refuse to start when the pairs of the bundled recipe are not cached: both sides would sample them."""
     from alignkit.recipe import load_recipe
-    from alignkit.workspace import Workspace
+    from alignkit.stages.workspace import Workspace
 
     key = Workspace.for_recipe(load_recipe(RECIPE)).keys.pairs_key()
     missing = [kind for kind in SEEDED_KINDS if not any((source / kind).glob("*"))]

@@ -100,7 +100,7 @@ def train_pairs(sets: list[str] = ()):
     """The cached training pairs of the bundled DPO recipe (with ``sets`` applied), read through alignkit's
     Workspace: built on first use, from the recipe's SFT model."""
     from alignkit.recipe import load_recipe
-    from alignkit.workspace import Workspace
+    from alignkit.stages.workspace import Workspace
 
     return Workspace.for_recipe(load_recipe(RECIPE, list(sets))).train_pairs
 
@@ -165,7 +165,7 @@ class Measurement:
 def alignkit_workspace(recipe, pairs):
     """A Workspace that trains on ``pairs`` and clocks the reference pass and the training loop."""
     from alignkit.models.pairs import reference_logprobs
-    from alignkit.workspace import Workspace
+    from alignkit.stages.workspace import Workspace
 
     class TimedWorkspace(Workspace):
         """alignkit's Workspace, except: the pairs are given, the reference pass is computed (not read from

@@ -49,7 +49,7 @@ def main() -> None:
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     print(f"load average before: {os.getloadavg()}; cores: {os.cpu_count()}; work folder {work}")
     code = ("import sys; from pathlib import Path; from alignkit.compare import plan_comparison; "
-            "from alignkit.shared_stages import build_shared_stages; from alignkit.runtime import start; "
+            "from alignkit.compare.shared_stages import build_shared_stages; from alignkit.runtime import start; "
             "p = plan_comparison([sys.argv[1]], overrides=sys.argv[2:]); r = p.entries[0].recipe; "
             "t = build_shared_stages([e.recipe for e in p.entries], None, start(r.device, r.precision)); "
             "import json; print(json.dumps(t)); print(round(sum(t.values()), 1))")

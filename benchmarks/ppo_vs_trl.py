@@ -233,7 +233,7 @@ def alignkit_workspace(recipe, reward_dir: str, gold_s: list[float]):
     """alignkit's Workspace, except: the reward model is the saved one (not trained and cached), and the
     gold reward (which alignkit's rollout computes every iteration for its statistics) is timed."""
     from alignkit.models.scalar_head import ScalarModel
-    from alignkit.workspace import Workspace
+    from alignkit.stages.workspace import Workspace
 
     class BenchWorkspace(Workspace):
         @cached_property
@@ -402,7 +402,7 @@ def measure(args, python: Path, tmp: Path) -> tuple[list[dict], dict]:
     """Build the shared inputs, then ``args.repeats`` lockstep runs of both sides."""
     import torch
 
-    from alignkit.workspace import Workspace
+    from alignkit.stages.workspace import Workspace
 
     policy_dir, reward_dir, model_info = build_models(tmp, args.model)
     s = settings(args, torch.get_num_threads())

@@ -27,9 +27,9 @@ def captured(monkeypatch):
         seen.update(plan=plan)
         return {}
 
-    monkeypatch.setattr("alignkit.pipeline.run_recipe", fake_run)
-    monkeypatch.setattr("alignkit.compare.run_comparison", fake_compare)
-    monkeypatch.setattr("alignkit.report.screen_table", lambda out: "")
+    monkeypatch.setattr("alignkit.run.pipeline.run_recipe", fake_run)
+    monkeypatch.setattr("alignkit.compare.comparison.run_comparison", fake_compare)
+    monkeypatch.setattr("alignkit.report.build.screen_table", lambda out: "")
     return seen
 
 

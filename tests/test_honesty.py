@@ -23,7 +23,7 @@ from alignkit.models.policy import Policy
 from alignkit.models.loading import apply_lora
 from alignkit.models.scalar_head import ScalarModel, Scorer
 from alignkit.models.sequences import encode_pairs
-from alignkit.pipeline import run_recipe
+from alignkit.run.pipeline import run_recipe
 from alignkit.recipe import load_recipe
 from tiny import make_workspace
 from tiny import tiny_gpt2, tiny_tokenizer

@@ -17,13 +17,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "alignkit"
 # top to bottom; a module belongs to the first layer with a prefix matching its dotted name
 LAYERS = [
     ("entry points", ["alignkit.cli", "alignkit.__main__"]),
-    ("comparison", ["alignkit.compare", "alignkit.executors", "alignkit.worker", "alignkit.replicates",
-                    "alignkit.until_converged"]),
-    ("runs and reports", ["alignkit.pipeline", "alignkit.report", "alignkit.reuse", "alignkit.shared_stages"]),
+    ("comparison: many runs", ["alignkit.compare"]),
+    ("one run", ["alignkit.run"]),
     ("methods and judges", ["alignkit.methods", "alignkit.rewards"]),
-    ("workspace", ["alignkit.trajectory", "alignkit.workspace"]),
-    ("run folders and keys", ["alignkit.hub", "alignkit.stage_keys", "alignkit.records", "alignkit.verdicts",
-                              "alignkit.compute", "alignkit.versions", "alignkit.rundir", "alignkit.runfolder"]),
+    ("reports: run folders to conclusions", ["alignkit.report"]),
+    ("shared stages", ["alignkit.stages"]),
+    ("run folders", ["alignkit.runfolder"]),
     ("recipe", ["alignkit.recipe"]),
     ("evaluation", ["alignkit.eval"]),
     ("models", ["alignkit.models"]),
@@ -32,8 +31,7 @@ LAYERS = [
     ("run context", ["alignkit.context"]),
     ("runtime and checkpoints", ["alignkit.runtime", "alignkit.checkpoint"]),
     ("registry and config", ["alignkit.registry", "alignkit.config", "alignkit.runlog", "alignkit.signatures",
-                             "alignkit.threads", "alignkit.memory", "alignkit.rl", "alignkit.ray_entry", "alignkit.trackers",
-                             "alignkit"]),
+                             "alignkit.threads", "alignkit.memory", "alignkit.rl", "alignkit.trackers", "alignkit"]),
     ("errors", ["alignkit.errors"]),
 ]
 LAZY_IMPORTS_ALLOWED = {"alignkit.cli"}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from alignkit.compare import plan_comparison, resolved_recipe
-from alignkit.records import check_shared
+from alignkit.compare.plan import plan_comparison, resolved_recipe
+from alignkit.report.records import check_shared
 from alignkit.config import read_yaml
 from alignkit.recipe import BUNDLED, load_recipe
 from tiny import assert_method_section_applied

@@ -23,8 +23,8 @@ from alignkit.errors import AlignkitError
 from alignkit.models.config import ModelConfig
 from alignkit.recipe import Recipe, load_recipe, unread_override
 from alignkit.registry import METHODS, load_builtins
-from alignkit.reuse import EVAL_ONLY, OUTPUTS, SAME_UPDATE, check_evaluation_only, training_identity
-from alignkit.stage_keys import StageKeys
+from alignkit.run.decision import EVAL_ONLY, OUTPUTS, SAME_UPDATE, check_evaluation_only, training_identity
+from alignkit.stages.keys import StageKeys
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 load_builtins()
@@ -163,7 +163,7 @@ def test_the_sweep_covers_every_section():
 
 @pytest.mark.parametrize("section", sorted({"ppo", "grpo", "kto", "sft"}))
 def test_run_refuses_a_section_it_does_not_read_in_one_line(section, tmp_path, monkeypatch):
-    monkeypatch.setattr("alignkit.pipeline.run_recipe", lambda recipe, run_dir, overwrite=False: {})
+    monkeypatch.setattr("alignkit.run.pipeline.run_recipe", lambda recipe, run_dir, overwrite=False: {})
     result = CliRunner().invoke(main, ["run", str(RECIPES / "dpo_imdb.yaml"), "--out", str(tmp_path / "o"),
                                        "--set", f"{section}.lr=0.001", "--set", "dpo.beta=0.2"])
     assert result.exit_code == 2
@@ -182,7 +182,7 @@ def test_reward_model_settings_apply_only_where_a_reward_model_trains(tmp_path):
 def test_compare_warns_of_a_setting_no_entry_reads(capsys):
     """compare warns instead of refusing: one list of fast overrides for every method of a comparison is a
     common idiom, and the entries that read a section do take it."""
-    from alignkit.compare import plan_comparison
+    from alignkit.compare.plan import plan_comparison
     plan_comparison(["dpo", "ipo=dpo:loss=ipo"], overrides=["ppo.kl_coef=0.3"])
     assert "alignkit: warning: compare: --set ppo.kl_coef=0.3: ppo settings would change nothing" in \
         capsys.readouterr().err

@@ -106,7 +106,7 @@ def test_second_configure_in_one_process_keeps_interop_pool_and_users_wait_polic
 def test_manifest_records_the_thread_count(tmp_path):
     import torch
 
-    from alignkit.pipeline import Run
+    from alignkit.run.pipeline import Run
     from alignkit.recipe import load_recipe
 
     run = Run(load_recipe(RECIPE), tmp_path / "run", cpu_runtime(), cache_dir=tmp_path / "cache")

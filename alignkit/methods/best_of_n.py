@@ -19,7 +19,7 @@ from alignkit.models.policy import KLEstimatingPolicy, Policy, Rollout
 from alignkit.registry import register_method
 from alignkit.runlog import write_json
 from alignkit.runtime import Runtime
-from alignkit.workspace import Workspace
+from alignkit.stages.workspace import Workspace
 
 META_FILE = "alignkit_best_of_n.json"
 
@@ -110,7 +110,7 @@ class BestOfNPolicy(KLEstimatingPolicy):
 
 
 def reward_function(ws: Workspace, cfg: BestOfNConfig):
-    """``rollout -> scores``: what ``cfg`` ranks by (:meth:`~alignkit.workspace.Workspace.reward_for`), the
+    """``rollout -> scores``: what ``cfg`` ranks by (:meth:`~alignkit.stages.workspace.Workspace.reward_for`), the
     reward model scoring text as it was trained (EOS where the sampler stopped), or the gold reward."""
     proxy = ws.reward_for(cfg)
     if proxy is None:

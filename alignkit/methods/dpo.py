@@ -18,7 +18,7 @@ from alignkit.models.pairs import pair_batch
 from alignkit.losses.base import PreferenceLogps, contract_problem, loss_parameters, param_problem
 from alignkit.registry import LOSSES, register_method
 from alignkit.training import TrainingConfig, batch_indices, fit
-from alignkit.workspace import Workspace
+from alignkit.stages.workspace import Workspace
 
 
 @dataclass

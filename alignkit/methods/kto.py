@@ -22,7 +22,7 @@ from alignkit.data.unpaired import UnpairedData
 from alignkit.losses.kto import kl_reference_point, kto_loss
 from alignkit.registry import register_method
 from alignkit.training import TrainingConfig, batch_indices, fit
-from alignkit.workspace import Workspace
+from alignkit.stages.workspace import Workspace
 
 
 @dataclass

@@ -47,7 +47,7 @@ from alignkit.config import option
 from alignkit.errors import AlignkitError
 from alignkit.models.policy import Policy
 from alignkit.registry import register_method
-from alignkit.workspace import Workspace
+from alignkit.stages.workspace import Workspace
 
 
 @dataclass

@@ -24,7 +24,7 @@ from alignkit.models.value_head import SharedTrunkValue
 from alignkit.registry import register_method
 from alignkit.rl import ops
 from alignkit.training import APPLIED, OptimConfig, TrainingLoop, accumulate, apply_update, make_optimizer
-from alignkit.workspace import Workspace
+from alignkit.stages.workspace import Workspace
 
 
 @dataclass

@@ -15,7 +15,7 @@ from alignkit.config import option
 from alignkit.models.finetune import finetune_on_completions
 from alignkit.registry import register_method
 from alignkit.training import TrainingConfig
-from alignkit.workspace import Workspace
+from alignkit.stages.workspace import Workspace
 
 
 @dataclass

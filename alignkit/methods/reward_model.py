@@ -25,7 +25,7 @@ from alignkit.losses.bradley_terry import bradley_terry_loss
 from alignkit.models.scalar_head import ScalarModel, Scorer
 from alignkit.registry import register_method
 from alignkit.training import TrainingConfig, batch_indices, fit
-from alignkit.workspace import Workspace
+from alignkit.stages.workspace import Workspace
 
 
 @dataclass

@@ -16,7 +16,7 @@ from alignkit.config import option
 from alignkit.models.finetune import finetune_on_completions
 from alignkit.registry import register_method
 from alignkit.training import TrainingConfig
-from alignkit.workspace import Workspace
+from alignkit.stages.workspace import Workspace
 
 CHARS_PER_TOKEN = 8  # generous: a cheap character cut that (almost) never shortens the token window
 

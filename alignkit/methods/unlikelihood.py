@@ -14,7 +14,7 @@ from alignkit.losses.unlikelihood import unlikelihood_loss
 from alignkit.models.pairs import pair_batch
 from alignkit.registry import register_method
 from alignkit.training import TrainingConfig, batch_indices, fit
-from alignkit.workspace import Workspace
+from alignkit.stages.workspace import Workspace
 
 
 @dataclass

@@ -8,7 +8,7 @@ from alignkit.cache import CacheEntry
 from alignkit.config import fingerprint
 from alignkit.registry import register_reward
 from alignkit.rewards.sentiment import SentimentClassifier
-from alignkit.workspace import Workspace
+from alignkit.stages.workspace import Workspace
 
 
 @register_reward("imdb-sentiment")

@@ -21,7 +21,7 @@ from alignkit.config import build, fingerprint, option, to_dict
 from alignkit.errors import AlignkitError
 from alignkit.models.config import looks_like_local_path
 from alignkit.registry import register_reward
-from alignkit.workspace import Workspace
+from alignkit.stages.workspace import Workspace
 
 KEY = "gold_reward_options"
 DEFAULT_LABEL = "positive"  # matched without regard to case: POSITIVE, Positive, positive

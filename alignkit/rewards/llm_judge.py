@@ -22,7 +22,7 @@ from alignkit.errors import AlignkitError
 from alignkit.eval.judges import DEFAULT_TEMPLATE, TEMPLATE_FIELDS, PairwiseJudge
 from alignkit.models.loading import resolve_model_path
 from alignkit.registry import register_reward
-from alignkit.workspace import Workspace
+from alignkit.stages.workspace import Workspace
 
 
 def _template_problem(template: str):

@@ -18,7 +18,7 @@ import torch
 from alignkit import cache
 from alignkit.cache import ENTRY_MARKER as MARKER, CacheEntry, CorruptEntry
 from alignkit.recipe import load_recipe
-from alignkit.workspace import Workspace
+from alignkit.stages.workspace import Workspace
 from tiny import make_workspace
 from tiny import cpu_runtime
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alignkit.pipeline import run_recipe
+from alignkit.run.pipeline import run_recipe
 from alignkit.recipe import load_recipe
 
 RECIPE = Path(__file__).resolve().parents[2] / "alignkit" / "recipes" / "dpo_imdb.yaml"

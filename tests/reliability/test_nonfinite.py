@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from alignkit.checkpoint import Checkpointer, NumericalError, TrainState
 
 from alignkit.cli import main
-from alignkit.pipeline import run_recipe
+from alignkit.run.pipeline import run_recipe
 from alignkit.recipe import load_recipe
 from alignkit.runlog import MetricsLog, dumps, write_json
 from reliability_helpers import PLUGIN, QUICK, nan_loss, RECIPES, strict_jsonl, strict_loads

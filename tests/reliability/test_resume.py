@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from alignkit.checkpoint import Checkpointer, TrainState, flatten, unflatten
-from alignkit.pipeline import run_recipe
-from alignkit.reuse import run_state
+from alignkit.run.pipeline import run_recipe
+from alignkit.run.decision import run_state
 from alignkit.recipe import load_recipe
 from alignkit.training import make_optimizer
 from reliability_helpers import PLUGIN, QUICK, RECIPES, ROOT, strict_jsonl, summary, weights

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 import alignkit.runlog as runlog
 from alignkit.checkpoint import Checkpointer
 from alignkit.cli import main
-from alignkit.pipeline import run_recipe
+from alignkit.run.pipeline import run_recipe
 from alignkit.recipe import load_recipe
 from reliability_helpers import RECIPES, summary, weights
 from test_cli import assert_one_line_error

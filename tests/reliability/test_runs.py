@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from alignkit.cli import main
 from alignkit.errors import AlignkitError
-from alignkit.rundir import check_run_name
+from alignkit.runfolder import check_run_name
 from reliability_helpers import PLUGIN, QUICK, RECIPES, nan_loss, snapshot
 from test_cli import assert_one_line_error
 

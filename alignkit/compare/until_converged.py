@@ -1,0 +1,207 @@
+"""``alignkit compare --until-converged``: extend every entry that has not converged, in rounds, until the stated
+convergence test (:mod:`alignkit.eval.convergence`) says converged or the rounds run out.
+
+The first round is the planned comparison, trained with ``keep_final_state`` so each run keeps its last
+training state. Round r of an entry whose first budget was B steps (PPO: iterations) is a new run folder
+``runs/<label>.round<r>``: a copy of the previous round's folder resumed from that state and trained to
+B + r * ceil(B * round_fraction) steps, its learning-rate schedule still spanning the first B steps
+(``lr_schedule_steps``) and every later step at the **peak rate, constant** (so a run that flattens in the
+tail flattened at a rate that could still move it; "budget-limited" cannot be the reason). Its trajectory keeps
+every checkpoint of the earlier rounds. A run reused from before (trained without its final state) resumes from
+its newest kept checkpoint, or retrains from the start with the same schedule: slower, the same steps. GRPO and
+RLOO (trl's loop) and Best-of-N are not extended. The report is built from each entry's last round, and
+``until_converged.json`` records every round's label and budget.
+
+Comparison YAML: ``until_converged: {max_rounds: 3, round_fraction: 1.0}``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from alignkit.compare.plan import ComparisonPlan, PlannedRun
+from alignkit.compare.comparison import run_comparison
+from alignkit.config import ConfigError, build, option, read_yaml, to_dict
+from alignkit.errors import AlignkitError
+from alignkit.run.reevaluate import reevaluate
+from alignkit.run.pipeline import run_recipe
+from alignkit.report.records import read_record
+from alignkit.recipe import recipe_from_data, resolve_recipe_path
+from alignkit.report.build import build_report
+from alignkit.run.decision import run_decision
+from alignkit.runlog import jsonable, write_json
+from alignkit.runtime import start
+from alignkit.report.verdicts import convergence_of
+
+DONE = ("converged", "no training")
+
+
+@dataclass
+class UntilConverged:
+    """How far ``--until-converged`` may extend an entry."""
+
+    max_rounds: int = option(3, "rounds of extension at most (each adds round_fraction of the first budget)", ge=1)
+    round_fraction: float = option(1.0, "each round adds this fraction of the entry's first budget", gt=0)
+
+
+def settings_from(specs, enabled: bool) -> UntilConverged | None:
+    """The settings: a comparison YAML's ``until_converged`` section, or the defaults with the flag alone."""
+    specs = list(specs)
+    section = None
+    if len(specs) == 1:
+        path = resolve_recipe_path(specs[0])
+        if path.is_file() and path.suffix in (".yaml", ".yml"):
+            data = read_yaml(path)
+            section = data.get("until_converged") if isinstance(data, dict) else None
+            if section is not None:
+                return build(UntilConverged, section, where=f"{path}: until_converged")
+    return UntilConverged() if enabled else None
+
+
+def _budget_key(config) -> str | None:
+    """The key that sets a method's length (``max_steps``; PPO: ``steps``), None when it cannot be extended."""
+    if not hasattr(config, "keep_final_state"):
+        return None
+    return "max_steps" if hasattr(config, "max_steps") else "steps" if hasattr(config, "steps") else None
+
+
+def prepare(plan: ComparisonPlan) -> list[PlannedRun]:
+    """Every extendable entry set to keep its final state; returns those entries. Refuses, in one line, a
+    comparison without checkpoints to test."""
+    extendable = []
+    for entry in plan.entries:
+        if not entry.recipe.eval.every_steps:
+            raise ConfigError(f"compare --until-converged: entry {entry.label}: eval.every_steps is 0; the convergence "
+                              f"test reads checkpoints (set --set eval.every_steps=N)")
+        if _budget_key(entry.recipe.method_config(entry.method)) is None:
+            continue
+        entry.raw.setdefault(entry.method, {})["keep_final_state"] = True
+        entry.recipe = recipe_from_data(entry.raw, f"compare entry {entry.label}", Path.cwd())
+        extendable.append(entry)
+    return extendable
+
+
+def first_budget(entry: PlannedRun, run_dir: Path) -> int:
+    """The entry's first budget in its loop's unit: PPO's iterations, else the last step it trained."""
+    config = entry.recipe.method_config(entry.method)
+    if _budget_key(config) == "steps":
+        return int(config.steps)
+    record = read_record(run_dir)
+    return int(max((p["step"] for p in record.trajectory), default=(record.summary.get("budget") or {}).get("steps", 0)))
+
+
+def extend(entry: PlannedRun, previous: Path, round_: int, budget: int, cfg: UntilConverged, plan: ComparisonPlan,
+           runtime, cache_dir: Path | None) -> Path:
+    """Round ``round_`` of ``entry``: its previous round's folder resumed and trained further (module docstring)."""
+    key = _budget_key(entry.recipe.method_config(entry.method))
+    data = copy.deepcopy(entry.raw)
+    section = data.setdefault(entry.method, {})
+    section.update({key: budget + round_ * max(1, math.ceil(budget * cfg.round_fraction)),
+                    "lr_schedule_steps": budget, "keep_final_state": True})
+    folder = previous.parent / f"{entry.label}.round{round_}"
+    data["name"] = folder.name
+    recipe = recipe_from_data(data, f"compare entry {entry.label} (round {round_})", Path.cwd())
+    info = {"label": entry.label, "group": entry.group, "sweep": entry.sweep, "seed_index": entry.seed_index,
+            "round": round_}
+    state = run_decision(folder, recipe, cache_dir, plan.overwrite).state
+    if state == "current":
+        return folder
+    if state == "evaluate":
+        reevaluate(folder, recipe, cache_dir, runtime)
+        return folder
+    if state == "train":
+        if folder.exists() and not plan.overwrite:
+            raise AlignkitError(f"compare --until-converged: {folder} holds another run; pass --overwrite to replace it")
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(previous, folder, ignore=shutil.ignore_patterns("model", "samples*.jsonl"))
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest.update(recipe=jsonable(to_dict(recipe)), name=folder.name, status="interrupted",
+                        compare_entry=info, extended_from=previous.name)
+        write_json(folder / "manifest.json", manifest)
+    run_recipe(recipe, folder, cache_dir=cache_dir, entry=info, runtime=runtime)
+    carry_cost(previous, folder)
+    if previous.name != entry.label:  # an earlier round's state lives on in this one: free its disk
+        shutil.rmtree(previous / "checkpoints", ignore_errors=True)
+    return folder
+
+
+SHARED_STAGES = ("train pairs", "reward model", "reference logps")
+
+
+def carry_cost(previous: Path, folder: Path) -> None:
+    """A resumed round measured its wall seconds from where it resumed: add the earlier rounds' (the
+    previous round's training wall at that step, to its checkpoints' and to the run's ``train_wall_s``, so the
+    table's train seconds are the whole run's, as its steps are), and keep the time the shared stages took when
+    they were built, so the compute-matched view (:mod:`alignkit.report.cost`) charges the whole run."""
+    old, new = (json.loads((p / "manifest.json").read_text()) for p in (previous, folder))
+    resumed = (new.get("resumed") or [{}])[-1].get("from_step", 0)
+    before = ((old.get("cost") or {}).get("training") or {}).get("wall_s") or {}
+    offset = before.get(str(resumed), before.get("last") if resumed else 0.0) or 0.0
+    training = new.setdefault("cost", {}).setdefault("training", {})
+    walls = {k: v for k, v in before.items() if k != "last" and int(k) <= resumed}
+    walls.update({k: round(v + offset, 3) for k, v in (training.get("wall_s") or {}).items() if v is not None})
+    training["wall_s"] = walls
+    cost, earlier = new["cost"], (old.get("cost") or {}).get("train_wall_s")
+    if resumed and earlier and cost.get("train_wall_s") is not None and before.get("last"):
+        # the earlier rounds' training time up to where this round resumed (their share of it, by training wall)
+        cost["train_wall_s"] = round(cost["train_wall_s"] + earlier * min(1.0, offset / before["last"]), 3)
+    timings = new.setdefault("timings_s", {})
+    for stage in SHARED_STAGES:
+        if stage in (old.get("timings_s") or {}):
+            timings[stage] = max(timings.get(stage, 0.0), old["timings_s"][stage])
+    write_json(folder / "manifest.json", new)
+
+
+def run_until_converged(plan: ComparisonPlan, cfg: UntilConverged, *, cache_dir: Path | None = None) -> dict:
+    """The comparison, then rounds of extension (module docstring); returns the report's index."""
+    extendable = prepare(plan)
+    run_comparison(plan, cache_dir=cache_dir)
+    runs_dir = plan.out / "runs"
+    current = {e.label: runs_dir / e.label for e in plan.entries}
+    budgets = {e.label: first_budget(e, current[e.label]) for e in extendable}
+    history = {e.label: [_state(current[e.label], 0)] for e in plan.entries}
+    runtime = start(plan.entries[0].recipe.device, plan.entries[0].recipe.precision)
+    for round_ in range(1, cfg.max_rounds + 1):
+        pending = [e for e in extendable if history[e.label][-1]["convergence"] not in DONE]
+        if not pending:
+            break
+        for entry in pending:
+            print(f"[alignkit] until converged: round {round_}: extending {entry.label} "
+                  f"({history[entry.label][-1]['convergence']})", file=sys.stderr)
+            current[entry.label] = extend(entry, current[entry.label], round_, budgets[entry.label], cfg, plan,
+                                          runtime, cache_dir)
+            history[entry.label].append(_state(current[entry.label], round_))
+    index = build_report([current[e.label] for e in plan.entries], plan.out, name=plan.name, argv=plan.argv)
+    write_json(plan.out / "until_converged.json", {"settings": to_dict(cfg), "first_budget": budgets,
+                                                   "rounds": history, "rule": __doc__.split("\n\n")[1]})
+    with open(plan.out / "report.md", "a") as report:
+        report.write(render(history, budgets, cfg))
+    return index
+
+
+def _state(run_dir: Path, round_: int) -> dict:
+    record = read_record(run_dir)
+    found = convergence_of(record)
+    return {"round": round_, "run": run_dir.name, "steps": (record.summary.get("budget") or {}).get("steps"),
+            "last_step": max((p["step"] for p in record.trajectory), default=None),
+            "convergence": found["label"], "rise": found.get("rise"), "gold": record.summary.get("gold_reward_mean")}
+
+
+def render(history: dict, budgets: dict, cfg: UntilConverged) -> str:
+    """The report's section: each entry's rounds, with its label and gold reward after each."""
+    lines = ["", "## Until converged", "",
+             f"Entries not converged were extended in rounds of {cfg.round_fraction:g} x their first budget (at "
+             f"most {cfg.max_rounds}), resumed from their last training state, the learning-rate schedule kept over "
+             f"the first budget and every later step at the peak rate (constant). GRPO, RLOO and Best-of-N are not "
+             f"extended. `until_converged.json` holds every round.", "",
+             "| entry | first budget | rounds: last step, convergence, gold |", "|---|---|---|"]
+    for label, states in history.items():
+        rounds = "; ".join(f"{s['last_step']}: {s['convergence']}, {s['gold']:.3f}" for s in states)
+        lines.append(f"| {label} | {budgets.get(label, '–')} | {rounds} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,169 @@
+"""The compute-matched view: what each run's training cost, point by point, with the shared stages it needed.
+
+Every trajectory checkpoint records the run's budget so far (``budget_*`` keys, :mod:`alignkit.run.trajectory`);
+here those counters become cumulative compute: tokens through a forward and backward pass (trained), tokens
+through a forward pass only (sampling, scoring rollouts, the reference pass), tokens sampled, wall seconds,
+and FLOPs estimated as 6N per trained token and 2N per forward-only token (N: the policy's parameter count).
+Each run is charged the shared stages its method needed: the reward model (PPO, GRPO, RLOO, Best-of-N) and the
+reference log-probs of the pairs (DPO family, KTO). The SFT policy and the preference pairs, which every
+compared method starts from or learns from, are charged to none. Nothing is trained or sampled here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from alignkit.report.records import RunRecord
+
+RULE = ("FLOPs estimated as 6N per trained token (forward and backward) and 2N per forward-only token (sampling, "
+        "scoring rollouts, the reference pass), N the policy's parameter count (the reward model and PPO's "
+        "value model share its backbone, so N for them too; PPO's value model, shared trunk or not, doubles its "
+        "trained and adds to its scoring passes; LoRA counted as full training; prompt tokens of "
+        "rollouts not counted). Each entry is charged the shared stages its method needed: the reward model's "
+        "training (PPO, GRPO, RLOO, Best-of-N) and the reference pass over the training pairs (DPO family, "
+        "KTO: tokens estimated from the mean tokens per trained sequence); the SFT policy and the preference "
+        "pairs, shared by every compared method, are charged to none. Wall seconds: training only (checkpoint "
+        "evaluation excluded), plus the longest time any run of the comparison spent on a shared stage it "
+        "needed (the run that built it; the others loaded it from the cache)")
+FIRST_RULE = ("target: the highest gold reward every method reaches at some evaluated point (the lowest of the "
+              "methods' best points; seeds of a setting averaged at each step); each method's cost is the least "
+              "compute at which one of its settings reaches it; point estimates, no interval; entries that "
+              "train nothing (Best-of-N spends its compute when sampling) are left out")
+COLUMNS = ("trained_tokens", "forward_tokens", "sampled_tokens", "wall_s", "flops")
+
+
+@dataclass
+class SharedCost:
+    """What a run's shared stages cost (added to every point of its trajectory)."""
+
+    trained_tokens: float = 0.0
+    forward_tokens: float = 0.0
+    wall_s: float = 0.0
+
+
+def _stage_wall(runs: list[RunRecord], stage: str, key_name: str, key: str | None) -> float:
+    """The longest time a run of the comparison spent on a shared stage with this cache key."""
+    times = [float((r.manifest.get("timings_s") or {}).get(stage) or 0.0) for r in runs
+             if (r.manifest.get("artifact_keys") or {}).get(key_name) == key]
+    return max(times, default=0.0)
+
+
+def shared_cost(run: RunRecord, runs: list[RunRecord]) -> SharedCost:
+    """The shared stages ``run``'s method needed, as tokens and wall seconds (``runs``: the comparison)."""
+    keys, cost = run.manifest.get("artifact_keys") or {}, SharedCost()
+    rm = run.manifest.get("reward_model") or {}
+    if keys.get("reward_model") and rm:
+        cost.trained_tokens += float((rm.get("budget") or {}).get("train_tokens") or 0)
+        cost.wall_s += _stage_wall(runs, "reward model", "reward_model", keys["reward_model"])
+    if keys.get("reference_logps"):
+        budget, pairs = run.summary.get("budget") or {}, (run.summary.get("training_data") or {}).get("train_pairs")
+        if pairs and budget.get("train_sequences"):
+            per_sequence = budget["train_tokens"] / budget["train_sequences"]
+            unpaired = (run.summary.get("training_data") or {}).get("unpaired")
+            cost.forward_tokens += pairs * (1 if unpaired else 2) * per_sequence
+        cost.wall_s += _stage_wall(runs, "reference logps", "reference_logps", keys["reference_logps"])
+    return cost
+
+
+def _passes(run: RunRecord) -> tuple[int, int]:
+    """(passes trained per trained token, forward passes per sampled token): PPO's value model trains beside
+    the policy (value_model: shared too, whose head takes a second pass through the policy's trunk); each
+    sampled token is generated once and then scored by the reference and the reward model (gold: no LM
+    pass), PPO's policy and value model too."""
+    method = run.summary.get("method")
+    settings = (run.manifest.get("recipe") or {}).get("methods", {}).get(method) or {}
+    reward_model = settings.get("reward", "reward_model") != "gold"
+    if method == "ppo":
+        return 2, 1 + 3 + reward_model
+    return 1, 1 + 1 + reward_model
+
+
+def point_compute(run: RunRecord, budget: dict, wall: float | None, shared: SharedCost) -> dict:
+    """Cumulative compute at a point whose own budget is ``budget`` (keys as :class:`~alignkit.context.Budget`)."""
+    models, forward_per_sampled = _passes(run)
+    sampled = float(budget.get("generated_tokens") or 0)
+    trained = models * float(budget.get("train_tokens") or 0) + shared.trained_tokens
+    forward = forward_per_sampled * sampled + shared.forward_tokens
+    n = ((run.cost or {}).get("training") or {}).get("policy_parameters")
+    return {"trained_tokens": trained, "forward_tokens": forward, "sampled_tokens": sampled,
+            "wall_s": (wall + shared.wall_s) if wall is not None else None,
+            "flops": 6 * n * trained + 2 * n * forward if n else None}
+
+
+def run_curve(run: RunRecord, runs: list[RunRecord]) -> list[dict]:
+    """The run's points in order of compute: the reference (the shared stages only), every checkpoint that
+    recorded its budget, and the final evaluation; each ``{step, gold, ...compute}``."""
+    shared, cost = shared_cost(run, runs), run.cost
+    walls = (cost.get("training") or {}).get("wall_s") or {}  # measured: in the manifest, by checkpoint step
+    points = [{"step": 0, "gold": run.summary.get("reference_gold_reward_mean"),
+               **point_compute(run, {}, 0.0, shared)}]
+    for p in sorted(run.trajectory, key=lambda p: p["step"]):
+        if "budget_train_tokens" in p and p.get("gold_reward_mean") is not None:
+            budget = {k[len("budget_"):]: v for k, v in p.items() if k.startswith("budget_")}
+            points.append({"step": p["step"], "gold": p["gold_reward_mean"],
+                           **point_compute(run, budget, walls.get(str(p["step"])), shared)})
+    budget = run.summary.get("budget") or {}
+    wall = walls.get("last", cost.get("train_wall_s"))  # runs without a trajectory: the training stage's time
+    final = {"step": budget.get("steps", 0), "gold": run.summary.get("gold_reward_mean"),
+             **point_compute(run, budget, wall, shared)}
+    return [p for p in points if p["step"] < final["step"]] + [final]
+
+
+def budget_columns(run: RunRecord, runs: list[RunRecord]) -> dict:
+    """The final point's compute as comparison.csv columns (``compute_*``)."""
+    final = run_curve(run, runs)[-1]
+    return {f"compute_{k}": final[k] for k in COLUMNS}
+
+
+def curves(runs: list[RunRecord]) -> dict[tuple[str, str], list[dict]]:
+    """Each setting's curve (group, sweep) with its seeds averaged at the steps every seed recorded."""
+    by_setting: dict[tuple[str, str], list[list[dict]]] = {}
+    for run in runs:
+        if run.is_policy:
+            sweep = ";".join(f"{k}={v}" for k, v in run.sweep.items())
+            by_setting.setdefault((run.group, sweep), []).append(run_curve(run, runs))
+    out = {}
+    for key, seeds in by_setting.items():
+        steps = sorted(set.intersection(*(set(p["step"] for p in c) for c in seeds)))
+        out[key] = [{"step": s, **{k: _mean([next(p[k] for p in c if p["step"] == s) for c in seeds])
+                                   for k in ("gold", *COLUMNS)}} for s in steps]
+    return out
+
+
+def _mean(values: list) -> float | None:
+    return None if any(v is None for v in values) else float(np.mean(values))
+
+
+def first_to_reach(settings: dict[tuple[str, str], list[dict]], axis: str = "flops") -> dict | None:
+    """Which method reaches the common target gold reward (:data:`FIRST_RULE`) with the least ``axis``."""
+    best: dict[str, float] = {}
+    for (group, _), points in settings.items():
+        golds = [p["gold"] for p in points if p["gold"] is not None and p["step"] > 0]
+        if golds:
+            best[group] = max(best.get(group, -math.inf), max(golds))
+    if len(best) < 2:
+        return None
+    target = min(best.values())
+    cost: dict[str, float] = {}
+    for (group, _), points in settings.items():
+        reached = [p[axis] for p in points if p["step"] > 0 and p["gold"] is not None and p["gold"] >= target
+                   and p[axis] is not None]
+        if reached:
+            cost[group] = min(cost.get(group, math.inf), min(reached))
+    if len(cost) < len(best):
+        return None  # a method reached it only at points whose compute is unknown (runs recorded before it was)
+    order = sorted(cost, key=cost.get)
+    return {"target": target, "axis": axis, "cost": {g: cost[g] for g in order}, "first": order[0]}
+
+
+def first_sentence(result: dict | None) -> str:
+    """The report's sentence for :func:`first_to_reach`."""
+    if result is None:
+        return "Fewer than two methods with a known compute reach a common gold reward: nothing to order."
+    unit = {"flops": "FLOPs", "wall_s": "wall seconds"}.get(result["axis"], result["axis"])
+    costs = ", ".join(f"{g} {v:.3g}" for g, v in result["cost"].items())
+    return (f"Gold reward {result['target']:.3f} (the highest every method reaches) is reached first by "
+            f"{result['first']} ({unit}: {costs}).")

@@ -1,0 +1,48 @@
+"""Reading finished runs (alignkit.report.records) for the report: convergence labels from a run's trajectory, the
+frontier's points, and the refusal of runs that do not share their shared sections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from alignkit.errors import AlignkitError
+from alignkit.report.records import RunRecord, check_shared
+from alignkit.report.verdicts import convergence_of
+
+
+def _point(step: int, gold: float, kl: float = 1.0, half: float = 0.02, n: int = 64) -> dict:
+    return {"step": step, "n_samples": n, "gold_reward_mean": gold, "gold_reward_ci_low": gold - half,
+            "gold_reward_ci_high": gold + half, "kl_mean": kl}
+
+
+def _run(label: str, trajectory: list[dict], steps: int = 50, final: float = 0.7) -> RunRecord:
+    summary = {"budget": {"steps": steps}, "by_temperature": [], **_point(steps, final, kl=2.0)}
+    return RunRecord(Path(label), {"compare_entry": {"label": label, "group": label.split("@")[0]}}, summary,
+                     trajectory)
+
+
+def test_convergence_labels_of_runs(tmp_path):
+    rising = [_point(25 * i, 0.4 + 0.05 * i, half=0.01) for i in range(1, 6)]
+    flat = [_point(25 * i, 0.6 + (0.002 if i % 2 else 0), half=0.01) for i in range(1, 6)]
+    assert convergence_of(_run("rising", rising))["label"] == "still improving"
+    assert convergence_of(_run("flat", flat))["label"] == "converged"
+    assert convergence_of(_run("one point", [_point(50, 0.6)]))["label"] == "unknown"
+    assert convergence_of(_run("sampler", [], steps=0))["label"] == "no training"
+    decayed = _run(str(tmp_path / "decayed"), flat)
+    (tmp_path / "decayed").mkdir()
+    (tmp_path / "decayed" / "metrics.jsonl").write_text("".join(
+        f'{{"stage": "dpo", "step": {s}, "lr": {lr}}}\n' for s, lr in ((10, 0.001), (125, 0.0001))))
+    decayed.summary["method"] = "dpo"
+    result = convergence_of(decayed)
+    assert result["label"] == "budget-limited" and result["lr_fraction"] == pytest.approx(0.1)
+
+
+def test_runs_that_disagree_on_a_shared_section_are_refused_in_one_line():
+    base = {"seed": 0, "model": {"name_or_path": "m"}, "task": {"dataset": "imdb"}, "gold_reward": "g",
+            "preferences": {"n_prompts": 10}, "eval": {"n_prompts": 8}, "methods": {}}
+    other = {**base, "eval": {"n_prompts": 16}}
+    check_shared([("a", base, False), ("b", dict(base), False)])
+    with pytest.raises(AlignkitError, match="entries 'a' and 'b' disagree on shared key eval.n_prompts: 8 vs 16"):
+        check_shared([("a", base, False), ("b", other, False)])

@@ -1,0 +1,34 @@
+"""Which finished runs are still current: settings added to recipes later, at the value older runs were
+trained with, and settings that only change how a step is computed, never make a run look different."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from alignkit.config import to_dict
+from alignkit.run.decision import training_identity
+from alignkit.recipe import load_recipe
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def _resolved(name: str, overrides=()) -> dict:
+    return to_dict(load_recipe(RECIPES / name, list(overrides)))
+
+
+def test_a_run_recorded_before_new_keys_is_the_same_run():
+    today = _resolved("ppo_imdb.yaml", ["ppo.value_init=policy"])
+    older = copy.deepcopy(today)
+    for key in ("precision", "gold_reward_options"):
+        del older[key]
+    del older["methods"]["ppo"]["reward_model_4bit"]
+    del older["methods"]["ppo"]["gradient_accumulation_steps"]
+    assert training_identity(older) == training_identity(today)
+
+
+def test_new_keys_at_other_values_and_accumulation():
+    base = training_identity(_resolved("dpo_imdb.yaml"))
+    assert training_identity(_resolved("dpo_imdb.yaml", ["precision=bf16"])) != base
+    assert training_identity(_resolved("dpo_imdb.yaml", ["dpo.gradient_accumulation_steps=4"])) == base
+    assert training_identity(_resolved("dpo_imdb.yaml", ["dpo.beta=0.5"])) != base
