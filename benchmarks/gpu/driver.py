@@ -289,7 +289,7 @@ def compare_rows(csv: Path) -> dict:
     import pandas as pd
 
     columns = {"gold_reward_mean": "gold", "kl_mean": "kl", "win_rate_vs_reference": "win_rate",
-               "train_steps": "steps", "train_wall_s": "train_s", "eval_wall_s": "eval_s", "converged": "converged"}
+               "train_steps": "steps", "train_wall_s": "train_s", "eval_wall_s": "eval_s", "convergence": "convergence"}
     frame = pd.read_csv(csv)
     frame = frame[frame["temperature"] == 1.0]
     return {row["label"]: {short: row[long] for long, short in columns.items()} for _, row in frame.iterrows()}
