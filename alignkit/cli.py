@@ -244,18 +244,21 @@ def compare(entries, config, sweeps, seeds, replicates, until_converged, tempera
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--temperatures", metavar="T1,T2,...", help="evaluate at these further temperatures")
 @click.option("--judge", help="registered judge deciding win rates (gold, reward-model, a plugin)")
+@click.option("--reuse-recorded-endpoint", "reuse_endpoint", is_flag=True,
+              help="let the judge contact the endpoint (base_url, api_key_env) the run's recipe records")
 @_set_option
 @_plugins_option
 @_threads_option
-def evaluate(run_dirs, temperatures, judge, overrides, plugins, threads):
-    """Re-evaluate finished runs (their trained models) under new evaluation settings."""
+def evaluate(run_dirs, temperatures, judge, reuse_endpoint, overrides, plugins, threads):
+    """Re-evaluate finished runs (their trained models) under new evaluation settings. Plugins and endpoints
+    the runs record are never reused unless named again (--plugins, --set, --reuse-recorded-endpoint)."""
     configure_threads(threads)
     from alignkit.run.reevaluate import reevaluate_run
 
     extra = list(overrides) + ([f"eval.temperatures={_floats(temperatures, '--temperatures')}"] if temperatures
                                else []) + ([f"eval.judge={judge}"] if judge else [])
     for run_dir in run_dirs:
-        summary = reevaluate_run(run_dir, extra, plugins)
+        summary = reevaluate_run(run_dir, extra, plugins, reuse_endpoint)
         click.echo(f"{run_dir}: gold {summary['gold_reward_mean']:.3f}, win rate {summary['win_rate_vs_reference']:.3f}")
 
 

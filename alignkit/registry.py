@@ -4,7 +4,8 @@ Built-ins and plugins register the same way, through the decorators below. Plugi
 places the user installed or named: the ``alignkit.plugins`` entry-point group (installed packages),
 modules or paths named by ``--plugins`` or a recipe's ``plugins:`` list, and, in a source checkout of
 alignkit only, the project's own example folder ``plugins/`` beside the package. The working directory
-is never scanned: running alignkit inside a folder must not execute whatever ``plugins/*.py`` it holds.
+is never scanned: running alignkit inside a folder must not execute whatever ``plugins/*.py`` it holds,
+and ``alignkit eval`` never loads the ``plugins:`` a run folder's manifest records (the user names them again).
 """
 
 from __future__ import annotations

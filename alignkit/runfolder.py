@@ -145,6 +145,8 @@ def model_problem(run_dir: Path, manifest: dict) -> str | None:
         if rel == CARD:  # recorded by runs from before the card (peft writes one of its own)
             continue
         file = folder / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:  # a manifest names files inside model/ only
+            return f"model/{rel}: outside the model folder"
         if not file.is_file():
             return f"model/{rel}: missing"
         if sha256_file(file) != sha:

@@ -6,10 +6,13 @@ order is a tie). Their settings are ``eval.judge_options``; verdicts are cached 
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import json
 import os
+import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,8 +117,34 @@ class EndpointJudgeOptions:
         yield from _template_problem(self.template)
         if not self.base_url.startswith(("http://", "https://")):
             yield "base_url", f"expected an http:// or https:// URL, got {self.base_url!r}"
+        elif link_local_host(self.base_url):
+            yield "base_url", f"{link_local_host(self.base_url)} is {LINK_LOCAL}"
         if self.api_key_env and not os.environ.get(self.api_key_env):
             yield "api_key_env", f"the environment variable {self.api_key_env} holding the API key is not set"
+
+
+LINK_LOCAL = ("a link-local address (169.254.0.0/16, fe80::/10: where clouds serve instance metadata and "
+              "credentials); the endpoint judge never sends requests there")
+
+
+def link_local_host(url: str, resolve: bool = False) -> str | None:
+    """The address of ``url``'s host when it is link-local, else None; ``resolve``: its name looked up too (a
+    host name, or a numeric form such as 2852039166, may lead there)."""
+    host = urllib.parse.urlsplit(url).hostname or ""
+    addresses = [host]
+    if resolve:
+        try:
+            addresses += [str(info[4][0]) for info in socket.getaddrinfo(host, None)]
+        except (OSError, UnicodeError):
+            pass  # unresolvable: the request fails on its own
+    for text in addresses:
+        try:
+            address = ipaddress.ip_address(text.split("%")[0])
+        except ValueError:
+            continue
+        if (getattr(address, "ipv4_mapped", None) or address).is_link_local:
+            return text
+    return None
 
 
 def retry_after(value: str | None) -> float | None:
@@ -169,6 +198,9 @@ class EndpointJudge(PairwiseJudge):
         self._last = self.clock()
 
     def _post(self, data: bytes) -> dict:
+        found = link_local_host(self.url, resolve=True) if self.requests == 0 else None  # before the first
+        if found:
+            raise AlignkitError(f"endpoint-judge: {self.url}: {found} is {LINK_LOCAL}")
         backoff = self.options.backoff_s
         for attempt in range(self.options.max_retries + 1):
             self._throttle()

@@ -4,13 +4,14 @@ evaluation summary to a Hub repository in one commit."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alignkit import __version__
 from alignkit.errors import AlignkitError
 from alignkit.models.config import looks_like_local_path
 from alignkit.models.scalar_head import META_FILE as SCALAR_META
-from alignkit.runfolder import CARD, read_run
+from alignkit.runfolder import CARD, RunFolder, model_problem, read_run
 from alignkit.runlog import write_text
 
 
@@ -73,31 +74,64 @@ def card_text(recipe: dict, summary: dict, adapter: bool) -> str:
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
 
 
+def saved_policy(folder: Path) -> bool:
+    """Whether a run's ``model/`` holds a policy: weights or an adapter, not a reward model, not nothing
+    (Best-of-N)."""
+    policy = (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()
+    return policy and not (folder / SCALAR_META).is_file()
+
+
 def write_card(run_dir: Path, recipe: dict, summary: dict) -> Path | None:
     """``model/README.md`` of a run that saved a policy (None when it saved none: Best-of-N, a reward model)."""
     folder = Path(run_dir) / "model"
-    policy = (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()
-    if not policy or (folder / SCALAR_META).is_file():  # no weights (Best-of-N), or a reward model
+    if not saved_policy(folder):
         return None
     write_text(folder / CARD, card_text(recipe, summary, adapter=(folder / "adapter_config.json").is_file()))
     return folder / CARD
 
 
+def upload_files(run: RunFolder) -> list[Path]:
+    """What push may upload from ``model/`` (the card aside, written anew at every push): regular files inside
+    the run folder, a link anywhere on the way refused, never followed, each recorded in the manifest and
+    matching its checksum. Anything else is one line, before anything is uploaded."""
+    folder, summary = run.path / "model", run.path / "eval" / "summary.json"
+    where = "push uploads only regular files inside the run folder that pass their recorded checksums"
+    recorded = run.manifest.get("model_sha256")
+    if not isinstance(recorded, dict):
+        raise AlignkitError(f"push: {run.path}: the manifest records no checksums of model/; {where}")
+    linked = [p for p in (folder, summary.parent, summary) if p.is_symlink()]
+    files = []
+    for root, dirs, names in os.walk(folder):  # a linked folder is listed, never entered
+        linked += [Path(root, name) for name in dirs if Path(root, name).is_symlink()]
+        files += [Path(root, name) for name in names]
+    linked += [p for p in files if p.is_symlink()]
+    if linked:
+        raise AlignkitError(f"push: {linked[0]}: a symbolic link; {where}, never what a link points to")
+    files = [p for p in files if p.relative_to(folder).as_posix() != CARD]
+    for path in files:
+        if not path.is_file() or path.relative_to(folder).as_posix() not in recorded:
+            raise AlignkitError(f"push: {path}: not a file the run recorded (model_sha256); {where}")
+    problem = model_problem(run.path, run.manifest)
+    if problem:
+        raise AlignkitError(f"push: {run.path}: {problem}; {where}")
+    return files
+
+
 def push_run(run_dir: Path, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
     """Upload a finished run's policy (weights, tokenizer, card) and ``eval/summary.json`` to ``repo_id`` in
-    one commit; returns the commit's URL."""
+    one commit (only what :func:`upload_files` allows); returns the commit's URL."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
     run = read_run(run_dir)
     run.require_finished("push")
     summary = run.summary()
-    card = write_card(run.path, run.manifest["recipe"], summary)
-    if card is None:
+    folder = run.path / "model"
+    if not saved_policy(folder):
         raise AlignkitError(f"push: {run_dir}: the run saved no policy (model/ has no config.json or "
                             f"adapter_config.json); there is nothing to upload")
-    folder = run.path / "model"
+    files = [*upload_files(run), write_card(run.path, run.manifest["recipe"], summary)]
     operations = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
-                  for p in sorted(folder.rglob("*")) if p.is_file()]
+                  for p in sorted(files)]
     operations.append(CommitOperationAdd(path_in_repo="eval/summary.json",
                                          path_or_fileobj=str(run.path / "eval" / "summary.json")))
     api = HfApi(token=token)

@@ -4,18 +4,18 @@ new evaluation settings (``alignkit eval``), keeping its training record."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from pathlib import Path
 
-
 from alignkit.config import apply_overrides, to_dict
 from alignkit.context import RunContext
-from alignkit.errors import AlignkitError
+from alignkit.errors import AlignkitError, warn
 from alignkit.run.hub import write_card
 from alignkit.models.policy import Policy
 from alignkit.models.scalar_head import META_FILE as SCALAR_META
 from alignkit.recipe import Recipe, method_needs, recipe_from_data
-from alignkit.registry import METHODS
+from alignkit.registry import METHODS, REWARDS
 from alignkit.run.decision import check_evaluation_only, in_comparison_folder
 from alignkit.runfolder import model_problem, read_run
 from alignkit.runlog import write_json
@@ -84,15 +84,73 @@ def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, run
     return summary
 
 
-def reevaluate_run(run_dir: Path, overrides: list[str], plugins=()) -> dict:
-    """``alignkit eval``: a finished run's own recipe, with ``overrides`` (evaluation settings), evaluated again."""
-    path = Path(run_dir) / "manifest.json"
+ENDPOINT_KEYS = ("base_url", "api_key_env")  # where a judge sends requests, and which secret goes with them
+
+
+def _option_defaults(judge: str) -> dict:
+    """The defaults of ``judge``'s options (``{}`` for a judge without options)."""
+    options = REWARDS.entry(judge).meta.get("judge_options") if judge in REWARDS else None
+    return {f.name: f.default for f in dataclasses.fields(options)} if options else {}
+
+
+def recorded_endpoint(recipe: Recipe, recorded: dict, overrides: list[str]) -> dict:
+    """The endpoint settings ``recipe``'s judge would take from the run folder, not from the command line: the
+    recorded ``base_url`` / ``api_key_env`` the user did not name again with --set (a key variable at its
+    default excepted: naming the endpoint afresh sends that one too)."""
+    named = {item.split("=", 1)[0].strip() for item in overrides}
+    options, defaults = recipe.eval.judge_options, _option_defaults(recipe.eval.judge)
+    old = (recorded.get("eval") or {}).get("judge_options") or {}
+    return {key: options[key] for key in ENDPOINT_KEYS
+            if options.get(key) and options[key] == old.get(key) and options[key] != defaults.get(key)
+            and not named & {"eval", "eval.judge_options", f"eval.judge_options.{key}"}}
+
+
+def check_endpoint(run_dir: Path, recipe: Recipe, recorded: dict, overrides: list[str], reuse: bool) -> None:
+    """A run folder names no server to contact, nor the variable whose secret goes there: refuse a recorded
+    endpoint the user did not name again, unless ``reuse`` (``--reuse-recorded-endpoint``); say what is
+    reused."""
+    reused = recorded_endpoint(recipe, recorded, overrides)
+    if not reused:
+        return
+    shown = ", ".join(f"{key} {value!r}" for key, value in reused.items())
+    if reuse:
+        warn(f"{run_dir}: eval: reusing the endpoint its recipe records ({shown})")
+        return
+    raise AlignkitError(f"{run_dir}: eval: the run's judge would contact the endpoint its recipe records "
+                        f"({shown}); eval contacts none a run folder names: name it again (--set "
+                        f"eval.judge_options.KEY=VALUE for {', '.join(reused)}) or pass "
+                        f"--reuse-recorded-endpoint")
+
+
+def eval_recipe(run_dir: Path, recorded: dict, overrides: list[str], plugins=()) -> Recipe:
+    """The recorded recipe with ``overrides``, its ``plugins:`` list never imported: code shipped in a run
+    folder runs only when the user names it again (``plugins``, ``--plugins``); a recipe that needs it
+    fails in one line saying so. The record keeps the list (what trained the run)."""
+    raw = copy.deepcopy({k: v for k, v in recorded.items() if k not in ("methods", "plugins")})  # a copy
+    raw.update(copy.deepcopy(recorded.get("methods", {})))  # method sections back at the top level
+    apply_overrides(raw, overrides)
+    listed = recorded.get("plugins") if isinstance(recorded.get("plugins"), list) else []
+    try:
+        recipe = recipe_from_data(raw, str(Path(run_dir) / "manifest.json"), Path(run_dir), plugins)
+    except AlignkitError as exc:
+        if not listed:
+            raise
+        names = ", ".join(map(str, listed))[:200]
+        raise AlignkitError(f"{exc}; the run lists plugins ({names}), which eval never imports from a run "
+                            f"folder: if it needs them, name them again with --plugins PATH") from None
+    if "plugins" not in raw:
+        recipe.plugins = list(listed)
+    return recipe
+
+
+def reevaluate_run(run_dir: Path, overrides: list[str], plugins=(), reuse_endpoint: bool = False) -> dict:
+    """``alignkit eval``: a finished run's own recipe, with ``overrides`` (evaluation settings), evaluated
+    again. Nothing the run folder records is executed or contacted unless the user names it again: neither
+    its plugins (:func:`eval_recipe`) nor its judge's endpoint (:func:`check_endpoint`)."""
     folder = read_run(run_dir, "rerun the run with --overwrite to train it again")
     folder.require_finished("eval")
     resolved = folder.manifest["recipe"]
-    raw = copy.deepcopy({k: v for k, v in resolved.items() if k != "methods"})  # never the record itself
-    raw.update(copy.deepcopy(resolved.get("methods", {})))  # method sections back at the top level
-    apply_overrides(raw, overrides)
-    recipe = recipe_from_data(raw, str(path), Path(run_dir), plugins)
+    recipe = eval_recipe(run_dir, resolved, overrides, plugins)
     check_evaluation_only(run_dir, resolved, to_dict(recipe), in_comparison=in_comparison_folder(run_dir))
+    check_endpoint(run_dir, recipe, resolved, overrides, reuse_endpoint)
     return reevaluate(run_dir, recipe)

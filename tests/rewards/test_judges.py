@@ -11,10 +11,12 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import numpy as np
 import pytest
 
+from alignkit.config import ConfigError
 from alignkit.data.preferences import PreferenceData
 from alignkit.errors import AlignkitError
 from alignkit.eval.evaluator import score_texts
 from alignkit.eval.judges import PairwiseJudge, judge_agreement, parse_verdict
+from alignkit.recipe import load_recipe
 from alignkit.rewards.llm_judge import EndpointJudge, EndpointJudgeOptions, LLMJudge, LLMJudgeOptions, retry_after
 from tiny import tiny_gpt2, tiny_tokenizer
 
@@ -190,6 +192,22 @@ def test_endpoint_judge_gives_up_in_one_line(monkeypatch):
     monkeypatch.delenv("TEST_JUDGE_KEY")
     with pytest.raises(AlignkitError, match="TEST_JUDGE_KEY holding the API key is not set"):
         endpoint("http://127.0.0.1:9/v1")
+
+
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest/v1", "https://[fe80::1]:8443/v1",
+                                 "http://[::ffff:169.254.169.254]/v1"])
+def test_a_link_local_endpoint_is_refused_at_load(url):
+    with pytest.raises(ConfigError, match=r"eval.judge_options.base_url: .* is a link-local address"):
+        load_recipe("dpo_imdb", ["eval.judge=endpoint-judge",
+                                 f"eval.judge_options={{base_url: '{url}', model: m, api_key_env: ''}}"])
+
+
+def test_a_host_that_resolves_link_local_is_refused_before_any_request(monkeypatch):
+    monkeypatch.setenv("TEST_JUDGE_KEY", "sk-test")
+    judge = endpoint("http://2852039166/v1")  # 169.254.169.254 as one number: passes the literal check
+    with pytest.raises(AlignkitError, match=r"169\.254\.169\.254 is a link-local address"):
+        judge.compare(["p"], ["a"], ["b"])
+    assert judge.requests == 0
 
 
 def test_endpoint_judge_keeps_its_rate_limit(monkeypatch):

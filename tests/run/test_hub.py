@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 from pathlib import Path
 
 import httpx2
@@ -17,6 +18,7 @@ from huggingface_hub import ModelCard
 from alignkit.cli import main
 from alignkit.run.hub import card_text
 from alignkit.runfolder import model_problem, read_run
+from test_cli import assert_one_line_error
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
@@ -152,3 +154,43 @@ def test_push_to_hub_is_validated_and_refused_by_compare(tmp_path):
         load_recipe(None, ["method=dpo", "hub_private=true"])
     with pytest.raises(ConfigError, match="push_to_hub: a comparison does not push"):
         plan_comparison(["dpo", "ppo"], overrides=["push_to_hub=me/x"])
+
+
+@pytest.fixture
+def run_copy(lora_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(lora_run, copy)
+    return copy
+
+
+def test_push_refuses_a_model_that_fails_its_checksums(run_copy, fake_hub):
+    weights = run_copy / "model" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:64])  # truncated, as eval refuses it
+    result = CliRunner().invoke(main, ["push", str(run_copy), "me/tiny", "--token", "hf_fake"])
+    assert_one_line_error(result, "push:", "model/adapter_model.safetensors: fails its checksum")
+    assert fake_hub.requests == []
+
+
+@pytest.mark.parametrize("how", ["extra file", "recorded file", "linked folder"])
+def test_push_never_follows_a_link_out_of_the_run(run_copy, fake_hub, tmp_path, how):
+    """A link inside model/ to a file outside the run (an extra one, or one standing in for a recorded file
+    with the very bytes recorded) or to a folder outside: refused, nothing read out of it is uploaded."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / "tokenizer.json"
+    recorded = (run_copy / "model" / "tokenizer.json").read_bytes()
+    secret.write_bytes(recorded if how == "recorded file" else b"secret")
+    link = run_copy / "model" / {"extra file": "notes.txt", "recorded file": "tokenizer.json",
+                                 "linked folder": "extra"}[how]
+    link.unlink(missing_ok=True)
+    link.symlink_to(outside if how == "linked folder" else secret)
+    result = CliRunner().invoke(main, ["push", str(run_copy), "me/tiny", "--token", "hf_fake"])
+    assert_one_line_error(result, f"push: {link}: a symbolic link; push uploads only regular files inside")
+    assert fake_hub.requests == [] and fake_hub.files == {}
+
+
+def test_push_refuses_a_file_the_run_did_not_record(run_copy, fake_hub):
+    (run_copy / "model" / "notes.txt").write_text("added later")
+    result = CliRunner().invoke(main, ["push", str(run_copy), "me/tiny", "--token", "hf_fake"])
+    assert_one_line_error(result, "model/notes.txt: not a file the run recorded (model_sha256)")
+    assert fake_hub.requests == []
