@@ -130,7 +130,8 @@ def applied_or_refused(method: str, key: str, tmp_path: Path, base: list[str] = 
     try:
         after = resolved(method, [*setup, override])
     except (ConfigError, AlignkitError) as exc:
-        assert "\n" not in str(exc) and key.split(".")[-1] in str(exc) or key.split(".")[0] in str(exc), str(exc)
+        msg, names = str(exc), (key.split(".")[-1], key.split(".")[0])  # its own name or its section's
+        assert "\n" not in msg and any(name in msg for name in names), msg
         return "refused"
     problem = unread_override([after], [override])
     if problem:  # a section no run here reads: run refuses it in one line (compare warns: see below)

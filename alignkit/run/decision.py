@@ -16,15 +16,13 @@ from alignkit.errors import AlignkitError
 from alignkit.models.config import ModelConfig
 from alignkit.recipe import Recipe
 from alignkit.registry import METHODS
-from alignkit.runfolder import COMPARISON_MARKER
+from alignkit.runfolder import ADDED_DEFAULTS, ADDED_EVAL_DEFAULTS, COMPARISON_MARKER
 from alignkit.runfolder import RunFolderError, live_writer, model_problem, read_run
 from alignkit.runlog import jsonable
 from alignkit.stages.keys import StageKeys
 
 EVAL_ONLY = ("temperatures", "judge", "diversity", "batch_size", "judge_options", "judge_fraction", "agreement_pairs",
              "allow_self_judging")  # change no training, only its evaluation (the judge split: by its stage key)
-# evaluation keys added since runs were first recorded, at their defaults: a run without them is still current
-ADDED_EVAL_DEFAULTS = {"judge_options": {}, "judge_fraction": 0.1, "agreement_pairs": 512, "allow_self_judging": False}
 # where results are sent and what is kept on the way, not what is trained or measured
 OUTPUTS = ("report_to", "push_to_hub", "hub_private", "save_every_steps")
 STAGES = ("preferences", "pair_split", "reward_model", "reference_logps")
@@ -32,9 +30,7 @@ STAGES = ("preferences", "pair_split", "reward_model", "reference_logps")
 
 # settings that change how a step is computed, not what it is: a run trained with either is the same run
 SAME_UPDATE = ("checkpoint_every", "gradient_accumulation_steps", "keep_final_state")
-# keys added to recipes since runs were first recorded, at the value older runs were trained with: a finished
-# run whose manifest predates one of them is still current
-ADDED_DEFAULTS = {"precision": "fp32", "gold_reward_options": {}, "reward_model_4bit": False, "lr_schedule_steps": 0}
+# ADDED_DEFAULTS, ADDED_EVAL_DEFAULTS: settings added since runs were first recorded (runfolder.FORMATS)
 
 
 def training_identity(recipe: dict) -> dict:
@@ -51,7 +47,7 @@ def training_identity(recipe: dict) -> dict:
                                   if k not in SAME_UPDATE and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
                                  if isinstance(method_config, dict) else method_config)
     identity["eval"] = {k: v for k, v in recipe["eval"].items()
-                        if k not in EVAL_ONLY and not (k == "prompts" and not v)}  # eval.prompts: added later
+                        if k not in EVAL_ONLY and not (k == "prompts" and not v)}  # unset: as older runs were
     return identity
 
 

@@ -37,7 +37,7 @@ from alignkit.memory import PeakMemory, process_peak_mb
 from alignkit.models.policy import Policy
 from alignkit.recipe import Recipe, default_task_problem, method_needs, self_judging
 from alignkit.registry import METHODS
-from alignkit.runfolder import RUN_MARKER, check_run_name, claim_run_dir, read_manifest
+from alignkit.runfolder import RUN_FORMAT, RUN_MARKER, check_run_name, claim_run_dir, read_manifest
 from alignkit.runfolder import folder_checksums
 from alignkit.runlog import MetricsLog, WriteError, append_jsonl, atomic_dir, read_jsonl, write_json, write_jsonl
 from alignkit.runtime import Runtime, start
@@ -86,8 +86,8 @@ class Run:
         self.ctx = RunContext(runtime, log, Budget(), self.checkpointer)
         self.ws = Workspace(recipe, self.ctx, self.run_dir, cache_dir)
         self.ctx.trace = TrajectoryRecorder(self.ws).hook  # checkpoints evaluated every eval.every_steps
-        self.manifest = {"alignkit_run": 1, "name": recipe.name, "method": recipe.method, "seed": recipe.seed,
-                         "train_seed": self.ws.train_seed, "recipe": to_dict(recipe),
+        self.manifest = {"alignkit_run": RUN_FORMAT, "name": recipe.name, "method": recipe.method,
+                         "seed": recipe.seed, "train_seed": self.ws.train_seed, "recipe": to_dict(recipe),
                          "versions": package_versions(), "argv": sys.argv, "device": str(self.ws.device),
                          "runtime": self.ws.runtime.describe(),
                          "threads": torch.get_num_threads(),  # intra-op CPU threads (alignkit.threads)

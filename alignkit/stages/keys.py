@@ -6,7 +6,9 @@ downstream of it: pairs <- (model, task, gold reward, generation settings, seed)
 pairs + heldout_fraction (+ eval.judge_fraction, only when the heldout-reward-model judge carves a judge
 split out of the pairs); reward model and reference log-probs <- split + their own settings; the judge's
 reward model <- split + the reward model's settings; reference samples <- (model, task, gold reward,
-evaluation sampling, temperature, seed)."""
+evaluation sampling, temperature, seed). The tags in keys, and the parts left out of a key while they hold the
+value older keys were made with, are listed with why in ``alignkit.runfolder.FORMATS``: a key that changes
+rebuilds its stage, so a new tag is added there and here, never an old one edited."""
 
 from __future__ import annotations
 
@@ -23,8 +25,7 @@ from alignkit.recipe import Recipe
 from alignkit.registry import DATASETS, MODELS
 
 JUDGE_SPLIT_JUDGE = "heldout-reward-model"  # the judge that trains on a split of the pairs of its own
-# gold rewards whose score depends on whether a completion ended (the reward models): the reference's samples
-# were scored without that until reference-samples-2, the policy's with it
+# gold rewards whose score depends on whether a completion ended (the reward models): reference-samples-2
 GOLD_READS_ENDED = ("reward-model", "heldout-reward-model")
 JUDGE_SPLIT_SEED = 104729  # added to the shared seed: the judge split is drawn apart from the train/held-out one
 
@@ -73,15 +74,14 @@ class StageKeys:
     def model_identity(self) -> tuple:
         """The policy in a cache key: its settings and, for a ``builtin:`` model that declares what makes it
         (``register_model(..., identity=...)``), that too, so stages built with an older build of it are not
-        reused (keys of models without one stay as they were)."""
+        reused (``model identity`` in FORMATS)."""
         model = self.recipe.model
         alias = model.name_or_path[len(BUILTIN_PREFIX):] if model.name_or_path.startswith(BUILTIN_PREFIX) else None
         made_by = MODELS.entry(alias).meta.get("identity") if alias and alias in MODELS else None
         return (model, made_by()) if made_by else (model,)
 
     def gold_identity(self) -> tuple:
-        """The gold reward in a cache key: its name, and its options when it takes any (keys of rewards
-        without options stay as they were)."""
+        """The gold reward in a cache key: its name, and its options when it takes any (FORMATS)."""
         options = self.recipe.gold_reward_options
         return (self.recipe.gold_reward, options) if options else (self.recipe.gold_reward,)
 
@@ -90,7 +90,7 @@ class StageKeys:
         cfg = self.recipe.preferences
         deciding = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("heldout_fraction", "append_eos")}
         if not cfg.config:
-            deciding.pop("config")  # keys of data without a config name stay as they were
+            deciding.pop("config")  # left out unset (FORMATS)
         source, template = cfg.source, ()
         digest = source_digest(source) if cfg.is_file else None
         if digest is not None:
@@ -100,14 +100,13 @@ class StageKeys:
                            self.seed, GENERATION_VERSION, *template)
 
     def split_key(self) -> str:
-        judge = ("judge-split", self.recipe.eval.judge_fraction) if self.judge_split else ()  # others: as they were
-        # the user's data is split by prompt (or its group column) since split-2; generated pairs always were
+        judge = ("judge-split", self.recipe.eval.judge_fraction) if self.judge_split else ()
         version = ("split-2",) if self.recipe.preferences.is_user_data else ()
         return fingerprint(self.pairs_key(), self.recipe.preferences.heldout_fraction, *judge, *version)
 
     def reward_model_key(self, *tag: str) -> str:
-        precision = () if self.recipe.precision == "fp32" else (self.recipe.precision,)  # fp32 keys stay as they were
-        lora = ("lora-adapter",) if self.recipe.model.lora else ()  # under LoRA it trains an adapter since rm-2
+        precision = () if self.recipe.precision == "fp32" else (self.recipe.precision,)  # left out at fp32
+        lora = ("lora-adapter",) if self.recipe.model.lora else ()
         return fingerprint(self.split_key(), self.recipe.method_config("reward_model"), *self.model_identity,
                            self.recipe.preferences.append_eos, "rm-2", *precision, *lora, *tag)
 
@@ -120,14 +119,14 @@ class StageKeys:
 
     def reference_samples_key(self, temperature: float) -> str:
         cfg = self.recipe.eval
-        ended = ("reference-samples-2",) if self.recipe.gold_reward in GOLD_READS_ENDED else ()  # others: as they were
+        ended = ("reference-samples-2",) if self.recipe.gold_reward in GOLD_READS_ENDED else ()
         return fingerprint(*self.model_identity, self.recipe.task, *self.gold_identity(), *ended, cfg.n_prompts,
                            cfg.top_p, cfg.max_new_tokens, float(temperature), self.seed, GENERATION_VERSION,
                            *self.eval_prompts_identity())
 
     def eval_prompts_identity(self) -> tuple:
         """What decides the evaluation prompts beyond the task's settings: ``eval.prompts`` (its content) and,
-        for a task made of the preference data, the data's split; empty for the IMDb task (keys as they were)."""
+        for a task made of the preference data, the data's split; empty for the IMDb task."""
         cfg, parts = self.recipe.eval, []
         if cfg.prompts:
             parts += ["eval-prompts", source_digest(cfg.prompts) or cfg.prompts, *chat_template_text(

@@ -18,6 +18,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import alignkit.runfolder as runfolder
 import alignkit.runlog as runlog
 from alignkit.checkpoint import Checkpointer
 from alignkit.cli import main
@@ -162,6 +163,26 @@ def test_a_run_folder_of_another_version_names_it(cmp, tmp_path, fmt, version, f
         else ["eval", folder / "runs" / "dpo"]
     assert_one_line_error(cli(*args), f"{path}: {fragment}")
     assert sha256s(folder) == before
+
+
+def test_a_format_added_to_the_table_upgrades_older_folders_in_memory(monkeypatch, tmp_path):
+    """Once ``FORMATS`` has a format 2, a format-1 manifest reads, upgraded in memory (the file as it was);
+    a format newer than the table is refused in one line naming the alignkit that wrote it."""
+    upgrade = lambda manifest: {**manifest, "upgraded": True}  # noqa: E731
+    monkeypatch.setattr(runfolder, "FORMATS", (*runfolder.FORMATS, runfolder.Format(2, "a test", upgrade)))
+    monkeypatch.setattr(runfolder, "RUN_FORMAT", 2)
+    path = tmp_path / "manifest.json"
+    old = {"alignkit_run": 1, "status": "done", "name": "x", "method": "dpo", "recipe": {"method": "dpo", "eval": {}},
+           "versions": {"alignkit": "0.1.0"}}
+    path.write_text(json.dumps(old))
+    assert runfolder.read_run(tmp_path).manifest == {**old, "alignkit_run": 2, "upgraded": True}
+    assert json.loads(path.read_text()) == old
+    path.write_text(json.dumps({**old, "alignkit_run": 3, "versions": {"alignkit": "0.9.0"}}))
+    with pytest.raises(runfolder.RunFolderError) as refused:
+        runfolder.read_run(tmp_path)
+    assert str(refused.value) == (f"{path}: run format 3, written by alignkit 0.9.0; this alignkit (0.1.0) reads "
+                                  "formats 1 to 2: read it with alignkit 0.9.0, or rerun with --overwrite to train "
+                                  "it again")
 
 
 def test_report_of_a_report_is_refused(cmp, tmp_path):
