@@ -125,7 +125,7 @@ def run(recipe: Path | None, config: Path | None, out: Path | None, overwrite: b
     check_output_folder(run_dir, "--out" if out else "run directory")
     summary = run_recipe(loaded, run_dir, overwrite=overwrite)
     if launched_rank() == 0:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(json.dumps(summary.to_dict(), indent=2))
         click.echo(f"run directory: {run_dir}", err=True)
 
 
@@ -256,7 +256,8 @@ def evaluate(run_dirs, temperatures, judge, overrides, plugins, threads):
                                else []) + ([f"eval.judge={judge}"] if judge else [])
     for run_dir in run_dirs:
         summary = reevaluate_run(run_dir, extra, plugins)
-        click.echo(f"{run_dir}: gold {summary['gold_reward_mean']:.3f}, win rate {summary['win_rate_vs_reference']:.3f}")
+        click.echo(f"{run_dir}: gold {summary.gold_reward_mean:.3f}, "
+                   f"win rate {summary.win_rate_vs_reference:.3f}")
 
 
 @main.command()

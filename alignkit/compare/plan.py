@@ -30,6 +30,7 @@ from alignkit.report.records import SHARED, check_shared
 from alignkit.recipe import (BUNDLED, Recipe, bundled_recipe, default_task_problem, recipe_from_data,
                              resolve_recipe_path, unread_override)
 from alignkit.registry import METHODS, load_plugins
+from alignkit.runfolder import ComparisonEntry
 
 DEFAULT_TASK = "imdb"
 COMPARE_KEYS = ("name", "entries", "sweep", "seeds", "plugins", "until_converged")  # the last: alignkit.compare.until_converged
@@ -46,6 +47,10 @@ class PlannedRun:
     sweep: dict[str, Any] = field(default_factory=dict)
     seed_index: int = 0
     recipe: Recipe | None = None
+
+    def entry(self, comparison: str | None = None, round: int | None = None) -> ComparisonEntry:
+        """Its place in the comparison, as the worker, the run's manifest and the report see it."""
+        return ComparisonEntry(self.label, self.group, self.sweep, self.seed_index, comparison, round)
 
 
 def _method_of(raw: dict, source: str) -> str:

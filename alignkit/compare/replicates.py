@@ -28,7 +28,7 @@ from alignkit.compare.comparison import run_comparison
 from alignkit.errors import AlignkitError
 from alignkit.compare.executors import ExecutorSettings
 from alignkit.report.records import RunRecord, load_runs
-from alignkit.runfolder import claim_comparison_dir
+from alignkit.runfolder import ComparisonEntry, claim_comparison_dir
 from alignkit.runlog import write_json, write_text
 from alignkit.report.verdicts import FAMILY, convergence_of, matched_kl_verdicts
 
@@ -89,8 +89,9 @@ def replicate_dirs(out: Path) -> list[Path]:
 
 def _relabelled(run: RunRecord, replicate: int) -> RunRecord:
     """A run under a label unique across replicates (``r<k>/<label>``), in the same group."""
-    entry = {**run.info, "label": f"r{replicate}/{run.label}", "group": run.group}
-    return dataclasses.replace(run, manifest={**run.manifest, "compare_entry": entry})
+    entry = dataclasses.replace(run.entry or ComparisonEntry(run.label), label=f"r{replicate}/{run.label}",
+                                group=run.group)
+    return dataclasses.replace(run, manifest={**run.manifest, "compare_entry": entry.to_dict()})
 
 
 def spread_rows(per_replicate: list[list[RunRecord]]) -> list[dict]:
@@ -100,9 +101,9 @@ def spread_rows(per_replicate: list[list[RunRecord]]) -> list[dict]:
     for runs in per_replicate:
         seen: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for run in runs:
-            if run.is_policy and run.summary.get("kl_mean") is not None:
+            if run.is_policy and run.summary.kl_mean is not None:
                 key = (run.group, ";".join(f"{k}={v}" for k, v in run.sweep.items()))
-                seen.setdefault(key, []).append((run.summary["gold_reward_mean"], run.summary["kl_mean"]))
+                seen.setdefault(key, []).append((run.summary.gold_reward_mean, run.summary.kl_mean))
         for key, pairs in seen.items():
             values.setdefault(key, []).append(tuple(np.mean(pairs, axis=0)))
     rows = []

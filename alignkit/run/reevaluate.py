@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import replace
 from pathlib import Path
-
 
 from alignkit.config import apply_overrides, to_dict
 from alignkit.context import RunContext
 from alignkit.errors import AlignkitError
+from alignkit.eval.summary import EvalSummary
 from alignkit.run.hub import write_card
 from alignkit.models.policy import Policy
 from alignkit.models.scalar_head import META_FILE as SCALAR_META
@@ -52,7 +53,7 @@ def load_trained(ws: Workspace, run_dir: Path):
 
 
 def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, runtime: Runtime | None = None,
-               group: str | None = None) -> dict:
+               group: str | None = None) -> EvalSummary:
     """Evaluate a finished run's model again under ``recipe``'s evaluation settings (temperatures, judge,
     ...); its training record (budget, cost, trajectory) stays as it was. The new summary goes to the
     recipe's trackers (a tracker run grouped by ``group``, the comparison)."""
@@ -69,8 +70,8 @@ def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, run
     seed_everything(ws.train_seed)
     began = time.perf_counter()
     summary, samples = evaluate_artifact(ws, load_trained(ws, run_dir), close_trajectory=False)
-    for key in ("budget", "training_data"):
-        summary[key] = old.get(key, summary.get(key))
+    summary = replace(summary, budget=summary.budget if old.budget is None else old.budget,
+                      training_data=summary.training_data if old.training_data is None else old.training_data)
     if not ws.runtime.is_main:  # every process evaluated its share; the main one writes
         return summary
     write_outputs(run_dir, summary, samples)
@@ -79,12 +80,12 @@ def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, run
                     cost={**manifest.get("cost", {}), "eval_wall_s": round(time.perf_counter() - began, 2)})
     write_json(run_dir / "manifest.json", manifest)
     trackers = Trackers(recipe.report_to, run_dir, recipe.name, group or recipe.name, to_dict(recipe))
-    trackers.summary(summary)
+    trackers.summary(summary.to_dict())
     trackers.finish()
     return summary
 
 
-def reevaluate_run(run_dir: Path, overrides: list[str], plugins=()) -> dict:
+def reevaluate_run(run_dir: Path, overrides: list[str], plugins=()) -> EvalSummary:
     """``alignkit eval``: a finished run's own recipe, with ``overrides`` (evaluation settings), evaluated again."""
     path = Path(run_dir) / "manifest.json"
     folder = read_run(run_dir, "rerun the run with --overwrite to train it again")

@@ -41,11 +41,12 @@ def test_two_replicates_redraw_the_pairs_and_write_a_combined_report(tmp_path, c
 def test_spread_of_seed_averaged_replicates():
     from pathlib import Path
 
+    from alignkit.eval.summary import EvalSummary
     from alignkit.report.records import RunRecord
 
     def run(label, gold, kl):
         return RunRecord(Path(label), {"compare_entry": {"label": label, "group": "dpo"}},
-                         {"by_temperature": [], "gold_reward_mean": gold, "kl_mean": kl})
+                         EvalSummary(results={"gold_reward_mean": gold, "kl_mean": kl}, by_temperature=[]))
 
     rows = spread_rows([[run("a#seed0", 0.6, 4.0), run("a#seed1", 0.8, 6.0)], [run("a", 0.9, 7.0)]])
     assert rows == [{"group": "dpo", "sweep": "", "replicates": 2, "gold_mean": 0.8, "gold_sd": rows[0]["gold_sd"],
