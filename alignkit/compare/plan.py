@@ -14,7 +14,6 @@ import copy
 import itertools
 import json
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -165,26 +164,55 @@ def expand(groups: list[tuple[str, dict, dict[str, list]]], seeds: int) -> list[
     return entries
 
 
-@dataclass
+@dataclass(frozen=True)
 class ComparisonPlan:
-    """What ``alignkit compare`` will run, validated: entries, the shared sections, where it writes."""
+    """What ``alignkit compare`` will run, validated and complete when made: entries, the shared sections,
+    where it writes, how, and the command line that asked for it (recorded in compare.json and report.md)."""
 
     name: str
     entries: list[PlannedRun]
     out: Path
-    argv: list[str] = field(default_factory=list)
+    argv: list[str]
     overwrite: bool = False  # replace finished runs whose training identity changed
     plugins: list[str] = field(default_factory=list)  # what a worker process loads (absolute paths or modules)
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)  # phase 2: sequential, --jobs N, ray
 
 
+def command_line(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: int | None = None,
+                 temperatures: list[float] | None = None, overrides: Iterable[str] = (),
+                 plugins: Iterable[str] = (), out: Path | None = None, overwrite: bool = False,
+                 replicates: int | None = None, until_converged: bool = False,
+                 executor: ExecutorSettings | None = None, threads: str | None = None) -> list[str]:
+    """``alignkit compare`` with every option given, rebuilt in one order (the trl-style flags as the
+    ``--set`` they stand for): the one command line a comparison records."""
+    executor = executor or ExecutorSettings()
+    return ["alignkit", "compare", *specs, *(f"--sweep {s}" for s in sweeps),
+            *([f"--seeds {seeds}"] if seeds else []),
+            *([f"--temperatures {','.join(f'{t:g}' for t in temperatures)}"] if temperatures else []),
+            *([f"--replicates {replicates}"] if replicates else []), *([f"--out {out}"] if out else []),
+            *(f"--set {o}" for o in overrides), *(f"--plugins {p}" for p in plugins),
+            *(["--overwrite"] if overwrite else []), *(["--until-converged"] if until_converged else []),
+            *([f"--executor {executor.kind}"] if executor.kind != "local" else []),
+            *([f"--jobs {executor.jobs}"] if executor.jobs != 1 else []),
+            *([f"--gpus-per-entry {executor.gpus_per_entry}"] if executor.gpus_per_entry is not None else []),
+            *([f"--ray-address {executor.ray_address}"] if executor.ray_address else []),
+            *([f"--threads {threads}"] if threads else [])]
+
+
 def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: int | None = None,
                     temperatures: list[float] | None = None, overrides: Iterable[str] = (),
-                    plugins: Iterable[str] = (), out: Path | None = None) -> ComparisonPlan:
-    """Turn the command line (or a comparison YAML) into validated entries; refuse unfair comparisons."""
+                    plugins: Iterable[str] = (), out: Path | None = None, overwrite: bool = False,
+                    executor: ExecutorSettings | None = None,
+                    argv: list[str] | None = None) -> ComparisonPlan:
+    """Turn the command line (or a comparison YAML) into validated entries; refuse unfair comparisons.
+    ``argv``: the command line to record (default: :func:`command_line` of these options)."""
+    specs, sweeps, overrides, plugins = list(specs), list(sweeps), list(overrides), list(plugins)
+    executor = executor or ExecutorSettings()
+    if argv is None:
+        argv = command_line(specs, sweeps=sweeps, seeds=seeds, temperatures=temperatures, overrides=overrides,
+                            plugins=plugins, out=out, overwrite=overwrite, executor=executor)
     load_plugins(plugins)
     plugins = [str(Path(p).resolve()) if Path(p).exists() else p for p in plugins]
-    specs = list(specs)
     compare_file = None
     if len(specs) == 1 and not VARIANT.match(specs[0]) and specs[0] not in METHODS:
         path = resolve_recipe_path(specs[0])
@@ -222,7 +250,8 @@ def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: 
     problem = default_task_problem(entries[0].recipe)  # every entry shares the task, pairs and judge
     if problem:
         raise AlignkitError(f"compare: {problem}")
-    return ComparisonPlan(name, entries, Path(out or Path("runs") / name), list(sys.argv), plugins=plugins)
+    return ComparisonPlan(name, entries, Path(out or Path("runs") / name), list(argv), overwrite, plugins,
+                          executor)
 
 
 def _check_sweeps_match(groups: list, cli_sweeps: dict[str, list], specs: Iterable[str]) -> None:

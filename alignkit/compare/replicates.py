@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alignkit.compare.plan import ComparisonPlan, plan_comparison
+from alignkit.compare.plan import ComparisonPlan, command_line, plan_comparison
 from alignkit.compare.comparison import run_comparison
 from alignkit.errors import AlignkitError
 from alignkit.compare.executors import ExecutorSettings
@@ -38,14 +38,21 @@ BOOTSTRAP = ("replicate-level bootstrap: each resample draws the replicates (eac
              "the sign holds in every replicate alone")
 
 
-def replicate_plans(specs, *, replicates: int, out: Path, overrides=(), **options) -> list[ComparisonPlan]:
-    """The comparison's plan once per replicate, into ``out/replicate-k`` with its shared seed moved."""
-    base = plan_comparison(specs, overrides=overrides, out=out, **options)
+def replicate_plans(specs, *, replicates: int, out: Path, overrides=(), overwrite: bool = False,
+                    executor: ExecutorSettings | None = None, argv: list[str] | None = None,
+                    **options) -> list[ComparisonPlan]:
+    """The comparison's plan once per replicate, into ``out/replicate-k`` with its shared seed moved; each
+    records ``argv``, by default the command line of these options (``--replicates N`` and all)."""
+    if argv is None:
+        argv = command_line(specs, replicates=replicates, out=out, overrides=overrides, overwrite=overwrite,
+                            executor=executor, **options)
+    base = plan_comparison(specs, overrides=overrides, out=out, argv=argv, **options)
     seed = base.entries[0].recipe.seed
     plans = []
     for k in range(replicates):
         moved = [*overrides, f"seed={seed + SEED_STRIDE * k}"] if k else list(overrides)
-        plan = plan_comparison(specs, overrides=moved, out=Path(out) / f"replicate-{k}", **options)
+        plan = plan_comparison(specs, overrides=moved, out=Path(out) / f"replicate-{k}", overwrite=overwrite,
+                               executor=executor, argv=argv, **options)
         plans.append(dataclasses.replace(plan, name=f"{base.name} (replicate {k})"))
     return plans
 
@@ -59,17 +66,12 @@ def run_replicates(plans: list[ComparisonPlan], out: Path, *, cache_dir: Path | 
     return combined_report(out, [plan.out for plan in plans])
 
 
-def compare_replicates(specs, replicates: int, *, out: Path | None, overwrite: bool = False,
-                       executor: ExecutorSettings | None = None, **options) -> dict:
-    """``alignkit compare ... --replicates N``: plan, run (each replicate's entries on ``executor``: in turn,
-    ``--jobs N`` or Ray), combine, and print the spread table and verdicts."""
+def compare_replicates(specs, replicates: int, *, out: Path | None, **options) -> dict:
+    """``alignkit compare ... --replicates N``: plan (``options``: those of :func:`replicate_plans`), run
+    (each replicate's entries on its executor: in turn, ``--jobs N`` or Ray), combine, and print the spread
+    table and verdicts."""
     out = Path(out or Path("runs") / "compare-replicates")
     plans = replicate_plans(specs, replicates=replicates, out=out, **options)
-    for plan in plans:
-        plan.overwrite = overwrite
-        plan.executor = executor or ExecutorSettings()
-        plan.argv = ["alignkit", "compare", *specs, f"--replicates {replicates}", f"--out {out}",
-                     *(f"--set {o}" for o in options.get("overrides", ()))]
     index = run_replicates(plans, out)
     print(spread_table(index["spread"]))
     for verdict in index["matched_kl"]:

@@ -66,3 +66,32 @@ def test_replicates_run_their_entries_on_the_executor_asked_for(tmp_path, compar
                                        "--out", str(tmp_path / "reps"), *sets])
     assert result.exit_code == 0, result.output
     assert [(p.executor.kind, p.executor.jobs) for p in seen] == [("local", 2), ("local", 2)]
+
+
+def test_replicates_record_the_command_line_with_every_option(tmp_path, compare_overrides, monkeypatch):
+    """One command line for every replicate, with the sweep, seeds and temperatures the user gave; the plan
+    is complete when made (frozen: nothing fills it in later)."""
+    import dataclasses
+
+    import pytest
+
+    import alignkit.compare.replicates as replicates
+
+    seen = []
+    monkeypatch.setattr(replicates, "run_replicates", lambda plans, out: seen.extend(plans) or {"spread": [],
+                                                                                               "matched_kl": []})
+    sets = [a for o in compare_overrides for a in ("--set", o)]
+    result = CliRunner().invoke(main, ["compare", "dpo", "--replicates", "2", "--sweep", "dpo.beta=0.1,1",
+                                       "--seeds", "2", "--temperatures", "0,0.5", "--overwrite",
+                                       "--out", str(tmp_path / "reps"), *sets])
+    assert result.exit_code == 0, result.output
+    assert len(seen) == 2 and seen[0].argv == seen[1].argv
+    argv = seen[0].argv
+    assert argv[:3] == ["alignkit", "compare", "dpo"]
+    for option in ("--sweep dpo.beta=0.1,1", "--seeds 2", "--temperatures 0,0.5", "--replicates 2", "--overwrite",
+                   f"--out {tmp_path / 'reps'}", f"--set {compare_overrides[0]}"):
+        assert option in argv
+    assert all(p.overwrite for p in seen) and [p.out.name for p in seen] == ["replicate-0", "replicate-1"]
+    assert len(seen[0].entries) == 4  # two betas x two seeds
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        seen[0].argv = []
