@@ -125,7 +125,7 @@ def run(recipe: Path | None, config: Path | None, out: Path | None, overwrite: b
     check_output_folder(run_dir, "--out" if out else "run directory")
     summary = run_recipe(loaded, run_dir, overwrite=overwrite)
     if launched_rank() == 0:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(json.dumps(summary.to_dict(), indent=2))
         click.echo(f"run directory: {run_dir}", err=True)
 
 
@@ -199,7 +199,7 @@ def compare(entries, config, sweeps, seeds, replicates, until_converged, tempera
         raise AlignkitError("compare: no entries; name methods (alignkit compare dpo ppo) or --config COMPARISON.yaml")
     overrides = (*trl_overrides(model_name_or_path, dataset_name, dataset_split, dataset_config, report_to), *overrides)
     configure_threads(threads)
-    from alignkit.compare.plan import plan_comparison
+    from alignkit.compare.plan import command_line, plan_comparison
     from alignkit.compare.comparison import run_comparison
     from alignkit.compare.executors import ExecutorSettings
     from alignkit.report.build import EntriesFailed, screen_table
@@ -209,26 +209,21 @@ def compare(entries, config, sweeps, seeds, replicates, until_converged, tempera
     if replicates and until_converged:
         raise AlignkitError("compare: --replicates and --until-converged together are not supported yet; run them "
                             "one at a time")
+    options = dict(sweeps=sweeps, seeds=seeds, temperatures=_floats(temperatures, "--temperatures"),
+                   overrides=overrides, plugins=plugins, overwrite=overwrite,
+                   executor=ExecutorSettings(executor, jobs, gpus_per_entry, ray_address))
+    argv = command_line(entries, out=out, replicates=replicates, until_converged=until_converged,
+                        threads=threads, **options)  # the one command line every plan records
     if replicates:  # alignkit.compare.replicates: each replicate an ordinary comparison, then the combined report
         from alignkit.compare.replicates import compare_replicates
 
-        return compare_replicates(entries, replicates, sweeps=sweeps, seeds=seeds, temperatures=_floats(
-            temperatures, "--temperatures"), overrides=overrides, plugins=plugins, out=out, overwrite=overwrite,
-            executor=ExecutorSettings(executor, jobs, gpus_per_entry, ray_address))
-    plan = plan_comparison(entries, sweeps=sweeps, seeds=seeds, temperatures=_floats(temperatures, "--temperatures"),
-                           overrides=overrides, plugins=plugins, out=out)
-    plan.argv = ["alignkit", "compare", *entries, *(f"--sweep {s}" for s in sweeps),
-                 *([f"--seeds {seeds}"] if seeds else []), *([f"--temperatures {temperatures}"] if temperatures else []),
-                 *([f"--out {out}"] if out else []), *(f"--set {o}" for o in overrides),
-                 *(f"--plugins {p}" for p in plugins), *(["--overwrite"] if overwrite else [])]
-    plan.overwrite = overwrite
-    plan.executor = ExecutorSettings(executor, jobs, gpus_per_entry, ray_address)
+        return compare_replicates(entries, replicates, out=out, argv=argv, **options)
+    plan = plan_comparison(entries, out=out, argv=argv, **options)
     from alignkit.compare.until_converged import run_until_converged, settings_from
 
     extension = settings_from(entries, until_converged)
     try:
         if extension:
-            plan.argv.append("--until-converged")
             run_until_converged(plan, extension)
         else:
             run_comparison(plan)
@@ -259,7 +254,8 @@ def evaluate(run_dirs, temperatures, judge, reuse_endpoint, overrides, plugins, 
                                else []) + ([f"eval.judge={judge}"] if judge else [])
     for run_dir in run_dirs:
         summary = reevaluate_run(run_dir, extra, plugins, reuse_endpoint)
-        click.echo(f"{run_dir}: gold {summary['gold_reward_mean']:.3f}, win rate {summary['win_rate_vs_reference']:.3f}")
+        click.echo(f"{run_dir}: gold {summary.gold_reward_mean:.3f}, "
+                   f"win rate {summary.win_rate_vs_reference:.3f}")
 
 
 @main.command()

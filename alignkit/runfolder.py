@@ -13,7 +13,7 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -21,6 +21,7 @@ from alignkit import __version__
 from alignkit.cache import sha256_file
 from alignkit.config import first_difference, to_dict
 from alignkit.errors import AlignkitError
+from alignkit.eval.summary import GOLD_MEAN, SUMMARY_FILE, EvalSummary
 from alignkit.recipe import Recipe, check_run_name
 from alignkit.runlog import jsonable
 
@@ -162,8 +163,8 @@ def check_summary(path: Path, data: Any, hint: str) -> dict:
     if rows is not None and not (isinstance(rows, list) and rows
                                  and all(isinstance(r, dict) and "temperature" in r for r in rows)):
         raise RunFolderError(f"{path}: by_temperature: expected a list of rows with a temperature; {hint}")
-    if rows is not None and "gold_reward_mean" not in data:
-        raise RunFolderError(f"{path}: gold_reward_mean: missing; {hint}")
+    if rows is not None and GOLD_MEAN not in data:
+        raise RunFolderError(f"{path}: {GOLD_MEAN}: missing; {hint}")
     return data
 
 
@@ -254,6 +255,39 @@ def live_writer(manifest: dict) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------------
+# a run's place in a comparison
+
+
+@dataclass(frozen=True)
+class ComparisonEntry:
+    """Where a run sits in a comparison, from the plan to the run's manifest (``compare_entry``): its
+    label, the entry it came from (``group``), its sweep point and training seed, and the comparison (or,
+    for a round of ``--until-converged``, the round) it belongs to."""
+
+    label: str
+    group: str = ""
+    sweep: dict[str, Any] = field(default_factory=dict)
+    seed_index: int = 0
+    comparison: str | None = None  # also the trackers' group of its run
+    round: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest's ``compare_entry``: every field but an unset comparison or round."""
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in ("comparison", "round")}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ComparisonEntry":
+        """An entry from its manifest form; keys it does not know are ignored (no run writes any)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known and v is not None})
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> "ComparisonEntry | None":
+        data = manifest.get("compare_entry")
+        return cls.from_dict(data) if isinstance(data, dict) and data.get("label") else None
+
+
+# --------------------------------------------------------------------------------------------------
 # a run folder
 
 
@@ -268,9 +302,13 @@ class RunFolder:
     def status(self) -> str:
         return self.manifest["status"]
 
-    def summary(self, hint: str = OVERWRITE) -> dict:
-        path = self.path / "eval" / "summary.json"
-        return check_summary(path, read_json(path, hint), hint)
+    def summary(self, hint: str = OVERWRITE) -> EvalSummary:
+        path = self.path / SUMMARY_FILE
+        return EvalSummary.from_dict(check_summary(path, read_json(path, hint), hint))
+
+    @property
+    def entry(self) -> ComparisonEntry | None:
+        return ComparisonEntry.from_manifest(self.manifest)
 
     def trajectory(self, hint: str = OVERWRITE) -> list[dict]:
         return read_trajectory(self.path / "eval" / "trajectory.jsonl", hint)

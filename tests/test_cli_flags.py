@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from alignkit.cli import main
 from alignkit.config import to_dict
+from alignkit.eval.summary import EvalSummary
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -21,7 +22,7 @@ def captured(monkeypatch):
 
     def fake_run(recipe, run_dir, overwrite=False):
         seen.update(recipe=recipe, out=run_dir)
-        return {"ok": True}
+        return EvalSummary(results={"ok": True})
 
     def fake_compare(plan, **_):
         seen.update(plan=plan)

@@ -132,11 +132,12 @@ def test_every_method_learns_from_the_same_training_pairs(tmp_path, tiny_recipe)
     assert len(train) + len(heldout) == len(ws.preferences) and set(train.group).isdisjoint(heldout.group)
     assert len(set(heldout.group)) == int(len(set(ws.preferences.group)) * 0.25)
     summary = run_recipe(recipe, tmp_path / "dpo")
-    assert summary["budget"]["train_sequences"] == 2 * len(train)  # one epoch: chosen + rejected of each pair
-    assert summary["training_data"]["train_pairs"] == len(train)
+    assert summary.budget["train_sequences"] == 2 * len(train)  # one epoch: chosen + rejected of each pair
+    assert summary.training_data["train_pairs"] == len(train)
     rm = tiny_recipe("rm_imdb.yaml", "reward_model.epochs=1", "preferences.heldout_fraction=0.25")
     rm_summary = run_recipe(rm, tmp_path / "rm")
-    assert rm_summary["n_train_pairs"] == len(train) and rm_summary["n_heldout_pairs"] == len(heldout)
+    rm_numbers = rm_summary.results
+    assert rm_numbers["n_train_pairs"] == len(train) and rm_numbers["n_heldout_pairs"] == len(heldout)
 
 
 def test_value_learning_rate_follows_the_policy_schedule(tmp_path, tiny_recipe):
@@ -158,11 +159,11 @@ def test_summary_records_its_training_budget(tmp_path, tiny_recipe):
     recipe = tiny_recipe("dpo_imdb.yaml", "dpo.max_steps=3", "dpo.batch_size=8", "eval.every_steps=0")
     summary = run_recipe(recipe, tmp_path / "run")
     budget = json.loads((tmp_path / "run" / "eval" / "summary.json").read_text())["budget"]
-    assert budget == summary["budget"]
+    assert budget == summary.budget
     assert budget["steps"] == 3 and budget["train_sequences"] == 3 * 8 * 2 and budget["train_tokens"] > 3 * 8 * 2
     assert budget["generated_sequences"] == 0  # DPO samples nothing while training
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["cost"]["train_wall_s"] > 0 and "cost" not in summary  # measured: kept out of the summary
+    assert manifest["cost"]["train_wall_s"] > 0 and "cost" not in summary.to_dict()  # measured elsewhere
 
 
 def test_preference_pairs_keep_the_eos_flags_of_their_completions():

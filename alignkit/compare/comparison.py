@@ -80,9 +80,8 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> di
 
 
 def _spec(plan: ComparisonPlan, entry: PlannedRun, state: str, cache_dir: Path | None) -> dict:
-    info = {"label": entry.label, "group": entry.group, "sweep": entry.sweep, "seed_index": entry.seed_index,
-            "comparison": plan.name}
-    return job_spec(entry.label, state, entry.recipe, plan.out / "runs" / entry.label, cache_dir, info, plan.plugins)
+    return job_spec(entry.label, state, entry.recipe, plan.out / "runs" / entry.label, cache_dir,
+                    entry.entry(comparison=plan.name), plan.plugins)
 
 
 def _run_parallel(plan: ComparisonPlan, decisions: list[RunDecision], cache_dir: Path | None, runtime,

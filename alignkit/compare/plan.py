@@ -14,7 +14,6 @@ import copy
 import itertools
 import json
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -30,6 +29,7 @@ from alignkit.report.records import SHARED, check_shared
 from alignkit.recipe import (BUNDLED, Recipe, bundled_recipe, default_task_problem, recipe_from_data,
                              resolve_recipe_path, unread_override)
 from alignkit.registry import METHODS, load_plugins
+from alignkit.runfolder import ComparisonEntry
 
 DEFAULT_TASK = "imdb"
 COMPARE_KEYS = ("name", "entries", "sweep", "seeds", "plugins", "until_converged")  # the last: alignkit.compare.until_converged
@@ -46,6 +46,10 @@ class PlannedRun:
     sweep: dict[str, Any] = field(default_factory=dict)
     seed_index: int = 0
     recipe: Recipe | None = None
+
+    def entry(self, comparison: str | None = None, round: int | None = None) -> ComparisonEntry:
+        """Its place in the comparison, as the worker, the run's manifest and the report see it."""
+        return ComparisonEntry(self.label, self.group, self.sweep, self.seed_index, comparison, round)
 
 
 def _method_of(raw: dict, source: str) -> str:
@@ -160,26 +164,55 @@ def expand(groups: list[tuple[str, dict, dict[str, list]]], seeds: int) -> list[
     return entries
 
 
-@dataclass
+@dataclass(frozen=True)
 class ComparisonPlan:
-    """What ``alignkit compare`` will run, validated: entries, the shared sections, where it writes."""
+    """What ``alignkit compare`` will run, validated and complete when made: entries, the shared sections,
+    where it writes, how, and the command line that asked for it (recorded in compare.json and report.md)."""
 
     name: str
     entries: list[PlannedRun]
     out: Path
-    argv: list[str] = field(default_factory=list)
+    argv: list[str]
     overwrite: bool = False  # replace finished runs whose training identity changed
     plugins: list[str] = field(default_factory=list)  # what a worker process loads (absolute paths or modules)
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)  # phase 2: sequential, --jobs N, ray
 
 
+def command_line(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: int | None = None,
+                 temperatures: list[float] | None = None, overrides: Iterable[str] = (),
+                 plugins: Iterable[str] = (), out: Path | None = None, overwrite: bool = False,
+                 replicates: int | None = None, until_converged: bool = False,
+                 executor: ExecutorSettings | None = None, threads: str | None = None) -> list[str]:
+    """``alignkit compare`` with every option given, rebuilt in one order (the trl-style flags as the
+    ``--set`` they stand for): the one command line a comparison records."""
+    executor = executor or ExecutorSettings()
+    return ["alignkit", "compare", *specs, *(f"--sweep {s}" for s in sweeps),
+            *([f"--seeds {seeds}"] if seeds else []),
+            *([f"--temperatures {','.join(f'{t:g}' for t in temperatures)}"] if temperatures else []),
+            *([f"--replicates {replicates}"] if replicates else []), *([f"--out {out}"] if out else []),
+            *(f"--set {o}" for o in overrides), *(f"--plugins {p}" for p in plugins),
+            *(["--overwrite"] if overwrite else []), *(["--until-converged"] if until_converged else []),
+            *([f"--executor {executor.kind}"] if executor.kind != "local" else []),
+            *([f"--jobs {executor.jobs}"] if executor.jobs != 1 else []),
+            *([f"--gpus-per-entry {executor.gpus_per_entry}"] if executor.gpus_per_entry is not None else []),
+            *([f"--ray-address {executor.ray_address}"] if executor.ray_address else []),
+            *([f"--threads {threads}"] if threads else [])]
+
+
 def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: int | None = None,
                     temperatures: list[float] | None = None, overrides: Iterable[str] = (),
-                    plugins: Iterable[str] = (), out: Path | None = None) -> ComparisonPlan:
-    """Turn the command line (or a comparison YAML) into validated entries; refuse unfair comparisons."""
+                    plugins: Iterable[str] = (), out: Path | None = None, overwrite: bool = False,
+                    executor: ExecutorSettings | None = None,
+                    argv: list[str] | None = None) -> ComparisonPlan:
+    """Turn the command line (or a comparison YAML) into validated entries; refuse unfair comparisons.
+    ``argv``: the command line to record (default: :func:`command_line` of these options)."""
+    specs, sweeps, overrides, plugins = list(specs), list(sweeps), list(overrides), list(plugins)
+    executor = executor or ExecutorSettings()
+    if argv is None:
+        argv = command_line(specs, sweeps=sweeps, seeds=seeds, temperatures=temperatures, overrides=overrides,
+                            plugins=plugins, out=out, overwrite=overwrite, executor=executor)
     load_plugins(plugins)
     plugins = [str(Path(p).resolve()) if Path(p).exists() else p for p in plugins]
-    specs = list(specs)
     compare_file = None
     if len(specs) == 1 and not VARIANT.match(specs[0]) and specs[0] not in METHODS:
         path = resolve_recipe_path(specs[0])
@@ -217,7 +250,8 @@ def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: 
     problem = default_task_problem(entries[0].recipe)  # every entry shares the task, pairs and judge
     if problem:
         raise AlignkitError(f"compare: {problem}")
-    return ComparisonPlan(name, entries, Path(out or Path("runs") / name), list(sys.argv), plugins=plugins)
+    return ComparisonPlan(name, entries, Path(out or Path("runs") / name), list(argv), overwrite, plugins,
+                          executor)
 
 
 def _check_sweeps_match(groups: list, cli_sweeps: dict[str, list], specs: Iterable[str]) -> None:

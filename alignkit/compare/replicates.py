@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from alignkit.compare.plan import ComparisonPlan, plan_comparison
+from alignkit.compare.plan import ComparisonPlan, command_line, plan_comparison
 from alignkit.compare.comparison import run_comparison
 from alignkit.errors import AlignkitError
 from alignkit.compare.executors import ExecutorSettings
 from alignkit.report.records import RunRecord, load_runs
-from alignkit.runfolder import claim_comparison_dir
+from alignkit.runfolder import ComparisonEntry, claim_comparison_dir
 from alignkit.runlog import write_json, write_text
 from alignkit.report.verdicts import FAMILY, convergence_of, matched_kl_verdicts
 
@@ -38,14 +38,21 @@ BOOTSTRAP = ("replicate-level bootstrap: each resample draws the replicates (eac
              "the sign holds in every replicate alone")
 
 
-def replicate_plans(specs, *, replicates: int, out: Path, overrides=(), **options) -> list[ComparisonPlan]:
-    """The comparison's plan once per replicate, into ``out/replicate-k`` with its shared seed moved."""
-    base = plan_comparison(specs, overrides=overrides, out=out, **options)
+def replicate_plans(specs, *, replicates: int, out: Path, overrides=(), overwrite: bool = False,
+                    executor: ExecutorSettings | None = None, argv: list[str] | None = None,
+                    **options) -> list[ComparisonPlan]:
+    """The comparison's plan once per replicate, into ``out/replicate-k`` with its shared seed moved; each
+    records ``argv``, by default the command line of these options (``--replicates N`` and all)."""
+    if argv is None:
+        argv = command_line(specs, replicates=replicates, out=out, overrides=overrides, overwrite=overwrite,
+                            executor=executor, **options)
+    base = plan_comparison(specs, overrides=overrides, out=out, argv=argv, **options)
     seed = base.entries[0].recipe.seed
     plans = []
     for k in range(replicates):
         moved = [*overrides, f"seed={seed + SEED_STRIDE * k}"] if k else list(overrides)
-        plan = plan_comparison(specs, overrides=moved, out=Path(out) / f"replicate-{k}", **options)
+        plan = plan_comparison(specs, overrides=moved, out=Path(out) / f"replicate-{k}", overwrite=overwrite,
+                               executor=executor, argv=argv, **options)
         plans.append(dataclasses.replace(plan, name=f"{base.name} (replicate {k})"))
     return plans
 
@@ -59,17 +66,12 @@ def run_replicates(plans: list[ComparisonPlan], out: Path, *, cache_dir: Path | 
     return combined_report(out, [plan.out for plan in plans])
 
 
-def compare_replicates(specs, replicates: int, *, out: Path | None, overwrite: bool = False,
-                       executor: ExecutorSettings | None = None, **options) -> dict:
-    """``alignkit compare ... --replicates N``: plan, run (each replicate's entries on ``executor``: in turn,
-    ``--jobs N`` or Ray), combine, and print the spread table and verdicts."""
+def compare_replicates(specs, replicates: int, *, out: Path | None, **options) -> dict:
+    """``alignkit compare ... --replicates N``: plan (``options``: those of :func:`replicate_plans`), run
+    (each replicate's entries on its executor: in turn, ``--jobs N`` or Ray), combine, and print the spread
+    table and verdicts."""
     out = Path(out or Path("runs") / "compare-replicates")
     plans = replicate_plans(specs, replicates=replicates, out=out, **options)
-    for plan in plans:
-        plan.overwrite = overwrite
-        plan.executor = executor or ExecutorSettings()
-        plan.argv = ["alignkit", "compare", *specs, f"--replicates {replicates}", f"--out {out}",
-                     *(f"--set {o}" for o in options.get("overrides", ()))]
     index = run_replicates(plans, out)
     print(spread_table(index["spread"]))
     for verdict in index["matched_kl"]:
@@ -89,8 +91,9 @@ def replicate_dirs(out: Path) -> list[Path]:
 
 def _relabelled(run: RunRecord, replicate: int) -> RunRecord:
     """A run under a label unique across replicates (``r<k>/<label>``), in the same group."""
-    entry = {**run.info, "label": f"r{replicate}/{run.label}", "group": run.group}
-    return dataclasses.replace(run, manifest={**run.manifest, "compare_entry": entry})
+    entry = dataclasses.replace(run.entry or ComparisonEntry(run.label), label=f"r{replicate}/{run.label}",
+                                group=run.group)
+    return dataclasses.replace(run, manifest={**run.manifest, "compare_entry": entry.to_dict()})
 
 
 def spread_rows(per_replicate: list[list[RunRecord]]) -> list[dict]:
@@ -100,9 +103,9 @@ def spread_rows(per_replicate: list[list[RunRecord]]) -> list[dict]:
     for runs in per_replicate:
         seen: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for run in runs:
-            if run.is_policy and run.summary.get("kl_mean") is not None:
+            if run.is_policy and run.summary.kl_mean is not None:
                 key = (run.group, ";".join(f"{k}={v}" for k, v in run.sweep.items()))
-                seen.setdefault(key, []).append((run.summary["gold_reward_mean"], run.summary["kl_mean"]))
+                seen.setdefault(key, []).append((run.summary.gold_reward_mean, run.summary.kl_mean))
         for key, pairs in seen.items():
             values.setdefault(key, []).append(tuple(np.mean(pairs, axis=0)))
     rows = []

@@ -93,7 +93,7 @@ def first_budget(entry: PlannedRun, run_dir: Path) -> int:
     if _budget_key(config) == "steps":
         return int(config.steps)
     record = read_record(run_dir)
-    return int(max((p["step"] for p in record.trajectory), default=(record.summary.get("budget") or {}).get("steps", 0)))
+    return int(max((p["step"] for p in record.trajectory), default=record.summary.steps or 0))
 
 
 def extend(entry: PlannedRun, previous: Path, round_: int, budget: int, cfg: UntilConverged, plan: ComparisonPlan,
@@ -107,8 +107,7 @@ def extend(entry: PlannedRun, previous: Path, round_: int, budget: int, cfg: Unt
     folder = previous.parent / f"{entry.label}.round{round_}"
     data["name"] = folder.name
     recipe = recipe_from_data(data, f"compare entry {entry.label} (round {round_})", Path.cwd())
-    info = {"label": entry.label, "group": entry.group, "sweep": entry.sweep, "seed_index": entry.seed_index,
-            "round": round_}
+    info = entry.entry(round=round_)
     state = run_decision(folder, recipe, cache_dir, plan.overwrite).state
     if state == "current":
         return folder
@@ -122,7 +121,7 @@ def extend(entry: PlannedRun, previous: Path, round_: int, budget: int, cfg: Unt
         shutil.copytree(previous, folder, ignore=shutil.ignore_patterns("model", "samples*.jsonl"))
         manifest = json.loads((folder / "manifest.json").read_text())
         manifest.update(recipe=jsonable(to_dict(recipe)), name=folder.name, status="interrupted",
-                        compare_entry=info, extended_from=previous.name)
+                        compare_entry=info.to_dict(), extended_from=previous.name)
         write_json(folder / "manifest.json", manifest)
     run_recipe(recipe, folder, cache_dir=cache_dir, entry=info, runtime=runtime)
     carry_cost(previous, folder)
@@ -188,9 +187,9 @@ def run_until_converged(plan: ComparisonPlan, cfg: UntilConverged, *, cache_dir:
 def _state(run_dir: Path, round_: int) -> dict:
     record = read_record(run_dir)
     found = convergence_of(record)
-    return {"round": round_, "run": run_dir.name, "steps": (record.summary.get("budget") or {}).get("steps"),
+    return {"round": round_, "run": run_dir.name, "steps": record.summary.steps,
             "last_step": max((p["step"] for p in record.trajectory), default=None),
-            "convergence": found["label"], "rise": found.get("rise"), "gold": record.summary.get("gold_reward_mean")}
+            "convergence": found["label"], "rise": found.get("rise"), "gold": record.summary.gold_reward_mean}
 
 
 def render(history: dict, budgets: dict, cfg: UntilConverged) -> str:

@@ -15,17 +15,18 @@ from alignkit.errors import AlignkitError
 from alignkit.run.reevaluate import adopt_recipe, reevaluate
 from alignkit.run.pipeline import run_recipe
 from alignkit.recipe import Recipe, recipe_from_data
+from alignkit.runfolder import ComparisonEntry
 from alignkit.runlog import jsonable
 from alignkit.runtime import Runtime
 from alignkit.threads import configure_threads, launched_rank
 
 
-def job_spec(label: str, state: str, recipe: Recipe, run_dir: Path, cache_dir: Path | None, entry: dict,
-             plugins: list[str]) -> dict:
+def job_spec(label: str, state: str, recipe: Recipe, run_dir: Path, cache_dir: Path | None,
+             entry: ComparisonEntry, plugins: list[str]) -> dict:
     """What a worker needs, as JSON: the resolved recipe, the run folder, the cache, what to do, the plugins
     to load (absolute paths, or module names), and the folder relative paths are read from (its cwd)."""
     return {"label": label, "state": state, "recipe": jsonable(to_dict(recipe)), "run_dir": str(run_dir),
-            "cache_dir": str(cache_dir) if cache_dir else None, "entry": jsonable(entry),
+            "cache_dir": str(cache_dir) if cache_dir else None, "entry": jsonable(entry.to_dict()),
             "plugins": list(plugins), "cwd": str(Path.cwd())}
 
 
@@ -48,13 +49,13 @@ def run_job(spec: dict, recipe: Recipe | None = None, runtime: Runtime | None = 
     """Do what ``spec`` says with its run folder: train (replacing a finished run only once the new one
     succeeded), resume from the last checkpoint, re-evaluate, or adopt a current run's recipe."""
     recipe = recipe or recipe_of(spec)
-    run_dir, state = Path(spec["run_dir"]), spec["state"]
+    run_dir, state, entry = Path(spec["run_dir"]), spec["state"], ComparisonEntry.from_dict(spec["entry"])
     cache_dir = Path(spec["cache_dir"]) if spec.get("cache_dir") else None
     if state in ("train", "resume"):
-        run_recipe(recipe, run_dir, overwrite=state == "train", cache_dir=cache_dir, entry=spec["entry"],
+        run_recipe(recipe, run_dir, overwrite=state == "train", cache_dir=cache_dir, entry=entry,
                    runtime=runtime)
     elif state == "evaluate":
-        reevaluate(run_dir, recipe, cache_dir, runtime, group=spec["entry"].get("comparison"))
+        reevaluate(run_dir, recipe, cache_dir, runtime, group=entry.comparison)
     else:
         adopt_recipe(run_dir, recipe, runtime)
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from alignkit.eval.summary import GOLD_CI_HIGH, GOLD_MEAN
+
 LABELS = ("converged", "still improving", "budget-limited", "unknown")
 
 
@@ -49,17 +51,17 @@ def rise_over_window(steps: np.ndarray, values: np.ndarray, sems: np.ndarray) ->
 
 def convergence(trajectory: list[dict], test: ConvergenceTest = ConvergenceTest(), *,
                 lr_fraction: float | None = None) -> dict:
-    """The label and the numbers behind it for a trajectory of checkpoints (``step``, ``gold_reward_mean``,
-    ``gold_reward_ci_high``); ``lr_fraction``: the learning rate at the last checkpoint over its peak."""
-    points = sorted((p for p in trajectory if p.get("gold_reward_mean") is not None), key=lambda p: p["step"])
+    """The label and the numbers behind it for a trajectory of checkpoints (``step``, the gold reward's mean
+    and the top of its interval); ``lr_fraction``: the learning rate at the last checkpoint over its peak."""
+    points = sorted((p for p in trajectory if p.get(GOLD_MEAN) is not None), key=lambda p: p["step"])
     out = {"label": "unknown", "rise": None, "rise_ci_low": None, "rise_ci_high": None,
            "window_steps": None, "lr_fraction": lr_fraction}
     if len(points) < 3:
         return out
     last = points[-test.window:]
     steps = np.array([p["step"] for p in last], float)
-    values = np.array([p["gold_reward_mean"] for p in last], float)
-    sems = np.array([(p.get("gold_reward_ci_high", math.nan) - p["gold_reward_mean"]) / 1.96 for p in last])
+    values = np.array([p[GOLD_MEAN] for p in last], float)
+    sems = np.array([(p.get(GOLD_CI_HIGH, math.nan) - p[GOLD_MEAN]) / 1.96 for p in last])
     rise, se = rise_over_window(steps, values, sems)
     low, high = rise - 1.96 * se, rise + 1.96 * se
     out.update(rise=rise, rise_ci_low=low, rise_ci_high=high, window_steps=[int(steps[0]), int(steps[-1])])

@@ -22,6 +22,8 @@ from alignkit.eval.diversity import diversity as diversity_of
 from alignkit.eval.judges import is_pairwise
 from alignkit.eval.kl import sequence_kl
 from alignkit.eval.stats import mean_interval, wilson_interval, win_rate
+from alignkit.eval.summary import (GOLD_CI_HIGH, GOLD_CI_LOW, GOLD_MEAN, GOLD_STD, KL_KIND, KL_MEAN,
+                                   N_SAMPLES, REFERENCE_GOLD_MEAN, TEMPERATURE, WIN_RATE)
 from alignkit.models.policy import KLEstimatingPolicy
 from alignkit.registry import REWARDS
 from alignkit.runtime import Runtime
@@ -146,22 +148,21 @@ def evaluate_at(policy, reference, samples: ReferenceSamples, gold: RewardFn, cf
     rate = win_rate(judged, judged_reference) if preferences is None else float(np.mean(preferences))
     gold_mean, gold_low, gold_high = mean_interval(scores)
     row = {
-        "temperature": temperature, "top_p": cfg.top_p, "n_samples": len(prompts),
-        "gold_reward_mean": gold_mean, "gold_reward_std": float(scores.std()),
-        "gold_reward_ci_low": gold_low, "gold_reward_ci_high": gold_high,
-        "reference_gold_reward_mean": float(samples.gold.mean()),
-        "kl_kind": kl_kind(temperature, cfg.top_p),
-        "win_rate_vs_reference": rate, **dict(zip(("win_rate_ci_low", "win_rate_ci_high"),
+        TEMPERATURE: temperature, "top_p": cfg.top_p, N_SAMPLES: len(prompts),
+        GOLD_MEAN: gold_mean, GOLD_STD: float(scores.std()), GOLD_CI_LOW: gold_low, GOLD_CI_HIGH: gold_high,
+        REFERENCE_GOLD_MEAN: float(samples.gold.mean()),
+        KL_KIND: kl_kind(temperature, cfg.top_p),
+        WIN_RATE: rate, **dict(zip(("win_rate_ci_low", "win_rate_ci_high"),
                                                   wilson_interval(rate, len(prompts)))),
         "mean_completion_tokens": float(rollout.batch.completion_lengths.float().mean()),
         "eos_fraction": float(np.mean(rollout.ended)),
         "eval_generated_sequences": cost.generated_sequences, "eval_generated_tokens": cost.generated_tokens,
     }
     if kl is None:
-        row.update(kl_mean=None, kl_sem=None, kl_ci_low=None, kl_ci_high=None)
+        row.update({KL_MEAN: None, "kl_sem": None, "kl_ci_low": None, "kl_ci_high": None})
     else:
         kl_mean, kl_low, kl_high = mean_interval(kl)
-        row.update(kl_mean=kl_mean, kl_sem=(kl_high - kl_mean) / 1.96 if len(kl) > 1 else None,
+        row.update({KL_MEAN: kl_mean}, kl_sem=(kl_high - kl_mean) / 1.96 if len(kl) > 1 else None,
                    kl_ci_low=kl_low, kl_ci_high=kl_high)
         if isinstance(policy, KLEstimatingPolicy):
             policy.summarize_kl(row)
@@ -207,6 +208,5 @@ def per_prompt(rows: list[dict]) -> dict:
 
 
 PER_PROMPT_KEYS = ("gold_per_prompt", "kl_per_prompt")
-TRAJECTORY_KEYS = ("temperature", "n_samples", "gold_reward_mean", "gold_reward_ci_low", "gold_reward_ci_high",
-                   "kl_kind", "kl_mean", "kl_ci_low", "kl_ci_high", "win_rate_vs_reference", "win_rate_ci_low",
-                   "win_rate_ci_high")
+TRAJECTORY_KEYS = (TEMPERATURE, N_SAMPLES, GOLD_MEAN, GOLD_CI_LOW, GOLD_CI_HIGH, KL_KIND, KL_MEAN,
+                   "kl_ci_low", "kl_ci_high", WIN_RATE, "win_rate_ci_low", "win_rate_ci_high")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from alignkit.report.cost import (FIRST_RULE, RULE as COMPUTE_RULE, budget_columns, curves, first_sentence, first_to_reach)
 from alignkit.errors import AlignkitError
+from alignkit.eval.summary import GOLD_CI_HIGH, GOLD_CI_LOW, GOLD_MEAN, REFERENCE_GOLD_MEAN
 from alignkit.report.plots import plot_compute, plot_frontier, plot_temperature
 from alignkit.report.records import (HEAD_TO_HEAD_METHOD, N_BOOT, RunRecord, check_runs_share, comparison_rows, load_runs, trajectory_rows, winrate_matrix)
 from alignkit.runfolder import claim_comparison_dir
@@ -104,9 +105,9 @@ def _index(runs, frame, matrix, sentences, name, argv, convergence) -> dict:
     first = runs[0].manifest
     return {
         "name": name, "argv": argv or [],
-        "entries": [{"label": r.label, "group": r.group, "method": r.summary.get("method"), "sweep": r.sweep,
+        "entries": [{"label": r.label, "group": r.group, "method": r.summary.method, "sweep": r.sweep,
                      "train_seed": r.manifest.get("train_seed"), "run": r.run_dir.name,
-                     "convergence": convergence[r.label], "budget": r.summary.get("budget")} for r in runs],
+                     "convergence": convergence[r.label], "budget": r.summary.budget} for r in runs],
         "shared": shared_facts(runs),
         "outputs": ["comparison.csv", "trajectories.csv", *(["winrates.csv"] if matrix else []), "frontier.png",
                     "frontier_compute.png", "temperature.png", "report.md"],
@@ -128,18 +129,19 @@ def shared_facts(runs: list[RunRecord]) -> dict:
         gold = run.manifest.get("gold_reward_meta") or {}
         if gold.get("heldout_accuracy") is not None:
             facts["gold_heldout_accuracy"] = gold["heldout_accuracy"]
-        if run.summary.get("training_data"):
-            facts["pairs"] = run.summary["training_data"]
-        if run.summary.get("judge_agreement"):
-            facts["judge_agreement"] = run.summary["judge_agreement"]
-        if run.summary.get("gold_agreement"):
-            facts["gold_agreement"] = run.summary["gold_agreement"]
-        if run.summary.get("judge_kind") == "pairwise":
+        summary = run.summary
+        if summary.training_data:
+            facts["pairs"] = summary.training_data
+        if summary.judge_agreement:
+            facts["judge_agreement"] = summary.judge_agreement
+        if summary.gold_agreement:
+            facts["gold_agreement"] = summary.gold_agreement
+        if summary.judge_kind == "pairwise":
             facts["judge_pairwise"] = True
-        if run.summary.get("self_judged"):
+        if summary.self_judged:
             facts.setdefault("self_judged", []).append(run.label)
-        if run.summary.get("n_samples") is not None:
-            facts["eval_prompts"] = run.summary["n_samples"]
+        if summary.n_samples is not None:
+            facts["eval_prompts"] = summary.n_samples
         rm = run.manifest.get("reward_model")
         if rm:
             facts["reward_model"] = {k: rm.get(k) for k in ("heldout_pairwise_accuracy", "n_heldout_pairs",
@@ -166,8 +168,9 @@ def render_markdown(runs: list[RunRecord], frame, matrix, index: dict) -> str:
               "sampled in training (seq / tokens) | train wall s | convergence |", "|---" * 10 + "|"]
     labels = {e["label"]: e["convergence"]["label"] for e in index["entries"]}
     for r in runs:
-        b, c = r.summary.get("budget", {}), r.cost
-        lines.append(f"| {r.label} | {r.summary.get('method')} | {_fmt(';'.join(f'{k}={v}' for k, v in r.sweep.items()) or None)} "
+        b, c = r.summary.budget or {}, r.cost
+        sweep = _fmt(';'.join(f'{k}={v}' for k, v in r.sweep.items()) or None)
+        lines.append(f"| {r.label} | {r.summary.method} | {sweep} "
                      f"| {r.manifest.get('train_seed')} | {b.get('steps', '–')} | {b.get('train_sequences', '–')} | "
                      f"{b.get('train_tokens', '–')} | {b.get('generated_sequences', 0)} / {b.get('generated_tokens', 0)} "
                      f"| {_fmt(c.get('train_wall_s'), 1)} | {labels[r.label]} |")
@@ -176,12 +179,12 @@ def render_markdown(runs: list[RunRecord], frame, matrix, index: dict) -> str:
               "| entry | gold reward [95% CI] | proxy (RM) | KL [95% CI] | KL kind | win rate vs reference [95% CI] "
               "| distinct-2 | self-BLEU |", "|---" * 8 + "|"]
     for _, row in primary.iterrows():
-        lines.append(f"| {row['label']} | {_fmt(row['gold_reward_mean'])} [{_fmt(row['gold_reward_ci_low'])}, "
-                     f"{_fmt(row['gold_reward_ci_high'])}] | {_fmt(row.get('proxy_reward_mean'))} | "
+        lines.append(f"| {row['label']} | {_fmt(row[GOLD_MEAN])} [{_fmt(row[GOLD_CI_LOW])}, "
+                     f"{_fmt(row[GOLD_CI_HIGH])}] | {_fmt(row.get('proxy_reward_mean'))} | "
                      f"{_fmt(row['kl_mean'], 2)} [{_fmt(row['kl_ci_low'], 2)}, {_fmt(row['kl_ci_high'], 2)}] | "
                      f"{row['kl_kind']} | {_fmt(row['win_rate_vs_reference'])} [{_fmt(row['win_rate_ci_low'])}, "
                      f"{_fmt(row['win_rate_ci_high'])}] | {_fmt(row.get('distinct_2'))} | {_fmt(row.get('self_bleu'))} |")
-    reference = primary["reference_gold_reward_mean"].iloc[0]
+    reference = primary[REFERENCE_GOLD_MEAN].iloc[0]
     evaluated = shared.get("eval_prompts", shared["eval"]["n_prompts"])  # counted: a task may have fewer prompts
     lines += ["", f"The reference (SFT) policy's gold reward at this temperature is {reference:.3f}.", "",
               "![gold reward vs KL](frontier.png)", "",
@@ -333,7 +336,7 @@ def screen_table(out: Path) -> str:
     lines = [f"{'entry':<28} {'gold':>6} {'KL':>6} {'win rate [95% CI]':>20} {'steps':>6} {'train s':>8}  convergence"]
     for _, r in frame.iterrows():
         kl = "–" if pd.isna(r["kl_mean"]) else f"{r['kl_mean']:.2f}"
-        lines.append(f"{r['label'][:28]:<28} {r['gold_reward_mean']:>6.3f} {kl:>6} "
+        lines.append(f"{r['label'][:28]:<28} {r[GOLD_MEAN]:>6.3f} {kl:>6} "
                      f"{r['win_rate_vs_reference']:>6.3f} [{r['win_rate_ci_low']:.2f}, {r['win_rate_ci_high']:.2f}] "
                      f"{int(r['train_steps']) if not pd.isna(r['train_steps']) else 0:>6} "
                      f"{r['train_wall_s'] if not pd.isna(r['train_wall_s']) else 0:>8.1f}  {r['convergence']}")

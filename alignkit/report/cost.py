@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from alignkit.eval.summary import GOLD_MEAN
 from alignkit.report.records import RunRecord
 
 RULE = ("FLOPs estimated as 6N per trained token (forward and backward) and 2N per forward-only token (sampling, "
@@ -59,10 +60,11 @@ def shared_cost(run: RunRecord, runs: list[RunRecord]) -> SharedCost:
         cost.trained_tokens += float((rm.get("budget") or {}).get("train_tokens") or 0)
         cost.wall_s += _stage_wall(runs, "reward model", "reward_model", keys["reward_model"])
     if keys.get("reference_logps"):
-        budget, pairs = run.summary.get("budget") or {}, (run.summary.get("training_data") or {}).get("train_pairs")
+        budget, data = run.summary.budget or {}, run.summary.training_data or {}
+        pairs = data.get("train_pairs")
         if pairs and budget.get("train_sequences"):
             per_sequence = budget["train_tokens"] / budget["train_sequences"]
-            unpaired = (run.summary.get("training_data") or {}).get("unpaired")
+            unpaired = data.get("unpaired")
             cost.forward_tokens += pairs * (1 if unpaired else 2) * per_sequence
         cost.wall_s += _stage_wall(runs, "reference logps", "reference_logps", keys["reference_logps"])
     return cost
@@ -73,7 +75,7 @@ def _passes(run: RunRecord) -> tuple[int, int]:
     the policy (value_model: shared too, whose head takes a second pass through the policy's trunk); each
     sampled token is generated once and then scored by the reference and the reward model (gold: no LM
     pass), PPO's policy and value model too."""
-    method = run.summary.get("method")
+    method = run.summary.method
     settings = (run.manifest.get("recipe") or {}).get("methods", {}).get(method) or {}
     reward_model = settings.get("reward", "reward_model") != "gold"
     if method == "ppo":
@@ -98,16 +100,16 @@ def run_curve(run: RunRecord, runs: list[RunRecord]) -> list[dict]:
     recorded its budget, and the final evaluation; each ``{step, gold, ...compute}``."""
     shared, cost = shared_cost(run, runs), run.cost
     walls = (cost.get("training") or {}).get("wall_s") or {}  # measured: in the manifest, by checkpoint step
-    points = [{"step": 0, "gold": run.summary.get("reference_gold_reward_mean"),
+    points = [{"step": 0, "gold": run.summary.reference_gold_reward_mean,
                **point_compute(run, {}, 0.0, shared)}]
     for p in sorted(run.trajectory, key=lambda p: p["step"]):
-        if "budget_train_tokens" in p and p.get("gold_reward_mean") is not None:
+        if "budget_train_tokens" in p and p.get(GOLD_MEAN) is not None:
             budget = {k[len("budget_"):]: v for k, v in p.items() if k.startswith("budget_")}
-            points.append({"step": p["step"], "gold": p["gold_reward_mean"],
+            points.append({"step": p["step"], "gold": p[GOLD_MEAN],
                            **point_compute(run, budget, walls.get(str(p["step"])), shared)})
-    budget = run.summary.get("budget") or {}
+    budget = run.summary.budget or {}
     wall = walls.get("last", cost.get("train_wall_s"))  # runs without a trajectory: the training stage's time
-    final = {"step": budget.get("steps", 0), "gold": run.summary.get("gold_reward_mean"),
+    final = {"step": budget.get("steps", 0), "gold": run.summary.gold_reward_mean,
              **point_compute(run, budget, wall, shared)}
     return [p for p in points if p["step"] < final["step"]] + [final]
 

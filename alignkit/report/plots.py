@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from alignkit.eval.summary import GOLD_CI_HIGH, GOLD_MEAN, KL_MEAN, EvalSummary
 
-def plot_run(run_dir: Path) -> Path:
-    """``eval/summary.png``: training loss, gold reward of policy vs reference, per-sample KL."""
+
+def plot_run(run_dir: Path, summary: EvalSummary) -> Path:
+    """``eval/summary.png``: training loss, gold reward of policy vs reference, per-sample KL (``summary``:
+    the run's evaluation summary, as it writes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -17,7 +20,6 @@ def plot_run(run_dir: Path) -> Path:
     metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()] \
         if (run_dir / "metrics.jsonl").exists() else []
     samples = [json.loads(x) for x in (run_dir / "eval" / "samples.jsonl").read_text().splitlines()]
-    summary = json.loads((run_dir / "eval" / "summary.json").read_text())
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     if any(m["stage"] == "ppo" for m in metrics):
         _ppo_panel(axes[0], [m for m in metrics if m["stage"] == "ppo"])
@@ -39,16 +41,16 @@ def plot_run(run_dir: Path) -> Path:
 def _policy_panels(ax_reward, ax_kl, samples, summary):
     bins = [i / 20 for i in range(21)]
     ax_reward.hist([s["reference_gold_reward"] for s in samples], bins=bins, alpha=0.6, label="reference (SFT)")
-    ax_reward.hist([s["gold_reward"] for s in samples], bins=bins, alpha=0.6, label=summary["method"])
-    ax_reward.set(title=f"gold reward (win rate {summary['win_rate_vs_reference']:.2f})", xlabel="gold reward")
+    ax_reward.hist([s["gold_reward"] for s in samples], bins=bins, alpha=0.6, label=summary.method)
+    ax_reward.set(title=f"gold reward (win rate {summary.win_rate_vs_reference:.2f})", xlabel="gold reward")
     ax_reward.legend()
-    if summary.get("kl_mean") is None:  # greedy decoding: no sampling distribution, no KL
+    if summary.kl_mean is None:  # greedy decoding: no sampling distribution, no KL
         ax_kl.set(title="no KL at temperature 0 (greedy)")
         return
     kls = [s["kl"] for s in samples if s.get("kl") is not None]
     ax_kl.hist(kls, bins=30)
-    ax_kl.axvline(summary["kl_mean"], color="k", linestyle="--",
-                  label=f"mean {summary['kl_mean']:.2f} ({summary.get('kl_kind', 'exact')})")
+    ax_kl.axvline(summary.kl_mean, color="k", linestyle="--",
+                  label=f"mean {summary.kl_mean:.2f} ({summary.kl_kind or 'exact'})")
     ax_kl.set(title="sequence KL(pi || pi_ref) per sample", xlabel="nats")
     ax_kl.legend()
 
@@ -58,7 +60,7 @@ def _reward_model_panels(ax_margin, ax_scatter, samples, summary):
     ax_margin.hist(margins, bins=30)
     ax_margin.axvline(0, color="k", linestyle="--")
     ax_margin.set(title=f"held-out margin r(chosen) - r(rejected) (accuracy "
-                        f"{summary['heldout_pairwise_accuracy']:.2f})", xlabel="reward-model margin")
+                        f"{summary.results['heldout_pairwise_accuracy']:.2f})", xlabel="reward-model margin")
     scored = [s for s in samples if s.get("gold_chosen") is not None]  # gold scores exist for generated pairs
     rm = [s["rm_chosen"] for s in scored] + [s["rm_rejected"] for s in scored]
     gold = [s["gold_chosen"] for s in scored] + [s["gold_rejected"] for s in scored]
@@ -118,24 +120,25 @@ def plot_frontier(runs, out: Path) -> Path:
     for group in groups:
         members = [r for r in runs if r.is_policy and r.group == group]
         for run in members:
-            traj = sorted((p for p in run.trajectory if p.get("kl_mean") is not None), key=lambda p: p["step"])
+            traj = sorted((p for p in run.trajectory if p.get(KL_MEAN) is not None), key=lambda p: p["step"])
             if traj:
-                ax.plot([p["kl_mean"] for p in traj], [p["gold_reward_mean"] for p in traj], "o-", ms=3, lw=0.8,
+                ax.plot([p[KL_MEAN] for p in traj], [p[GOLD_MEAN] for p in traj], "o-", ms=3, lw=0.8,
                         color=colours[group], alpha=0.3)
         points: dict[str, list] = {}
         for run in members:
-            if run.summary.get("kl_mean") is not None:
+            if run.summary.kl_mean is not None:
                 points.setdefault(json.dumps(run.sweep, sort_keys=True), []).append(run.summary)
         rows = []
         for key, summaries in points.items():
-            kl = np.array([s["kl_mean"] for s in summaries])
-            gold = np.array([s["gold_reward_mean"] for s in summaries])
+            kl = np.array([s.kl_mean for s in summaries])
+            gold = np.array([s.gold_reward_mean for s in summaries])
             if len(summaries) > 1:  # several seeds: intervals over seeds
                 kl_err, gold_err = 1.96 * kl.std(ddof=1) / len(kl) ** 0.5, 1.96 * gold.std(ddof=1) / len(gold) ** 0.5
             else:
                 s = summaries[0]
-                kl_err = (s["kl_ci_high"] - s["kl_mean"]) if s.get("kl_ci_high") is not None else 0.0
-                gold_err = s["gold_reward_ci_high"] - s["gold_reward_mean"]
+                high = s.results.get("kl_ci_high")
+                kl_err = (high - s.kl_mean) if high is not None else 0.0
+                gold_err = s.results[GOLD_CI_HIGH] - s.gold_reward_mean
             sweep = json.loads(key)
             order = next(iter(sweep.values())) if len(sweep) == 1 else kl.mean()
             rows.append((order, kl.mean(), gold.mean(), kl_err, gold_err))
@@ -144,7 +147,7 @@ def plot_frontier(runs, out: Path) -> Path:
             xs, ys, xerr, yerr = (np.array([r[i] for r in rows], dtype=float) for i in (1, 2, 3, 4))
             ax.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="o-", color=colours[group], ms=6, lw=1.6, capsize=3,
                         label=group)
-    reference = next((r.summary["reference_gold_reward_mean"] for r in runs if r.is_policy), None)
+    reference = next((r.summary.reference_gold_reward_mean for r in runs if r.is_policy), None)
     if reference is not None:
         ax.plot([0], [reference], "k*", ms=12, label="reference (SFT)")
     ax.set(xlabel="sequence KL(pi || pi_ref), nats", ylabel="gold reward (mean over held-out prompts)",

@@ -15,7 +15,9 @@ from alignkit.config import first_difference
 from alignkit.errors import AlignkitError
 from alignkit.eval.evaluator import PER_PROMPT_KEYS
 from alignkit.eval.stats import head_to_head
-from alignkit.runfolder import RunFolderError, read_json, read_run
+from alignkit.eval.summary import (GOLD_CI_HIGH, GOLD_CI_LOW, GOLD_MEAN, KL_KIND, KL_MEAN, N_SAMPLES,
+                                   REFERENCE_GOLD_MEAN, TEMPERATURE, WIN_RATE, EvalSummary)
+from alignkit.runfolder import ComparisonEntry, RunFolderError, read_json, read_run
 from alignkit.runlog import read_jsonl
 
 N_BOOT = 2000
@@ -34,24 +36,25 @@ class RunRecord:
 
     run_dir: Path
     manifest: dict
-    summary: dict
+    summary: EvalSummary
     trajectory: list[dict] = field(default_factory=list)
 
     @property
-    def info(self) -> dict:
-        return self.manifest.get("compare_entry") or {}
+    def entry(self) -> ComparisonEntry | None:
+        """Its place in a comparison (the manifest's ``compare_entry``), None for a run of its own."""
+        return ComparisonEntry.from_manifest(self.manifest)
 
     @property
     def label(self) -> str:
-        return self.info.get("label") or self.run_dir.name
+        return self.entry.label if self.entry else self.run_dir.name
 
     @property
     def group(self) -> str:
-        return self.info.get("group") or self.label
+        return (self.entry.group if self.entry else "") or self.label
 
     @property
     def sweep(self) -> dict:
-        return self.info.get("sweep") or {}
+        return self.entry.sweep if self.entry else {}
 
     @property
     def cost(self) -> dict:
@@ -60,7 +63,7 @@ class RunRecord:
 
     @property
     def is_policy(self) -> bool:
-        return "by_temperature" in self.summary
+        return self.summary.is_policy
 
     def samples(self) -> list[dict]:
         return read_jsonl(self.run_dir / "eval" / "samples.jsonl")
@@ -139,14 +142,14 @@ def comparison_rows(runs: list[RunRecord], convergence: dict[str, dict]) -> list
     for run in runs:
         if not run.is_policy:
             continue
-        s, budget, cost = run.summary, run.summary.get("budget", {}), run.cost
-        base = {"label": run.label, "group": run.group, "method": s["method"],
+        s, budget, cost = run.summary, run.summary.budget or {}, run.cost
+        base = {"label": run.label, "group": run.group, "method": s.method,
                 "sweep": ";".join(f"{k}={v}" for k, v in run.sweep.items()),
                 "sweep_value": next(iter(run.sweep.values()), None) if len(run.sweep) == 1 else None,
                 "train_seed": run.manifest.get("train_seed"),
                 **{f"convergence{'_' + k if k != 'label' else ''}": v for k, v in convergence[run.label].items()
                    if k != "window_steps"}}
-        for row in s["by_temperature"]:
+        for row in s.by_temperature:
             rows.append({**base, **{k: row.get(k) for k in ROW_KEYS},
                          **{f"train_{k}" if not k.startswith("train") else k: v for k, v in budget.items()},
                          "train_wall_s": cost.get("train_wall_s"), "eval_wall_s": cost.get("eval_wall_s"),
@@ -155,10 +158,10 @@ def comparison_rows(runs: list[RunRecord], convergence: dict[str, dict]) -> list
     return rows
 
 
-ROW_KEYS = ("temperature", "top_p", "n_samples", "gold_reward_mean", "gold_reward_ci_low", "gold_reward_ci_high",
-            "reference_gold_reward_mean", "proxy_reward_mean", "proxy_reward_ci_low", "proxy_reward_ci_high",
-            "reference_proxy_reward_mean", "kl_kind", "kl_mean", "kl_ci_low", "kl_ci_high", "kl_sampled_estimate",
-            "win_rate_vs_reference", "win_rate_ci_low", "win_rate_ci_high", "distinct_1", "distinct_2",
+ROW_KEYS = (TEMPERATURE, "top_p", N_SAMPLES, GOLD_MEAN, GOLD_CI_LOW, GOLD_CI_HIGH,
+            REFERENCE_GOLD_MEAN, "proxy_reward_mean", "proxy_reward_ci_low", "proxy_reward_ci_high",
+            "reference_proxy_reward_mean", KL_KIND, KL_MEAN, "kl_ci_low", "kl_ci_high", "kl_sampled_estimate",
+            WIN_RATE, "win_rate_ci_low", "win_rate_ci_high", "distinct_1", "distinct_2",
             "self_bleu", "mean_completion_tokens", "eos_fraction", "eval_generated_sequences",
             "eval_generated_tokens")
 

@@ -24,7 +24,7 @@ METHOD = (f"bootstrap over the shared evaluation prompts ({N_BOOT} resamples, th
 def lr_fraction(run: RunRecord) -> float | None:
     """The training learning rate at the run's last trajectory checkpoint over its peak (None when the run
     logged no learning rate or has no trajectory)."""
-    stage, steps = run.summary.get("method"), [p["step"] for p in run.trajectory]
+    stage, steps = run.summary.method, [p["step"] for p in run.trajectory]
     logged = [(r["step"], r.get("lr", r.get("learning_rate"))) for r in read_jsonl(run.run_dir / "metrics.jsonl")
               if r.get("stage") == stage and isinstance(r.get("lr", r.get("learning_rate")), (int, float))]
     if not logged or not steps:
@@ -37,7 +37,7 @@ def lr_fraction(run: RunRecord) -> float | None:
 def convergence_of(run: RunRecord) -> dict:
     """The run's label (converged, still improving, budget-limited, unknown; no training for Best-of-N) and
     the numbers behind it."""
-    if not (run.summary.get("budget") or {}).get("steps"):
+    if not run.summary.steps:
         return {"label": "no training"}
     return convergence(run.trajectory, CONVERGENCE, lr_fraction=lr_fraction(run))
 
@@ -49,7 +49,7 @@ def _points(run: RunRecord, checkpoints: bool) -> list[tuple[object, np.ndarray,
     if not rows or any(r.get("kl") is None for r in rows):
         return []
     gold = np.array([r["gold_reward"] for r in rows], float)
-    kl = (np.full(len(rows), run.summary["kl_mean"]) if run.summary.get("kl_kind") == "analytic"
+    kl = (np.full(len(rows), run.summary.kl_mean) if run.summary.kl_kind == "analytic"
           else np.array([r["kl"] for r in rows], float))  # Best-of-N reports its analytic KL
     points = [("final", gold, kl)]
     if checkpoints:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from alignkit import __version__
 from alignkit.errors import AlignkitError
+from alignkit.eval.summary import (GOLD_MEAN, GOLD_STD, KL_MEAN, N_SAMPLES, SUMMARY_FILE, TEMPERATURE,
+                                   WIN_RATE, EvalSummary)
 from alignkit.models.config import looks_like_local_path
 from alignkit.models.scalar_head import META_FILE as SCALAR_META
 from alignkit.runfolder import CARD, RunFolder, model_problem, read_run
@@ -24,7 +26,7 @@ def _hub_id(name: str) -> str | None:
     return None if name.startswith("builtin:") or looks_like_local_path(name) or Path(name).exists() else name
 
 
-def card_text(recipe: dict, summary: dict, adapter: bool) -> str:
+def card_text(recipe: dict, summary: EvalSummary, adapter: bool) -> str:
     """The model card of a trained policy: method, loss, hyper-parameters, base model, data, budget and the
     evaluation numbers with their intervals and judge, with the Hub metadata (card data) in front."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -34,17 +36,18 @@ def card_text(recipe: dict, summary: dict, adapter: bool) -> str:
     base, prefs, task = recipe["model"]["name_or_path"], recipe["preferences"], recipe["task"]["dataset"]
     hub_base = _hub_id(base)
     hub_data = prefs["source"][3:] if prefs["source"].startswith("hf:") else None
-    judge = summary.get("judge", "gold")
+    judge = summary.judge or "gold"
     judge_name = recipe.get("gold_reward", "") if judge == "gold" else judge
+    numbers = summary.results
     results = [EvalResult(task_type="text-generation", dataset_type=hub_data or task, dataset_name=hub_data or task,
-                          metric_type=key, metric_name=f"{key} (judge: {judge_name})", metric_value=summary[key])
-               for key in ("gold_reward_mean", "win_rate_vs_reference", "kl_mean")
-               if isinstance(summary.get(key), (int, float))]
+                          metric_type=key, metric_name=f"{key} (judge: {judge_name})",
+                          metric_value=numbers[key])
+               for key in (GOLD_MEAN, WIN_RATE, KL_MEAN) if isinstance(numbers.get(key), (int, float))]
     data = ModelCardData(model_name=name, base_model=hub_base, library_name="peft" if adapter else "transformers",
                          tags=["alignkit", method, *([settings["loss"]] if settings.get("loss") else [])],
                          datasets=[hub_data] if hub_data else None, eval_results=results or None)
-    budget = summary.get("budget") or {}
-    rows = summary.get("by_temperature") or [summary]
+    budget = summary.budget or {}
+    rows = summary.by_temperature or [summary.results]
     lines = [f"# {name}", "",
              f"A policy trained with **{method}**" + (f" (loss `{settings['loss']}`)" if settings.get("loss") else "")
              + f" by [alignkit](https://pypi.org/project/alignkit/) {__version__}, starting from `{base}`"
@@ -53,19 +56,19 @@ def card_text(recipe: dict, summary: dict, adapter: bool) -> str:
              f"- task: `{task}`; preference pairs: `{prefs['source']}`"
              + (f" (split `{prefs['split']}`)" if prefs["source"] != "generated" else
                 f" (sampled from the starting policy, labelled by `{recipe.get('gold_reward')}`)"),
-             *(f"- {k.replace('_', ' ')}: {v}" for k, v in (summary.get("training_data") or {}).items()), "",
+             *(f"- {k.replace('_', ' ')}: {v}" for k, v in (summary.training_data or {}).items()), "",
              "## Training budget", "",
              *(f"- {k}: {v}" for k, v in budget.items()), "",
              "## Hyper-parameters", "", "| key | value |", "|---|---|",
              *(f"| {method}.{k} | `{v}` |" for k, v in settings.items()),
              f"| seed | `{recipe.get('seed')}` |", f"| precision | `{recipe.get('precision')}` |", "",
              "## Evaluation", "",
-             f"On {summary.get('n_samples', 'n/a')} held-out prompts, judged by `{judge_name}` "
-             f"({summary.get('judge_kind', 'score')}); win rate against the starting policy with its confidence "
+             f"On {summary.results.get(N_SAMPLES, 'n/a')} held-out prompts, judged by `{judge_name}` "
+             f"({summary.judge_kind or 'score'}); win rate against the starting policy with its confidence "
              f"interval, KL to it per sequence.", "",
              "| temperature | gold reward (mean ± std) | KL | win rate [interval] |", "|---|---|---|---|",
-             *(f"| {r.get('temperature')} | {_number(r.get('gold_reward_mean'))} ± {_number(r.get('gold_reward_std'))}"
-               f" | {_number(r.get('kl_mean'))} | {_number(r.get('win_rate_vs_reference'))} "
+             *(f"| {r.get(TEMPERATURE)} | {_number(r.get(GOLD_MEAN))} ± {_number(r.get(GOLD_STD))}"
+               f" | {_number(r.get(KL_MEAN))} | {_number(r.get(WIN_RATE))} "
                f"[{_number(r.get('win_rate_ci_low'))}, {_number(r.get('win_rate_ci_high'))}] |" for r in rows), ""]
     load = ("from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained(\"REPO\")"
             if adapter else
@@ -81,7 +84,7 @@ def saved_policy(folder: Path) -> bool:
     return policy and not (folder / SCALAR_META).is_file()
 
 
-def write_card(run_dir: Path, recipe: dict, summary: dict) -> Path | None:
+def write_card(run_dir: Path, recipe: dict, summary: EvalSummary) -> Path | None:
     """``model/README.md`` of a run that saved a policy (None when it saved none: Best-of-N, a reward model)."""
     folder = Path(run_dir) / "model"
     if not saved_policy(folder):
@@ -132,8 +135,8 @@ def push_run(run_dir: Path, repo_id: str, *, private: bool = False, token: str |
     files = [*upload_files(run), write_card(run.path, run.manifest["recipe"], summary)]
     operations = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
                   for p in sorted(files)]
-    operations.append(CommitOperationAdd(path_in_repo="eval/summary.json",
-                                         path_or_fileobj=str(run.path / "eval" / "summary.json")))
+    operations.append(CommitOperationAdd(path_in_repo=SUMMARY_FILE.as_posix(),
+                                         path_or_fileobj=str(run.path / SUMMARY_FILE)))
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -31,13 +32,14 @@ from alignkit.data.pairs_task import completions_per_prompt
 from alignkit.errors import AlignkitError
 from alignkit.eval.evaluator import TRAJECTORY_KEYS, evaluate_at
 from alignkit.eval.judges import is_pairwise
+from alignkit.eval.summary import TEMPERATURE, EvalSummary
 from alignkit.report.plots import plot_run
 from alignkit.run.hub import push_run, write_card
 from alignkit.memory import PeakMemory, process_peak_mb
 from alignkit.models.policy import Policy
 from alignkit.recipe import Recipe, default_task_problem, method_needs, self_judging
 from alignkit.registry import METHODS
-from alignkit.runfolder import RUN_FORMAT, RUN_MARKER, check_run_name, claim_run_dir, read_manifest
+from alignkit.runfolder import RUN_FORMAT, RUN_MARKER, ComparisonEntry, check_run_name, claim_run_dir, read_manifest
 from alignkit.runfolder import folder_checksums
 from alignkit.runlog import MetricsLog, WriteError, append_jsonl, atomic_dir, read_jsonl, write_json, write_jsonl
 from alignkit.runtime import Runtime, start
@@ -47,7 +49,8 @@ from alignkit.stages.workspace import Workspace
 from alignkit.report.versions import package_versions
 from alignkit.runtime import seed_everything
 
-def _replace_run(recipe: Recipe, run_dir: Path, cache_dir: Path | None, entry: dict | None, runtime: Runtime) -> dict:
+def _replace_run(recipe: Recipe, run_dir: Path, cache_dir: Path | None, entry: ComparisonEntry | None,
+                 runtime: Runtime) -> EvalSummary:
     """``--overwrite``: build the new run in a sibling folder and swap it in only when it succeeded, so a
     failed run leaves the old one as it was."""
     fresh = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.alignkit-new-", dir=run_dir.parent))
@@ -70,7 +73,7 @@ class Run:
     """One recipe executed into one run directory."""
 
     def __init__(self, recipe: Recipe, run_dir: Path, runtime: Runtime, cache_dir: Path | None = None,
-                 entry: dict | None = None, checkpoints: Path | None = None):
+                 entry: ComparisonEntry | None = None, checkpoints: Path | None = None):
         """``checkpoints``: read the checkpoints there and write none (a data-parallel process other than the
         main one, which runs in a scratch folder and resumes from the main process's checkpoints)."""
         self.recipe = recipe
@@ -79,7 +82,7 @@ class Run:
         self.stage_memory: dict[str, dict[str, float]] = {}
         log = MetricsLog(self.run_dir / "metrics.jsonl", sink=Trackers(
             recipe.report_to if runtime.is_main else (), self.run_dir, recipe.name,
-            (entry or {}).get("comparison", recipe.name), to_dict(recipe), recipe.method))
+            entry.comparison if entry and entry.comparison else recipe.name, to_dict(recipe), recipe.method))
         self.checkpointer = Checkpointer(checkpoints or self.run_dir / "checkpoints", log=log,
                                          heartbeat=self._write_manifest, read_only=checkpoints is not None)
         # the run's context, built once here and passed to everything that trains (alignkit.context)
@@ -92,7 +95,7 @@ class Run:
                          "runtime": self.ws.runtime.describe(),
                          "threads": torch.get_num_threads(),  # intra-op CPU threads (alignkit.threads)
                          "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
-                         **({"compare_entry": entry} if entry else {})}
+                         **({"compare_entry": entry.to_dict()} if entry else {})}
 
     @contextmanager
     def stage(self, name: str):
@@ -129,7 +132,7 @@ class Run:
                        f"{self.run_dir} from {where}", file=sys.stderr)
         return step
 
-    def execute(self, resume: bool = False) -> dict:
+    def execute(self, resume: bool = False) -> EvalSummary:
         """Train, save, evaluate; ``resume`` continues an unfinished run from its last checkpoint."""
         entry = METHODS.entry(self.recipe.method)
         seed_everything(self.ws.train_seed)
@@ -180,18 +183,20 @@ class Run:
         self.checkpointer.clear()
         self._write_manifest(status="done", stage_keys=self.ws.stage_keys(), gold_reward_meta=self.ws.gold_meta,
                              reward_model=self.ws.reward_model_summary)
-        self.ctx.log.sink.summary(summary)
+        self.ctx.log.sink.summary(summary.to_dict())
         self.ctx.log.sink.finish()
         return summary
 
 
-def evaluate_artifact(ws: Workspace, artifact, *, close_trajectory: bool = True) -> tuple[dict, dict[float, list[dict]]]:
+def evaluate_artifact(ws: Workspace, artifact, *,
+                      close_trajectory: bool = True) -> tuple[EvalSummary, dict[float, list[dict]]]:
     """Policies go through the shared evaluator at every temperature; other artifacts (reward models)
     evaluate themselves. Returns the summary and the per-prompt samples of each temperature."""
     recipe = ws.recipe
     if not isinstance(artifact, Policy):
         summary, samples = artifact.evaluate(ws)
-        return {**summary, "budget": ws.budget.as_dict()}, {recipe.eval.temperature: samples}
+        found = EvalSummary.from_dict(summary)
+        return replace(found, budget=ws.budget.as_dict()), {recipe.eval.temperature: samples}
     cfg = recipe.eval
     reference = ws.reference_for(artifact)
     # the proxy column scores with the reward model the method used (4-bit for memory-lean PPO)
@@ -213,12 +218,11 @@ def evaluate_artifact(ws: Workspace, artifact, *, close_trajectory: bool = True)
                 TrajectoryRecorder(ws).record(artifact, steps)
     agreement = ws.judge_agreement()  # once per run: how far the judge itself can be trusted
     gold_agreement = None if ws.gold_is_judge or not ws.recipe.preferences.is_user_data else ws.judge_agreement("gold")
-    summary = {"method": recipe.method, "name": recipe.name, **rows[0], "judge": cfg.judge,
-               "judge_kind": "pairwise" if is_pairwise(ws.judge) else "score",
-               **({"judge_agreement": agreement} if agreement else {}),
-               **({"gold_agreement": gold_agreement} if gold_agreement else {}),
-               **({"self_judged": True} if self_judging(recipe) else {}),
-               "by_temperature": rows, "budget": ws.budget.as_dict(), "training_data": training_data(ws)}
+    summary = EvalSummary(recipe.method, recipe.name, rows[0], judge=cfg.judge,
+                          judge_kind="pairwise" if is_pairwise(ws.judge) else "score",
+                          judge_agreement=agreement or None, gold_agreement=gold_agreement or None,
+                          self_judged=True if self_judging(recipe) else None, by_temperature=rows,
+                          budget=ws.budget.as_dict(), training_data=training_data(ws))
     return summary, samples
 
 
@@ -233,18 +237,18 @@ def training_data(ws: Workspace) -> dict:
             **({"unpaired": True} if getattr(train, "unpaired", False) else {})}
 
 
-def write_outputs(run_dir: Path, summary: dict, samples: dict[float, list[dict]]) -> None:
+def write_outputs(run_dir: Path, summary: EvalSummary, samples: dict[float, list[dict]]) -> None:
     """``eval/summary.json``, the samples of each temperature and the run's plot, each written atomically."""
-    primary = summary.get("temperature", next(iter(samples)))
+    primary = summary.results.get(TEMPERATURE, next(iter(samples)))
     for temperature, rows in samples.items():
         name = "samples.jsonl" if temperature == primary else f"samples_T{temperature:g}.jsonl"
         write_jsonl(run_dir / "eval" / name, rows)
-    write_json(run_dir / "eval" / "summary.json", summary)
-    plot_run(run_dir)
+    summary.write(run_dir)
+    plot_run(run_dir, summary)
 
 
 def run_recipe(recipe: Recipe, run_dir: Path, *, overwrite: bool = False, cache_dir: Path | None = None,
-               entry: dict | None = None, runtime: Runtime | None = None) -> dict:
+               entry: ComparisonEntry | None = None, runtime: Runtime | None = None) -> EvalSummary:
     """Train and evaluate ``recipe`` into ``run_dir``; ``entry`` records its place in a comparison. An
     interrupted or failed run of the same recipe there resumes from its last checkpoint; ``overwrite``
     replaces a run as a whole, and only once the new one succeeded. Under data parallelism the main process
@@ -274,8 +278,8 @@ def run_recipe(recipe: Recipe, run_dir: Path, *, overwrite: bool = False, cache_
     return summary
 
 
-def _follow_main(recipe: Recipe, run_dir: Path, cache_dir: Path | None, entry: dict | None, action,
-                 runtime: Runtime) -> dict:
+def _follow_main(recipe: Recipe, run_dir: Path, cache_dir: Path | None, entry: ComparisonEntry | None, action,
+                 runtime: Runtime) -> EvalSummary:
     """A data-parallel process other than the main one: the same run, written to a scratch folder that goes
     when it ends; a resumed run restores the main process's checkpoints."""
     if isinstance(action, BaseException):

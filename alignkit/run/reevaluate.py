@@ -6,11 +6,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from alignkit.config import apply_overrides, to_dict
 from alignkit.context import RunContext
 from alignkit.errors import AlignkitError, warn
+from alignkit.eval.summary import EvalSummary
 from alignkit.run.hub import write_card
 from alignkit.models.policy import Policy
 from alignkit.models.scalar_head import META_FILE as SCALAR_META
@@ -52,7 +54,7 @@ def load_trained(ws: Workspace, run_dir: Path):
 
 
 def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, runtime: Runtime | None = None,
-               group: str | None = None) -> dict:
+               group: str | None = None) -> EvalSummary:
     """Evaluate a finished run's model again under ``recipe``'s evaluation settings (temperatures, judge,
     ...); its training record (budget, cost, trajectory) stays as it was. The new summary goes to the
     recipe's trackers (a tracker run grouped by ``group``, the comparison)."""
@@ -69,8 +71,8 @@ def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, run
     seed_everything(ws.train_seed)
     began = time.perf_counter()
     summary, samples = evaluate_artifact(ws, load_trained(ws, run_dir), close_trajectory=False)
-    for key in ("budget", "training_data"):
-        summary[key] = old.get(key, summary.get(key))
+    summary = replace(summary, budget=summary.budget if old.budget is None else old.budget,
+                      training_data=summary.training_data if old.training_data is None else old.training_data)
     if not ws.runtime.is_main:  # every process evaluated its share; the main one writes
         return summary
     write_outputs(run_dir, summary, samples)
@@ -79,7 +81,7 @@ def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, run
                     cost={**manifest.get("cost", {}), "eval_wall_s": round(time.perf_counter() - began, 2)})
     write_json(run_dir / "manifest.json", manifest)
     trackers = Trackers(recipe.report_to, run_dir, recipe.name, group or recipe.name, to_dict(recipe))
-    trackers.summary(summary)
+    trackers.summary(summary.to_dict())
     trackers.finish()
     return summary
 
@@ -143,7 +145,7 @@ def eval_recipe(run_dir: Path, recorded: dict, overrides: list[str], plugins=())
     return recipe
 
 
-def reevaluate_run(run_dir: Path, overrides: list[str], plugins=(), reuse_endpoint: bool = False) -> dict:
+def reevaluate_run(run_dir: Path, overrides: list[str], plugins=(), reuse_endpoint: bool = False) -> EvalSummary:
     """``alignkit eval``: a finished run's own recipe, with ``overrides`` (evaluation settings), evaluated
     again. Nothing the run folder records is executed or contacted unless the user names it again: neither
     its plugins (:func:`eval_recipe`) nor its judge's endpoint (:func:`check_endpoint`)."""

@@ -308,3 +308,23 @@ def test_report_warns_when_the_runs_used_different_package_versions(finished, tm
     warning = [line for line in result.output.splitlines() if "different package versions" in line]
     assert len(warning) == 1 and "transformers" in warning[0] and f"vs 0.0.1 ({last})" in warning[0]
     assert f"vs 0.0.1 ({last})" in (tmp_path / "again" / "report.md").read_text()
+
+
+def test_run_folders_hold_the_summary_and_entry_types_byte_for_byte(finished, tmp_path):
+    """eval/summary.json read as an EvalSummary and written again is the same bytes; the manifest's entry is
+    the ComparisonEntry the plan made, in the same keys and order as always."""
+    from alignkit.runfolder import ComparisonEntry, read_run
+
+    out, _, _ = finished
+    for label in ("dpo", "ipo", "ppo", "sft"):
+        folder = read_run(out / "runs" / label)
+        summary = folder.summary()
+        summary.write(tmp_path / label)
+        written = (tmp_path / label / "eval" / "summary.json").read_bytes()
+        assert written == (out / "runs" / label / "eval" / "summary.json").read_bytes()
+        assert summary.is_policy and summary.gold_reward_mean == summary.by_temperature[0]["gold_reward_mean"]
+        recorded = folder.manifest["compare_entry"]
+        assert list(recorded) == ["label", "group", "sweep", "seed_index", "comparison"]
+        assert recorded == {"label": label, "group": label, "sweep": {}, "seed_index": 0, "comparison": "compare"}
+        assert folder.entry == ComparisonEntry(label, label, comparison="compare")
+        assert folder.entry.to_dict() == recorded

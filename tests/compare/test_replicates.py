@@ -41,11 +41,12 @@ def test_two_replicates_redraw_the_pairs_and_write_a_combined_report(tmp_path, c
 def test_spread_of_seed_averaged_replicates():
     from pathlib import Path
 
+    from alignkit.eval.summary import EvalSummary
     from alignkit.report.records import RunRecord
 
     def run(label, gold, kl):
         return RunRecord(Path(label), {"compare_entry": {"label": label, "group": "dpo"}},
-                         {"by_temperature": [], "gold_reward_mean": gold, "kl_mean": kl})
+                         EvalSummary(results={"gold_reward_mean": gold, "kl_mean": kl}, by_temperature=[]))
 
     rows = spread_rows([[run("a#seed0", 0.6, 4.0), run("a#seed1", 0.8, 6.0)], [run("a", 0.9, 7.0)]])
     assert rows == [{"group": "dpo", "sweep": "", "replicates": 2, "gold_mean": 0.8, "gold_sd": rows[0]["gold_sd"],
@@ -65,3 +66,32 @@ def test_replicates_run_their_entries_on_the_executor_asked_for(tmp_path, compar
                                        "--out", str(tmp_path / "reps"), *sets])
     assert result.exit_code == 0, result.output
     assert [(p.executor.kind, p.executor.jobs) for p in seen] == [("local", 2), ("local", 2)]
+
+
+def test_replicates_record_the_command_line_with_every_option(tmp_path, compare_overrides, monkeypatch):
+    """One command line for every replicate, with the sweep, seeds and temperatures the user gave; the plan
+    is complete when made (frozen: nothing fills it in later)."""
+    import dataclasses
+
+    import pytest
+
+    import alignkit.compare.replicates as replicates
+
+    seen = []
+    monkeypatch.setattr(replicates, "run_replicates", lambda plans, out: seen.extend(plans) or {"spread": [],
+                                                                                               "matched_kl": []})
+    sets = [a for o in compare_overrides for a in ("--set", o)]
+    result = CliRunner().invoke(main, ["compare", "dpo", "--replicates", "2", "--sweep", "dpo.beta=0.1,1",
+                                       "--seeds", "2", "--temperatures", "0,0.5", "--overwrite",
+                                       "--out", str(tmp_path / "reps"), *sets])
+    assert result.exit_code == 0, result.output
+    assert len(seen) == 2 and seen[0].argv == seen[1].argv
+    argv = seen[0].argv
+    assert argv[:3] == ["alignkit", "compare", "dpo"]
+    for option in ("--sweep dpo.beta=0.1,1", "--seeds 2", "--temperatures 0,0.5", "--replicates 2", "--overwrite",
+                   f"--out {tmp_path / 'reps'}", f"--set {compare_overrides[0]}"):
+        assert option in argv
+    assert all(p.overwrite for p in seen) and [p.out.name for p in seen] == ["replicate-0", "replicate-1"]
+    assert len(seen[0].entries) == 4  # two betas x two seeds
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        seen[0].argv = []

@@ -340,7 +340,8 @@ def test_best_of_n_through_the_evaluator(make_ws, tmp_path):
     policy = run_method(ws)
     run = Run(ws.recipe, tmp_path / "evalrun", ws.runtime, cache_dir=tmp_path / "cache")
     run.ws.provide(gold=letter_count)
-    summary, samples = evaluate_artifact(run.ws, policy)
+    found, samples = evaluate_artifact(run.ws, policy)
+    summary = found.to_dict()
     samples = samples[1.0]
     assert summary["best_of_n"] == 2 and summary["kl_kind"] == "analytic"
     assert summary["kl_mean"] == pytest.approx(math.log(2) - 0.5)

@@ -73,12 +73,12 @@ def test_grpo_runs_through_the_pipeline_without_printing_to_stdout(tmp_path, tin
     assert all(0 <= r["reward/gold"] <= 1 for r in records)
 
     batch = 4 * 4
-    budget = summary["budget"]
+    budget = summary.budget
     assert budget["steps"] == 4 and budget["generated_sequences"] == budget["train_sequences"] == 4 * batch
     assert 4 * batch <= budget["generated_tokens"] <= 4 * batch * 8  # EOS included, at most max_new_tokens
     assert budget["train_tokens"] > budget["generated_tokens"]  # prompt + completion tokens
     assert [p["step"] for p in read_jsonl(tmp_path / "run" / "eval" / "trajectory.jsonl")] == [2, 4]
-    assert summary["method"] == "grpo" and "proxy_reward_mean" in summary  # scored by the shared reward model
+    assert summary.method == "grpo" and "proxy_reward_mean" in summary.results  # scored by the shared RM
 
     saved = Policy.load_trained(recipe.model, tmp_path / "run" / "model", cache_dir=tmp_path,
                                 runtime=cpu_runtime())
@@ -95,7 +95,7 @@ def test_rloo_with_lora_reuses_batches_and_saves_only_the_trained_adapter(tmp_pa
     sampled = [r for r in records if "reward" in r]
     assert [r["step"] for r in sampled] == [1, 3]  # mu = 2: a new generation batch every other step
     assert records[0]["reward"] == records[0]["reward/gold"]  # reward: gold
-    budget = summary["budget"]
+    budget = summary.budget
     assert budget["generated_sequences"] == 2 * 16 and budget["train_sequences"] == 4 * 16
 
     folder = tmp_path / "run" / "model"

@@ -215,9 +215,9 @@ def test_every_method_trains_a_lora_adapter_on_a_4bit_base(run, tmp_path, tiny_o
     assert_trained_lora(weights)
     config = json.loads((tmp_path / "run" / "model" / "adapter_config.json").read_text())
     assert config["task_type"] == "CAUSAL_LM" and config["r"] == 4
-    assert summary["budget"]["steps"] > 0
-    assert math.isfinite(summary["gold_reward_mean"]) and 0 <= summary["gold_reward_mean"] <= 1
-    assert math.isfinite(summary["kl_mean"]) and summary["kl_mean"] > -1e-6
+    assert summary.steps > 0
+    assert math.isfinite(summary.gold_reward_mean) and 0 <= summary.gold_reward_mean <= 1
+    assert math.isfinite(summary.kl_mean) and summary.kl_mean > -1e-6
 
 
 @pytest.mark.parametrize("load_in_4bit", [True, False], ids=["4bit", "full_precision_base"])
@@ -247,9 +247,9 @@ def test_lora_reward_model_trains_adapter_and_head_and_reloads_exactly(load_in_4
     ws = make_workspace(recipe, tmp_path / "ws")
     reloaded = ScalarModel.from_backbone(recipe.model, cache_dir=ws.cache_dir, runtime=ws.runtime, path=str(folder))
     assert is_nf4(reloaded.model.get_base_model()) == load_in_4bit
-    assert reloaded.bias == summary["reward_bias"] != 0.0
+    assert reloaded.bias == summary.results["reward_bias"] != 0.0
     _, _, _, scores = score_pairs(Scorer(reloaded, recipe.model), ws.heldout_pairs, recipe.preferences.append_eos)
-    assert float(scores.double().mean()) == pytest.approx(summary["heldout_reward_mean"], abs=1e-5)
+    assert float(scores.double().mean()) == pytest.approx(summary.results["heldout_reward_mean"], abs=1e-5)
     fresh = ScalarModel.from_backbone(recipe.model, cache_dir=ws.cache_dir, runtime=ws.runtime)
     _, _, _, untrained = score_pairs(Scorer(fresh, recipe.model), ws.heldout_pairs, recipe.preferences.append_eos)
     assert not torch.allclose(untrained, scores)  # the reloaded adapter and head are really the trained ones

@@ -39,7 +39,7 @@ def test_skip_nonfinite_counts_skipped_steps_and_finishes(tmp_path, tiny_overrid
     recipe = load_recipe(RECIPES / "dpo_imdb.yaml", [*tiny_overrides, *QUICK, nan_loss(), "dpo.max_steps=5",
                                                      "dpo.log_every=1", "dpo.skip_nonfinite=true"], [PLUGIN])
     summary = run_recipe(recipe, tmp_path / "run")
-    assert summary["budget"]["nonfinite_skipped"] == 2 and summary["budget"]["steps"] == 3
+    assert summary.budget["nonfinite_skipped"] == 2 and summary.budget["steps"] == 3
     records = [r for r in strict_jsonl(tmp_path / "run" / "metrics.jsonl") if r["stage"] == "dpo"]
     assert [r.get("nonfinite_skipped", 0) for r in records] == [0, 1, 2, 2, 2]
     assert ["loss" in r for r in records] == [True, False, False, True, True]  # skipped steps log no loss

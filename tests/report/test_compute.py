@@ -16,6 +16,7 @@ def _run(label: str, method: str, points: list[tuple[int, float, int, int]], *, 
          rm_tokens: int = 0, timings: dict | None = None, train_pairs: int = 0, sweep: dict | None = None,
          group: str | None = None):
     """A finished run whose checkpoints are (step, gold, train tokens, sampled tokens); the last is final."""
+    from alignkit.eval.summary import EvalSummary
     from alignkit.report.records import RunRecord
 
     trajectory = [{"step": s, "gold_reward_mean": g, "budget_steps": s, "budget_train_tokens": t,
@@ -31,7 +32,7 @@ def _run(label: str, method: str, points: list[tuple[int, float, int, int]], *, 
                 "cost": {"training": {"wall_s": {**{str(s): float(s) for s, *_ in points[:-1]}, "last": float(step)},
                                       "policy_parameters": N}},
                 **({"reward_model": {"budget": {"train_tokens": rm_tokens}}} if rm_tokens else {})}
-    return RunRecord(Path(label), manifest, summary, trajectory)
+    return RunRecord(Path(label), manifest, EvalSummary.from_dict(summary), trajectory)
 
 
 def test_shared_stages_are_charged_to_the_methods_that_needed_them():

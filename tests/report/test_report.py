@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from alignkit.errors import AlignkitError
+from alignkit.eval.summary import EvalSummary
 from alignkit.report.records import RunRecord, check_shared
 from alignkit.report.verdicts import convergence_of
 
@@ -19,8 +20,8 @@ def _point(step: int, gold: float, kl: float = 1.0, half: float = 0.02, n: int =
 
 def _run(label: str, trajectory: list[dict], steps: int = 50, final: float = 0.7) -> RunRecord:
     summary = {"budget": {"steps": steps}, "by_temperature": [], **_point(steps, final, kl=2.0)}
-    return RunRecord(Path(label), {"compare_entry": {"label": label, "group": label.split("@")[0]}}, summary,
-                     trajectory)
+    return RunRecord(Path(label), {"compare_entry": {"label": label, "group": label.split("@")[0]}},
+                     EvalSummary.from_dict(summary), trajectory)
 
 
 def test_convergence_labels_of_runs(tmp_path):
@@ -34,7 +35,7 @@ def test_convergence_labels_of_runs(tmp_path):
     (tmp_path / "decayed").mkdir()
     (tmp_path / "decayed" / "metrics.jsonl").write_text("".join(
         f'{{"stage": "dpo", "step": {s}, "lr": {lr}}}\n' for s, lr in ((10, 0.001), (125, 0.0001))))
-    decayed.summary["method"] = "dpo"
+    decayed.summary.method = "dpo"
     result = convergence_of(decayed)
     assert result["label"] == "budget-limited" and result["lr_fraction"] == pytest.approx(0.1)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from alignkit.eval.summary import EvalSummary
 from alignkit.report.records import RunRecord
 from alignkit.report.versions import version_differences, version_warning
 
 
 def _run(label: str, **versions) -> RunRecord:
-    return RunRecord(Path(label), {"compare_entry": {"label": label}, "versions": versions}, {})
+    return RunRecord(Path(label), {"compare_entry": {"label": label}, "versions": versions}, EvalSummary())
 
 
 def test_differing_versions_are_named_with_a_run_that_had_each():

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from huggingface_hub import ModelCard
 
 from alignkit.cli import main
+from alignkit.eval.summary import EvalSummary
 from alignkit.run.hub import card_text
 from alignkit.runfolder import model_problem, read_run
 from test_cli import assert_one_line_error
@@ -112,7 +113,7 @@ def test_a_full_model_card_names_a_hub_base_and_dataset():
               "preferences": {"source": "hf:me/pairs", "split": "train"}, "methods": {"ppo": {"target_kl": 6}}}
     summary = {"judge": "llm-judge", "judge_kind": "pairwise", "n_samples": 8, "gold_reward_mean": 0.5,
                "budget": {"steps": 3, "sequences": 24, "tokens": 400}}
-    card = ModelCard(card_text(recipe, summary, adapter=False))
+    card = ModelCard(card_text(recipe, EvalSummary.from_dict(summary), adapter=False))
     assert (card.data.base_model, card.data.library_name, card.data.datasets) == (
         "HuggingFaceTB/SmolLM2-135M", "transformers", ["me/pairs"])
     assert "judged by `llm-judge` (pairwise)" in card.text and "- tokens: 400" in card.text
