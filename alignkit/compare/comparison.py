@@ -10,17 +10,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from alignkit.cache import default_cache_dir
 from alignkit.config import to_dict
 from alignkit.errors import AlignkitError
-from alignkit.compare.executors import Job, run_entries
+from alignkit.compare.executors import Job, run_jobs
 from alignkit.trackers import report_comparison
 from alignkit.report.build import build_report
-from alignkit.run.decision import RunDecision, refuse_replacing, run_decision
+from alignkit.run.decision import refuse_replacing, run_decision
 from alignkit.runfolder import claim_comparison_dir
 from alignkit.runtime import start
 from alignkit.compare.shared_stages import SHARED_FOLDER, build_shared_stages
-from alignkit.compare.worker import check_round_trip, job_spec, run_job
+from alignkit.compare.worker import job_spec
 from alignkit.compare.plan import ComparisonPlan, PlannedRun
 
 def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> dict:
@@ -58,16 +57,11 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> di
     if todo:  # phase 1
         build_shared_stages(todo, cache_dir, runtime, plan.out / SHARED_FOLDER)
     bar = tqdm(total=total, desc="compare", unit="run", dynamic_ncols=True, position=0, disable=not runtime.is_main)
-    failures: dict[str, str] = {}
-    if settings.parallel:
-        failures = _run_parallel(plan, decisions, cache_dir, runtime, bar)
-    else:
-        for number, (entry, state) in enumerate(zip(plan.entries, states), start=1):
-            bar.set_description(f"compare [{number}/{total}] {entry.label} ({state})")
-            # an interrupted run continues from its last checkpoint; a finished one is only replaced with
-            # --overwrite (refused above otherwise), and only once its new run succeeded
-            run_job(_spec(plan, entry, state, cache_dir), entry.recipe, runtime)
-            bar.update(1)
+    # an interrupted run continues from its last checkpoint; a finished one is only replaced with --overwrite
+    # (refused above otherwise), and only once its new run succeeded
+    jobs = [Job(e.label, _spec(plan, e, d.state, cache_dir), "resume" if d.state == "resume" or not d.finished
+                else d.state, recipe=e.recipe) for e, d in zip(plan.entries, decisions)]
+    failures = run_jobs(jobs, settings, plan.out, cache_dir, runtime, bar)
     bar.close()
     runtime.barrier()
     if not runtime.is_main:
@@ -82,27 +76,3 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> di
 def _spec(plan: ComparisonPlan, entry: PlannedRun, state: str, cache_dir: Path | None) -> dict:
     return job_spec(entry.label, state, entry.recipe, plan.out / "runs" / entry.label, cache_dir,
                     entry.entry(comparison=plan.name), plan.plugins)
-
-
-def _run_parallel(plan: ComparisonPlan, decisions: list[RunDecision], cache_dir: Path | None, runtime,
-                  bar) -> dict[str, str]:
-    """Phase 2 on the executor: current runs are adopted here, the others go to worker processes or Ray
-    tasks; returns {label: why} of the entries that failed twice."""
-    cache = Path(cache_dir or default_cache_dir()).resolve()
-    jobs = []
-    for entry, decision in zip(plan.entries, decisions):
-        spec = _spec(plan, entry, decision.state, cache)
-        spec["run_dir"] = str(Path(spec["run_dir"]).resolve())
-        if decision.state == "current":
-            run_job(spec, entry.recipe, runtime)
-            bar.update(1)
-            continue
-        check_round_trip(spec, entry.recipe)
-        jobs.append(Job(entry.label, spec, "resume" if decision.state == "resume" or not decision.finished
-                        else decision.state))
-
-    def done(label: str, error: str | None) -> None:
-        bar.set_description(f"compare {label} {'failed' if error else 'done'}")
-        bar.update(1)
-
-    return run_entries(jobs, plan.executor, plan.out, cache, torch.get_num_threads(), done)

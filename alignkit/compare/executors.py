@@ -2,7 +2,8 @@
 machine (``--jobs N``, each with its own GPU(s) or its share of the CPU threads), or one Ray task per entry
 (``--executor ray``). Each entry is ``python -m alignkit.compare.worker SPEC.json`` (:mod:`alignkit.compare.worker`), its
 output in ``OUT/logs/<label>.log``. A failed entry is retried once (resuming its checkpoint), then reported
-by name; the others go on. The sequential path stays in-process in :mod:`alignkit.compare`."""
+by name; the others go on. :func:`run_jobs` is the one dispatch every caller uses (a comparison, each
+``--until-converged`` round): sequentially in this process, or on the executor."""
 
 from __future__ import annotations
 
@@ -14,13 +15,15 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
 
+from alignkit.cache import default_cache_dir
 from alignkit.errors import AlignkitError
 from alignkit.compare.ray_entry import UNSEEN, last_error, run_entry, worker_command
+from alignkit.compare.worker import check_round_trip, run_job
 from alignkit.runlog import write_json
 
 EXECUTORS = ("local", "ray")
@@ -64,13 +67,15 @@ class ExecutorSettings:
 
 @dataclass
 class Job:
-    """One entry for a worker: its spec (:func:`alignkit.compare.worker.job_spec`) and what a retry does (``resume``
-    a fresh run's checkpoint; a replacement is built aside, so it is trained again)."""
+    """One entry for a worker: its spec (:func:`alignkit.compare.worker.job_spec`), what a retry does
+    (``resume`` a fresh run's checkpoint; a replacement is built aside, so it is trained again) and its recipe
+    as built here (the sequential path runs it as is; a worker rebuilds it from the spec)."""
 
     label: str
     spec: dict
     retry_state: str
     attempt: int = 1
+    recipe: Any = None
 
 
 Done = Callable[[str, "str | None"], None]  # (label, None when it succeeded, else why it failed)
@@ -224,3 +229,32 @@ def run_entries(jobs: list[Job], settings: ExecutorSettings, out: Path, cache: P
     if settings.kind == "ray":
         return run_ray(jobs, settings, out, cache, threads, done)
     return run_local(jobs, settings, out, threads, done)
+
+
+def run_jobs(jobs: list[Job], settings: ExecutorSettings, out: Path, cache_dir: Path | None, runtime, bar,
+             what: str = "compare") -> dict[str, str]:
+    """Phase 2's one dispatch: every job's spec run by :func:`~alignkit.compare.worker.run_job`, one after
+    another in this process, or on ``settings``' executor (a ``current`` run is only adopted, here); ``bar``
+    counts the jobs, its description led by ``what``. Returns {label: why} of the jobs that failed twice."""
+    if not settings.parallel:
+        for number, job in enumerate(jobs, start=1):
+            bar.set_description(f"{what} [{number}/{len(jobs)}] {job.label} ({job.spec['state']})")
+            run_job(job.spec, job.recipe, runtime)
+            bar.update(1)
+        return {}
+    cache = Path(cache_dir or default_cache_dir()).resolve()  # a worker's cwd may differ: absolute paths
+    remote = []
+    for job in jobs:
+        job.spec = {**job.spec, "run_dir": str(Path(job.spec["run_dir"]).resolve()), "cache_dir": str(cache)}
+        if job.spec["state"] == "current":
+            run_job(job.spec, job.recipe, runtime)
+            bar.update(1)
+            continue
+        check_round_trip(job.spec, job.recipe)
+        remote.append(job)
+
+    def done(label: str, error: str | None) -> None:
+        bar.set_description(f"{what} {label} {'failed' if error else 'done'}")
+        bar.update(1)
+
+    return run_entries(remote, settings, out, cache, torch.get_num_threads(), done)

@@ -18,26 +18,28 @@ Comparison YAML: ``until_converged: {max_rounds: 3, round_fraction: 1.0}``.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from alignkit.compare.plan import ComparisonPlan, PlannedRun
+from tqdm.auto import tqdm
+
 from alignkit.compare.comparison import run_comparison
+from alignkit.compare.executors import Job, run_jobs
+from alignkit.compare.plan import ComparisonPlan, PlannedRun
+from alignkit.compare.worker import job_spec
 from alignkit.config import ConfigError, build, option, read_yaml, to_dict
 from alignkit.errors import AlignkitError
-from alignkit.run.reevaluate import reevaluate
-from alignkit.run.pipeline import run_recipe
-from alignkit.report.records import read_record
 from alignkit.recipe import recipe_from_data, resolve_recipe_path
-from alignkit.report.build import build_report
-from alignkit.run.decision import run_decision
-from alignkit.runlog import jsonable, write_json
-from alignkit.runtime import start
+from alignkit.report.build import EntriesFailed, build_report
+from alignkit.report.records import read_record
 from alignkit.report.verdicts import convergence_of
+from alignkit.run.decision import run_decision
+from alignkit.runfolder import ComparisonEntry, read_run
+from alignkit.runlog import atomic_dir, jsonable, write_json, write_text
+from alignkit.runtime import start
 
 DONE = ("converged", "no training")
 
@@ -97,8 +99,9 @@ def first_budget(entry: PlannedRun, run_dir: Path) -> int:
 
 
 def extend(entry: PlannedRun, previous: Path, round_: int, budget: int, cfg: UntilConverged, plan: ComparisonPlan,
-           runtime, cache_dir: Path | None) -> Path:
-    """Round ``round_`` of ``entry``: its previous round's folder resumed and trained further (module docstring)."""
+           cache_dir: Path | None) -> tuple[Path, Job | None]:
+    """Round ``round_`` of ``entry`` made ready (module docstring): its folder, and the job that resumes (or
+    re-evaluates) it there; None when the folder holds this round already."""
     key = _budget_key(entry.recipe.method_config(entry.method))
     data = copy.deepcopy(entry.raw)
     section = data.setdefault(entry.method, {})
@@ -110,24 +113,34 @@ def extend(entry: PlannedRun, previous: Path, round_: int, budget: int, cfg: Unt
     info = entry.entry(round=round_)
     state = run_decision(folder, recipe, cache_dir, plan.overwrite).state
     if state == "current":
-        return folder
-    if state == "evaluate":
-        reevaluate(folder, recipe, cache_dir, runtime)
-        return folder
+        return folder, None
     if state == "train":
         if folder.exists() and not plan.overwrite:
             raise AlignkitError(f"compare --until-converged: {folder} holds another run; pass --overwrite to replace it")
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(previous, folder, ignore=shutil.ignore_patterns("model", "samples*.jsonl"))
-        manifest = json.loads((folder / "manifest.json").read_text())
-        manifest.update(recipe=jsonable(to_dict(recipe)), name=folder.name, status="interrupted",
-                        compare_entry=info.to_dict(), extended_from=previous.name)
-        write_json(folder / "manifest.json", manifest)
-    run_recipe(recipe, folder, cache_dir=cache_dir, entry=info, runtime=runtime)
+        copy_round(previous, folder, recipe, info)
+    state = "evaluate" if state == "evaluate" else "resume"  # a copied round resumes the previous one's state
+    spec = job_spec(folder.name, state, recipe, folder, cache_dir, info, plan.plugins)
+    return folder, Job(folder.name, spec, state, recipe=recipe)
+
+
+def copy_round(previous: Path, folder: Path, recipe, info: ComparisonEntry) -> None:
+    """The previous round's folder (but its model and samples) as an interrupted run of this round's recipe,
+    built aside and moved into place whole (a cut-short copy leaves no half-made round)."""
+    manifest = read_run(previous).manifest
+    manifest.update(recipe=jsonable(to_dict(recipe)), name=folder.name, status="interrupted",
+                    compare_entry=info.to_dict(), extended_from=previous.name)
+    with atomic_dir(folder) as aside:
+        shutil.copytree(previous, aside, ignore=shutil.ignore_patterns("model", "samples*.jsonl"),
+                        dirs_exist_ok=True)
+        write_json(aside / "manifest.json", manifest)
+
+
+def finish(entry: PlannedRun, previous: Path, folder: Path) -> None:
+    """After a round trained: its cost carried over from the earlier rounds, and the previous round's training
+    state freed (it lives on in this one) unless that round is the planned run itself."""
     carry_cost(previous, folder)
-    if previous.name != entry.label:  # an earlier round's state lives on in this one: free its disk
+    if previous.name != entry.label:
         shutil.rmtree(previous / "checkpoints", ignore_errors=True)
-    return folder
 
 
 SHARED_STAGES = ("train pairs", "reward model", "reference logps")
@@ -138,7 +151,7 @@ def carry_cost(previous: Path, folder: Path) -> None:
     previous round's training wall at that step, to its checkpoints' and to the run's ``train_wall_s``, so the
     table's train seconds are the whole run's, as its steps are), and keep the time the shared stages took when
     they were built, so the compute-matched view (:mod:`alignkit.report.cost`) charges the whole run."""
-    old, new = (json.loads((p / "manifest.json").read_text()) for p in (previous, folder))
+    old, new = (read_run(p).manifest for p in (previous, folder))
     resumed = (new.get("resumed") or [{}])[-1].get("from_step", 0)
     before = ((old.get("cost") or {}).get("training") or {}).get("wall_s") or {}
     offset = before.get(str(resumed), before.get("last") if resumed else 0.0) or 0.0
@@ -158,7 +171,9 @@ def carry_cost(previous: Path, folder: Path) -> None:
 
 
 def run_until_converged(plan: ComparisonPlan, cfg: UntilConverged, *, cache_dir: Path | None = None) -> dict:
-    """The comparison, then rounds of extension (module docstring); returns the report's index."""
+    """The comparison, then rounds of extension (module docstring), each round's runs dispatched as the
+    comparison's are (in this process, ``--jobs N`` worker processes, Ray tasks); returns the report's index.
+    A round that fails twice is named, as a failed comparison entry is; its entry stays at its last round."""
     extendable = prepare(plan)
     run_comparison(plan, cache_dir=cache_dir)
     runs_dir = plan.out / "runs"
@@ -166,21 +181,45 @@ def run_until_converged(plan: ComparisonPlan, cfg: UntilConverged, *, cache_dir:
     budgets = {e.label: first_budget(e, current[e.label]) for e in extendable}
     history = {e.label: [_state(current[e.label], 0)] for e in plan.entries}
     runtime = start(plan.entries[0].recipe.device, plan.entries[0].recipe.precision)
+    failures: dict[str, str] = {}  # {round's folder: why}; its entry stays at its last finished round
+    stopped: set[str] = set()
     for round_ in range(1, cfg.max_rounds + 1):
-        pending = [e for e in extendable if history[e.label][-1]["convergence"] not in DONE]
+        pending = [e for e in extendable
+                   if history[e.label][-1]["convergence"] not in DONE and e.label not in stopped]
         if not pending:
             break
+        rounds = []
         for entry in pending:
             print(f"[alignkit] until converged: round {round_}: extending {entry.label} "
                   f"({history[entry.label][-1]['convergence']})", file=sys.stderr)
-            current[entry.label] = extend(entry, current[entry.label], round_, budgets[entry.label], cfg, plan,
-                                          runtime, cache_dir)
-            history[entry.label].append(_state(current[entry.label], round_))
-    index = build_report([current[e.label] for e in plan.entries], plan.out, name=plan.name, argv=plan.argv)
+            rounds.append((entry, current[entry.label], *extend(entry, current[entry.label], round_,
+                                                                budgets[entry.label], cfg, plan, cache_dir)))
+        jobs = [job for *_, job in rounds if job is not None]
+        bar = tqdm(total=len(jobs), desc=f"round {round_}", unit="run", dynamic_ncols=True, position=0,
+                   disable=not runtime.is_main)
+        failed = run_jobs(jobs, plan.executor, plan.out, cache_dir, runtime, bar, what=f"round {round_}")
+        bar.close()
+        for entry, previous, folder, job in rounds:
+            if job is not None and job.label in failed:
+                failures[job.label] = failed[job.label]
+                stopped.add(entry.label)
+                continue
+            if job is not None and job.spec["state"] == "resume":
+                finish(entry, previous, folder)
+            current[entry.label] = folder
+            history[entry.label].append(_state(folder, round_))
+    error = None
+    try:
+        index = build_report([current[e.label] for e in plan.entries], plan.out, name=plan.name,
+                             argv=plan.argv, failed=failures)
+    except EntriesFailed as exc:  # a failed round: the rest is written first, then the one line naming it
+        index, error = None, exc
     write_json(plan.out / "until_converged.json", {"settings": to_dict(cfg), "first_budget": budgets,
                                                    "rounds": history, "rule": __doc__.split("\n\n")[1]})
-    with open(plan.out / "report.md", "a") as report:
-        report.write(render(history, budgets, cfg))
+    report = plan.out / "report.md"
+    write_text(report, report.read_text() + render(history, budgets, cfg))
+    if error:
+        raise error
     return index
 
 

@@ -5,13 +5,16 @@ first budget, keeping every checkpoint on the trajectory; one that converged sto
 from __future__ import annotations
 
 import json
+import os
 
+import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
 
 import alignkit.compare.until_converged as until_converged
 from alignkit.cli import main
+from test_executors import MEASURED  # tests/compare/ (pytest puts this folder on sys.path)
 from alignkit.training import make_optimizer
 
 FAST = ["eval.every_steps=2", "eval.temperatures=[]", "eval.n_prompts=16", "dpo.max_steps=4", "dpo.batch_size=8",
@@ -62,3 +65,28 @@ def test_entries_are_extended_in_rounds_from_their_last_state(tmp_path, compare_
     rounds = json.loads((out / "until_converged.json").read_text())["rounds"]["dpo"]
     assert [r["convergence"] for r in rounds] == ["still improving", "unknown", "converged"]
     assert "## Until converged" in (out / "report.md").read_text()
+
+
+def test_every_round_goes_through_the_executor(tmp_path, compare_overrides, monkeypatch):
+    """With ``--jobs 2`` the extension round's runs are trained by worker processes, as round 0's are, and
+    give the sequential comparison's table and rounds (all but the measured wall-time and memory columns)."""
+    spec = tmp_path / "cmp.yaml"
+    spec.write_text("name: uc\nentries: [dpo, ipo=dpo:loss=ipo]\nuntil_converged: {max_rounds: 1}\n")
+    monkeypatch.setattr(until_converged, "convergence_of", lambda run: {"label": "still improving"})
+    args = [a for o in [*compare_overrides, *FAST] for a in ("--set", o)]
+    outs = {}
+    for name, extra in (("sequential", []), ("jobs", ["--jobs", "2"])):
+        outs[name] = tmp_path / name
+        result = CliRunner().invoke(main, ["compare", str(spec), "--out", str(outs[name]), *args, *extra],
+                                    catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    pids = {name: {json.loads((out / "runs" / run / "manifest.json").read_text())["pid"]
+                   for run in ("dpo.round1", "ipo.round1")} for name, out in outs.items()}
+    assert pids["sequential"] == {os.getpid()} and os.getpid() not in pids["jobs"] and len(pids["jobs"]) == 2
+    assert sorted(p.name for p in (outs["jobs"] / "logs").iterdir()) == [
+        "dpo.log", "dpo.round1.log", "ipo.log", "ipo.round1.log"]
+    tables = [pd.read_csv(out / "comparison.csv").drop(columns=MEASURED) for out in outs.values()]
+    assert list(tables[0]["label"]) == ["dpo", "ipo"]
+    pd.testing.assert_frame_equal(*tables)
+    rounds = [json.loads((out / "until_converged.json").read_text())["rounds"] for out in outs.values()]
+    assert rounds[0] == rounds[1] and [r["last_step"] for r in rounds[0]["dpo"]] == [4, 8]
