@@ -68,7 +68,7 @@ def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, run
     ws = Workspace(recipe, RunContext(start(recipe.device, recipe.precision, reuse=runtime)), run_dir, cache_dir)
     seed_everything(ws.train_seed)
     began = time.perf_counter()
-    summary, samples = evaluate_artifact(ws, load_trained(ws, run_dir), close_trajectory=False)
+    summary, samples = evaluate_artifact(ws, load_trained(ws, run_dir))
     for key in ("budget", "training_data"):
         summary[key] = old.get(key, summary.get(key))
     if not ws.runtime.is_main:  # every process evaluated its share; the main one writes

@@ -55,10 +55,6 @@ class Workspace:
         self.keys = StageKeys(recipe, self.cache_dir)
         self.seed = recipe.seed  # shared stages
         self.train_seed = recipe.seed if recipe.train_seed is None else recipe.train_seed  # this run only
-        self.trained_steps = 0  # the last step a training loop reported to its trajectory hook (alignkit.run.trajectory)
-        self.training_compute: dict = {}  # and what training had consumed then (budget_* keys)
-        # measured while training (alignkit.run.trajectory): wall seconds at each checkpoint and "last", parameters
-        self.training_cost: dict = {"wall_s": {}, "policy_parameters": None}
         self.artifact_keys: dict[str, str] = {}
         self.gold_meta: dict | None = None  # the gold reward's own record (e.g. held-out accuracy)
         self.reward_model_summary: dict | None = None  # held-out evaluation of the learned reward model
