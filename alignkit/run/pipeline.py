@@ -43,7 +43,7 @@ from alignkit.runlog import MetricsLog, WriteError, append_jsonl, atomic_dir, re
 from alignkit.runtime import Runtime, start
 from alignkit.trackers import Trackers
 from alignkit.run.trajectory import TrajectoryRecorder
-from alignkit.stages.workspace import Workspace
+from alignkit.stages.builder import StageBuilder
 from alignkit.report.versions import package_versions
 from alignkit.runtime import seed_everything
 
@@ -84,7 +84,7 @@ class Run:
                                          heartbeat=self._write_manifest, read_only=checkpoints is not None)
         # the run's context, built once here and passed to everything that trains (alignkit.context)
         self.ctx = RunContext(runtime, log, Budget(), self.checkpointer)
-        self.ws = Workspace(recipe, self.ctx, self.run_dir, cache_dir)
+        self.ws = StageBuilder(recipe, self.ctx, self.run_dir, cache_dir)
         self.trajectory = TrajectoryRecorder(self.ws)  # what training reached and cost, too
         self.ctx.trace = self.trajectory.hook  # checkpoints evaluated every eval.every_steps
         self.manifest = {"alignkit_run": 1, "name": recipe.name, "method": recipe.method, "seed": recipe.seed,
@@ -187,7 +187,7 @@ class Run:
         return summary
 
 
-def evaluate_artifact(ws: Workspace, artifact, *, trajectory: TrajectoryRecorder | None = None
+def evaluate_artifact(ws: StageBuilder, artifact, *, trajectory: TrajectoryRecorder | None = None
                       ) -> tuple[dict, dict[float, list[dict]]]:
     """Policies go through the shared evaluator at every temperature; other artifacts (reward models)
     evaluate themselves. Returns the summary and the per-prompt samples of each temperature. ``trajectory``:
@@ -228,7 +228,7 @@ def evaluate_artifact(ws: Workspace, artifact, *, trajectory: TrajectoryRecorder
     return summary, samples
 
 
-def training_data(ws: Workspace) -> dict:
+def training_data(ws: StageBuilder) -> dict:
     """What the run learned from, for the report: the pairs (shared by every method) and their split."""
     if not ws.has_pairs:
         return {}

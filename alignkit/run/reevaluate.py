@@ -21,7 +21,7 @@ from alignkit.runfolder import model_problem, read_run
 from alignkit.runlog import write_json
 from alignkit.runtime import Runtime, start
 from alignkit.trackers import Trackers
-from alignkit.stages.workspace import Workspace
+from alignkit.stages.builder import StageBuilder
 from alignkit.runtime import seed_everything
 from alignkit.run.pipeline import evaluate_artifact, write_outputs
 
@@ -35,7 +35,7 @@ def adopt_recipe(run_dir: Path, recipe: Recipe, runtime: Runtime) -> None:
         write_json(path, manifest)
 
 
-def load_trained(ws: Workspace, run_dir: Path):
+def load_trained(ws: StageBuilder, run_dir: Path):
     """The artifact a finished run trained: its saved policy, or a sampling procedure rebuilt from the
     shared stages (Best-of-N)."""
     recipe = ws.recipe
@@ -65,7 +65,8 @@ def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, run
         else None
     if problem:
         raise AlignkitError(f"{run_dir}: eval: {problem}; {hint}")
-    ws = Workspace(recipe, RunContext(start(recipe.device, recipe.precision, reuse=runtime)), run_dir, cache_dir)
+    ctx = RunContext(start(recipe.device, recipe.precision, reuse=runtime))
+    ws = StageBuilder(recipe, ctx, run_dir, cache_dir)
     seed_everything(ws.train_seed)
     began = time.perf_counter()
     summary, samples = evaluate_artifact(ws, load_trained(ws, run_dir))

@@ -14,14 +14,14 @@ import torch
 from alignkit.eval.evaluator import trajectory_point
 from alignkit.models.policy import Policy
 from alignkit.runlog import append_jsonl, atomic_dir
-from alignkit.stages.workspace import Workspace
+from alignkit.stages.builder import StageBuilder
 
 
 class TrajectoryRecorder:
     """Evaluates a run's checkpoints into its run folder, on the shared reference samples and gold reward, and
     owns the run's record of training: the last step reached, what it had consumed then, what it cost."""
 
-    def __init__(self, ws: Workspace):
+    def __init__(self, ws: StageBuilder):
         self.ws = ws
         self.began: float | None = None  # when the loop asked for its hook: training's wall clock starts
         self.evaluating = 0.0            # seconds spent evaluating checkpoints, not training
