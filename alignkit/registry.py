@@ -125,10 +125,12 @@ def register_loss(name: str, *, bounds: dict[str, dict] | None = None, **meta: A
 
 
 def register_reward(name: str, **meta: Any) -> Callable:
-    """Register a reward source or judge: ``build(workspace) -> callable(prompts, completions) -> scores``,
-    or, with ``pairwise=True``, ``build(workspace) -> PairwiseJudge`` (``compare(prompts, a, b)``, see
-    ``alignkit.eval.judges``), usable only as ``eval.judge``. A gold reward with settings passes ``options=``
-    its config dataclass (validated against ``gold_reward_options`` at load); a judge, ``judge_options=``
+    """Register a reward source or judge: ``build(workspace) -> callable(prompts, completions) -> scores``
+    (a gold reward may wrap it in a ``RecordedReward`` with the cache key and description the run's manifest
+    records, see ``alignkit.stages.workspace``), or, with ``pairwise=True``, ``build(workspace) ->
+    PairwiseJudge`` (``compare(prompts, a, b)``, see ``alignkit.eval.judges``), usable only as ``eval.judge``.
+    A gold reward with settings passes ``options=`` its config dataclass
+    (validated against ``gold_reward_options`` at load); a judge, ``judge_options=``
     (validated against ``eval.judge_options``). ``proxy=True`` marks the learned reward model methods
     optimise: it may not judge them unless ``eval.allow_self_judging``."""
     return REWARDS.register(name, **meta)

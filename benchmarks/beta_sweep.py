@@ -85,9 +85,9 @@ def source_cache() -> Path:
 def check_source(source: Path) -> None:
     """Refuse to start when the pairs of the bundled recipe are not cached: both sides would sample them."""
     from alignkit.recipe import load_recipe
-    from alignkit.stages.workspace import Workspace
+    from alignkit.stages.builder import StageBuilder
 
-    key = Workspace.for_recipe(load_recipe(RECIPE)).keys.pairs_key()
+    key = StageBuilder.for_recipe(load_recipe(RECIPE)).keys.pairs_key()
     missing = [kind for kind in SEEDED_KINDS if not any((source / kind).glob("*"))]
     if not (source / "preferences" / f"{key}.jsonl").is_file():
         missing.append(f"preferences/{key}.jsonl")

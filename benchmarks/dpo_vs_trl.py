@@ -98,11 +98,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def train_pairs(sets: list[str] = ()):
     """The cached training pairs of the bundled DPO recipe (with ``sets`` applied), read through alignkit's
-    Workspace: built on first use, from the recipe's SFT model."""
+    StageBuilder: built on first use, from the recipe's SFT model."""
     from alignkit.recipe import load_recipe
-    from alignkit.stages.workspace import Workspace
+    from alignkit.stages.builder import StageBuilder
 
-    return Workspace.for_recipe(load_recipe(RECIPE, list(sets))).train_pairs
+    return StageBuilder.for_recipe(load_recipe(RECIPE, list(sets))).train_pairs
 
 
 def bench_recipe(model: str, steps: int, batch_size: int, device: str = "cpu", precision: str = "fp32",
@@ -163,12 +163,12 @@ class Measurement:
 
 
 def alignkit_workspace(recipe, pairs):
-    """A Workspace that trains on ``pairs`` and clocks the reference pass and the training loop."""
+    """A StageBuilder that trains on ``pairs`` and clocks the reference pass and the training loop."""
     from alignkit.models.pairs import reference_logprobs
-    from alignkit.stages.workspace import Workspace
+    from alignkit.stages.builder import StageBuilder
 
-    class TimedWorkspace(Workspace):
-        """alignkit's Workspace, except: the pairs are given, the reference pass is computed (not read from
+    class TimedWorkspace(StageBuilder):
+        """alignkit's StageBuilder, except: the pairs are given, the reference pass is computed (not read from
         the disk cache) and timed, and the loop is clocked from the policy load to the last step."""
 
         reference_s = loop_start = loop_end = 0.0

@@ -230,12 +230,12 @@ def settings(args, threads: int) -> dict:
 
 
 def alignkit_workspace(recipe, reward_dir: str, gold_s: list[float]):
-    """alignkit's Workspace, except: the reward model is the saved one (not trained and cached), and the
+    """alignkit's StageBuilder, except: the reward model is the saved one (not trained and cached), and the
     gold reward (which alignkit's rollout computes every iteration for its statistics) is timed."""
     from alignkit.models.scalar_head import ScalarModel
-    from alignkit.stages.workspace import Workspace
+    from alignkit.stages.builder import StageBuilder
 
-    class BenchWorkspace(Workspace):
+    class BenchWorkspace(StageBuilder):
         @cached_property
         def reward_model(self):
             return ScalarModel.from_backbone(self.recipe.model, cache_dir=self.cache_dir, runtime=self.runtime,
@@ -402,12 +402,12 @@ def measure(args, python: Path, tmp: Path) -> tuple[list[dict], dict]:
     """Build the shared inputs, then ``args.repeats`` lockstep runs of both sides."""
     import torch
 
-    from alignkit.stages.workspace import Workspace
+    from alignkit.stages.builder import StageBuilder
 
     policy_dir, reward_dir, model_info = build_models(tmp, args.model)
     s = settings(args, torch.get_num_threads())
     # exactly the pool alignkit draws its rollouts from, given to trl as its dataset
-    prompts = Workspace.for_recipe(bench_recipe(str(policy_dir), s)).prompts("train", s["prompt_pool"])
+    prompts = StageBuilder.for_recipe(bench_recipe(str(policy_dir), s)).prompts("train", s["prompt_pool"])
     setup = {"policy": str(policy_dir), "reward": str(reward_dir), "prompts": prompts, "settings": s,
              "output_dir": str(tmp / "trl_out")}
     runs = []

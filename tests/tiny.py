@@ -60,9 +60,9 @@ def cpu_runtime():
 
 def make_workspace(recipe, run_dir=None, *, cache_dir=None, log=None):
     """A run's workspace built through its public constructor, with the recipe's runtime and its own context."""
-    from alignkit.stages.workspace import Workspace
+    from alignkit.stages.builder import StageBuilder
 
-    return Workspace.for_recipe(recipe, run_dir, cache_dir=cache_dir, log=log)
+    return StageBuilder.for_recipe(recipe, run_dir, cache_dir=cache_dir, log=log)
 
 
 def assert_method_section_applied(recipe, path) -> None:

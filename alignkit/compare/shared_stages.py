@@ -26,7 +26,7 @@ from alignkit.registry import METHODS
 from alignkit.runlog import MetricsLog, write_json
 from alignkit.runtime import Runtime, start
 from alignkit.stages.keys import JUDGE_SPLIT_JUDGE, StageKeys
-from alignkit.stages.workspace import Workspace
+from alignkit.stages.builder import StageBuilder
 
 SHARED_FOLDER = "shared"  # in the comparison folder: timings.json and metrics.jsonl of phase 1
 
@@ -35,12 +35,12 @@ def _identity(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def stage_plan(recipe: Recipe, cache_dir: Path) -> list[tuple[str, str, Callable[[Workspace], object]]]:
+def stage_plan(recipe: Recipe, cache_dir: Path) -> list[tuple[str, str, Callable[[StageBuilder], object]]]:
     """The shared stages ``recipe``'s run reads, in the order a run builds them: (stage name, what decides it,
     how to build it in a workspace). Entries that agree on the second element share the stage."""
     keys = StageKeys(recipe, cache_dir)
     model = _identity(recipe.model)
-    work: list[tuple[str, str, Callable[[Workspace], object]]] = [
+    work: list[tuple[str, str, Callable[[StageBuilder], object]]] = [
         ("load SFT policy", model, lambda ws: ws.sft),
         ("gold reward", _identity([recipe.gold_reward, recipe.gold_reward_options, model]), lambda ws: ws.gold)]
     for need in method_needs(recipe.method, recipe.method_config(recipe.method)):
@@ -67,7 +67,7 @@ def build_shared_stages(recipes: list[Recipe], cache_dir: Path | None, runtime: 
     done: set[tuple[str, str]] = set()
     log = MetricsLog(folder / "metrics.jsonl" if folder is not None and runtime.is_main else None)
     for recipe in recipes:
-        ws = Workspace(recipe, RunContext(start(recipe.device, recipe.precision, reuse=runtime), log),
+        ws = StageBuilder(recipe, RunContext(start(recipe.device, recipe.precision, reuse=runtime), log),
                        None, cache_dir)
         todo = [(name, key, build) for name, key, build in stage_plan(recipe, ws.cache_dir)
                 if (name, key) not in done]

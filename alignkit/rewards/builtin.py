@@ -8,7 +8,7 @@ from alignkit.cache import CacheEntry
 from alignkit.config import fingerprint
 from alignkit.registry import register_reward
 from alignkit.rewards.sentiment import SentimentClassifier
-from alignkit.stages.workspace import Workspace
+from alignkit.stages.workspace import RecordedReward, Workspace
 
 
 @register_reward("imdb-sentiment")
@@ -25,13 +25,11 @@ def imdb_sentiment(workspace: Workspace):
 
     folder = CacheEntry(workspace.cache_dir, "gold", f"imdb-sentiment-{key}").ensure(build, workspace.runtime)
     classifier = SentimentClassifier.load(folder)
-    workspace.artifact_keys["gold_reward"] = key
-    workspace.gold_meta = classifier.meta
 
     def score(prompts: list[str], completions: list[str]):
         return classifier.score([p + c for p, c in zip(prompts, completions)])
 
-    return score
+    return RecordedReward(score, key, classifier.meta)
 
 
 @register_reward("reward-model", proxy=True)

@@ -21,7 +21,7 @@ from alignkit.config import build, fingerprint, option, to_dict
 from alignkit.errors import AlignkitError
 from alignkit.models.config import looks_like_local_path
 from alignkit.registry import register_reward
-from alignkit.stages.workspace import Workspace
+from alignkit.stages.workspace import RecordedReward, Workspace
 
 KEY = "gold_reward_options"
 DEFAULT_LABEL = "positive"  # matched without regard to case: POSITIVE, Positive, positive
@@ -159,10 +159,8 @@ def hf_classifier(workspace: Workspace):
     """Gold log-odds of one label of any transformers sequence classifier, on prompt + completion."""
     options = build(HFClassifierOptions, workspace.recipe.gold_reward_options, where=KEY)
     classifier = HFClassifier(options, workspace.device)
-    workspace.artifact_keys["gold_reward"] = fingerprint(to_dict(options))
-    workspace.gold_meta = classifier.meta
 
     def score(prompts: list[str], completions: list[str]) -> np.ndarray:
         return classifier.score([p + c for p, c in zip(prompts, completions)])
 
-    return score
+    return RecordedReward(score, fingerprint(to_dict(options)), classifier.meta)

@@ -45,7 +45,7 @@ from alignkit.runlog import MetricsLog, WriteError, append_jsonl, atomic_dir, re
 from alignkit.runtime import Runtime, start
 from alignkit.trackers import Trackers
 from alignkit.run.trajectory import TrajectoryRecorder
-from alignkit.stages.workspace import Workspace
+from alignkit.stages.builder import StageBuilder
 from alignkit.report.versions import package_versions
 from alignkit.runtime import seed_everything
 
@@ -87,10 +87,11 @@ class Run:
                                          heartbeat=self._write_manifest, read_only=checkpoints is not None)
         # the run's context, built once here and passed to everything that trains (alignkit.context)
         self.ctx = RunContext(runtime, log, Budget(), self.checkpointer)
-        self.ws = Workspace(recipe, self.ctx, self.run_dir, cache_dir)
-        self.ctx.trace = TrajectoryRecorder(self.ws).hook  # checkpoints evaluated every eval.every_steps
-        self.manifest = {"alignkit_run": RUN_FORMAT, "name": recipe.name, "method": recipe.method,
-                         "seed": recipe.seed, "train_seed": self.ws.train_seed, "recipe": to_dict(recipe),
+        self.ws = StageBuilder(recipe, self.ctx, self.run_dir, cache_dir)
+        self.trajectory = TrajectoryRecorder(self.ws)  # what training reached and cost, too
+        self.ctx.trace = self.trajectory.hook  # checkpoints evaluated every eval.every_steps
+        self.manifest = {"alignkit_run": RUN_FORMAT, "name": recipe.name, "method": recipe.method, "seed": recipe.seed,
+                         "train_seed": self.ws.train_seed, "recipe": to_dict(recipe),
                          "versions": package_versions(), "argv": sys.argv, "device": str(self.ws.device),
                          "runtime": self.ws.runtime.describe(),
                          "threads": torch.get_num_threads(),  # intra-op CPU threads (alignkit.threads)
@@ -155,7 +156,7 @@ class Run:
             self._write_manifest()
             with self.stage(train_stage):
                 artifact = entry.obj(self.ws, config)
-            self.ws.trained_steps = max(self.ws.trained_steps, self.checkpointer.restored_step)
+            self.trajectory.restored(self.checkpointer.restored_step)
             model = getattr(artifact, "model", None)
             if isinstance(model, torch.nn.Module) and nonfinite_modules(model):
                 raise numerical_error(self.checkpointer.stage or self.recipe.method, self.ws.budget.steps,
@@ -164,12 +165,13 @@ class Run:
                 artifact.save(tmp)
             self.manifest["model_sha256"] = folder_checksums(self.run_dir / "model")  # what reuse verifies
             with self.stage("evaluate"):
-                summary, samples = evaluate_artifact(self.ws, artifact)
+                summary, samples = evaluate_artifact(self.ws, artifact, trajectory=self.trajectory)
             # measured, not determined by the recipe: in the manifest, so the summary is reproducible byte for byte
             self.manifest["cost"] = {"train_wall_s": self.timings[train_stage],
                                      "eval_wall_s": self.timings["evaluate"], "peak_memory": process_peak_mb(),
                                      "train_peak_memory": self.stage_memory[train_stage],
-                                     "training": self.ws.training_cost}  # wall by checkpoint, N (alignkit.report.cost)
+                                     # wall by checkpoint, N (alignkit.report.cost)
+                                     "training": self.trajectory.training_cost}
             write_outputs(self.run_dir, summary, samples)
             write_card(self.run_dir, to_dict(self.recipe), summary)
         except BaseException as exc:
@@ -188,10 +190,11 @@ class Run:
         return summary
 
 
-def evaluate_artifact(ws: Workspace, artifact, *,
-                      close_trajectory: bool = True) -> tuple[EvalSummary, dict[float, list[dict]]]:
+def evaluate_artifact(ws: StageBuilder, artifact, *, trajectory: TrajectoryRecorder | None = None
+                      ) -> tuple[EvalSummary, dict[float, list[dict]]]:
     """Policies go through the shared evaluator at every temperature; other artifacts (reward models)
-    evaluate themselves. Returns the summary and the per-prompt samples of each temperature."""
+    evaluate themselves. Returns the summary and the per-prompt samples of each temperature. ``trajectory``:
+    the run's recorder, whose trained policy closes its trajectory (None: a re-evaluation keeps it as is)."""
     recipe = ws.recipe
     if not isinstance(artifact, Policy):
         summary, samples = artifact.evaluate(ws)
@@ -207,15 +210,17 @@ def evaluate_artifact(ws: Workspace, artifact, *,
                                                 cfg, temperature=temperature, seed=ws.train_seed,
                                                 runtime=ws.runtime, judge=ws.judge, proxy=proxy)
         rows.append(row)
-    if cfg.every_steps and close_trajectory:  # the trained policy closes its trajectory, on the same prompts as the checkpoints
-        steps = ws.trained_steps
+    # the trained policy closes its trajectory, on the same prompts as the checkpoints
+    if cfg.every_steps and trajectory is not None:
+        steps = trajectory.trained_steps
         recorded = any(p["step"] == steps for p in read_jsonl(ws.run_dir / "eval" / "trajectory.jsonl"))
         if steps and not ws.runtime.broadcast(recorded):  # the main process's trajectory file decides
             if cfg.trajectory_prompts >= cfg.n_prompts:  # the same prompts, seed and policy: the final row itself
                 append_jsonl(ws.run_dir / "eval" / "trajectory.jsonl",
-                             {"step": steps, **{k: rows[0][k] for k in TRAJECTORY_KEYS}, **ws.training_compute})
+                             {"step": steps, **{k: rows[0][k] for k in TRAJECTORY_KEYS},
+                              **trajectory.training_compute})
             else:
-                TrajectoryRecorder(ws).record(artifact, steps)
+                trajectory.record(artifact, steps, closing=True)
     agreement = ws.judge_agreement()  # once per run: how far the judge itself can be trusted
     gold_agreement = None if ws.gold_is_judge or not ws.recipe.preferences.is_user_data else ws.judge_agreement("gold")
     summary = EvalSummary(recipe.method, recipe.name, rows[0], judge=cfg.judge,
@@ -226,7 +231,7 @@ def evaluate_artifact(ws: Workspace, artifact, *,
     return summary, samples
 
 
-def training_data(ws: Workspace) -> dict:
+def training_data(ws: StageBuilder) -> dict:
     """What the run learned from, for the report: the pairs (shared by every method) and their split."""
     if not ws.has_pairs:
         return {}

@@ -23,7 +23,7 @@ from alignkit.runfolder import model_problem, read_run
 from alignkit.runlog import write_json
 from alignkit.runtime import Runtime, start
 from alignkit.trackers import Trackers
-from alignkit.stages.workspace import Workspace
+from alignkit.stages.builder import StageBuilder
 from alignkit.runtime import seed_everything
 from alignkit.run.pipeline import evaluate_artifact, write_outputs
 
@@ -37,7 +37,7 @@ def adopt_recipe(run_dir: Path, recipe: Recipe, runtime: Runtime) -> None:
         write_json(path, manifest)
 
 
-def load_trained(ws: Workspace, run_dir: Path):
+def load_trained(ws: StageBuilder, run_dir: Path):
     """The artifact a finished run trained: its saved policy, or a sampling procedure rebuilt from the
     shared stages (Best-of-N)."""
     recipe = ws.recipe
@@ -67,10 +67,11 @@ def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, run
         else None
     if problem:
         raise AlignkitError(f"{run_dir}: eval: {problem}; {hint}")
-    ws = Workspace(recipe, RunContext(start(recipe.device, recipe.precision, reuse=runtime)), run_dir, cache_dir)
+    ctx = RunContext(start(recipe.device, recipe.precision, reuse=runtime))
+    ws = StageBuilder(recipe, ctx, run_dir, cache_dir)
     seed_everything(ws.train_seed)
     began = time.perf_counter()
-    summary, samples = evaluate_artifact(ws, load_trained(ws, run_dir), close_trajectory=False)
+    summary, samples = evaluate_artifact(ws, load_trained(ws, run_dir))
     summary = replace(summary, budget=summary.budget if old.budget is None else old.budget,
                       training_data=summary.training_data if old.training_data is None else old.training_data)
     if not ws.runtime.is_main:  # every process evaluated its share; the main one writes

@@ -1,398 +1,93 @@
-"""The shared objects of one run, built lazily and cached on disk: the task, the SFT policy and its
-reference, prompts, the gold reward and preference pairs, the reward model. Every method reads these same
-objects, which is what makes a comparison fair by construction. Each cached stage is a checksummed
-``CacheEntry`` (alignkit/cache.py): a truncated or half-written one is rebuilt with a notice, never trusted.
-Their cache keys come from :class:`~alignkit.stages.keys.StageKeys`."""
+"""What a method or judge reads of one run: a narrow, read-only view of the shared stages and the run's
+context. :class:`~alignkit.stages.builder.StageBuilder` builds and fills them; methods and judges only read,
+so every method of a comparison sees the same objects. A gold reward hands what the manifest records of it
+back to the builder as a :class:`RecordedReward`, instead of writing it anywhere."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from contextlib import contextmanager
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Protocol
 
-import numpy as np
 import torch
 
-from alignkit.artifacts import Artifact, RewardSettings, reward_needs
-from alignkit.cache import CacheEntry, default_cache_dir
+from alignkit.artifacts import RewardSettings
 from alignkit.context import Budget, RunContext
-from alignkit.data.preferences import PreferenceData, generate_preferences, load_preferences
-from alignkit.data.chat import plain_text
-from alignkit.data.pairs_task import read_prompt_set
-from alignkit.data.task import Task, sample_prompts
-from alignkit.data.unpaired import UnpairedData
-from alignkit.errors import AlignkitError, DataError
-from alignkit.eval.evaluator import ReferenceSamples, score_texts
-from alignkit.eval.judges import is_pairwise, judge_agreement
-from alignkit.models.loading import load_tokenizer, resolve_model_path
-from alignkit.models.pairs import example_logprobs, reference_logprobs
+from alignkit.data.preferences import PreferenceData
+from alignkit.data.task import Task
 from alignkit.models.policy import Policy, Reference
-from alignkit.models.scalar_head import ScalarModel, Scorer
-from alignkit.recipe import Recipe, method_needs
-from alignkit.registry import DATASETS, METHODS, REWARDS
-from alignkit.runfolder import read_manifest
-from alignkit.runlog import MetricsLog, read_jsonl, write_json, write_jsonl
-from alignkit.runtime import Runtime, start
-from alignkit.stages.keys import JUDGE_SPLIT_JUDGE, JUDGE_SPLIT_SEED, StageKeys
-
-# what tests and library users may hand a workspace instead of having it built (Workspace.provide)
-PROVIDABLE = ("gold", "judge", "preferences", "proxy_reward", "proxy_reward_4bit", "reward_model", "reward_model_4bit",
-              "sft")
+from alignkit.models.scalar_head import ScalarModel
+from alignkit.recipe import Recipe
+from alignkit.runtime import Runtime
 
 
-class Workspace:
-    """What a method receives: shared data, policies, rewards, and the run's context (runtime, metrics log,
-    training budget, checkpointer, trajectory hook). Built once per run, or on its own for library use:
-    ``Workspace(recipe, RunContext(runtime))``."""
-
-    def __init__(self, recipe: Recipe, ctx: RunContext, run_dir: Path | None = None, cache_dir: Path | None = None):
-        self.recipe = recipe
-        self.ctx = ctx
-        self.run_dir = Path(run_dir) if run_dir else None
-        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-        self.keys = StageKeys(recipe, self.cache_dir)
-        self.seed = recipe.seed  # shared stages
-        self.train_seed = recipe.seed if recipe.train_seed is None else recipe.train_seed  # this run only
-        self.trained_steps = 0  # the last step a training loop reported to its trajectory hook (alignkit.run.trajectory)
-        self.training_compute: dict = {}  # and what training had consumed then (budget_* keys)
-        # measured while training (alignkit.run.trajectory): wall seconds at each checkpoint and "last", parameters
-        self.training_cost: dict = {"wall_s": {}, "policy_parameters": None}
-        self.artifact_keys: dict[str, str] = {}
-        self.gold_meta: dict | None = None  # the gold reward's own record (e.g. held-out accuracy)
-        self.reward_model_summary: dict | None = None  # held-out evaluation of the learned reward model
-
-    @classmethod
-    def for_recipe(cls, recipe: Recipe, run_dir: Path | None = None, *, cache_dir: Path | None = None,
-                   log: MetricsLog | None = None) -> "Workspace":
-        """A workspace on its own (library use, tests, benchmarks): the recipe's runtime in a fresh context,
-        metrics to ``log`` (default: kept in memory), no checkpoints."""
-        ctx = RunContext(start(recipe.device, recipe.precision), log or MetricsLog(None))
-        return cls(recipe, ctx, run_dir, cache_dir)
+class Workspace(Protocol):
+    """The shared stages and context a method (``train(ws, cfg)``) or judge (``build(ws)``) receives, built on
+    first read; the builder's docstrings say how each is made."""
 
     @property
-    def runtime(self) -> Runtime:
-        return self.ctx.runtime
+    def recipe(self) -> Recipe: ...
 
     @property
-    def device(self) -> torch.device:
-        return self.ctx.runtime.device
+    def ctx(self) -> RunContext:
+        """The context training runs in (a shared stage built on the way gets its own)."""
 
     @property
-    def budget(self) -> Budget:
-        """What this run's training consumed (a shared stage being built counts into its own)."""
-        return self.ctx.budget
-
-    def provide(self, **artifacts) -> "Workspace":
-        """Use these objects instead of building them (``gold=fn``, ``preferences=data``, ``reward_model=m``,
-        ...): for tests and library users who bring their own. Returns the workspace."""
-        unknown = sorted(set(artifacts) - set(PROVIDABLE))
-        if unknown:
-            raise AlignkitError(f"Workspace.provide: cannot provide {', '.join(unknown)} (can: {', '.join(PROVIDABLE)})")
-        self.__dict__.update(artifacts)  # what the cached properties would have built
-        return self
-
-    def resolve(self, artifact: Artifact):
-        """Build (or load from the cache) a shared artifact a method declared it needs."""
-        builders = {Artifact.TRAIN_PAIRS: lambda: self.train_pairs, Artifact.REWARD_MODEL: lambda: self.reward_model,
-                    Artifact.REWARD_MODEL_4BIT: lambda: self.reward_model_4bit,
-                    Artifact.REFERENCE_LOGPS: lambda: self.reference_logps}
-        return builders[artifact]()
+    def runtime(self) -> Runtime: ...
 
     @property
-    def has_pairs(self) -> bool:
-        """Whether this run read or built the shared preference pairs (and their split)."""
-        return "_pair_split" in self.__dict__
-
-    @cached_property
-    def task(self) -> Task:
-        """The task: a registered dataset, or (``task.dataset: preferences``) the preference data's own prompts,
-        split as the pairs are."""
-        entry = DATASETS.entry(self.recipe.task.dataset)
-        if entry.meta.get("from_pairs"):
-            return entry.obj(self.recipe.task, self.train_pairs, self.heldout_pairs)
-        return entry.obj(self.recipe.task)
-
-    def tokenizer_loader(self):
-        """``() -> tokenizer`` of the policy, loaded only when called (conversational data renders with it)."""
-        model = self.recipe.model
-        return lambda: load_tokenizer(resolve_model_path(model.name_or_path, self.cache_dir, self.runtime), model)
-
-    def load_policy(self) -> Policy:
-        """A fresh, trainable copy of the starting (SFT) policy."""
-        torch.manual_seed(self.train_seed)
-        return Policy.load(self.recipe.model, cache_dir=self.cache_dir, runtime=self.runtime)
-
-    @cached_property
-    def sft(self) -> Policy:
-        """The frozen starting policy, shared by every consumer that only samples or scores with it."""
-        torch.manual_seed(self.seed)
-        policy = Policy.load(self.recipe.model, cache_dir=self.cache_dir, runtime=self.runtime)
-        policy.model.requires_grad_(False)
-        return policy
-
-    def reference_for(self, policy: Policy) -> Reference:
-        """pi_ref for a policy under training: its adapter-disabled self (LoRA) or the frozen SFT model."""
-        return Reference(policy, None if policy.is_adapter else self.sft.model)
-
-    def prompts(self, split: str, n: int) -> list[str]:
-        """``n`` prompts of a split (``train`` or ``heldout``), fixed by the seed: the task's whole prompts
-        (``task.dataset: preferences``) or 2-8 token prefixes of its texts (IMDb)."""
-        tokenizer = None if self.task.train_prompts is not None else self.sft.tokenizer
-        return self.task.prompts(tokenizer, split, n, self.recipe.task, seed=self.seed)
-
-    @cached_property
-    def eval_prompts(self) -> list[str]:
-        """The prompts every method is evaluated on: ``eval.prompts`` when set, else the task's held-out ones."""
-        cfg = self.recipe.eval
-        if not cfg.prompts:
-            return self.prompts("heldout", cfg.n_prompts)
-        prefs = self.recipe.preferences
-        conversational = prefs.is_user_data and self.preferences.conversational
-        prompts = read_prompt_set(cfg.prompts, conversational=conversational, tokenizer=self.tokenizer_loader()(),
-                                  split=prefs.split, config=prefs.config, column=prefs.columns.get("prompt", "prompt"))
-        return sample_prompts(prompts, cfg.n_prompts, self.seed, "eval")
-
-    @cached_property
-    def gold(self):
-        """The ground-truth reward: ``gold(prompts, completions) -> scores``."""
-        return REWARDS.get(self.recipe.gold_reward)(self)
-
-    @cached_property
-    def judge(self):
-        """What decides win rates: the gold reward unless ``eval.judge`` names another registered judge."""
-        name = self.recipe.eval.judge
-        judge = self.gold if name in ("gold", self.recipe.gold_reward) else REWARDS.get(name)(self)
-        if is_pairwise(judge):  # it reads the question and the replies, not the policy's chat markup
-            tokenizer = self.tokenizer_loader()()
-            if getattr(tokenizer, "chat_template", None):
-                judge.readable = plain_text(tokenizer)
-        return judge
-
-    def judge_agreement(self, of: str = "judge") -> dict | None:
-        """The agreement of the win-rate judge (``of="judge"``) or the gold reward (``of="gold"``) with the
-        held-out preference pairs (:func:`~alignkit.eval.judges.judge_agreement`) when the run's method learns
-        from the pairs, or they are the user's own data; never by loading generated pairs a run does not use
-        (that would make, say, an SFT run depend on them, and its summary on the state of the cache)."""
-        cfg, recipe = self.recipe.preferences, self.recipe
-        learns = Artifact.TRAIN_PAIRS in method_needs(recipe.method, recipe.method_config(recipe.method))
-        if not (self.has_pairs or learns or cfg.is_user_data):
-            return None
-        judge, name = (self.gold, recipe.gold_reward) if of == "gold" else (self.judge, recipe.eval.judge)
-        return {"judge": name, **judge_agreement(judge, self.heldout_pairs, cfg.append_eos, score_texts,
-                                                 recipe.eval.agreement_pairs)}
+    def device(self) -> torch.device: ...
 
     @property
-    def gold_is_judge(self) -> bool:
-        """Whether the win-rate judge is the gold reward itself (then one agreement describes both)."""
-        return self.recipe.eval.judge in ("gold", self.recipe.gold_reward)
-
-    def stage_keys(self) -> dict[str, str]:
-        """The cache key of every shared stage under this recipe."""
-        return self.keys.all()
-
-    # shared stages
-
-    def cache_entry(self, kind: str, key: str, suffix: str = "") -> CacheEntry:
-        """The checksummed, lock-protected cache entry ``<cache_dir>/<kind>/<key><suffix>`` (a folder when
-        ``suffix`` is empty): a missing, partial or corrupt one is rebuilt, never trusted."""
-        return CacheEntry(self.cache_dir, kind, key, suffix)
-
-    @cached_property
-    def preferences(self) -> PreferenceData:
-        """Preference pairs from a file/dataset, or sampled from the SFT policy and gold-labelled (cached)."""
-        cfg = self.recipe.preferences
-        if cfg.is_user_data:  # conversational rows are rendered with the policy's own chat template
-            return load_preferences(cfg, self.tokenizer_loader())
-        key = self.keys.pairs_key()
-        self.artifact_keys["preferences"] = key
-
-        def build(path: Path) -> PreferenceData:
-            prompts = self.prompts("train", cfg.n_prompts)
-            data = generate_preferences(self.sft, prompts, self.gold, cfg, seed=self.seed, runtime=self.runtime)
-            if cfg.max_pairs:
-                data = data.subset(list(range(min(len(data), cfg.max_pairs))))
-            write_jsonl(path, data.records())
-            return data
-
-        entry = self.cache_entry("preferences", key, ".jsonl")
-        return entry.fetch(build, lambda path: PreferenceData.from_records(read_jsonl(path), str(path)), self.runtime)
-
-    @cached_property
-    def _pair_split(self) -> tuple[PreferenceData, PreferenceData, PreferenceData | None]:
-        fraction, pairs, judge = self.recipe.preferences.heldout_fraction, self.preferences, None
-        if self.keys.judge_split:  # carved out first, by prompt group: pairs no method (nor its split) sees
-            pairs, judge = pairs.split(self.recipe.eval.judge_fraction, self.seed + JUDGE_SPLIT_SEED)
-        train, heldout = pairs.split(fraction, self.seed)
-        if not len(train):
-            raise DataError(f"preferences.heldout_fraction: all {len(set(heldout.group))} prompt group(s) of the "
-                            f"preference pairs are held out ({fraction}"
-                            + (f", after eval.judge_fraction {self.recipe.eval.judge_fraction} went to the judge"
-                               if judge is not None else "") + "); at least 2 prompts are needed")
-        self.artifact_keys["pair_split"] = self.keys.split_key()
-        return train, heldout, judge
+    def budget(self) -> Budget: ...
 
     @property
-    def train_pairs(self) -> PreferenceData:
-        """The pairs every method learns from: the reward model, DPO and its variants, Preferred-FT."""
-        return self._pair_split[0]
+    def cache_dir(self) -> Path: ...
 
     @property
-    def heldout_pairs(self) -> PreferenceData:
-        """Pairs of held-out prompt groups, never trained on: the reward model's accuracy is measured here."""
-        return self._pair_split[1]
+    def train_seed(self) -> int: ...
 
     @property
-    def judge_pairs(self) -> PreferenceData:
-        """The judge split: pairs of prompt groups carved out for the heldout-reward-model judge alone."""
-        judge = self._pair_split[2]
-        if judge is None:
-            raise AlignkitError("the pairs have no judge split: it is carved out only when eval.judge is "
-                                f"{JUDGE_SPLIT_JUDGE}")
-        return judge
+    def task(self) -> Task: ...
 
-    @contextmanager
-    def _shared_stage(self):
-        """A shared stage trained on the way runs in a context of its own (own budget, no checkpointer, no
-        trajectory), so a run's budget and checkpoints are its own training only."""
-        saved, self.ctx = self.ctx, self.ctx.for_shared_stage()
-        try:
-            yield self.ctx.budget
-        finally:
-            self.ctx = saved
+    @property
+    def sft(self) -> Policy: ...
 
-    @cached_property
-    def reward_model_folder(self) -> Path:
-        """The cached reward model's folder: trained with the recipe's ``reward_model`` settings on the shared
-        training pairs the first time (and evaluated on the held-out pairs), then reused."""
-        folder = self._reward_model_folder("reward_model", self.keys.reward_model_key(), "reward_models",
-                                           lambda: self.train_pairs)
-        evaluation = folder / "alignkit_eval.json"
-        self.reward_model_summary = json.loads(evaluation.read_text()) if evaluation.is_file() else None
-        return folder
+    @property
+    def gold(self) -> Callable: ...
 
-    @cached_property
-    def judge_reward_model_folder(self) -> Path:
-        """The heldout-reward-model judge's folder: the reward model's trainer and settings on the judge split
-        (pairs no method learns from), evaluated on the same held-out pairs; cached like the reward model."""
-        used = ((read_manifest(self.run_dir) or {}).get("artifact_keys") or {}) if self.run_dir else {}
-        if used.get("pair_split", self.keys.split_key()) != self.keys.split_key():  # `alignkit eval` of an older run
-            raise AlignkitError(f"{self.run_dir}: eval.judge: {JUDGE_SPLIT_JUDGE} trains on a judge split of the pairs "
-                                f"this run learned from; retrain it with that judge (alignkit compare does)")
-        return self._reward_model_folder("judge_reward_model", self.keys.judge_reward_model_key(),
-                                         "judge_reward_models", lambda: self.judge_pairs)
+    @property
+    def train_pairs(self) -> PreferenceData: ...
 
-    def _reward_model_folder(self, name: str, key: str, kind: str, pairs) -> Path:
-        self.artifact_keys[name] = key
+    @property
+    def heldout_pairs(self) -> PreferenceData: ...
 
-        def build(tmp: Path) -> None:
-            fit = METHODS.entry("reward_model").meta["fit_on"]  # the reward model's trainer, on these pairs
-            with self._shared_stage() as budget:
-                trained = fit(self, self.recipe.method_config("reward_model"), pairs(), self.heldout_pairs)
-            summary, _ = trained.evaluate(self)
-            summary["budget"] = budget.as_dict()
-            trained.save(tmp)
-            write_json(tmp / "alignkit_eval.json", summary)
+    @property
+    def reference_logps(self) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-        return self.cache_entry(kind, key).ensure(build, self.runtime)
+    @property
+    def reward_model(self) -> ScalarModel: ...
 
-    @cached_property
-    def reward_model(self) -> ScalarModel:
-        """The learned (proxy) reward model: trained with the recipe's ``reward_model`` settings on the
-        shared training pairs the first time, then loaded from the cache."""
-        return ScalarModel.from_backbone(self.recipe.model, cache_dir=self.cache_dir, runtime=self.runtime,
-                                         path=str(self.reward_model_folder))
+    @property
+    def proxy_reward(self) -> Callable: ...
 
-    @cached_property
-    def reward_model_4bit(self) -> ScalarModel:
-        """The same reward model with NF4 4-bit backbone weights (bitsandbytes): a frozen scorer in about a
-        quarter of the memory, for memory-lean PPO."""
-        quantized = dataclasses.replace(self.recipe.model, load_in_4bit=True, load_in_8bit=False, lora=None)
-        return ScalarModel.from_backbone(quantized, cache_dir=self.cache_dir, runtime=self.runtime,
-                                         path=str(self.reward_model_folder))
+    @property
+    def judge_reward(self) -> Callable: ...
 
-    @cached_property
-    def proxy_reward(self):
-        """``(prompts, completions, ended) -> scores``: the reward model scoring text exactly as it was
-        trained on it, for PPO, Best-of-N and the evaluator's proxy column."""
-        return self.scorer(self.reward_model)
+    def load_policy(self) -> Policy: ...
 
-    @cached_property
-    def judge_reward(self):
-        """``(prompts, completions, ended) -> scores`` of the heldout-reward-model judge."""
-        return self.scorer(ScalarModel.from_backbone(self.recipe.model, cache_dir=self.cache_dir, runtime=self.runtime,
-                                                     path=str(self.judge_reward_model_folder)))
+    def reference_for(self, policy: Policy) -> Reference: ...
 
-    @cached_property
-    def proxy_reward_4bit(self):
-        """:attr:`proxy_reward` of the 4-bit reward model (memory-lean PPO)."""
-        return self.scorer(self.reward_model_4bit)
+    def prompts(self, split: str, n: int) -> list[str]: ...
 
-    def proxy_for(self, needs: tuple[Artifact, ...]):
-        """The proxy reward of the reward model a method declares it needs (4-bit or full); None without one."""
-        if Artifact.REWARD_MODEL_4BIT in needs:
-            return self.proxy_reward_4bit
-        return self.proxy_reward if Artifact.REWARD_MODEL in needs else None
+    def reward_for(self, settings: RewardSettings) -> Callable | None: ...
 
-    def reward_for(self, settings: RewardSettings):
-        """The one decision of what an RL method or Best-of-N maximises: the proxy reward of the shared reward
-        model (4-bit when the settings ask), or None when it maximises the gold reward (:attr:`gold`)."""
-        return self.proxy_for(reward_needs(settings))
 
-    def scorer(self, scalar: ScalarModel):
-        """``(prompts, completions, ended) -> scores`` of a reward model, tokenized as its training pairs were."""
-        scorer = Scorer(scalar, self.recipe.model)
+@dataclass(frozen=True)
+class RecordedReward:
+    """What a gold reward's builder may return instead of its bare score function: the function, and what the
+    run's manifest records of it (``artifact_keys["gold_reward"]``, ``gold_reward_meta``)."""
 
-        def score(prompts: list[str], completions: list[str], ended: list[bool] | bool = False) -> np.ndarray:
-            return scorer(list(prompts), list(completions), ended).double().numpy()
-
-        return score
-
-    @cached_property
-    def reference_logps(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """pi_ref's summed log-probs of every training pair's chosen and rejected completion [N], [N]:
-        computed once per pairs and model, shared by every DPO-family run and sweep point."""
-        from safetensors.torch import load_file, save_file
-
-        key = self.keys.reference_logps_key()
-        self.artifact_keys["reference_logps"] = key
-
-        def build(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-            if isinstance(self.train_pairs, UnpairedData):  # one log-prob per example; no second column
-                chosen = example_logprobs(self.reference_for(self.sft), self.train_pairs,
-                                          self.recipe.preferences.append_eos, self.runtime)
-                rejected = chosen.new_zeros(0)
-            else:
-                chosen, rejected = reference_logprobs(self.reference_for(self.sft), self.train_pairs,
-                                                      self.recipe.preferences.append_eos, self.runtime)
-            save_file({"chosen": chosen.contiguous(), "rejected": rejected.contiguous()}, str(path))
-            return chosen, rejected
-
-        def load(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-            tensors = load_file(str(path))
-            return tensors["chosen"], tensors["rejected"]
-
-        return self.cache_entry("reference_logps", key, ".safetensors").fetch(build, load, self.runtime)
-
-    def reference_samples(self, temperature: float) -> ReferenceSamples:
-        """The reference (SFT) policy's samples on the evaluation prompts at ``temperature``, with their
-        gold scores: drawn once per temperature and shared by every method compared against them."""
-        key = self.keys.reference_samples_key(temperature)
-        self.artifact_keys[f"reference_samples@{temperature:g}"] = key
-
-        def build(path: Path) -> ReferenceSamples:
-            cfg = self.recipe.eval
-            reference, prompts = self.reference_for(self.sft).as_policy(), self.eval_prompts
-            torch.manual_seed(self.seed + 1)  # after loading the SFT model, which reseeds: same samples in any order
-            rollout = reference.sample(
-                prompts, max_new_tokens=cfg.max_new_tokens, temperature=temperature, top_p=cfg.top_p,
-                batch_size=cfg.batch_size, progress=f"sampling reference (T={temperature:g})", runtime=self.runtime)
-            # scored as the policy's samples are (evaluate_at): a reward model reads whether a completion ended
-            gold = score_texts(self.gold, rollout.prompts, rollout.completions, rollout.ended)
-            samples = ReferenceSamples(rollout.prompts, rollout.completions, rollout.ended, gold)
-            write_jsonl(path, samples.records())
-            return samples
-
-        entry = self.cache_entry("reference_samples", key, ".jsonl")
-        return entry.fetch(build, lambda path: ReferenceSamples.from_records(read_jsonl(path)), self.runtime)
+    score: Callable
+    key: str
+    meta: dict

@@ -24,6 +24,7 @@ from alignkit.models.sequences import encode_pairs, gather_logprobs
 from alignkit.run.pipeline import Run, evaluate_artifact
 from alignkit.recipe import load_recipe
 from alignkit.registry import DATASETS, METHODS, register_dataset
+from alignkit.stages.builder import StageBuilder
 from alignkit.stages.workspace import Workspace
 from tiny import make_workspace
 from tiny import tiny_gpt2, tiny_tokenizer  # tests/tiny.py (pytest puts tests/ on sys.path)
@@ -74,7 +75,7 @@ def make_ws(tmp_path):
     tiny_gpt2(TOKENIZER, seed=0).save_pretrained(folder)
     TOKENIZER.save_pretrained(folder)
 
-    def make(method: str, *overrides: str) -> Workspace:
+    def make(method: str, *overrides: str) -> StageBuilder:
         recipe = load_recipe(None, overrides=[f"method={method}", f"model.name_or_path={folder}", "device=cpu",
                                               "model.max_length=32", f"task.dataset={DATASET}", *overrides])
         ws = make_workspace(recipe, tmp_path / "run", cache_dir=tmp_path / "cache")

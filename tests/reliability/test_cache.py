@@ -18,7 +18,7 @@ import torch
 from alignkit import cache
 from alignkit.cache import ENTRY_MARKER as MARKER, CacheEntry, CorruptEntry
 from alignkit.recipe import load_recipe
-from alignkit.stages.workspace import Workspace
+from alignkit.stages.builder import StageBuilder
 from tiny import make_workspace
 from tiny import cpu_runtime
 
@@ -30,12 +30,12 @@ def _recipe(overrides):
     return load_recipe(RECIPE, [*overrides, "device=cpu", "reward_model.max_steps=2"])
 
 
-def _workspace(recipe, root: Path) -> Workspace:
-    cache.forget_verified()  # each Workspace below stands for a new process: nothing is verified yet
+def _workspace(recipe, root: Path) -> StageBuilder:
+    cache.forget_verified()  # each builder below stands for a new process: nothing is verified yet
     return make_workspace(recipe, root / "run", cache_dir=root / "cache")
 
 
-def _rm_scores(ws: Workspace) -> np.ndarray:
+def _rm_scores(ws: StageBuilder) -> np.ndarray:
     pairs = ws.heldout_pairs
     return ws.proxy_reward(pairs.prompts[:8], pairs.chosen[:8])
 

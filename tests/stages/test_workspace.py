@@ -1,19 +1,28 @@
-"""The workspace (alignkit.stages.workspace): its public constructor, what may be provided instead of built, the
-shared artifacts a method declares, and the one decision of which reward an RL method maximises."""
+"""The workspace (alignkit.stages): its public constructor, what may be provided instead of built, the shared
+artifacts a method declares, the one decision of which reward an RL method maximises, and that only the stage
+builder writes it while methods and judges read a narrow view."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+import alignkit
 
 from alignkit.artifacts import Artifact, RewardSettings
 from alignkit.data.preferences import PreferenceData
 from alignkit.errors import AlignkitError
 from alignkit.recipe import load_recipe
+from alignkit.stages.builder import StageBuilder
+from alignkit.stages.workspace import Workspace
 from tiny import make_workspace
 
 PAIRS = PreferenceData(prompts=["a", "a", "b", "b", "c", "c"], chosen=["x", "y", "x", "y", "x", "y"],
                        rejected=["z", "w", "z", "w", "z", "w"], group=[0, 0, 1, 1, 2, 2])
+PACKAGE = Path(alignkit.__file__).parent
 
 
 @pytest.fixture
@@ -53,3 +62,50 @@ def test_a_shared_stage_counts_into_its_own_budget(ws):
         budget.steps += 7
         assert ws.budget is budget and ws.ctx.checkpointer is None and ws.ctx.trace is None
     assert ws.budget.steps == 3
+
+
+WORKSPACE_NAMES = {"ws", "workspace"}  # what methods, judges and the run call a workspace
+
+
+def _is_workspace(node) -> bool:
+    """``ws``, ``workspace``, ``self.ws`` or ``self.workspace``."""
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+        return node.attr in WORKSPACE_NAMES
+    return isinstance(node, ast.Name) and node.id in WORKSPACE_NAMES
+
+
+def _workspace_writes(tree: ast.AST) -> list[str]:
+    """Assignments to a workspace's attribute or to an item of one (``ws.x = ...``, ``ws.x["k"][j] = ...``),
+    ``setattr(ws, ...)`` and any use of a workspace's ``__dict__``."""
+    found = []
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+        for target in targets:
+            inner = target
+            while isinstance(inner, ast.Subscript):
+                inner = inner.value
+            if isinstance(inner, ast.Attribute) and _is_workspace(inner.value):
+                found.append(f"{node.lineno}: {ast.unparse(target)}")
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "setattr" and node.args:
+            if _is_workspace(node.args[0]):
+                found.append(f"{node.lineno}: {ast.unparse(node)}")
+        if isinstance(node, ast.Attribute) and node.attr == "__dict__" and _is_workspace(node.value):
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_only_the_stage_builder_writes_a_workspace():
+    outside = {str(path.relative_to(PACKAGE)): _workspace_writes(ast.parse(path.read_text()))
+               for path in PACKAGE.rglob("*.py") if path.parent.name != "stages"}
+    assert not {path: lines for path, lines in outside.items() if lines}
+
+
+def test_methods_and_judges_read_only_the_view(ws):
+    view = {name for name in vars(Workspace) if not name.startswith("_")}
+    builder = set(dir(StageBuilder)) | set(vars(ws))
+    assert view <= builder, view - builder
+    read = {node.attr for folder in ("methods", "rewards") for path in (PACKAGE / folder).glob("*.py")
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Attribute) and _is_workspace(node.value)}
+    assert read <= view, read - view
