@@ -22,7 +22,7 @@ LAYERS = [
     ("methods and judges", ["alignkit.methods", "alignkit.rewards"]),
     ("reports: run folders to conclusions", ["alignkit.report"]),
     ("shared stages", ["alignkit.stages"]),
-    ("run folders", ["alignkit.runfolder"]),
+    ("run folders", ["alignkit.runfolder", "alignkit.runformat"]),
     ("recipe", ["alignkit.recipe"]),
     ("evaluation", ["alignkit.eval"]),
     ("models", ["alignkit.models"]),

@@ -16,7 +16,8 @@ from alignkit.errors import AlignkitError
 from alignkit.models.config import ModelConfig
 from alignkit.recipe import Recipe
 from alignkit.registry import METHODS
-from alignkit.runfolder import ADDED_DEFAULTS, ADDED_EVAL_DEFAULTS, COMPARISON_MARKER
+from alignkit.runfolder import COMPARISON_MARKER
+from alignkit.runformat import ADDED_DEFAULTS, ADDED_EVAL_DEFAULTS
 from alignkit.runfolder import RunFolderError, live_writer, model_problem, read_run
 from alignkit.runlog import jsonable
 from alignkit.stages.keys import StageKeys

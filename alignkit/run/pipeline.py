@@ -39,7 +39,8 @@ from alignkit.memory import PeakMemory, process_peak_mb
 from alignkit.models.policy import Policy
 from alignkit.recipe import Recipe, default_task_problem, method_needs, self_judging
 from alignkit.registry import METHODS
-from alignkit.runfolder import RUN_FORMAT, RUN_MARKER, ComparisonEntry, check_run_name, claim_run_dir, read_manifest
+from alignkit.runfolder import RUN_MARKER, ComparisonEntry, check_run_name, claim_run_dir, read_manifest
+from alignkit.runformat import RUN_FORMAT
 from alignkit.runfolder import folder_checksums
 from alignkit.runlog import MetricsLog, WriteError, append_jsonl, atomic_dir, read_jsonl, write_json, write_jsonl
 from alignkit.runtime import Runtime, start

@@ -19,6 +19,7 @@ import torch
 from click.testing import CliRunner
 
 import alignkit.runfolder as runfolder
+import alignkit.runformat as runformat
 import alignkit.runlog as runlog
 from alignkit.checkpoint import Checkpointer
 from alignkit.cli import main
@@ -169,7 +170,7 @@ def test_a_format_added_to_the_table_upgrades_older_folders_in_memory(monkeypatc
     """Once ``FORMATS`` has a format 2, a format-1 manifest reads, upgraded in memory (the file as it was);
     a format newer than the table is refused in one line naming the alignkit that wrote it."""
     upgrade = lambda manifest: {**manifest, "upgraded": True}  # noqa: E731
-    monkeypatch.setattr(runfolder, "FORMATS", (*runfolder.FORMATS, runfolder.Format(2, "a test", upgrade)))
+    monkeypatch.setattr(runfolder, "FORMATS", (*runfolder.FORMATS, runformat.Format(2, "a test", upgrade)))
     monkeypatch.setattr(runfolder, "RUN_FORMAT", 2)
     path = tmp_path / "manifest.json"
     old = {"alignkit_run": 1, "status": "done", "name": "x", "method": "dpo", "recipe": {"method": "dpo", "eval": {}},

@@ -6,7 +6,7 @@ import inspect
 import re
 
 import alignkit.stages.keys as keys
-from alignkit.runfolder import CHANGES
+from alignkit.runformat import CHANGES
 
 
 def test_every_tag_in_a_stage_key_is_in_the_format_table():
