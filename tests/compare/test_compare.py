@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import alignkit.stages.workspace as workspace
+import alignkit.stages.builder as builder
 from alignkit.cli import main
 from alignkit.compare.plan import parse_entry, plan_comparison
 from alignkit.recipe import load_recipe
@@ -198,8 +198,8 @@ def test_eval_reevaluates_a_finished_run_with_another_judge(finished, tmp_path):
 
 def test_beta_sweep_computes_reference_logprobs_once(tmp_path, tiny_overrides, monkeypatch):
     calls = []
-    real = workspace.reference_logprobs
-    monkeypatch.setattr(workspace, "reference_logprobs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = builder.reference_logprobs
+    monkeypatch.setattr(builder, "reference_logprobs", lambda *a, **k: calls.append(1) or real(*a, **k))
     monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
     result = compare("dpo", "--sweep", "dpo.beta=0.05,0.1,1,5", "--out", tmp_path / "cmp",
                      *sets(tiny_overrides, "dpo.max_steps=1", "eval.every_steps=0", "eval.temperatures=[]"))
