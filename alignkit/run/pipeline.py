@@ -37,6 +37,7 @@ from alignkit.memory import PeakMemory, process_peak_mb
 from alignkit.models.policy import Policy
 from alignkit.recipe import Recipe, default_task_problem, method_needs, self_judging
 from alignkit.registry import METHODS
+from alignkit.rewards.judge_check import check_judge
 from alignkit.runfolder import RUN_MARKER, check_run_name, claim_run_dir, read_manifest
 from alignkit.runfolder import folder_checksums
 from alignkit.runlog import MetricsLog, WriteError, append_jsonl, atomic_dir, read_jsonl, write_json, write_jsonl
@@ -141,6 +142,7 @@ class Run:
         try:
             with self.stage("load SFT policy"):
                 _ = self.ws.sft
+            check_judge(self.ws)  # before anything trains: a judge that cannot judge fails now, in one line
             with self.stage("gold reward"):
                 _ = self.ws.gold
             config = self.recipe.method_config(self.recipe.method)
