@@ -248,6 +248,8 @@ class EndpointJudge(PairwiseJudge):
         """One request's JSON answer; None for one over ``MAX_BODY_BYTES`` (not read further)."""
         with urllib.request.urlopen(request, timeout=self.options.timeout_s) as response:
             body = response.read(MAX_BODY_BYTES + 1)
+            if len(body) <= MAX_BODY_BYTES and getattr(response, "length", None):  # shorter than it said
+                raise http.client.IncompleteRead(body, response.length)
         if len(body) > MAX_BODY_BYTES:
             self.problem = f"its answer is over {MAX_BODY_BYTES >> 20} MB"
             return None
@@ -287,7 +289,8 @@ class EndpointJudge(PairwiseJudge):
         if isinstance(err, TimeoutError) or "timed out" in str(err):
             return f"no answer within timeout_s ({self.options.timeout_s:g} s)"
         reason = err.reason if isinstance(err, urllib.error.URLError) else err
-        return " ".join(f"{type(reason).__name__}: {reason}".split())[:200]
+        name, text = type(reason).__name__, str(reason)
+        return " ".join((text if text.startswith(name) else f"{name}: {text}").split())[:200]
 
 
 def _detail(err: urllib.error.HTTPError) -> str:
