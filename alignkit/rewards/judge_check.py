@@ -9,6 +9,7 @@ import itertools
 import torch
 
 from alignkit.eval.judges import is_pairwise, labelled_pairs
+from alignkit.recipe import Recipe
 from alignkit.registry import REWARDS
 from alignkit.stages.workspace import Workspace
 
@@ -37,12 +38,17 @@ def judge_questions(ws: Workspace, judge) -> list[tuple[str, str, str]]:
     return questions
 
 
+def checks_judge(recipe: Recipe) -> bool:
+    """Whether ``recipe``'s judge is checked before training: a registered pairwise judge (a score judge is
+    checked by loading it, where it is built)."""
+    name = recipe.eval.judge
+    return name not in ("gold", recipe.gold_reward) and bool(REWARDS.entry(name).meta.get("pairwise"))
+
+
 def check_judge(ws: Workspace) -> None:
-    """Check the run's judge when it is a registered pairwise judge (a score judge is checked by loading it,
-    where it is built); a failure is one :class:`~alignkit.eval.judges.JudgeError` line. Random number
-    generators are left as they were, so checking changes no result."""
-    name = ws.recipe.eval.judge
-    if name in ("gold", ws.recipe.gold_reward) or not REWARDS.entry(name).meta.get("pairwise"):
+    """Check the run's judge (:func:`checks_judge`); a failure is one :class:`~alignkit.eval.judges.JudgeError`
+    line. Random number generators are left as they were, so checking changes no result."""
+    if not checks_judge(ws.recipe):
         return
     devices = [ws.device.index or 0] if ws.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):

@@ -6,9 +6,7 @@ cut short) ends in one line, waits at most max_backoff_s at a time and says so, 
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
@@ -16,6 +14,7 @@ from alignkit.errors import AlignkitError
 from alignkit.eval.judges import ANSWER_CHARS, PROBE, JudgeError, PairwiseJudge, VerdictCache
 from alignkit.rewards.llm_judge import EndpointJudge, EndpointJudgeOptions, LLMJudge, LLMJudgeOptions
 from test_judges import BAD, GOOD, PROMPTS, recording, tiny_judge_folder
+from fake_endpoint import Server, chat, send
 from tiny import tiny_gpt2, tiny_tokenizer
 
 
@@ -91,51 +90,6 @@ def test_a_judge_whose_probe_answer_does_not_parse_fails_its_check(tmp_path):
     assert len(asked) == 1
     recording(judge, lambda text: "B")
     judge.check([PROBE])
-
-
-class Server:
-    """A chat endpoint on 127.0.0.1 whose every answer ``respond(handler)`` writes, raw; serves in a
-    thread until the ``with`` block ends."""
-
-    def __init__(self, respond):
-        self.requests = 0
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                self.rfile.read(int(self.headers["Content-Length"]))
-                server.requests += 1
-                respond(self)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=10)
-
-
-def send(handler, status: int, body: bytes, headers=(), length: int | None = None) -> None:
-    handler.send_response(status)
-    for key, value in headers:
-        handler.send_header(key, value)
-    handler.send_header("Content-Length", str(len(body) if length is None else length))
-    handler.end_headers()
-    handler.wfile.write(body)
-
-
-def chat(content: str) -> bytes:
-    return json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}).encode()
 
 
 def endpoint(url, **options):
