@@ -209,7 +209,7 @@ class RunFolder:
 
     @property
     def failed_in_evaluation(self) -> bool:
-        """A failed run whose model was saved (its checksums recorded): it failed evaluating, after training."""
+        """A failed run whose model was saved (its checksums recorded): it failed evaluating it."""
         return self.status == "failed" and isinstance(self.manifest.get("model_sha256"), dict)
 
     def require_trained(self, command: str) -> None:

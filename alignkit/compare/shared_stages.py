@@ -1,6 +1,7 @@
 """Phase 1 of a comparison: every shared stage its entries will read (SFT policy, gold reward, pairs and their
 split, reward model, reference log-probs, reference samples at each temperature, the judge's reward model),
-built once into the cache before any entry runs. Phase 2 then needs only each entry's recipe and the cache
+built once into the cache before any entry runs, and a pairwise judge checked (alignkit.rewards.judge_check).
+Phase 2 then needs only each entry's recipe and the cache
 path, so entries can run side by side, in other processes or on other machines, without racing to build them.
 
 Stages are built in the entries' order with the first entry that needs each one, exactly as a sequential

@@ -75,10 +75,10 @@ class JudgeError(AlignkitError):
 
 
 class VerdictCache:
-    """A judge's verdicts on disk, ``<cache>/judge_verdicts/<judge key>.jsonl``, one JSON object per question
-    ``{"key", "verdict", "answer"}`` (the answer cut to ``ANSWER_CHARS``); appended under a lock, read once per
-    judge. Only parseable answers are kept (an unparseable one is asked again, a broken endpoint's never sticks);
-    a row that is not such an object (torn, oversized, from another writer) is skipped: asked again."""
+    """A judge's verdicts on disk, ``<cache>/judge_verdicts/<judge key>.jsonl``, one JSON object per
+    question ``{"key", "verdict", "answer"}`` (the answer cut to ``ANSWER_CHARS``); appended under a lock,
+    read once per judge. Only parseable answers are kept (an unparseable one is asked again: a broken
+    endpoint's never sticks); a row that is not such an object (torn, oversized, foreign) is skipped."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -131,7 +131,7 @@ class PairwiseJudge:
 
     kind = "pairwise"
     max_unparseable = MAX_UNPARSEABLE
-    problem: Optional[str] = None  # why the last missing answer is missing (e.g. the endpoint's body), for messages
+    problem: Optional[str] = None  # why the last missing answer is missing, for messages
     setting = "eval.judge_options"  # where its settings are, for messages
 
     def __init__(self, name: str, identity: str, template: str = DEFAULT_TEMPLATE, cache_dir: Path | None = None):
@@ -179,16 +179,18 @@ class PairwiseJudge:
                           cached=self.stats["cached"] + len(keys) - len(todo))
         fresh = {k: parse_verdict(a or "") for k, a in answers.items()}
         found = [fresh[k] if k in fresh else known[k] for k in keys]
-        self._refuse_unparseable(found, [answers.get(k) for k, v in zip(keys, found) if v is None and k in fresh])
+        examples = [answers.get(k) for k, v in zip(keys, found) if v is None and k in fresh]
+        self._refuse_unparseable(found, examples)
         return found
 
     def _refuse_unparseable(self, verdicts: list[Optional[str]], examples: list[Optional[str]]) -> None:
         bad = sum(v is None for v in verdicts)
         if verdicts and bad / len(verdicts) > self.max_unparseable:
             example = f"; e.g. {self._shown(examples[0])}" if examples else ""
-            raise JudgeError(f"{self.name}: {bad} of {len(verdicts)} answers cannot be parsed as A, B or a tie "
-                             f"(more than max_unparseable {self.max_unparseable:g}){example}; fix the judge "
-                             f"({self.setting}) or raise {self.setting}.max_unparseable; no result was recorded")
+            raise JudgeError(f"{self.name}: {bad} of {len(verdicts)} answers cannot be parsed as A, B or a "
+                             f"tie (more than max_unparseable {self.max_unparseable:g}){example}; fix the "
+                             f"judge ({self.setting}) or raise {self.setting}.max_unparseable; no result was "
+                             f"recorded")
 
     def compare(self, prompts: list[str], a: list[str], b: list[str]) -> np.ndarray:
         """Per prompt: 1 when ``a`` is better, 0 when ``b`` is, 0.5 when the two orders disagree, either

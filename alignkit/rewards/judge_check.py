@@ -46,8 +46,9 @@ def checks_judge(recipe: Recipe) -> bool:
 
 
 def check_judge(ws: Workspace) -> None:
-    """Check the run's judge (:func:`checks_judge`); a failure is one :class:`~alignkit.eval.judges.JudgeError`
-    line. Random number generators are left as they were, so checking changes no result."""
+    """Check the run's judge (:func:`checks_judge`); a failure is one
+    :class:`~alignkit.eval.judges.JudgeError` line. Random number generators are left as they were, so
+    checking changes no result."""
     if not checks_judge(ws.recipe):
         return
     devices = [ws.device.index or 0] if ws.device.type == "cuda" else []

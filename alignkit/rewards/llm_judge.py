@@ -31,9 +31,9 @@ from alignkit.stages.workspace import Workspace
 
 def unparseable_option():
     """``max_unparseable``: shared by the judges' options; not part of a judge's identity (its verdicts)."""
-    return option(MAX_UNPARSEABLE, "share of one evaluation's answers (per temperature, and the agreement pairs) "
-                                   "that may be unparseable; above it the judge fails and nothing is recorded",
-                  ge=0, le=1, identity=False)
+    return option(MAX_UNPARSEABLE, "share of one evaluation's answers (per temperature, and the agreement "
+                                   "pairs) that may be unparseable; above it the judge fails and nothing is "
+                                   "recorded", ge=0, le=1, identity=False)
 
 
 def _template_problem(template: str):
@@ -82,10 +82,11 @@ class LLMJudge(PairwiseJudge):
             try:
                 tokenizer = AutoTokenizer.from_pretrained(self.options.model)
                 model = AutoModelForCausalLM.from_pretrained(self.options.model).to(self.device).eval()
-            except (OSError, ValueError, KeyError) as exc:  # no such folder or Hub id, offline, not a causal LM
+            except (OSError, ValueError, KeyError) as exc:  # no such folder or Hub id, offline, not an LM
                 reason = " ".join(str(exc).split())[:200]
-                raise JudgeError(f"llm-judge: cannot load the judge model {self.options.model!r} ({reason}); set "
-                                 f"eval.judge_options.model to a model folder, Hub id or builtin:ALIAS") from None
+                raise JudgeError(f"llm-judge: cannot load the judge model {self.options.model!r} ({reason}); "
+                                 f"set eval.judge_options.model to a model folder, Hub id or builtin:ALIAS") \
+                    from None
             tokenizer.padding_side = "left"  # generation continues every row from its last token
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
@@ -108,14 +109,15 @@ class LLMJudge(PairwiseJudge):
         context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
         if context and tokens + self.options.max_new_tokens > context:
             raise JudgeError(f"llm-judge: the longest question is {tokens} tokens, and with its answer "
-                             f"({self.options.max_new_tokens}) longer than the judge model's context ({context} "
-                             f"tokens; {self.options.model}); choose a judge model with a longer context, or "
-                             f"shorten eval.max_new_tokens or eval.judge_options.template")
+                             f"({self.options.max_new_tokens}) longer than the judge model's context "
+                             f"({context} tokens; {self.options.model}); choose a judge model with a longer "
+                             f"context, or shorten eval.max_new_tokens or eval.judge_options.template")
 
     def fits(self, questions: list[tuple[str, str, str]]) -> None:
         tokenizer, _ = self._load()
         texts = self._wrapped([self.render(*q) for q in questions])
-        self._check_length(max((len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts), default=0))
+        lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+        self._check_length(max(lengths, default=0))
 
     @torch.no_grad()
     def generate(self, texts: list[str]) -> list[str]:
@@ -146,8 +148,8 @@ class EndpointJudgeOptions:
     max_retries: int = option(6, "retries of a request answered 429 or 5xx, or that failed to connect", ge=0)
     backoff_s: float = option(1.0, "wait before the first retry, doubled at each (a Retry-After header decides "
                                    "instead, when the endpoint sends one)", ge=0)
-    max_backoff_s: float = option(60.0, "longest wait between retries, a Retry-After header's too (each wait is "
-                                        "shown)", ge=0)
+    max_backoff_s: float = option(60.0, "longest wait between retries, a Retry-After header's too (each "
+                                        "wait is shown)", ge=0)
     timeout_s: float = option(60.0, "seconds to wait for one answer", gt=0)
     max_unparseable: float = unparseable_option()
 
@@ -232,8 +234,8 @@ class EndpointJudge(PairwiseJudge):
         except (KeyError, IndexError, TypeError):
             content = None
         if not isinstance(content, str) or not content.strip():
-            self.problem = (self.problem if payload is None else
-                            f"its answer, a JSON {type(payload).__name__}, holds no choices[0].message.content text")
+            self.problem = self.problem if payload is None else (
+                f"its answer, a JSON {type(payload).__name__}, holds no choices[0].message.content text")
             return None
         return content
 
@@ -271,14 +273,15 @@ class EndpointJudge(PairwiseJudge):
                     raise AlignkitError(f"endpoint-judge: {self.url} answered HTTP {err.code} "
                                         f"(after {attempt + 1} request(s)): {_detail(err)}") from None
                 reason, asked = f"answered HTTP {err.code}", retry_after(err.headers.get("Retry-After"))
-            except (OSError, http.client.HTTPException, ValueError) as err:  # refused, reset, timed out, garbled
+            except (OSError, http.client.HTTPException, ValueError) as err:  # refused, reset, timeout...
                 reason, asked = self._reason(err), None
                 if attempt == retries:
                     raise AlignkitError(f"endpoint-judge: {self.url} failed after {attempt + 1} request(s): "
                                         f"{reason}") from None
             wait = min(backoff if asked is None else asked, self.options.max_backoff_s)
             capped = f" (Retry-After {asked:g} s, capped by max_backoff_s)" if asked and asked > wait else ""
-            warn(f"endpoint-judge: {self.url}: {reason}; retry {attempt + 1} of {retries} in {wait:g} s{capped}")
+            warn(f"endpoint-judge: {self.url}: {reason}; retry {attempt + 1} of {retries} in {wait:g} s"
+                 f"{capped}")
             self.retries += 1
             self.sleep(wait)
             backoff *= 2

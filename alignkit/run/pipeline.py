@@ -162,7 +162,7 @@ class Run:
             with self.stage("save model"), atomic_dir(self.run_dir / "model") as tmp:
                 artifact.save(tmp)
             self.manifest["model_sha256"] = folder_checksums(self.run_dir / "model")  # what reuse verifies
-            self.manifest["trained_budget"] = self.ws.budget.as_dict()  # for `alignkit eval` if evaluation fails
+            self.manifest["trained_budget"] = self.ws.budget.as_dict()  # for eval, if evaluating fails
             with self.stage("evaluate"):
                 summary, samples = evaluate_artifact(self.ws, artifact)
             # measured, not determined by the recipe: in the manifest, so the summary is reproducible byte for byte

@@ -56,7 +56,9 @@ def load_trained(ws: Workspace, run_dir: Path):
 def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, runtime: Runtime | None = None,
                group: str | None = None) -> dict:
     """Evaluate a finished run's model again under ``recipe``'s evaluation settings (temperatures, judge,
-    ...); its training record (budget, cost, trajectory) stays as it was. The new summary goes to the
+    ...), or finish a run that failed in evaluation (its model saved and verified); its training record
+    (budget, cost, trajectory) stays as it was. The judge is checked first, and nothing is written unless
+    the evaluation succeeded. The new summary goes to the
     recipe's trackers (a tracker run grouped by ``group``, the comparison)."""
     run_dir = Path(run_dir)
     hint = "rerun the run with --overwrite to train it again"
@@ -82,7 +84,8 @@ def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, run
                     cost={**manifest.get("cost", {}), "eval_wall_s": round(time.perf_counter() - began, 2)})
     if folder.failed_in_evaluation:  # finished now, as the run would have finished
         manifest.pop("error", None)
-        manifest["cost"].setdefault("train_wall_s", manifest.get("timings_s", {}).get(f"train {recipe.method}"))
+        trained_s = manifest.get("timings_s", {}).get(f"train {recipe.method}")
+        manifest["cost"].setdefault("train_wall_s", trained_s)
         manifest.update(status="done", stage_keys=ws.stage_keys(), gold_reward_meta=ws.gold_meta,
                         reward_model=ws.reward_model_summary)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)

@@ -31,9 +31,9 @@ class Scripted(PairwiseJudge):
 
 def test_more_unparseable_answers_than_max_unparseable_fail_the_judge_in_one_line():
     two_of_eight = ["A", "?", "A", "A", "B", "??", "B", "B"]
-    assert Scripted(two_of_eight).compare(PROMPTS, GOOD, BAD).tolist() == [1.0, 0.5, 1.0, 1.0]  # 25%: tolerated
-    with pytest.raises(JudgeError, match=r"^scripted: 3 of 8 answers cannot be parsed as A, B or a tie \(more than "
-                                         r"max_unparseable 0.25\); e.g. '\?'; fix the judge"):
+    assert Scripted(two_of_eight).compare(PROMPTS, GOOD, BAD).tolist() == [1.0, 0.5, 1.0, 1.0]  # 25%: kept
+    with pytest.raises(JudgeError, match=r"^scripted: 3 of 8 answers cannot be parsed as A, B or a tie "
+                                         r"\(more than max_unparseable 0.25\); e.g. '\?'; fix the judge"):
         Scripted(["A", "?", "A", "?", "B", "??", "B", "B"]).compare(PROMPTS, GOOD, BAD)
 
 
@@ -58,8 +58,8 @@ def test_only_parseable_answers_are_cached_and_at_most_4_kb_of_each(tmp_path):
 
 def test_a_judge_model_that_does_not_load_fails_its_check_in_one_line(tmp_path):
     judge = LLMJudge(LLMJudgeOptions(model=str(tmp_path / "no_such_model")))
-    with pytest.raises(JudgeError, match=r"^llm-judge: cannot load the judge model '.*no_such_model' \(.*\); set "
-                                         r"eval.judge_options.model to a model folder"):
+    with pytest.raises(JudgeError, match=r"^llm-judge: cannot load the judge model '.*no_such_model' \(.*\); "
+                                         r"set eval.judge_options.model to a model folder"):
         judge.check([PROBE])
 
 
@@ -73,8 +73,8 @@ def test_a_question_longer_than_the_judge_context_fails_its_check(tmp_path):
     judge = LLMJudge(options)
     recording(judge, lambda text: "A")
     judge.check([PROBE])  # short enough
-    with pytest.raises(JudgeError, match=r"^llm-judge: the longest question is \d+ tokens, and with its answer \(8\) "
-                                         r"longer than the judge model's context \(32 tokens"):
+    with pytest.raises(JudgeError, match=r"^llm-judge: the longest question is \d+ tokens, and with its "
+                                         r"answer \(8\) longer than the judge model's context \(32 tokens"):
         judge.check([("the movie", "was great " * 20, "was great")])
     judge = LLMJudge(options)
     with pytest.raises(JudgeError, match="longer than the judge model's context"):  # not an IndexError
@@ -84,8 +84,8 @@ def test_a_question_longer_than_the_judge_context_fails_its_check(tmp_path):
 def test_a_judge_whose_probe_answer_does_not_parse_fails_its_check(tmp_path):
     judge = LLMJudge(LLMJudgeOptions(model=str(tiny_judge_folder(tmp_path))))
     asked = recording(judge, lambda text: "I cannot tell")
-    with pytest.raises(JudgeError, match=r"^llm-judge: its answer to a probe question cannot be parsed as A, B or a "
-                                         r"tie \('I cannot tell'\)"):
+    with pytest.raises(JudgeError, match=r"^llm-judge: its answer to a probe question cannot be parsed as "
+                                         r"A, B or a tie \('I cannot tell'\)"):
         judge.check([PROBE])
     assert len(asked) == 1
     recording(judge, lambda text: "B")
@@ -120,14 +120,14 @@ def test_retry_after_is_capped_by_max_backoff_s_and_every_wait_is_shown(capsys):
         judge = endpoint(server.url)
         assert judge.answer("q") == "A"
     assert judge.sleeps == [60.0]
-    assert (f"alignkit: warning: endpoint-judge: {server.url}/chat/completions: answered HTTP 429; retry 1 of 6 "
-            "in 60 s (Retry-After 86400 s, capped by max_backoff_s)") in capsys.readouterr().err
+    assert (f"alignkit: warning: endpoint-judge: {server.url}/chat/completions: answered HTTP 429; retry 1 "
+            "of 6 in 60 s (Retry-After 86400 s, capped by max_backoff_s)") in capsys.readouterr().err
 
 
 def test_a_hanging_endpoint_is_shown_at_each_retry_then_ends_in_one_line(capsys):
     with Server(lambda h: time.sleep(0.6)) as server:
         judge = endpoint(server.url, timeout_s=0.2, max_retries=1)
-        with pytest.raises(AlignkitError, match=r"failed after 2 request\(s\): no answer within timeout_s \(0.2 s\)"):
+        with pytest.raises(AlignkitError, match=r"2 request\(s\): no answer within timeout_s \(0.2 s\)"):
             judge.answer("q")
     assert "no answer within timeout_s (0.2 s); retry 1 of 1 in 1 s" in capsys.readouterr().err
 
@@ -144,8 +144,8 @@ def cut_short(handler):
 def test_http_protocol_errors_are_retried_then_one_line(respond, reason, capsys):
     with Server(respond) as server:
         judge = endpoint(server.url, max_retries=2)
-        with pytest.raises(AlignkitError, match=rf"^endpoint-judge: .* failed after 3 request\(s\): {reason}"):
+        with pytest.raises(AlignkitError, match=rf"^endpoint-judge: .* after 3 request\(s\): {reason}"):
             judge.answer("q")
     assert server.requests == 3 and judge.sleeps == [1.0, 2.0]
     notices = capsys.readouterr().err.splitlines()
-    assert len(notices) == 2 and all(f"completions: {reason}" in line and "; retry " in line for line in notices)
+    assert len(notices) == 2 and all(f"completions: {reason}" in n and "; retry " in n for n in notices)

@@ -78,7 +78,7 @@ def breaks_after_probe(workspace):
     return BreaksAfterProbe("test-breaks-after-probe", "test-breaks-after-probe")
 
 
-def test_eval_gives_a_run_that_failed_in_evaluation_another_judge_without_training(tmp_path, compare_overrides):
+def test_eval_gives_a_run_that_failed_in_evaluation_another_judge(tmp_path, compare_overrides):
     out = tmp_path / "run"
     result = invoke("run", "dpo_imdb", "--out", out,
                     *sets([*compare_overrides, *FAST, "eval.judge=test-breaks-after-probe"]))
@@ -91,8 +91,8 @@ def test_eval_gives_a_run_that_failed_in_evaluation_another_judge_without_traini
     assert result.exit_code == 0, result.output
     assert "train dpo" not in result.output  # nothing trained again
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["status"] == "done" and "error" not in manifest and manifest["recipe"]["eval"]["judge"] == \
-        "test-always-first"
+    assert manifest["status"] == "done" and "error" not in manifest
+    assert manifest["recipe"]["eval"]["judge"] == "test-always-first"
     assert manifest["cost"]["train_wall_s"] == manifest["timings_s"]["train dpo"] and manifest["stage_keys"]
     summary = json.loads((out / "eval" / "summary.json").read_text())
     assert summary["judge"] == "test-always-first" and summary["budget"] == manifest["trained_budget"]
@@ -119,7 +119,7 @@ def test_eval_whose_endpoint_breaks_changes_nothing_recorded(run, broken, probe_
 
     with Server(respond) as server:
         options = f"{{base_url: '{server.url}', model: m, api_key_env: '', requests_per_second: 0}}"
-        result = invoke("eval", run, "--set", "eval.judge=endpoint-judge", "--set", f"eval.judge_options={options}")
+        result = invoke("eval", run, *sets(["eval.judge=endpoint-judge", f"eval.judge_options={options}"]))
     assert_one_line_error(result, "endpoint-judge: ", "cannot be parsed as A, B or a tie")
     assert ("probe question" in result.output) != probe_answered
     assert server.requests == (17 if probe_answered else 1)  # the probe, then 8 prompts in both orders
