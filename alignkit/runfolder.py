@@ -209,8 +209,9 @@ class RunFolder:
 
     @property
     def failed_in_evaluation(self) -> bool:
-        """A failed run whose model was saved (its checksums recorded): it failed evaluating it."""
-        return self.status == "failed" and isinstance(self.manifest.get("model_sha256"), dict)
+        """A run that failed evaluating the model it saved (its checksums recorded)."""
+        return (self.status == "failed" and self.manifest.get("failed_in") == "evaluation"
+                and isinstance(self.manifest.get("model_sha256"), dict))
 
     def require_trained(self, command: str) -> None:
         """:meth:`require_finished`, but a run that failed in evaluation passes too (``alignkit eval`` can

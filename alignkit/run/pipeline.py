@@ -175,7 +175,8 @@ class Run:
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             try:
-                self._write_manifest(status=status, error=f"{type(exc).__name__}: {exc}"[:500])
+                saved = {"failed_in": "evaluation"} if "model_sha256" in self.manifest else {}  # for eval
+                self._write_manifest(status=status, error=f"{type(exc).__name__}: {exc}"[:500], **saved)
             except AlignkitError:  # the disk is full: the first error is the one to report
                 pass
             self.ctx.log.sink.finish()

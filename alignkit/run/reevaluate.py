@@ -83,7 +83,7 @@ def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, run
     manifest.update(recipe=to_dict(recipe), artifact_keys={**manifest.get("artifact_keys", {}), **ws.artifact_keys},
                     cost={**manifest.get("cost", {}), "eval_wall_s": round(time.perf_counter() - began, 2)})
     if folder.failed_in_evaluation:  # finished now, as the run would have finished
-        manifest.pop("error", None)
+        manifest.pop("error", None), manifest.pop("failed_in", None)
         trained_s = manifest.get("timings_s", {}).get(f"train {recipe.method}")
         manifest["cost"].setdefault("train_wall_s", trained_s)
         manifest.update(status="done", stage_keys=ws.stage_keys(), gold_reward_meta=ws.gold_meta,

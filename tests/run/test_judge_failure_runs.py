@@ -91,7 +91,7 @@ def test_eval_gives_a_run_that_failed_in_evaluation_another_judge(tmp_path, comp
     assert result.exit_code == 0, result.output
     assert "train dpo" not in result.output  # nothing trained again
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["status"] == "done" and "error" not in manifest
+    assert manifest["status"] == "done" and "error" not in manifest and "failed_in" not in manifest
     assert manifest["recipe"]["eval"]["judge"] == "test-always-first"
     assert manifest["cost"]["train_wall_s"] == manifest["timings_s"]["train dpo"] and manifest["stage_keys"]
     summary = json.loads((out / "eval" / "summary.json").read_text())
