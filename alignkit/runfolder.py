@@ -247,6 +247,18 @@ class RunFolder:
     def trajectory(self, hint: str = OVERWRITE) -> list[dict]:
         return read_trajectory(self.path / "eval" / "trajectory.jsonl", hint)
 
+    @property
+    def failed_in_evaluation(self) -> bool:
+        """A run that failed evaluating the model it saved (its checksums recorded)."""
+        return (self.status == "failed" and self.manifest.get("failed_in") == "evaluation"
+                and isinstance(self.manifest.get("model_sha256"), dict))
+
+    def require_trained(self, command: str) -> None:
+        """:meth:`require_finished`, but a run that failed in evaluation passes too (``alignkit eval`` can
+        evaluate it, with another judge say, without training it again)."""
+        if not self.failed_in_evaluation:
+            self.require_finished(command)
+
     def require_finished(self, command: str) -> None:
         """Refuse, in one line, a run that is not finished: failed, still running, or interrupted."""
         status = self.status
@@ -255,6 +267,9 @@ class RunFolder:
         resume = "rerun `alignkit run` with its recipe and --out to resume it"
         if status == "failed":
             error = str(self.manifest.get("error") or "no error recorded")[:200]
+            if self.failed_in_evaluation:
+                resume = (f"its model was trained and saved: `alignkit eval {self.path}` evaluates it (--set "
+                          f"eval.judge=... to change its judge)")
             raise RunFolderError(f"{self.path}: {command}: the run failed ({error}); {resume}")
         writer = live_writer(self.manifest) if status == "running" else None
         if writer:

@@ -1,6 +1,7 @@
 """Phase 1 of a comparison: every shared stage its entries will read (SFT policy, gold reward, pairs and their
 split, reward model, reference log-probs, reference samples at each temperature, the judge's reward model),
-built once into the cache before any entry runs. Phase 2 then needs only each entry's recipe and the cache
+built once into the cache before any entry runs, and a pairwise judge checked (alignkit.rewards.judge_check).
+Phase 2 then needs only each entry's recipe and the cache
 path, so entries can run side by side, in other processes or on other machines, without racing to build them.
 
 Stages are built in the entries' order with the first entry that needs each one, exactly as a sequential
@@ -22,7 +23,9 @@ from alignkit.artifacts import Artifact
 from alignkit.context import RunContext
 from alignkit.runtime import seed_everything
 from alignkit.recipe import Recipe, method_needs
+from alignkit.config import to_dict
 from alignkit.registry import METHODS
+from alignkit.rewards.judge_check import check_judge, checks_judge
 from alignkit.runlog import MetricsLog, write_json
 from alignkit.runtime import Runtime, start
 from alignkit.stages.keys import JUDGE_SPLIT_JUDGE, StageKeys
@@ -43,6 +46,9 @@ def stage_plan(recipe: Recipe, cache_dir: Path) -> list[tuple[str, str, Callable
     work: list[tuple[str, str, Callable[[StageBuilder], object]]] = [
         ("load SFT policy", model, lambda ws: ws.sft),
         ("gold reward", _identity([recipe.gold_reward, recipe.gold_reward_options, model]), lambda ws: ws.gold)]
+    if checks_judge(recipe):  # before any entry trains (alignkit.rewards.judge_check)
+        work.insert(1, ("judge check", _identity([to_dict(recipe.eval), to_dict(recipe.preferences), model]),
+                        check_judge))
     for need in method_needs(recipe.method, recipe.method_config(recipe.method)):
         if need is Artifact.TRAIN_PAIRS:
             work.append((need.stage, keys.split_key(), lambda ws: ws.train_pairs))

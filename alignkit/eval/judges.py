@@ -25,6 +25,7 @@ import numpy as np
 
 from alignkit.data.preferences import PreferenceData
 from alignkit.data.unpaired import UnpairedData
+from alignkit.errors import AlignkitError
 
 DEFAULT_TEMPLATE = ("Which response to the prompt is better? Answer with a single letter, A or B.\n\n"
                     "Prompt: {prompt}\n\nResponse A: {a}\n\nResponse B: {b}\n\nThe better response is")
@@ -63,43 +64,75 @@ def parse_verdict(text: str) -> Optional[str]:
     return found.group(1).upper() if found else None
 
 
+ANSWER_CHARS = 4096  # of a judge's answer kept in the verdict cache (its verdict is parsed from all of it)
+MAX_UNPARSEABLE = 0.25  # default share of unparseable answers above which a judge fails
+PROBE = ("What is two plus two?", "Two plus two is four.", "Two plus two is five.")  # asked once, at load
+VERDICTS = ("A", "B", "tie")
+
+
+class JudgeError(AlignkitError):
+    """A judge that cannot be used (does not load, cannot fit a question, answers unparseably): one line."""
+
+
 class VerdictCache:
-    """A judge's raw answers on disk, ``<cache>/judge_verdicts/<judge key>.jsonl``, one JSON object per
-    question ``{"key", "answer"}``; appended under a lock, read once per judge."""
+    """A judge's verdicts on disk, ``<cache>/judge_verdicts/<judge key>.jsonl``, one JSON object per
+    question ``{"key", "verdict", "answer"}`` (the answer cut to ``ANSWER_CHARS``); appended under a lock,
+    read once per judge. Only parseable answers are kept (an unparseable one is asked again: a broken
+    endpoint's never sticks); a row that is not such an object (torn, oversized, foreign) is skipped."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.answers: dict[str, str] = {}
+        self.verdicts: dict[str, str] = {}
         if self.path.is_file():
-            for line in self.path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                    self.answers[row["key"]] = str(row["answer"])
-                except (ValueError, KeyError, TypeError):
-                    continue  # a torn last line of an interrupted write: asked again
+            with open(self.path, errors="replace") as handle:
+                for line in handle:
+                    found = self._row(line)
+                    if found:
+                        self.verdicts[found[0]] = found[1]
         self.hits = 0
+
+    @staticmethod
+    def _row(line: str) -> tuple[str, str] | None:
+        if len(line) > 2 * ANSWER_CHARS + 512:
+            return None
+        try:
+            row = json.loads(line)
+            key, answer = row["key"], row["answer"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        if not (isinstance(key, str) and re.fullmatch(r"[0-9a-f]{64}", key) and isinstance(answer, str)):
+            return None
+        verdict = row["verdict"] if "verdict" in row else parse_verdict(answer)  # rows from before verdicts
+        return (key, verdict) if verdict in VERDICTS and len(answer) <= ANSWER_CHARS else None
 
     @staticmethod
     def key(judge: str, prompt: str, first: str, second: str) -> str:
         return hashlib.sha256(json.dumps([judge, prompt, first, second]).encode()).hexdigest()
 
     def add(self, answers: dict[str, str]) -> None:
-        if not answers:
+        """Record the parseable answers: their verdicts, and at most ``ANSWER_CHARS`` of each text."""
+        rows = {k: (parse_verdict(a), a[:ANSWER_CHARS]) for k, a in answers.items() if parse_verdict(a)}
+        if not rows:
             return
-        self.answers.update(answers)
+        self.verdicts.update({k: verdict for k, (verdict, _) in rows.items()})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
-            handle.write("".join(json.dumps({"key": k, "answer": a}) + "\n" for k, a in answers.items()))
+            handle.write("".join(json.dumps({"key": k, "verdict": v, "answer": a}) + "\n"
+                                 for k, (v, a) in rows.items()))
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class PairwiseJudge:
     """Says which of two responses to a prompt is better. Subclasses implement :meth:`ask` (one answer
-    text per question ``(prompt, first, second)``); ``identity`` names what decides the answers (model,
-    template...), the key of the verdict cache."""
+    text per question ``(prompt, first, second)``, None where no answer came back); ``identity`` names what
+    decides the answers (model, template...), the key of the verdict cache. More than ``max_unparseable`` of
+    the answers to one :meth:`compare` unparseable: the judge fails (:class:`JudgeError`)."""
 
     kind = "pairwise"
+    max_unparseable = MAX_UNPARSEABLE
+    problem: Optional[str] = None  # why the last missing answer is missing, for messages
+    setting = "eval.judge_options"  # where its settings are, for messages
 
     def __init__(self, name: str, identity: str, template: str = DEFAULT_TEMPLATE, cache_dir: Path | None = None):
         self.name, self.identity, self.template = name, identity, template
@@ -110,22 +143,54 @@ class PairwiseJudge:
     def render(self, prompt: str, first: str, second: str) -> str:
         return self.template.replace("{prompt}", prompt).replace("{a}", first).replace("{b}", second)
 
-    def ask(self, questions: list[tuple[str, str, str]]) -> list[str]:
+    def ask(self, questions: list[tuple[str, str, str]]) -> list[Optional[str]]:
         raise NotImplementedError
 
-    def answers(self, questions: list[tuple[str, str, str]]) -> list[str]:
-        """The answer to every question, from the cache where asked before."""
+    def _shown(self, answer: Optional[str]) -> str:
+        if answer is None:
+            return f"no answer: {self.problem}" if self.problem else "no answer"
+        return repr(answer[:60] + ("..." if len(answer) > 60 else ""))
+
+    def fits(self, questions: list[tuple[str, str, str]]) -> None:
+        """Raise :class:`JudgeError` when a question is too long for the judge (a local model's context)."""
+
+    def check(self, questions: list[tuple[str, str, str]]) -> None:
+        """Before anything trains: the judge loads, fits ``questions`` (the longest it will be asked) and
+        answers a probe question parseably; else one line saying what to change."""
+        self.fits(questions)
+        answer = self.ask([PROBE])[0]
+        if parse_verdict(answer or "") is None:
+            raise JudgeError(f"{self.name}: its answer to a probe question cannot be parsed as A, B or a tie "
+                             f"({self._shown(answer)}); choose a judge that answers the question with A or B "
+                             f"({self.setting}: its model, template or endpoint)")
+
+    def verdicts(self, questions: list[tuple[str, str, str]]) -> list[Optional[str]]:
+        """The verdict on every question ("A", "B", "tie", None: unparseable), from the cache where asked
+        before; an answer that never came back is not cached."""
         keys = [VerdictCache.key(self.identity, *q) for q in questions]
-        known = self.cache.answers if self.cache else {}
+        known = self.cache.verdicts if self.cache else {}
         todo = list(dict.fromkeys(k for k in keys if k not in known))
         where = {k: q for k, q in zip(keys, questions)}
-        fresh = dict(zip(todo, self.ask([where[k] for k in todo]))) if todo else {}
+        answers = dict(zip(todo, self.ask([where[k] for k in todo]))) if todo else {}
         if self.cache:
-            self.cache.add(fresh)
+            self.cache.add({k: a for k, a in answers.items() if a is not None})
             self.cache.hits += len(keys) - len(todo)
         self.stats.update(questions=self.stats["questions"] + len(keys), asked=self.stats["asked"] + len(todo),
                           cached=self.stats["cached"] + len(keys) - len(todo))
-        return [fresh[k] if k in fresh else known[k] for k in keys]
+        fresh = {k: parse_verdict(a or "") for k, a in answers.items()}
+        found = [fresh[k] if k in fresh else known[k] for k in keys]
+        examples = [answers.get(k) for k, v in zip(keys, found) if v is None and k in fresh]
+        self._refuse_unparseable(found, examples)
+        return found
+
+    def _refuse_unparseable(self, verdicts: list[Optional[str]], examples: list[Optional[str]]) -> None:
+        bad = sum(v is None for v in verdicts)
+        if verdicts and bad / len(verdicts) > self.max_unparseable:
+            example = f"; e.g. {self._shown(examples[0])}" if examples else ""
+            raise JudgeError(f"{self.name}: {bad} of {len(verdicts)} answers cannot be parsed as A, B or a "
+                             f"tie (more than max_unparseable {self.max_unparseable:g}){example}; fix the "
+                             f"judge ({self.setting}) or raise {self.setting}.max_unparseable; no result was "
+                             f"recorded")
 
     def compare(self, prompts: list[str], a: list[str], b: list[str]) -> np.ndarray:
         """Per prompt: 1 when ``a`` is better, 0 when ``b`` is, 0.5 when the two orders disagree, either
@@ -134,8 +199,7 @@ class PairwiseJudge:
         if not (len(a) == len(b) == n):
             raise ValueError(f"compare needs as many completions as prompts ({n}), got {len(a)} and {len(b)}")
         prompts, a, b = ([self.readable(t) for t in texts] for texts in (prompts, a, b))
-        answers = self.answers([*zip(prompts, a, b), *zip(prompts, b, a)])
-        verdicts = [parse_verdict(x) for x in answers]
+        verdicts = self.verdicts([*zip(prompts, a, b), *zip(prompts, b, a)])
         out = np.full(n, 0.5)
         for i, (forward, backward) in enumerate(zip(verdicts[:n], verdicts[n:])):
             if forward is None or backward is None:

@@ -39,6 +39,7 @@ from alignkit.memory import PeakMemory, process_peak_mb
 from alignkit.models.policy import Policy
 from alignkit.recipe import Recipe, default_task_problem, method_needs, self_judging
 from alignkit.registry import METHODS
+from alignkit.rewards.judge_check import check_judge
 from alignkit.runfolder import RUN_MARKER, ComparisonEntry, check_run_name, claim_run_dir, read_manifest
 from alignkit.runformat import RUN_FORMAT
 from alignkit.runfolder import folder_checksums
@@ -146,6 +147,7 @@ class Run:
         try:
             with self.stage("load SFT policy"):
                 _ = self.ws.sft
+            check_judge(self.ws)  # before anything trains: a judge that cannot judge fails now, in one line
             with self.stage("gold reward"):
                 _ = self.ws.gold
             config = self.recipe.method_config(self.recipe.method)
@@ -165,6 +167,7 @@ class Run:
             with self.stage("save model"), atomic_dir(self.run_dir / "model") as tmp:
                 artifact.save(tmp)
             self.manifest["model_sha256"] = folder_checksums(self.run_dir / "model")  # what reuse verifies
+            self.manifest["trained_budget"] = self.ws.budget.as_dict()  # for eval, if evaluating fails
             with self.stage("evaluate"):
                 summary, samples = evaluate_artifact(self.ws, artifact, trajectory=self.trajectory)
             # measured, not determined by the recipe: in the manifest, so the summary is reproducible byte for byte
@@ -178,7 +181,8 @@ class Run:
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             try:
-                self._write_manifest(status=status, error=f"{type(exc).__name__}: {exc}"[:500])
+                saved = {"failed_in": "evaluation"} if "model_sha256" in self.manifest else {}  # for eval
+                self._write_manifest(status=status, error=f"{type(exc).__name__}: {exc}"[:500], **saved)
             except AlignkitError:  # the disk is full: the first error is the one to report
                 pass
             self.ctx.log.sink.finish()

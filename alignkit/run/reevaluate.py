@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -18,8 +19,9 @@ from alignkit.models.policy import Policy
 from alignkit.models.scalar_head import META_FILE as SCALAR_META
 from alignkit.recipe import Recipe, method_needs, recipe_from_data
 from alignkit.registry import METHODS, REWARDS
+from alignkit.rewards.judge_check import check_judge
 from alignkit.run.decision import check_evaluation_only, in_comparison_folder
-from alignkit.runfolder import model_problem, read_run
+from alignkit.runfolder import RunFolder, model_problem, read_run
 from alignkit.runlog import write_json
 from alignkit.runtime import Runtime, start
 from alignkit.trackers import Trackers
@@ -56,35 +58,57 @@ def load_trained(ws: StageBuilder, run_dir: Path):
 def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, runtime: Runtime | None = None,
                group: str | None = None) -> EvalSummary:
     """Evaluate a finished run's model again under ``recipe``'s evaluation settings (temperatures, judge,
-    ...); its training record (budget, cost, trajectory) stays as it was. The new summary goes to the
+    ...), or finish a run that failed in evaluation (its model saved and verified); its training record
+    (budget, cost, trajectory) stays as it was. The judge is checked first, and nothing is written unless
+    the evaluation succeeded. The new summary goes to the
     recipe's trackers (a tracker run grouped by ``group``, the comparison)."""
     run_dir = Path(run_dir)
     hint = "rerun the run with --overwrite to train it again"
     folder = read_run(run_dir, hint)
-    folder.require_finished("eval")
-    manifest, old = folder.manifest, folder.summary(hint)
+    folder.require_trained("eval")
+    manifest, (budget, training_data) = folder.manifest, _trained_record(folder, hint)
     problem = model_problem(run_dir, manifest) if METHODS.entry(recipe.method).meta.get("trains") is not False \
         else None
     if problem:
         raise AlignkitError(f"{run_dir}: eval: {problem}; {hint}")
     ctx = RunContext(start(recipe.device, recipe.precision, reuse=runtime))
     ws = StageBuilder(recipe, ctx, run_dir, cache_dir)
+    check_judge(ws)  # before sampling anything: one line, and nothing recorded changes
     seed_everything(ws.train_seed)
     began = time.perf_counter()
     summary, samples = evaluate_artifact(ws, load_trained(ws, run_dir))
-    summary = replace(summary, budget=summary.budget if old.budget is None else old.budget,
-                      training_data=summary.training_data if old.training_data is None else old.training_data)
+    summary = replace(summary, budget=summary.budget if budget is None else budget,
+                      training_data=summary.training_data if training_data is None else training_data)
     if not ws.runtime.is_main:  # every process evaluated its share; the main one writes
         return summary
     write_outputs(run_dir, summary, samples)
     write_card(run_dir, to_dict(recipe), summary)
     manifest.update(recipe=to_dict(recipe), artifact_keys={**manifest.get("artifact_keys", {}), **ws.artifact_keys},
                     cost={**manifest.get("cost", {}), "eval_wall_s": round(time.perf_counter() - began, 2)})
+    if folder.failed_in_evaluation:  # finished now, as the run would have finished
+        manifest.pop("error", None), manifest.pop("failed_in", None)
+        trained_s = manifest.get("timings_s", {}).get(f"train {recipe.method}")
+        manifest["cost"].setdefault("train_wall_s", trained_s)
+        manifest.update(status="done", stage_keys=ws.stage_keys(), gold_reward_meta=ws.gold_meta,
+                        reward_model=ws.reward_model_summary)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     write_json(run_dir / "manifest.json", manifest)
     trackers = Trackers(recipe.report_to, run_dir, recipe.name, group or recipe.name, to_dict(recipe))
     trackers.summary(summary.to_dict())
     trackers.finish()
     return summary
+
+
+def _trained_record(folder: RunFolder, hint: str) -> tuple[dict | None, dict | None]:
+    """What a re-evaluation keeps of the run's training, its budget and training data: its summary's, or for a
+    run that failed in evaluation (no summary) the budget its manifest recorded."""
+    if not folder.failed_in_evaluation:
+        summary = folder.summary(hint)
+        return summary.budget, summary.training_data
+    if not isinstance(folder.manifest.get("trained_budget"), dict):
+        raise AlignkitError(f"{folder.path}: eval: the run failed in evaluation, and its manifest records no "
+                            f"training budget (written by an older alignkit); {hint}")
+    return folder.manifest["trained_budget"], None
 
 
 ENDPOINT_KEYS = ("base_url", "api_key_env")  # where a judge sends requests, and which secret goes with them
@@ -151,7 +175,7 @@ def reevaluate_run(run_dir: Path, overrides: list[str], plugins=(), reuse_endpoi
     again. Nothing the run folder records is executed or contacted unless the user names it again: neither
     its plugins (:func:`eval_recipe`) nor its judge's endpoint (:func:`check_endpoint`)."""
     folder = read_run(run_dir, "rerun the run with --overwrite to train it again")
-    folder.require_finished("eval")
+    folder.require_trained("eval")
     resolved = folder.manifest["recipe"]
     recipe = eval_recipe(run_dir, resolved, overrides, plugins)
     check_evaluation_only(run_dir, resolved, to_dict(recipe), in_comparison=in_comparison_folder(run_dir))
