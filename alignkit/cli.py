@@ -24,7 +24,8 @@ _threads_option = click.option("--threads", metavar="N", help=f"CPU threads for 
 
 
 def _trl_options(command):
-    """trl/transformers-style flags; each is sugar for the ``--set`` keys its help names (a later --set wins)."""
+    """trl/transformers-style flags; each is sugar for the ``--set`` keys its help names (see
+    :func:`flag_overrides`)."""
     for option in reversed((
         click.option("--model_name_or_path", "--model-name-or-path", "model_name_or_path", metavar="ID_OR_PATH",
                      help="the starting policy: same as --set model.name_or_path=ID_OR_PATH"),
@@ -54,6 +55,10 @@ def trl_overrides(model_name_or_path: str | None = None, dataset_name: str | Non
         sets.append(f"model.name_or_path={json.dumps(model_name_or_path)}")
     if dataset_name is not None:
         local = dataset_name.startswith("hf:") or Path(dataset_name).exists()
+        if not local and (dataset_name.startswith(("./", "../", "/", "~")) or dataset_name.lower().endswith(
+                (".jsonl", ".json", ".csv", ".tsv", ".parquet"))):  # a path, not a Hub id: say it is missing
+            raise AlignkitError(f"--dataset_name {dataset_name}: file not found (a Hub dataset is named "
+                                f"ORG/NAME)")
         sets.append(f"preferences.source={json.dumps(dataset_name if local else 'hf:' + dataset_name)}")
         sets.append("task.dataset=preferences")
     if dataset_split is not None:
@@ -61,6 +66,31 @@ def trl_overrides(model_name_or_path: str | None = None, dataset_name: str | Non
     if dataset_config is not None:
         sets.append(f"preferences.config={json.dumps(dataset_config)}")
     return sets
+
+
+FLAG_OF = {"model.name_or_path": "--model_name_or_path", "preferences.source": "--dataset_name",
+           "task.dataset": "--dataset_name", "preferences.split": "--dataset_split",
+           "preferences.config": "--dataset_config", "report_to": "--report-to"}
+
+
+def flag_overrides(overrides: tuple[str, ...], **flags) -> tuple[str, ...]:
+    """The trl-style ``flags``' overrides, then ``overrides``; a ``--set`` of a key a flag sets, to another
+    value, is refused in one line (which of the two was meant cannot be known)."""
+    import yaml
+
+    def parsed(text: str):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+
+    sets = trl_overrides(**flags)
+    given = {item.split("=", 1)[0].strip(): item.split("=", 1)[1] for item in overrides if "=" in item}
+    for key, value in (item.split("=", 1) for item in sets):
+        if key in given and parsed(given[key]) != parsed(value):
+            raise AlignkitError(f"{FLAG_OF[key]} sets {key} to {value}, and --set {key}={given[key]} to "
+                                f"another value; give one")
+    return (*sets, *overrides)
 
 
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.EACCES, errno.EFBIG, errno.EIO}
@@ -116,7 +146,9 @@ def run(recipe: Path | None, config: Path | None, out: Path | None, overwrite: b
     from alignkit.runfolder import default_run_dir
     from alignkit.recipe import load_recipe, unread_override
 
-    overrides = (*trl_overrides(model_name_or_path, dataset_name, dataset_split, dataset_config, report_to), *overrides)
+    overrides = flag_overrides(overrides, model_name_or_path=model_name_or_path, dataset_name=dataset_name,
+                               dataset_split=dataset_split, dataset_config=dataset_config,
+                               report_to=report_to)
     loaded = load_recipe(recipe, overrides, plugins)
     problem = unread_override([loaded], overrides)
     if problem:  # one run reads exactly its sections: a --set of another method's is a mistake, refused
@@ -197,7 +229,9 @@ def compare(entries, config, sweeps, seeds, replicates, until_converged, tempera
     entries = (*entries, *([str(config)] if config is not None else []))
     if not entries:
         raise AlignkitError("compare: no entries; name methods (alignkit compare dpo ppo) or --config COMPARISON.yaml")
-    overrides = (*trl_overrides(model_name_or_path, dataset_name, dataset_split, dataset_config, report_to), *overrides)
+    overrides = flag_overrides(overrides, model_name_or_path=model_name_or_path, dataset_name=dataset_name,
+                               dataset_split=dataset_split, dataset_config=dataset_config,
+                               report_to=report_to)
     configure_threads(threads)
     from alignkit.compare.plan import command_line, plan_comparison
     from alignkit.compare.comparison import run_comparison
@@ -248,12 +282,13 @@ def evaluate(run_dirs, temperatures, judge, reuse_endpoint, overrides, plugins, 
     """Re-evaluate finished runs (their trained models) under new evaluation settings. Plugins and endpoints
     the runs record are never reused unless named again (--plugins, --set, --reuse-recorded-endpoint)."""
     configure_threads(threads)
-    from alignkit.run.reevaluate import reevaluate_run
+    from alignkit.run.reevaluate import eval_plan, reevaluate
 
     extra = list(overrides) + ([f"eval.temperatures={_floats(temperatures, '--temperatures')}"] if temperatures
                                else []) + ([f"eval.judge={judge}"] if judge else [])
-    for run_dir in run_dirs:
-        summary = reevaluate_run(run_dir, extra, plugins, reuse_endpoint)
+    recipes = [eval_plan(run_dir, extra, plugins, reuse_endpoint) for run_dir in run_dirs]  # all checked
+    for run_dir, recipe in zip(run_dirs, recipes):
+        summary = reevaluate(run_dir, recipe)
         click.echo(f"{run_dir}: gold {summary.gold_reward_mean:.3f}, "
                    f"win rate {summary.win_rate_vs_reference:.3f}")
 

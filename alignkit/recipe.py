@@ -15,16 +15,17 @@ from typing import Any, Iterable, Optional
 
 from alignkit.artifacts import Artifact, as_artifacts
 from alignkit.cache import default_cache_dir
+from alignkit.data.checks import special_tokens
 from alignkit.config import ConfigError, apply_overrides, build, option, read_yaml, to_dict
 from alignkit.data.preferences import PreferenceConfig, check_heldout, preference_notices, read_preferences
 from alignkit.data.pairs_task import read_prompt_set
 from alignkit.data.task import TaskConfig
 from alignkit.errors import AlignkitError, DataError, UnknownNameError, warn
 from alignkit.eval.evaluator import EvalConfig
-from alignkit.models.config import ModelConfig, local_tokenizer_folder
+from alignkit.models.config import ModelConfig
 from alignkit.runtime import device_problem
 from alignkit.trackers import report_to_problem
-from alignkit.models.loading import load_tokenizer
+from alignkit.models.loading import tokenizer_on_disk
 from alignkit.registry import DATASETS, METHODS, REWARDS, load_plugins
 
 
@@ -277,15 +278,17 @@ def check_preference_file(recipe: Recipe, source: str, already_read: dict | None
         return
     key = repr((to_dict(cfg), recipe.model.name_or_path, recipe.model.prompt_limit))
     pairs = (already_read or {}).get(key)
-    first = pairs is None
+    first, tokenizer = pairs is None, None
     if first:
+        tokenizer = tokenizer_on_disk(recipe.model, default_cache_dir())  # its special tokens are refused
         try:
-            pairs = read_preferences(cfg)
+            pairs = read_preferences(cfg, specials=special_tokens(tokenizer))
         except DataError as exc:
             raise ConfigError(f"{source}: {exc}") from None
         if already_read is not None:
             already_read[key] = pairs
-    problem = check_heldout(cfg, pairs.data)
+    judged = "heldout-reward-model" in (recipe.eval.judge, recipe.gold_reward)  # carves a judge split first
+    problem = check_heldout(cfg, pairs.data, recipe.eval.judge_fraction if judged else 0)
     if problem:
         raise ConfigError(f"{source}: preferences.heldout_fraction: {problem}")
     entry = METHODS.entry(recipe.method)
@@ -296,8 +299,8 @@ def check_preference_file(recipe: Recipe, source: str, already_read: dict | None
         raise ConfigError(f"{source}: preferences.source: {cfg.source}: the rows are unpaired (prompt, completion, "
                           f"label), which only kto learns from; {recipe.method} needs pairs (prompt, chosen, rejected)")
     check_task_data(recipe, source, pairs.data)
-    notes = preference_notices(cfg, pairs, recipe.model.prompt_limit, _tokenizer_on_disk(recipe),
-                               recipe.model.name_or_path) if first else []
+    notes = preference_notices(cfg, pairs, recipe.model.prompt_limit, tokenizer, recipe.model.name_or_path) \
+        if first else []
     for note in notes:
         warn(note)
 
@@ -342,17 +345,6 @@ def default_task_problem(recipe: Recipe) -> str | None:
                 f"judge for your task (e.g. heldout-reward-model) and eval.judge to what decides win rates (gold, "
                 f"llm-judge, endpoint-judge)")
     return None
-
-
-def _tokenizer_on_disk(recipe: Recipe):
-    """The policy's tokenizer if it is on disk already (nothing is downloaded or built), else None."""
-    folder = local_tokenizer_folder(recipe.model, default_cache_dir())
-    if folder is None:
-        return None
-    try:
-        return load_tokenizer(str(folder), recipe.model)
-    except AlignkitError:
-        return None
 
 
 BUNDLED = Path(__file__).resolve().parent / "recipes"

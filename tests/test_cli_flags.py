@@ -64,14 +64,39 @@ def test_run_flags_are_their_set_keys(tmp_path, captured):
     assert (by_flags["preferences"]["split"], by_flags["preferences"]["config"]) == ("test", "default")
 
 
-def test_dataset_name_of_the_hub_becomes_hf_source_and_set_wins(tmp_path, captured):
+def test_dataset_name_of_the_hub_becomes_hf_source_and_a_conflicting_set_is_refused(tmp_path, captured):
     from alignkit.cli import trl_overrides
     assert trl_overrides(dataset_name="Anthropic/hh-rlhf")[0] == 'preferences.source="hf:Anthropic/hh-rlhf"'
     assert trl_overrides(model_name_or_path="123") == ['model.name_or_path="123"']  # a string, never a number
-    result = invoke("run", RECIPES / "dpo_imdb.yaml", "--out", tmp_path / "o", "--model_name_or_path", "a",
-                    "--set", "model.name_or_path=b")
-    assert result.exit_code == 0, result.output
-    assert captured["recipe"].model.name_or_path == "b"  # an explicit --set comes after the flags
+    result = CliRunner().invoke(main, ["run", str(RECIPES / "dpo_imdb.yaml"), "--out", str(tmp_path / "o"),
+                                       "--model_name_or_path", "a", "--set", "model.name_or_path=b"])
+    assert result.exit_code == 2 and "recipe" not in captured
+    assert result.output.strip().splitlines() == [
+        'alignkit: error: --model_name_or_path sets model.name_or_path to "a", and --set '
+        'model.name_or_path=b to another value; give one']
+    same = invoke("run", RECIPES / "dpo_imdb.yaml", "--out", tmp_path / "o", "--model_name_or_path", "a",
+                  "--set", "model.name_or_path=a")  # the same value twice is no conflict
+    assert same.exit_code == 0 and captured["recipe"].model.name_or_path == "a"
+
+
+@pytest.mark.parametrize("name", ["./typo.jsonl", "../data/pairs", "/data/x", "pairs.parquet", "my.csv"])
+def test_dataset_name_that_looks_like_a_path_and_is_missing_is_a_missing_file(tmp_path, captured, name):
+    result = CliRunner().invoke(main, ["run", str(RECIPES / "dpo_imdb.yaml"), "--dataset_name", name])
+    assert result.exit_code == 2 and "recipe" not in captured
+    assert result.output.strip().splitlines() == [
+        f"alignkit: error: --dataset_name {name}: file not found (a Hub dataset is named ORG/NAME)"]
+
+
+def test_gpus_per_entry_on_a_machine_without_gpus_is_refused(tmp_path, monkeypatch, tiny_overrides):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    sets = [a for s in tiny_overrides for a in ("--set", s)]
+    result = CliRunner().invoke(main, ["compare", "dpo", "--gpus-per-entry", "1",
+                                       "--out", str(tmp_path / "c"), *sets])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        "alignkit: error: --jobs 1 with --gpus-per-entry 1 needs 1 GPU(s); 0 visible (none); lower --jobs, "
+        "or --gpus-per-entry 0 for CPU")
+    assert not (tmp_path / "c").exists()
 
 
 def test_compare_flags_reach_every_entry(tmp_path, captured):

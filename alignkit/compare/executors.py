@@ -59,7 +59,7 @@ class ExecutorSettings:
         """Refuse, before anything is built or written, what phase 2 could not start: bad options, more GPUs
         than are visible, Ray not installed."""
         self.check()
-        if self.kind == "local" and self.jobs > 1:
+        if self.kind == "local" and (self.jobs > 1 or self.gpus_per_entry):  # GPUs asked for must be here
             local_slots(self.jobs, self.gpus_per_entry, threads)
         if self.kind == "ray":
             _import_ray()

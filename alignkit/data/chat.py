@@ -19,6 +19,7 @@ from alignkit.errors import DataError
 
 COLUMNS = ("prompt", "chosen", "rejected")
 MESSAGE_SHAPE = '{"role": ..., "content": ...}'
+ROLES = ("system", "user", "assistant", "tool")  # the roles chat templates know; any other is refused
 
 
 @dataclass
@@ -113,8 +114,8 @@ def _check_message(message: Any, where: str) -> None:
             raise DataError(f"{where}: no {key!r} (a message is {MESSAGE_SHAPE})")
         if not isinstance(message[key], str):
             raise DataError(f"{where}: {key!r} must be text, got {_kind(message[key])}")
-    if not message["role"].strip():
-        raise DataError(f"{where}: 'role' is empty")
+    if message["role"] not in ROLES:
+        raise DataError(f"{where}: unknown role {message['role'][:60]!r} (roles: {', '.join(ROLES)})")
 
 
 def _kind(value: Any) -> str:

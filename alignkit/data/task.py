@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from alignkit.config import option
-from alignkit.errors import UnknownNameError
+from alignkit.errors import UnknownNameError, warn
 from alignkit.registry import DATASETS
 
 
@@ -60,8 +60,13 @@ class Task:
 
 
 def sample_prompts(prompts: list[str], n: int, seed: int, split: str) -> list[str]:
-    """The distinct ``prompts`` in their order, or ``n`` of them drawn with the seed when there are more."""
+    """The distinct ``prompts`` in their order, or ``n`` of them drawn with the seed when there are more;
+    evaluation prompts (any split but ``train``) fewer than ``n`` are named in a one-line warning."""
     distinct = list(dict.fromkeys(prompts))
+    if split != "train" and n > len(distinct):
+        where = "eval.prompts holds" if split == "eval" else "the data holds out"
+        warn(f"eval.n_prompts is {n}, but {where} only {len(distinct)} distinct prompt(s): evaluating on "
+             f"{len(distinct)}, so every interval is that much wider")
     return distinct if n >= len(distinct) else random.Random(f"{seed}-{split}").sample(distinct, n)
 
 

@@ -23,7 +23,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from alignkit.data.preferences import PreferenceData
+from alignkit.data.preferences import PreferenceData, as_pairs
 from alignkit.data.unpaired import UnpairedData
 from alignkit.errors import AlignkitError
 
@@ -220,16 +220,10 @@ def is_pairwise(judge) -> bool:
 def labelled_pairs(data: PreferenceData | UnpairedData, append_eos: bool) -> tuple[list, list, list, list, list]:
     """(prompts, chosen, rejected, chosen_ended, rejected_ended) of held-out human judgements: the pairs, or of
     unpaired rows each desirable completion against each undesirable one of the same prompt."""
-    if not isinstance(data, UnpairedData):
-        chosen_ended, rejected_ended = data.eos_flags(list(range(len(data))), append_eos)
-        return list(data.prompts), list(data.chosen), list(data.rejected), list(chosen_ended), list(rejected_ended)
-    ended = data.eos_flags(list(range(len(data))), append_eos)
-    rows: dict[str, tuple[list[int], list[int]]] = {}
-    for i, (prompt, good) in enumerate(zip(data.prompts, data.desirable)):
-        rows.setdefault(prompt, ([], []))[0 if good else 1].append(i)
-    pairs = [(g, b) for good, bad in rows.values() for g in good for b in bad]
-    return ([data.prompts[g] for g, _ in pairs], [data.completions[g] for g, _ in pairs],
-            [data.completions[b] for _, b in pairs], [ended[g] for g, _ in pairs], [ended[b] for _, b in pairs])
+    data = as_pairs(data)
+    chosen_ended, rejected_ended = data.eos_flags(list(range(len(data))), append_eos)
+    return (list(data.prompts), list(data.chosen), list(data.rejected), list(chosen_ended),
+            list(rejected_ended))
 
 
 def judge_agreement(judge, pairs: PreferenceData | UnpairedData, append_eos: bool, score: Callable[..., np.ndarray],

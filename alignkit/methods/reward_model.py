@@ -20,7 +20,9 @@ from torch import Tensor
 
 from alignkit.artifacts import Artifact
 from alignkit.config import option
-from alignkit.data.preferences import PreferenceData
+from alignkit.data.preferences import PreferenceData, as_pairs
+from alignkit.data.unpaired import UnpairedData
+from alignkit.errors import DataError
 from alignkit.losses.bradley_terry import bradley_terry_loss
 from alignkit.models.scalar_head import ScalarModel, Scorer
 from alignkit.registry import register_method
@@ -66,10 +68,17 @@ def pair_metrics(chosen: Tensor, rejected: Tensor) -> dict[str, Tensor]:
     return {"accuracy": (margin > 0).float().mean(), "margin": margin.mean()}
 
 
-def fit_reward_model(ws: Workspace, cfg: RewardModelConfig, train: PreferenceData,
-                     heldout: PreferenceData) -> "TrainedRewardModel":
+def fit_reward_model(ws: Workspace, cfg: RewardModelConfig, train: PreferenceData | UnpairedData,
+                     heldout: PreferenceData | UnpairedData) -> "TrainedRewardModel":
     """Train a reward model on ``train`` (evaluated later on ``heldout``): the shared reward model on the
-    training pairs, the heldout-reward-model judge on its judge split."""
+    training pairs, the heldout-reward-model judge on its judge split. Unpaired rows (prompt, completion,
+    label) are paired as a judge's agreement pairs them (:func:`~alignkit.data.preferences.as_pairs`)."""
+    unpaired, rows = isinstance(train, UnpairedData), len(train)
+    train, heldout = as_pairs(train), as_pairs(heldout)
+    if unpaired and not len(train):
+        raise DataError(f"{ws.recipe.preferences.source}: none of the {rows} unpaired rows the reward model "
+                        f"trains on shares its prompt with a row of the other label, so there is no pair to "
+                        f"learn from (give some prompts both a desirable and an undesirable completion)")
     append_eos = ws.recipe.preferences.append_eos
     torch.manual_seed(ws.train_seed)
     scalar = ScalarModel.from_backbone(ws.recipe.model, cache_dir=ws.cache_dir, runtime=ws.runtime)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from alignkit.errors import AlignkitError
-from alignkit.models.config import BUILTIN_PREFIX, LoraSettings, ModelConfig
+from alignkit.models.config import BUILTIN_PREFIX, LoraSettings, ModelConfig, local_tokenizer_folder
 from alignkit.registry import MODELS
 from alignkit.runtime import Runtime
 
@@ -83,6 +83,17 @@ def load_tokenizer(path: str, cfg: ModelConfig):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def tokenizer_on_disk(cfg: ModelConfig, cache_dir: Path):
+    """The policy's tokenizer if it is on disk already (nothing is downloaded or built), else None."""
+    folder = local_tokenizer_folder(cfg, cache_dir)
+    if folder is None:
+        return None
+    try:
+        return load_tokenizer(str(folder), cfg)
+    except AlignkitError:
+        return None
 
 
 def _prepare_kbit(model):

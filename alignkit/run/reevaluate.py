@@ -174,10 +174,16 @@ def reevaluate_run(run_dir: Path, overrides: list[str], plugins=(), reuse_endpoi
     """``alignkit eval``: a finished run's own recipe, with ``overrides`` (evaluation settings), evaluated
     again. Nothing the run folder records is executed or contacted unless the user names it again: neither
     its plugins (:func:`eval_recipe`) nor its judge's endpoint (:func:`check_endpoint`)."""
+    return reevaluate(run_dir, eval_plan(run_dir, overrides, plugins, reuse_endpoint))
+
+
+def eval_plan(run_dir: Path, overrides: list[str], plugins=(), reuse_endpoint: bool = False) -> Recipe:
+    """The checked recipe :func:`reevaluate_run` evaluates ``run_dir`` with, nothing written: ``alignkit
+    eval`` checks every folder it is given this way before it rewrites any."""
     folder = read_run(run_dir, "rerun the run with --overwrite to train it again")
     folder.require_trained("eval")
     resolved = folder.manifest["recipe"]
     recipe = eval_recipe(run_dir, resolved, overrides, plugins)
     check_evaluation_only(run_dir, resolved, to_dict(recipe), in_comparison=in_comparison_folder(run_dir))
     check_endpoint(run_dir, recipe, resolved, overrides, reuse_endpoint)
-    return reevaluate(run_dir, recipe)
+    return recipe

@@ -131,13 +131,14 @@ def test_without_a_tokenizer_rows_are_checked_but_not_rendered(tmp_path):
         load_preferences(PreferenceConfig(source=path))
 
 
-def test_plain_text_files_never_load_a_tokenizer(tmp_path):
+def test_plain_text_files_are_read_without_a_tokenizer(tmp_path):
+    """Reading never loads one for plain rows (training's load_preferences does: its special tokens)."""
     path = write_rows(tmp_path / "pairs.jsonl", [{"prompt": "The film", "chosen": " great", "rejected": " bad"}])
 
     def never():
         raise AssertionError("the tokenizer was loaded for plain-text rows")
 
-    data = load_preferences(PreferenceConfig(source=path, heldout_fraction=0), never)
+    data = read_preferences(PreferenceConfig(source=path, heldout_fraction=0), never).data
     assert data.prompts == ["The film"] and not data.conversational
     assert data.eos_flags([0], append_eos=True) == ([True], [True])
 

@@ -149,7 +149,8 @@ def test_a_comparison_reads_its_shared_data_and_says_what_of_it_once(tmp_path, t
     same = {"prompt": QUESTIONS[0], "chosen": " Same.", "rejected": " Same."}
     data = write_jsonl(tmp_path / "pairs.jsonl", support_rows() + [same])
     reads = []
-    monkeypatch.setattr(recipe_module, "read_preferences", lambda cfg: reads.append(cfg) or read_preferences(cfg))
+    monkeypatch.setattr(recipe_module, "read_preferences", lambda cfg, **kw: reads.append(cfg) or
+                        read_preferences(cfg, **kw))
     plan = plan_comparison(["dpo", "ipo=dpo:loss=ipo", "ppo"], overrides=[
         *tiny_overrides, f"preferences.source={data}", "task.dataset=preferences",
         "gold_reward=heldout-reward-model", "eval.judge=heldout-reward-model"], out=tmp_path / "cmp")

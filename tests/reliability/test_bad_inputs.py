@@ -45,6 +45,7 @@ class Case:
 
 GOOD_ROW = '{"prompt": "The film", "chosen": " was great", "rejected": " was bad"}\n'
 ROWS = GOOD_ROW + '{"prompt": "A movie", "chosen": " I loved it", "rejected": " I hated it"}\n'
+ROWS3 = ROWS + GOOD_ROW.replace("The film", "The plot")  # 3 prompts: 2 left to train on after one is held out
 DATA = "preferences.source={tmp}/pairs.jsonl"
 CHAT_ROW = ('{"prompt": [{"role": "user", "content": "The film?"}], "chosen": [{"role": "assistant", "content": '
             '"Great."}], "rejected": [{"role": "assistant", "content": "Bad."}]}\n')
@@ -228,7 +229,8 @@ CASES = [
     Case("data-chat-no-template", "data", "conversational rows for a model whose tokenizer has no chat template",
          "tokenizer has no chat_template; use a model whose tokenizer has a chat_template (an instruct model), "
          "or give prompt, chosen and rejected as plain text",
-         files={"pairs.jsonl": CHAT_ROW + CHAT_ROW.replace("The film?", "The cast?")}, sets=[DATA]),
+         files={"pairs.jsonl": CHAT_ROW + CHAT_ROW.replace("The film?", "The cast?")
+                + CHAT_ROW.replace("The film?", "The plot?")}, sets=[DATA]),
     # ---- plugins
     Case("plugin-missing-file", "plugins", "`--plugins` file does not exist", "plugins: plugin file not found: {tmp}/nope.py",
          args=["--plugins", "{tmp}/nope.py"]),
@@ -401,12 +403,13 @@ def _pairs_recipe(tmp_path, rows: str, *extra: str):
 
 def test_identical_pairs_are_dropped_with_a_notice(tmp_path, capsys, imdb_model_dir):
     same = '{"prompt": "B", "chosen": " same", "rejected": " same"}\n'
-    _pairs_recipe(tmp_path, ROWS + same, f"model.name_or_path={imdb_model_dir}")
+    _pairs_recipe(tmp_path, ROWS3 + same, f"model.name_or_path={imdb_model_dir}")
     err = capsys.readouterr().err
-    assert "alignkit: warning: " in err and "dropped 1 of 3 pairs whose chosen and rejected are identical; 2 remain" in err
+    assert "alignkit: warning: " in err
+    assert "dropped 1 of 4 pairs whose chosen and rejected are identical; 3 remain" in err
     from alignkit.data.preferences import PreferenceConfig, load_preferences
 
-    assert len(load_preferences(PreferenceConfig(source=str(tmp_path / "pairs.jsonl")))) == 2
+    assert len(load_preferences(PreferenceConfig(source=str(tmp_path / "pairs.jsonl")))) == 3
 
 
 def test_long_prompts_are_counted_and_the_cut_is_stated(tmp_path, capsys, imdb_model_dir):
@@ -418,7 +421,7 @@ def test_long_prompts_are_counted_and_the_cut_is_stated(tmp_path, capsys, imdb_m
 
 
 def test_prompt_lengths_not_counted_without_a_tokenizer_on_disk(tmp_path, capsys):
-    _pairs_recipe(tmp_path, ROWS, "model.name_or_path=some-org/some-model")
+    _pairs_recipe(tmp_path, ROWS3, "model.name_or_path=some-org/some-model")
     assert "prompt lengths not counted (some-org/some-model's tokenizer is not on disk yet)" in capsys.readouterr().err
 
 

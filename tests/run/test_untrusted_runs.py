@@ -168,3 +168,12 @@ def test_what_counts_as_named_again(monkeypatch):
     no_key = load_recipe("dpo_imdb", ["eval.judge=endpoint-judge",
                                       f"eval.judge_options={{base_url: '{url}', model: m, api_key_env: ''}}"])
     assert recorded_endpoint(no_key, to_dict(no_key), []) == {"base_url": url}  # no key sent: the URL still
+
+
+def test_eval_of_several_folders_checks_them_all_before_it_writes_any(run, tmp_path):
+    before = sorted(p.name for p in (run / "eval").iterdir())
+    summary = (run / "eval" / "summary.json").read_bytes()
+    result = invoke("eval", run, tmp_path / "no_such_run", "--temperatures", "0.5")
+    assert result.exit_code == 2 and "no_such_run" in result.output.strip().splitlines()[-1], result.output
+    assert sorted(p.name for p in (run / "eval").iterdir()) == before  # no samples_T0.5.jsonl
+    assert (run / "eval" / "summary.json").read_bytes() == summary
