@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +37,9 @@ from typing import TypeVar
 
 import alignkit
 from alignkit.runtime import Runtime
+from alignkit.logs import get_logger
+
+LOG = get_logger("cache")
 
 ENTRY_MARKER = "CACHE_ENTRY.json"
 FORMAT = 1
@@ -189,7 +191,7 @@ class CacheEntry:
             return
         what = f"failed its checksum ({problem[len('is corrupt ('):-1]})" if problem.startswith("is corrupt (") \
             else problem
-        print(f"alignkit: cache: {self.kind}/{self.name} {what}; rebuilding", file=sys.stderr, flush=True)
+        LOG.warning("%s/%s %s; rebuilding", self.kind, self.name, what)
 
     def fetch(self, build: Callable[[Path], T], load: Callable[[Path], T], runtime: Runtime) -> T:
         """The artifact as an object: what ``build(tmp)`` returned when this call built it (no re-read),

@@ -14,6 +14,8 @@ import click
 from alignkit import __version__
 from alignkit.errors import AlignkitError
 from alignkit.threads import ENV_VAR as THREADS_ENV, configure_threads, launched_rank
+from alignkit.logs import install_cli_handler
+from alignkit.progress import quiet_third_party
 
 _set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
                            help="override a recipe value, e.g. --set dpo.beta=0.5 (repeatable)")
@@ -121,7 +123,8 @@ class _Group(click.Group):
 def main() -> None:
     """alignkit: LLM alignment methods side by side (RLHF/PPO, DPO and variants) on one evaluator."""
     # one progress display per command: no per-file bars from the Hub client or transformers' weight loading
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    quiet_third_party()
+    install_cli_handler()
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # e.g. the expected "score.weight MISSING" of a new reward head
 

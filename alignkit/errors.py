@@ -21,8 +21,8 @@ class DataError(AlignkitError):
 
 
 def warn(message: str) -> None:
-    """A one-line notice on stderr (``alignkit: warning: ...``) about input that works but deserves a look:
-    pairs dropped, prompts cut, remote model code allowed. Never an error, never a traceback."""
-    import sys
+    """A warning on the ``alignkit`` logger (the CLI prints ``alignkit: warning: ...``) about input that works
+    but deserves a look: pairs dropped, prompts cut, remote model code allowed. Never an error."""
+    import logging
 
-    print(f"alignkit: warning: {message}", file=sys.stderr)
+    logging.getLogger("alignkit").warning(message)

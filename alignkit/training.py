@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from alignkit.checkpoint import Checkpointer, TrainState, numerical_error
 from alignkit.config import option
 from alignkit.context import Budget, RunContext
 from alignkit.runtime import Runtime
+from alignkit.progress import bar as progress_bar
 
 
 @dataclass
@@ -206,8 +206,8 @@ class TrainingLoop:
 
     def run(self, body: Callable[[int], Optional[dict]], extra: Callable[[], dict] = dict) -> None:
         """Steps ``start + 1`` to ``total``; ``extra()`` is what a checkpoint keeps beside the state."""
-        bar = tqdm(range(self.start + 1, self.total + 1), desc=self.stage, unit=self.unit, dynamic_ncols=True,
-                   leave=False, initial=self.start, total=self.total, disable=not self.ctx.runtime.is_main)
+        bar = progress_bar(range(self.start + 1, self.total + 1), desc=self.stage, unit=self.unit, leave=False,
+                           initial=self.start, total=self.total, main=self.ctx.runtime.is_main)
         for step in bar:
             record = body(step)
             if record is not None:

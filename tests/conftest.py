@@ -8,10 +8,15 @@ import os
 import pytest
 import torch
 
+from alignkit.logs import install_cli_handler
+
 # tiny models gain nothing from a second thread, and two busy-waiting threads per process thrash when
 # other work shares the two cores; CLI commands invoked in-process configure threads from the variable
 os.environ.setdefault("ALIGNKIT_THREADS", "1")
 torch.set_num_threads(1)
+
+# library calls in tests print their notices as the CLI does (tests read those lines from stderr)
+install_cli_handler()
 
 
 @pytest.fixture(scope="session")

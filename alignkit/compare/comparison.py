@@ -4,11 +4,9 @@ run folders."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from alignkit.config import to_dict
 from alignkit.errors import AlignkitError
@@ -21,6 +19,10 @@ from alignkit.runtime import start
 from alignkit.compare.shared_stages import SHARED_FOLDER, build_shared_stages
 from alignkit.compare.worker import job_spec
 from alignkit.compare.plan import ComparisonPlan, PlannedRun
+from alignkit.logs import get_logger
+from alignkit.progress import bar as progress_bar
+
+LOG = get_logger()
 
 def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> dict:
     """Phase 1: build every shared stage the entries need, once, into the cache. Phase 2: train (or reuse,
@@ -50,13 +52,13 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> di
     states = [d.state for d in decisions]
     total = len(plan.entries)
     if runtime.is_main:
-        tqdm.write(f"[alignkit] compare: {total} run(s): {states.count('train')} to train, "
-                   f"{states.count('resume')} to resume, {states.count('evaluate')} to re-evaluate, "
-                   f"{states.count('current')} reused", file=sys.stderr)
+        LOG.info(f"compare: {total} run(s): {states.count('train')} to train, "
+                 f"{states.count('resume')} to resume, {states.count('evaluate')} to re-evaluate, "
+                 f"{states.count('current')} reused")
     todo = [e.recipe for e, state in zip(plan.entries, states) if state != "current"]
     if todo:  # phase 1
         build_shared_stages(todo, cache_dir, runtime, plan.out / SHARED_FOLDER)
-    bar = tqdm(total=total, desc="compare", unit="run", dynamic_ncols=True, position=0, disable=not runtime.is_main)
+    bar = progress_bar(total=total, desc="compare", unit="run", position=0, main=runtime.is_main)
     # an interrupted run continues from its last checkpoint; a finished one is only replaced with --overwrite
     # (refused above otherwise), and only once its new run succeeded
     jobs = [Job(e.label, _spec(plan, e, d.state, cache_dir), "resume" if d.state == "resume" or not d.finished

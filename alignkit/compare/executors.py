@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -18,13 +17,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from alignkit.cache import default_cache_dir
 from alignkit.errors import AlignkitError
 from alignkit.compare.ray_entry import UNSEEN, last_error, run_entry, worker_command
 from alignkit.compare.worker import check_round_trip, run_job
 from alignkit.runlog import write_json
+from alignkit.logs import get_logger
+
+LOG = get_logger()
 
 EXECUTORS = ("local", "ray")
 JOBS_FOLDER, LOGS_FOLDER = ".alignkit-jobs", "logs"
@@ -111,12 +112,12 @@ def write_spec(job: Job, out: Path) -> Path:
 def _retry(job: Job, reason: str, queue: deque, failures: dict[str, str], done: Done) -> None:
     """Queue a failed entry once more (first in line), or give it up and report it."""
     if job.attempt == 1:
-        tqdm.write(f"[alignkit] compare: {job.label} failed ({reason}); retrying it once", file=sys.stderr)
+        LOG.info("compare: %s failed (%s); retrying it once", job.label, reason)
         job.attempt, job.spec = 2, {**job.spec, "state": job.retry_state}
         queue.appendleft(job)
         return
     failures[job.label] = reason
-    tqdm.write(f"[alignkit] compare: {job.label} failed again ({reason}); the others go on", file=sys.stderr)
+    LOG.info("compare: %s failed again (%s); the others go on", job.label, reason)
     done(job.label, reason)
 
 

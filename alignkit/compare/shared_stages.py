@@ -12,12 +12,10 @@ the comparison folder and the stages' training logs to ``shared/metrics.jsonl``.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-from tqdm.auto import tqdm
 
 from alignkit.artifacts import Artifact
 from alignkit.context import RunContext
@@ -30,6 +28,9 @@ from alignkit.runlog import MetricsLog, write_json
 from alignkit.runtime import Runtime, start
 from alignkit.stages.keys import JUDGE_SPLIT_JUDGE, StageKeys
 from alignkit.stages.builder import StageBuilder
+from alignkit.logs import get_logger
+
+LOG = get_logger()
 
 SHARED_FOLDER = "shared"  # in the comparison folder: timings.json and metrics.jsonl of phase 1
 
@@ -82,7 +83,7 @@ def build_shared_stages(recipes: list[Recipe], cache_dir: Path | None, runtime: 
         seed_everything(ws.train_seed)  # as the first run that needed these stages seeded itself
         for name, key, build in todo:
             if runtime.is_main:
-                tqdm.write(f"[alignkit] compare: shared stage: {name} ...", file=sys.stderr)
+                LOG.info("compare: shared stage: %s ...", name)
             began = time.perf_counter()
             build(ws)
             label = name if name not in timings else f"{name} ({recipe.name})"

@@ -20,11 +20,9 @@ from __future__ import annotations
 import copy
 import math
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
 
 from alignkit.compare.comparison import run_comparison
 from alignkit.compare.executors import Job, run_jobs
@@ -40,6 +38,10 @@ from alignkit.run.decision import run_decision
 from alignkit.runfolder import ComparisonEntry, read_run
 from alignkit.runlog import atomic_dir, jsonable, write_json, write_text
 from alignkit.runtime import start
+from alignkit.logs import get_logger
+from alignkit.progress import bar as progress_bar
+
+LOG = get_logger()
 
 DONE = ("converged", "no training")
 
@@ -190,13 +192,12 @@ def run_until_converged(plan: ComparisonPlan, cfg: UntilConverged, *, cache_dir:
             break
         rounds = []
         for entry in pending:
-            print(f"[alignkit] until converged: round {round_}: extending {entry.label} "
-                  f"({history[entry.label][-1]['convergence']})", file=sys.stderr)
+            LOG.info(f"until converged: round {round_}: extending {entry.label} "
+                     f"({history[entry.label][-1]['convergence']})")
             rounds.append((entry, current[entry.label], *extend(entry, current[entry.label], round_,
                                                                 budgets[entry.label], cfg, plan, cache_dir)))
         jobs = [job for *_, job in rounds if job is not None]
-        bar = tqdm(total=len(jobs), desc=f"round {round_}", unit="run", dynamic_ncols=True, position=0,
-                   disable=not runtime.is_main)
+        bar = progress_bar(total=len(jobs), desc=f"round {round_}", unit="run", position=0, main=runtime.is_main)
         failed = run_jobs(jobs, plan.executor, plan.out, cache_dir, runtime, bar, what=f"round {round_}")
         bar.close()
         for entry, previous, folder, job in rounds:

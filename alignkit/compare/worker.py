@@ -19,6 +19,8 @@ from alignkit.runfolder import ComparisonEntry
 from alignkit.runlog import jsonable
 from alignkit.runtime import Runtime
 from alignkit.threads import configure_threads, launched_rank
+from alignkit.logs import install_cli_handler
+from alignkit.progress import quiet_third_party
 
 
 def job_spec(label: str, state: str, recipe: Recipe, run_dir: Path, cache_dir: Path | None,
@@ -64,7 +66,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m alignkit.compare.worker SPEC.json", file=sys.stderr)
         return 2
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    quiet_third_party()
+    install_cli_handler()
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     configure_threads()  # ALIGNKIT_THREADS: the share of the cores the executor gave this entry
     try:

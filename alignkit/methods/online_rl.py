@@ -40,12 +40,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from alignkit.artifacts import RewardSettings, reward_needs
 from alignkit.config import option
 from alignkit.errors import AlignkitError
 from alignkit.models.policy import Policy
+from alignkit.progress import bar as progress_bar
 from alignkit.registry import register_method
 from alignkit.stages.workspace import Workspace
 
@@ -176,7 +176,9 @@ class RunBridge:
         self.tokens_seen, self.batch_tokens, self.bar = 0, 0, None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.bar = tqdm(total=state.max_steps, desc=self.stage, unit="step", dynamic_ncols=True, leave=False)
+        # one bar per process group: trl calls this callback on every rank
+        self.bar = progress_bar(total=state.max_steps, desc=self.stage, unit="step", leave=False,
+                                main=self.ws.runtime.is_main)
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.num_input_tokens_seen != self.tokens_seen:  # a new generation batch was sampled for this step

@@ -3,12 +3,13 @@ optionally 4-bit/8-bit (bitsandbytes) and with a LoRA adapter; failures become o
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
 
 from alignkit.errors import AlignkitError
+from alignkit.progress import quiet_module_bars
 from alignkit.models.config import BUILTIN_PREFIX, LoraSettings, ModelConfig, local_tokenizer_folder
 from alignkit.registry import MODELS
 from alignkit.runtime import Runtime
@@ -30,6 +31,15 @@ def disable_dropout(model: torch.nn.Module) -> None:
             module.p = 0.0
 
 
+def _quiet_gguf(cfg: ModelConfig):
+    """transformers' GGUF dequantization bar, quiet unless asked (see :mod:`alignkit.progress`)."""
+    if not cfg.gguf_file:
+        return nullcontext()
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    return quiet_module_bars(gguf_utils)
+
+
 def load_pretrained(auto_cls, cfg: ModelConfig, path: str, **extra):
     from transformers import BitsAndBytesConfig
 
@@ -40,7 +50,7 @@ def load_pretrained(auto_cls, cfg: ModelConfig, path: str, **extra):
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=cfg.load_in_4bit, load_in_8bit=cfg.load_in_8bit, bnb_4bit_quant_type="nf4",
             bnb_4bit_compute_dtype=getattr(torch, cfg.dtype))
-    with _loading(path):
+    with _loading(path), _quiet_gguf(cfg):
         model = auto_cls.from_pretrained(path, **kwargs, **extra)
     if cfg.load_in_4bit:
         _keep_one_4bit_cpu_path(model)

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from alignkit.models.config import ModelConfig
 from alignkit.models.loading import apply_lora, disable_dropout, load_adapter, load_pretrained, load_tokenizer, \
     record_absolute_base, resolve_model_path
+from alignkit.progress import bar as progress_bar
 from alignkit.runtime import Runtime
 from alignkit.models.sequences import SequenceBatch, concat_batches, encode_pairs, sequence_logprobs, token_logprobs
 
@@ -140,8 +140,8 @@ class Policy:
         chunks = [prompts[start:start + batch_size] for start in range(0, len(prompts), batch_size)]
         # one seed per chunk, drawn from the caller's RNG: the same samples whichever process draws a chunk
         seeds = torch.randint(0, 2 ** 62, (len(chunks),)).tolist()
-        bar = tqdm(total=len(chunks), desc=progress, unit="batch", dynamic_ncols=True, leave=False,
-                   disable=not (progress and len(chunks) > 1 and runtime.is_main))
+        bar = progress_bar(total=len(chunks), desc=progress, unit="batch", leave=False,
+                           main=bool(progress) and len(chunks) > 1 and runtime.is_main)
 
         def draw(i: int, chunk: list[str]):
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):

@@ -13,6 +13,7 @@ from pathlib import Path
 from alignkit.cache import CacheEntry
 from alignkit.config import fingerprint
 from alignkit.errors import AlignkitError
+from alignkit.progress import quiet_module_bars
 from alignkit.runlog import write_json
 from alignkit.runtime import Runtime
 
@@ -67,11 +68,13 @@ def dequantize(source: Path, folder: Path, recipe: SmolLM2Recipe) -> None:
     """Load the GGUF (dequantized by transformers) and save it as a plain model folder: ``save_pretrained``
     refuses a GGUF-loaded model, so the weights move into a model rebuilt from its config."""
     import torch
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dtype = getattr(torch, recipe.dtype)
-    tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
-    loaded = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name, dtype=dtype)
+    with quiet_module_bars(gguf_utils):  # its per-tensor bar: quiet unless ALIGNKIT_THIRD_PARTY_BARS=1
+        tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+        loaded = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name, dtype=dtype)
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the GGUF marker would make transformers look for a GGUF file again

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 from alignkit.report.cost import (FIRST_RULE, RULE as COMPUTE_RULE, budget_columns, curves, first_sentence, first_to_reach)
@@ -22,6 +21,9 @@ from alignkit.runfolder import claim_comparison_dir
 from alignkit.runlog import write_json, write_text
 from alignkit.report.verdicts import (CONVERGENCE, FAMILY, METHOD as MATCHED_KL_METHOD, convergence_of, matched_kl_verdicts)
 from alignkit.report.versions import version_differences, version_warning
+from alignkit.logs import get_logger
+
+LOG = get_logger()
 
 
 # -------------------------------------------------------------------------------------------------
@@ -75,7 +77,7 @@ def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv
     index["version_differences"] = version_differences(runs)
     index["version_warning"] = version_warning(index["version_differences"])
     if index["version_warning"]:
-        print(f"[alignkit] report: {index['version_warning']}", file=sys.stderr)
+        LOG.warning("report: %s", index["version_warning"], extra={"notice": True})
     index["compute"] = {"rule": COMPUTE_RULE, "first_rule": FIRST_RULE, "first_to_reach": first,
                         "first_to_reach_wall": first_to_reach(settings, "wall_s"), "sentence": first_sentence(first)}
     for entry in index["entries"]:

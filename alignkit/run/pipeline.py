@@ -22,7 +22,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from alignkit import __version__
 from alignkit.checkpoint import Checkpointer, nonfinite_modules, numerical_error
@@ -50,6 +49,9 @@ from alignkit.run.trajectory import TrajectoryRecorder
 from alignkit.stages.builder import StageBuilder
 from alignkit.report.versions import package_versions
 from alignkit.runtime import seed_everything
+from alignkit.logs import get_logger
+
+LOG = get_logger()
 
 def _replace_run(recipe: Recipe, run_dir: Path, cache_dir: Path | None, entry: ComparisonEntry | None,
                  runtime: Runtime) -> EvalSummary:
@@ -105,7 +107,7 @@ class Run:
         """Time the stage and record its own peak memory (CPU RSS, CUDA allocation) in the manifest."""
         began = time.perf_counter()
         if self.ws.runtime.is_main:
-            tqdm.write(f"[alignkit] {self.recipe.name}: {name} ...", file=sys.stderr)
+            LOG.info("%s: %s ...", self.recipe.name, name)
         with PeakMemory() as peak:
             yield
         self.timings[name] = round(time.perf_counter() - began, 2)
@@ -131,8 +133,7 @@ class Run:
                  "the start of training (no intact checkpoint)" if self.checkpointer.skipped else
                  "the start of training (no checkpoint yet)")
         if self.ws.runtime.is_main:
-            tqdm.write(f"[alignkit] {self.recipe.name}: resuming the {old.get('status', 'interrupted')} run in "
-                       f"{self.run_dir} from {where}", file=sys.stderr)
+            LOG.info(f"{self.recipe.name}: resuming the {old.get('status', 'interrupted')} run in {self.run_dir} from {where}")
         return step
 
     def execute(self, resume: bool = False) -> EvalSummary:
@@ -283,8 +284,7 @@ def run_recipe(recipe: Recipe, run_dir: Path, *, overwrite: bool = False, cache_
     else:
         summary = Run(recipe, run_dir, runtime, cache_dir, entry).execute(resume=action == "resume")
     if recipe.push_to_hub:
-        tqdm.write(f"[alignkit] pushed to {push_run(run_dir, recipe.push_to_hub, private=recipe.hub_private)}",
-                   file=sys.stderr)
+        LOG.info("pushed to %s", push_run(run_dir, recipe.push_to_hub, private=recipe.hub_private))
     return summary
 
 
