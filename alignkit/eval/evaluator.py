@@ -21,6 +21,7 @@ from alignkit.context import Budget
 from alignkit.eval.diversity import diversity as diversity_of
 from alignkit.eval.judges import is_pairwise
 from alignkit.eval.kl import sequence_kl
+from alignkit.eval.length_control import char_lengths, length_controlled
 from alignkit.eval.stats import mean_interval, wilson_interval, win_rate
 from alignkit.eval.summary import (GOLD_CI_HIGH, GOLD_CI_LOW, GOLD_MEAN, GOLD_STD, KL_KIND, KL_MEAN,
                                    N_SAMPLES, REFERENCE_GOLD_MEAN, TEMPERATURE, WIN_RATE)
@@ -173,8 +174,12 @@ def evaluate_at(policy, reference, samples: ReferenceSamples, gold: RewardFn, cf
         row.update(proxy_reward_mean=mean, proxy_reward_ci_low=low, proxy_reward_ci_high=high,
                    reference_proxy_reward_mean=float(score_texts(proxy, prompts, samples.completions,
                                                                  samples.ended).mean()))
-    if preferences is not None:
-        row.update(pairwise, judge_ties=int(np.sum(preferences == 0.5)))
+    verdicts = preferences if preferences is not None else \
+        (judged > judged_reference) + 0.5 * (judged == judged_reference)
+    row.update(length_controlled(verdicts, char_lengths(rollout.completions), char_lengths(samples.completions)))
+    if preferences is not None:  # the share of prompts whose verdict flipped with the order of the two replies
+        row.update(pairwise, judge_ties=int(np.sum(preferences == 0.5)),
+                   judge_position_bias=pairwise["judge_order_disagreements"] / len(prompts))
     if cfg.diversity if diversity is None else diversity:
         row.update(diversity_of(rollout.completions))
     rows = [{"prompt": p, "completion": c, "ended": e, "gold_reward": float(s),

@@ -12,6 +12,7 @@ import json
 import math
 from pathlib import Path
 
+from alignkit.report.length_control import length_control_lines
 from alignkit.report.cost import (FIRST_RULE, RULE as COMPUTE_RULE, budget_columns, curves, first_sentence, first_to_reach)
 from alignkit.errors import AlignkitError
 from alignkit.eval.summary import GOLD_CI_HIGH, GOLD_CI_LOW, GOLD_MEAN, REFERENCE_GOLD_MEAN
@@ -188,7 +189,8 @@ def render_markdown(runs: list[RunRecord], frame, matrix, index: dict) -> str:
                      f"{_fmt(row['win_rate_ci_high'])}] | {_fmt(row.get('distinct_2'))} | {_fmt(row.get('self_bleu'))} |")
     reference = primary[REFERENCE_GOLD_MEAN].iloc[0]
     evaluated = shared.get("eval_prompts", shared["eval"]["n_prompts"])  # counted: a task may have fewer prompts
-    lines += ["", f"The reference (SFT) policy's gold reward at this temperature is {reference:.3f}.", "",
+    lines += ["", f"The reference (SFT) policy's gold reward at this temperature is {reference:.3f}.", ""]
+    lines += [*length_control_lines(primary),
               "![gold reward vs KL](frontier.png)", "",
               "Solid markers: final evaluations (sweep points joined in order of the swept value, bars: 95% "
               "intervals on both axes); faint markers: checkpoints during training (`eval.every_steps`, on the "

@@ -158,12 +158,14 @@ def comparison_rows(runs: list[RunRecord], convergence: dict[str, dict]) -> list
     return rows
 
 
+LENGTH_CONTROL_KEYS = ("lc_win_rate", "lc_win_rate_ci_low", "lc_win_rate_ci_high", "lc_length_slope",
+                       "mean_length_difference_chars", "judge_position_bias")
 ROW_KEYS = (TEMPERATURE, "top_p", N_SAMPLES, GOLD_MEAN, GOLD_CI_LOW, GOLD_CI_HIGH,
             REFERENCE_GOLD_MEAN, "proxy_reward_mean", "proxy_reward_ci_low", "proxy_reward_ci_high",
             "reference_proxy_reward_mean", KL_KIND, KL_MEAN, "kl_ci_low", "kl_ci_high", "kl_sampled_estimate",
             WIN_RATE, "win_rate_ci_low", "win_rate_ci_high", "distinct_1", "distinct_2",
             "self_bleu", "mean_completion_tokens", "eos_fraction", "eval_generated_sequences",
-            "eval_generated_tokens")
+            "eval_generated_tokens", *LENGTH_CONTROL_KEYS)
 
 
 def trajectory_rows(runs: list[RunRecord]) -> list[dict]:

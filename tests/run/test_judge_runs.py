@@ -134,6 +134,9 @@ def test_agreement_is_recorded_and_a_pairwise_judge_decides_win_rates(tmp_path, 
     found = summary["judge_agreement"]
     # the generated pairs are ranked by the gold reward, without ties: the gold judge agrees with all of them
     assert found["judge"] == "gold" and found["agreement"] == 1.0 and found["ties"] == 0 and found["n_pairs"] > 0
+    # a score judge's verdicts get a length-controlled rate too; it has no order to be biased by
+    assert 0 <= summary["lc_win_rate_ci_low"] <= summary["lc_win_rate"] <= summary["lc_win_rate_ci_high"] <= 1
+    assert "judge_position_bias" not in summary
 
     result = CliRunner().invoke(main, ["eval", str(run), "--judge", "heldout-reward-model"])
     assert result.exit_code == 2 and "trains on a judge split of the pairs this run learned from" in result.output
@@ -144,6 +147,9 @@ def test_agreement_is_recorded_and_a_pairwise_judge_decides_win_rates(tmp_path, 
     n = summary["n_samples"]
     assert summary["judge_kind"] == "pairwise" and summary["win_rate_vs_reference"] == 0.5
     assert summary["judge_ties"] == n and summary["judge_order_disagreements"] == n
+    # it always names the reply shown first: every verdict flips with the order, and all-ties is 0.5 at any length
+    assert summary["judge_position_bias"] == 1.0
+    assert abs(summary["lc_win_rate"] - 0.5) < 1e-9 and abs(summary["lc_length_slope"]) < 1e-9
     assert summary["judge_agreement"]["agreement"] == 0.5 and summary["judge_agreement"]["order_disagreements"] > 0
     samples = [json.loads(x) for x in (run / "eval" / "samples.jsonl").read_text().splitlines()]
     assert all(s["judge_preference"] == 0.5 and "judge_score" not in s for s in samples)
@@ -153,6 +159,10 @@ def test_agreement_is_recorded_and_a_pairwise_judge_decides_win_rates(tmp_path, 
     report = (tmp_path / "report" / "report.md").read_text()
     assert "Win rates are decided by `test-always-first`: it prefers the chosen completion of 0.500 of" in report
     assert "Not computed for a pairwise judge" in report
+    assert "## Win rates controlled for length" in report
+    assert any("| 0.500 [0.50, 0.50] | 0.00 |" in line and line.endswith("| 1.000 |") for line in report.splitlines())
+    table = pd.read_csv(tmp_path / "report" / "comparison.csv")
+    assert set(table["judge_position_bias"]) == {1.0} and set(table["lc_win_rate"]) == {0.5}  # each temperature
 
 
 def test_the_report_says_self_judged_entries_were_graded_by_their_own_objective():
