@@ -21,7 +21,17 @@ from typing import Any, Iterable
 from alignkit.errors import AlignkitError
 
 TRACKERS = ("trackio", "tensorboard", "wandb", "mlflow")
-PROJECT = "alignkit"  # the tracker project (wandb, trackio) or experiment (mlflow) every run logs to
+PROJECT = "alignkit"  # the tracker project (wandb, trackio) or experiment (mlflow) when no variable names one
+PROJECT_VARIABLES = {"wandb": "WANDB_PROJECT", "mlflow": "MLFLOW_EXPERIMENT_NAME", "trackio": "TRACKIO_PROJECT"}
+
+
+def project_for(tracker: str) -> str:
+    """The project (experiment) a tracker logs to: its own variable as transformers' integrations read it
+    (``WANDB_PROJECT``, ``MLFLOW_EXPERIMENT_NAME``; ``TRACKIO_PROJECT``), else ``ALIGNKIT_PROJECT``, else
+    ``alignkit``. TensorBoard has no project: its event files stay in the run folder."""
+    import os
+
+    return os.environ.get(PROJECT_VARIABLES.get(tracker, ""), "") or os.environ.get("ALIGNKIT_PROJECT", "") or PROJECT
 _PACKAGES = {"trackio": "trackio", "tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
 
@@ -105,7 +115,7 @@ class Wandb:
 
     def __init__(self, folder: Path, name: str, group: str, config: dict):
         self.wandb = _require("wandb")
-        self.run = self.wandb.init(project=PROJECT, name=name, group=group, config=config, dir=str(folder),
+        self.run = self.wandb.init(project=project_for("wandb"), name=name, group=group, config=config, dir=str(folder),
                                    reinit="create_new")
         self.stages: set[str] = set()
 
@@ -132,14 +142,15 @@ class Wandb:
 
 
 class Mlflow:
-    """An mlflow run in experiment ``alignkit`` (tag ``alignkit.group``), through ``MlflowClient`` at the tracking
+    """An mlflow run in experiment ``alignkit`` or ``MLFLOW_EXPERIMENT_NAME`` (tag ``alignkit.group``), through ``MlflowClient`` at the tracking
     URI mlflow is configured with (``MLFLOW_TRACKING_URI``)."""
 
     def __init__(self, folder: Path, name: str, group: str, config: dict):
         mlflow = _require("mlflow")
         self.client = mlflow.MlflowClient()
-        experiment = self.client.get_experiment_by_name(PROJECT)
-        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(PROJECT)
+        project = project_for("mlflow")
+        experiment = self.client.get_experiment_by_name(project)
+        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(project)
         self.run_id = self.client.create_run(experiment_id, run_name=name,
                                              tags={"alignkit.group": group}).info.run_id
         params = {k: str(v)[:500] for k, v in flat(config).items()}
@@ -171,7 +182,7 @@ class Trackio:
     def __init__(self, folder: Path, name: str, group: str, config: dict):
         self.trackio = _require("trackio")
         with contextlib.redirect_stdout(sys.stderr):  # its notices would break the JSON alignkit prints on stdout
-            self.run = self.trackio.init(project=PROJECT, name=name, group=group, config=config, embed=False)
+            self.run = self.trackio.init(project=project_for("trackio"), name=name, group=group, config=config, embed=False)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.run.log(metrics, step=step)

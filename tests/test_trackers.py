@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from alignkit.cli import main
 from alignkit.errors import ConfigError
 from alignkit.recipe import load_recipe
-from alignkit.trackers import Trackers, report_comparison
+from alignkit.trackers import Trackers, project_for, report_comparison
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 SUMMARY = {"method": "dpo", "gold_reward_mean": 0.7, "budget": {"steps": 3},
@@ -138,6 +138,28 @@ def test_mlflow_file_store_reads_back(tmp_path, monkeypatch):
     for tag, points in EXPECTED.items():
         assert_points([(m.step, m.value) for m in client.get_metric_history(run.info.run_id, tag)], points)
     assert run.data.metrics["eval/gold_reward_mean"] == pytest.approx(0.7)
+
+
+def test_project_names_follow_the_usual_variables(monkeypatch):
+    for name in ("WANDB_PROJECT", "MLFLOW_EXPERIMENT_NAME", "TRACKIO_PROJECT", "ALIGNKIT_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    assert {t: project_for(t) for t in ("wandb", "mlflow", "trackio")} == dict.fromkeys(("wandb", "mlflow", "trackio"),
+                                                                                        "alignkit")
+    monkeypatch.setenv("ALIGNKIT_PROJECT", "mine")
+    monkeypatch.setenv("WANDB_PROJECT", "team-rlhf")
+    assert (project_for("wandb"), project_for("mlflow"), project_for("trackio")) == ("team-rlhf", "mine", "mine")
+
+
+def test_mlflow_logs_to_the_experiment_mlflow_experiment_name_names(tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "dpo-vs-ppo")
+    log_some(["mlflow"], tmp_path)
+    client = mlflow.MlflowClient((tmp_path / "mlruns").as_uri())
+    assert client.get_experiment_by_name("alignkit") is None
+    (run,) = client.search_runs([client.get_experiment_by_name("dpo-vs-ppo").experiment_id])
+    assert run.info.run_name == "run-a" and run.data.metrics["eval/gold_reward_mean"] == pytest.approx(0.7)
 
 
 def test_trackio_local_database_reads_back(tmp_path, monkeypatch):
