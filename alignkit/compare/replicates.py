@@ -30,12 +30,11 @@ from alignkit.compare.executors import ExecutorSettings
 from alignkit.report.records import RunRecord, load_runs
 from alignkit.runfolder import ComparisonEntry, claim_comparison_dir
 from alignkit.runlog import write_json, write_text
-from alignkit.report.verdicts import FAMILY, convergence_of, matched_kl_verdicts
+from alignkit.report.verdicts import FAMILY, convergence_of, matched_kl_verdicts, table_rows
 
 SEED_STRIDE = 1000  # replicate k's shared seed: the recipe's + 1000 k (far from --seeds' training seeds)
-BOOTSTRAP = ("replicate-level bootstrap: each resample draws the replicates (each with its seeds) with "
-             "replacement, then the shared evaluation prompts, and rebuilds both frontiers; a winner only when "
-             "the sign holds in every replicate alone")
+BOOTSTRAP = ("the replicate is the unit: each replicate's difference from its own staircases (its seeds "
+             "averaged), a t interval over replicates with k - 1 degrees of freedom")
 
 
 def replicate_plans(specs, *, replicates: int, out: Path, overrides=(), overwrite: bool = False,
@@ -167,10 +166,10 @@ def render(index: dict) -> str:
                      f"{r['gold_mean']:.3f} | {sd(r['gold_sd'], 3)} | {r['kl_mean']:.2f} | {sd(r['kl_sd'], 2)} | "
                      f"{r['gold_by_replicate']} | {r['kl_by_replicate']} |")
     lines += ["", "## At matched KL, over every replicate", ""]
-    lines += [f"- {v['sentence']} Final points only: {v['final_sentence']}" for v in index["matched_kl"]] or \
-        ["- Only one method: nothing to match."]
+    lines += table_rows(index["matched_kl"]) if index["matched_kl"] else ["Only one method: nothing to match."]
+    adjusted = index["matched_kl"][0]["family"] if index["matched_kl"] else 0
     lines += ["", f"Interval: {index['bootstrap']}; it combines evaluation noise with replicate-to-replicate "
-              f"variance. Multiplicity: {index['family']} (family size {len(index['matched_kl'])}).", "",
+              f"variance. Multiplicity: {index['family']} ({adjusted} comparisons adjusted).", "",
               "## Each replicate alone", ""]
     for k, sentences in enumerate(index["per_replicate_sentences"]):
         lines += [f"- replicate {k}: {s}" for s in sentences] or [f"- replicate {k}: no verdict"]

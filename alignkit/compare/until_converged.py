@@ -30,6 +30,7 @@ from alignkit.compare.plan import ComparisonPlan, PlannedRun
 from alignkit.compare.worker import job_spec
 from alignkit.config import ConfigError, build, option, read_yaml, to_dict
 from alignkit.errors import AlignkitError
+from alignkit.eval.convergence import ConvergenceTest
 from alignkit.recipe import recipe_from_data, resolve_recipe_path
 from alignkit.report.build import EntriesFailed, build_report
 from alignkit.report.records import read_record
@@ -43,7 +44,7 @@ from alignkit.progress import bar as progress_bar
 
 LOG = get_logger()
 
-DONE = ("converged", "no training")
+DONE = ("converged", "declining", "no training")  # a declining run only falls further
 
 
 @dataclass
@@ -181,7 +182,8 @@ def run_until_converged(plan: ComparisonPlan, cfg: UntilConverged, *, cache_dir:
     runs_dir = plan.out / "runs"
     current = {e.label: runs_dir / e.label for e in plan.entries}
     budgets = {e.label: first_budget(e, current[e.label]) for e in extendable}
-    history = {e.label: [_state(current[e.label], 0)] for e in plan.entries}
+    looks = ConvergenceTest(looks=cfg.max_rounds + 1)  # every round looks again: Bonferroni over the looks
+    history = {e.label: [_state(current[e.label], 0, looks)] for e in plan.entries}
     runtime = start(plan.entries[0].recipe.device, plan.entries[0].recipe.precision)
     failures: dict[str, str] = {}  # {round's folder: why}; its entry stays at its last finished round
     stopped: set[str] = set()
@@ -208,7 +210,7 @@ def run_until_converged(plan: ComparisonPlan, cfg: UntilConverged, *, cache_dir:
             if job is not None and job.spec["state"] == "resume":
                 finish(entry, previous, folder)
             current[entry.label] = folder
-            history[entry.label].append(_state(folder, round_))
+            history[entry.label].append(_state(folder, round_, looks))
     error = None
     try:
         index = build_report([current[e.label] for e in plan.entries], plan.out, name=plan.name,
@@ -224,9 +226,9 @@ def run_until_converged(plan: ComparisonPlan, cfg: UntilConverged, *, cache_dir:
     return index
 
 
-def _state(run_dir: Path, round_: int) -> dict:
+def _state(run_dir: Path, round_: int, test: ConvergenceTest) -> dict:
     record = read_record(run_dir)
-    found = convergence_of(record)
+    found = convergence_of(record, test)
     return {"round": round_, "run": run_dir.name, "steps": record.summary.steps,
             "last_step": max((p["step"] for p in record.trajectory), default=None),
             "convergence": found["label"], "rise": found.get("rise"), "gold": record.summary.gold_reward_mean}

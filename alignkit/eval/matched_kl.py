@@ -1,22 +1,24 @@
-"""A matched-KL comparison of two methods that survives a second look: the whole statistic is bootstrapped.
+"""Which method reaches a higher gold reward at the same KL: the frontier as a staircase, the run as the unit.
 
-The DPO paper compares methods on the frontier of gold reward against KL(pi || pi_ref) over every evaluated
-point. Taking that frontier is a maximum over noisy points, so the method with more points has more chances
-at a lucky one; interpolating between far-apart points invents values nothing measured; and a run's seed moves
-its whole trajectory. :func:`bootstrap_matched_kl` therefore resamples the statistic as a whole:
+**The frontier is a staircase.** With more KL allowed one can always keep a lower-KL policy, so a method's
+frontier at KL k is at least the best gold reward of its points at KL <= k (:func:`lower_at`). It is at most
+its staircase at its next measured point at or above k (:func:`upper_at`). So A's frontier lies above B's at k
+when A's lower step beats B's upper step there, and nothing is ever interpolated: A at (4.0 nats, 0.80) against
+B at (5.5 nats, 0.75) is compared at 5.5 nats, and two single points at the same KL are compared at it. Points
+within :data:`KL_MATCH` (relative) of a KL count as at that KL (KL is itself measured). The comparison grid is
+every measured point of either method from the higher of their lowest KLs to the lower of their highest.
 
-* prompts, with one resample of prompt indices shared by every point of both methods (they were evaluated on
-  the same prompts), so each point's gold reward *and KL* move together as they would in a new evaluation;
-* when a setting (a sweep point) was trained with several seeds, the seeds too (a hierarchical bootstrap:
-  seeds with replacement, then prompts), and a setting's point is the mean over its seeds;
-* in every resample both frontiers are rebuilt (point selection included) and compared on the same KL grid;
-  the interval is the basic bootstrap interval, which reflects the resampled spread around the estimate and so
-  removes the bias of taking a maximum over noisy points.
+**Selection is cross-fitted.** A staircase is a maximum over noisy points, and a method with more checkpoints
+has more chances at a lucky one. Each step is therefore chosen on one half of the prompts (even or odd) and read
+on the other, and the two readings averaged: the value read is unbiased for the point chosen, which is never
+better than the best point.
 
-The grid covers only KL where both frontiers rest on measured points: a frontier is interpolated between two
-points only when they are at most ``max_kl_gap`` nats apart (:func:`measured_support`). The interval is the
-basic bootstrap interval of the mean difference. With one seed per setting it covers evaluation noise only, and
-:func:`verdict_sentence` says so.
+**The run is the unit.** A run's seed moves its whole trajectory, and a replicate (a re-drawn reward model,
+SFT policy and pairs) moves every run of it. Each unit (a seed; a replicate when there are several, its seeds
+averaged) gives its own difference from its own staircases, paired across methods (unit i of A against unit
+i of B), and the interval is a t interval on those per-unit differences with k - 1 degrees of freedom
+(coverage shown for 2 to 8 units in benchmarks/verdict_calibration.py). With one unit the interval covers
+evaluation noise only and names no winner.
 """
 
 from __future__ import annotations
@@ -25,38 +27,44 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import stats
 
-MAX_KL_GAP = 2.0  # nats: never interpolate across a wider gap between two frontier points
+KL_MATCH = 0.05  # points within 5% of a KL (relative) count as at it: KL is measured, not set
 
 
 @dataclass
 class Setting:
-    """One point of a method's sweep (or one checkpoint): per-prompt gold reward and KL of each seed's run,
-    arrays [seeds, prompts] over the prompts every method was evaluated on."""
+    """One point of a method (a sweep point at one checkpoint): per-prompt gold reward and KL of each unit's run,
+    arrays [units, prompts] on the prompts every method was evaluated on; ``units``: their ids (seed or
+    replicate), paired across methods."""
 
     gold: np.ndarray
     kl: np.ndarray
     label: str = ""
+    units: tuple = ()
 
     def __post_init__(self):
         self.gold, self.kl = np.atleast_2d(np.asarray(self.gold, float)), np.atleast_2d(np.asarray(self.kl, float))
         if self.gold.shape != self.kl.shape:
             raise ValueError(f"{self.label}: gold {self.gold.shape} and kl {self.kl.shape} differ")
+        self.units = tuple(self.units) or tuple(range(self.gold.shape[0]))
 
 
 @dataclass
 class MatchedKL:
-    """The result: the mean gold-reward gap a - b over ``grid``, its percentile interval, where it rests."""
+    """Method a's lead over b at matched KL: ``difference`` (lower steps against lower steps), the interval
+    [``ci_low``, ``ci_high``] (a's lower step against b's upper step, and the reverse; infinite on a side the
+    points cannot bound), the per-unit numbers behind it."""
 
     difference: float
     ci_low: float
     ci_high: float
     grid: np.ndarray = field(repr=False)
-    n_boot: int = 0
-    undefined_fraction: float = 0.0   # resamples in which the frontiers no longer overlapped on the grid
-    seeds: int = 1                    # fewest seeds of any setting: 1 means evaluation noise only
-    p_value: float = 1.0              # two-sided, the level at which the basic interval would just reach 0
-    unit_differences: list[float] | None = None  # the estimate from each seed (or replicate) alone
+    units: int = 1                    # paired units: 1 means evaluation noise only
+    p_value: float = 1.0              # two-sided, from the t test of the side that leads
+    unit_differences: list[float] | None = None
+    unit_sd: float | None = None      # sd of the per-unit differences (what seeds needed is estimated from)
+    unit_kind: str = "seed"
 
     @property
     def kl_low(self) -> float:
@@ -66,134 +74,133 @@ class MatchedKL:
     def kl_high(self) -> float:
         return float(self.grid[-1])
 
-
-def frontier(kls: np.ndarray, rewards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The upper-left envelope of points (KL ascending, each kept point beating every point of lower or equal
-    KL); non-finite points are dropped."""
-    keep = np.isfinite(kls) & np.isfinite(rewards)
-    kls, rewards = kls[keep], rewards[keep]
-    order = np.lexsort((-rewards, kls))
-    out_k, out_r = [], []
-    for k, r in zip(kls[order], rewards[order]):
-        if not out_r or r > out_r[-1]:
-            out_k.append(k)
-            out_r.append(r)
-    return np.asarray(out_k), np.asarray(out_r)
+    @property
+    def covers(self) -> str:
+        u = self.unit_kind
+        return f"evaluation noise and {u}-to-{u} variation" if self.units > 1 else "evaluation noise only"
 
 
-def measured_support(kls: np.ndarray, max_gap: float) -> list[tuple[float, float]]:
-    """KL intervals a frontier covers by measurement: each frontier point, joined to the next when they are at
-    most ``max_gap`` nats apart."""
-    spans: list[tuple[float, float]] = []
-    for k in kls:
-        if spans and k - spans[-1][1] <= max_gap:
-            spans[-1] = (spans[-1][0], float(k))
-        else:
-            spans.append((float(k), float(k)))
-    return spans
+def _halves(gold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return gold[..., 0::2].mean(axis=-1), gold[..., 1::2].mean(axis=-1)
 
 
-def interpolate(kls: np.ndarray, rewards: np.ndarray, grid: np.ndarray, max_gap: float) -> np.ndarray:
-    """The frontier's reward at each grid KL, NaN where it does not rest on measured points."""
-    out = np.full(grid.shape, np.nan)
-    for low, high in measured_support(kls, max_gap):
-        inside = (grid >= low) & (grid <= high)
-        if inside.any():
-            out[inside] = np.interp(grid[inside], kls, rewards)
-    return out
-
-
-def shared_grid(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], max_gap: float,
-                n_grid: int = 50) -> np.ndarray:
-    """Evenly spaced KL values where both frontiers rest on measured points (empty when they never do)."""
-    low = max(a[0].min(initial=math.inf), b[0].min(initial=math.inf))
-    high = min(a[0].max(initial=-math.inf), b[0].max(initial=-math.inf))
-    if not (math.isfinite(low) and math.isfinite(high)) or low > high:
-        return np.zeros(0)
-    grid = np.linspace(low, high, n_grid) if high > low else np.array([low])
-    both = np.isfinite(interpolate(*a, grid, max_gap)) & np.isfinite(interpolate(*b, grid, max_gap))
-    return grid[both]
-
-
-def _point_estimates(settings: list[Setting]) -> tuple[np.ndarray, np.ndarray]:
-    return (np.array([s.kl.mean() for s in settings]), np.array([s.gold.mean() for s in settings]))
-
-
-def _resampled_points(settings: list[Setting], counts: np.ndarray, rng: np.random.Generator):
-    """Each setting's (KL, gold) in every resample [B]: seeds drawn with replacement, prompts by ``counts``
-    [B, P] (how often each prompt is drawn), averaged over the drawn seeds."""
-    n_boot, n_prompts = counts.shape
-    kls, golds = [], []
-    for s in settings:
-        seeds = s.gold.shape[0]
-        drawn = rng.integers(0, seeds, size=(n_boot, seeds)) if seeds > 1 else np.zeros((n_boot, 1), int)
-        per_seed_gold = counts @ s.gold.T / n_prompts   # [B, seeds]
-        per_seed_kl = counts @ s.kl.T / n_prompts
-        rows = np.arange(n_boot)[:, None]
-        golds.append(per_seed_gold[rows, drawn].mean(axis=1))
-        kls.append(per_seed_kl[rows, drawn].mean(axis=1))
-    return np.stack(kls, axis=1), np.stack(golds, axis=1)  # [B, settings]
-
-
-def bootstrap_matched_kl(a: list[Setting], b: list[Setting], *, n_boot: int = 1000, seed: int = 0,
-                         max_kl_gap: float = MAX_KL_GAP, n_grid: int = 50) -> MatchedKL | None:
-    """Mean gold-reward gap of method ``a`` over method ``b`` at matched KL, with a selection-aware 95%
-    interval (see the module docstring). None when their frontiers never rest on measured points at the
-    same KL."""
-    point_a, point_b = frontier(*_point_estimates(a)), frontier(*_point_estimates(b))
-    grid = shared_grid(point_a, point_b, max_kl_gap, n_grid)
-    if grid.size == 0:
-        return None
-    difference = float(np.mean(interpolate(*point_a, grid, max_kl_gap) - interpolate(*point_b, grid, max_kl_gap)))
-    n_prompts = a[0].gold.shape[1]
-    if any(s.gold.shape[1] != n_prompts for s in a + b):
-        raise ValueError("every point must be evaluated on the same prompts")
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_prompts, size=(n_boot, n_prompts)) + (np.arange(n_boot) * n_prompts)[:, None]
-    counts = np.bincount(draws.ravel(), minlength=n_boot * n_prompts).reshape(n_boot, n_prompts).astype(float)
-    kl_a, gold_a = _resampled_points(a, counts, rng)
-    kl_b, gold_b = _resampled_points(b, counts, rng)
-    stats = np.full(n_boot, np.nan)
-    for i in range(n_boot):
-        fa, fb = frontier(kl_a[i], gold_a[i]), frontier(kl_b[i], gold_b[i])
-        gap = interpolate(*fa, grid, max_kl_gap) - interpolate(*fb, grid, max_kl_gap)
-        if np.isfinite(gap).any():
-            stats[i] = np.nanmean(gap)
-    defined = stats[np.isfinite(stats)]
-    # the basic (reverse-percentile) interval: a frontier is a maximum over noisy points, so resampled
-    # frontiers sit above the observed one by about as much as the observed one sits above the truth, and
-    # reflecting the resampled spread around the estimate removes that selection bias (the percentile
-    # interval keeps it: 10% false claims between identical methods in tests/test_verdict.py's simulation)
-    q_low, q_high = (np.quantile(defined, [0.025, 0.975]) if defined.size else (np.nan, np.nan))
-    low, high = 2 * difference - q_high, 2 * difference - q_low
-    # the basic interval at level 1 - p excludes 0 exactly when fewer than p/2 of the resamples lie beyond 2d
-    p_value = (min(1.0, 2 * min(np.mean(defined >= 2 * difference), np.mean(defined <= 2 * difference)))
-               if defined.size else 1.0)
-    return MatchedKL(difference, float(low), float(high), grid, n_boot, 1 - defined.size / n_boot,
-                     min(s.gold.shape[0] for s in a + b), float(p_value), unit_differences(a, b, grid))
-
-
-def unit_differences(a: list[Setting], b: list[Setting], grid: np.ndarray) -> list[float] | None:
-    """The matched-KL difference from each seed (or replicate) alone, seed i of ``a`` against seed i of ``b``, on
-    the pooled grid (NaN where its frontiers do not both span it); None with one seed, or unequal seed counts."""
-    counts = {s.gold.shape[0] for s in a + b}
-    if len(counts) != 1 or counts == {1}:
-        return None
+def lower_at(pos: np.ndarray, g1: np.ndarray, g2: np.ndarray, ks: np.ndarray) -> np.ndarray:
+    """The cross-fitted staircase at each KL of ``ks`` [G] (NaN where no point is at or below it, or k is NaN):
+    the point of highest gold on one half of the prompts among those at KL <= k, read on the other half, both
+    ways averaged. ``pos`` [n]: the points' KL; ``g1``, ``g2`` [..., n]: their gold on each half."""
+    eligible = pos[None, :] <= ks[:, None] * (1 + KL_MATCH)           # [G, n]; NaN k: no point
     out = []
-    for unit in range(counts.pop()):
-        fa = frontier(np.array([s.kl[unit].mean() for s in a]), np.array([s.gold[unit].mean() for s in a]))
-        fb = frontier(np.array([s.kl[unit].mean() for s in b]), np.array([s.gold[unit].mean() for s in b]))
-        gap = _within(*fa, grid) - _within(*fb, grid)
-        out.append(float(np.nanmean(gap)) if np.isfinite(gap).any() else math.nan)
+    for choose, read in ((g1, g2), (g2, g1)):
+        masked = np.where(eligible, choose[..., None, :], -np.inf)       # [..., G, n]
+        pick = masked.argmax(axis=-1)
+        out.append(np.take_along_axis(np.broadcast_to(read[..., None, :], masked.shape), pick[..., None], -1)[..., 0])
+    value = (out[0] + out[1]) / 2
+    return np.where(eligible.any(axis=1), value, np.nan)
+
+
+def next_point(pos: np.ndarray, ks: np.ndarray) -> np.ndarray:
+    """Each k's nearest measured KL of this method at or above it (within :data:`KL_MATCH`), NaN if none."""
+    above = np.where(pos[None, :] * (1 + KL_MATCH) >= ks[:, None], pos[None, :], np.inf).min(axis=1)
+    return np.where(np.isfinite(above), above, np.nan)
+
+
+def grid_of(pos_a: np.ndarray, pos_b: np.ndarray) -> np.ndarray:
+    """The measured KLs of either method from the higher lowest KL to the lower highest (at least the first)."""
+    if not (pos_a.size and pos_b.size):
+        return np.zeros(0)
+    low = max(pos_a.min(), pos_b.min())
+    high = max(low, min(pos_a.max(), pos_b.max()))
+    points = np.unique(np.concatenate([pos_a, pos_b]))
+    return points[(points >= low / (1 + KL_MATCH)) & (points <= high * (1 + KL_MATCH))]
+
+
+def unit_brackets(pos_a, a1, a2, pos_b, b1, b2, grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per unit (leading axes of a1.. [..., n]): the mean over the grid of a's lower step minus b's upper step
+    (how far a is surely ahead), of a's upper minus b's lower (how far a could be ahead), and of lower minus
+    lower (the estimate); NaN where no grid KL bounds that side."""
+    low_a, low_b = lower_at(pos_a, a1, a2, grid), lower_at(pos_b, b1, b2, grid)
+    up_a = lower_at(pos_a, a1, a2, next_point(pos_a, grid))
+    up_b = lower_at(pos_b, b1, b2, next_point(pos_b, grid))
+    with np.errstate(all="ignore"), _quiet():
+        return (np.nanmean(low_a - up_b, axis=-1), np.nanmean(up_a - low_b, axis=-1),
+                np.nanmean(low_a - low_b, axis=-1))
+
+
+class _quiet:
+    """Silences numpy's 'mean of empty slice' (an unbounded side is NaN on purpose)."""
+
+    def __enter__(self):
+        import warnings
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc):
+        self._w.__exit__(*exc)
+
+
+def t_bounds(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(interval low, interval high, two-sided p) from per-unit brackets [..., k] (k >= 2): a t interval with
+    k - 1 degrees of freedom on each side (lower brackets for the low end, upper for the high end); a side
+    some unit cannot bound is infinite."""
+    k = lo.shape[-1]
+    t = stats.t.ppf(0.975, k - 1)
+    with np.errstate(all="ignore"):
+        se_lo = np.maximum(lo.std(axis=-1, ddof=1) / math.sqrt(k), 1e-12)
+        se_hi = np.maximum(hi.std(axis=-1, ddof=1) / math.sqrt(k), 1e-12)
+        low = np.where(np.isfinite(lo).all(axis=-1), lo.mean(axis=-1) - t * se_lo, -np.inf)
+        high = np.where(np.isfinite(hi).all(axis=-1), hi.mean(axis=-1) + t * se_hi, np.inf)
+        p_a = np.where(np.isfinite(low), 2 * stats.t.sf(lo.mean(axis=-1) / se_lo, k - 1), 1.0)
+        p_b = np.where(np.isfinite(high), 2 * stats.t.cdf(hi.mean(axis=-1) / se_hi, k - 1), 1.0)
+    return low, high, np.minimum(1.0, np.minimum(p_a, p_b))
+
+
+def _points(settings: list[Setting], unit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pooled KL, gold on even prompts, gold on odd prompts) of the settings this unit has, in that order."""
+    pos, g1, g2 = [], [], []
+    for s in settings:
+        if unit in s.units:
+            row = s.units.index(unit)
+            pos.append(s.kl.mean())
+            h1, h2 = _halves(s.gold[row])
+            g1.append(h1)
+            g2.append(h2)
+    return np.array(pos), np.array(g1), np.array(g2)
+
+
+def paired_units(a: list[Setting], b: list[Setting]) -> list:
+    """The unit ids both methods have (in order of first appearance in a)."""
+    seen_b = {u for s in b for u in s.units}
+    out = []
+    for s in a:
+        out += [u for u in s.units if u in seen_b and u not in out]
     return out
 
 
-def _within(kls: np.ndarray, rewards: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """A frontier's reward on the grid within its KL range (NaN outside): the grid already rests on the pooled
-    measured points, and one unit's points are as far apart as the pooled ones only on average."""
-    if kls.size == 0:
-        return np.full(grid.shape, np.nan)
-    return np.where((grid >= kls[0]) & (grid <= kls[-1]), np.interp(grid, kls, rewards), np.nan)
+def matched_kl(a: list[Setting], b: list[Setting], *, unit_kind: str = "seed") -> MatchedKL | None:
+    """Method a against method b on the staircase (module docstring); None when either has no finite point."""
+    a = [s for s in a if np.isfinite(s.kl).all() and np.isfinite(s.gold).all()]
+    b = [s for s in b if np.isfinite(s.kl).all() and np.isfinite(s.gold).all()]
+    grid = grid_of(np.array([s.kl.mean() for s in a]), np.array([s.kl.mean() for s in b]))
+    units = paired_units(a, b)
+    if grid.size == 0 or not units:
+        return None
+    brackets = np.array([unit_brackets(*_points(a, u), *_points(b, u), grid) for u in units])  # [k, 3]
+    lo, hi, est = brackets[:, 0], brackets[:, 1], brackets[:, 2]
+    if len(units) == 1:  # evaluation noise only: the points' per-prompt spread, no winner named from it
+        se = math.sqrt(_sem(a) ** 2 + _sem(b) ** 2)
+        low = float(lo[0]) - 1.96 * se if math.isfinite(lo[0]) else -math.inf
+        high = float(hi[0]) + 1.96 * se if math.isfinite(hi[0]) else math.inf
+        return MatchedKL(float(est[0]), low, high, grid, 1, 1.0, None, None, unit_kind)
+    low, high, p = t_bounds(lo, hi)
+    sd = float(np.std(est, ddof=1)) if np.isfinite(est).all() else None
+    return MatchedKL(float(np.nanmean(est)), float(low), float(high), grid, len(units), float(p),
+                     [float(x) for x in est], sd, unit_kind)
+
+
+def _sem(settings: list[Setting]) -> float:
+    """The typical standard error of one point's gold reward (median over the points of sd / sqrt(prompts))."""
+    return float(np.median([s.gold.std(axis=1, ddof=1).mean() / math.sqrt(s.gold.shape[1]) for s in settings]))
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -206,46 +213,13 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted
 
 
-def verdict_sentence(name_a: str, name_b: str, result: MatchedKL | None, *, converged: dict[str, str],
-                     adjusted_p: float | None = None, family: int = 1, units: str = "seed") -> str:
-    """The one verdict rule: a winner only when the interval excludes 0, the Holm-adjusted p-value of the
-    family of ``family`` comparisons is below 0.05, with several seeds (``units``: or replicates) the sign
-    holds in each of them, and every entry involved converged (else: inconclusive, with who leads "at these
-    budgets" and which runs had not converged); the sentence says what the interval covers."""
-    if result is None:
-        return (f"{name_a} and {name_b}: inconclusive, their frontiers never rest on measured points at the same "
-                f"KL (no interpolation across more than {MAX_KL_GAP:g} nats).")
-    span = f"{result.kl_low:.3g}\u2013{result.kl_high:.3g} nats"
-    if not (math.isfinite(result.ci_low) and math.isfinite(result.ci_high)):  # no resample kept the overlap
-        return (f"At matched KL ({span}), {name_a} vs {name_b}: inconclusive, difference {result.difference:.3f} "
-                f"with no interval: in no resample of the prompts did both frontiers still cover that KL (the "
-                f"measured overlap is too narrow to resample).")
-    covers = f"evaluation noise and {units}-to-{units} variation" if result.seeds > 1 else "evaluation noise only"
-    interval = f"95% interval {result.ci_low:.3f} to {result.ci_high:.3f}, covering {covers}"
-    if adjusted_p is not None and family > 1:
-        shown = f"{adjusted_p:.3g}" if adjusted_p > 0 or not result.n_boot else f"< {1 / result.n_boot:g}"
-        interval += f"; Holm-adjusted p {shown} over {family} comparisons"  # 0 of n_boot resamples: below 1/n_boot
-    if not (result.ci_low > 0 or result.ci_high < 0):
-        return (f"At matched KL ({span}), {name_a} vs {name_b}: inconclusive, difference {result.difference:.3f} "
-                f"({interval}).")
-    if adjusted_p is not None and family > 1 and adjusted_p >= 0.05:
-        return (f"At matched KL ({span}), {name_a} vs {name_b}: inconclusive after the Holm adjustment, difference "
-                f"{result.difference:.3f} ({interval}).")
-    signs = [d for d in result.unit_differences or [] if not (math.isfinite(d) and d * result.difference > 0)]
-    if signs:
-        each = ", ".join(f"{d:.3f}" for d in result.unit_differences)
-        return (f"At matched KL ({span}), {name_a} vs {name_b}: inconclusive, the sign does not hold in every "
-                f"{units} (difference {result.difference:.3f}, each {units} alone: {each}; {interval}).")
-    a_wins = result.ci_low > 0
-    winner, loser = (name_a, name_b) if a_wins else (name_b, name_a)
-    gap, low, high = ((result.difference, result.ci_low, result.ci_high) if a_wins
-                      else (-result.difference, -result.ci_high, -result.ci_low))
-    interval = interval.replace(f"{result.ci_low:.3f} to {result.ci_high:.3f}", f"{low:.3f} to {high:.3f}")
-    unconverged = sorted(label for label, state in converged.items() if state not in ("converged", "no training"))
-    if unconverged:  # a lead of a run still learning (or cut off by its schedule) says nothing of its method
-        named = (", ".join(unconverged) if len(unconverged) <= 3
-                 else f"{len(unconverged)} of their {len(converged)} runs")
-        return (f"At matched KL ({span}), {name_a} vs {name_b}: inconclusive, {winner} leads {loser} by {gap:.3f} "
-                f"at these budgets but {named} had not converged (--until-converged trains on until they do; "
-                f"{interval}).")
-    return f"At matched KL ({span}), {winner} reaches a higher gold reward than {loser} by {gap:.3f} ({interval})."
+def seeds_needed(difference: float, sd: float | None, *, power: float = 0.8, cap: int = 1000) -> int | None:
+    """Paired units a t test (5%, two-sided) needs to detect ``difference`` with ``power`` when the per-unit
+    differences have sd ``sd``; None when it cannot say (no sd, or no difference)."""
+    if sd is None or not math.isfinite(sd) or difference == 0 or not math.isfinite(difference):
+        return None
+    for k in range(2, cap + 1):
+        se = max(sd, 1e-12) / math.sqrt(k)
+        if stats.t.ppf(0.975, k - 1) + stats.norm.ppf(power) <= abs(difference) / se:
+            return k
+    return None

@@ -20,7 +20,7 @@ from alignkit.report.plots import plot_compute, plot_frontier, plot_temperature
 from alignkit.report.records import (HEAD_TO_HEAD_METHOD, N_BOOT, RunRecord, check_runs_share, comparison_rows, load_runs, trajectory_rows, winrate_matrix)
 from alignkit.runfolder import claim_comparison_dir
 from alignkit.runlog import write_json, write_text
-from alignkit.report.verdicts import (CONVERGENCE, FAMILY, METHOD as MATCHED_KL_METHOD, convergence_of, matched_kl_verdicts)
+from alignkit.report.verdicts import (CONVERGENCE, FAMILY, METHOD as MATCHED_KL_METHOD, convergence_of, headline, matched_kl_verdicts, table_rows)
 from alignkit.report.versions import version_differences, version_warning
 from alignkit.logs import get_logger
 
@@ -196,16 +196,16 @@ def render_markdown(runs: list[RunRecord], frame, matrix, index: dict) -> str:
               "intervals on both axes); faint markers: checkpoints during training (`eval.every_steps`, on the "
               f"first {min(shared['eval']['trajectory_prompts'], evaluated)} of the {evaluated} prompts).", "",
               "## At matched KL", ""]
-    lines += [f"- {s['sentence']} Final points only: {s['final_sentence']}" for s in index["matched_kl"]] or \
-        ["- Only one method: nothing to match."]
-    lines += ["", "Matched KL: each method's Pareto frontier over its points on the full prompt set (final "
-              "evaluations, and the checkpoints that recorded their prompts when `eval.trajectory_prompts` covers "
-              f"every prompt; seeds of a setting averaged), compared on a shared KL grid: "
-              f"{index['matched_kl_method']}. Multiplicity: {index['matched_kl_family']} (family size "
-              f"{len(index['matched_kl'])}). A winner is named only when the interval excludes 0 and every "
-              f"entry of both methods converged; otherwise the sentence is inconclusive and says who leads \"at "
-              f"these budgets\" and which runs had not converged. Convergence: "
-              f"{index['convergence_test']}.", ""]
+    verdicts = index["matched_kl"]
+    lead = headline(verdicts, [r.group for r in runs])
+    lines += ([f"**{lead['a']} vs {lead['b']}** (the first two methods named): {lead['sentence']}", ""]
+              if lead else []) + (table_rows(verdicts) if verdicts else ["Only one method: nothing to match."])
+    family = verdicts[0]["family"] if verdicts else 0
+    lines += ["", f"Matched KL: {index['matched_kl_method']}. Verdict rule: a winner when the interval excludes 0, "
+              f"the Holm-adjusted p is below 0.05 ({index['matched_kl_family']}; {family} comparisons adjusted) and "
+              f"none of the trailing method's runs could still improve at the matched KL; equivalent within "
+              f"\u00b1{verdicts[0]['margin'] if verdicts else 0:g} when the interval lies inside it; otherwise "
+              f"inconclusive, with what it would take. Convergence: {index['convergence_test']}.", ""]
     lines += _compute_lines(index["compute"])
     lines += ["## Win rate vs temperature", "",
               "![win rate vs temperature](temperature.png)", ""]
@@ -296,7 +296,8 @@ def _caveats(runs, primary, shared, index) -> list[str]:
     by_label = {e["label"]: e["convergence"]["label"] for e in index["entries"]}
     for state, what in (("still improving", "Still improving when training stopped (the gold reward's rise over "
                                              "the last checkpoints is above 0 with 95% confidence)"),
-                        ("budget-limited", "Flat only because the learning-rate schedule had decayed (budget-limited)"),
+                        ("budget-limited", "Still improving when the learning-rate schedule had decayed (budget-limited)"),
+                        ("declining", "Declining when training stopped (over-optimisation or instability)"),
                         ("unknown", "Convergence unknown (too few or too noisy checkpoints; set `eval.every_steps` "
                                     "or train longer)")):
         named = [label for label, label_state in by_label.items() if label_state == state]
@@ -344,5 +345,6 @@ def screen_table(out: Path) -> str:
                      f"{r['win_rate_vs_reference']:>6.3f} [{r['win_rate_ci_low']:.2f}, {r['win_rate_ci_high']:.2f}] "
                      f"{int(r['train_steps']) if not pd.isna(r['train_steps']) else 0:>6} "
                      f"{r['train_wall_s'] if not pd.isna(r['train_wall_s']) else 0:>8.1f}  {r['convergence']}")
-    lines += [f"  {s['sentence']}" for s in index["matched_kl"]]  # the final-points-only view: report.md
+    lead = headline(index["matched_kl"], list(dict.fromkeys(e["group"] for e in index["entries"])))
+    lines += [f"  {lead['sentence']}"] if lead else []  # every pair: the table in report.md
     return "\n".join(lines)

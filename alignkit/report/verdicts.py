@@ -1,7 +1,8 @@
 """What a comparison may conclude from its finished runs: each entry's convergence label (the stated test of
 :mod:`alignkit.eval.convergence` on its trajectory and learning rate) and, for every two methods, the
-matched-KL verdict of :mod:`alignkit.eval.matched_kl`, over every evaluated point and over final points only.
-Nothing here trains or samples: it reads what the runs wrote."""
+matched-KL verdict (:mod:`alignkit.eval.matched_kl`, :mod:`alignkit.eval.verdict`), over every evaluated point
+and over final points only, all of a report's comparisons one Holm family. Nothing here trains or samples: it
+reads what the runs wrote."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ import itertools
 import numpy as np
 
 from alignkit.eval.convergence import ConvergenceTest, convergence
-from alignkit.eval.matched_kl import MAX_KL_GAP, MatchedKL, Setting, bootstrap_matched_kl, holm, verdict_sentence
+from alignkit.eval.matched_kl import KL_MATCH, MatchedKL, Setting, holm, matched_kl
+from alignkit.eval.verdict import MARGIN, Run, decide, interval_text, sentence
 from alignkit.report.records import RunRecord
 from alignkit.runlog import read_jsonl
 
-N_BOOT = 1000
 CONVERGENCE = ConvergenceTest()
-METHOD = (f"bootstrap over the shared evaluation prompts ({N_BOOT} resamples, the same for every point of both "
-          f"methods, seeds resampled too when a setting has several), both frontiers rebuilt in every resample, "
-          f"interpolated only between points at most {MAX_KL_GAP:g} nats apart; basic 95% interval")
+METHOD = (f"each method's frontier as a staircase (at KL k: the best gold of its points at KL <= k, points "
+          f"within {KL_MATCH:.0%} of a KL counting as at it; never interpolated), each step chosen on half of "
+          f"the prompts and read on the other; per paired unit (seed, or replicate) the mean over the measured "
+          f"KLs of one method's lower step against the other's upper step; a t interval over units (k - 1 "
+          f"degrees of freedom); one unit covers evaluation noise only and names no winner")
 
 
 def lr_fraction(run: RunRecord) -> float | None:
@@ -34,12 +37,13 @@ def lr_fraction(run: RunRecord) -> float | None:
     return at_end[-1] / peak if at_end and peak > 0 else None
 
 
-def convergence_of(run: RunRecord) -> dict:
-    """The run's label (converged, still improving, budget-limited, unknown; no training for Best-of-N) and
-    the numbers behind it."""
+def convergence_of(run: RunRecord, test: ConvergenceTest = CONVERGENCE) -> dict:
+    """The run's label (converged, declining, still improving, budget-limited, unknown; no training for
+    Best-of-N) and the numbers behind it."""
     if not run.summary.steps:
         return {"label": "no training"}
-    return convergence(run.trajectory, CONVERGENCE, lr_fraction=lr_fraction(run))
+    return convergence(run.trajectory, test, lr_fraction=lr_fraction(run),
+                       reference=run.summary.reference_gold_reward_mean)
 
 
 def _points(run: RunRecord, checkpoints: bool) -> list[tuple[object, np.ndarray, np.ndarray]]:
@@ -58,65 +62,96 @@ def _points(run: RunRecord, checkpoints: bool) -> list[tuple[object, np.ndarray,
     return points
 
 
-def settings(runs: list[RunRecord], checkpoints: bool = True) -> dict[str, list[Setting]]:
-    """Each method's evaluated points as resampling settings; the seeds of one sweep point at one position are
-    one setting (seeds are averaged before a frontier is built, never maximised over)."""
-    grouped: dict[tuple, list[tuple[np.ndarray, np.ndarray]]] = {}
+def unit_of(run: RunRecord, units: str) -> object:
+    """The run's unit: its replicate (``r<k>/`` label prefix of a combined report) or its training seed."""
+    return run.label.split("/")[0] if units == "replicate" else run.manifest.get("train_seed")
+
+
+def settings(runs: list[RunRecord], checkpoints: bool = True, units: str = "seed") -> dict[str, list[Setting]]:
+    """Each method's evaluated points as settings with one row per unit (a replicate's seeds averaged); a
+    setting is a sweep point at one position (a checkpoint step, or the final evaluation)."""
+    grouped: dict[tuple, dict[object, list[tuple[np.ndarray, np.ndarray]]]] = {}
     for run in runs:
         if not run.is_policy:
             continue
         sweep = tuple(sorted(run.sweep.items()))
         for position, gold, kl in _points(run, checkpoints):
-            grouped.setdefault((run.group, sweep, position), []).append((gold, kl))
+            grouped.setdefault((run.group, sweep, position), {}).setdefault(unit_of(run, units), []).append((gold, kl))
     out: dict[str, list[Setting]] = {}
-    for (group, sweep, position), seeds in grouped.items():
+    for (group, sweep, position), by_unit in grouped.items():
         label = f"{group}{''.join(f'@{k}={v}' for k, v in sweep)}@{position}"
-        out.setdefault(group, []).append(Setting(np.stack([g for g, _ in seeds]), np.stack([k for _, k in seeds]),
-                                                 label))
+        ids = list(by_unit)
+        gold = np.stack([np.mean([g for g, _ in by_unit[u]], axis=0) for u in ids])
+        kl = np.stack([np.mean([k for _, k in by_unit[u]], axis=0) for u in ids])
+        out.setdefault(group, []).append(Setting(gold, kl, label, tuple(ids)))
     return out
 
 
-def matched_kl_verdicts(runs: list[RunRecord], labels: dict[str, str], *, units: str = "seed") -> list[dict]:
+def matched_kl_verdicts(runs: list[RunRecord], labels: dict[str, str], *, units: str = "seed",
+                        margin: float = MARGIN) -> list[dict]:
     """For every two methods: the verdict over all evaluated points and over final points only, each with its
-    sentence under the verdict rule. ``labels``: each run's convergence label. The all-points verdicts are one
-    family, the final-points ones another, each Holm-adjusted (:data:`FAMILY`). ``units``: what a setting's
-    several runs are (seeds; replicates in a combined report)."""
-    every, finals = settings(runs, checkpoints=True), settings(runs, checkpoints=False)
+    table row and sentence under the verdict rule. ``labels``: each run's convergence label. Every comparison
+    of the report is one Holm family (:data:`FAMILY`). ``units``: what a setting's several runs are (seeds;
+    replicates in a combined report)."""
+    every, finals = settings(runs, True, units), settings(runs, False, units)
     pairs = list(itertools.combinations(sorted(every), 2))
-    results = [bootstrap_matched_kl(every[a], every[b], n_boot=N_BOOT) for a, b in pairs]
-    final = [bootstrap_matched_kl(finals[a], finals[b], n_boot=N_BOOT) if a in finals and b in finals else None
+    results = [matched_kl(every[a], every[b], unit_kind=units) for a, b in pairs]
+    final = [matched_kl(finals[a], finals[b], unit_kind=units) if a in finals and b in finals else None
              for a, b in pairs]
-    holm_all, holm_final = _family(results), _family(final)
+    adjusted, family = _family(results + final)
+    facts = [Run(r.label, r.group, labels[r.label], r.summary.kl_mean) for r in runs if r.is_policy]
     out = []
-    for (a, b), result, last, p_all, p_final in zip(pairs, results, final, holm_all, holm_final):
-        involved = {r.label: labels[r.label] for r in runs if r.group in (a, b)}
+    for i, ((a, b), result, last) in enumerate(zip(pairs, results, final)):
+        p_all, p_final = adjusted[i], adjusted[len(pairs) + i]
+        verdict = decide(a, b, result, facts, margin=margin, adjusted_p=p_all)
+        last_verdict = decide(a, b, last, facts, margin=margin, adjusted_p=p_final)
         out.append({"a": a, "b": b, "result": _as_dict(result, p_all), "final_points_only": _as_dict(last, p_final),
-                    "sentence": verdict_sentence(a, b, result, converged=involved, adjusted_p=p_all,
-                                                 family=len(pairs), units=units),
-                    "final_sentence": verdict_sentence(a, b, last, converged=involved, adjusted_p=p_final,
-                                                       family=len(pairs), units=units)})
+                    "verdict": verdict.kind, "winner": verdict.winner, "answer": verdict.answer,
+                    "would_take": verdict.would_take, "final_verdict": last_verdict.answer,
+                    "family": family, "margin": margin,
+                    "sentence": sentence(a, b, result, verdict, family=family),
+                    "final_sentence": sentence(a, b, last, last_verdict, family=family)})
     return out
 
 
-FAMILY = ("the matched-KL sentences of every two methods are one family (the final-points-only sentences "
-          "another), Holm-adjusted: a winner is named only when its Holm-adjusted p-value (from the bootstrap "
-          "distribution, the level at which the basic interval would just reach 0) is below 0.05")
+FAMILY = ("every matched-KL comparison of a report (all points and final points only, every pair with two or "
+          "more units) is one family, Holm-adjusted: a winner is named only when its Holm-adjusted p-value "
+          "(the t test of the side that leads) is below 0.05")
 
 
-def _family(results: list) -> list[float | None]:
-    """Holm-adjusted p-values of the defined results (None where a pair had no verdict)."""
-    defined = [i for i, r in enumerate(results) if r is not None]
+def table_rows(verdicts: list[dict]) -> list[str]:
+    """The verdicts as one markdown table, a row per pair."""
+    lines = ["| pair | KL range (nats) | difference | 95% interval | units | verdict | final points only "
+             "| what it would take / would flip it |", "|---" * 8 + "|"]
+    for v in verdicts:
+        r = v["result"]
+        cells = ([f"{r['kl_low']:.3g}\u2013{r['kl_high']:.3g}", f"{r['difference']:.3f}",
+                  interval_text(r["ci_low"], r["ci_high"]), str(r["units"])] if r else ["\u2013"] * 4)
+        lines.append(f"| {v['a']} vs {v['b']} | " + " | ".join(cells)
+                     + f" | {v['answer']} | {v['final_verdict']} | {v['would_take']} |")
+    return lines
+
+
+def headline(verdicts: list[dict], groups: list[str]) -> dict | None:
+    """The verdict of the first two methods in the order the comparison named them (None with fewer)."""
+    named = list(dict.fromkeys(groups))[:2]
+    return next((v for v in verdicts if {v["a"], v["b"]} == set(named)), None) if len(named) == 2 else None
+
+
+def _family(results: list) -> tuple[list[float | None], int]:
+    """Holm-adjusted p-values of the results with two or more units (None elsewhere), and how many were adjusted."""
+    defined = [i for i, r in enumerate(results) if r is not None and r.units > 1]
     adjusted = holm([results[i].p_value for i in defined])
     out: list[float | None] = [None] * len(results)
     for i, p in zip(defined, adjusted):
         out[i] = p
-    return out
+    return out, len(defined)
 
 
 def _as_dict(result: MatchedKL | None, holm_p: float | None = None) -> dict | None:
     if result is None:
         return None
     return {"difference": result.difference, "ci_low": result.ci_low, "ci_high": result.ci_high,
-            "kl_low": result.kl_low, "kl_high": result.kl_high, "seeds": result.seeds,
-            "undefined_fraction": result.undefined_fraction, "p_value": result.p_value, "holm_p": holm_p,
-            "unit_differences": result.unit_differences}
+            "kl_low": result.kl_low, "kl_high": result.kl_high, "units": result.units, "seeds": result.units,
+            "p_value": result.p_value, "holm_p": holm_p, "unit_differences": result.unit_differences,
+            "unit_sd": result.unit_sd}

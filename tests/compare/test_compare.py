@@ -127,7 +127,9 @@ def test_compare_writes_every_output(finished):
     report = (out / "report.md").read_text()
     assert "paired bootstrap" in report and "## At matched KL" in report and "## Caveats" in report
     assert "## At matched compute" in report and "6N per trained token" in report
-    assert "Holm-adjusted" in report and "family size 6" in report  # 4 methods: 6 pairwise sentences, one family
+    assert "Holm-adjusted" in report and "0 comparisons adjusted" in report  # one seed: nothing to adjust
+    assert report.count(" | inconclusive (one run each: evaluation noise only) |") == 6  # 4 methods: a row a pair
+    assert "**dpo vs ipo** (the first two methods named)" in report and "What it would take: paired seeds" in report
     kl_of = by_label["kl_mean"]
     assert f"| dpo (KL {kl_of['dpo']:.2f}) |" in report  # head to head: each entry's KL beside its win rates
     assert wins.loc[("dpo", "ppo"), "row_kl"] == pytest.approx(kl_of["dpo"], rel=1e-5)

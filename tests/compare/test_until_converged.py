@@ -36,7 +36,7 @@ def test_entries_are_extended_in_rounds_from_their_last_state(tmp_path, compare_
     spec = tmp_path / "cmp.yaml"
     spec.write_text("name: uc\nentries: [dpo]\nuntil_converged: {max_rounds: 3}\n")
     labels = iter(["still improving", "unknown", "converged"])  # round 0, 1, 2: the third round is never run
-    monkeypatch.setattr(until_converged, "convergence_of", lambda run: {"label": next(labels)})
+    monkeypatch.setattr(until_converged, "convergence_of", lambda run, test: {"label": next(labels)})
     out = tmp_path / "out"
     args = [a for o in [*compare_overrides, *FAST] for a in ("--set", o)]
     result = CliRunner().invoke(main, ["compare", str(spec), "--out", str(out), *args], catch_exceptions=False)
@@ -72,7 +72,7 @@ def test_every_round_goes_through_the_executor(tmp_path, compare_overrides, monk
     give the sequential comparison's table and rounds (all but the measured wall-time and memory columns)."""
     spec = tmp_path / "cmp.yaml"
     spec.write_text("name: uc\nentries: [dpo, ipo=dpo:loss=ipo]\nuntil_converged: {max_rounds: 1}\n")
-    monkeypatch.setattr(until_converged, "convergence_of", lambda run: {"label": "still improving"})
+    monkeypatch.setattr(until_converged, "convergence_of", lambda run, test: {"label": "still improving"})
     args = [a for o in [*compare_overrides, *FAST] for a in ("--set", o)]
     outs = {}
     for name, extra in (("sequential", []), ("jobs", ["--jobs", "2"])):

@@ -19,7 +19,8 @@ def _point(step: int, gold: float, kl: float = 1.0, half: float = 0.02, n: int =
 
 
 def _run(label: str, trajectory: list[dict], steps: int = 50, final: float = 0.7) -> RunRecord:
-    summary = {"budget": {"steps": steps}, "by_temperature": [], **_point(steps, final, kl=2.0)}
+    summary = {"budget": {"steps": steps}, "by_temperature": [], **_point(steps, final, kl=2.0),
+               "reference_gold_reward_mean": 0.3}
     return RunRecord(Path(label), {"compare_entry": {"label": label, "group": label.split("@")[0]}},
                      EvalSummary.from_dict(summary), trajectory)
 
@@ -31,13 +32,14 @@ def test_convergence_labels_of_runs(tmp_path):
     assert convergence_of(_run("flat", flat))["label"] == "converged"
     assert convergence_of(_run("one point", [_point(50, 0.6)]))["label"] == "unknown"
     assert convergence_of(_run("sampler", [], steps=0))["label"] == "no training"
-    decayed = _run(str(tmp_path / "decayed"), flat)
     (tmp_path / "decayed").mkdir()
     (tmp_path / "decayed" / "metrics.jsonl").write_text("".join(
         f'{{"stage": "dpo", "step": {s}, "lr": {lr}}}\n' for s, lr in ((10, 0.001), (125, 0.0001))))
-    decayed.summary.method = "dpo"
-    result = convergence_of(decayed)
-    assert result["label"] == "budget-limited" and result["lr_fraction"] == pytest.approx(0.1)
+    for trajectory, label in ((rising, "budget-limited"), (flat, "converged")):  # flat under a decayed schedule:
+        decayed = _run(str(tmp_path / "decayed"), trajectory)                   # converged (the changed rule)
+        decayed.summary.method = "dpo"
+        result = convergence_of(decayed)
+        assert result["label"] == label and result["lr_fraction"] == pytest.approx(0.1)
 
 
 def test_runs_that_disagree_on_a_shared_section_are_refused_in_one_line():
