@@ -59,6 +59,9 @@ class PreferenceConfig:
         problem = columns_problem(self.columns)
         if problem:
             yield problem
+        if not self.append_eos and not self.is_user_data:
+            yield "append_eos", ("false applies to your data (a file or hf:); generated pairs carry EOS exactly "
+                                 "where the sampler stopped")
         if self.source.startswith("hf:") and not self.source[3:].strip():
             yield "source", "hf: needs a dataset id, e.g. hf:Anthropic/hh-rlhf"
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import inspect
 import re
 
+import pytest
+
 import alignkit.stages.keys as keys
+from alignkit.errors import ConfigError
 from alignkit.runformat import CHANGES
 from tiny import write_pairs  # tests/tiny.py
 
@@ -28,7 +31,8 @@ def test_append_eos_keys_your_data_only(tmp_path):
         keys = StageKeys(load_recipe("dpo_imdb", list(sets)), tmp_path).all()
         return {k: keys[k] for k in ("preferences", "reward_model", "reference_logps")}
 
-    assert stage_keys() == stage_keys("preferences.append_eos=false")
+    with pytest.raises(ConfigError, match="preferences.append_eos: false applies to your data"):
+        stage_keys("preferences.append_eos=false")
     pairs = write_pairs(tmp_path / "pairs.jsonl")
     mine = (f"preferences.source={pairs}", "task.dataset=preferences", "gold_reward=heldout-reward-model")
     new, old = stage_keys(*mine), stage_keys(*mine, "preferences.append_eos=false")
