@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import re
@@ -99,7 +100,8 @@ WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, err
 
 
 class _Group(click.Group):
-    """Report user errors as one line on stderr with exit code 2, never a traceback."""
+    """Report user errors as one line on stderr with exit code 1 (click's usage errors keep 2), never a
+    traceback."""
 
     def invoke(self, ctx):
         try:
@@ -107,7 +109,7 @@ class _Group(click.Group):
         except AlignkitError as exc:
             if launched_rank() == 0:  # under accelerate launch every process fails alike: one line, not N
                 click.echo(f"alignkit: error: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(1)
         except OSError as exc:  # a write alignkit did not wrap (a model's weights, a plot): still one line
             if exc.errno not in WRITE_ERRNOS:
                 raise
@@ -115,7 +117,7 @@ class _Group(click.Group):
                 click.echo(f"alignkit: error: {exc.filename or 'a file'}: could not be written ({exc.strerror}); "
                            "what was there before is kept; free space (or choose another --out) and rerun the "
                            "same command", err=True)
-            sys.exit(2)
+            sys.exit(1)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -145,6 +147,9 @@ def run(recipe: Path | None, config: Path | None, out: Path | None, overwrite: b
     """Run one method from a YAML RECIPE (or --config RECIPE) and evaluate it."""
     recipe = _one_recipe(recipe, config)
     configure_threads(threads)
+    from alignkit.trl_names import trl_output_dir
+
+    out = out or (trl_output_dir(recipe) if recipe.suffix in (".yaml", ".yml") and recipe.is_file() else None)
     from alignkit.run.pipeline import run_recipe
     from alignkit.runfolder import default_run_dir
     from alignkit.recipe import load_recipe, unread_override
@@ -162,6 +167,18 @@ def run(recipe: Path | None, config: Path | None, out: Path | None, overwrite: b
     if launched_rank() == 0:
         click.echo(json.dumps(summary.to_dict(), indent=2))
         click.echo(f"run directory: {run_dir}", err=True)
+
+
+def _as_method(method: str, **params):
+    """``alignkit METHOD --config FILE``, as trl spells it: ``alignkit run`` with ``method=METHOD``."""
+    params["overrides"] = (f"method={method}", *params["overrides"])
+    return run.callback(**params)
+
+
+for _method in ("dpo", "kto", "grpo", "rloo"):
+    main.add_command(click.Command(_method, params=run.params,
+                                   callback=functools.partial(_as_method, _method), help=f"alignkit run with method={_method}: alignkit {_method} --config "
+                                        f"trl_{_method}.yaml runs a trl config as trl {_method} does."))
 
 
 def _one_recipe(recipe: Path | None, config: Path | None) -> Path:

@@ -65,6 +65,7 @@ def _build_dataclass(cls: type, data: Any, where: str, problems: list[str]) -> A
         return None
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
+    data = canonical_keys(cls, data, where, problems)
     kwargs: dict[str, Any] = {}
     for key, raw in data.items():
         path = _join(where, key)
@@ -93,6 +94,34 @@ def _build_dataclass(cls: type, data: Any, where: str, problems: list[str]) -> A
             for key, message in check(obj) or ():
                 problems.append(f"{_join(where, key)}: {message}")
     return obj
+
+
+def aliases(cls: type) -> dict[str, str]:
+    """The other names (trl's) a config class accepts for its keys, ``{alias: canonical}``: the ``ALIASES``
+    of the class and its bases."""
+    found: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        found.update(klass.__dict__.get("ALIASES", {}))
+    return found
+
+
+def canonical_keys(cls: type, data: dict, where: str, problems: list[str]) -> dict:
+    """``data`` with every alias renamed to its canonical key (after the class's ``from_aliases`` hook, which
+    converts an alias whose meaning differs); an alias given beside its canonical key is a problem."""
+    hook = getattr(cls, "from_aliases", None)
+    if hook is not None:
+        data, problem = hook(dict(data))
+        if problem:
+            problems.append(f"{_join(where, problem[0])}: {problem[1]}")
+    names = aliases(cls)
+    out: dict = {}
+    for key, value in data.items():
+        name = names.get(key, key)
+        if name != key and name in data:
+            problems.append(f"{_join(where, key)}: is trl's name of {name}, which is also given; give one")
+            continue
+        out[name] = value
+    return out
 
 
 def _convert(tp: Any, raw: Any, path: str, problems: list[str]) -> Any:

@@ -25,6 +25,7 @@ from alignkit.eval.evaluator import EvalConfig
 from alignkit.models.config import ModelConfig
 from alignkit.runtime import device_problem
 from alignkit.trackers import report_to_problem
+from alignkit.trl_names import canonical_overrides, from_trl_config, is_trl_config
 from alignkit.models.loading import tokenizer_on_disk
 from alignkit.registry import DATASETS, METHODS, REWARDS, load_plugins
 
@@ -98,7 +99,9 @@ def load_recipe(path: str | Path | None, overrides: Iterable[str] = (), plugins:
     path = resolve_recipe_path(path) if path else None
     raw = read_yaml(path) if path else {}
     raw = {**(defaults or {}), **raw}
-    apply_overrides(raw, overrides)
+    apply_overrides(raw, canonical_overrides(raw, overrides))
+    if is_trl_config(raw):  # trl's flat TrainingArguments keys, as trl's docs write a config
+        raw = from_trl_config(raw, str(path or "recipe"), Path(path).stem if path else "")
     return recipe_from_data(raw, str(path) if path else "recipe", Path(path).parent if path else Path.cwd(),
                             plugins)
 

@@ -14,9 +14,10 @@ PPO drives :class:`TrainingLoop` and :func:`apply_update` itself, with two optim
 from __future__ import annotations
 
 import math
+import os
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, ClassVar, Iterable, Optional, Sequence
 
 import torch
 
@@ -31,13 +32,15 @@ from alignkit.progress import bar as progress_bar
 class OptimConfig:
     """What every alignkit training loop accepts, whatever it iterates over (batches, PPO iterations)."""
 
-    lr: float = option(1e-4, "peak learning rate (AdamW)", gt=0)
+    ALIASES: ClassVar[dict[str, str]] = {"learning_rate": "lr", "save_steps": "checkpoint_every"}
+
+    lr: float = option(1e-4, "peak learning rate (AdamW; trl: learning_rate)", gt=0)
     gradient_accumulation_steps: int = option(1, "split each process's share of a batch (PPO: minibatch) into "
                                                  "this many micro-batches, one backward each: the same step in "
                                                  "less memory", ge=1)
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: off)", ge=0)
     checkpoint_every: int = option(50, "save a resumable checkpoint every N optimiser steps (PPO: iterations; "
-                                       "0: off)", ge=0)
+                                       "0: off; trl: save_steps)", ge=0)
     skip_nonfinite: bool = option(False, "skip (and count) a step whose loss or gradient norm is NaN/inf "
                                          "instead of stopping the run")
     lr_schedule_steps: int = option(0, "the learning-rate schedule spans this many steps (PPO: iterations), and "
@@ -51,13 +54,36 @@ class OptimConfig:
 class TrainingConfig(OptimConfig):
     """Optimisation settings of every method trained by :func:`fit` over batches of examples."""
 
-    batch_size: int = option(16, "sequences (or pairs) per optimiser step, over all processes together", ge=1)
-    epochs: float = option(1.0, "passes over the training data (fractions allowed)", gt=0)
+    ALIASES: ClassVar[dict[str, str]] = {"num_train_epochs": "epochs", "logging_steps": "log_every"}
+
+    batch_size: int = option(16, "sequences (or pairs) per optimiser step, over all processes together "
+                                 "(trl: per_device_train_batch_size x gradient_accumulation_steps x "
+                                 "processes)", ge=1)
+    epochs: float = option(1.0, "passes over the training data (fractions allowed; trl: num_train_epochs)",
+                           gt=0)
     max_steps: int = option(0, "train for exactly this many optimiser steps, overriding epochs (0: use epochs)",
                             ge=0)
     warmup_steps: int = option(10, "linear learning-rate warm-up steps", ge=0)
     weight_decay: float = option(0.0, "AdamW weight decay", ge=0)
-    log_every: int = option(10, "log averaged metrics every N steps", ge=1)
+    log_every: int = option(10, "log averaged metrics every N steps (trl: logging_steps)", ge=1)
+
+    @staticmethod
+    def from_aliases(data: dict) -> tuple[dict, tuple[str, str] | None]:
+        """trl's per_device_train_batch_size as batch_size: it times gradient_accumulation_steps times the
+        processes (WORLD_SIZE), trl's effective batch; each micro-batch is then per_device_train_batch_size
+        (a wrong value is a problem; both sizes given are refused)."""
+        if "per_device_train_batch_size" not in data:
+            return data, None
+        per_device = data.pop("per_device_train_batch_size")
+        if "batch_size" in data:
+            return data, ("per_device_train_batch_size",
+                          "batch_size is also given (the whole batch per step); give one")
+        if isinstance(per_device, bool) or not isinstance(per_device, int) or per_device < 1:
+            return data, ("per_device_train_batch_size", f"expected a positive integer, got {per_device!r}")
+        accumulation = data.get("gradient_accumulation_steps", 1)
+        accumulation = accumulation if isinstance(accumulation, int) and accumulation > 0 else 1
+        data["batch_size"] = per_device * accumulation * int(os.environ.get("WORLD_SIZE", "1"))
+        return data, None
 
     def check(self):
         if self.gradient_accumulation_steps > self.batch_size:

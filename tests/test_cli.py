@@ -18,7 +18,7 @@ def invoke(*args):
 
 
 def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("alignkit: error: ")]
     assert len(errors) == 1 and lines[-1] == errors[0], result.output  # progress lines may precede it

@@ -70,7 +70,7 @@ def test_dataset_name_of_the_hub_becomes_hf_source_and_a_conflicting_set_is_refu
     assert trl_overrides(model_name_or_path="123") == ['model.name_or_path="123"']  # a string, never a number
     result = CliRunner().invoke(main, ["run", str(RECIPES / "dpo_imdb.yaml"), "--out", str(tmp_path / "o"),
                                        "--model_name_or_path", "a", "--set", "model.name_or_path=b"])
-    assert result.exit_code == 2 and "recipe" not in captured
+    assert result.exit_code == 1 and "recipe" not in captured
     assert result.output.strip().splitlines() == [
         'alignkit: error: --model_name_or_path sets model.name_or_path to "a", and --set '
         'model.name_or_path=b to another value; give one']
@@ -82,7 +82,7 @@ def test_dataset_name_of_the_hub_becomes_hf_source_and_a_conflicting_set_is_refu
 @pytest.mark.parametrize("name", ["./typo.jsonl", "../data/pairs", "/data/x", "pairs.parquet", "my.csv"])
 def test_dataset_name_that_looks_like_a_path_and_is_missing_is_a_missing_file(tmp_path, captured, name):
     result = CliRunner().invoke(main, ["run", str(RECIPES / "dpo_imdb.yaml"), "--dataset_name", name])
-    assert result.exit_code == 2 and "recipe" not in captured
+    assert result.exit_code == 1 and "recipe" not in captured
     assert result.output.strip().splitlines() == [
         f"alignkit: error: --dataset_name {name}: file not found (a Hub dataset is named ORG/NAME)"]
 
@@ -92,7 +92,7 @@ def test_gpus_per_entry_on_a_machine_without_gpus_is_refused(tmp_path, monkeypat
     sets = [a for s in tiny_overrides for a in ("--set", s)]
     result = CliRunner().invoke(main, ["compare", "dpo", "--gpus-per-entry", "1",
                                        "--out", str(tmp_path / "c"), *sets])
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output
     assert result.output.strip().splitlines()[-1] == (
         "alignkit: error: --jobs 1 with --gpus-per-entry 1 needs 1 GPU(s); 0 visible (none); lower --jobs, "
         "or --gpus-per-entry 0 for CPU")
@@ -125,7 +125,7 @@ def test_compare_config_is_a_comparison_yaml(tmp_path, captured):
 ])
 def test_missing_or_doubled_recipe_is_one_line(args, fragment):
     result = invoke(*args)
-    assert result.exit_code == 2 and fragment in result.output and "Traceback" not in result.output
+    assert result.exit_code == 1 and fragment in result.output and "Traceback" not in result.output
 
 
 @pytest.mark.parametrize("command", ["run", "compare"])

@@ -23,7 +23,7 @@ LAYERS = [
     ("reports: run folders to conclusions", ["alignkit.report"]),
     ("shared stages", ["alignkit.stages"]),
     ("run folders", ["alignkit.runfolder", "alignkit.runformat"]),
-    ("recipe", ["alignkit.recipe"]),
+    ("recipe", ["alignkit.recipe", "alignkit.trl_names"]),
     ("evaluation", ["alignkit.eval"]),
     ("models", ["alignkit.models"]),
     ("data", ["alignkit.data"]),

@@ -55,7 +55,7 @@ def test_bad_thread_counts_are_one_error_line(tmp_path, command, option, env, fr
     args = [*command, *(["--threads", option] if option is not None else [])]
     result = CliRunner().invoke(alignkit.cli.main, args, env={ENV_VAR: env} if env else None)
     lines = result.output.strip().splitlines()
-    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert result.exit_code == 1 and len(lines) == 1, result.output
     assert lines[0].startswith(f"alignkit: error: {fragment}"), result.output
 
 

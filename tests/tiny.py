@@ -5,11 +5,18 @@ Nothing here touches the Hugging Face Hub; everything is built in memory in well
 
 from __future__ import annotations
 
+import json
+
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<unk>")
+
+# a ChatML chat template (SmolLM2's turn markers) for tokenizers that have none
+CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+          "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 DEFAULT_TEXTS = (
     "the movie was great and the acting was superb",
@@ -77,3 +84,10 @@ def assert_method_section_applied(recipe, path) -> None:
     assert isinstance(config, METHODS.entry(recipe.method).meta["config"])
     applied = to_dict(config)
     assert section and {k: applied[k] for k in section} == section, (section, applied)
+
+
+def write_pairs(path, n: int = 20):
+    """A plain-text preference file of ``n`` distinct prompts (a prompt group each); returns ``path``."""
+    rows = ({"prompt": f"Q{i}?", "chosen": " yes", "rejected": " no"} for i in range(n))
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path

@@ -38,10 +38,11 @@ class PreferenceConfig:
     columns: dict[str, str] = option({}, "map our column names to yours, e.g. {chosen: response_a}")
     split: str = option("train", "split of an hf: dataset (or of a saved DatasetDict folder)")
     config: str = option("", "config (subset) name of an hf: dataset")
-    append_eos: bool = option(False, "append EOS to every completion of a file or hf: dataset when tokenizing "
-                                     "(generated pairs carry EOS exactly where the sampler stopped; "
-                                     "conversational pairs end as the chat template ends a turn, never with "
-                                     "an extra EOS)")
+    append_eos: bool = option(True, "append EOS to every plain-text completion of a file or hf: dataset, "
+                                    "as trl's DPOTrainer and KTOTrainer do (false: train on the text as "
+                                    "written; generated pairs carry EOS exactly where the sampler stopped; "
+                                    "conversational pairs end as the chat template ends a turn, never with "
+                                    "an extra EOS)")
     max_pairs: int = option(0, "use at most this many pairs (0: all)", ge=0)
     heldout_fraction: float = option(0.1, "prompt groups held out from every method's training, to measure the "
                                           "reward model's pairwise accuracy (0: none held out)", ge=0, lt=1)
@@ -58,8 +59,17 @@ class PreferenceConfig:
         problem = columns_problem(self.columns)
         if problem:
             yield problem
+        if not self.append_eos and not self.is_user_data:
+            yield "append_eos", ("false applies to your data (a file or hf:); generated pairs carry EOS exactly "
+                                 "where the sampler stopped")
         if self.source.startswith("hf:") and not self.source[3:].strip():
             yield "source", "hf: needs a dataset id, e.g. hf:Anthropic/hh-rlhf"
+
+    @property
+    def eos_identity(self) -> bool:
+        """``append_eos`` where it means something (your data), False for generated pairs (which end where
+        the sampler stopped whatever it says): the value stage keys and a run's identity record."""
+        return self.append_eos and self.is_user_data
 
     @property
     def is_file(self) -> bool:
@@ -286,9 +296,6 @@ def preference_notices(cfg: PreferenceConfig, pairs: PreferenceFile, prompt_limi
     notes = []
     if pairs.unrendered and tokenizer is not None:
         pairs = read_preferences(cfg, lambda: tokenizer)
-    if pairs.data.conversational and cfg.append_eos:
-        notes.append(f"{pairs.origin}: preferences.append_eos is ignored for conversational pairs: each completion "
-                     f"ends with the chat template's end-of-turn text")
     total = len(pairs.data) + pairs.dropped_identical
     if pairs.duplicates:
         notes.append(f"{pairs.origin}: {pairs.duplicates} rows repeat an earlier row exactly; each is kept and "

@@ -54,6 +54,9 @@ from alignkit.stages.workspace import Workspace
 class OnlineRLConfig(RewardSettings):
     """Settings GRPO and RLOO share: what is sampled per step, the reward, and the optimiser."""
 
+    ALIASES: ClassVar[dict[str, str]] = {"learning_rate": "lr", "max_steps": "steps", "epsilon": "clip_range",
+                                         "max_completion_length": "max_new_tokens", "beta": "kl_coef"}
+
     steps: int = option(60, "optimiser steps (trl max_steps)", ge=1)
     prompts_per_step: int = option(16, "prompts per generation batch: every optimiser step trains on "
                                        "prompts_per_step x num_generations completions", ge=1)
@@ -66,7 +69,8 @@ class OnlineRLConfig(RewardSettings):
     temperature: float = option(1.0, "sampling temperature; log-probs, ratios and KL are taken at it too",
                                 gt=0)
     clip_range: float = option(0.2, "policy ratio clip epsilon (trl epsilon)", gt=0)
-    lr: float = option(2e-4, "peak learning rate (AdamW, linear decay to 0: trl's default schedule)", gt=0)
+    lr: float = option(2e-4, "peak learning rate (AdamW, linear decay to 0: trl's default schedule; trl: "
+                             "learning_rate)", gt=0)
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: off)", ge=0)
 
     trl_names: ClassVar[tuple[str, str]]  # (trl config class, trl trainer class)

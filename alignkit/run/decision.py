@@ -41,7 +41,8 @@ def training_identity(recipe: dict) -> dict:
     identity = {k: v for k, v in recipe.items() if k not in ("name", "device", "plugins", "preferences", "methods",
                                                              *OUTPUTS)
                 and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
-    identity["append_eos"] = recipe["preferences"]["append_eos"]
+    prefs = recipe["preferences"]  # append_eos means nothing for generated pairs (PreferenceConfig.eos_identity)
+    identity["append_eos"] = prefs["append_eos"] and prefs["source"] != "generated"
     identity["model"] = {k: v for k, v in recipe["model"].items() if k not in not_identity(ModelConfig)}
     method_config = recipe["methods"].get(recipe["method"])
     identity["method_config"] = ({k: v for k, v in method_config.items()

@@ -108,14 +108,14 @@ class StageKeys:
         precision = () if self.recipe.precision == "fp32" else (self.recipe.precision,)  # left out at fp32
         lora = ("lora-adapter",) if self.recipe.model.lora else ()
         return fingerprint(self.split_key(), self.recipe.method_config("reward_model"), *self.model_identity,
-                           self.recipe.preferences.append_eos, "rm-2", *precision, *lora, *tag)
+                           self.recipe.preferences.eos_identity, "rm-2", *precision, *lora, *tag)
 
     def judge_reward_model_key(self) -> str:
         """The judge's reward model: the reward model's settings, trained on the judge split."""
         return self.reward_model_key("judge-split-rm-1")
 
     def reference_logps_key(self) -> str:
-        return fingerprint(self.split_key(), *self.model_identity, self.recipe.preferences.append_eos, "ref-logps-1")
+        return fingerprint(self.split_key(), *self.model_identity, self.recipe.preferences.eos_identity, "ref-logps-1")
 
     def reference_samples_key(self, temperature: float) -> str:
         cfg = self.recipe.eval

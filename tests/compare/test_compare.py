@@ -73,7 +73,7 @@ def test_disagreeing_shared_sections_are_refused_in_one_line(tmp_path, tiny_over
     other.write_text((RECIPES / "dpo_imdb.yaml").read_text().replace("n_prompts: 2000", "n_prompts: 1000"))
     result = CliRunner().invoke(main, ["compare", "ppo", str(other), "--out", str(tmp_path / "cmp")],
                                 catch_exceptions=False)
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     errors = [line for line in result.output.splitlines() if line.startswith("alignkit: error: ")]
     assert len(errors) == 1 and "Traceback" not in result.output
     assert "preferences.n_prompts: 2000 vs 1000" in errors[0] and "'ppo'" in errors[0]
@@ -155,7 +155,7 @@ def test_upstream_change_invalidates_exactly_what_is_downstream(finished):
     A new temperature only re-evaluates."""
     out, overrides, _ = finished
     refused = compare("dpo", "sft", "--out", out, *sets(overrides, "preferences.n_prompts=40"))
-    assert refused.exit_code == 2 and "dpo (its preferences stage changed" in refused.output  # a finished run
+    assert refused.exit_code == 1 and "dpo (its preferences stage changed" in refused.output  # a finished run
     result = compare("dpo", "sft", "--out", out, "--overwrite", *sets(overrides, "preferences.n_prompts=40"))
     assert result.exit_code == 0, result.output
     assert run_states(out) == {"dpo": "train", "sft": "current"}
@@ -182,13 +182,13 @@ def test_eval_reevaluates_a_finished_run_with_another_judge(finished, tmp_path):
     before = {p: p.read_bytes() for p in inside.rglob("*") if p.is_file()}
     result = CliRunner().invoke(main, ["eval", str(inside), "--judge", "gold", "--set", "eval.temperatures=[0.5]"],
                                 catch_exceptions=False)  # a comparison's runs share their evaluation
-    assert result.exit_code == 2 and "belongs to a comparison" in result.output and "eval.temperatures" in result.output
+    assert result.exit_code == 1 and "belongs to a comparison" in result.output and "eval.temperatures" in result.output
     assert {p: p.read_bytes() for p in inside.rglob("*") if p.is_file()} == before
     assert CliRunner().invoke(main, ["report", str(out), "--out", str(tmp_path / "rep")]).exit_code == 0
     run = tmp_path / "ppo"  # the same run copied out of the comparison may be re-evaluated on its own
     shutil.copytree(inside, run)
     result = CliRunner().invoke(main, ["eval", str(run), "--judge", "reward-model"], catch_exceptions=False)
-    assert result.exit_code == 2 and "reward-model is the reward model that ppo optimises" in result.output
+    assert result.exit_code == 1 and "reward-model is the reward model that ppo optimises" in result.output
     result = CliRunner().invoke(main, ["eval", str(run), "--judge", "reward-model", "--set",
                                        "eval.allow_self_judging=true"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -215,7 +215,7 @@ def test_beta_sweep_computes_reference_logprobs_once(tmp_path, tiny_overrides, m
 @pytest.mark.parametrize("command", [["eval", "{d}"], ["report", "{d}", "--out", "{d}/out"]])
 def test_eval_and_report_of_a_folder_that_is_no_run_fail_in_one_line(tmp_path, command):
     result = CliRunner().invoke(main, [c.format(d=tmp_path) for c in command], catch_exceptions=False)
-    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.strip().splitlines()[-1].startswith(f"alignkit: error: {tmp_path}: not a run directory")
 
 
@@ -225,7 +225,7 @@ def test_a_foreign_output_folder_is_refused_and_left_alone(finished, tmp_path, c
     (tmp_path / "notes.md").write_text("mine")
     args = ["dpo", *sets(overrides)] if command == "compare" else [str(out)]
     result = CliRunner().invoke(main, [command, *args, "--out", str(tmp_path)], catch_exceptions=False)
-    assert result.exit_code == 2 and "is not an alignkit comparison folder" in result.output
+    assert result.exit_code == 1 and "is not an alignkit comparison folder" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.md"]
 
 
@@ -250,7 +250,7 @@ def test_an_impossible_out_is_one_line(finished, command):
             "report": [str(out)]}[command]
     result = CliRunner().invoke(main, [command, *args, "--out", "/proc/alignkit-cannot-write-here"],
                                 catch_exceptions=False)
-    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output
     assert "alignkit: error: /proc/alignkit-cannot-write-here: cannot" in result.output.strip().splitlines()[-1]
 
 
@@ -273,7 +273,7 @@ def test_bad_compare_input_is_one_line_and_writes_nothing(tmp_path, args, fragme
              "compare": RECIPES / "compare_imdb.yaml"}
     result = CliRunner().invoke(main, ["compare", *(a.format(**paths) for a in args), "--out", str(tmp_path / "out")],
                                 catch_exceptions=False)
-    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("alignkit: error: ")]
     assert len(errors) == 1 and fragment in errors[0], result.output
     assert not (tmp_path / "out").exists()
@@ -285,7 +285,7 @@ def test_eval_refuses_a_training_setting_and_changes_nothing(finished, tmp_path)
     shutil.copytree(out / "runs" / "dpo", run)
     manifest = (run / "manifest.json").read_bytes()
     result = CliRunner().invoke(main, ["eval", str(run), "--set", "dpo.beta=0.5"], catch_exceptions=False)
-    assert result.exit_code == 2 and "eval: dpo.beta is a training setting (0.1 -> 0.5)" in result.output
+    assert result.exit_code == 1 and "eval: dpo.beta is a training setting (0.1 -> 0.5)" in result.output
     assert (run / "manifest.json").read_bytes() == manifest
 
 

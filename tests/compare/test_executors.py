@@ -69,7 +69,7 @@ def test_jobs_2_gives_the_sequential_table_after_a_killed_worker_resumes(sequent
     out = tmp_path / "cmp"
     monkeypatch.setenv("ALIGNKIT_TEST_KILL", "dpo:2")
     result = compare(out, compare_overrides, "--jobs", "2", "--plugins", str(HOOKS))
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     error = result.output.strip().splitlines()[-1]
     assert error.startswith("alignkit: error: compare: 1 entry failed: dpo (") and "rerun the same command" in error
     assert "dpo failed (" in result.output and "retrying it once" in result.output
@@ -105,7 +105,7 @@ def test_what_phase_2_cannot_start_is_one_line_before_anything_is_written(args, 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU
     result = CliRunner().invoke(main, ["compare", "dpo", "--out", str(tmp_path / "cmp"), *args,
                                        *[a for o in tiny_overrides for a in ("--set", o)]], catch_exceptions=False)
-    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.strip().splitlines()[-1] == f"alignkit: error: {fragment}"
     assert not (tmp_path / "cmp").exists()
 

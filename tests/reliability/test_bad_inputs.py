@@ -360,7 +360,7 @@ def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path, tiny_overrides
     if case.needs_no_cuda and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     result, errors = run_case(case, tmp_path, tiny_overrides)
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     assert len(errors) == 1, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]

@@ -141,7 +141,7 @@ def test_push_failure_is_one_line(lora_run, monkeypatch):
         result = CliRunner().invoke(main, ["push", str(lora_run), "me/tiny", "--token", "hf_bad"])
     finally:
         huggingface_hub.set_client_factory(huggingface_hub.utils._http.default_client_factory)
-    assert result.exit_code == 2 and "alignkit: error: push: me/tiny:" in result.output
+    assert result.exit_code == 1 and "alignkit: error: push: me/tiny:" in result.output
     assert "Traceback" not in result.output
 
 

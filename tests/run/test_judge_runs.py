@@ -89,7 +89,7 @@ def test_self_judging_is_refused_in_one_line_and_writes_nothing(command, tmp_pat
     entry = ["ppo_imdb"] if command == "run" else ["ppo", "dpo"]
     result = CliRunner().invoke(main, [command, *entry, "--out", str(tmp_path / "out"),
                                        *sets([*tiny_overrides, "eval.judge=reward-model"])])
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("alignkit: error: ") and lines[0].endswith(REFUSAL), lines
     assert not (tmp_path / "out").exists() and sorted(cache_dir.rglob("*")) == before
@@ -139,7 +139,7 @@ def test_agreement_is_recorded_and_a_pairwise_judge_decides_win_rates(tmp_path, 
     assert "judge_position_bias" not in summary
 
     result = CliRunner().invoke(main, ["eval", str(run), "--judge", "heldout-reward-model"])
-    assert result.exit_code == 2 and "trains on a judge split of the pairs this run learned from" in result.output
+    assert result.exit_code == 1 and "trains on a judge split of the pairs this run learned from" in result.output
 
     result = CliRunner().invoke(main, ["eval", str(run), "--judge", "test-always-first"])
     assert result.exit_code == 0, result.output

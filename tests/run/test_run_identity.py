@@ -9,6 +9,7 @@ from pathlib import Path
 from alignkit.config import to_dict
 from alignkit.run.decision import training_identity
 from alignkit.recipe import load_recipe
+from tiny import write_pairs  # tests/tiny.py
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
@@ -32,3 +33,16 @@ def test_new_keys_at_other_values_and_accumulation():
     assert training_identity(_resolved("dpo_imdb.yaml", ["precision=bf16"])) != base
     assert training_identity(_resolved("dpo_imdb.yaml", ["dpo.gradient_accumulation_steps=4"])) == base
     assert training_identity(_resolved("dpo_imdb.yaml", ["dpo.beta=0.5"])) != base
+
+
+def test_append_eos_is_a_training_setting_of_your_data_only(tmp_path):
+    imdb = _resolved("dpo_imdb.yaml")
+    older = copy.deepcopy(imdb)
+    older["preferences"]["append_eos"] = False  # recorded under the old default: generated pairs ignore it
+    assert training_identity(older) == training_identity(imdb)
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    mine = _resolved("dpo_imdb.yaml", [f"preferences.source={pairs}", "task.dataset=preferences",
+                                       "gold_reward=heldout-reward-model"])
+    older = copy.deepcopy(mine)
+    older["preferences"]["append_eos"] = False  # trained without trl's EOS: another run
+    assert training_identity(older) != training_identity(mine)

@@ -174,6 +174,6 @@ def test_eval_of_several_folders_checks_them_all_before_it_writes_any(run, tmp_p
     before = sorted(p.name for p in (run / "eval").iterdir())
     summary = (run / "eval" / "summary.json").read_bytes()
     result = invoke("eval", run, tmp_path / "no_such_run", "--temperatures", "0.5")
-    assert result.exit_code == 2 and "no_such_run" in result.output.strip().splitlines()[-1], result.output
+    assert result.exit_code == 1 and "no_such_run" in result.output.strip().splitlines()[-1], result.output
     assert sorted(p.name for p in (run / "eval").iterdir()) == before  # no samples_T0.5.jsonl
     assert (run / "eval" / "summary.json").read_bytes() == summary

@@ -5,8 +5,12 @@ from __future__ import annotations
 import inspect
 import re
 
+import pytest
+
 import alignkit.stages.keys as keys
+from alignkit.errors import ConfigError
 from alignkit.runformat import CHANGES
+from tiny import write_pairs  # tests/tiny.py
 
 
 def test_every_tag_in_a_stage_key_is_in_the_format_table():
@@ -14,3 +18,23 @@ def test_every_tag_in_a_stage_key_is_in_the_format_table():
     assert {t for t in listed if f'"{t}"' not in source} == set()  # listed, but no key carries it
     assert set(re.findall(r'"([a-z-]+-\d+)"', source)) - listed == set()  # a versioned tag not listed
     assert all(c.reason for c in CHANGES)
+
+
+def test_append_eos_keys_your_data_only(tmp_path):
+    """append_eos became true by default (trl's EOS): the stages of your data built under the old default are
+    keyed apart, never reused with the new meaning; generated pairs, which end where the sampler stopped
+    whatever append_eos says, keep their keys (the IMDb caches stay valid)."""
+    from alignkit.recipe import load_recipe
+    from alignkit.stages.keys import StageKeys
+
+    def stage_keys(*sets: str) -> dict:
+        keys = StageKeys(load_recipe("dpo_imdb", list(sets)), tmp_path).all()
+        return {k: keys[k] for k in ("preferences", "reward_model", "reference_logps")}
+
+    with pytest.raises(ConfigError, match="preferences.append_eos: false applies to your data"):
+        stage_keys("preferences.append_eos=false")
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    mine = (f"preferences.source={pairs}", "task.dataset=preferences", "gold_reward=heldout-reward-model")
+    new, old = stage_keys(*mine), stage_keys(*mine, "preferences.append_eos=false")
+    assert new["preferences"] == old["preferences"]  # the same rows are read; they tokenize differently
+    assert new["reward_model"] != old["reward_model"] and new["reference_logps"] != old["reference_logps"]

@@ -1,0 +1,115 @@
+"""trl's names for alignkit's settings: ``--set dpo.learning_rate=...`` lands on ``dpo.lr``.
+
+A method's config class lists trl's names it accepts (``ALIASES``, see :func:`alignkit.config.aliases`); an
+override given by trl's name replaces the recipe's value of the canonical key, as any override does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from alignkit.config import aliases, read_yaml
+from alignkit.errors import ConfigError
+from alignkit.registry import METHODS, load_builtins
+
+BATCH_ALIAS = "per_device_train_batch_size"  # becomes batch_size (TrainingConfig.from_aliases)
+
+
+def canonical_overrides(raw: dict, overrides: Iterable[str]) -> list[str]:
+    """``overrides`` with a method section's trl names renamed to alignkit's; a per-device batch size
+    replaces the recipe's ``batch_size`` (dropped from ``raw``, in place)."""
+    load_builtins()
+    out = []
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        parts = key.strip().split(".")
+        if eq and len(parts) == 2 and parts[0] in METHODS:
+            cls = METHODS.entry(parts[0]).meta["config"]
+            name = aliases(cls).get(parts[1], parts[1])
+            section = raw.get(parts[0])
+            if isinstance(section, dict):
+                section.pop(name if name != parts[1] else "", None)
+                if parts[1] == BATCH_ALIAS:
+                    section.pop("batch_size", None)
+            item = f"{parts[0]}.{name}={value}"
+        out.append(item)
+    return out
+
+
+# a flat trl config (trl's TrainingArguments and ModelConfig keys at the top level, as trl's docs give them)
+MARKERS = ("model_name_or_path", "dataset_name", "output_dir", "learning_rate", "per_device_train_batch_size")
+TOP = {"model_name_or_path": "model.name_or_path", "dataset_train_split": "preferences.split",
+       "dataset_config": "preferences.config", "max_length": "model.max_length",
+       "max_prompt_length": "model.max_prompt_length", "run_name": "name", "hub_model_id": "push_to_hub"}
+RECIPE_KEYS = ("method", "name", "seed", "device", "report_to", "plugins", "gold_reward",
+               "gold_reward_options",
+               "model", "task", "preferences", "eval", "train_seed", "precision")
+HINTS = {"warmup_ratio": "give warmup_steps",
+         "lr_scheduler_type": "alignkit's schedule is linear warm-up, then linear decay to 10% of the peak "
+                              "(GRPO and RLOO: trl's own); remove it"}
+
+
+def is_trl_config(raw: dict) -> bool:
+    """Whether ``raw`` is written as trl's flat config rather than as an alignkit recipe."""
+    return any(key in raw for key in MARKERS)
+
+
+def from_trl_config(raw: dict, source: str, stem: str = "") -> dict:
+    """An alignkit recipe (plain data) from a flat trl config: the model, data and precision keys to their
+    sections, every key of the method's settings (by alignkit's name or trl's) into its section,
+    ``output_dir`` left out (see :func:`trl_output_dir`). The method: ``method`` (``alignkit dpo`` sets
+    it), else the one the file's name names (``trl_dpo.yaml``). Keys alignkit does not take: one line."""
+    load_builtins()
+    raw = dict(raw)
+    words = stem.replace("-", "_").split("_")
+    method = raw.get("method") or next((m for m in METHODS.names() if m in words), None)
+    if method not in METHODS:
+        raise ConfigError(f"{source}: a trl config names no method: run it as alignkit dpo --config FILE (or "
+                          f"kto, grpo, rloo), or add method: dpo")
+    out: dict = {k: raw.pop(k) for k in [*RECIPE_KEYS, *METHODS.names()] if k in raw}
+    out["method"] = method
+    if isinstance(out.get("report_to"), str):  # trl takes one name, "all" or "none"
+        out["report_to"] = [] if out["report_to"] == "none" else [out["report_to"]]
+    raw.pop("output_dir", None)
+    for key, dotted in TOP.items():
+        if key in raw:
+            head, _, tail = dotted.partition(".")
+            value = raw.pop(key)
+            if tail:  # a --set or flag of the section's key (already in out) wins over the file's
+                out.setdefault(head, {}).setdefault(tail, value)
+            else:
+                out.setdefault(head, value)
+    if "dataset_name" in raw:
+        name = str(raw.pop("dataset_name"))
+        local = Path(name).exists() or name.startswith(("./", "../", "/"))
+        out.setdefault("preferences", {}).setdefault("source", name if local or name.startswith("hf:")
+                                                     else f"hf:{name}")
+        out.setdefault("task", {})["dataset"] = "preferences"
+        out.setdefault("gold_reward", "heldout-reward-model")  # a judge of your data, not IMDb sentiment
+    for flag in ("bf16", "fp16"):
+        if raw.pop(flag, False) is True:
+            out["precision"] = flag
+    if raw.pop("push_to_hub", False) is True and "push_to_hub" not in out:
+        raise ConfigError(f"{source}: push_to_hub: true needs hub_model_id: ORG/NAME")
+    cls = METHODS.entry(method).meta["config"]
+    known = set(getattr(cls, "__dataclass_fields__", {})) | set(aliases(cls)) | {BATCH_ALIAS}
+    section = out.setdefault(method, {})
+    for key in [k for k in raw if k in known]:
+        section[key] = raw.pop(key)
+    if "gradient_accumulation_steps" in section and not {"batch_size", BATCH_ALIAS} & set(section):
+        raise ConfigError(f"{source}: gradient_accumulation_steps: in trl it multiplies "
+                          f"per_device_train_batch_size (8 unless given); give "
+                          f"per_device_train_batch_size too")
+    if raw:
+        hints = "; ".join(f"{k}: {HINTS[k]}" for k in raw if k in HINTS)
+        hints = f" ({hints})" if hints else ""
+        raise ConfigError(f"{source}: trl keys alignkit does not take: {', '.join(raw)}: remove them{hints}; "
+                          f"{method}'s settings: alignkit list, recipes/")
+    return out
+
+
+def trl_output_dir(path) -> Path | None:
+    """The ``output_dir`` of a flat trl config file, else None."""
+    raw = read_yaml(path)
+    return Path(raw["output_dir"]) if is_trl_config(raw) and raw.get("output_dir") else None
