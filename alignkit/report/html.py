@@ -22,8 +22,8 @@ FIGURES = (("frontier.png", "Gold reward vs KL to the reference at the primary t
            ("temperature.png", "Win rate vs the reference at each sampling temperature"))
 RESULT_KEYS = ("label", "method", "sweep", "train_seed", GOLD_MEAN, GOLD_CI_LOW, GOLD_CI_HIGH,
                "proxy_reward_mean", KL_MEAN, "kl_ci_low", "kl_ci_high", "kl_kind", "win_rate_vs_reference",
-               "win_rate_ci_low", "win_rate_ci_high", "distinct_2", "self_bleu", "mean_completion_tokens", "train_steps",
-               "train_wall_s", "compute_flops", "convergence")
+               "win_rate_ci_low", "win_rate_ci_high", "distinct_2", "self_bleu", "mean_completion_tokens",
+               "train_steps", "train_wall_s", "compute_flops", "convergence")
 CAVEAT_SECTIONS = ("## Caveats", "## Failed entries")
 
 

@@ -1,6 +1,7 @@
 """The sample browser's data: every entry's completions at the primary temperature, aligned by prompt, with
 the reference's completion once per prompt. Columns, not rows (one list per field and entry), so 26 entries
-x 256 prompts stays a few megabytes of JSON. Nothing here samples or scores: it reads ``eval/samples.jsonl``."""
+x 256 prompts stays a few megabytes of JSON. Nothing here samples or scores: it reads
+``eval/samples.jsonl``."""
 
 from __future__ import annotations
 

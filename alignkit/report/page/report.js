@@ -353,8 +353,9 @@ function setupSamples() {
   const gap = $("order").querySelector("option[value=gap]");
   gap.disabled = !LABELS.some((l) => S.entries[l].gap);
   if (gap.disabled) gap.textContent += " (no entry has a proxy score)";
-  for (const [id, key] of [["filter", "filter"], ["order", "order"], ["search", "query"]]) {
-    $(id).addEventListener("input", () => { state[key] = $(id).value; state.limit = PAGE; drawSamples(); });
+  for (const [id, key, event] of [["filter", "filter", "change"], ["order", "order", "change"],
+    ["search", "query", "input"]]) {
+    $(id).addEventListener(event, () => { state[key] = $(id).value; state.limit = PAGE; drawSamples(); });
   }
   $("more").addEventListener("click", () => { state.limit += PAGE; drawSamples(); });
   $("pair-clear").addEventListener("click", () => {
