@@ -1,6 +1,7 @@
-"""A made-up comparison of any size, for ``report.html`` at sizes no test can train (26 entries x 256 prompts,
-Figure 2 in miniature): run folders holding only ``eval/samples.jsonl``, records, tables and plots built by the
-report's own code, then ``write_html``. Scores are random; completions are random words of realistic length."""
+"""A made-up comparison of any size, for ``report.html`` at sizes no test can train (26 entries x 256
+prompts, Figure 2 in miniature): run folders holding only ``eval/samples.jsonl``; records, tables and plots
+built by the report's own code, then ``write_html``. Scores are random; completions are random words of
+realistic length."""
 
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def synthetic_runs(folder: Path, entries: int, prompts: int, *, words: int = 24,
         run_dir = folder / "runs" / label.replace("@", "_").replace("=", "")
         (run_dir / "eval").mkdir(parents=True, exist_ok=True)
         (run_dir / "eval" / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        runs.append(RunRecord(run_dir, {"compare_entry": {"label": label, "group": group, "sweep": {"beta": i % 3}}},
+        entry = {"label": label, "group": group, "sweep": {"beta": i % 3}}
+        runs.append(RunRecord(run_dir, {"compare_entry": entry},
                               _summary(group, gold, kl, scored, reference_judge), _trajectory(rng, gold)))
     return runs
 
@@ -66,8 +68,9 @@ def _summary(method: str, gold, kl, judged, reference_judged) -> EvalSummary:
     kl_mean, kl_low, kl_high = _mean_ci(kl)
     wins = float(np.mean((judged > reference_judged) + 0.5 * (judged == reference_judged)))
     row = {TEMPERATURE: 1.0, N_SAMPLES: len(gold), GOLD_MEAN: mean, GOLD_CI_LOW: low, GOLD_CI_HIGH: high,
-           REFERENCE_GOLD_MEAN: 0.5, KL_KIND: "exact", KL_MEAN: kl_mean, "kl_ci_low": kl_low, "kl_ci_high": kl_high,
-           WIN_RATE: wins, "win_rate_ci_low": wins - 0.05, "win_rate_ci_high": wins + 0.05}
+           REFERENCE_GOLD_MEAN: 0.5, KL_KIND: "exact", KL_MEAN: kl_mean, "kl_ci_low": kl_low,
+           "kl_ci_high": kl_high, WIN_RATE: wins, "win_rate_ci_low": wins - 0.05,
+           "win_rate_ci_high": wins + 0.05}
     return EvalSummary(method=method, results=row, by_temperature=[row], budget={"steps": 100})
 
 
@@ -79,7 +82,7 @@ def _trajectory(rng: np.random.Generator, gold: np.ndarray) -> list[dict]:
 
 
 def synthetic_report(folder: Path, entries: int, prompts: int, **options) -> Path:
-    """``folder/report.html`` of a made-up comparison, through the same tables, plots and page as a real one."""
+    """``folder/report.html`` of a made-up comparison, through the tables, plots and page of a real one."""
     import pandas as pd
 
     runs = synthetic_runs(folder, entries, prompts, **options)
@@ -88,15 +91,17 @@ def synthetic_report(folder: Path, entries: int, prompts: int, **options) -> Pat
     matrix = winrate_matrix(runs)
     plot_frontier(runs, folder / "frontier.png")
     plot_temperature(frame, folder / "temperature.png")
-    plot_compute({(r.group, r.label): [{"flops": 1e12 * p["step"], "gold": p[GOLD_MEAN]} for p in r.trajectory]
-                  for r in runs}, folder / "frontier_compute.png")
+    compute = {(r.group, r.label): [{"flops": 1e12 * p["step"], "gold": p[GOLD_MEAN]} for p in r.trajectory]
+               for r in runs}
+    plot_compute(compute, folder / "frontier_compute.png")
+    groups = sorted({r.group for r in runs})
     judge = options.get("judge", "gold")
     index = {"name": f"synthetic {entries} x {prompts}", "primary_temperature": 1.0,
              "shared": {"model": "synthetic", "task": "synthetic", "gold_reward": "random",
                         "eval": {"judge": judge, "n_prompts": prompts}},
              "entries": [{"label": r.label, "convergence": convergence[r.label]} for r in runs],
              "matched_kl": [{"sentence": f"{a} and {b}: inconclusive (made-up data)."}
-                            for a, b in zip(sorted({r.group for r in runs})[:-1], sorted({r.group for r in runs})[1:])],
+                            for a, b in zip(groups[:-1], groups[1:])],
              "kl_by_entry": {r.label: r.summary.kl_mean for r in runs},
              "head_to_head": {"method": HEAD_TO_HEAD_METHOD.format(n_boot=N_BOOT), "judge": judge}}
     markdown = "## Caveats\n\n- Made-up data: **every** number is random.\n"
