@@ -86,3 +86,19 @@ def test_the_size_benchmark_runs(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 entries x 6 prompts" in done.stdout and (tmp_path / "report.html").is_file()
     assert ("median of 1 loads" in done.stdout) == (missing() is None)
+
+
+def test_a_pairwise_judges_verdicts_are_sent_in_place_of_scores(tmp_path):
+    from alignkit.report.samples import sample_data
+
+    runs = synthetic_runs(tmp_path, 2, 5, judge="a-judge")
+    for run in runs:  # as a pairwise judge writes them: a verdict against the reference per prompt, no scores
+        rows = run.samples()
+        for r in rows:
+            r["judge_preference"] = float(r.pop("judge_score") > r.pop("reference_judge_score"))
+        (run.run_dir / "eval" / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = sample_data(runs)
+    for run in runs:
+        columns = data["entries"][run.label]
+        assert columns["pref"] == [r["judge_preference"] for r in run.samples()] and "judge" not in columns
+    assert "judge" not in data["reference"] and len(data["reference"]["text"]) == 5
