@@ -16,6 +16,7 @@ from alignkit.report.length_control import length_control_lines
 from alignkit.report.cost import (FIRST_RULE, RULE as COMPUTE_RULE, budget_columns, curves, first_sentence, first_to_reach)
 from alignkit.errors import AlignkitError
 from alignkit.eval.summary import GOLD_CI_HIGH, GOLD_CI_LOW, GOLD_MEAN, REFERENCE_GOLD_MEAN
+from alignkit.report.html import write_html
 from alignkit.report.plots import plot_compute, plot_frontier, plot_temperature
 from alignkit.report.records import (HEAD_TO_HEAD_METHOD, N_BOOT, RunRecord, check_runs_share, comparison_rows, load_runs, trajectory_rows, winrate_matrix)
 from alignkit.runfolder import claim_comparison_dir
@@ -89,6 +90,7 @@ def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv
         markdown += "\n## Failed entries\n\n" + "".join(f"- **{label}**: {why}\n" for label, why in failed.items())
     write_text(out / "report.md", markdown)
     write_json(out / "compare.json", index)
+    write_html(out, runs, frame, matrix, index, markdown)
     if failed:
         raise EntriesFailed(f"{failure}; the report in {out} covers the other {len(runs)} run(s)")
     if broken:  # the others are reported; the broken one is named, and the command fails
