@@ -70,7 +70,8 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> di
         return {}
     done = [e for e in plan.entries if e.label not in failures]
     report = build_report([runs_dir / e.label for e in done], plan.out, name=plan.name, argv=plan.argv,
-                          states=dict(zip((e.label for e in plan.entries), states)), failed=failures)
+                          states=dict(zip((e.label for e in plan.entries), states)), failed=failures,
+                          margin=plan.margin)
     report_comparison(first.report_to, plan.out, plan.name, to_dict(first))
     return report
 

@@ -112,8 +112,10 @@ def interval_text(ci_low: float, ci_high: float) -> str:
     return f"{low} to {high}"
 
 
-def sentence(a: str, b: str, result: MatchedKL | None, verdict: Verdict, *, family: int) -> str:
-    """The one sentence for a headline pair: the answer, the interval and what it covers, what would change it."""
+def sentence(a: str, b: str, result: MatchedKL | None, verdict: Verdict, *, family: int,
+             margin: float = MARGIN) -> str:
+    """The one sentence for a headline pair: the answer, the interval and what it covers, the equivalence
+    margin, what would change it."""
     if result is None:
         return f"{a} vs {b}: no verdict, no points of both on the same prompts."
     holm = f"; Holm over {family} comparisons" if family > 1 and result.units > 1 else ""
@@ -121,6 +123,7 @@ def sentence(a: str, b: str, result: MatchedKL | None, verdict: Verdict, *, fami
     body = {"winner": f"{verdict.winner} reaches a higher gold reward",
             "equivalent": verdict.answer}.get(verdict.kind, verdict.answer)
     return (f"{head}{body}, difference {result.difference:.3f} (95% interval {interval_text(result.ci_low, result.ci_high)}, "
-            f"{result.units} unit{'s' if result.units > 1 else ''}, covering {result.covers}{holm}). "
+            f"{result.units} unit{'s' if result.units > 1 else ''}, covering {result.covers}{holm}; "
+            f"equivalence margin \u00b1{margin:g}). "
             f"{'What would flip it' if verdict.kind in ('winner', 'equivalent') else 'What it would take'}: "
             f"{verdict.would_take}.")

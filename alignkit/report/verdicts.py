@@ -109,8 +109,8 @@ def matched_kl_verdicts(runs: list[RunRecord], labels: dict[str, str], *, units:
                     "verdict": verdict.kind, "winner": verdict.winner, "answer": verdict.answer,
                     "would_take": verdict.would_take, "final_verdict": last_verdict.answer,
                     "family": family, "margin": margin,
-                    "sentence": sentence(a, b, result, verdict, family=family),
-                    "final_sentence": sentence(a, b, last, last_verdict, family=family)})
+                    "sentence": sentence(a, b, result, verdict, family=family, margin=margin),
+                    "final_sentence": sentence(a, b, last, last_verdict, family=family, margin=margin)})
     return out
 
 
