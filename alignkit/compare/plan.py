@@ -185,7 +185,7 @@ def command_line(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: int
                  plugins: Iterable[str] = (), out: Path | None = None, overwrite: bool = False,
                  replicates: int | None = None, until_converged: bool = False,
                  executor: ExecutorSettings | None = None, threads: str | None = None,
-                 margin: float | None = None) -> list[str]:
+                 margin: float | None = None, decide: bool = False, budget: str | None = None) -> list[str]:
     """``alignkit compare`` with every option given, rebuilt in one order (the trl-style flags as the
     ``--set`` they stand for): the one command line a comparison records."""
     executor = executor or ExecutorSettings()
@@ -200,7 +200,8 @@ def command_line(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: int
             *([f"--gpus-per-entry {executor.gpus_per_entry}"] if executor.gpus_per_entry is not None else []),
             *([f"--ray-address {executor.ray_address}"] if executor.ray_address else []),
             *([f"--threads {threads}"] if threads else []),
-            *([f"--margin {margin:g}"] if margin is not None else [])]
+            *([f"--margin {margin:g}"] if margin is not None else []), *(["--decide"] if decide else []),
+            *([f"--budget {budget}"] if budget else [])]
 
 
 def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: int | None = None,

@@ -15,7 +15,7 @@ from pathlib import Path
 from alignkit.report.length_control import length_control_lines
 from alignkit.report.cost import (FIRST_RULE, RULE as COMPUTE_RULE, budget_columns, curves, first_sentence, first_to_reach)
 from alignkit.errors import AlignkitError
-from alignkit.eval.verdict import MARGIN
+from alignkit.eval.verdict import ALPHA, MARGIN
 from alignkit.eval.summary import GOLD_CI_HIGH, GOLD_CI_LOW, GOLD_MEAN, REFERENCE_GOLD_MEAN
 from alignkit.report.plots import plot_compute, plot_frontier, plot_temperature
 from alignkit.report.records import (HEAD_TO_HEAD_METHOD, N_BOOT, RunRecord, check_runs_share, comparison_rows, load_runs, trajectory_rows, winrate_matrix)
@@ -38,9 +38,9 @@ class EntriesFailed(AlignkitError):
 
 def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv: list[str] | None = None,
                  states: dict[str, str] | None = None, failed: dict[str, str] | None = None,
-                 margin: float = MARGIN) -> dict:
+                 margin: float = MARGIN, alpha: float = ALPHA) -> dict:
     """Write every comparison output into ``out`` from the finished runs at ``paths``; returns the index.
-    ``margin``: the equivalence margin of the matched-KL verdicts (gold reward).
+    ``margin``: the equivalence margin of the matched-KL verdicts (gold reward); ``alpha``: their level.
     ``states`` records what the comparison did with each run (train, evaluate, current); ``failed`` names the
     entries whose runs failed (and why): reported, and the command fails once the rest is written."""
     import pandas as pd
@@ -72,7 +72,7 @@ def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv
                  for i in range(len(labels)) for j in range(len(labels)) if i != j]
         write_text(out / "winrates.csv", pd.DataFrame(pairs).to_csv(index=False, float_format="%.6g"))
     labels = {label: c["label"] for label, c in convergence.items()}
-    sentences = matched_kl_verdicts(runs, labels, margin=margin)
+    sentences = matched_kl_verdicts(runs, labels, margin=margin, alpha=alpha)
     plot_frontier(runs, out / "frontier.png")
     plot_temperature(frame, out / "temperature.png")
     settings = curves(runs)
@@ -80,7 +80,7 @@ def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv
     first = first_to_reach(by_seed)
     plot_compute(settings, out / "frontier_compute.png", target=first["target"] if first else None)
     index = _index(runs, frame, matrix, sentences, name, argv, convergence)
-    index["margin"] = margin
+    index["margin"], index["alpha"] = margin, alpha
     index["version_differences"] = version_differences(runs)
     index["version_warning"] = version_warning(index["version_differences"])
     if index["version_warning"]:
@@ -209,7 +209,8 @@ def render_markdown(runs: list[RunRecord], frame, matrix, index: dict) -> str:
               if lead else []) + (table_rows(verdicts) if verdicts else ["Only one method: nothing to match."])
     family = verdicts[0]["family"] if verdicts else 0
     lines += ["", f"Matched KL: {index['matched_kl_method']}. Verdict rule: a winner when the interval excludes 0, "
-              f"the Holm-adjusted p is below 0.05 ({index['matched_kl_family']}; {family} comparisons adjusted) and "
+              f"the Holm-adjusted p is below {index['alpha']:.3g} ({index['matched_kl_family']}; {family} "
+              f"comparisons adjusted) and "
               f"none of the trailing method's runs could still improve at the matched KL; equivalent within "
               f"\u00b1{index['margin']:g} (--margin) when the interval lies inside it; otherwise "
               f"inconclusive, with what it would take. Convergence: {index['convergence_test']}.", ""]
