@@ -22,6 +22,8 @@ _set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PAT
                            help="override a recipe value, e.g. --set dpo.beta=0.5 (repeatable)")
 _plugins_option = click.option("--plugins", multiple=True, metavar="MODULE_OR_PATH",
                                help="import a plugin module, .py file or folder first (repeatable)")
+_margin_option = click.option("--margin", type=click.FloatRange(min=0, min_open=True), metavar="DELTA",
+                               help="equivalence margin of the verdicts, in gold reward (default 0.02)")
 _threads_option = click.option("--threads", metavar="N", help=f"CPU threads for torch (default: ${THREADS_ENV}, "
                                "else the cores this process may use)")
 
@@ -237,13 +239,16 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 @click.option("--ray-address", metavar="ADDR", help="a running Ray cluster (default: start a local one)")
 @click.option("--gpus-per-entry", type=click.IntRange(min=0), default=None,
               help="GPUs per entry with --jobs/--executor ray (default 1 when there are GPUs; K>1 uses accelerate)")
+@_margin_option
+@click.option("--decide", is_flag=True, help="add paired seeds (looks at 2, 3, 5, 8) until each pair is decided")
+@click.option("--budget", metavar="DURATION", help="with --decide: time the added seeds may take (90s, 2h)")
 @_trl_options
 @_set_option
 @_plugins_option
 @_threads_option
 def compare(entries, config, sweeps, seeds, replicates, until_converged, temperatures, out, overwrite, jobs, executor,
-            ray_address, gpus_per_entry, model_name_or_path, dataset_name, dataset_split, dataset_config, report_to,
-            overrides, plugins, threads):
+            ray_address, gpus_per_entry, margin, decide, budget, model_name_or_path, dataset_name,
+            dataset_split, dataset_config, report_to, overrides, plugins, threads):
     """Compare methods side by side on one task: ENTRY is a method (dpo), a recipe file, a labelled
     variant (ipo=dpo:loss=ipo) or one comparison YAML (recipes/compare_imdb.yaml)."""
     entries = (*entries, *([str(config)] if config is not None else []))
@@ -260,18 +265,23 @@ def compare(entries, config, sweeps, seeds, replicates, until_converged, tempera
 
     if out is not None:
         check_output_folder(out)
-    if replicates and until_converged:
-        raise AlignkitError("compare: --replicates and --until-converged together are not supported yet; run them "
-                            "one at a time")
+    if sum(map(bool, (replicates, until_converged, decide))) > 1 or (budget and not decide):
+        raise AlignkitError("compare: --replicates, --until-converged and --decide run one at a time; "
+                            "--budget needs --decide")
     options = dict(sweeps=sweeps, seeds=seeds, temperatures=_floats(temperatures, "--temperatures"),
-                   overrides=overrides, plugins=plugins, overwrite=overwrite,
+                   overrides=overrides, plugins=plugins, overwrite=overwrite, margin=margin,
                    executor=ExecutorSettings(executor, jobs, gpus_per_entry, ray_address))
     argv = command_line(entries, out=out, replicates=replicates, until_converged=until_converged,
-                        threads=threads, **options)  # the one command line every plan records
+                        threads=threads, decide=decide, budget=budget, **options)  # what every plan records
     if replicates:  # alignkit.compare.replicates: each replicate an ordinary comparison, then the combined report
         from alignkit.compare.replicates import compare_replicates
 
         return compare_replicates(entries, replicates, out=out, argv=argv, **options)
+    if decide:  # alignkit.compare.decide: the comparison again with more seeds, look by look
+        from alignkit.compare.decide import decide_comparison
+
+        plan = decide_comparison(entries, budget=budget, out=out, argv=argv, **options)
+        return click.echo(screen_table(plan.out))
     plan = plan_comparison(entries, out=out, argv=argv, **options)
     from alignkit.compare.until_converged import run_until_converged, settings_from
 
@@ -316,12 +326,16 @@ def evaluate(run_dirs, temperatures, judge, reuse_endpoint, overrides, plugins, 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="output folder")
-def report(paths, out):
+@_margin_option
+def report(paths, out, margin):
     """Rebuild a comparison (tables, plots, report.md) from finished runs or comparison folders, no training."""
     from alignkit.report.build import build_report, screen_table
+    from alignkit.eval.verdict import MARGIN
 
     check_output_folder(out)
-    build_report(list(paths), out, name=out.name, argv=["alignkit", "report", *map(str, paths), "--out", str(out)])
+    given = ["--margin", f"{margin:g}"] if margin is not None else []
+    argv = ["alignkit", "report", *map(str, paths), "--out", str(out), *given]
+    build_report(list(paths), out, name=out.name, argv=argv, margin=MARGIN if margin is None else margin)
     click.echo(screen_table(out))
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from alignkit.eval.convergence import ConvergenceTest, convergence
 from alignkit.eval.matched_kl import grid_of, t_bounds, unit_brackets
+from alignkit.eval.verdict import LOOKS, look_alpha
 
 ENDS = np.array([3.0, 5.0, 7.0, 9.0])  # each setting's last KL (nats)
 HALF_SD = 0.035                        # evaluation noise of a point's gold on half of 256 prompts
@@ -39,8 +40,9 @@ def method_points(checkpoints: int) -> np.ndarray:
     return np.concatenate([end * np.arange(1, checkpoints + 1) / checkpoints for end in ENDS])
 
 
-def simulate(rng, sims: int, units: int, run_sd: float, rep_sd: float, gap: float, ckpts=(2, 7)):
-    """Per simulated comparison: (interval low, high) of a against b (a's frontier raised by ``gap``)."""
+def brackets(rng, sims: int, units: int, run_sd: float, rep_sd: float, gap: float, ckpts=(2, 7)):
+    """Per simulated comparison and unit: the (lower, upper) brackets of a against b, [S, k] each (a's
+    frontier raised by ``gap``)."""
     halves = []
     for method, (n_ck, lift) in enumerate(((ckpts[0], gap), (ckpts[1], 0.0))):
         kl = method_points(n_ck)                                      # [n]
@@ -51,17 +53,36 @@ def simulate(rng, sims: int, units: int, run_sd: float, rep_sd: float, gap: floa
         truth = frontier(kl * run_kl) + lift + run_gold + rep           # [S, k, n]
         pos = (kl * run_kl).mean(axis=1)                               # pooled over units [S, n]
         halves.append((pos, truth + rng.normal(0, HALF_SD, truth.shape), truth + rng.normal(0, HALF_SD, truth.shape)))
-    lows, highs = np.empty(sims), np.empty(sims)
+    lows, highs = np.empty((sims, units)), np.empty((sims, units))
     (pa, a1, a2), (pb, b1, b2) = halves
     for s in range(sims):  # the grid differs per simulation (pooled KLs); the units are vectorised
         grid = grid_of(pa[s], pb[s])
-        lo, hi, est = unit_brackets(pa[s], a1[s], a2[s], pb[s], b1[s], b2[s], grid)
-        if units == 1:
-            lows[s], highs[s] = -np.inf, np.inf  # one unit names no winner
-        else:
-            low, high, _ = t_bounds(lo, hi)
-            lows[s], highs[s] = low, high
+        lows[s], highs[s], _ = unit_brackets(pa[s], a1[s], a2[s], pb[s], b1[s], b2[s], grid)
     return lows, highs
+
+
+def simulate(rng, sims: int, units: int, run_sd: float, rep_sd: float, gap: float, ckpts=(2, 7)):
+    """Per simulated comparison: (interval low, high) of a against b (a's frontier raised by ``gap``)."""
+    if units == 1:  # one unit names no winner
+        return np.full(sims, -np.inf), np.full(sims, np.inf)
+    low, high, _ = t_bounds(*brackets(rng, sims, units, run_sd, rep_sd, gap, ckpts))
+    return low, high
+
+
+def sequential(rng, sims: int, run_sd: float, gap: float, looks=LOOKS):
+    """Per simulated comparison: whether ``compare --decide``'s looks (the first k units of the last look's,
+    k in ``looks``, each tested at its spent share of 0.05) name a winner, whether it is a (the true leader
+    when ``gap`` > 0), and the seeds at which it stopped (stops at equivalence are not simulated: they only
+    end looks sooner). The grid pools the last look's KLs at every look (a negligible difference)."""
+    lo, hi = brackets(rng, sims, looks[-1], run_sd, 0.0, gap)
+    named, right, stop = np.zeros(sims, bool), np.zeros(sims, bool), np.full(sims, looks[-1])
+    for k in looks:
+        low, high, p = t_bounds(lo[:, :k], hi[:, :k])
+        new = ~named & (p < look_alpha(k)) & ((low > 0) | (high < 0))
+        right |= new & (low > 0)
+        stop[new] = k
+        named |= new
+    return named, right, stop
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -127,6 +148,15 @@ def main(argv=None) -> int:
     print("| paired seeds | power |\n|---|---|")
     for k, hits in power_table(args.sims, args.seed + 1):
         print(f"| {k} | {rate(hits)} |")
+    print(f"\nsequential looks (compare --decide) at {', '.join(map(str, LOOKS))} paired seeds, "
+          f"O'Brien-Fleming-type spending of 0.05, {args.sims} simulations: a winner named at any look "
+          f"[95% Wilson]")
+    print("| methods | run sd | winner named (identical: false) | mean seeds at stop |\n|---|---|---|---|")
+    rng = np.random.default_rng(args.seed + 3)
+    for gap, run_sd in ((0.0, 0.02), (0.0, 0.05), (0.05, 0.02)):
+        named, right, stop = sequential(rng, args.sims, run_sd, gap)
+        methods = "identical" if gap == 0 else f"gap {gap:g}"
+        print(f"| {methods} | {run_sd:g} | {rate(right if gap else named)} | {stop.mean():.2f} |")
     print(f"\nconvergence labels, 12 checkpoints at sd 0.015, {args.sims} simulations per curve [95% Wilson]")
     print("| curve | label | rate |\n|---|---|---|")
     for name, labels in label_rates(args.sims, args.seed + 2).items():

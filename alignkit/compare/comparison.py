@@ -10,6 +10,7 @@ import torch
 
 from alignkit.config import to_dict
 from alignkit.errors import AlignkitError
+from alignkit.eval.verdict import ALPHA
 from alignkit.compare.executors import Job, run_jobs
 from alignkit.trackers import report_comparison
 from alignkit.report.build import build_report
@@ -24,11 +25,11 @@ from alignkit.progress import bar as progress_bar
 
 LOG = get_logger()
 
-def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> dict:
+def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None, alpha: float = ALPHA) -> dict:
     """Phase 1: build every shared stage the entries need, once, into the cache. Phase 2: train (or reuse,
     or re-evaluate) every entry as a run under ``OUT/runs/``, one after another in this process or with
     ``plan.executor`` (N local processes, Ray tasks); then write the comparison's outputs from those run
-    directories. One progress bar covers the whole comparison."""
+    directories (its verdicts at level ``alpha``). One progress bar covers the whole comparison."""
     settings = plan.executor
     settings.preflight(torch.get_num_threads())
     first = plan.entries[0].recipe  # one runtime for every run (a run with other settings makes its own)
@@ -70,7 +71,8 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> di
         return {}
     done = [e for e in plan.entries if e.label not in failures]
     report = build_report([runs_dir / e.label for e in done], plan.out, name=plan.name, argv=plan.argv,
-                          states=dict(zip((e.label for e in plan.entries), states)), failed=failures)
+                          states=dict(zip((e.label for e in plan.entries), states)), failed=failures,
+                          margin=plan.margin, alpha=alpha)
     report_comparison(first.report_to, plan.out, plan.name, to_dict(first))
     return report
 

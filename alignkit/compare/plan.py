@@ -23,6 +23,7 @@ import yaml
 from alignkit.artifacts import Artifact
 from alignkit.config import ConfigError, apply_overrides, load_yaml_text, read_yaml, to_dict
 from alignkit.errors import AlignkitError, warn
+from alignkit.eval.verdict import MARGIN
 from alignkit.compare.executors import ExecutorSettings
 from alignkit.run.pipeline import method_needs
 from alignkit.report.records import SHARED, check_shared
@@ -176,13 +177,15 @@ class ComparisonPlan:
     overwrite: bool = False  # replace finished runs whose training identity changed
     plugins: list[str] = field(default_factory=list)  # what a worker process loads (absolute paths or modules)
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)  # phase 2: sequential, --jobs N, ray
+    margin: float = MARGIN  # the verdicts' equivalence margin in gold reward (--margin)
 
 
 def command_line(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: int | None = None,
                  temperatures: list[float] | None = None, overrides: Iterable[str] = (),
                  plugins: Iterable[str] = (), out: Path | None = None, overwrite: bool = False,
                  replicates: int | None = None, until_converged: bool = False,
-                 executor: ExecutorSettings | None = None, threads: str | None = None) -> list[str]:
+                 executor: ExecutorSettings | None = None, threads: str | None = None,
+                 margin: float | None = None, decide: bool = False, budget: str | None = None) -> list[str]:
     """``alignkit compare`` with every option given, rebuilt in one order (the trl-style flags as the
     ``--set`` they stand for): the one command line a comparison records."""
     executor = executor or ExecutorSettings()
@@ -196,13 +199,15 @@ def command_line(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: int
             *([f"--jobs {executor.jobs}"] if executor.jobs != 1 else []),
             *([f"--gpus-per-entry {executor.gpus_per_entry}"] if executor.gpus_per_entry is not None else []),
             *([f"--ray-address {executor.ray_address}"] if executor.ray_address else []),
-            *([f"--threads {threads}"] if threads else [])]
+            *([f"--threads {threads}"] if threads else []),
+            *([f"--margin {margin:g}"] if margin is not None else []), *(["--decide"] if decide else []),
+            *([f"--budget {budget}"] if budget else [])]
 
 
 def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: int | None = None,
                     temperatures: list[float] | None = None, overrides: Iterable[str] = (),
                     plugins: Iterable[str] = (), out: Path | None = None, overwrite: bool = False,
-                    executor: ExecutorSettings | None = None,
+                    executor: ExecutorSettings | None = None, margin: float | None = None,
                     argv: list[str] | None = None) -> ComparisonPlan:
     """Turn the command line (or a comparison YAML) into validated entries; refuse unfair comparisons.
     ``argv``: the command line to record (default: :func:`command_line` of these options)."""
@@ -210,7 +215,7 @@ def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: 
     executor = executor or ExecutorSettings()
     if argv is None:
         argv = command_line(specs, sweeps=sweeps, seeds=seeds, temperatures=temperatures, overrides=overrides,
-                            plugins=plugins, out=out, overwrite=overwrite, executor=executor)
+                            plugins=plugins, out=out, overwrite=overwrite, executor=executor, margin=margin)
     load_plugins(plugins)
     plugins = [str(Path(p).resolve()) if Path(p).exists() else p for p in plugins]
     compare_file = None
@@ -251,7 +256,7 @@ def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: 
     if problem:
         raise AlignkitError(f"compare: {problem}")
     return ComparisonPlan(name, entries, Path(out or Path("runs") / name), list(argv), overwrite, plugins,
-                          executor)
+                          executor, MARGIN if margin is None else margin)
 
 
 def _check_sweeps_match(groups: list, cli_sweeps: dict[str, list], specs: Iterable[str]) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 from alignkit.compare.plan import ComparisonPlan, command_line, plan_comparison
 from alignkit.compare.comparison import run_comparison
 from alignkit.errors import AlignkitError
+from alignkit.eval.verdict import MARGIN
 from alignkit.compare.executors import ExecutorSettings
 from alignkit.report.records import RunRecord, load_runs
 from alignkit.runfolder import ComparisonEntry, claim_comparison_dir
@@ -62,7 +63,7 @@ def run_replicates(plans: list[ComparisonPlan], out: Path, *, cache_dir: Path | 
     claim_comparison_dir(out)
     for plan in plans:
         run_comparison(plan, cache_dir=cache_dir)
-    return combined_report(out, [plan.out for plan in plans])
+    return combined_report(out, [plan.out for plan in plans], margin=plans[0].margin)
 
 
 def compare_replicates(specs, replicates: int, *, out: Path | None, **options) -> dict:
@@ -118,14 +119,14 @@ def spread_rows(per_replicate: list[list[RunRecord]]) -> list[dict]:
     return rows
 
 
-def combined_report(out: Path, folders: list[Path]) -> dict:
+def combined_report(out: Path, folders: list[Path], margin: float = MARGIN) -> dict:
     """``out/report.md``, ``out/replicates.csv`` and ``out/replicates.json`` from finished replicate folders."""
     import pandas as pd
 
     per_replicate = [load_runs([folder])[0] for folder in folders]
     runs = [_relabelled(run, k) for k, found in enumerate(per_replicate) for run in found]
     labels = {run.label: convergence_of(run)["label"] for run in runs}
-    verdicts = matched_kl_verdicts(runs, labels, units="replicate")
+    verdicts = matched_kl_verdicts(runs, labels, units="replicate", margin=margin)
     rows = spread_rows(per_replicate)
     seeds = sorted({run.manifest["recipe"]["seed"] for run in runs})
     index = {"replicates": [str(f) for f in folders], "shared_seeds": seeds, "spread": rows, "matched_kl": verdicts,

@@ -214,7 +214,7 @@ def run_until_converged(plan: ComparisonPlan, cfg: UntilConverged, *, cache_dir:
     error = None
     try:
         index = build_report([current[e.label] for e in plan.entries], plan.out, name=plan.name,
-                             argv=plan.argv, failed=failures)
+                             argv=plan.argv, failed=failures, margin=plan.margin)
     except EntriesFailed as exc:  # a failed round: the rest is written first, then the one line naming it
         index, error = None, exc
     write_json(plan.out / "until_converged.json", {"settings": to_dict(cfg), "first_budget": budgets,

@@ -8,6 +8,10 @@
   difference and the measured per-unit sd, or the points a side lacks;
 * one unit covers evaluation noise only and never names a winner.
 
+**Repeated looks** (``compare --decide``) test look j at its share of 0.05 under an O'Brien-Fleming-type
+spending function over the seeds schedule :data:`LOOKS` (:func:`look_alpha`); the shares sum to 0.05, so by
+the union bound the looks together name a false winner at most 5% of the time.
+
 **What threatens a verdict.** A frontier over every checkpoint of every setting only rises when training adds
 points. The leader's further training can only widen its lead; the trailing method's can close it, and only
 through runs that could still improve at the matched KL: a trailing run not labelled converged or declining
@@ -22,11 +26,32 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from scipy import stats
+
 from alignkit.eval.matched_kl import KL_MATCH, MatchedKL, seeds_needed
 
 MARGIN = 0.02      # gold reward: the README's measured run-to-run sd on IMDb (0.014-0.017), rounded up
 ASSUMED_SD = 0.02  # what "seeds needed" assumes from one unit, which cannot measure run-to-run variation
 OPEN = ("converged", "declining", "no training")  # labels that cannot improve by training on
+ALPHA = 0.05
+LOOKS = (2, 3, 5, 8)  # paired seeds at each look of compare --decide
+
+
+def spent(fraction: float, alpha: float = ALPHA) -> float:
+    """Alpha spent by information ``fraction`` (Lan-DeMets O'Brien-Fleming type): little early, all at 1."""
+    if fraction <= 0:
+        return 0.0
+    z = stats.norm.ppf(1 - alpha / 2) / math.sqrt(min(fraction, 1))
+    return float(min(alpha, 2 - 2 * stats.norm.cdf(z)))
+
+
+def look_alpha(units: int, looks: tuple = LOOKS, alpha: float = ALPHA) -> float:
+    """The test level of the look at ``units`` paired seeds: the alpha spent since the schedule's look before
+    it (a look skipped spends nothing; no look beyond the schedule's last)."""
+    if units not in looks:
+        raise ValueError(f"{units} seeds is no look of the schedule {looks}")
+    i = looks.index(units)
+    return spent(units / looks[-1], alpha) - (spent(looks[i - 1] / looks[-1], alpha) if i else 0.0)
 
 
 @dataclass
@@ -60,8 +85,8 @@ def _named(labels: list[str]) -> str:
 
 
 def decide(a: str, b: str, result: MatchedKL | None, runs: list[Run], *, margin: float = MARGIN,
-           adjusted_p: float | None = None) -> Verdict:
-    """The rule of the module docstring for a against b."""
+           adjusted_p: float | None = None, alpha: float = ALPHA) -> Verdict:
+    """The rule of the module docstring for a against b, a winner's (Holm-adjusted) p below ``alpha``."""
     if result is None:
         return Verdict("no verdict", None, "no verdict", f"points of both {a} and {b} on the same prompts")
     if result.units == 1:
@@ -71,7 +96,7 @@ def decide(a: str, b: str, result: MatchedKL | None, runs: list[Run], *, margin:
                        f"{ASSUMED_SD:g} (assumed; one run cannot measure it)")
     p = result.p_value if adjusted_p is None else adjusted_p
     lead = a if result.ci_low > 0 else b if result.ci_high < 0 else None
-    if lead is not None and p < 0.05:
+    if lead is not None and p < alpha:
         trailing = b if lead == a else a
         threat = threats(trailing, runs, result.kl_high)
         gap = result.ci_low if lead == a else -result.ci_high
@@ -112,15 +137,19 @@ def interval_text(ci_low: float, ci_high: float) -> str:
     return f"{low} to {high}"
 
 
-def sentence(a: str, b: str, result: MatchedKL | None, verdict: Verdict, *, family: int) -> str:
-    """The one sentence for a headline pair: the answer, the interval and what it covers, what would change it."""
+def sentence(a: str, b: str, result: MatchedKL | None, verdict: Verdict, *, family: int,
+             margin: float = MARGIN, alpha: float = ALPHA) -> str:
+    """The one sentence for a headline pair: the answer, the interval and what it covers, the equivalence
+    margin, what would change it."""
     if result is None:
         return f"{a} vs {b}: no verdict, no points of both on the same prompts."
     holm = f"; Holm over {family} comparisons" if family > 1 and result.units > 1 else ""
+    holm += f"; tested at alpha {alpha:.3g} (one of repeated looks)" if alpha != ALPHA else ""
     head = f"At matched KL ({result.kl_low:.3g}\u2013{result.kl_high:.3g} nats), {a} vs {b}: "
     body = {"winner": f"{verdict.winner} reaches a higher gold reward",
             "equivalent": verdict.answer}.get(verdict.kind, verdict.answer)
     return (f"{head}{body}, difference {result.difference:.3f} (95% interval {interval_text(result.ci_low, result.ci_high)}, "
-            f"{result.units} unit{'s' if result.units > 1 else ''}, covering {result.covers}{holm}). "
+            f"{result.units} unit{'s' if result.units > 1 else ''}, covering {result.covers}{holm}; "
+            f"equivalence margin \u00b1{margin:g}). "
             f"{'What would flip it' if verdict.kind in ('winner', 'equivalent') else 'What it would take'}: "
             f"{verdict.would_take}.")

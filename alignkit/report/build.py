@@ -15,6 +15,7 @@ from pathlib import Path
 from alignkit.report.length_control import length_control_lines
 from alignkit.report.cost import (FIRST_RULE, RULE as COMPUTE_RULE, budget_columns, curves, first_sentence, first_to_reach)
 from alignkit.errors import AlignkitError
+from alignkit.eval.verdict import ALPHA, MARGIN
 from alignkit.eval.summary import GOLD_CI_HIGH, GOLD_CI_LOW, GOLD_MEAN, REFERENCE_GOLD_MEAN
 from alignkit.report.html import write_html
 from alignkit.report.plots import plot_compute, plot_frontier, plot_temperature
@@ -37,8 +38,10 @@ class EntriesFailed(AlignkitError):
 
 
 def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv: list[str] | None = None,
-                 states: dict[str, str] | None = None, failed: dict[str, str] | None = None) -> dict:
+                 states: dict[str, str] | None = None, failed: dict[str, str] | None = None,
+                 margin: float = MARGIN, alpha: float = ALPHA) -> dict:
     """Write every comparison output into ``out`` from the finished runs at ``paths``; returns the index.
+    ``margin``: the equivalence margin of the matched-KL verdicts (gold reward); ``alpha``: their level.
     ``states`` records what the comparison did with each run (train, evaluate, current); ``failed`` names the
     entries whose runs failed (and why): reported, and the command fails once the rest is written."""
     import pandas as pd
@@ -69,19 +72,23 @@ def build_report(paths: list[Path], out: Path, *, name: str = "comparison", argv
                   "win_rate": wins[i, j], "ci_low": low[i, j], "ci_high": high[i, j], "n_prompts": n}
                  for i in range(len(labels)) for j in range(len(labels)) if i != j]
         write_text(out / "winrates.csv", pd.DataFrame(pairs).to_csv(index=False, float_format="%.6g"))
-    sentences = matched_kl_verdicts(runs, {label: c["label"] for label, c in convergence.items()})
+    labels = {label: c["label"] for label, c in convergence.items()}
+    sentences = matched_kl_verdicts(runs, labels, margin=margin, alpha=alpha)
     plot_frontier(runs, out / "frontier.png")
     plot_temperature(frame, out / "temperature.png")
     settings = curves(runs)
-    first = first_to_reach(settings)
+    by_seed = curves(runs, by_seed=True)
+    first = first_to_reach(by_seed)
     plot_compute(settings, out / "frontier_compute.png", target=first["target"] if first else None)
     index = _index(runs, frame, matrix, sentences, name, argv, convergence)
+    index["margin"], index["alpha"] = margin, alpha
     index["version_differences"] = version_differences(runs)
     index["version_warning"] = version_warning(index["version_differences"])
     if index["version_warning"]:
         LOG.warning("report: %s", index["version_warning"], extra={"notice": True})
     index["compute"] = {"rule": COMPUTE_RULE, "first_rule": FIRST_RULE, "first_to_reach": first,
-                        "first_to_reach_wall": first_to_reach(settings, "wall_s"), "sentence": first_sentence(first)}
+                        "first_to_reach_wall": first_to_reach(by_seed, "wall_s"),
+                        "sentence": first_sentence(first)}
     for entry in index["entries"]:
         entry["state"] = (states or {}).get(entry["label"], "current")
     markdown = render_markdown(runs, frame, matrix, index)
@@ -204,9 +211,10 @@ def render_markdown(runs: list[RunRecord], frame, matrix, index: dict) -> str:
               if lead else []) + (table_rows(verdicts) if verdicts else ["Only one method: nothing to match."])
     family = verdicts[0]["family"] if verdicts else 0
     lines += ["", f"Matched KL: {index['matched_kl_method']}. Verdict rule: a winner when the interval excludes 0, "
-              f"the Holm-adjusted p is below 0.05 ({index['matched_kl_family']}; {family} comparisons adjusted) and "
+              f"the Holm-adjusted p is below {index['alpha']:.3g} ({index['matched_kl_family']}; {family} "
+              f"comparisons adjusted) and "
               f"none of the trailing method's runs could still improve at the matched KL; equivalent within "
-              f"\u00b1{verdicts[0]['margin'] if verdicts else 0:g} when the interval lies inside it; otherwise "
+              f"\u00b1{index['margin']:g} (--margin) when the interval lies inside it; otherwise "
               f"inconclusive, with what it would take. Convergence: {index['convergence_test']}.", ""]
     lines += _compute_lines(index["compute"])
     lines += ["## Win rate vs temperature", "",
@@ -218,8 +226,9 @@ def render_markdown(runs: list[RunRecord], frame, matrix, index: dict) -> str:
 def _compute_lines(compute: dict) -> list[str]:
     """The compute-matched view: the plot, which method reaches the common gold reward first, the rules."""
     wall = compute.get("first_to_reach_wall")
-    by_wall = (f" By wall seconds instead: {wall['first']} first (" + ", ".join(
-        f"{g} {v:.3g} s" for g, v in wall["cost"].items()) + ").") if wall else ""
+    by_wall = (f" By wall seconds instead: least for {wall['first']} (" + ", ".join(
+        f"{g} {v:.3g} s" for g, v in wall["cost"].items())
+        + f"; {'decided' if wall['decided'] else 'inconclusive'} by the same rule).") if wall else ""
     return ["## At matched compute", "", "![gold reward vs training compute](frontier_compute.png)", "",
             f"- {compute['sentence']}{by_wall}", "",
             f"Compute: {compute['rule']}. First to reach: {compute['first_rule']}. Each entry's totals are the "

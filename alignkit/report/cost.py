@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from alignkit.eval.matched_kl import seeds_needed, t_bounds
 from alignkit.eval.summary import GOLD_MEAN
 from alignkit.report.records import RunRecord
 
@@ -29,10 +30,13 @@ RULE = ("FLOPs estimated as 6N per trained token (forward and backward) and 2N p
         "pairs, shared by every compared method, are charged to none. Wall seconds: training only (checkpoint "
         "evaluation excluded), plus the longest time any run of the comparison spent on a shared stage it "
         "needed (the run that built it; the others loaded it from the cache)")
-FIRST_RULE = ("target: the highest gold reward every method reaches at some evaluated point (the lowest of the "
-              "methods' best points; seeds of a setting averaged at each step); each method's cost is the least "
-              "compute at which one of its settings reaches it; point estimates, no interval; entries that "
-              "train nothing (Best-of-N spends its compute when sampling) are left out")
+FIRST_RULE = ("target: the highest gold reward every method reaches at some evaluated point in every "
+              "training seed (the lowest of the methods' best points, seed by seed); per seed, a method's "
+              "cost is the least compute at which one of its settings reaches it, and its cost is the "
+              "geometric mean over seeds; the cheapest method is reached first when a t interval (k - 1 "
+              "degrees of freedom) over the paired seeds' log ratios of the runner-up's cost to its own "
+              "excludes 1 (one test at 5%, outside the matched-KL family); one seed names nothing first; "
+              "entries that train nothing (Best-of-N spends its compute when sampling) are left out")
 COLUMNS = ("trained_tokens", "forward_tokens", "sampled_tokens", "wall_s", "flops")
 
 
@@ -120,13 +124,15 @@ def budget_columns(run: RunRecord, runs: list[RunRecord]) -> dict:
     return {f"compute_{k}": final[k] for k in COLUMNS}
 
 
-def curves(runs: list[RunRecord]) -> dict[tuple[str, str], list[dict]]:
-    """Each setting's curve (group, sweep) with its seeds averaged at the steps every seed recorded."""
-    by_setting: dict[tuple[str, str], list[list[dict]]] = {}
+def curves(runs: list[RunRecord], by_seed: bool = False) -> dict[tuple, list[dict]]:
+    """Each setting's curve, keyed (group, sweep), with its seeds averaged at the steps every seed recorded;
+    ``by_seed``: one curve per training seed instead, keyed (group, sweep, seed)."""
+    by_setting: dict[tuple, list[list[dict]]] = {}
     for run in runs:
         if run.is_policy:
             sweep = ";".join(f"{k}={v}" for k, v in run.sweep.items())
-            by_setting.setdefault((run.group, sweep), []).append(run_curve(run, runs))
+            key = (run.group, sweep, run.manifest.get("train_seed")) if by_seed else (run.group, sweep)
+            by_setting.setdefault(key, []).append(run_curve(run, runs))
     out = {}
     for key, seeds in by_setting.items():
         steps = sorted(set.intersection(*(set(p["step"] for p in c) for c in seeds)))
@@ -139,26 +145,46 @@ def _mean(values: list) -> float | None:
     return None if any(v is None for v in values) else float(np.mean(values))
 
 
-def first_to_reach(settings: dict[tuple[str, str], list[dict]], axis: str = "flops") -> dict | None:
-    """Which method reaches the common target gold reward (:data:`FIRST_RULE`) with the least ``axis``."""
-    best: dict[str, float] = {}
-    for (group, _), points in settings.items():
+def first_to_reach(by_seed: dict[tuple, list[dict]], axis: str = "flops") -> dict | None:
+    """Which method reaches the common target gold reward with the least ``axis``, and whether that is
+    decided (:data:`FIRST_RULE`); ``by_seed``: :func:`curves` with ``by_seed``. None with fewer than two
+    methods, or when a method reaches the target only at points whose compute is unknown."""
+    best: dict[tuple, float] = {}  # (group, seed): its best gold
+    for (group, _, seed), points in by_seed.items():
         golds = [p["gold"] for p in points if p["gold"] is not None and p["step"] > 0]
         if golds:
-            best[group] = max(best.get(group, -math.inf), max(golds))
-    if len(best) < 2:
+            best[group, seed] = max(best.get((group, seed), -math.inf), max(golds))
+    groups = sorted({g for g, _ in best})
+    if len(groups) < 2:
         return None
     target = min(best.values())
-    cost: dict[str, float] = {}
-    for (group, _), points in settings.items():
+    cost: dict[tuple, float] = {}
+    for (group, _, seed), points in by_seed.items():
         reached = [p[axis] for p in points if p["step"] > 0 and p["gold"] is not None and p["gold"] >= target
                    and p[axis] is not None]
         if reached:
-            cost[group] = min(cost.get(group, math.inf), min(reached))
-    if len(cost) < len(best):
+            cost[group, seed] = min(cost.get((group, seed), math.inf), min(reached))
+    if set(cost) != set(best):
         return None  # a method reached it only at points whose compute is unknown (runs recorded before it was)
-    order = sorted(cost, key=cost.get)
-    return {"target": target, "axis": axis, "cost": {g: cost[g] for g in order}, "first": order[0]}
+    log_cost = {g: {seed: math.log(max(c, 1e-12)) for (h, seed), c in cost.items() if h == g} for g in groups}
+    order = sorted(groups, key=lambda g: np.mean(list(log_cost[g].values())))
+    return {"target": target, "axis": axis, "first": order[0], "runner_up": order[1],
+            "cost": {g: float(np.exp(np.mean(list(log_cost[g].values())))) for g in order},
+            **_ratio(log_cost[order[0]], log_cost[order[1]])}
+
+
+def _ratio(first: dict, second: dict) -> dict:
+    """How many times the leader's compute the runner-up needs, per paired seed, as a t interval (k - 1
+    degrees of freedom) on the log ratios; decided when it excludes 1, never from one seed."""
+    seeds = [s for s in first if s in second]
+    logs = np.array([second[s] - first[s] for s in seeds])
+    out = {"seeds": len(seeds), "ratio": float(np.exp(logs.mean())) if seeds else None,
+           "ratio_low": None, "ratio_high": None, "decided": False, "seeds_needed": None}
+    if len(seeds) >= 2:
+        low, high, _ = t_bounds(logs, logs)
+        out.update(ratio_low=float(np.exp(low)), ratio_high=float(np.exp(high)), decided=bool(low > 0),
+                   seeds_needed=seeds_needed(float(logs.mean()), float(logs.std(ddof=1))))
+    return out
 
 
 def first_sentence(result: dict | None) -> str:
@@ -167,5 +193,15 @@ def first_sentence(result: dict | None) -> str:
         return "Fewer than two methods with a known compute reach a common gold reward: nothing to order."
     unit = {"flops": "FLOPs", "wall_s": "wall seconds"}.get(result["axis"], result["axis"])
     costs = ", ".join(f"{g} {v:.3g}" for g, v in result["cost"].items())
-    return (f"Gold reward {result['target']:.3f} (the highest every method reaches) is reached first by "
-            f"{result['first']} ({unit}: {costs}).")
+    head = f"Gold reward {result['target']:.3f} (the highest every method reaches in every seed)"
+    first, second = result["first"], result["runner_up"]
+    if result["seeds"] < 2:
+        return (f"{head}: least {unit} for {first} ({costs}), but which is first is inconclusive: one seed "
+                f"each has no interval; what it would take: paired seeds (--seeds).")
+    ratio = (f"{second} needs {result['ratio']:.2f} times {first}'s {unit} (95% interval "
+             f"{result['ratio_low']:.2f}\u2013{result['ratio_high']:.2f}, {result['seeds']} paired seeds)")
+    if result["decided"]:
+        return f"{head} is reached first by {first}: {ratio}; {unit}: {costs}."
+    need = result["seeds_needed"]
+    return (f"{head}: which is first is inconclusive, {ratio}; what it would take: "
+            f"{f'about {need}' if need else 'more'} paired seeds at this ratio and spread.")

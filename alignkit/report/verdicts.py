@@ -12,7 +12,7 @@ import numpy as np
 
 from alignkit.eval.convergence import ConvergenceTest, convergence
 from alignkit.eval.matched_kl import KL_MATCH, MatchedKL, Setting, holm, matched_kl
-from alignkit.eval.verdict import MARGIN, Run, decide, interval_text, sentence
+from alignkit.eval.verdict import ALPHA, MARGIN, Run, decide, interval_text, sentence
 from alignkit.report.records import RunRecord
 from alignkit.runlog import read_jsonl
 
@@ -88,11 +88,12 @@ def settings(runs: list[RunRecord], checkpoints: bool = True, units: str = "seed
 
 
 def matched_kl_verdicts(runs: list[RunRecord], labels: dict[str, str], *, units: str = "seed",
-                        margin: float = MARGIN) -> list[dict]:
+                        margin: float = MARGIN, alpha: float = ALPHA) -> list[dict]:
     """For every two methods: the verdict over all evaluated points and over final points only, each with its
     table row and sentence under the verdict rule. ``labels``: each run's convergence label. Every comparison
     of the report is one Holm family (:data:`FAMILY`). ``units``: what a setting's several runs are (seeds;
-    replicates in a combined report)."""
+    replicates in a combined report); ``alpha``: the level a winner's Holm-adjusted p must be below (a
+    look's share under ``compare --decide``)."""
     every, finals = settings(runs, True, units), settings(runs, False, units)
     pairs = list(itertools.combinations(sorted(every), 2))
     results = [matched_kl(every[a], every[b], unit_kind=units) for a, b in pairs]
@@ -103,14 +104,15 @@ def matched_kl_verdicts(runs: list[RunRecord], labels: dict[str, str], *, units:
     out = []
     for i, ((a, b), result, last) in enumerate(zip(pairs, results, final)):
         p_all, p_final = adjusted[i], adjusted[len(pairs) + i]
-        verdict = decide(a, b, result, facts, margin=margin, adjusted_p=p_all)
-        last_verdict = decide(a, b, last, facts, margin=margin, adjusted_p=p_final)
+        verdict = decide(a, b, result, facts, margin=margin, adjusted_p=p_all, alpha=alpha)
+        last_verdict = decide(a, b, last, facts, margin=margin, adjusted_p=p_final, alpha=alpha)
         out.append({"a": a, "b": b, "result": _as_dict(result, p_all), "final_points_only": _as_dict(last, p_final),
                     "verdict": verdict.kind, "winner": verdict.winner, "answer": verdict.answer,
                     "would_take": verdict.would_take, "final_verdict": last_verdict.answer,
-                    "family": family, "margin": margin,
-                    "sentence": sentence(a, b, result, verdict, family=family),
-                    "final_sentence": sentence(a, b, last, last_verdict, family=family)})
+                    "family": family, "margin": margin, "alpha": alpha,
+                    "sentence": sentence(a, b, result, verdict, family=family, margin=margin, alpha=alpha),
+                    "final_sentence": sentence(a, b, last, last_verdict, family=family, margin=margin,
+                                               alpha=alpha)})
     return out
 
 

@@ -176,6 +176,25 @@ def test_report_rebuilds_the_tables_identically(finished, tmp_path):
         assert (tmp_path / "again" / name).read_text() == (out / name).read_text(), name
 
 
+def test_margin_reaches_the_plan_the_record_and_every_sentence(finished, tmp_path, tiny_overrides):
+    plan = plan_comparison(["dpo", "ppo"], overrides=tiny_overrides, margin=0.05)
+    assert plan.margin == 0.05 and "--margin 0.05" in plan.argv
+    assert plan_comparison(["dpo", "ppo"], overrides=tiny_overrides).margin == 0.02  # the README's default
+    out, _, _ = finished
+    assert json.loads((out / "compare.json").read_text())["margin"] == 0.02
+    again = tmp_path / "wide"
+    result = CliRunner().invoke(main, ["report", str(out), "--out", str(again), "--margin", "0.5"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    index = json.loads((again / "compare.json").read_text())
+    assert index["margin"] == 0.5 and index["argv"][-2:] == ["--margin", "0.5"]
+    assert index["matched_kl"] and all(v["margin"] == 0.5 and "equivalence margin \u00b10.5" in v["sentence"]
+                                       for v in index["matched_kl"])
+    assert "\u00b10.5 (--margin)" in (again / "report.md").read_text()
+    refused = CliRunner().invoke(main, ["report", str(out), "--out", str(tmp_path / "no"), "--margin", "0"])
+    assert refused.exit_code == 2 and not (tmp_path / "no").exists()
+
+
 def test_eval_reevaluates_a_finished_run_with_another_judge(finished, tmp_path):
     out, _, _ = finished
     inside = out / "runs" / "ppo"

@@ -14,7 +14,7 @@ N = 1000  # the policy's parameter count in these runs
 
 def _run(label: str, method: str, points: list[tuple[int, float, int, int]], *, keys: dict | None = None,
          rm_tokens: int = 0, timings: dict | None = None, train_pairs: int = 0, sweep: dict | None = None,
-         group: str | None = None):
+         group: str | None = None, seed: int | None = None):
     """A finished run whose checkpoints are (step, gold, train tokens, sampled tokens); the last is final."""
     from alignkit.eval.summary import EvalSummary
     from alignkit.report.records import RunRecord
@@ -27,7 +27,7 @@ def _run(label: str, method: str, points: list[tuple[int, float, int, int]], *, 
                "budget": {"steps": step, "train_tokens": tokens, "train_sequences": tokens // 10,
                           "generated_tokens": generated},
                "training_data": {"train_pairs": train_pairs} if train_pairs else {}}
-    manifest = {"compare_entry": {"label": label, "group": group or method, "sweep": sweep or {}},
+    manifest = {"train_seed": seed, "compare_entry": {"label": label, "group": group or method, "sweep": sweep or {}},
                 "recipe": {"methods": {method: {}}}, "artifact_keys": keys or {}, "timings_s": timings or {},
                 "cost": {"training": {"wall_s": {**{str(s): float(s) for s, *_ in points[:-1]}, "last": float(step)},
                                       "policy_parameters": N}},
@@ -59,16 +59,37 @@ def test_shared_stages_are_charged_to_the_methods_that_needed_them():
     assert curve[0]["flops"] == 2 * N * 800 and curve[0]["gold"] == 0.3  # the reference, after the shared stage
 
 
-def test_first_to_reach_orders_methods_by_compute_at_the_common_target():
+def test_first_to_reach_names_nothing_first_from_one_seed():
     dpo = _run("dpo", "dpo", [(5, 0.5, 500, 0), (10, 0.6, 1000, 0)])
     ppo = _run("ppo", "ppo", [(5, 0.62, 2000, 3000), (10, 0.7, 4000, 6000)])
-    settings = curves([dpo, ppo])
-    result = first_to_reach(settings)
+    result = first_to_reach(curves([dpo, ppo], by_seed=True))
     assert result["target"] == pytest.approx(0.6)  # DPO's best: the highest gold both reach
-    assert result["first"] == "dpo" and result["cost"]["dpo"] == 6 * N * 1000
+    assert result["first"] == "dpo" and result["cost"]["dpo"] == pytest.approx(6 * N * 1000)
     assert result["cost"]["ppo"] == pytest.approx(6 * N * 4000 + 2 * N * 5 * 3000)
-    assert "reached first by dpo" in first_sentence(result)
-    assert first_to_reach(curves([dpo])) is None
+    assert result["seeds"] == 1 and not result["decided"] and result["ratio_low"] is None
+    assert "inconclusive: one seed each has no interval" in first_sentence(result)
+    assert first_to_reach(curves([dpo], by_seed=True)) is None
+
+
+def _seeds(group: str, tokens: list[int]) -> list:
+    """One DPO run per seed reaching gold 0.6 at step 10 after ``tokens[seed]`` trained tokens."""
+    return [_run(f"{group}#seed{i}", "dpo", [(5, 0.5, t // 2, 0), (10, 0.6, t, 0)], seed=i, group=group)
+            for i, t in enumerate(tokens)]
+
+
+def test_first_to_reach_is_a_t_interval_over_paired_seeds():
+    # DPO needs about half IPO's tokens in every seed: decided, the ratio's interval excludes 1
+    result = first_to_reach(curves(_seeds("dpo", [1000, 1100, 900]) + _seeds("ipo", [2000, 2300, 1900]),
+                                   by_seed=True))
+    assert result["first"] == "dpo" and result["seeds"] == 3 and result["decided"]
+    assert 1 < result["ratio_low"] < result["ratio"] < result["ratio_high"]
+    assert result["ratio"] == pytest.approx((2000 * 2300 * 1900 / (1000 * 1100 * 900)) ** (1 / 3))
+    assert "is reached first by dpo: ipo needs 2.07 times" in first_sentence(result)
+    # the order flips from seed to seed: the same point estimate says nothing, and says what it would take
+    noisy = first_to_reach(curves(_seeds("dpo", [1000, 3000, 900]) + _seeds("ipo", [2000, 1500, 1900]),
+                                  by_seed=True))
+    assert noisy["first"] == "dpo" and not noisy["decided"] and noisy["ratio_low"] < 1 < noisy["ratio_high"]
+    assert noisy["seeds_needed"] > 3 and f"about {noisy['seeds_needed']} paired seeds" in first_sentence(noisy)
 
 
 def test_seeds_of_a_setting_are_averaged_at_each_step():
