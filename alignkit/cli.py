@@ -101,6 +101,13 @@ def flag_overrides(overrides: tuple[str, ...], **flags) -> tuple[str, ...]:
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.EACCES, errno.EFBIG, errno.EIO}
 
 
+def _error_line(text: str) -> None:
+    """``alignkit: error: TEXT`` on stderr, on a line of its own (a progress bar still drawn is cleared)."""
+    from tqdm import tqdm
+
+    tqdm.write(f"alignkit: error: {text}", file=sys.stderr)
+
+
 class _Group(click.Group):
     """Report user errors as one line on stderr with exit code 1 (click's usage errors keep 2), never a
     traceback."""
@@ -110,15 +117,15 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except AlignkitError as exc:
             if launched_rank() == 0:  # under accelerate launch every process fails alike: one line, not N
-                click.echo(f"alignkit: error: {exc}", err=True)
+                _error_line(str(exc))
             sys.exit(1)
         except OSError as exc:  # a write alignkit did not wrap (a model's weights, a plot): still one line
             if exc.errno not in WRITE_ERRNOS:
                 raise
             if launched_rank() == 0:
-                click.echo(f"alignkit: error: {exc.filename or 'a file'}: could not be written ({exc.strerror}); "
-                           "what was there before is kept; free space (or choose another --out) and rerun the "
-                           "same command", err=True)
+                _error_line(f"{exc.filename or 'a file'}: could not be written ({exc.strerror}); what was "
+                            "there before is kept; free space (or choose another --out) and rerun the same "
+                            "command")
             sys.exit(1)
 
 

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from alignkit.errors import AlignkitError
 
@@ -114,6 +114,47 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def all_or_nothing(files: Iterable[str | Path], folders: Iterable[str | Path] = ()) -> Iterator[None]:
+    """Rewrite a set of recorded files together or not at all: ``files`` and every file under ``folders`` are
+    put back as they were when the block fails (a file it created is removed). Each old file is kept by a hard
+    link (no space needed; a copy where links are not allowed) and renamed back, since every alignkit write
+    replaces a file rather than changing it."""
+    paths = [Path(f) for f in files]
+    for folder in map(Path, folders):
+        paths += [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+    kept: dict[Path, Path] = {}
+    try:
+        for path in paths:
+            if path.is_file() and path not in kept:
+                kept[path] = path.with_name(f".{path.name[:60]}.kept-{os.getpid()}")
+                try:
+                    os.link(path, kept[path])
+                except OSError:
+                    shutil.copy2(path, kept[path])
+    except OSError as exc:
+        for copy in kept.values():
+            copy.unlink(missing_ok=True)
+        raise write_error(exc.filename or paths[0], exc) from None
+    before = set(kept)
+    try:
+        yield
+    except BaseException:
+        for folder in map(Path, folders):  # what the block added
+            for path in (folder.rglob("*") if folder.is_dir() else []):
+                if path.is_file() and path not in before and ".kept-" not in path.name:
+                    path.unlink(missing_ok=True)
+        for path in paths:
+            if path not in before:
+                path.unlink(missing_ok=True)
+        for path, copy in kept.items():
+            os.replace(copy, path)
+            copy.unlink(missing_ok=True)  # a file the block left alone: the same file, which rename leaves
+        raise
+    for copy in kept.values():
+        copy.unlink(missing_ok=True)
 
 
 class MetricsLog:

@@ -20,16 +20,31 @@ from alignkit.runtime import start
 from alignkit.compare.shared_stages import SHARED_FOLDER, build_shared_stages
 from alignkit.compare.worker import job_spec
 from alignkit.compare.plan import ComparisonPlan, PlannedRun
+from alignkit.compare.writer import ComparisonWriter
 from alignkit.logs import get_logger
 from alignkit.progress import bar as progress_bar
 
 LOG = get_logger()
 
-def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None, alpha: float = ALPHA) -> dict:
+
+def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None, alpha: float = ALPHA,
+                   writer: ComparisonWriter | None = None) -> dict:
     """Phase 1: build every shared stage the entries need, once, into the cache. Phase 2: train (or reuse,
     or re-evaluate) every entry as a run under ``OUT/runs/``, one after another in this process or with
     ``plan.executor`` (N local processes, Ray tasks); then write the comparison's outputs from those run
-    directories (its verdicts at level ``alpha``). One progress bar covers the whole comparison."""
+    directories (its verdicts at level ``alpha``). One progress bar covers the whole comparison. ``OUT`` is
+    claimed for this process (refused while another compare runs there) until the end, or until ``writer``'s
+    owner releases it."""
+    own = writer is None
+    writer = writer or ComparisonWriter(plan.out)
+    try:
+        return _run(plan, cache_dir, writer, alpha)
+    finally:
+        if own:
+            writer.release()
+
+
+def _run(plan: ComparisonPlan, cache_dir: Path | None, writer: ComparisonWriter, alpha: float) -> dict:
     settings = plan.executor
     settings.preflight(torch.get_num_threads())
     first = plan.entries[0].recipe  # one runtime for every run (a run with other settings makes its own)
@@ -41,10 +56,12 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None, alpha
     decisions = None
     if runtime.is_main:
         try:
+            writer.check()  # before anything is read or written
             decisions = [run_decision(runs_dir / e.label, e.recipe, cache_dir, plan.overwrite) for e in plan.entries]
             if not plan.overwrite:
                 refuse_replacing(runs_dir, plan.entries, decisions)
             claim_comparison_dir(plan.out)
+            writer.claim()
         except AlignkitError as exc:
             decisions = exc
     decisions = runtime.broadcast(decisions)
@@ -64,8 +81,10 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None, alpha
     # (refused above otherwise), and only once its new run succeeded
     jobs = [Job(e.label, _spec(plan, e, d.state, cache_dir), "resume" if d.state == "resume" or not d.finished
                 else d.state, recipe=e.recipe) for e, d in zip(plan.entries, decisions)]
-    failures = run_jobs(jobs, settings, plan.out, cache_dir, runtime, bar)
-    bar.close()
+    try:
+        failures = run_jobs(jobs, settings, plan.out, cache_dir, runtime, bar)
+    finally:  # an error's line starts below the bar's, never glued to it
+        bar.close()
     runtime.barrier()
     if not runtime.is_main:
         return {}

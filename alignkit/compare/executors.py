@@ -20,7 +20,7 @@ import torch
 
 from alignkit.cache import default_cache_dir
 from alignkit.errors import AlignkitError
-from alignkit.compare.ray_entry import UNSEEN, last_error, run_entry, worker_command
+from alignkit.compare.ray_entry import UNSEEN, exit_with_parent, last_error, run_entry, worker_command
 from alignkit.compare.worker import check_round_trip, run_job
 from alignkit.runlog import write_json
 from alignkit.logs import get_logger
@@ -138,7 +138,8 @@ def run_local(jobs: list[Job], settings: ExecutorSettings, out: Path, threads: i
                 env, gpus = slots[slot]
                 with open(log, "ab") as handle:
                     process = subprocess.Popen([*worker_command(gpus, 29500 + slot), str(spec)], stdout=handle,
-                                               stderr=subprocess.STDOUT, env={**os.environ, **env})
+                                               stderr=subprocess.STDOUT, env={**os.environ, **env},
+                                               preexec_fn=exit_with_parent())
                 running[slot] = (job, process, log)
             time.sleep(0.2)
             for slot, (job, process, log) in list(running.items()):

@@ -28,6 +28,7 @@ from alignkit.compare.comparison import run_comparison
 from alignkit.errors import AlignkitError
 from alignkit.eval.verdict import MARGIN
 from alignkit.compare.executors import ExecutorSettings
+from alignkit.compare.writer import ComparisonWriter
 from alignkit.report.records import RunRecord, load_runs
 from alignkit.runfolder import ComparisonEntry, claim_comparison_dir
 from alignkit.runlog import write_json, write_text
@@ -59,11 +60,17 @@ def replicate_plans(specs, *, replicates: int, out: Path, overrides=(), overwrit
 
 def run_replicates(plans: list[ComparisonPlan], out: Path, *, cache_dir: Path | None = None) -> dict:
     """Run every replicate's comparison (each reuses its finished runs as any comparison does), then write
-    the combined report into ``out``."""
+    the combined report into ``out``, which stays claimed for this process meanwhile."""
+    writer = ComparisonWriter(out)
+    writer.check()
     claim_comparison_dir(out)
-    for plan in plans:
-        run_comparison(plan, cache_dir=cache_dir)
-    return combined_report(out, [plan.out for plan in plans], margin=plans[0].margin)
+    writer.claim()
+    try:
+        for plan in plans:
+            run_comparison(plan, cache_dir=cache_dir)
+        return combined_report(out, [plan.out for plan in plans], margin=plans[0].margin)
+    finally:
+        writer.release()
 
 
 def compare_replicates(specs, replicates: int, *, out: Path | None, **options) -> dict:

@@ -28,6 +28,7 @@ from alignkit.compare.comparison import run_comparison
 from alignkit.compare.executors import Job, run_jobs
 from alignkit.compare.plan import ComparisonPlan, PlannedRun
 from alignkit.compare.worker import job_spec
+from alignkit.compare.writer import ComparisonWriter
 from alignkit.config import ConfigError, build, option, read_yaml, to_dict
 from alignkit.errors import AlignkitError
 from alignkit.eval.convergence import ConvergenceTest
@@ -176,9 +177,20 @@ def carry_cost(previous: Path, folder: Path) -> None:
 def run_until_converged(plan: ComparisonPlan, cfg: UntilConverged, *, cache_dir: Path | None = None) -> dict:
     """The comparison, then rounds of extension (module docstring), each round's runs dispatched as the
     comparison's are (in this process, ``--jobs N`` worker processes, Ray tasks); returns the report's index.
-    A round that fails twice is named, as a failed comparison entry is; its entry stays at its last round."""
+    A round that fails twice is named, as a failed comparison entry is; its entry stays at its last round.
+    The folder stays claimed for this process (:mod:`alignkit.compare.writer`) from the first round to the
+    last."""
+    writer = ComparisonWriter(plan.out)
+    try:
+        return _rounds(plan, cfg, cache_dir, writer)
+    finally:
+        writer.release()
+
+
+def _rounds(plan: ComparisonPlan, cfg: UntilConverged, cache_dir: Path | None,
+            writer: ComparisonWriter) -> dict:
     extendable = prepare(plan)
-    run_comparison(plan, cache_dir=cache_dir)
+    run_comparison(plan, cache_dir=cache_dir, writer=writer)
     runs_dir = plan.out / "runs"
     current = {e.label: runs_dir / e.label for e in plan.entries}
     budgets = {e.label: first_budget(e, current[e.label]) for e in extendable}
@@ -200,8 +212,10 @@ def run_until_converged(plan: ComparisonPlan, cfg: UntilConverged, *, cache_dir:
                                                                 budgets[entry.label], cfg, plan, cache_dir)))
         jobs = [job for *_, job in rounds if job is not None]
         bar = progress_bar(total=len(jobs), desc=f"round {round_}", unit="run", position=0, main=runtime.is_main)
-        failed = run_jobs(jobs, plan.executor, plan.out, cache_dir, runtime, bar, what=f"round {round_}")
-        bar.close()
+        try:
+            failed = run_jobs(jobs, plan.executor, plan.out, cache_dir, runtime, bar, what=f"round {round_}")
+        finally:
+            bar.close()
         for entry, previous, folder, job in rounds:
             if job is not None and job.label in failed:
                 failures[job.label] = failed[job.label]

@@ -8,7 +8,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
+import time
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from alignkit.config import to_dict
 from alignkit.errors import AlignkitError
@@ -62,10 +66,25 @@ def run_job(spec: dict, recipe: Recipe | None = None, runtime: Runtime | None = 
         adopt_recipe(run_dir, recipe, runtime)
 
 
+def watch_parent(every_s: float = 1.0) -> None:
+    """Exit when the process that started this one dies (it is then adopted by another): a worker never goes
+    on as an orphan after its ``alignkit compare`` was killed. Its run folder is left ``running`` for a dead
+    pid, which the next compare resumes."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="alignkit-parent-watch").start()
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m alignkit.compare.worker SPEC.json", file=sys.stderr)
         return 2
+    watch_parent()
     quiet_third_party()
     install_cli_handler()
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -73,8 +92,8 @@ def main(argv: list[str]) -> int:
     try:
         run_job(json.loads(Path(argv[0]).read_text()))
     except AlignkitError as exc:
-        if launched_rank() == 0:
-            print(f"alignkit: error: {exc}", file=sys.stderr)
+        if launched_rank() == 0:  # on a line of its own, below any progress bar still drawn
+            tqdm.write(f"alignkit: error: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -132,9 +132,10 @@ def push_run(run_dir: Path, repo_id: str, *, private: bool = False, token: str |
     if not saved_policy(folder):
         raise AlignkitError(f"push: {run_dir}: the run saved no policy (model/ has no config.json or "
                             f"adapter_config.json); there is nothing to upload")
-    files = [*upload_files(run), write_card(run.path, run.manifest["recipe"], summary)]
-    operations = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
-                  for p in sorted(files)]
+    card = card_text(run.manifest["recipe"], summary, adapter=(folder / "adapter_config.json").is_file())
+    uploads = {p.relative_to(folder).as_posix(): str(p) for p in upload_files(run)} | {CARD: card.encode()}
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=uploads[name])
+                  for name in sorted(uploads)]
     operations.append(CommitOperationAdd(path_in_repo=SUMMARY_FILE.as_posix(),
                                          path_or_fileobj=str(run.path / SUMMARY_FILE)))
     api = HfApi(token=token)
@@ -144,6 +145,7 @@ def push_run(run_dir: Path, repo_id: str, *, private: bool = False, token: str |
                                    f"({run.manifest.get('method')})")
     except Exception as exc:  # the network boundary: refused, unreachable, no token: one line, never a traceback
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AlignkitError(f"push: {repo_id}: {detail} ({type(exc).__name__}); the run folder is unchanged "
-                            f"but for model/README.md") from None
+        raise AlignkitError(f"push: {repo_id}: {detail} ({type(exc).__name__}); the run folder is "
+                            "unchanged") from None
+    write_text(folder / CARD, card)  # the card, as pushed, once the commit is in
     return commit.commit_url

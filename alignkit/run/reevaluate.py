@@ -22,7 +22,8 @@ from alignkit.registry import METHODS, REWARDS
 from alignkit.rewards.judge_check import check_judge
 from alignkit.run.decision import check_evaluation_only, in_comparison_folder
 from alignkit.runfolder import RunFolder, model_problem, read_run
-from alignkit.runlog import write_json
+from alignkit.runformat import CARD
+from alignkit.runlog import all_or_nothing, write_json
 from alignkit.runtime import Runtime, start
 from alignkit.trackers import Trackers
 from alignkit.stages.builder import StageBuilder
@@ -81,6 +82,21 @@ def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, run
                       training_data=summary.training_data if training_data is None else training_data)
     if not ws.runtime.is_main:  # every process evaluated its share; the main one writes
         return summary
+    failed = folder.failed_in_evaluation
+    with all_or_nothing([run_dir / "manifest.json", run_dir / "model" / CARD], [run_dir / "eval"]):
+        _record(run_dir, recipe, ws, folder, summary, samples, began)
+    if failed:  # finished now: its checkpoints go, as a finished run's do
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    trackers = Trackers(recipe.report_to, run_dir, recipe.name, group or recipe.name, to_dict(recipe))
+    trackers.summary(summary.to_dict())
+    trackers.finish()
+    return summary
+
+
+def _record(run_dir: Path, recipe: Recipe, ws: StageBuilder, folder: RunFolder, summary: EvalSummary,
+            samples: dict, began: float) -> None:
+    """Write a re-evaluation: samples, summary, plot, card, manifest (all or none of them: the caller's)."""
+    manifest = folder.manifest
     write_outputs(run_dir, summary, samples)
     write_card(run_dir, to_dict(recipe), summary)
     manifest.update(recipe=to_dict(recipe), artifact_keys={**manifest.get("artifact_keys", {}), **ws.artifact_keys},
@@ -91,12 +107,7 @@ def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, run
         manifest["cost"].setdefault("train_wall_s", trained_s)
         manifest.update(status="done", stage_keys=ws.stage_keys(), gold_reward_meta=ws.gold_meta,
                         reward_model=ws.reward_model_summary)
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     write_json(run_dir / "manifest.json", manifest)
-    trackers = Trackers(recipe.report_to, run_dir, recipe.name, group or recipe.name, to_dict(recipe))
-    trackers.summary(summary.to_dict())
-    trackers.finish()
-    return summary
 
 
 def _trained_record(folder: RunFolder, hint: str) -> tuple[dict | None, dict | None]:

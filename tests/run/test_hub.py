@@ -5,6 +5,7 @@ client (answered here by a fake Hub, no network)."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -133,16 +134,24 @@ def test_push_uploads_model_tokenizer_card_and_summary(lora_run, fake_hub):
     assert fake_hub.files["eval/summary.json"] == (lora_run / "eval" / "summary.json").read_bytes()
 
 
-def test_push_failure_is_one_line(lora_run, monkeypatch):
+def test_push_failure_is_one_line_and_changes_nothing_recorded(run_copy, monkeypatch):
+    (run_copy / "model" / "README.md").write_text("a card an older alignkit wrote\n")
+    before = digests(run_copy)
+
     def refuse(request):
         return httpx2.Response(401, json={"error": "Invalid credentials"})
     huggingface_hub.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(refuse)))
     try:
-        result = CliRunner().invoke(main, ["push", str(lora_run), "me/tiny", "--token", "hf_bad"])
+        result = CliRunner().invoke(main, ["push", str(run_copy), "me/tiny", "--token", "hf_bad"])
     finally:
         huggingface_hub.set_client_factory(huggingface_hub.utils._http.default_client_factory)
     assert result.exit_code == 1 and "alignkit: error: push: me/tiny:" in result.output
-    assert "Traceback" not in result.output
+    assert "Traceback" not in result.output and "the run folder is unchanged" in result.output
+    assert digests(run_copy) == before  # the older card too: push writes its card only once it is pushed
+
+
+def digests(folder: Path) -> dict[Path, str]:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
 
 
 def test_push_to_hub_is_validated_and_refused_by_compare(tmp_path):
