@@ -187,8 +187,8 @@ class RunBridge:
 
     def on_train_begin(self, args, state, control, **kwargs):
         # one bar per process group: trl calls this callback on every rank
-        self.bar = progress_bar(total=state.max_steps, initial=state.global_step, desc=self.stage, unit="step",
-                                leave=False, main=self.ws.runtime.is_main)
+        self.bar = progress_bar(total=state.max_steps, initial=state.global_step, desc=self.stage,
+                                unit="step", leave=False, main=self.ws.runtime.is_main)
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.num_input_tokens_seen != self.tokens_seen:  # a new generation batch was sampled for this step
@@ -233,7 +233,7 @@ def trl_arguments(ws: Workspace, cfg: OnlineRLConfig, output_dir: str) -> dict:
     """trl config values for this recipe: every optimiser step trains on one whole generation batch, shared
     out between the processes (no gradient accumulation); sampling with alignkit's settings (temperature
     only, no top-k/top-p); the run's precision; no gradient checkpointing, no vLLM, no reporting; metrics
-    every step; checkpoints every ``checkpoint_every`` steps (:mod:`alignkit.methods.trl_resume` writes them)."""
+    every step; checkpoints every ``checkpoint_every`` steps (written by :mod:`alignkit.methods.trl_resume`)."""
     world = ws.runtime.world
     if cfg.completions_per_step % world:
         raise AlignkitError(f"prompts_per_step x num_generations = {cfg.completions_per_step} completions cannot "
@@ -283,7 +283,8 @@ def make_trainer(ws: Workspace, cfg: OnlineRLConfig, policy: Policy, output_dir:
         trainer.remove_callback(callback)
     _pin_reference(trainer, policy)
     trainer.budget, trainer.bridge = ws.budget, bridge
-    trainer.checkpointer = bridge.checkpointer = ws.ctx.checkpointer_for(stage) if cfg.checkpoint_every else None
+    checkpointer = ws.ctx.checkpointer_for(stage) if cfg.checkpoint_every else None
+    trainer.checkpointer = bridge.checkpointer = checkpointer
     return trainer
 
 

@@ -99,7 +99,8 @@ class CheckpointedTrainer:
         """trl's sampler, its shuffles of the epochs a resumed run already finished drawn again (a fresh
         sampler would start the resumed epoch with the first epoch's order)."""
         sampler = super()._get_train_sampler(dataset)
-        steps_per_epoch = len(sampler) // (self.args.generation_batch_size * self.args.gradient_accumulation_steps)
+        args = self.args
+        steps_per_epoch = len(sampler) // (args.generation_batch_size * args.gradient_accumulation_steps)
         for _ in range(self._resumed_step // max(1, steps_per_epoch)):
             next(iter(sampler), None)  # one epoch's randperm
         self._resumed_step = 0

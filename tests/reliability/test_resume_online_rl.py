@@ -1,5 +1,5 @@
-"""GRPO and RLOO resume too: trl's trainer checkpoints through the run's checkpointer, and a GRPO run killed
-with SIGKILL after a checkpoint resumes with the same command to the uninterrupted run's summary and weights."""
+"""GRPO and RLOO resume too: trl's trainer checkpoints through the run's checkpointer; a GRPO run killed with
+SIGKILL after a checkpoint resumes with the same command to the uninterrupted run's summary and weights."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from alignkit.run.pipeline import run_recipe
 from reliability_helpers import PLUGIN, RECIPES, ROOT, strict_jsonl, summary, weights
 
 # 6 steps of 4 prompts x 4 completions, checkpoints at 2 and 4; the gold reward (slow on purpose: a window to
-# kill the run in) is maximised directly, so no shared stage is built; 12 prompts: the resumed epoch is the 2nd
+# kill the run in) is maximised directly, so no shared stage is built; 12 prompts: it resumes in epoch 2
 GRPO = ["gold_reward=zz_slow_letter_e", "grpo.reward=gold", "grpo.steps=6", "grpo.checkpoint_every=2",
         "grpo.prompts_per_step=4", "grpo.num_generations=4", "grpo.max_new_tokens=8", "grpo.prompt_pool=12",
         "eval.every_steps=0", "eval.temperatures=[]", "eval.n_prompts=8"]
