@@ -7,8 +7,7 @@ trl (transformers' ``Trainer``) still decides when to save (``save_strategy="ste
 generation batches already trained on skipped, the RNG reloaded once the data loader is rebuilt).
 :class:`CheckpointedTrainer` replaces only where that state lives: the trainable parameters, the optimiser,
 the scheduler, the RNG and the budget in the checkpointer's files, trl's ``TrainerState``, the run bridge's
-token counters and the generation batch trl is still reusing (``num_iterations`` > 1) beside them. It also
-replays the prompt sampler's shuffles of the epochs before the resumed one, which transformers does not."""
+token counters and the generation batch trl is still reusing (``num_iterations`` > 1) beside them."""
 
 from __future__ import annotations
 
@@ -43,7 +42,6 @@ class CheckpointedTrainer:
     budget = None
     bridge = None
     _resumed: dict | None = None  # the restored optimiser, scheduler and RNG states
-    _resumed_step = 0  # the step trained up to, until the sampler has replayed its earlier epochs
 
     def _trainable(self) -> list:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -57,7 +55,7 @@ class CheckpointedTrainer:
         step, extra = self.checkpointer.restore(pending)
         if not step:
             return None
-        self._resumed, self._resumed_step = pending.saved, step
+        self._resumed = pending.saved
         self.bridge.tokens_seen, self.bridge.batch_tokens = extra["bridge"]
         self._step, self._buffered_inputs = extra["trl_step"], extra["buffered"]
         folder.mkdir(parents=True, exist_ok=True)
@@ -94,14 +92,3 @@ class CheckpointedTrainer:
     def _load_rng_state(self, checkpoint) -> None:
         if checkpoint is not None:
             set_rng_states(self._resumed["rng"])
-
-    def _get_train_sampler(self, dataset=None):
-        """trl's sampler, its shuffles of the epochs a resumed run already finished drawn again (a fresh
-        sampler would start the resumed epoch with the first epoch's order)."""
-        sampler = super()._get_train_sampler(dataset)
-        args = self.args
-        steps_per_epoch = len(sampler) // (args.generation_batch_size * args.gradient_accumulation_steps)
-        for _ in range(self._resumed_step // max(1, steps_per_epoch)):
-            next(iter(sampler), None)  # one epoch's randperm
-        self._resumed_step = 0
-        return sampler
