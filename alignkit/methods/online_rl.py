@@ -37,6 +37,7 @@ from __future__ import annotations
 import tempfile
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -44,6 +45,7 @@ import numpy as np
 from alignkit.artifacts import RewardSettings, reward_needs
 from alignkit.config import option
 from alignkit.errors import AlignkitError
+from alignkit.methods.trl_resume import CheckpointedTrainer
 from alignkit.models.policy import Policy
 from alignkit.progress import bar as progress_bar
 from alignkit.registry import register_method
@@ -55,7 +57,8 @@ class OnlineRLConfig(RewardSettings):
     """Settings GRPO and RLOO share: what is sampled per step, the reward, and the optimiser."""
 
     ALIASES: ClassVar[dict[str, str]] = {"learning_rate": "lr", "max_steps": "steps", "epsilon": "clip_range",
-                                         "max_completion_length": "max_new_tokens", "beta": "kl_coef"}
+                                         "max_completion_length": "max_new_tokens", "beta": "kl_coef",
+                                         "save_steps": "checkpoint_every"}
 
     steps: int = option(60, "optimiser steps (trl max_steps)", ge=1)
     prompts_per_step: int = option(16, "prompts per generation batch: every optimiser step trains on "
@@ -72,6 +75,8 @@ class OnlineRLConfig(RewardSettings):
     lr: float = option(2e-4, "peak learning rate (AdamW, linear decay to 0: trl's default schedule; trl: "
                              "learning_rate)", gt=0)
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: off)", ge=0)
+    checkpoint_every: int = option(50, "save a resumable checkpoint every N optimiser steps (0: off; trl: "
+                                       "save_steps)", ge=0)
 
     trl_names: ClassVar[tuple[str, str]]  # (trl config class, trl trainer class)
 
@@ -178,11 +183,12 @@ class RunBridge:
         self.ws, self.stage, self.completions_per_step = ws, stage, completions_per_step
         self.on_step = ws.ctx.on_step(policy)
         self.tokens_seen, self.batch_tokens, self.bar = 0, 0, None
+        self.checkpointer = None  # the run's, when this stage claimed it: beaten between checkpoints
 
     def on_train_begin(self, args, state, control, **kwargs):
         # one bar per process group: trl calls this callback on every rank
-        self.bar = progress_bar(total=state.max_steps, desc=self.stage, unit="step", leave=False,
-                                main=self.ws.runtime.is_main)
+        self.bar = progress_bar(total=state.max_steps, initial=state.global_step, desc=self.stage,
+                                unit="step", leave=False, main=self.ws.runtime.is_main)
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.num_input_tokens_seen != self.tokens_seen:  # a new generation batch was sampled for this step
@@ -195,6 +201,8 @@ class RunBridge:
         self.bar.update(1)
         if self.on_step is not None:
             self.on_step(state.global_step)
+        if self.checkpointer is not None and not self.checkpointer.read_only:
+            self.checkpointer.beat()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "train_runtime" in logs:  # the end-of-training summary: the manifest has the timings
@@ -224,8 +232,8 @@ def bridge_callback(ws: Workspace, stage: str, policy: Policy, completions_per_s
 def trl_arguments(ws: Workspace, cfg: OnlineRLConfig, output_dir: str) -> dict:
     """trl config values for this recipe: every optimiser step trains on one whole generation batch, shared
     out between the processes (no gradient accumulation); sampling with alignkit's settings (temperature
-    only, no top-k/top-p); the run's precision; no gradient checkpointing, no vLLM, no checkpoints, no
-    reporting; metrics every step."""
+    only, no top-k/top-p); the run's precision; no gradient checkpointing, no vLLM, no reporting; metrics
+    every step; checkpoints every ``checkpoint_every`` steps (written by :mod:`alignkit.methods.trl_resume`)."""
     world = ws.runtime.world
     if cfg.completions_per_step % world:
         raise AlignkitError(f"prompts_per_step x num_generations = {cfg.completions_per_step} completions cannot "
@@ -239,7 +247,8 @@ def trl_arguments(ws: Workspace, cfg: OnlineRLConfig, output_dir: str) -> dict:
         use_cpu=ws.device.type == "cpu", bf16=ws.runtime.precision == "bf16",
         fp16=ws.runtime.precision == "fp16", activation_checkpointing=ws.recipe.model.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},
-        disable_dropout=True, use_vllm=False, report_to="none", save_strategy="no", logging_strategy="steps",
+        disable_dropout=True, use_vllm=False, report_to="none", logging_strategy="steps",
+        save_strategy="steps" if cfg.checkpoint_every else "no", save_steps=cfg.checkpoint_every or 500,
         logging_steps=1, disable_tqdm=True, log_completions=False, dataloader_num_workers=0,
         **cfg.method_settings())
 
@@ -258,11 +267,13 @@ def train_dataset(ws: Workspace, cfg: OnlineRLConfig):
 def make_trainer(ws: Workspace, cfg: OnlineRLConfig, policy: Policy, output_dir: str, stage: str):
     """trl's trainer for ``cfg``'s method around ``policy``'s model, its reference pinned to the starting
     weights, with :class:`RunBridge` in place of transformers' progress/printer callbacks (which print
-    every log dict to stdout, where the run's JSON summary goes)."""
+    every log dict to stdout, where the run's JSON summary goes), checkpointing through the run's
+    checkpointer when this stage claims it (:class:`CheckpointedTrainer`)."""
     import trl
     from transformers import PrinterCallback, ProgressCallback
 
-    config_cls, trainer_cls = (getattr(trl, name) for name in cfg.trl_names)
+    config_cls, trl_cls = (getattr(trl, name) for name in cfg.trl_names)
+    trainer_cls = type(trl_cls.__name__, (CheckpointedTrainer, trl_cls), {})
     bridge = bridge_callback(ws, stage, policy, cfg.completions_per_step)
     trainer = trainer_cls(
         model=policy.model, reward_funcs=OnlineReward(ws, cfg, eos_token_ids(policy)),
@@ -271,6 +282,9 @@ def make_trainer(ws: Workspace, cfg: OnlineRLConfig, policy: Policy, output_dir:
     for callback in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(callback)
     _pin_reference(trainer, policy)
+    trainer.budget, trainer.bridge = ws.budget, bridge
+    checkpointer = ws.ctx.checkpointer_for(stage) if cfg.checkpoint_every else None
+    trainer.checkpointer = bridge.checkpointer = checkpointer
     return trainer
 
 
@@ -302,7 +316,8 @@ def train_with_trl(ws: Workspace, cfg: OnlineRLConfig, stage: str) -> Policy:
         # trl 1.16 reads transformers' deprecated model.is_gradient_checkpointing at every generation batch
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated",
                                 category=FutureWarning)
-        make_trainer(ws, cfg, policy, output_dir, stage).train()
+        trainer = make_trainer(ws, cfg, policy, output_dir, stage)
+        trainer.train(resume_from_checkpoint=trainer.resume(Path(output_dir) / "resume"))
     return _release(policy)
 
 

@@ -1,27 +1,18 @@
-"""The diversity metrics: distinct-n and self-BLEU as shipped `evaluate` modules, checked against hand
-computations and a naive O(N^2) self-BLEU, and loaded offline through alignkit.eval.diversity."""
+"""The diversity metrics: distinct-n and self-BLEU (plain functions of alignkit.eval.diversity), checked
+against hand computations and a naive O(N^2) self-BLEU, with no `evaluate` and no network."""
 
 from __future__ import annotations
 
 import math
 import random
 import socket
+import sys
 from collections import Counter
 
-import evaluate
 import pytest
 
 from alignkit.eval import diversity as div
-
-
-@pytest.fixture(scope="module")
-def distinct():
-    return div.load_metric("distinct")
-
-
-@pytest.fixture(scope="module")
-def self_bleu():
-    return div.load_metric("self_bleu")
+from alignkit.eval.diversity import distinct, self_bleu
 
 
 def naive_self_bleu(texts, max_order=4):
@@ -52,79 +43,60 @@ def naive_self_bleu(texts, max_order=4):
     return sum(scores) / len(scores)
 
 
-def test_distinct_hand_computed(distinct):
+def test_distinct_hand_computed():
     # unigrams a b a b c: 3 distinct of 5; bigrams (a b) (b a) (b c): 3 of 3
-    assert distinct.compute(predictions=["a b a", "b c"]) == {"distinct_1": 3 / 5, "distinct_2": 1.0}
+    assert distinct(["a b a", "b c"]) == {"distinct_1": 3 / 5, "distinct_2": 1.0}
     # lowercased: The/the are one word; bigrams (the cat) (cat the) (the cat) (cat): 2 of 3, "cat" adds none
-    out = distinct.compute(predictions=["The cat the CAT", "cat"])
+    out = distinct(["The cat the CAT", "cat"])
     assert out == pytest.approx({"distinct_1": 2 / 5, "distinct_2": 2 / 3}, abs=1e-15)
-    assert distinct.compute(predictions=[]) == {"distinct_1": 0.0, "distinct_2": 0.0}
-    assert distinct.compute(predictions=["", "  "]) == {"distinct_1": 0.0, "distinct_2": 0.0}
-    assert distinct.compute(predictions=["a", "a"]) == {"distinct_1": 0.5, "distinct_2": 0.0}
+    assert distinct([]) == {"distinct_1": 0.0, "distinct_2": 0.0}
+    assert distinct(["", "  "]) == {"distinct_1": 0.0, "distinct_2": 0.0}
+    assert distinct(["a", "a"]) == {"distinct_1": 0.5, "distinct_2": 0.0}
 
 
-def test_self_bleu_extremes(self_bleu):
-    assert self_bleu.compute(predictions=["the cat sat on the mat"] * 5)["self_bleu"] == 1.0
-    assert self_bleu.compute(predictions=["a b c d", "e f g h", "i j"])["self_bleu"] == 0.0  # p_1 = 0
-    assert self_bleu.compute(predictions=[])["self_bleu"] == 0.0
-    assert self_bleu.compute(predictions=["only one text"])["self_bleu"] == 0.0
+def test_self_bleu_extremes():
+    assert self_bleu(["the cat sat on the mat"] * 5) == 1.0
+    assert self_bleu(["a b c d", "e f g h", "i j"]) == 0.0  # p_1 = 0
+    assert self_bleu([]) == 0.0
+    assert self_bleu(["only one text"]) == 0.0
 
 
-def test_self_bleu_hand_computed(self_bleu):
+def test_self_bleu_hand_computed():
     texts = ["the cat sat", "the cat ran", "a dog ran"]
     # "the cat sat": p1 2/3, p2 (1+1)/(2+1), p3 (0+1)/(1+1), p4 (0+1)/(0+1); BP 1 (ref lengths 3)
     # "the cat ran": p1 3/3, p2 2/3, p3 1/2, p4 1;  "a dog ran": p1 1/3, p2 (0+1)/(2+1), p3 1/2, p4 1
     expected = ((2 / 9) ** 0.25 + (1 / 3) ** 0.25 + (1 / 18) ** 0.25) / 3
-    assert self_bleu.compute(predictions=texts)["self_bleu"] == pytest.approx(expected, abs=1e-15)
+    assert self_bleu(texts) == pytest.approx(expected, abs=1e-15)
     # unigram BLEU with clipping: "a" is most frequent in doc 2 (3), second in doc 0 (2), so doc 2 clips at 2;
     # "a c" has length 2 against 3 and 3: BP exp(1 - 3/2)
-    out = self_bleu.compute(predictions=["a a b", "a c", "a a a"], max_order=1)["self_bleu"]
+    out = self_bleu(["a a b", "a c", "a a a"], max_order=1)
     assert out == pytest.approx((2 / 3 + 0.5 * math.exp(-0.5) + 2 / 3) / 3, abs=1e-15)
     # closest reference length, ties to the shorter: "x y z" (3) against 2 and 4 takes r=2, BP 1;
     # "x y" (2) against 3 and 4 takes r=3; "x y z w" (4) against 3 and 2 takes r=3, BP 1
-    out = self_bleu.compute(predictions=["x y z", "x y", "x y z w"], max_order=1)["self_bleu"]
+    out = self_bleu(["x y z", "x y", "x y z w"], max_order=1)
     assert out == pytest.approx((1 + math.exp(1 - 3 / 2) + 3 / 4) / 3, abs=1e-15)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_self_bleu_matches_naive(self_bleu, seed):
+def test_self_bleu_matches_naive(seed):
     rng = random.Random(seed)
     vocab = ["a", "b", "c", "d", "e", "f", "G", "h"]
     texts = [" ".join(rng.choices(vocab, k=rng.randint(0, 12))) for _ in range(30)]
     texts += [texts[3], texts[7], texts[7]]  # duplicates: ties for the largest count
     for max_order in (1, 2, 3, 4):
-        fast = self_bleu.compute(predictions=texts, max_order=max_order)["self_bleu"]
+        fast = self_bleu(texts, max_order=max_order)
         assert fast == pytest.approx(naive_self_bleu(texts, max_order), abs=1e-12)
         assert 0.0 < fast < 1.0
 
 
-def test_diversity_loads_modules_offline(monkeypatch, capfd):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_EVALUATE_OFFLINE", "1")
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("tried to reach the network")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    div.load_metric.cache_clear()
-    texts = ["the cat sat", "the cat ran", "a dog ran"]
-    out = div.diversity(texts)
-    assert set(out) == {"distinct_1", "distinct_2", "self_bleu"}
-    assert out["distinct_1"] == pytest.approx(6 / 9) and out["distinct_2"] == pytest.approx(5 / 6)
-    assert out["self_bleu"] == pytest.approx(naive_self_bleu(texts), abs=1e-12)
-    assert isinstance(div.load_metric("distinct"), evaluate.EvaluationModule)
-    assert isinstance(div.load_metric("self_bleu"), evaluate.EvaluationModule)
-    assert div.load_metric.cache_info().currsize == 2
-    capfd.readouterr()
-    assert div.diversity(texts) == out  # cached modules, and no per-call warnings or progress bars
-    assert div.load_metric.cache_info().misses == 2
-    assert capfd.readouterr() == ("", "")
-
-
-def test_diversity_without_offline_env(monkeypatch):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_EVALUATE_OFFLINE", raising=False)
+def test_diversity_needs_neither_evaluate_nor_the_network(monkeypatch, capfd):
+    monkeypatch.setitem(sys.modules, "evaluate", None)  # importing it now raises ImportError
     monkeypatch.setattr(socket.socket, "connect", lambda *a, **k: pytest.fail("tried to reach the network"))
-    div.load_metric.cache_clear()
+    texts = ["the cat sat", "the cat ran", "a dog ran"]
+    capfd.readouterr()
+    out = div.diversity(texts)
+    assert out == pytest.approx({"distinct_1": 6 / 9, "distinct_2": 5 / 6, "self_bleu": naive_self_bleu(texts)},
+                                abs=1e-12)
+    assert capfd.readouterr() == ("", "")  # no warnings or progress bars
     assert div.diversity(["same words here"] * 3) == {"distinct_1": 1 / 3, "distinct_2": 2 / 6, "self_bleu": 1.0}
     assert div.diversity([]) == {"distinct_1": 0.0, "distinct_2": 0.0, "self_bleu": 0.0}

@@ -1,9 +1,12 @@
-"""Test plugin (loaded with --plugins): preference losses that are slow or fail on purpose."""
+"""Test plugin (loaded with --plugins): preference losses that are slow or fail on purpose, and a slow gold
+reward a tiny policy can learn."""
 
 import math
 import time
 
-from alignkit.registry import LOSSES, register_loss
+import numpy as np
+
+from alignkit.registry import LOSSES, REWARDS, register_loss, register_reward
 
 
 @register_loss("zz_slow_loss")
@@ -27,3 +30,14 @@ def zz_nan_loss(logps, *, beta, calls: tuple = (2, 3)):
 
 
 zz_nan_loss.count = 0
+
+
+if "zz_slow_letter_e" not in REWARDS:
+    @register_reward("zz_slow_letter_e")
+    def zz_slow_letter_e(workspace):
+        """Share of the letter e in a completion, 0.1 s slower per call: GRPO/RLOO need no reward model with
+        it, and a run can be killed between two checkpoints."""
+        def score(prompts, completions):
+            time.sleep(0.1)
+            return np.array([c.count("e") / max(1, len(c)) for c in completions])
+        return score
