@@ -37,7 +37,7 @@ from typing import TypeVar
 
 import alignkit
 from alignkit.runtime import Runtime
-from alignkit.logs import get_logger
+from alignkit.console import get_logger
 
 LOG = get_logger("cache")
 

@@ -15,8 +15,8 @@ import click
 from alignkit import __version__
 from alignkit.errors import AlignkitError
 from alignkit.threads import ENV_VAR as THREADS_ENV, configure_threads, launched_rank
-from alignkit.logs import install_cli_handler
-from alignkit.progress import quiet_third_party
+from alignkit.console import install_cli_handler
+from alignkit.console import quiet_third_party
 
 _set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
                            help="override a recipe value, e.g. --set dpo.beta=0.5 (repeatable)")

@@ -25,7 +25,7 @@ from alignkit.checkpoint import Checkpointer, TrainState, numerical_error
 from alignkit.config import option
 from alignkit.context import Budget, RunContext
 from alignkit.runtime import Runtime
-from alignkit.progress import bar as progress_bar
+from alignkit.console import bar as progress_bar
 
 
 @dataclass

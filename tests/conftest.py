@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from alignkit.logs import install_cli_handler
+from alignkit.console import install_cli_handler
 
 # tiny models gain nothing from a second thread, and two busy-waiting threads per process thrash when
 # other work shares the two cores; CLI commands invoked in-process configure threads from the variable

@@ -32,7 +32,7 @@ LAYERS = [
     ("runtime and checkpoints", ["alignkit.runtime", "alignkit.checkpoint"]),
     ("registry and config", ["alignkit.registry", "alignkit.config", "alignkit.runlog", "alignkit.signatures",
                              "alignkit.threads", "alignkit.memory", "alignkit.rl", "alignkit.trackers", "alignkit"]),
-    ("errors, notices and bars", ["alignkit.errors", "alignkit.logs", "alignkit.progress"]),
+    ("errors, notices and bars", ["alignkit.errors", "alignkit.console"]),
 ]
 LAZY_IMPORTS_ALLOWED = {"alignkit.cli"}
 MAX_LINES = 400

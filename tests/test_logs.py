@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from alignkit.cli import main
 from alignkit.errors import warn
-from alignkit.logs import CliFormatter, get_logger
-from alignkit.progress import bar, bars_disabled, quiet_module_bars
+from alignkit.console import CliFormatter, get_logger
+from alignkit.console import bar, bars_disabled, quiet_module_bars
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 

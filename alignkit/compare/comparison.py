@@ -21,8 +21,8 @@ from alignkit.compare.shared_stages import SHARED_FOLDER, build_shared_stages
 from alignkit.compare.worker import job_spec
 from alignkit.compare.plan import ComparisonPlan, PlannedRun
 from alignkit.compare.writer import ComparisonWriter
-from alignkit.logs import get_logger
-from alignkit.progress import bar as progress_bar
+from alignkit.console import get_logger
+from alignkit.console import bar as progress_bar
 
 LOG = get_logger()
 

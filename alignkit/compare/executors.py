@@ -23,7 +23,7 @@ from alignkit.errors import AlignkitError
 from alignkit.compare.ray_entry import UNSEEN, exit_with_parent, last_error, run_entry, worker_command
 from alignkit.compare.worker import check_round_trip, run_job
 from alignkit.runlog import write_json
-from alignkit.logs import get_logger
+from alignkit.console import get_logger
 
 LOG = get_logger()
 

@@ -28,7 +28,7 @@ from alignkit.runlog import MetricsLog, write_json
 from alignkit.runtime import Runtime, start
 from alignkit.stages.keys import JUDGE_SPLIT_JUDGE, StageKeys
 from alignkit.stages.builder import StageBuilder
-from alignkit.logs import get_logger
+from alignkit.console import get_logger
 
 LOG = get_logger()
 

@@ -40,8 +40,8 @@ from alignkit.run.decision import run_decision
 from alignkit.runfolder import ComparisonEntry, read_run
 from alignkit.runlog import atomic_dir, jsonable, write_json, write_text
 from alignkit.runtime import start
-from alignkit.logs import get_logger
-from alignkit.progress import bar as progress_bar
+from alignkit.console import get_logger
+from alignkit.console import bar as progress_bar
 
 LOG = get_logger()
 

@@ -23,8 +23,8 @@ from alignkit.runfolder import ComparisonEntry
 from alignkit.runlog import jsonable
 from alignkit.runtime import Runtime
 from alignkit.threads import configure_threads, launched_rank
-from alignkit.logs import install_cli_handler
-from alignkit.progress import quiet_third_party
+from alignkit.console import install_cli_handler
+from alignkit.console import quiet_third_party
 
 
 def job_spec(label: str, state: str, recipe: Recipe, run_dir: Path, cache_dir: Path | None,

@@ -47,7 +47,7 @@ from alignkit.config import option
 from alignkit.errors import AlignkitError
 from alignkit.methods.trl_resume import CheckpointedTrainer
 from alignkit.models.policy import Policy
-from alignkit.progress import bar as progress_bar
+from alignkit.console import bar as progress_bar
 from alignkit.registry import register_method
 from alignkit.stages.workspace import Workspace
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from alignkit.errors import AlignkitError
-from alignkit.progress import quiet_module_bars
+from alignkit.console import quiet_module_bars
 from alignkit.models.config import BUILTIN_PREFIX, LoraSettings, ModelConfig, local_tokenizer_folder
 from alignkit.registry import MODELS
 from alignkit.runtime import Runtime
@@ -32,7 +32,7 @@ def disable_dropout(model: torch.nn.Module) -> None:
 
 
 def _quiet_gguf(cfg: ModelConfig):
-    """transformers' GGUF dequantization bar, quiet unless asked (see :mod:`alignkit.progress`)."""
+    """transformers' GGUF dequantization bar, quiet unless asked (see :mod:`alignkit.console`)."""
     if not cfg.gguf_file:
         return nullcontext()
     import transformers.modeling_gguf_pytorch_utils as gguf_utils

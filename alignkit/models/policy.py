@@ -15,7 +15,7 @@ import torch
 from alignkit.models.config import ModelConfig
 from alignkit.models.loading import apply_lora, disable_dropout, load_adapter, load_pretrained, load_tokenizer, \
     record_absolute_base, resolve_model_path
-from alignkit.progress import bar as progress_bar
+from alignkit.console import bar as progress_bar
 from alignkit.runtime import Runtime
 from alignkit.models.sequences import SequenceBatch, concat_batches, encode_pairs, sequence_logprobs, token_logprobs
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from alignkit.cache import CacheEntry
 from alignkit.config import fingerprint
 from alignkit.errors import AlignkitError
-from alignkit.progress import quiet_module_bars
+from alignkit.console import quiet_module_bars
 from alignkit.runlog import write_json
 from alignkit.runtime import Runtime
 

@@ -24,7 +24,7 @@ from alignkit.runfolder import claim_comparison_dir
 from alignkit.runlog import write_json, write_text
 from alignkit.report.verdicts import (CONVERGENCE, FAMILY, METHOD as MATCHED_KL_METHOD, convergence_of, headline, matched_kl_verdicts, table_rows)
 from alignkit.report.versions import version_differences, version_warning
-from alignkit.logs import get_logger
+from alignkit.console import get_logger
 
 LOG = get_logger()
 

@@ -49,7 +49,7 @@ from alignkit.run.trajectory import TrajectoryRecorder
 from alignkit.stages.builder import StageBuilder
 from alignkit.report.versions import package_versions
 from alignkit.runtime import seed_everything
-from alignkit.logs import get_logger
+from alignkit.console import get_logger
 
 LOG = get_logger()
 
