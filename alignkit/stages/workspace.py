@@ -74,6 +74,17 @@ class Workspace(Protocol):
     @property
     def judge_reward(self) -> Callable: ...
 
+    @property
+    def judge(self) -> Callable:
+        """What decides win rates (a judge's load-time check asks it a probe question)."""
+
+    @property
+    def eval_prompts(self) -> list[str]:
+        """The prompts every method is evaluated on (the judge must fit the longest)."""
+
+    def tokenizer_loader(self) -> Callable:
+        """``() -> tokenizer`` of the policy, loaded only when called."""
+
     def load_policy(self) -> Policy: ...
 
     def reference_for(self, policy: Policy) -> Reference: ...
