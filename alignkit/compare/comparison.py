@@ -38,7 +38,8 @@ def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None) -> di
     decisions = None
     if runtime.is_main:
         try:
-            decisions = [run_decision(runs_dir / e.label, e.recipe, cache_dir, plan.overwrite) for e in plan.entries]
+            decisions = [run_decision(runs_dir / e.label, e.recipe, cache_dir, plan.overwrite,
+                                      threads=torch.get_num_threads()) for e in plan.entries]
             if not plan.overwrite:
                 refuse_replacing(runs_dir, plan.entries, decisions)
             claim_comparison_dir(plan.out)

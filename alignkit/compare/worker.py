@@ -66,9 +66,10 @@ def main(argv: list[str]) -> int:
         return 2
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    configure_threads()  # ALIGNKIT_THREADS: the share of the cores the executor gave this entry
+    spec = json.loads(Path(argv[0]).read_text())
     try:
-        run_job(json.loads(Path(argv[0]).read_text()))
+        configure_threads(spec.get("threads"))  # the entry's recorded thread count, whatever the executor
+        run_job(spec)
     except AlignkitError as exc:
         if launched_rank() == 0:
             print(f"alignkit: error: {exc}", file=sys.stderr)
