@@ -217,13 +217,17 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 @click.option("--ray-address", metavar="ADDR", help="a running Ray cluster (default: start a local one)")
 @click.option("--gpus-per-entry", type=click.IntRange(min=0), default=None,
               help="GPUs per entry with --jobs/--executor ray (default 1 when there are GPUs; K>1 uses accelerate)")
+@click.option("--check-against", "check_against", type=click.Path(path_type=Path), metavar="REPORT_OR_CSV",
+              help="then say, entry by entry, whether this run reproduces a published comparison.csv or report.md")
+@click.option("--check-spread", "check_spread", metavar="GOLD,KL",
+              help="largest differences still a reproduction (default 0.051,0.66: 3 replicate sd)")
 @_trl_options
 @_set_option
 @_plugins_option
 @_threads_option
 def compare(entries, config, sweeps, seeds, replicates, until_converged, temperatures, out, overwrite, jobs, executor,
-            ray_address, gpus_per_entry, model_name_or_path, dataset_name, dataset_split, dataset_config, report_to,
-            overrides, plugins, threads):
+            ray_address, gpus_per_entry, check_against, check_spread, model_name_or_path, dataset_name, dataset_split,
+            dataset_config, report_to, overrides, plugins, threads):
     """Compare methods side by side on one task: ENTRY is a method (dpo), a recipe file, a labelled
     variant (ipo=dpo:loss=ipo) or one comparison YAML (recipes/compare_imdb.yaml)."""
     entries = (*entries, *([str(config)] if config is not None else []))
@@ -243,6 +247,13 @@ def compare(entries, config, sweeps, seeds, replicates, until_converged, tempera
     if replicates and until_converged:
         raise AlignkitError("compare: --replicates and --until-converged together are not supported yet; run them "
                             "one at a time")
+    from alignkit.report.reproduce import check_against as reproduces, headline, parse_spread
+
+    spread = parse_spread(check_spread)
+    if check_against is not None:
+        if replicates:
+            raise AlignkitError("compare: --check-against checks one comparison; run it without --replicates")
+        headline(check_against)  # an unreadable table is refused before anything trains
     options = dict(sweeps=sweeps, seeds=seeds, temperatures=_floats(temperatures, "--temperatures"),
                    overrides=overrides, plugins=plugins, overwrite=overwrite,
                    executor=ExecutorSettings(executor, jobs, gpus_per_entry, ray_address))
@@ -267,6 +278,11 @@ def compare(entries, config, sweeps, seeds, replicates, until_converged, tempera
     if launched_rank() == 0:
         click.echo(screen_table(plan.out))
         click.echo(f"comparison: {plan.out / 'report.md'}", err=True)
+        if check_against is not None:
+            lines, ok = reproduces(plan.out, check_against, spread)
+            click.echo("\n".join(lines))
+            if not ok:
+                sys.exit(1)
 
 
 @main.command("eval")
