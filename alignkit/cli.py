@@ -211,7 +211,7 @@ def _floats(text: str | None, option: str) -> list[float] | None:
               help="comparison folder (default runs/NAME)")
 @click.option("--overwrite", is_flag=True, help="retrain and replace finished runs whose training settings changed")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="entries run at once, each in its own process (its own GPU, or its share of the threads)")
+              help="entries run at once, each in its own process (its own GPU; each with --threads threads)")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="where entries run: processes on this machine, or Ray tasks (pip install 'alignkit[ray]')")
 @click.option("--ray-address", metavar="ADDR", help="a running Ray cluster (default: start a local one)")
