@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(target)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(scratch / alias), target)
+            for path in target.iterdir():
+                path.chmod(0o644)  # readable by every user of a system-wide install
             size = sum(p.stat().st_size for p in target.iterdir())
             print(f"{alias}: {target} ({size / 1e6:.2f} MB, {threads} thread{'s' * (threads > 1)})")
         finally:
