@@ -218,7 +218,7 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 @click.option("--gpus-per-entry", type=click.IntRange(min=0), default=None,
               help="GPUs per entry with --jobs/--executor ray (default 1 when there are GPUs; K>1 uses accelerate)")
 @click.option("--check-against", "check_against", type=click.Path(path_type=Path), metavar="REPORT_OR_CSV",
-              help="then say, entry by entry, whether this run reproduces a published comparison.csv or report.md")
+              help="then say, entry by entry, whether this run reproduces a comparison.csv or report.md")
 @click.option("--check-spread", "check_spread", metavar="GOLD,KL",
               help="largest differences still a reproduction (default 0.051,0.66: 3 replicate sd)")
 @_trl_options
@@ -226,8 +226,8 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 @_plugins_option
 @_threads_option
 def compare(entries, config, sweeps, seeds, replicates, until_converged, temperatures, out, overwrite, jobs, executor,
-            ray_address, gpus_per_entry, check_against, check_spread, model_name_or_path, dataset_name, dataset_split,
-            dataset_config, report_to, overrides, plugins, threads):
+            ray_address, gpus_per_entry, check_against, check_spread, model_name_or_path, dataset_name,
+            dataset_split, dataset_config, report_to, overrides, plugins, threads):
     """Compare methods side by side on one task: ENTRY is a method (dpo), a recipe file, a labelled
     variant (ipo=dpo:loss=ipo) or one comparison YAML (recipes/compare_imdb.yaml)."""
     entries = (*entries, *([str(config)] if config is not None else []))

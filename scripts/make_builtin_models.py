@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the build (default 1)")
     parser.add_argument("--only", action="append", help="build only this alias (repeatable)")
-    parser.add_argument("--check", action="store_true", help="rebuild in scratch and compare with the shipped")
+    parser.add_argument("--check", action="store_true", help="rebuild aside and compare with the shipped")
     args = parser.parse_args(argv)
     threads = configure_threads(args.threads)
     from alignkit.models.shipped import MANIFEST, SHIPPED, sha256
@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                 bad = [n for n in names if not (target / n).is_file() or not (scratch / alias / n).is_file()
                        or sha256(target / n) != sha256(scratch / alias / n)]
                 differs |= bool(bad)
-                print(f"{alias}: " + (f"differs in {', '.join(bad)}" if bad else "identical to the shipped files"))
+                same = "identical to the shipped files"
+                print(f"{alias}: " + (f"differs in {', '.join(bad)}" if bad else same))
                 continue
             if target.exists():
                 shutil.rmtree(target)

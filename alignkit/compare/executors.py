@@ -5,7 +5,7 @@ output in ``OUT/logs/<label>.log``. A failed entry is retried once (resuming its
 by name; the others go on. :func:`run_jobs` is the one dispatch every caller uses (a comparison, each
 ``--until-converged`` round): sequentially in this process, or on the executor. Every entry runs with the
 command's thread count (``--threads``, recorded in its job spec and manifest) whatever the executor, so
-sequential, ``--jobs N`` and Ray runs of an entry compute in the same float order and give the same numbers."""
+sequential, ``--jobs N`` and Ray runs of an entry compute in one float order and give the same numbers."""
 
 from __future__ import annotations
 
@@ -99,8 +99,8 @@ def local_slots(jobs: int, gpus_per_entry: int | None, threads: int) -> list[tup
     if per and jobs * per > len(gpus):
         raise AlignkitError(f"--jobs {jobs} with --gpus-per-entry {per} needs {jobs * per} GPU(s); {len(gpus)} "
                             f"visible ({','.join(gpus) or 'none'}); lower --jobs, or --gpus-per-entry 0 for CPU")
-    return [({"ALIGNKIT_THREADS": str(threads), "CUDA_VISIBLE_DEVICES": ",".join(gpus[i * per:(i + 1) * per])}, per)
-            for i in range(jobs)]
+    return [({"ALIGNKIT_THREADS": str(threads),
+              "CUDA_VISIBLE_DEVICES": ",".join(gpus[i * per:(i + 1) * per])}, per) for i in range(jobs)]
 
 
 def write_spec(job: Job, out: Path) -> Path:
@@ -168,7 +168,7 @@ def _import_ray():
 
 def run_ray(jobs: list[Job], settings: ExecutorSettings, out: Path, cache: Path, threads: int,
             done: Done) -> dict[str, str]:
-    """One Ray task per entry, asking for its CPUs (the entry's thread count) and GPUs; a node that cannot see the
+    """One Ray task per entry, asking for its CPUs (its thread count) and GPUs; a node that cannot see the
     comparison folder or the cache stops the comparison with one line."""
     ray = _import_ray()
     started = not ray.is_initialized()  # a cluster this command connected to (or started) is left again at the end
@@ -237,8 +237,8 @@ def run_jobs(jobs: list[Job], settings: ExecutorSettings, out: Path, cache_dir: 
              what: str = "compare") -> dict[str, str]:
     """Phase 2's one dispatch: every job's spec run by :func:`~alignkit.compare.worker.run_job`, one after
     another in this process, or on ``settings``' executor (a ``current`` run is only adopted, here); ``bar``
-    counts the jobs, its description led by ``what``. Every job runs with this process's thread count, recorded
-    in its spec. Returns {label: why} of the jobs that failed twice."""
+    counts the jobs, its description led by ``what``. Every job runs with this process's thread count,
+    recorded in its spec. Returns {label: why} of the jobs that failed twice."""
     threads = torch.get_num_threads()
     for job in jobs:
         job.spec = {**job.spec, "threads": threads}

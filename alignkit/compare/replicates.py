@@ -156,8 +156,8 @@ def render(index: dict) -> str:
     n = len(index["replicates"])
     lines = [f"# Replicates: {n} comparisons, each re-drawing every shared stage", "",
              f"Shared seeds {index['shared_seeds']} (the preference pairs and their split, "
-             f"the reward model and the prompts are drawn from it); the data, the SFT model and the gold judge "
-             f"are shared. Each "
+             f"the reward model and the prompts are drawn from it); the data, the SFT model and the gold "
+             f"judge are shared. Each "
              f"replicate's own report: " + ", ".join(f"[{Path(f).name}]({Path(f).name}/report.md)"
                                                      for f in index["replicates"]) + ".", "",
              "## Replicate-to-replicate spread (final evaluations, primary temperature, seeds averaged)", "",

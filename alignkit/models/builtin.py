@@ -65,9 +65,9 @@ def build_tiny_gpt2(texts: list[str], recipe: TinyLMRecipe, folder: Path, ctx: R
 
 
 def tiny_gpt2_imdb(cache_dir: Path, runtime: Runtime, recipe: TinyLMRecipe = TinyLMRecipe()) -> Path:
-    """The tiny IMDb GPT-2's folder: the shipped one for the default recipe, else the cached build, trained the
-    first time on the IMDb train split in a context of its own: on CPU, in fp32 whatever the run's precision,
-    logging nowhere, so that every run on a machine gets the same cached model."""
+    """The tiny IMDb GPT-2's folder: the shipped one for the default recipe, else the cached build, trained
+    the first time on the IMDb train split in a context of its own: on CPU, in fp32 whatever the run's
+    precision, logging nowhere, so that every run on a machine gets the same cached model."""
     shipped = shipped_model(ALIAS, fingerprint(recipe))
     if shipped is not None:
         return shipped
@@ -76,7 +76,7 @@ def tiny_gpt2_imdb(cache_dir: Path, runtime: Runtime, recipe: TinyLMRecipe = Tin
 
 
 def make_tiny_gpt2_imdb(folder: Path, runtime: Runtime, recipe: TinyLMRecipe = TinyLMRecipe()) -> None:
-    """Build the tiny IMDb GPT-2 into ``folder`` (the held-out reviews stay unseen, as for the gold reward)."""
+    """Build the tiny IMDb GPT-2 into ``folder`` (held-out reviews stay unseen, as for the gold reward)."""
     texts = imdb_task(TaskConfig()).train_texts
     build_tiny_gpt2(texts, recipe, folder, RunContext(runtime.fp32()))
 

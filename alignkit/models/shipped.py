@@ -1,9 +1,10 @@
-"""The builtin models shipped inside the package (``alignkit/models/shipped/<alias>/``), so every machine starts
-from the same bytes instead of training its own (whose weights depend on the thread count and the CPU's float
-order). Each folder holds safetensors weights and JSON tokenizer files only (nothing a load could execute) and
-``alignkit_shipped.json``: what made it (the builder's identity: recipe, and data where it has some), the thread
-count and versions it was built with, and every file's sha256. ``scripts/make_builtin_models.py`` writes them,
-byte for byte the same on a rerun with the same versions and thread count (``--check`` verifies that)."""
+"""The builtin models shipped inside the package (``alignkit/models/shipped/<alias>/``), so every machine
+starts from the same bytes instead of training its own (whose weights depend on the thread count and the
+CPU's float order). Each folder holds safetensors weights and JSON tokenizer files only (nothing a load could
+execute) and ``alignkit_shipped.json``: what made it (the builder's identity: recipe, and data where it has
+some), the thread count and versions it was built with, and every file's sha256.
+``scripts/make_builtin_models.py`` writes them, byte for byte the same on a rerun with the same versions and
+thread count (``--check`` verifies that)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def describe(folder: Path, made_by: str, recipe: dict, threads: int) -> dict:
     files = {p.name: sha256(p) for p in sorted(Path(folder).iterdir()) if p.name != MANIFEST}
     unsafe = [name for name in files if not name.endswith(SAFE_SUFFIXES)]
     if unsafe:
-        raise AlignkitError(f"{folder}: {', '.join(unsafe)}: not a data-only file ({', '.join(SAFE_SUFFIXES)})")
+        raise AlignkitError(f"{folder}: {', '.join(unsafe)}: not a data-only file "
+                            f"({', '.join(SAFE_SUFFIXES)})")
     return {"made_by": made_by, "recipe": recipe, "threads": threads,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                          "tokenizers": tokenizers.__version__}, "files": files}
@@ -63,7 +65,8 @@ def shipped_model(alias: str, made_by: str, root: Path | None = None) -> Path | 
     listed = set(data["files"]) | {MANIFEST}
     for path in sorted(folder.iterdir()):
         if path.name not in listed:
-            raise AlignkitError(f"{path}: not listed in {MANIFEST} of the shipped model; remove it or reinstall")
+            raise AlignkitError(f"{path}: not listed in {MANIFEST} of the shipped model; remove it or "
+                                "reinstall")
     for name, digest in data["files"].items():
         path = folder / name
         if not name.endswith(SAFE_SUFFIXES) or not path.is_file() or sha256(path) != digest:

@@ -1,6 +1,7 @@
-"""``alignkit compare ... --check-against TABLE``: does this run reproduce a published table? Entry by entry, its
-headline gold reward and KL against those of a ``comparison.csv`` or a ``report.md`` (the README's tables come
-from one), each within a stated spread; one line per entry and an exit status (0: every entry reproduces)."""
+"""``alignkit compare ... --check-against TABLE``: does this run reproduce a published table? Entry by entry,
+its headline gold reward and KL against those of a ``comparison.csv`` or a ``report.md`` (the README's tables
+come from one), each within a stated spread; one line per entry and an exit status (0: every entry
+reproduces)."""
 
 from __future__ import annotations
 
@@ -26,14 +27,15 @@ def parse_spread(text: str | None) -> tuple[float, float]:
     except ValueError:
         gold = kl = -1.0
     if not (gold >= 0 and kl >= 0):
-        raise AlignkitError(f"--check-spread {text}: expected two numbers 0 or more, GOLD,KL (e.g. 0.051,0.66)")
+        raise AlignkitError(f"--check-spread {text}: expected two numbers 0 or more, GOLD,KL "
+                            "(e.g. 0.051,0.66)")
     return gold, kl
 
 
 def headline(path: Path) -> dict[str, tuple[float, float]]:
-    """{entry: (gold reward, KL)} of a comparison's headline evaluation, read from its ``comparison.csv`` (each
-    label's first row) or its ``report.md`` (the table of gold reward and KL); any problem is one line naming
-    the file and what is missing."""
+    """{entry: (gold reward, KL)} of a comparison's headline evaluation, read from its ``comparison.csv``
+    (each label's first row) or its ``report.md`` (the table of gold reward and KL); any problem is one line
+    naming the file and what is missing."""
     path = Path(path)
     if not path.is_file():
         raise AlignkitError(f"--check-against {path}: no such file (a comparison.csv or report.md)")
@@ -79,7 +81,8 @@ def check_against(run: Path, published: Path, spread: tuple[float, float]) -> tu
     """Lines saying, entry by entry, whether ``run``'s comparison.csv reproduces ``published`` within
     ``spread`` (gold, KL), and whether every entry of either did."""
     ours, theirs = headline(Path(run) / "comparison.csv"), headline(published)
-    lines = [f"check against {published} (a reproduction: gold within {spread[0]:g}, KL within {spread[1]:g}):"]
+    lines = [f"check against {published} (a reproduction: gold within {spread[0]:g}, "
+             f"KL within {spread[1]:g}):"]
     ok = True
     for label in [*ours, *(k for k in theirs if k not in ours)]:
         if label not in theirs or label not in ours:
@@ -87,8 +90,9 @@ def check_against(run: Path, published: Path, spread: tuple[float, float]) -> tu
             lines.append(f"  {label}: {'not in the published table' if label in ours else 'not run here'}")
             continue
         (gold, kl), (gold0, kl0) = ours[label], theirs[label]
-        close = abs(gold - gold0) <= spread[0] and (abs(kl - kl0) <= spread[1] or math.isnan(kl) and math.isnan(kl0))
+        same_kl = abs(kl - kl0) <= spread[1] or (math.isnan(kl) and math.isnan(kl0))  # both unmeasured
+        close = abs(gold - gold0) <= spread[0] and same_kl
         ok &= close
-        lines.append(f"  {label}: gold {gold:.3f} vs {gold0:.3f} ({gold - gold0:+.3f}), KL {kl:.2f} vs {kl0:.2f} "
-                     f"({kl - kl0:+.2f}): {'reproduces' if close else 'differs'}")
+        lines.append(f"  {label}: gold {gold:.3f} vs {gold0:.3f} ({gold - gold0:+.3f}), "
+                     f"KL {kl:.2f} vs {kl0:.2f} ({kl - kl0:+.2f}): {'reproduces' if close else 'differs'}")
     return lines, ok

@@ -80,7 +80,7 @@ def run_decision(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, o
                  threads: int | None = None) -> RunDecision:
     """What a comparison does with ``run_dir`` for ``recipe``. An unreadable manifest is one line naming it
     (``overwrite``: the folder is trained again instead). ``threads``: the thread count the comparison runs
-    its entries with; a run trained on the CPU with another is not reused (float order changes its numbers)."""
+    its entries with; a run trained on the CPU with another is not reused (float order moves its numbers)."""
     run_dir = Path(run_dir)
     if not (run_dir / "manifest.json").is_file():
         return RunDecision("train")

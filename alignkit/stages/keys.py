@@ -73,8 +73,8 @@ class StageKeys:
     @cached_property
     def model_identity(self) -> tuple:
         """The policy in a cache key: its settings and, for a ``builtin:`` model that declares what makes it
-        (``register_model(..., identity=...)``), that too (the shipped files' checksums for a shipped model), so
-        stages built with an older build of it are not reused (``model identity`` in FORMATS)."""
+        (``register_model(..., identity=...)``), that too (a shipped model's files' checksums), so stages
+        built with an older build of it are not reused (``model identity`` in FORMATS)."""
         model = self.recipe.model
         alias = model.name_or_path[len(BUILTIN_PREFIX):] if model.name_or_path.startswith(BUILTIN_PREFIX) else None
         made_by = MODELS.entry(alias).meta.get("identity") if alias and alias in MODELS else None

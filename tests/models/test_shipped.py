@@ -1,5 +1,6 @@
-"""Shipped builtin models (alignkit.models.shipped): loaded instead of trained when they were made by the recipe
-asked for, checked file by file, data-only, and keyed in the caches by their checksums; tiny models built here."""
+"""Shipped builtin models (alignkit.models.shipped): loaded instead of trained when they were made by the
+recipe asked for, checked file by file, data-only, and keyed in the caches by their checksums; tiny models
+built here."""
 
 from __future__ import annotations
 

@@ -36,8 +36,9 @@ def test_the_published_report_and_csv_give_the_headline_numbers():
 def test_each_entry_is_said_to_reproduce_or_differ(tmp_path):
     write_csv(tmp_path / "run" / "comparison.csv", {"dpo": (0.822, 11.24), "ppo": (0.735, 5.57)})
     lines, ok = check_against(tmp_path / "run", DOCS / "compare_dpo_ppo.md", parse_spread(None))
-    assert not ok and lines[1:] == ["  dpo: gold 0.822 vs 0.741 (+0.081), KL 11.24 vs 9.36 (+1.88): differs",
-                                    "  ppo: gold 0.735 vs 0.759 (-0.024), KL 5.57 vs 5.38 (+0.19): reproduces"]
+    assert not ok and lines[1:] == [
+        "  dpo: gold 0.822 vs 0.741 (+0.081), KL 11.24 vs 9.36 (+1.88): differs",
+        "  ppo: gold 0.735 vs 0.759 (-0.024), KL 5.57 vs 5.38 (+0.19): reproduces"]
     lines, ok = check_against(tmp_path / "run", DOCS / "compare_dpo_ppo.md", parse_spread("0.1,2"))
     assert ok and all(line.endswith("reproduces") for line in lines[1:])
     published = write_csv(tmp_path / "published.csv", {"dpo": (0.822, 11.24)})
@@ -47,9 +48,10 @@ def test_each_entry_is_said_to_reproduce_or_differ(tmp_path):
 
 @pytest.mark.parametrize("content, name, fragment", [
     ("label,gold_reward_mean\ndpo,0.7\n", "t.csv", "t.csv: no column kl_mean (expected a comparison.csv)"),
-    ("# a report\n\n| entry | gold |\n|---|---|\n", "r.md", "r.md: no table with columns entry, gold reward and KL (expected a report.md)"),
+    ("# a report\n\n| entry | gold |\n|---|---|\n", "r.md",
+     "r.md: no table with columns entry, gold reward and KL (expected a report.md)"),
 ])
-def test_a_table_without_the_numbers_is_one_line_naming_it_before_anything_runs(content, name, fragment, tmp_path):
+def test_a_table_without_the_numbers_is_one_line_before_anything_runs(content, name, fragment, tmp_path):
     (tmp_path / name).write_text(content)
     result = CliRunner().invoke(main, ["compare", "dpo", "--out", str(tmp_path / "cmp"), "--check-against",
                                        str(tmp_path / name)], catch_exceptions=False)
@@ -60,8 +62,9 @@ def test_a_table_without_the_numbers_is_one_line_naming_it_before_anything_runs(
 
 
 def test_a_finished_comparison_is_checked_after_it_runs(tmp_path, tiny_overrides):
-    args = ["compare", "sft", "--out", str(tmp_path / "cmp"), "--set", "sft.max_steps=2", "--set", "eval.n_prompts=8",
-            "--set", "eval.temperatures=[]", *[a for o in tiny_overrides for a in ("--set", o)]]
+    args = ["compare", "sft", "--out", str(tmp_path / "cmp"), "--set", "sft.max_steps=2", "--set",
+            "eval.n_prompts=8", "--set", "eval.temperatures=[]",
+            *[a for o in tiny_overrides for a in ("--set", o)]]
     assert CliRunner().invoke(main, args, catch_exceptions=False).exit_code == 0
     gold, kl = headline(tmp_path / "cmp" / "comparison.csv")["sft"]
     near = write_csv(tmp_path / "near.csv", {"sft": (gold + 0.04, kl - 0.5)})
