@@ -59,6 +59,8 @@ FORMATS = (Format(1, "the first: manifest, eval/, model/ and stage keys as align
     Change("key", "precision", "left out of the reward model's key at fp32 (keys from before it)"),
     Change("key", "gold_reward_options", "left out of keys when empty (rewards without options)"),
     Change("key", "model identity", "what builds a builtin model, only for models that declare it"),
+    Change("key", "shipped model", "a builtin model the package ships: its files' checksums (models/shipped.py); "
+                                   "a local build of tiny-gpt2-imdb keeps the keys it had"),
     Change("key", "preferences.config", "left out of the pairs' key when unset (data without a config name)"),
     Change("field", "model_sha256", "the saved model's checksums; runs before them: model/ must exist"),
     Change("field", CARD, "the model card, outside the checksums; older runs recorded the one peft wrote"),
