@@ -240,7 +240,7 @@ def _floats(text: str | None, option: str) -> list[float] | None:
               help="comparison folder (default runs/NAME)")
 @click.option("--overwrite", is_flag=True, help="retrain and replace finished runs whose training settings changed")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="entries run at once, each in its own process (its own GPU, or its share of the threads)")
+              help="entries run at once, each in its own process (its own GPU; each with --threads threads)")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="where entries run: processes on this machine, or Ray tasks (pip install 'alignkit[ray]')")
 @click.option("--ray-address", metavar="ADDR", help="a running Ray cluster (default: start a local one)")
@@ -249,12 +249,17 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 @_margin_option
 @click.option("--decide", is_flag=True, help="add paired seeds (looks at 2, 3, 5, 8) until each pair is decided")
 @click.option("--budget", metavar="DURATION", help="with --decide: time the added seeds may take (90s, 2h)")
+@click.option("--check-against", "check_against", type=click.Path(path_type=Path), metavar="REPORT_OR_CSV",
+              help="then say, entry by entry, whether this run reproduces a comparison.csv or report.md")
+@click.option("--check-spread", "check_spread", metavar="GOLD,KL",
+              help="largest differences still a reproduction (default 0.051,0.66: 3 replicate sd)")
 @_trl_options
 @_set_option
 @_plugins_option
 @_threads_option
 def compare(entries, config, sweeps, seeds, replicates, until_converged, temperatures, out, overwrite, jobs, executor,
-            ray_address, gpus_per_entry, margin, decide, budget, model_name_or_path, dataset_name,
+            ray_address, gpus_per_entry, margin, decide, budget, check_against, check_spread,
+            model_name_or_path, dataset_name,
             dataset_split, dataset_config, report_to, overrides, plugins, threads):
     """Compare methods side by side on one task: ENTRY is a method (dpo), a recipe file, a labelled
     variant (ipo=dpo:loss=ipo) or one comparison YAML (recipes/compare_imdb.yaml)."""
@@ -275,6 +280,13 @@ def compare(entries, config, sweeps, seeds, replicates, until_converged, tempera
     if sum(map(bool, (replicates, until_converged, decide))) > 1 or (budget and not decide):
         raise AlignkitError("compare: --replicates, --until-converged and --decide run one at a time; "
                             "--budget needs --decide")
+    from alignkit.report.reproduce import check_against as reproduces, headline, parse_spread
+
+    spread = parse_spread(check_spread)
+    if check_against is not None:
+        if replicates or decide:
+            raise AlignkitError("compare: --check-against checks one comparison; run it without --replicates or --decide")
+        headline(check_against)  # an unreadable table is refused before anything trains
     options = dict(sweeps=sweeps, seeds=seeds, temperatures=_floats(temperatures, "--temperatures"),
                    overrides=overrides, plugins=plugins, overwrite=overwrite, margin=margin,
                    executor=ExecutorSettings(executor, jobs, gpus_per_entry, ray_address))
@@ -304,6 +316,11 @@ def compare(entries, config, sweeps, seeds, replicates, until_converged, tempera
     if launched_rank() == 0:
         click.echo(screen_table(plan.out))
         click.echo(f"comparison: {plan.out / 'report.md'}", err=True)
+        if check_against is not None:
+            lines, ok = reproduces(plan.out, check_against, spread)
+            click.echo("\n".join(lines))
+            if not ok:
+                sys.exit(1)
 
 
 @main.command("eval")

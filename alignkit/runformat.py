@@ -61,6 +61,8 @@ FORMATS = (Format(1, "the first: manifest, eval/, model/ and stage keys as align
     Change("key", "model identity", "what builds a builtin model, only for models that declare it"),
     Change("key", "append_eos", "preferences.append_eos keys only your data's stages (generated pairs "
                                 "ignore it: their keys hold false, as before); it defaults to true (trl's EOS) since"),
+    Change("key", "shipped model", "a builtin model the package ships: its files' checksums (models/shipped.py); "
+                                   "a local build of tiny-gpt2-imdb keeps the keys it had"),
     Change("key", "preferences.config", "left out of the pairs' key when unset (data without a config name)"),
     Change("field", "model_sha256", "the saved model's checksums; runs before them: model/ must exist"),
     Change("field", CARD, "the model card, outside the checksums; older runs recorded the one peft wrote"),

@@ -57,7 +57,8 @@ def _run(plan: ComparisonPlan, cache_dir: Path | None, writer: ComparisonWriter,
     if runtime.is_main:
         try:
             writer.check()  # before anything is read or written
-            decisions = [run_decision(runs_dir / e.label, e.recipe, cache_dir, plan.overwrite) for e in plan.entries]
+            decisions = [run_decision(runs_dir / e.label, e.recipe, cache_dir, plan.overwrite,
+                                      threads=torch.get_num_threads()) for e in plan.entries]
             if not plan.overwrite:
                 refuse_replacing(runs_dir, plan.entries, decisions)
             claim_comparison_dir(plan.out)

@@ -3,7 +3,9 @@ machine (``--jobs N``, each with its own GPU(s) or its share of the CPU threads)
 (``--executor ray``). Each entry is ``python -m alignkit.compare.worker SPEC.json`` (:mod:`alignkit.compare.worker`), its
 output in ``OUT/logs/<label>.log``. A failed entry is retried once (resuming its checkpoint), then reported
 by name; the others go on. :func:`run_jobs` is the one dispatch every caller uses (a comparison, each
-``--until-converged`` round): sequentially in this process, or on the executor."""
+``--until-converged`` round): sequentially in this process, or on the executor. Every entry runs with the
+command's thread count (``--threads``, recorded in its job spec and manifest) whatever the executor, so
+sequential, ``--jobs N`` and Ray runs of an entry compute in one float order and give the same numbers."""
 
 from __future__ import annotations
 
@@ -91,15 +93,15 @@ def visible_gpus() -> list[str]:
 
 
 def local_slots(jobs: int, gpus_per_entry: int | None, threads: int) -> list[tuple[dict[str, str], int]]:
-    """One (environment, GPU count) per concurrent worker: disjoint GPUs, or an even share of the threads."""
+    """One (environment, GPU count) per concurrent worker: disjoint GPUs, and ``threads`` each (every entry's
+    thread count, not a share of it: the numbers must not depend on how many run at once)."""
     gpus = visible_gpus()
     per = (1 if gpus else 0) if gpus_per_entry is None else gpus_per_entry
     if per and jobs * per > len(gpus):
         raise AlignkitError(f"--jobs {jobs} with --gpus-per-entry {per} needs {jobs * per} GPU(s); {len(gpus)} "
                             f"visible ({','.join(gpus) or 'none'}); lower --jobs, or --gpus-per-entry 0 for CPU")
-    share = str(max(1, threads // jobs))
-    return [({"ALIGNKIT_THREADS": share, "CUDA_VISIBLE_DEVICES": ",".join(gpus[i * per:(i + 1) * per])}, per)
-            for i in range(jobs)]
+    return [({"ALIGNKIT_THREADS": str(threads),
+              "CUDA_VISIBLE_DEVICES": ",".join(gpus[i * per:(i + 1) * per])}, per) for i in range(jobs)]
 
 
 def write_spec(job: Job, out: Path) -> Path:
@@ -168,7 +170,7 @@ def _import_ray():
 
 def run_ray(jobs: list[Job], settings: ExecutorSettings, out: Path, cache: Path, threads: int,
             done: Done) -> dict[str, str]:
-    """One Ray task per entry, asking for its CPUs (the thread share) and GPUs; a node that cannot see the
+    """One Ray task per entry, asking for its CPUs (its thread count) and GPUs; a node that cannot see the
     comparison folder or the cache stops the comparison with one line."""
     ray = _import_ray()
     started = not ray.is_initialized()  # a cluster this command connected to (or started) is left again at the end
@@ -181,7 +183,7 @@ def run_ray(jobs: list[Job], settings: ExecutorSettings, out: Path, cache: Path,
     gpus = settings.gpus_per_entry
     if gpus is None:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
-    cpus = max(1, threads // settings.jobs)
+    cpus = threads
     token = secrets.token_hex(8)
     markers = []
     for folder in (out / JOBS_FOLDER, cache):
@@ -237,7 +239,11 @@ def run_jobs(jobs: list[Job], settings: ExecutorSettings, out: Path, cache_dir: 
              what: str = "compare") -> dict[str, str]:
     """Phase 2's one dispatch: every job's spec run by :func:`~alignkit.compare.worker.run_job`, one after
     another in this process, or on ``settings``' executor (a ``current`` run is only adopted, here); ``bar``
-    counts the jobs, its description led by ``what``. Returns {label: why} of the jobs that failed twice."""
+    counts the jobs, its description led by ``what``. Every job runs with this process's thread count,
+    recorded in its spec. Returns {label: why} of the jobs that failed twice."""
+    threads = torch.get_num_threads()
+    for job in jobs:
+        job.spec = {**job.spec, "threads": threads}
     if not settings.parallel:
         for number, job in enumerate(jobs, start=1):
             bar.set_description(f"{what} [{number}/{len(jobs)}] {job.label} ({job.spec['state']})")
@@ -259,4 +265,4 @@ def run_jobs(jobs: list[Job], settings: ExecutorSettings, out: Path, cache_dir: 
         bar.set_description(f"{what} {label} {'failed' if error else 'done'}")
         bar.update(1)
 
-    return run_entries(remote, settings, out, cache, torch.get_num_threads(), done)
+    return run_entries(remote, settings, out, cache, threads, done)

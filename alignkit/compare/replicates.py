@@ -1,5 +1,6 @@
 """``alignkit compare --replicates N``: the whole comparison N times, each replicate re-drawing every shared
-stage (the builtin/SFT model, the preference pairs and their split, the reward model, the prompts), so the
+stage (the preference pairs and their split, the reward model, the prompts; the builtin SFT model is the one
+the package ships, as it always was one build whatever the seed), so the
 verdict can see how far the pipeline's own randomness moves it.
 
 Replicate k is an ordinary comparison in ``OUT/replicate-k/`` whose shared ``seed`` is the recipe's plus
@@ -161,8 +162,9 @@ def spread_table(rows: list[dict]) -> str:
 def render(index: dict) -> str:
     n = len(index["replicates"])
     lines = [f"# Replicates: {n} comparisons, each re-drawing every shared stage", "",
-             f"Shared seeds {index['shared_seeds']} (the builtin/SFT model, the preference pairs and their split, "
-             f"the reward model and the prompts are drawn from it); the data and the gold judge are shared. Each "
+             f"Shared seeds {index['shared_seeds']} (the preference pairs and their split, "
+             f"the reward model and the prompts are drawn from it); the data, the SFT model and the gold "
+             f"judge are shared. Each "
              f"replicate's own report: " + ", ".join(f"[{Path(f).name}]({Path(f).name}/report.md)"
                                                      for f in index["replicates"]) + ".", "",
              "## Replicate-to-replicate spread (final evaluations, primary temperature, seeds averaged)", "",

@@ -23,6 +23,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 
 from alignkit.compare.comparison import run_comparison
 from alignkit.compare.executors import Job, run_jobs
@@ -115,7 +116,7 @@ def extend(entry: PlannedRun, previous: Path, round_: int, budget: int, cfg: Unt
     data["name"] = folder.name
     recipe = recipe_from_data(data, f"compare entry {entry.label} (round {round_})", Path.cwd())
     info = entry.entry(round=round_)
-    state = run_decision(folder, recipe, cache_dir, plan.overwrite).state
+    state = run_decision(folder, recipe, cache_dir, plan.overwrite, threads=torch.get_num_threads()).state
     if state == "current":
         return folder, None
     if state == "train":

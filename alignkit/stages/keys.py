@@ -73,12 +73,13 @@ class StageKeys:
     @cached_property
     def model_identity(self) -> tuple:
         """The policy in a cache key: its settings and, for a ``builtin:`` model that declares what makes it
-        (``register_model(..., identity=...)``), that too, so stages built with an older build of it are not
-        reused (``model identity`` in FORMATS)."""
+        (``register_model(..., identity=...)``), that too (a shipped model's files' checksums), so stages
+        built with an older build of it are not reused (``model identity`` in FORMATS)."""
         model = self.recipe.model
         alias = model.name_or_path[len(BUILTIN_PREFIX):] if model.name_or_path.startswith(BUILTIN_PREFIX) else None
         made_by = MODELS.entry(alias).meta.get("identity") if alias and alias in MODELS else None
-        return (model, made_by()) if made_by else (model,)
+        identity = made_by() if made_by else None  # None: a build whose keys stay as they were
+        return (model, identity) if identity is not None else (model,)
 
     def gold_identity(self) -> tuple:
         """The gold reward in a cache key: its name, and its options when it takes any (FORMATS)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from click.testing import CliRunner
 
 from alignkit.cli import main
@@ -125,4 +126,29 @@ def test_gpus_per_entry_beyond_the_visible_gpus_is_one_line(monkeypatch):
     with pytest.raises(AlignkitError, match="--jobs 2 with --gpus-per-entry 2 needs 4 GPU"):
         local_slots(2, 2, 4)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert local_slots(2, None, 5) == [({"ALIGNKIT_THREADS": "2", "CUDA_VISIBLE_DEVICES": ""}, 0)] * 2
+    # every worker gets the entry's whole thread count, not a share: its numbers do not depend on --jobs
+    assert local_slots(2, None, 5) == [({"ALIGNKIT_THREADS": "5", "CUDA_VISIBLE_DEVICES": ""}, 0)] * 2
+
+
+def test_an_entry_runs_with_the_commands_thread_count_whatever_the_executor(compare_overrides, tmp_path):
+    """--threads 2: sequential and --jobs 2 both train and evaluate each entry with 2 threads (a worker used
+    to get a share, 1: PPO's numbers moved), record it, and agree to 1e-3; a run made with another thread
+    count is not reused."""
+    def run(out: Path, *extra: str):
+        args = ["compare", "ppo", "dpo", "--out", str(out), *extra]
+        return CliRunner().invoke(main, args + [a for o in [*compare_overrides, *FAST] for a in ("--set", o)],
+                                  catch_exceptions=False)
+
+    try:
+        assert run(tmp_path / "seq", "--threads", "2").exit_code == 0
+        result = run(tmp_path / "jobs", "--threads", "2", "--jobs", "2")
+        assert result.exit_code == 0, result.output
+        refused = run(tmp_path / "jobs", "--threads", "1")
+    finally:
+        torch.set_num_threads(1)
+    for out in ("seq", "jobs"):
+        for label in ("ppo", "dpo"):
+            assert json.loads((tmp_path / out / "runs" / label / "manifest.json").read_text())["threads"] == 2
+    pd.testing.assert_frame_equal(table(tmp_path / "jobs"), table(tmp_path / "seq"), check_exact=False,
+                                  atol=1e-3)
+    assert refused.exit_code == 2 and "threads: 2 -> 1" in refused.output.strip().splitlines()[-1]
