@@ -64,6 +64,14 @@ def parse_verdict(text: str) -> Optional[str]:
     return found.group(1).upper() if found else None
 
 
+def quoted_reply(answer: Optional[str], a: str, b: str) -> Optional[str]:
+    """``"A"`` or ``"B"`` when the answer is one reply's text word for word (a small judge that names the
+    better reply by repeating it, as SmolLM2-135M does to the probe question), else None."""
+    words = _NOISE.sub("", answer or "").strip().lower().rstrip(".!").split()
+    found = [letter for letter, reply in (("A", a), ("B", b)) if words == reply.lower().rstrip(".!").split()]
+    return found[0] if len(found) == 1 else None
+
+
 ANSWER_CHARS = 4096  # of a judge's answer kept in the verdict cache (its verdict is parsed from all of it)
 MAX_UNPARSEABLE = 0.25  # default share of unparseable answers above which a judge fails
 PROBE = ("What is two plus two?", "Two plus two is four.", "Two plus two is five.")  # asked once, at load
@@ -159,7 +167,7 @@ class PairwiseJudge:
         answers a probe question parseably; else one line saying what to change."""
         self.fits(questions)
         answer = self.ask([PROBE])[0]
-        if parse_verdict(answer or "") is None:
+        if parse_verdict(answer or "") is None and quoted_reply(answer, *PROBE[1:]) is None:
             raise JudgeError(f"{self.name}: its answer to a probe question cannot be parsed as A, B or a tie "
                              f"({self._shown(answer)}); choose a judge that answers the question with A or B "
                              f"({self.setting}: its model, template or endpoint)")

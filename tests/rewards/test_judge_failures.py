@@ -149,3 +149,14 @@ def test_http_protocol_errors_are_retried_then_one_line(respond, reason, capsys)
     assert server.requests == 3 and judge.sleeps == [1.0, 2.0]
     notices = capsys.readouterr().err.splitlines()
     assert len(notices) == 2 and all(f"completions: {reason}" in n and "; retry " in n for n in notices)
+
+
+def test_a_probe_answer_repeating_one_reply_names_it():
+    """SmolLM2-135M answers the probe by repeating the better reply ('Two plus two is four.'): that names A;
+    an answer that is neither reply, or both, names none."""
+    from alignkit.eval.judges import PROBE, quoted_reply
+
+    assert quoted_reply("Two plus two is four.", *PROBE[1:]) == "A"
+    assert quoted_reply("**two plus two is five**", *PROBE[1:]) == "B"
+    assert quoted_reply("Two plus two is four, not five.", *PROBE[1:]) is None
+    assert quoted_reply("same", "same", "same") is None
