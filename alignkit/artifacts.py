@@ -13,9 +13,11 @@ from alignkit.errors import AlignkitError
 
 
 class Artifact(str, Enum):
-    """A shared stage of a run's workspace (:meth:`~alignkit.stages.workspace.Workspace.resolve` builds it)."""
+    """A shared stage of a run's workspace (:meth:`~alignkit.stages.workspace.Workspace.resolve`
+    builds it)."""
 
-    TRAIN_PAIRS = "train_pairs"              # the preference pairs methods learn from (and their held-out split)
+    # the preference pairs methods learn from (and their held-out split)
+    TRAIN_PAIRS = "train_pairs"
     REWARD_MODEL = "reward_model"            # the Bradley-Terry reward model trained on them
     REWARD_MODEL_4BIT = "reward_model_4bit"  # the same reward model with an NF4 4-bit backbone
     REFERENCE_LOGPS = "reference_logps"      # pi_ref's log-probs of every training pair
@@ -30,7 +32,8 @@ Needs = Union[tuple[Artifact, ...], Callable[[object], Iterable[Union[Artifact, 
 
 
 def as_artifacts(names: Iterable[Union[Artifact, str]], method: str) -> tuple[Artifact, ...]:
-    """A method's declared needs as artifacts (a plugin may name them as strings); an unknown one is one line."""
+    """A method's declared needs as artifacts (a plugin may name them as strings); an unknown one is
+    one line."""
     try:
         return tuple(Artifact(name) for name in names)
     except ValueError as exc:
@@ -45,7 +48,8 @@ class RewardSettings:
 
     reward: str = option("reward_model", "what is maximised: the shared learned reward model, or the gold "
                                          "reward (PPO-GT)", choices=("reward_model", "gold"))
-    reward_model_4bit: bool = option(False, "score with the reward model's backbone in NF4 4-bit (bitsandbytes): "
+    reward_model_4bit: bool = option(False,
+                                     "score with the reward model's backbone in NF4 4-bit (bitsandbytes): "
                                             "the frozen scorer in about a quarter of the memory")
 
     def check(self):
@@ -58,4 +62,5 @@ def reward_needs(cfg: RewardSettings) -> tuple[Artifact, ...]:
     unless the method maximises the gold reward."""
     if cfg.reward == "gold":
         return ()
-    return (Artifact.TRAIN_PAIRS, Artifact.REWARD_MODEL_4BIT if cfg.reward_model_4bit else Artifact.REWARD_MODEL)
+    return (Artifact.TRAIN_PAIRS,
+            Artifact.REWARD_MODEL_4BIT if cfg.reward_model_4bit else Artifact.REWARD_MODEL)

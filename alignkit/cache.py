@@ -7,8 +7,10 @@ Layout under a cache root (``kind`` is a subfolder such as ``preferences`` or ``
     <root>/<kind>/<name>                      the artifact (what ``CacheEntry.path`` points to)
     <root>/<kind>/<name>/CACHE_ENTRY.json     its marker, when the artifact is a folder
     <root>/<kind>/<name>.CACHE_ENTRY.json     its marker, when the artifact is a single file
-    <root>/.locks/<kind>/<name>.lock          the build lock (kept out of ``<kind>`` so listing it shows artifacts)
-    <root>/<kind>/.<name>.*                   temporary build folders; any left by a killed builder are removed
+    <root>/.locks/<kind>/<name>.lock          the build lock (kept out of ``<kind>`` so listing it shows
+    artifacts)
+    <root>/<kind>/.<name>.*                   temporary build folders; any left by a killed builder are
+    removed
 
 The marker is ``{"format", "kind", "key", "files": {relpath: {"size", "sha256"}}, "created_at",
 "alignkit_version"}`` and is written last: an entry without one (an interrupted build, or one written by
@@ -36,8 +38,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import alignkit
-from alignkit.runtime import Runtime
 from alignkit.console import get_logger
+from alignkit.runtime import Runtime
 
 LOG = get_logger("cache")
 
@@ -84,7 +86,9 @@ class CacheEntry:
         self.name = f"{key}{suffix}"
         self.path = self.root / kind / self.name
         self.is_folder = not suffix
-        self.marker_path = self.path / ENTRY_MARKER if self.is_folder else self.path.with_name(f"{self.name}.{ENTRY_MARKER}")
+        self.marker_path = (
+            self.path / ENTRY_MARKER if self.is_folder else self.path.with_name(f"{self.name}.{ENTRY_MARKER}")
+        )
         self.lock_path = self.root / ".locks" / kind / f"{self.name}.lock"
 
     def __repr__(self) -> str:
@@ -189,8 +193,11 @@ class CacheEntry:
         """Say, before a rebuild starts (it can take minutes), that a bad entry was found and why."""
         if problem is None or problem == "missing":
             return
-        what = f"failed its checksum ({problem[len('is corrupt ('):-1]})" if problem.startswith("is corrupt (") \
+        what = (
+            f"failed its checksum ({problem[len('is corrupt (') : -1]})"
+            if problem.startswith("is corrupt (")
             else problem
+        )
         LOG.warning("%s/%s %s; rebuilding", self.kind, self.name, what)
 
     def fetch(self, build: Callable[[Path], T], load: Callable[[Path], T], runtime: Runtime) -> T:
@@ -223,7 +230,8 @@ class CacheEntry:
             _remove(aside)
 
     def _build(self, build: Callable[[Path], object]) -> None:
-        """Under the lock: clear stale temporaries, build into a temp sibling, write the marker last, publish."""
+        """Under the lock: clear stale temporaries, build into a temp sibling, write the marker
+        last, publish."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for stale in self._temporaries():  # we hold the lock, so no live builder owns these
             _remove(stale)
@@ -237,7 +245,8 @@ class CacheEntry:
             files = {self.name: target} if not self.is_folder else {
                 p.relative_to(target).as_posix(): p for p in sorted(target.rglob("*")) if p.is_file()}
             marker = {"format": FORMAT, "kind": self.kind, "key": self.key,
-                      "files": {rel: {"size": p.stat().st_size, "sha256": sha256_file(p)} for rel, p in files.items()},
+                      "files": {rel: {"size": p.stat().st_size, "sha256": sha256_file(p)} for rel,
+                                p in files.items()},
                       "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                       "alignkit_version": alignkit.__version__}
             if self.is_folder:

@@ -59,7 +59,8 @@ def checkpoint_problem(folder: Path) -> str | None:
 
 
 class NumericalError(AlignkitError):
-    """A non-finite loss, gradient norm or weight: reported as one line naming stage, step and last checkpoint."""
+    """A non-finite loss, gradient norm or weight: reported as one line naming stage, step and
+    last checkpoint."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,8 +206,8 @@ class Checkpointer:
                 return folder
             if folder not in self._skipped:
                 self._skipped.add(folder)
-                warn(f"checkpoint {folder}: {problem}; skipped, never loaded half (resuming from the previous "
-                     "intact checkpoint, or restarting the stage if there is none)")
+                warn(f"checkpoint {folder}: {problem}; skipped, never loaded half (resuming from the "
+                     "previous intact checkpoint, or restarting the stage if there is none)")
         return None
 
     @property
@@ -231,7 +232,8 @@ class Checkpointer:
         tensors: dict[str, torch.Tensor] = {}
         meta = {"stage": self.stage, "step": step, "log_offset": self.log.position() if self.log else 0,
                 "saved_at": time.time()}
-        skeleton = {"meta": meta, "state": flatten(state.snapshot(), tensors), "extra": flatten(extra or {}, tensors)}
+        skeleton = {"meta": meta, "state": flatten(state.snapshot(), tensors), "extra": flatten(extra or {},
+                                                                                                tensors)}
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".step-{step}.", dir=self.folder))
         try:
@@ -268,7 +270,8 @@ class Checkpointer:
         self.restored_step = skeleton["meta"]["step"]
         return self.restored_step, unflatten(skeleton["extra"], tensors)
 
-    def step_done(self, step: int, every: int, state: TrainState, extra: Callable[[], dict] | None = None) -> None:
+    def step_done(self, step: int, every: int, state: TrainState,
+                  extra: Callable[[], dict] | None = None) -> None:
         """After optimiser step ``step``: checkpoint when due, else beat the heartbeat now and then."""
         if self.read_only:
             return
@@ -294,6 +297,9 @@ class Checkpointer:
 
 
 def numerical_error(stage: str, step: int, what: str, last_good: str = "none") -> NumericalError:
-    hint = (f"last good checkpoint: {last_good} (rerun the same command to resume from it)" if last_good != "none"
-            else "no checkpoint yet")
+    hint = (
+        f"last good checkpoint: {last_good} (rerun the same command to resume from it)"
+        if last_good != "none"
+        else "no checkpoint yet"
+    )
     return NumericalError(f"{stage}: step {step}: {what}; {hint}; or use a lower lr or skip_nonfinite: true")

@@ -13,10 +13,11 @@ from pathlib import Path
 import click
 
 from alignkit import __version__
+from alignkit.console import install_cli_handler, quiet_third_party
 from alignkit.errors import AlignkitError
-from alignkit.threads import ENV_VAR as THREADS_ENV, configure_threads, launched_rank
-from alignkit.console import install_cli_handler
-from alignkit.console import quiet_third_party
+from alignkit.threads import ENV_VAR as THREADS_ENV
+from alignkit.threads import configure_threads, launched_rank
+from alignkit.trl_names import flag_overrides
 
 _set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
                            help="override a recipe value, e.g. --set dpo.beta=0.5 (repeatable)")
@@ -24,7 +25,8 @@ _plugins_option = click.option("--plugins", multiple=True, metavar="MODULE_OR_PA
                                help="import a plugin module, .py file or folder first (repeatable)")
 _margin_option = click.option("--margin", type=click.FloatRange(min=0, min_open=True), metavar="DELTA",
                                help="equivalence margin of the verdicts, in gold reward (default 0.02)")
-_threads_option = click.option("--threads", metavar="N", help=f"CPU threads for torch (default: ${THREADS_ENV}, "
+_threads_option = click.option("--threads", metavar="N",
+                               help=f"CPU threads for torch (default: ${THREADS_ENV}, "
                                "else the cores this process may use)")
 
 
@@ -32,11 +34,12 @@ def _trl_options(command):
     """trl/transformers-style flags; each is sugar for the ``--set`` keys its help names (see
     :func:`flag_overrides`)."""
     for option in reversed((
-        click.option("--model_name_or_path", "--model-name-or-path", "model_name_or_path", metavar="ID_OR_PATH",
+        click.option("--model_name_or_path", "--model-name-or-path", "model_name_or_path",
+                     metavar="ID_OR_PATH",
                      help="the starting policy: same as --set model.name_or_path=ID_OR_PATH"),
         click.option("--dataset_name", "--dataset-name", "dataset_name", metavar="HUB_ID_OR_PATH",
-                     help="your preference data as the task: same as --set preferences.source=hf:HUB_ID (or the "
-                          "file/folder PATH) --set task.dataset=preferences"),
+                     help="your preference data as the task: same as --set preferences.source=hf:HUB_ID (or "
+                          "the file/folder PATH) --set task.dataset=preferences"),
         click.option("--dataset_split", "--dataset-split", "dataset_split", metavar="SPLIT",
                      help="same as --set preferences.split=SPLIT"),
         click.option("--dataset_config", "--dataset-config", "dataset_config", metavar="NAME",
@@ -49,56 +52,8 @@ def _trl_options(command):
     return command
 
 
-def trl_overrides(model_name_or_path: str | None = None, dataset_name: str | None = None,
-                  dataset_split: str | None = None, dataset_config: str | None = None,
-                  report_to: str | None = None) -> list[str]:
-    """The ``--set`` overrides that the trl-style flags stand for (values JSON-quoted: always strings)."""
-    sets = []
-    if report_to is not None:
-        sets.append(f"report_to={json.dumps([t.strip() for t in report_to.split(',') if t.strip()])}")
-    if model_name_or_path is not None:
-        sets.append(f"model.name_or_path={json.dumps(model_name_or_path)}")
-    if dataset_name is not None:
-        local = dataset_name.startswith("hf:") or Path(dataset_name).exists()
-        if not local and (dataset_name.startswith(("./", "../", "/", "~")) or dataset_name.lower().endswith(
-                (".jsonl", ".json", ".csv", ".tsv", ".parquet"))):  # a path, not a Hub id: say it is missing
-            raise AlignkitError(f"--dataset_name {dataset_name}: file not found (a Hub dataset is named "
-                                f"ORG/NAME)")
-        sets.append(f"preferences.source={json.dumps(dataset_name if local else 'hf:' + dataset_name)}")
-        sets.append("task.dataset=preferences")
-    if dataset_split is not None:
-        sets.append(f"preferences.split={json.dumps(dataset_split)}")
-    if dataset_config is not None:
-        sets.append(f"preferences.config={json.dumps(dataset_config)}")
-    return sets
-
-
-FLAG_OF = {"model.name_or_path": "--model_name_or_path", "preferences.source": "--dataset_name",
-           "task.dataset": "--dataset_name", "preferences.split": "--dataset_split",
-           "preferences.config": "--dataset_config", "report_to": "--report-to"}
-
-
-def flag_overrides(overrides: tuple[str, ...], **flags) -> tuple[str, ...]:
-    """The trl-style ``flags``' overrides, then ``overrides``; a ``--set`` of a key a flag sets, to another
-    value, is refused in one line (which of the two was meant cannot be known)."""
-    import yaml
-
-    def parsed(text: str):
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError:
-            return text
-
-    sets = trl_overrides(**flags)
-    given = {item.split("=", 1)[0].strip(): item.split("=", 1)[1] for item in overrides if "=" in item}
-    for key, value in (item.split("=", 1) for item in sets):
-        if key in given and parsed(given[key]) != parsed(value):
-            raise AlignkitError(f"{FLAG_OF[key]} sets {key} to {value}, and --set {key}={given[key]} to "
-                                f"another value; give one")
-    return (*sets, *overrides)
-
-
-WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.EACCES, errno.EFBIG, errno.EIO}
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG, errno.EACCES, errno.EFBIG,
+                errno.EIO}
 
 
 def _error_line(text: str) -> None:
@@ -137,12 +92,14 @@ def main() -> None:
     quiet_third_party()
     install_cli_handler()
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # e.g. the expected "score.weight MISSING" of a new reward head
+    # e.g. the expected "score.weight MISSING" of a new reward head
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 @main.command()
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path), help="the RECIPE (trl style)")
+@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path),
+              help="the RECIPE (trl style)")
 @click.option("--out", "--output_dir", "--output-dir", "out", type=click.Path(path_type=Path),
               help="run directory (default runs/NAME)")
 @click.option("--overwrite", is_flag=True, help="replace a finished run already in the run directory")
@@ -150,7 +107,8 @@ def main() -> None:
 @_set_option
 @_plugins_option
 @_threads_option
-def run(recipe: Path | None, config: Path | None, out: Path | None, overwrite: bool, model_name_or_path, dataset_name,
+def run(recipe: Path | None, config: Path | None, out: Path | None, overwrite: bool, model_name_or_path,
+        dataset_name,
         dataset_split, dataset_config, report_to, overrides: tuple[str, ...], plugins: tuple[str, ...],
         threads: str | None):
     """Run one method from a YAML RECIPE (or --config RECIPE) and evaluate it."""
@@ -159,9 +117,9 @@ def run(recipe: Path | None, config: Path | None, out: Path | None, overwrite: b
     from alignkit.trl_names import trl_output_dir
 
     out = out or (trl_output_dir(recipe) if recipe.suffix in (".yaml", ".yml") and recipe.is_file() else None)
+    from alignkit.recipe import load_recipe, unread_override
     from alignkit.run.pipeline import run_recipe
     from alignkit.runfolder import default_run_dir
-    from alignkit.recipe import load_recipe, unread_override
 
     overrides = flag_overrides(overrides, model_name_or_path=model_name_or_path, dataset_name=dataset_name,
                                dataset_split=dataset_split, dataset_config=dataset_config,
@@ -186,7 +144,8 @@ def _as_method(method: str, **params):
 
 for _method in ("dpo", "kto", "grpo", "rloo"):
     main.add_command(click.Command(_method, params=run.params,
-                                   callback=functools.partial(_as_method, _method), help=f"alignkit run with method={_method}: alignkit {_method} --config "
+                                   callback=functools.partial(_as_method, _method),
+                                   help=f"alignkit run with method={_method}: alignkit {_method} --config "
                                         f"trl_{_method}.yaml runs a trl config as trl {_method} does."))
 
 
@@ -229,25 +188,31 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 @click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path),
               help="a comparison YAML (recipes/compare_imdb.yaml) or a recipe: one more ENTRY")
 @click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2,...",
-              help="sweep a method setting, e.g. dpo.beta=0.05,0.1,1,5 (applies to that method's entries; repeatable)")
+              help="sweep a method setting, e.g. dpo.beta=0.05,0.1,1,5 (applies to that method's entries; "
+                   "repeatable)")
 @click.option("--seeds", type=click.IntRange(min=1), default=None, help="training seeds per sweep point")
 @click.option("--replicates", type=click.IntRange(min=1), default=None,
-              help="run the whole comparison N times, re-drawing every shared stage (OUT/replicate-k), and combine")
+              help="run the whole comparison N times, re-drawing every shared stage (OUT/replicate-k), and "
+                   "combine")
 @click.option("--until-converged", "until_converged", is_flag=True,
-              help="extend entries that have not converged, in rounds (a comparison YAML's until_converged section)")
+              help="extend entries that have not converged, in rounds (a comparison YAML's until_converged "
+                   "section)")
 @click.option("--temperatures", metavar="T1,T2,...", help="also evaluate at these temperatures (0 = greedy)")
 @click.option("--out", "--output_dir", "--output-dir", "out", type=click.Path(path_type=Path),
               help="comparison folder (default runs/NAME)")
-@click.option("--overwrite", is_flag=True, help="retrain and replace finished runs whose training settings changed")
+@click.option("--overwrite", is_flag=True,
+              help="retrain and replace finished runs whose training settings changed")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="entries run at once, each in its own process (its own GPU; each with --threads threads)")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="where entries run: processes on this machine, or Ray tasks (pip install 'alignkit[ray]')")
 @click.option("--ray-address", metavar="ADDR", help="a running Ray cluster (default: start a local one)")
 @click.option("--gpus-per-entry", type=click.IntRange(min=0), default=None,
-              help="GPUs per entry with --jobs/--executor ray (default 1 when there are GPUs; K>1 uses accelerate)")
+              help="GPUs per entry with --jobs/--executor ray (default 1 when there are GPUs; K>1 uses "
+                   "accelerate)")
 @_margin_option
-@click.option("--decide", is_flag=True, help="add paired seeds (looks at 2, 3, 5, 8) until each pair is decided")
+@click.option("--decide", is_flag=True,
+              help="add paired seeds (looks at 2, 3, 5, 8) until each pair is decided")
 @click.option("--budget", metavar="DURATION", help="with --decide: time the added seeds may take (90s, 2h)")
 @click.option("--check-against", "check_against", type=click.Path(path_type=Path), metavar="REPORT_OR_CSV",
               help="then say, entry by entry, whether this run reproduces a comparison.csv or report.md")
@@ -257,7 +222,8 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 @_set_option
 @_plugins_option
 @_threads_option
-def compare(entries, config, sweeps, seeds, replicates, until_converged, temperatures, out, overwrite, jobs, executor,
+def compare(entries, config, sweeps, seeds, replicates, until_converged, temperatures, out, overwrite, jobs,
+            executor,
             ray_address, gpus_per_entry, margin, decide, budget, check_against, check_spread,
             model_name_or_path, dataset_name,
             dataset_split, dataset_config, report_to, overrides, plugins, threads):
@@ -265,14 +231,15 @@ def compare(entries, config, sweeps, seeds, replicates, until_converged, tempera
     variant (ipo=dpo:loss=ipo) or one comparison YAML (recipes/compare_imdb.yaml)."""
     entries = (*entries, *([str(config)] if config is not None else []))
     if not entries:
-        raise AlignkitError("compare: no entries; name methods (alignkit compare dpo ppo) or --config COMPARISON.yaml")
+        raise AlignkitError("compare: no entries; name methods (alignkit compare dpo ppo) or --config "
+                            "COMPARISON.yaml")
     overrides = flag_overrides(overrides, model_name_or_path=model_name_or_path, dataset_name=dataset_name,
                                dataset_split=dataset_split, dataset_config=dataset_config,
                                report_to=report_to)
     configure_threads(threads)
-    from alignkit.compare.plan import command_line, plan_comparison
     from alignkit.compare.comparison import run_comparison
     from alignkit.compare.executors import ExecutorSettings
+    from alignkit.compare.plan import command_line, plan_comparison
     from alignkit.report.build import EntriesFailed, screen_table
 
     if out is not None:
@@ -280,19 +247,22 @@ def compare(entries, config, sweeps, seeds, replicates, until_converged, tempera
     if sum(map(bool, (replicates, until_converged, decide))) > 1 or (budget and not decide):
         raise AlignkitError("compare: --replicates, --until-converged and --decide run one at a time; "
                             "--budget needs --decide")
-    from alignkit.report.reproduce import check_against as reproduces, headline, parse_spread
+    from alignkit.report.reproduce import check_against as reproduces
+    from alignkit.report.reproduce import headline, parse_spread
 
     spread = parse_spread(check_spread)
     if check_against is not None:
         if replicates or decide:
-            raise AlignkitError("compare: --check-against checks one comparison; run it without --replicates or --decide")
+            raise AlignkitError("compare: --check-against checks one comparison; run it without --replicates "
+                                "or --decide")
         headline(check_against)  # an unreadable table is refused before anything trains
     options = dict(sweeps=sweeps, seeds=seeds, temperatures=_floats(temperatures, "--temperatures"),
                    overrides=overrides, plugins=plugins, overwrite=overwrite, margin=margin,
                    executor=ExecutorSettings(executor, jobs, gpus_per_entry, ray_address))
     argv = command_line(entries, out=out, replicates=replicates, until_converged=until_converged,
                         threads=threads, decide=decide, budget=budget, **options)  # what every plan records
-    if replicates:  # alignkit.compare.replicates: each replicate an ordinary comparison, then the combined report
+    # alignkit.compare.replicates: each replicate an ordinary comparison, then the combined report
+    if replicates:
         from alignkit.compare.replicates import compare_replicates
 
         return compare_replicates(entries, replicates, out=out, argv=argv, **options)
@@ -338,8 +308,11 @@ def evaluate(run_dirs, temperatures, judge, reuse_endpoint, overrides, plugins, 
     configure_threads(threads)
     from alignkit.run.reevaluate import eval_plan, reevaluate
 
-    extra = list(overrides) + ([f"eval.temperatures={_floats(temperatures, '--temperatures')}"] if temperatures
-                               else []) + ([f"eval.judge={judge}"] if judge else [])
+    extra = (
+        list(overrides)
+        + ([f"eval.temperatures={_floats(temperatures, '--temperatures')}"] if temperatures else [])
+        + ([f"eval.judge={judge}"] if judge else [])
+    )
     recipes = [eval_plan(run_dir, extra, plugins, reuse_endpoint) for run_dir in run_dirs]  # all checked
     for run_dir, recipe in zip(run_dirs, recipes):
         summary = reevaluate(run_dir, recipe)
@@ -352,9 +325,10 @@ def evaluate(run_dirs, temperatures, judge, reuse_endpoint, overrides, plugins, 
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="output folder")
 @_margin_option
 def report(paths, out, margin):
-    """Rebuild a comparison (tables, plots, report.md) from finished runs or comparison folders, no training."""
-    from alignkit.report.build import build_report, screen_table
+    """Rebuild a comparison (tables, plots, report.md) from finished runs or comparison folders,
+    no training."""
     from alignkit.eval.verdict import MARGIN
+    from alignkit.report.build import build_report, screen_table
 
     check_output_folder(out)
     given = ["--margin", f"{margin:g}"] if margin is not None else []
@@ -367,7 +341,8 @@ def report(paths, out, margin):
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("repo_id")
 @click.option("--private", is_flag=True, help="create the repository private")
-@click.option("--token", envvar="HF_TOKEN", help="Hub token (default: $HF_TOKEN, else the one `hf auth login` saved)")
+@click.option("--token", envvar="HF_TOKEN",
+              help="Hub token (default: $HF_TOKEN, else the one `hf auth login` saved)")
 def push(run_dir, repo_id, private, token):
     """Upload a finished run's policy (weights, tokenizer, model card) and eval/summary.json to the Hub
     repository REPO_ID (ORG/NAME), as push_to_hub: REPO_ID in a recipe does after the run."""
@@ -381,7 +356,7 @@ def push(run_dir, repo_id, private, token):
 @_plugins_option
 def list_registered(as_json: bool, plugins: tuple[str, ...]):
     """Show every registered method, loss, reward, dataset and model alias (plugins included)."""
-    from alignkit.recipe import BUNDLED
+    from alignkit.recipes.bundled import BUNDLED
     from alignkit.registry import describe, load_plugins
 
     load_plugins(plugins)

@@ -79,7 +79,8 @@ def _build_dataclass(cls: type, data: Any, where: str, problems: list[str]) -> A
     missing = [name for name, f in fields.items()
                if name not in kwargs and f.default is _MISSING and f.default_factory is _MISSING]
     for name in missing:
-        problems.append(f"{_join(where, name)}: required key is missing ({fields[name].metadata.get('help', '')})")
+        problems.append(f"{_join(where, name)}: required key is missing "
+                        f"({fields[name].metadata.get('help', '')})")
     if missing or (where and any(p.startswith(where) for p in problems)):
         return None
     try:
@@ -279,7 +280,8 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
         key, text = item.split("=", 1)
         parts = key.strip().split(".")
         if not all(parts):
-            raise ConfigError(f"--set {item}: expected KEY.PATH=VALUE, e.g. dpo.beta=0.5 (empty key in {key!r})")
+            raise ConfigError(f"--set {item}: expected KEY.PATH=VALUE, e.g. dpo.beta=0.5 (empty key in "
+                              f"{key!r})")
         try:
             value = load_yaml_text(text) if text != "" else ""
         except ConfigError as exc:
@@ -310,7 +312,8 @@ def to_dict(obj: Any) -> Any:
 
 
 def first_difference(a: Any, b: Any, path: str = "") -> tuple[str, Any, Any] | None:
-    """The first dotted key (in sorted order) where two nested mappings differ, with both values; None if equal."""
+    """The first dotted key (in sorted order) where two nested mappings differ, with both values; None
+    if equal."""
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b), key=str):
             found = first_difference(a.get(key), b.get(key), _join(path, key))

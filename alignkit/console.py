@@ -1,10 +1,12 @@
 """What a person sees on the terminal: alignkit's notices and warnings, and its progress bars.
 
 Notices and warnings go through ``logging.getLogger("alignkit")`` and its children: a library user silences or
-redirects them like any other library's (``logging.getLogger("alignkit").setLevel(logging.ERROR)``, or a handler
+redirects them like any other library's (``logging.getLogger("alignkit").setLevel(logging.ERROR)``, or a
+handler
 of their own); without any configuration Python prints the warnings bare on stderr. The CLI and the compare
 workers call :func:`install_cli_handler`, which prints them as the CLI always has: ``[alignkit] ...`` for
-notices, ``alignkit: warning: ...`` for warnings and ``alignkit: cache: ...`` for the cache, written around any
+notices, ``alignkit: warning: ...`` for warnings and ``alignkit: cache: ...`` for the cache, written around
+any
 progress bar.
 
 Progress bars: one per process (the main one), ``TQDM_DISABLE`` honoured, other libraries' bars quiet. tqdm
@@ -54,7 +56,8 @@ class CliHandler(logging.Handler):
 
 
 def install_cli_handler(level: int = logging.INFO) -> logging.Handler:
-    """Print alignkit's records in the CLI's format (once, however often it is called); returns the handler."""
+    """Print alignkit's records in the CLI's format (once, however often it is called); returns
+    the handler."""
     logger = get_logger()
     for handler in logger.handlers:
         if isinstance(handler, CliHandler):

@@ -15,19 +15,20 @@ from typing import Any, Iterable, Optional
 
 from alignkit.artifacts import Artifact, as_artifacts
 from alignkit.cache import default_cache_dir
-from alignkit.data.checks import special_tokens
 from alignkit.config import ConfigError, apply_overrides, build, option, read_yaml, to_dict
-from alignkit.data.preferences import PreferenceConfig, check_heldout, preference_notices, read_preferences
+from alignkit.data.checks import special_tokens
 from alignkit.data.pairs_task import read_prompt_set
+from alignkit.data.preferences import PreferenceConfig, check_heldout, preference_notices, read_preferences
 from alignkit.data.task import TaskConfig
 from alignkit.errors import AlignkitError, DataError, UnknownNameError, warn
 from alignkit.eval.evaluator import EvalConfig
 from alignkit.models.config import ModelConfig
+from alignkit.models.loading import tokenizer_on_disk
+from alignkit.recipes.bundled import resolve_recipe_path
+from alignkit.registry import DATASETS, METHODS, REWARDS, load_plugins
 from alignkit.runtime import device_problem
 from alignkit.trackers import report_to_problem
 from alignkit.trl_names import canonical_overrides, from_trl_config, is_trl_config
-from alignkit.models.loading import tokenizer_on_disk
-from alignkit.registry import DATASETS, METHODS, REWARDS, load_plugins
 
 
 @dataclass
@@ -36,31 +37,38 @@ class Recipe:
 
     method: str = option(help="registered method to run (see `alignkit list`)")
     name: str = option("run", "run name; the run directory defaults to runs/NAME")
-    seed: int = option(0, "seed of the shared stages: prompts, preference pairs, reward model, reference samples",
+    seed: int = option(0, "seed of the shared stages: prompts, preference pairs, reward model, reference "
+                          "samples",
                        ge=0)
     train_seed: Optional[int] = option(None, "seed of this run's training (initialisation, shuffling, PPO "
                                              "rollouts) and of its evaluation samples (default: seed)", ge=0)
     device: str = option("auto", "auto, cpu, cuda or cuda:N (under accelerate launch: auto or cpu)")
-    precision: str = option("fp32", "training precision: fp32, or bf16/fp16 mixed precision (autocast; fp16 with "
-                                    "loss scaling); sampling and evaluation stay fp32", choices=("fp32", "bf16", "fp16"))
+    precision: str = option("fp32",
+                            "training precision: fp32, or bf16/fp16 mixed precision (autocast; fp16 with "
+                                    "loss scaling); sampling and evaluation stay fp32", choices=("fp32",
+                                                                                                 "bf16",
+                                                                                                 "fp16"))
     plugins: list[str] = option([], "plugin modules or .py paths to load before validation")
     model: ModelConfig = option(ModelConfig(), "the SFT policy: starting point and KL reference")
     task: TaskConfig = option(TaskConfig(), "prompts, demonstrations and held-out split")
     gold_reward: str = option("imdb-sentiment", "registered ground-truth reward used to label and judge")
-    gold_reward_options: dict[str, Any] = option({}, "settings of a gold reward that takes them, e.g. hf-classifier's "
-                                                     "{model: siebert/sentiment-roberta-large-english}")
+    gold_reward_options: dict[str, Any] = option({}, "settings of a gold reward that takes them, e.g. "
+                                                     "hf-classifier's {model: "
+                                                     "siebert/sentiment-roberta-large-english}")
     preferences: PreferenceConfig = option(PreferenceConfig(), "preference pairs for DPO and reward models")
     eval: EvalConfig = option(EvalConfig(), "held-out evaluation settings")
-    report_to: list[str] = option([], "experiment trackers that get the metrics and evaluation, as trl's report_to: "
-                                      "trackio, tensorboard, wandb, mlflow (or none)")
-    push_to_hub: str = option("", "Hub repository (ORG/NAME) the finished run's policy, card and evaluation are "
-                                  "uploaded to, as alignkit push does ('': none)")
+    report_to: list[str] = option([], "experiment trackers that get the metrics and evaluation, as trl's "
+                                      "report_to: trackio, tensorboard, wandb, mlflow (or none)")
+    push_to_hub: str = option("", "Hub repository (ORG/NAME) the finished run's policy, card and evaluation "
+                                  "are uploaded to, as alignkit push does ('': none)")
     hub_private: bool = option(False, "push_to_hub creates the repository private")
-    save_every_steps: int = option(0, "keep the trained policy's weights every N optimiser steps (PPO: iterations) "
-                                      "as loadable model folders in RUN/saved/step-N (0: only the final model)",
+    save_every_steps: int = option(0, "keep the trained policy's weights every N optimiser steps (PPO: "
+                                      "iterations) as loadable model folders in RUN/saved/step-N (0: only "
+                                      "the final model)",
                                    ge=0)
-    methods: dict[str, Any] = dataclasses.field(default_factory=dict, init=False,
-                                                metadata={"help": "per-method sections, keyed by method name"})
+    methods: dict[str, Any] = dataclasses.field(
+        default_factory=dict, init=False, metadata={"help": "per-method sections, keyed by method name"}
+    )
 
     def check(self):
         try:
@@ -69,10 +77,13 @@ class Recipe:
             yield "gold_reward", str(exc)
         judge = self.eval.judge if self.eval is not None else "gold"  # None: eval itself failed to validate
         if self.gold_reward in REWARDS and REWARDS.entry(self.gold_reward).meta.get("pairwise"):
-            yield "gold_reward", (f"{self.gold_reward} is a pairwise judge (it compares two responses, it gives no "
+            yield "gold_reward", (f"{self.gold_reward} is a pairwise judge (it compares two responses, it "
+                                  "gives no "
                                   f"score to label pairs with): choose it with eval.judge")
-        if judge not in ("gold", self.gold_reward) and judge in REWARDS and REWARDS.entry(judge).meta.get("options"):
-            yield "eval.judge", (f"{judge} takes its settings from gold_reward_options, so it can judge only as the "
+        if judge not in ("gold",
+                         self.gold_reward) and judge in REWARDS and REWARDS.entry(judge).meta.get("options"):
+            yield "eval.judge", (f"{judge} takes its settings from gold_reward_options, so it can judge only "
+                                 "as the "
                                  f"gold_reward itself (set gold_reward: {judge})")
         problem = device_problem(self.device)
         if problem:
@@ -113,7 +124,8 @@ MAX_VALUE = 4096  # characters of any one string in a recipe
 def check_run_name(name: str) -> str:
     """A recipe ``name`` is a plain folder name (runs go to ``runs/NAME``): no separators, ``..`` or
     absolute paths that would escape the runs folder, no control characters, at most ``MAX_NAME`` long."""
-    if not isinstance(name, str) or len(name) > MAX_NAME or len(name.encode("utf-8", "replace")) > 2 * MAX_NAME:
+    if not isinstance(name, str) or len(name) > MAX_NAME or len(name.encode("utf-8",
+                                                                            "replace")) > 2 * MAX_NAME:
         shown = f"{name[:40]!r}... ({len(name)} characters)" if isinstance(name, str) else repr(name)
         raise AlignkitError(f"name: {shown} is too long for a folder name (at most {MAX_NAME} characters)")
     if (not name or name in (".", "..") or name.startswith("-") or any(c in name for c in "/\\\0")
@@ -127,8 +139,8 @@ def _check_lengths(value: Any, source: str, key: str = "") -> None:
     """Every string (and key) in a recipe is at most ``MAX_VALUE`` characters: a runaway value stops here,
     not in a manifest of megabytes."""
     if isinstance(value, str) and len(value) > MAX_VALUE:
-        raise ConfigError(f"{source}: {key or 'value'}: a value of {len(value)} characters (at most {MAX_VALUE}): "
-                          f"{value[:40]!r}...")
+        raise ConfigError(f"{source}: {key or 'value'}: a value of {len(value)} characters (at most "
+                          f"{MAX_VALUE}): {value[:40]!r}...")
     if isinstance(value, dict):
         for k, v in value.items():
             _check_lengths(str(k), source, f"{key}.{str(k)[:40]}" if key else str(k)[:40])
@@ -167,7 +179,8 @@ def recipe_from_data(raw: dict, source: str, base: Path, plugins: Iterable[str] 
                       for name, section in sections.items()}
     meta = METHODS.entry(recipe.method).meta
     if recipe.save_every_steps and (meta.get("trains") is False or meta.get("trains_policy") is False):
-        raise ConfigError(f"{source}: save_every_steps: {recipe.method} trains no policy whose weights could be kept")
+        raise ConfigError(f"{source}: save_every_steps: {recipe.method} trains no policy whose weights could "
+                          "be kept")
     if recipe.push_to_hub and (meta.get("trains") is False or meta.get("trains_policy") is False):
         raise ConfigError(f"{source}: push_to_hub: {recipe.method} trains no policy to push")
     recipe.gold_reward_options = gold_reward_options(recipe, source)
@@ -190,7 +203,8 @@ def gold_reward_options(recipe: Recipe, source: str) -> dict:
     given = recipe.gold_reward_options
     if entry.meta.get("options") is None:
         if given:
-            raise ConfigError(f"{source}: gold_reward_options: reward {recipe.gold_reward!r} takes no options "
+            raise ConfigError(f"{source}: gold_reward_options: reward {recipe.gold_reward!r} takes no "
+                              "options "
                               f"(remove them, e.g. --set gold_reward_options={{}})")
         return {}
     return to_dict(build(entry.meta["options"], given, where="gold_reward_options", source=source))
@@ -198,7 +212,8 @@ def gold_reward_options(recipe: Recipe, source: str) -> dict:
 
 def judge_options(recipe: Recipe, source: str) -> dict:
     """``eval.judge_options`` validated against the options dataclass the judge registered
-    (``register_reward(name, judge_options=Cls)``), every default filled in; a judge without one takes none."""
+    (``register_reward(name, judge_options=Cls)``), every default filled in; a judge without one
+    takes none."""
     given, judge = recipe.eval.judge_options, recipe.eval.judge
     options = REWARDS.entry(judge).meta.get("judge_options") if judge in REWARDS else None
     if options is None:
@@ -215,15 +230,18 @@ def method_needs(method: str, config) -> tuple[Artifact, ...]:
     return as_artifacts(needs(config) if callable(needs) else needs, method)
 
 
-REWARD_MODEL_JUDGES = ("reward-model", "heldout-reward-model")  # judges that train on the reward_model settings
+# judges that train on the reward_model settings
+REWARD_MODEL_JUDGES = ("reward-model", "heldout-reward-model")
 
 
 def sections_read(recipe: Recipe) -> set[str]:
-    """The method sections a run of ``recipe`` reads: its method's, and ``reward_model`` when it trains a reward
+    """The method sections a run of ``recipe`` reads: its method's, and ``reward_model`` when it trains a
+    reward
     model (a method that needs one, or a judge that is one)."""
     needs = set(method_needs(recipe.method, recipe.method_config(recipe.method)))
     judges = {recipe.eval.judge, recipe.gold_reward}
-    uses_rm = bool(needs & {Artifact.REWARD_MODEL, Artifact.REWARD_MODEL_4BIT}) or bool(judges & set(REWARD_MODEL_JUDGES))
+    uses_rm = bool(needs & {Artifact.REWARD_MODEL,
+                            Artifact.REWARD_MODEL_4BIT}) or bool(judges & set(REWARD_MODEL_JUDGES))
     return {recipe.method, *(["reward_model"] if uses_rm else [])}
 
 
@@ -234,8 +252,10 @@ def unread_override(recipes: list[Recipe], overrides: Iterable[str]) -> str | No
     for item in overrides:
         head = item.split("=", 1)[0].strip().split(".", 1)[0]
         if head in METHODS and head not in read:
-            return (f"--set {item[:80]}: {head} settings would change nothing: no run here uses {head} (methods: "
-                    f"{', '.join(sorted({r.method for r in recipes}))}; reward_model is read by methods that train "
+            return (f"--set {item[:80]}: {head} settings would change nothing: no run here uses {head} "
+                    "(methods: "
+                    f"{', '.join(sorted({r.method for r in recipes}))}; reward_model is read by methods that "
+                    "train "
                     f"on a reward model)")
     return None
 
@@ -254,7 +274,8 @@ def self_judging(recipe: Recipe) -> str | None:
         return None
     where = "eval.judge" if recipe.eval.judge != "gold" else "gold_reward"
     return (f"{where}: {judge} is the reward model that {recipe.method} optimises, so it would grade "
-            f"{recipe.method} by its own objective; judge with a model it did not optimise (eval.judge: gold, "
+            f"{recipe.method} by its own objective; judge with a model it did not optimise (eval.judge: "
+            "gold, "
             f"heldout-reward-model, llm-judge, endpoint-judge) or set eval.allow_self_judging=true to report "
             f"it with that caveat")
 
@@ -270,8 +291,10 @@ def check_preference_file(recipe: Recipe, source: str, already_read: dict | None
     cfg = recipe.preferences
     if not cfg.is_user_data:
         if DATASETS.entry(recipe.task.dataset).meta.get("from_pairs"):
-            raise ConfigError(f"{source}: task.dataset: {recipe.task.dataset} takes its prompts from your preference "
-                              f"data, but preferences.source is generated (sampled from the task's prompts): set "
+            raise ConfigError(f"{source}: task.dataset: {recipe.task.dataset} takes its prompts from your "
+                              "preference "
+                              "data, but preferences.source is generated (sampled from the task's prompts): "
+                              "set "
                               f"preferences.source to your data")
         if recipe.eval.prompts:
             try:
@@ -299,8 +322,10 @@ def check_preference_file(recipe: Recipe, source: str, already_read: dict | None
     needs = needs(recipe.method_config(recipe.method)) if callable(needs) else needs
     if getattr(pairs.data, "unpaired", False) and not entry.meta.get("takes_unpaired") and \
             any(Artifact(n) in PAIRED for n in needs):
-        raise ConfigError(f"{source}: preferences.source: {cfg.source}: the rows are unpaired (prompt, completion, "
-                          f"label), which only kto learns from; {recipe.method} needs pairs (prompt, chosen, rejected)")
+        raise ConfigError(f"{source}: preferences.source: {cfg.source}: the rows are unpaired (prompt, "
+                          "completion, "
+                          f"label), which only kto learns from; {recipe.method} needs pairs (prompt, chosen, "
+                          "rejected)")
     check_task_data(recipe, source, pairs.data)
     notes = preference_notices(cfg, pairs, recipe.model.prompt_limit, tokenizer, recipe.model.name_or_path) \
         if first else []
@@ -317,7 +342,8 @@ def check_task_data(recipe: Recipe, source: str, data) -> None:
     from_pairs = DATASETS.entry(recipe.task.dataset).meta.get("from_pairs")
     cfg, prompts = recipe.preferences, recipe.eval.prompts
     if from_pairs and not prompts and cfg.heldout_fraction == 0:
-        raise ConfigError(f"{source}: preferences.heldout_fraction: task.dataset {recipe.task.dataset} evaluates on "
+        raise ConfigError(f"{source}: preferences.heldout_fraction: task.dataset {recipe.task.dataset} "
+                          "evaluates on "
                           f"the held-out prompts of your data, and 0 holds none out: set it above 0 or give "
                           f"eval.prompts")
     if not prompts:
@@ -330,8 +356,10 @@ def check_task_data(recipe: Recipe, source: str, data) -> None:
     train, _ = data.split(cfg.heldout_fraction, recipe.seed)
     shared = set(evaluation) & set(train.prompts)
     if shared:
-        raise ConfigError(f"{source}: eval.prompts: {len(shared)} of its {len(evaluation)} prompts are also prompts "
-                          f"of the training pairs (e.g. {sorted(shared)[0][:60]!r}); evaluation prompts must be "
+        raise ConfigError(f"{source}: eval.prompts: {len(shared)} of its {len(evaluation)} prompts are also "
+                          "prompts "
+                          f"of the training pairs (e.g. {sorted(shared)[0][:60]!r}); evaluation prompts must "
+                          "be "
                           f"unseen in training")
 
 
@@ -340,52 +368,18 @@ def default_task_problem(recipe: Recipe) -> str | None:
     keys to set), or None: ``run`` and ``compare`` refuse before anything expensive."""
     prefs, task = recipe.preferences, recipe.task.dataset
     if prefs.is_user_data and task == "imdb":
-        return (f"preferences.source is your data ({prefs.source}), but task.dataset is still the IMDb default: set "
+        return (f"preferences.source is your data ({prefs.source}), but task.dataset is still the IMDb "
+                "default: set "
                 f"task.dataset=preferences (and gold_reward, eval.judge to judges for your task)")
     if DATASETS.entry(task).meta.get("from_pairs") and recipe.gold_reward == "imdb-sentiment":
-        return (f"task.dataset is {task}, but gold_reward is still the IMDb default (imdb-sentiment), which would "
-                f"score your replies as movie-review sentiment on every reward axis: set gold_reward to a score "
-                f"judge for your task (e.g. heldout-reward-model) and eval.judge to what decides win rates (gold, "
+        return (f"task.dataset is {task}, but gold_reward is still the IMDb default (imdb-sentiment), which "
+                "would "
+                "score your replies as movie-review sentiment on every reward axis: set gold_reward to a "
+                "score "
+                "judge for your task (e.g. heldout-reward-model) and eval.judge to what decides win rates "
+                "(gold, "
                 f"llm-judge, endpoint-judge)")
     return None
-
-
-BUNDLED = Path(__file__).resolve().parent / "recipes"
-
-
-def bundled_recipe(name: str) -> Path | None:
-    """A recipe shipped inside the package (``alignkit/recipes/NAME.yaml``; NAME may name a subfolder, as in
-    ``smollm2/dpo_imdb``), so that a plain ``pip install`` has every default recipe; None if there is none."""
-    path = BUNDLED / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
-    return path if path.is_file() and path.resolve().is_relative_to(BUNDLED) else None
-
-
-def _inside_bundled(path: Path) -> str:
-    """The part of ``path`` after its last ``recipes`` folder (``recipes/smollm2/dpo_imdb.yaml`` ->
-    ``smollm2/dpo_imdb.yaml``), else the whole path: the name a bundled recipe would have."""
-    parts = path.parts
-    cut = max((i + 1 for i, part in enumerate(parts[:-1]) if part == "recipes"), default=0)
-    return "/".join(parts[cut:])
-
-
-def resolve_recipe_path(spec: str | Path) -> Path:
-    """An existing file as given, else a bundled recipe of that name (``dpo_imdb``, ``recipes/dpo_imdb.yaml``,
-    ``smollm2/dpo_imdb`` all work from any folder); else the path as given, which then fails clearly.
-    A name in a bundled subfolder never falls back to the top-level recipe of the same file name."""
-    path = Path(spec)
-    if path.is_file():
-        return path
-    inside = _inside_bundled(path)
-    found = bundled_recipe(inside)
-    if found is None and not _names_bundled_subfolder(inside):
-        found = bundled_recipe(path.name)  # e.g. configs/dpo_imdb.yaml, as before
-    return found or path
-
-
-def _names_bundled_subfolder(name: str) -> bool:
-    """Whether ``name`` lies in a subfolder of the bundled recipes (``smollm2/kto_imdb``)."""
-    parent = (BUNDLED / name).parent
-    return parent.is_dir() and parent.resolve() != BUNDLED and parent.resolve().is_relative_to(BUNDLED)
 
 
 def _relative(spec: str, base: Path) -> str:

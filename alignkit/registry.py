@@ -5,7 +5,8 @@ places the user installed or named: the ``alignkit.plugins`` entry-point group (
 modules or paths named by ``--plugins`` or a recipe's ``plugins:`` list, and, in a source checkout of
 alignkit only, the project's own example folder ``plugins/`` beside the package. The working directory
 is never scanned: running alignkit inside a folder must not execute whatever ``plugins/*.py`` it holds,
-and ``alignkit eval`` never loads the ``plugins:`` a run folder's manifest records (the user names them again).
+and ``alignkit eval`` never loads the ``plugins:`` a run folder's manifest records (the user names them
+again).
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ LOSSES = Registry("loss")
 REWARDS = Registry("reward")
 DATASETS = Registry("dataset")
 MODELS = Registry("model")
-REGISTRIES = {"methods": METHODS, "losses": LOSSES, "rewards": REWARDS, "datasets": DATASETS, "models": MODELS}
+REGISTRIES = {"methods": METHODS, "losses": LOSSES, "rewards": REWARDS, "datasets": DATASETS,
+              "models": MODELS}
 
 
 def register_method(name: str, **meta: Any) -> Callable:

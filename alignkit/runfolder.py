@@ -4,7 +4,8 @@ refuse); alignkit only ever changes folders it created. Reading: ``manifest.json
 ``eval/trajectory.jsonl`` and the saved model's checksums, each validated as it is read. Whatever is missing,
 empty, truncated, malformed or of a run format this alignkit does not read becomes one :class:`RunFolderError`
 line naming the file and what to do (``--overwrite``, rerun, or the alignkit version that wrote it). The run
-format and what changed in it, and why older folders still read, are one table: ``alignkit.runformat``. ``run``
+format and what changed in it, and why older folders still read, are one table: ``alignkit.runformat``.
+``run``
 (resume), ``compare``, ``eval`` and ``report`` all read run folders through here."""
 
 from __future__ import annotations
@@ -43,13 +44,17 @@ def read_json(path: Path, hint: str = OVERWRITE) -> Any:
     except FileNotFoundError:
         raise RunFolderError(f"{path}: missing; {hint}") from None
     except (OSError, ValueError) as exc:
-        raise RunFolderError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc}); {hint}") from None
+        raise RunFolderError(
+            f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc}); {hint}"
+        ) from None
     if not text.strip():
         raise RunFolderError(f"{path}: empty (a write was cut short?); {hint}")
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise RunFolderError(f"{path}: not valid JSON (truncated or corrupt at line {exc.lineno}); {hint}") from None
+        raise RunFolderError(
+            f"{path}: not valid JSON (truncated or corrupt at line {exc.lineno}); {hint}"
+        ) from None
 
 
 def _expect(path: Path, data: dict, key: str, kind: type, hint: str, written: str) -> None:
@@ -61,7 +66,8 @@ def _expect(path: Path, data: dict, key: str, kind: type, hint: str, written: st
 def check_manifest(path: Path, data: Any, hint: str = OVERWRITE) -> dict:
     """A manifest's data, validated: an object of this run format with a status, a name and a recipe."""
     if not isinstance(data, dict):
-        raise RunFolderError(f"{path}: not a run manifest (a JSON {type(data).__name__}, expected an object); {hint}")
+        raise RunFolderError(f"{path}: not a run manifest (a JSON {type(data).__name__}, expected an "
+                             f"object); {hint}")
     versions = data.get("versions")
     version = versions.get("alignkit") if isinstance(versions, dict) else None
     fmt = data.get("alignkit_run")
@@ -90,9 +96,11 @@ def check_manifest(path: Path, data: Any, hint: str = OVERWRITE) -> dict:
 
 
 def check_summary(path: Path, data: Any, hint: str) -> dict:
-    """An ``eval/summary.json``, validated: an object; a policy's rows a list of objects with a temperature."""
+    """An ``eval/summary.json``, validated: an object; a policy's rows a list of objects with
+    a temperature."""
     if not isinstance(data, dict):
-        raise RunFolderError(f"{path}: not a run summary (a JSON {type(data).__name__}, expected an object); {hint}")
+        raise RunFolderError(f"{path}: not a run summary (a JSON {type(data).__name__}, expected an object); "
+                             f"{hint}")
     rows = data.get("by_temperature")
     if rows is not None and not (isinstance(rows, list) and rows
                                  and all(isinstance(r, dict) and "temperature" in r for r in rows)):
@@ -110,7 +118,9 @@ def read_trajectory(path: Path, hint: str) -> list[dict]:
     try:
         lines = path.read_text().splitlines()
     except (OSError, ValueError) as exc:
-        raise RunFolderError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc}); {hint}") from None
+        raise RunFolderError(
+            f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc}); {hint}"
+        ) from None
     rows = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -118,7 +128,9 @@ def read_trajectory(path: Path, hint: str) -> list[dict]:
         try:
             row = json.loads(line)
         except ValueError:
-            raise RunFolderError(f"{path}: line {number}: not valid JSON (truncated or corrupt); {hint}") from None
+            raise RunFolderError(
+                f"{path}: line {number}: not valid JSON (truncated or corrupt); {hint}"
+            ) from None
         if not isinstance(row, dict) or not isinstance(row.get("step"), int):
             raise RunFolderError(f"{path}: line {number}: not a trajectory point (no integer step); {hint}")
         rows.append(row)
@@ -130,7 +142,8 @@ def read_trajectory(path: Path, hint: str) -> list[dict]:
 
 
 def folder_checksums(folder: Path) -> dict[str, str]:
-    """``{relative path: sha256}`` of every file under ``folder`` but the model card (``README.md``: written again
+    """``{relative path: sha256}`` of every file under ``folder`` but the model card (``README.md``: written
+    again
     when a run is re-evaluated, documentation rather than the model)."""
     folder = Path(folder)
     return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*"))
@@ -273,8 +286,8 @@ class RunFolder:
             raise RunFolderError(f"{self.path}: {command}: the run failed ({error}); {resume}")
         writer = live_writer(self.manifest) if status == "running" else None
         if writer:
-            raise RunFolderError(f"{self.path}: {command}: the run is still running ({writer}); wait for it to "
-                                 "finish")
+            raise RunFolderError(f"{self.path}: {command}: the run is still running ({writer}); wait for it "
+                                 "to finish")
         raise RunFolderError(f"{self.path}: {command}: the run was interrupted before it finished; {resume}")
 
 
@@ -284,7 +297,8 @@ def read_run(run_dir: str | Path, hint: str = OVERWRITE) -> RunFolder:
     path = run_dir / "manifest.json"
     if not path.is_file():
         if (run_dir / "compare.json").is_file():
-            raise RunFolderError(f"{run_dir}: not a run directory (no manifest.json): a comparison folder; pass "
+            raise RunFolderError(f"{run_dir}: not a run directory (no manifest.json): a comparison folder; "
+                                 "pass "
                                  f"its runs, {run_dir / 'runs'}/LABEL")
         raise RunFolderError(f"{run_dir}: not a run directory (no manifest.json)")
     return RunFolder(run_dir, check_manifest(path, read_json(path, hint), hint))
@@ -326,22 +340,29 @@ def claim_run_dir(run_dir: Path, recipe: Recipe, overwrite: bool) -> str:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / RUN_MARKER).write_text(json.dumps({"created_by": f"alignkit {__version__}"}) + "\n")
         except OSError as exc:
-            raise AlignkitError(f"{run_dir}: cannot create the run directory ({exc.strerror}); choose another "
-                                "--out") from None
+            raise AlignkitError(f"{run_dir}: cannot create the run directory ({exc.strerror}); choose "
+                                "another --out") from None
         return "new"
     manifest = read_manifest(run_dir)
-    if not (run_dir / RUN_MARKER).is_file() and not (manifest if isinstance(manifest, dict) else {}).get("alignkit_run"):
-        raise AlignkitError(f"{run_dir}: exists, is not empty and is not an alignkit run directory (no {RUN_MARKER}); "
+    if not (run_dir / RUN_MARKER).is_file() and not (manifest if isinstance(manifest, dict) else {}).get(
+        "alignkit_run"
+    ):
+        raise AlignkitError(f"{run_dir}: exists, is not empty and is not an alignkit run directory (no "
+                            f"{RUN_MARKER}); "
                             "alignkit never writes into it, even with --overwrite; choose another --out")
-    if (run_dir / "manifest.json").exists() and not overwrite:  # a corrupt or foreign manifest: one line, no guess
+    # a corrupt or foreign manifest: one line, no guess
+    if (run_dir / "manifest.json").exists() and not overwrite:
         manifest = read_run(run_dir, "pass --overwrite to start the run over").manifest
     writer = live_writer(manifest if isinstance(manifest, dict) else {})
     if writer:
-        raise AlignkitError(f"{run_dir}: a run is still being written there ({writer}); wait for it or stop it")
+        raise AlignkitError(f"{run_dir}: a run is still being written there ({writer}); wait for it or stop "
+                            "it")
     if overwrite:
         return "replace"
     if manifest and manifest.get("status") == "done":
-        raise AlignkitError(f"{run_dir} already holds a run (manifest.json); pass --overwrite or choose --out")
+        raise AlignkitError(
+            f"{run_dir} already holds a run (manifest.json); pass --overwrite or choose --out"
+        )
     if manifest:
         difference = recipe_difference(manifest.get("recipe"), jsonable(to_dict(recipe)))
         if difference:
@@ -367,6 +388,7 @@ def claim_comparison_dir(folder: str | Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / COMPARISON_MARKER).touch()
     except OSError as exc:
-        raise AlignkitError(f"{folder}: cannot write the comparison there ({exc.strerror}); choose another --out") \
+        raise AlignkitError(f"{folder}: cannot write the comparison there ({exc.strerror}); choose another "
+                            "--out") \
             from None
     return folder

@@ -35,7 +35,8 @@ class Format(NamedTuple):
 
 
 # every change below kept format 1: a folder from before it reads right as it is (at the value it lists), so
-# none needs an upgrade; a change that does (a field renamed, a meaning changed) starts format 2 with its upgrade
+# none needs an upgrade; a change that does (a field renamed, a meaning changed) starts format 2 with its
+# upgrade
 FORMATS = (Format(1, "the first: manifest, eval/, model/ and stage keys as alignkit 0.1 writes them", None, (
     Change("option", "precision", "bf16/fp16 training; runs before it trained in fp32", "fp32"),
     Change("option", "gold_reward_options", "the gold reward's options; runs before it had none", {}),
@@ -60,8 +61,10 @@ FORMATS = (Format(1, "the first: manifest, eval/, model/ and stage keys as align
     Change("key", "gold_reward_options", "left out of keys when empty (rewards without options)"),
     Change("key", "model identity", "what builds a builtin model, only for models that declare it"),
     Change("key", "append_eos", "preferences.append_eos keys only your data's stages (generated pairs "
-                                "ignore it: their keys hold false, as before); it defaults to true (trl's EOS) since"),
-    Change("key", "shipped model", "a builtin model the package ships: its files' checksums (models/shipped.py); "
+                                "ignore it: their keys hold false, as before); it defaults to true (trl's "
+                                "EOS) since"),
+    Change("key", "shipped model",
+           "a builtin model the package ships: its files' checksums (models/shipped.py); "
                                    "a local build of tiny-gpt2-imdb keeps the keys it had"),
     Change("key", "preferences.config", "left out of the pairs' key when unset (data without a config name)"),
     Change("field", "model_sha256", "the saved model's checksums; runs before them: model/ must exist"),

@@ -70,7 +70,8 @@ def write_text(path: str | Path, text: str) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:60]}.", dir=path.parent)
         with os.fdopen(fd, "w") as handle:
             _fill(handle, text, path)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; a published result is an ordinary file
+        # mkstemp makes owner-only files; a published result is an ordinary file
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except OSError as exc:
         raise write_error(path, exc) from None
@@ -204,4 +205,6 @@ def append_jsonl(path: str | Path, row: dict) -> None:
 
 def read_jsonl(path: str | Path) -> list[dict]:
     path = Path(path)
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return (
+        [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    )

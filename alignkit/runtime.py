@@ -31,7 +31,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 PRECISIONS = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}  # ours -> accelerate's mixed_precision
-SHARDING_ENV = {"FSDP": "ACCELERATE_USE_FSDP", "DEEPSPEED": "ACCELERATE_USE_DEEPSPEED"}  # set by accelerate launch
+# set by accelerate launch
+SHARDING_ENV = {"FSDP": "ACCELERATE_USE_FSDP", "DEEPSPEED": "ACCELERATE_USE_DEEPSPEED"}
 
 
 def device_problem(name: str) -> str | None:
@@ -83,11 +84,14 @@ class Runtime:
         self.accelerator = Accelerator(cpu=on_cpu, mixed_precision=mixed)
         self.precision, self.requested = precision, device
         kind = self.accelerator.distributed_type
-        # on CPU accelerate ignores an FSDP/DeepSpeed config and runs plain processes: refused alike, not ignored
+        # on CPU accelerate ignores an FSDP/DeepSpeed config and runs plain processes: refused alike, not
+        # ignored
         asked = next((name for name, flag in SHARDING_ENV.items() if _env_flag(flag)), None)
         if kind not in (DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU) or asked:
-            raise AlignkitError(f"accelerate config: distributed type {asked or kind.value} is not supported; alignkit "
-                                f"trains data-parallel (accelerate launch --multi_gpu --num_processes N), not "
+            raise AlignkitError(f"accelerate config: distributed type {asked or kind.value} is not "
+                                "supported; alignkit "
+                                "trains data-parallel (accelerate launch --multi_gpu --num_processes N), "
+                                "not "
                                 f"model-sharded")
         self.world = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
@@ -96,8 +100,10 @@ class Runtime:
             raise AlignkitError(f"device: {device!r} names one device, but accelerate launched {self.world} "
                                 f"processes; use device: auto (each process takes its own) or cpu")
         if self.world != launched_world():  # each process would train (and write) the whole run on its own
-            raise AlignkitError(f"accelerate launched {launched_world()} processes but they formed a group of "
-                                f"{self.world} (device {device!r}, distributed type {kind.value}); launch with "
+            raise AlignkitError(f"accelerate launched {launched_world()} processes but they formed a group "
+                                "of "
+                                f"{self.world} (device {device!r}, distributed type {kind.value}); launch "
+                                "with "
                                 f"--multi_gpu and use device: auto or cpu")
         if device in ("auto", "cpu") or self.world > 1:
             self.device = self.accelerator.device
@@ -107,7 +113,9 @@ class Runtime:
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
 
     def __repr__(self) -> str:
-        return f"Runtime(device={self.device}, precision={self.precision}, process {self.rank + 1}/{self.world})"
+        return (
+            f"Runtime(device={self.device}, precision={self.precision}, process {self.rank + 1}/{self.world})"
+        )
 
     def describe(self) -> dict:
         """What the manifest records about how this run computed."""

@@ -7,7 +7,6 @@ import inspect
 from typing import Callable
 
 
-
 def loss_parameters(loss: Callable) -> dict[str, object]:
     """The extra keyword parameters a loss accepts (beyond ``logps`` and ``beta``), with defaults."""
     params = inspect.signature(loss).parameters

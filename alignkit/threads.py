@@ -1,6 +1,7 @@
 """How many CPU threads torch uses, decided once per command before torch starts: ``--threads`` beats
 ``$ALIGNKIT_THREADS``, which beats the cores this process may run on (its CPU affinity, not the machine's
-total). Idle OpenMP threads spin only briefly before they sleep, so two runs sharing the cores do not thrash."""
+total). Idle OpenMP threads spin only briefly before they sleep, so two runs sharing the cores do
+not thrash."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def local_processes() -> int:
 
 
 def parse_threads(value: str | int, source: str) -> int:
-    """``value`` as a thread count (a whole number >= 1); ``source`` names the option or variable in the error."""
+    """``value`` as a thread count (a whole number >= 1); ``source`` names the option or variable in
+    the error."""
     try:
         count = int(str(value).strip())
     except ValueError:
@@ -55,7 +57,8 @@ def parse_threads(value: str | int, source: str) -> int:
 
 
 def thread_count(requested: str | int | None = None) -> int:
-    """The thread count to use: ``requested`` (from ``--threads``), else ``$ALIGNKIT_THREADS`` when set and not
+    """The thread count to use: ``requested`` (from ``--threads``), else ``$ALIGNKIT_THREADS`` when set and
+    not
     empty, else the available cores, shared evenly by the processes a launcher started on this machine."""
     if requested is not None:
         return parse_threads(requested, "--threads")

@@ -22,7 +22,8 @@ from alignkit.errors import AlignkitError
 
 TRACKERS = ("trackio", "tensorboard", "wandb", "mlflow")
 PROJECT = "alignkit"  # the tracker project (wandb, trackio) or experiment (mlflow) when no variable names one
-PROJECT_VARIABLES = {"wandb": "WANDB_PROJECT", "mlflow": "MLFLOW_EXPERIMENT_NAME", "trackio": "TRACKIO_PROJECT"}
+PROJECT_VARIABLES = {"wandb": "WANDB_PROJECT", "mlflow": "MLFLOW_EXPERIMENT_NAME",
+                     "trackio": "TRACKIO_PROJECT"}
 
 
 def project_for(tracker: str) -> str:
@@ -31,7 +32,8 @@ def project_for(tracker: str) -> str:
     ``alignkit``. TensorBoard has no project: its event files stay in the run folder."""
     import os
 
-    return os.environ.get(PROJECT_VARIABLES.get(tracker, ""), "") or os.environ.get("ALIGNKIT_PROJECT", "") or PROJECT
+    return os.environ.get(PROJECT_VARIABLES.get(tracker, ""), "") or os.environ.get("ALIGNKIT_PROJECT",
+                                                                                    "") or PROJECT
 _PACKAGES = {"trackio": "trackio", "tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
 
@@ -46,7 +48,8 @@ def report_to_problem(names: Iterable[str]) -> str | None:
         return "none cannot be listed beside a tracker"
     missing = [n for n in names if n != "none" and importlib.util.find_spec(_PACKAGES[n]) is None]
     if missing:
-        return f"{missing[0]} is not installed: pip install 'alignkit[{missing[0]}]' (or pip install {missing[0]})"
+        return (f"{missing[0]} is not installed: pip install 'alignkit[{missing[0]}]' (or pip install "
+                f"{missing[0]})")
     return None
 
 
@@ -111,11 +114,13 @@ class TensorBoard:
 
 
 class Wandb:
-    """A wandb run (``WANDB_MODE=offline`` keeps it in ``FOLDER/wandb``); each stage plots against its own step."""
+    """A wandb run (``WANDB_MODE=offline`` keeps it in ``FOLDER/wandb``); each stage plots against its
+    own step."""
 
     def __init__(self, folder: Path, name: str, group: str, config: dict):
         self.wandb = _require("wandb")
-        self.run = self.wandb.init(project=project_for("wandb"), name=name, group=group, config=config, dir=str(folder),
+        self.run = self.wandb.init(project=project_for("wandb"), name=name, group=group, config=config,
+                                   dir=str(folder),
                                    reinit="create_new")
         self.stages: set[str] = set()
 
@@ -132,7 +137,8 @@ class Wandb:
 
     def table(self, name: str, rows: list[dict]) -> None:
         columns = list(dict.fromkeys(k for row in rows for k in row))
-        self.run.log({name: self.wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])})
+        self.run.log({name: self.wandb.Table(columns=columns,
+                                             data=[[row.get(c) for c in columns] for row in rows])})
 
     def image(self, name: str, path: Path) -> None:
         self.run.log({name: self.wandb.Image(str(path))})
@@ -142,7 +148,8 @@ class Wandb:
 
 
 class Mlflow:
-    """An mlflow run in experiment ``alignkit`` or ``MLFLOW_EXPERIMENT_NAME`` (tag ``alignkit.group``), through ``MlflowClient`` at the tracking
+    """An mlflow run in experiment ``alignkit`` or ``MLFLOW_EXPERIMENT_NAME`` (tag ``alignkit.group``),
+    through ``MlflowClient`` at the tracking
     URI mlflow is configured with (``MLFLOW_TRACKING_URI``)."""
 
     def __init__(self, folder: Path, name: str, group: str, config: dict):
@@ -177,12 +184,15 @@ class Mlflow:
 
 
 class Trackio:
-    """A trackio run in project ``alignkit`` (local: ``TRACKIO_DIR``, by default ~/.cache/huggingface/trackio)."""
+    """A trackio run in project ``alignkit`` (local: ``TRACKIO_DIR``, by
+    default ~/.cache/huggingface/trackio)."""
 
     def __init__(self, folder: Path, name: str, group: str, config: dict):
         self.trackio = _require("trackio")
-        with contextlib.redirect_stdout(sys.stderr):  # its notices would break the JSON alignkit prints on stdout
-            self.run = self.trackio.init(project=project_for("trackio"), name=name, group=group, config=config, embed=False)
+        # its notices would break the JSON alignkit prints on stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            self.run = self.trackio.init(project=project_for("trackio"), name=name, group=group,
+                                         config=config, embed=False)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.run.log(metrics, step=step)
@@ -219,7 +229,8 @@ def _now_ms() -> int:
 
 class Trackers:
     """Every tracker of one run: the sink of its metrics log (``log(stage, step, metrics)``), then its
-    evaluation summary, then closed. ``main_stage``'s metrics are ``train/...``, other stages' ``<stage>/...``."""
+    evaluation summary, then closed. ``main_stage``'s metrics are ``train/...``, other
+    stages' ``<stage>/...``."""
 
     def __init__(self, names: Iterable[str], folder: Path, name: str, group: str, config: dict,
                  main_stage: str = ""):
@@ -263,7 +274,8 @@ class Trackers:
 
 
 def report_comparison(names: Iterable[str], out: Path, name: str, config: dict) -> None:
-    """A comparison's table (``comparison.csv``) and plots, as one more tracker run in the comparison's group."""
+    """A comparison's table (``comparison.csv``) and plots, as one more tracker run in the
+    comparison's group."""
     names = [n for n in names if n != "none"]
     if not names:
         return

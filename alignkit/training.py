@@ -23,9 +23,9 @@ import torch
 
 from alignkit.checkpoint import Checkpointer, TrainState, numerical_error
 from alignkit.config import option
+from alignkit.console import bar as progress_bar
 from alignkit.context import Budget, RunContext
 from alignkit.runtime import Runtime
-from alignkit.console import bar as progress_bar
 
 
 @dataclass
@@ -35,18 +35,20 @@ class OptimConfig:
     ALIASES: ClassVar[dict[str, str]] = {"learning_rate": "lr", "save_steps": "checkpoint_every"}
 
     lr: float = option(1e-4, "peak learning rate (AdamW; trl: learning_rate)", gt=0)
-    gradient_accumulation_steps: int = option(1, "split each process's share of a batch (PPO: minibatch) into "
-                                                 "this many micro-batches, one backward each: the same step in "
-                                                 "less memory", ge=1)
+    gradient_accumulation_steps: int = option(1, "split each process's share of a batch (PPO: minibatch) "
+                                                 "into this many micro-batches, one backward each: the same "
+                                                 "step in less memory", ge=1)
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: off)", ge=0)
-    checkpoint_every: int = option(50, "save a resumable checkpoint every N optimiser steps (PPO: iterations; "
-                                       "0: off; trl: save_steps)", ge=0)
+    checkpoint_every: int = option(50, "save a resumable checkpoint every N optimiser steps (PPO: "
+                                       "iterations; 0: off; trl: save_steps)", ge=0)
     skip_nonfinite: bool = option(False, "skip (and count) a step whose loss or gradient norm is NaN/inf "
                                          "instead of stopping the run")
-    lr_schedule_steps: int = option(0, "the learning-rate schedule spans this many steps (PPO: iterations), and "
-                                       "later steps keep the peak rate (the constant tail that --until-converged "
-                                       "extends runs with); 0: the schedule spans the whole run", ge=0)
-    keep_final_state: bool = option(False, "keep the training state of the last step in checkpoints/ when the "
+    lr_schedule_steps: int = option(0, "the learning-rate schedule spans this many steps (PPO: iterations), "
+                                       "and later steps keep the peak rate (the constant tail that "
+                                       "--until-converged extends runs with); 0: the schedule spans the "
+                                       "whole run", ge=0)
+    keep_final_state: bool = option(False,
+                                    "keep the training state of the last step in checkpoints/ when the "
                                            "run finishes, so it can be extended (--until-converged sets it)")
 
 
@@ -61,7 +63,8 @@ class TrainingConfig(OptimConfig):
                                  "processes)", ge=1)
     epochs: float = option(1.0, "passes over the training data (fractions allowed; trl: num_train_epochs)",
                            gt=0)
-    max_steps: int = option(0, "train for exactly this many optimiser steps, overriding epochs (0: use epochs)",
+    max_steps: int = option(0, "train for exactly this many optimiser steps, overriding epochs (0: use "
+                               "epochs)",
                             ge=0)
     warmup_steps: int = option(10, "linear learning-rate warm-up steps", ge=0)
     weight_decay: float = option(0.0, "AdamW weight decay", ge=0)
@@ -95,7 +98,8 @@ class TrainingConfig(OptimConfig):
         return math.ceil(self.epochs * math.ceil(n_examples / self.batch_size))
 
 
-def step_is_finite(loss: torch.Tensor, grad_norms: Sequence[torch.Tensor], *, skip: bool, stage: str, step: int,
+def step_is_finite(loss: torch.Tensor, grad_norms: Sequence[torch.Tensor], *, skip: bool, stage: str,
+                   step: int,
                    checkpointer: Checkpointer | None, budget: Budget | None) -> bool:
     """The non-finite guard of every loop: True when the optimiser step may go ahead; False when a NaN/inf
     loss or gradient norm is skipped (and counted in ``budget``); raises :class:`NumericalError` otherwise."""
@@ -113,7 +117,8 @@ def step_is_finite(loss: torch.Tensor, grad_norms: Sequence[torch.Tensor], *, sk
     return False
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], *, lr: float, total_steps: int, warmup_steps: int = 0,
+def make_optimizer(params: Iterable[torch.nn.Parameter], *, lr: float, total_steps: int,
+                   warmup_steps: int = 0,
                    weight_decay: float = 0.0, tail_after: int = 0):
     """AdamW with linear warm-up then linear decay to 10% of the peak rate over ``total_steps``; with
     ``tail_after``, every step from then on at the peak rate again (a constant tail)."""
@@ -201,7 +206,8 @@ def apply_update(ctx: RunContext, state: TrainState, groups: Sequence[Sequence[t
     norms = runtime.finish_gradients(groups, state.optimizers, cfg.max_grad_norm)
     if runtime.overflowed(norms):
         status = OVERFLOW
-    elif step_is_finite(loss, norms, skip=cfg.skip_nonfinite, stage=stage, step=step, checkpointer=checkpointer,
+    elif step_is_finite(loss, norms, skip=cfg.skip_nonfinite, stage=stage, step=step,
+                        checkpointer=checkpointer,
                         budget=ctx.budget):
         runtime.step(state.optimizers)
         for scheduler in state.schedulers:
@@ -222,7 +228,8 @@ class TrainingLoop:
 
     def __init__(self, ctx: RunContext, stage: str, state: TrainState, total: int, *, checkpoint_every: int,
                  trace=None, unit: str = "step", keep_final: bool = False):
-        """``trace``: the policy whose trajectory checkpoints ``ctx`` evaluates after each step; ``keep_final``:
+        """``trace``: the policy whose trajectory checkpoints ``ctx`` evaluates after each step;
+        ``keep_final``:
         checkpoint the last step and keep it when the run finishes (a run --until-converged extends)."""
         self.ctx, self.stage, self.state, self.total = ctx, stage, state, total
         self.checkpoint_every, self.unit, self.keep_final = checkpoint_every, unit, keep_final
@@ -232,7 +239,8 @@ class TrainingLoop:
 
     def run(self, body: Callable[[int], Optional[dict]], extra: Callable[[], dict] = dict) -> None:
         """Steps ``start + 1`` to ``total``; ``extra()`` is what a checkpoint keeps beside the state."""
-        bar = progress_bar(range(self.start + 1, self.total + 1), desc=self.stage, unit=self.unit, leave=False,
+        bar = progress_bar(range(self.start + 1, self.total + 1), desc=self.stage, unit=self.unit,
+                           leave=False,
                            initial=self.start, total=self.total, main=self.ctx.runtime.is_main)
         for step in bar:
             record = body(step)
@@ -246,11 +254,14 @@ class TrainingLoop:
                 self.checkpointer.step_done(step, self.checkpoint_every, self.state, extra)
         if self.checkpointer and self.keep_final:
             self.checkpointer.keep_final = True
-            if self.start < self.total and not (self.checkpoint_every and self.total % self.checkpoint_every == 0):
+            if self.start < self.total and not (
+                self.checkpoint_every and self.total % self.checkpoint_every == 0
+            ):
                 self.checkpointer.save(self.total, self.state, extra())
 
 
-def fit(ctx: RunContext, params: Sequence[torch.nn.Parameter] | Iterable[torch.nn.Parameter], batches: Sequence,
+def fit(ctx: RunContext, params: Sequence[torch.nn.Parameter] | Iterable[torch.nn.Parameter],
+        batches: Sequence,
         step: Callable[[object], tuple[torch.Tensor, dict]], cfg: TrainingConfig, *, stage: str,
         models: Sequence[torch.nn.Module] = (), trace=None) -> list[dict]:
     """Run one optimiser step per batch under ``ctx``; returns the logged (averaged) metric records.
@@ -258,7 +269,8 @@ def fit(ctx: RunContext, params: Sequence[torch.nn.Parameter] | Iterable[torch.n
     and saves one every ``cfg.checkpoint_every`` steps; ``trace`` is the policy whose trajectory checkpoints
     are evaluated (None: no trajectory)."""
     params, runtime = list(params), ctx.runtime
-    optimizer, scheduler = make_optimizer(params, lr=cfg.lr, total_steps=cfg.lr_schedule_steps or len(batches),
+    optimizer, scheduler = make_optimizer(params, lr=cfg.lr,
+                                          total_steps=cfg.lr_schedule_steps or len(batches),
                                           warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
                                           tail_after=cfg.lr_schedule_steps)
     state = TrainState(params, [optimizer], [scheduler], budget=ctx.budget)
@@ -272,7 +284,8 @@ def fit(ctx: RunContext, params: Sequence[torch.nn.Parameter] | Iterable[torch.n
 
     def body(index: int) -> Optional[dict]:
         nonlocal skipped
-        loss, metrics = accumulate(step, batches[index - 1], cfg.gradient_accumulation_steps, runtime, ctx.budget)
+        loss, metrics = accumulate(step, batches[index - 1], cfg.gradient_accumulation_steps, runtime,
+                                   ctx.budget)
         status, (norm,) = apply_update(ctx, state, [params], loss, cfg, stage=stage, step=index,
                                        checkpointer=loop.checkpointer)
         if cfg.max_grad_norm:

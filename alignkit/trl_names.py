@@ -6,11 +6,14 @@ override given by trl's name replaces the recipe's value of the canonical key, a
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable
 
+import yaml
+
 from alignkit.config import aliases, read_yaml
-from alignkit.errors import ConfigError
+from alignkit.errors import AlignkitError, ConfigError
 from alignkit.registry import METHODS, load_builtins
 
 BATCH_ALIAS = "per_device_train_batch_size"  # becomes batch_size (TrainingConfig.from_aliases)
@@ -113,3 +116,53 @@ def trl_output_dir(path) -> Path | None:
     """The ``output_dir`` of a flat trl config file, else None."""
     raw = read_yaml(path)
     return Path(raw["output_dir"]) if is_trl_config(raw) and raw.get("output_dir") else None
+
+
+# the trl-style flags of `alignkit run` and `alignkit compare`, as the --set overrides they stand for
+
+def trl_overrides(model_name_or_path: str | None = None, dataset_name: str | None = None,
+                  dataset_split: str | None = None, dataset_config: str | None = None,
+                  report_to: str | None = None) -> list[str]:
+    """The ``--set`` overrides that the trl-style flags stand for (values JSON-quoted: always strings)."""
+    sets = []
+    if report_to is not None:
+        sets.append(f"report_to={json.dumps([t.strip() for t in report_to.split(',') if t.strip()])}")
+    if model_name_or_path is not None:
+        sets.append(f"model.name_or_path={json.dumps(model_name_or_path)}")
+    if dataset_name is not None:
+        local = dataset_name.startswith("hf:") or Path(dataset_name).exists()
+        if not local and (dataset_name.startswith(("./", "../", "/", "~")) or dataset_name.lower().endswith(
+                (".jsonl", ".json", ".csv", ".tsv", ".parquet"))):  # a path, not a Hub id: say it is missing
+            raise AlignkitError(f"--dataset_name {dataset_name}: file not found (a Hub dataset is named "
+                                f"ORG/NAME)")
+        sets.append(f"preferences.source={json.dumps(dataset_name if local else 'hf:' + dataset_name)}")
+        sets.append("task.dataset=preferences")
+    if dataset_split is not None:
+        sets.append(f"preferences.split={json.dumps(dataset_split)}")
+    if dataset_config is not None:
+        sets.append(f"preferences.config={json.dumps(dataset_config)}")
+    return sets
+
+
+FLAG_OF = {"model.name_or_path": "--model_name_or_path", "preferences.source": "--dataset_name",
+           "task.dataset": "--dataset_name", "preferences.split": "--dataset_split",
+           "preferences.config": "--dataset_config", "report_to": "--report-to"}
+
+
+def flag_overrides(overrides: tuple[str, ...], **flags) -> tuple[str, ...]:
+    """The trl-style ``flags``' overrides, then ``overrides``; a ``--set`` of a key a flag sets, to another
+    value, is refused in one line (which of the two was meant cannot be known)."""
+
+    def parsed(text: str):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+
+    sets = trl_overrides(**flags)
+    given = {item.split("=", 1)[0].strip(): item.split("=", 1)[1] for item in overrides if "=" in item}
+    for key, value in (item.split("=", 1) for item in sets):
+        if key in given and parsed(given[key]) != parsed(value):
+            raise AlignkitError(f"{FLAG_OF[key]} sets {key} to {value}, and --set {key}={given[key]} to "
+                                f"another value; give one")
+    return (*sets, *overrides)

@@ -49,12 +49,14 @@ def launch(variant: str, steps: int, out: Path, log: Path) -> subprocess.Popen:
     entry, extra, _ = VARIANTS[variant]
     env = {k: v for k, v in os.environ.items() if k not in _THREAD_ENV}
     with log.open("w") as sink:  # the child keeps its own copy
-        return subprocess.Popen([sys.executable, "-c", entry, *run_args(steps, out), *extra], cwd=ROOT, env=env,
+        return subprocess.Popen([sys.executable, "-c", entry, *run_args(steps, out), *extra], cwd=ROOT,
+                                env=env,
                                 stdout=sink, stderr=subprocess.STDOUT)
 
 
 def timed(variant: str, steps: int, outs: list[Path]) -> list[dict]:
-    """Start one run per folder in ``outs`` at the same moment; each one's wall time, train time and threads."""
+    """Start one run per folder in ``outs`` at the same moment; each one's wall time, train time
+    and threads."""
     start = time.perf_counter()
     procs = [launch(variant, steps, out, out.with_suffix(".log")) for out in outs]
     ended: dict[int, float] = {}
@@ -90,8 +92,8 @@ def table(results: dict[str, dict]) -> str:
         train = [p["train_s"] / solo["train_s"] for p in (a, b)]
         verdict = "ok" if max(ratio) <= TARGET else "MISSED"
         rows.append(f"{name:<11} {solo['threads']!s:>7} {solo['wall_s']:>8.1f} {a['wall_s']:>10.1f} "
-                    f"{b['wall_s']:>10.1f} {ratio[0]:>7.2f}x {ratio[1]:>7.2f}x {train[0]:>8.2f}x/{train[1]:.2f}x"
-                    f"  {verdict}")
+                    f"{b['wall_s']:>10.1f} {ratio[0]:>7.2f}x {ratio[1]:>7.2f}x "
+                    f"{train[0]:>8.2f}x/{train[1]:.2f}x  {verdict}")
     return "\n".join(rows)
 
 
@@ -118,8 +120,9 @@ def main() -> None:
             print(f"{variant}: {VARIANTS[variant][2]} ...", flush=True)
             results[variant] = measure(variant, args.steps, folder)
     print(f"after: {load()}")
-    print(f"\nalignkit run {RECIPE.name} {' '.join(run_args(args.steps, Path('OUT'))[2:])}\nwall seconds per process (train ratio: "
-          "the training stage alone); concurrent = two identical runs started together\n")
+    print(f"\nalignkit run {RECIPE.name} {' '.join(run_args(args.steps, Path('OUT'))[2:])}\nwall seconds per "
+          "process (train ratio: the training stage alone); concurrent = two identical runs started "
+          "together\n")
     print(table(results))
 
 

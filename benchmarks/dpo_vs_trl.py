@@ -355,7 +355,8 @@ def measure(args) -> tuple[list[Measurement], dict]:
     no_eos = sum(not e for e in (subset.chosen_ended or [False] * len(subset))) + \
         sum(not e for e in (subset.rejected_ended or [False] * len(subset)))
     optim = trl_config(recipe, "unused").optim
-    setup = {"model": args.model, "device": args.device, "precision": args.precision, "steps": args.steps, "batch_size_pairs": args.batch_size,
+    setup = {"model": args.model, "device": args.device, "precision": args.precision, "steps": args.steps,
+             "batch_size_pairs": args.batch_size,
              "pairs_trained": len(subset), "sequences_without_eos_in_alignkit": no_eos,
              "max_length": recipe.model.max_length, "beta": recipe.method_config("dpo").beta,
              "lr": recipe.method_config("dpo").lr, "threads": torch.get_num_threads(),

@@ -4,7 +4,8 @@ measured side by side in one invocation: peak memory of the training steps and t
 Each setting runs in a fresh process (so one's memory cannot hide in the other's): a random ~42M-parameter
 GPT-2 (``ppo_memory.py``'s ``--width 640 --layers 8``, with room for ``--length`` tokens) loaded through
 alignkit's ``Policy.load`` with the option on or off, then DPO steps on random chosen/rejected sequences
-(the sigmoid loss on ``sequence_logprobs``, AdamW). One warm-up step creates the gradients and optimiser state;
+(the sigmoid loss on ``sequence_logprobs``, AdamW). One warm-up step creates the gradients and optimiser
+state;
 the next ``--steps`` are measured. Reported per setting: the peak during the measured steps (CPU: RSS sampled
 every 5 ms; CUDA: peak allocation), the part of it above the loaded model (gradients, optimiser state, which
 both settings hold alike, and the activations, which checkpointing shrinks), and seconds per step.
@@ -61,7 +62,8 @@ def measure(folder: Path, on: bool, batch: int, length: int, steps: int, device:
         loss = -F.logsigmoid(0.1 * margin).mean()
         loss.backward()
         optimizer.step()
-        optimizer.zero_grad(set_to_none=False)  # gradients stay allocated: the held memory is the same each step
+        # gradients stay allocated: the held memory is the same each step
+        optimizer.zero_grad(set_to_none=False)
         return loss
 
     cuda = policy.device.type == "cuda"
@@ -79,20 +81,24 @@ def measure(folder: Path, on: bool, batch: int, length: int, steps: int, device:
         if cuda:
             torch.cuda.synchronize()
     seconds = (time.perf_counter() - began) / steps
-    cpu_seconds = (time.process_time() - cpu_began) / steps  # CPU time: steadier than wall time on a shared machine
+    # CPU time: steadier than wall time on a shared machine
+    cpu_seconds = (time.process_time() - cpu_began) / steps
     top = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak.rss_mb
     return {"gradient_checkpointing": on, "peak_mb": top, "held_mb": held, "above_held_mb": top - held,
-            "s_per_step": seconds, "cpu_s_per_step": cpu_seconds, "kind": "cuda_max_allocated" if cuda else "cpu_rss",
+            "s_per_step": seconds, "cpu_s_per_step": cpu_seconds,
+            "kind": "cuda_max_allocated" if cuda else "cpu_rss",
             "parameters": sum(p.numel() for p in policy.model.parameters())}
 
 
 def child(folder: Path, on: bool, args) -> dict:
-    command = [sys.executable, __file__, "--child", str(folder), "--on" if on else "--off", "--batch", str(args.batch),
+    command = [sys.executable, __file__, "--child", str(folder), "--on" if on else "--off", "--batch",
+               str(args.batch),
                "--length", str(args.length), "--steps", str(args.steps), "--device", args.device]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     if done.returncode:
-        raise SystemExit(f"gradient_checkpointing: the {'on' if on else 'off'} run failed: {done.stderr[-2000:]}")
+        raise SystemExit(f"gradient_checkpointing: the {'on' if on else 'off'} run failed: "
+                         f"{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -119,13 +125,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="alignkit-gc-") as tmp:
         folder = Path(tmp) / "model"
         n = build_model(folder, args.width, args.layers, positions=args.length)
-        print(f"model: random GPT-2, {n / 1e6:.1f}M parameters; {args.batch} pairs x {args.length} tokens per step, "
+        print(f"model: random GPT-2, {n / 1e6:.1f}M parameters; {args.batch} pairs x {args.length} tokens "
+              "per step, "
               f"{args.steps} measured steps, device {args.device}")
         runs = [child(folder, on, args) for _ in range(args.repeats) for on in (False, True)]
-    print(f"\n{'checkpointing':<14} {'peak MiB':>9} {'model MiB':>9} {'above model':>11} {'s/step':>7} {'CPU s/step':>10}")
+    print(f"\n{'checkpointing':<14} {'peak MiB':>9} {'model MiB':>9} {'above model':>11} {'s/step':>7} "
+          f"{'CPU s/step':>10}")
     for r in runs:
-        print(f"{'on' if r['gradient_checkpointing'] else 'off':<14} {r['peak_mb']:>9.0f} {r['held_mb']:>9.0f} "
-              f"{r['above_held_mb']:>11.0f} {r['s_per_step']:>7.2f} {r['cpu_s_per_step']:>10.2f}")
+        print(f"{'on' if r['gradient_checkpointing'] else 'off':<14} {r['peak_mb']:>9.0f} "
+              f"{r['held_mb']:>9.0f} {r['above_held_mb']:>11.0f} {r['s_per_step']:>7.2f} "
+              f"{r['cpu_s_per_step']:>10.2f}")
 
     def best(on: bool, key: str) -> float:  # the least-disturbed repeat of each side
         return min(r[key] for r in runs if r["gradient_checkpointing"] == on)
@@ -134,7 +143,8 @@ def main() -> None:
               "memory_above_held": best(True, "above_held_mb") / best(False, "above_held_mb"),
               "step_time": best(True, "s_per_step") / best(False, "s_per_step"),
               "step_cpu_time": best(True, "cpu_s_per_step") / best(False, "cpu_s_per_step")}
-    print(f"\non / off ({runs[0]['kind']}): peak memory {ratios['peak_memory']:.2f}, peak above the loaded model "
+    print(f"\non / off ({runs[0]['kind']}): peak memory {ratios['peak_memory']:.2f}, peak above the loaded "
+          "model "
           f"{ratios['memory_above_held']:.2f}, step time {ratios['step_time']:.2f} (wall), "
           f"{ratios['step_cpu_time']:.2f} (CPU time)")
     print(f"load average after: {os.getloadavg()[0]:.2f}")

@@ -23,7 +23,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "alignkit" / "recipes" / "compare_imdb.yaml"
-MEASURED = ["train_wall_s", "eval_wall_s", "peak_rss_mb", "compute_wall_s"]  # wall times and memory: measured, not computed
+# wall times and memory: measured, not computed
+MEASURED = ["train_wall_s", "eval_wall_s", "peak_rss_mb", "compute_wall_s"]
 
 
 def compare(recipe: Path, out: Path, sets: list[str], env: dict, extra: list[str]) -> float:
@@ -49,12 +50,13 @@ def main() -> None:
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     print(f"load average before: {os.getloadavg()}; cores: {os.cpu_count()}; work folder {work}")
     code = ("import sys; from pathlib import Path; from alignkit.compare import plan_comparison; "
-            "from alignkit.compare.shared_stages import build_shared_stages; from alignkit.runtime import start; "
-            "p = plan_comparison([sys.argv[1]], overrides=sys.argv[2:]); r = p.entries[0].recipe; "
+            "from alignkit.compare.shared_stages import build_shared_stages; from alignkit.runtime import "
+            "start; p = plan_comparison([sys.argv[1]], overrides=sys.argv[2:]); r = p.entries[0].recipe; "
             "t = build_shared_stages([e.recipe for e in p.entries], None, start(r.device, r.precision)); "
             "import json; print(json.dumps(t)); print(round(sum(t.values()), 1))")
     began = time.perf_counter()
-    shared = subprocess.run([sys.executable, "-c", code, str(args.recipe), *args.sets], env=env, capture_output=True,
+    shared = subprocess.run([sys.executable, "-c", code, str(args.recipe), *args.sets], env=env,
+                            capture_output=True,
                             text=True, check=True).stdout.strip().splitlines()
     (work / "shared_timings.json").write_text(shared[-2] + "\n")  # each stage's seconds, for docs/scaling.md
     print(f"phase 1 stages (s): {shared[-2]}")

@@ -44,7 +44,8 @@ def build_model(folder: Path, width: int, layers: int, tokenizer=None, positions
 
     if tokenizer is None:
         load_builtins()
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("builtin:tiny-gpt2-imdb", default_cache_dir(),
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("builtin:tiny-gpt2-imdb",
+                                                                     default_cache_dir(),
                                                                      Runtime("cpu")))
     config = GPT2Config(vocab_size=len(tokenizer), n_embd=width, n_layer=layers, n_head=max(1, width // 64),
                         n_positions=positions, bos_token_id=tokenizer.eos_token_id,
@@ -83,7 +84,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="PPO iterations per run")
     parser.add_argument("--device", default="auto", help="the runs' device: auto, cpu, cuda")
     parser.add_argument("--model", type=Path, default=None,
-                        help="an already saved model folder to use instead of building one (--width/--layers unused)")
+                        help="an already saved model folder to use instead of building one (--width/--layers "
+                             "unused)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="extra recipe override for both runs (repeatable)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
@@ -93,7 +95,8 @@ def main() -> None:
         if args.model is None:
             n = build_model(folder, args.width, args.layers)
             print(f"model: random GPT-2, {n / 1e6:.1f}M parameters ({n * 4 / 2**20:.0f} MiB in fp32)")
-        results = {layout: run_layout(layout, folder, Path(tmp) / layout, args.steps, args.device, tuple(args.sets))
+        results = {layout: run_layout(layout, folder, Path(tmp) / layout, args.steps, args.device,
+                                      tuple(args.sets))
                    for layout in LAYOUTS}
     kind = results["lean"]["peak_kind"]
     print(f"\n{'layout':<8} {'train ppo peak MiB (' + kind + ')':>34} {'train s':>8} {'it/s':>6}")

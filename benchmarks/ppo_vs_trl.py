@@ -238,7 +238,8 @@ def alignkit_workspace(recipe, reward_dir: str, gold_s: list[float]):
     class BenchWorkspace(StageBuilder):
         @cached_property
         def reward_model(self):
-            return ScalarModel.from_backbone(self.recipe.model, cache_dir=self.cache_dir, runtime=self.runtime,
+            return ScalarModel.from_backbone(self.recipe.model, cache_dir=self.cache_dir,
+                                             runtime=self.runtime,
                                              path=reward_dir)
 
         @cached_property
@@ -278,9 +279,10 @@ def alignkit_worker(setup_path: str) -> None:
 
     torch.set_num_threads(s["threads"])
     warnings.filterwarnings("ignore", category=FutureWarning)
+    import transformers
+
     import alignkit
     import alignkit.methods.ppo as ppo_module
-    import transformers
 
     # no progress bar (trl's side has none); the loop sets `disable` itself, so TQDM_DISABLE cannot
     bar = ppo_module.tqdm
@@ -370,8 +372,10 @@ def run_pair(setup: dict, python: Path, folder: Path, repeat: int) -> dict:
             side.close()
     for name, run in runs.items():
         total = s["warmup_iterations"] + s["iterations"]
-        assert run["iterations_run"] == len(run["iterations"]) == total, \
-            f"{name} ran {run['iterations_run']} iterations ({len(run['iterations'])} reported), expected {total}"
+        assert run["iterations_run"] == len(run["iterations"]) == total, (
+            (f"{name} ran {run['iterations_run']} iterations ({len(run['iterations'])} reported), expected "
+             f"{total}")
+        )
         run["warmup"], run["timed"] = (run["iterations"][:s["warmup_iterations"]],
                                        run["iterations"][s["warmup_iterations"]:])
         del run["iterations"]
@@ -495,9 +499,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     set_wait_policy(args.omp_wait_policy)
     python = trl_python(args.trl_python)
-    from alignkit.threads import available_cores
-
     import torch
+
+    from alignkit.threads import available_cores
 
     torch.set_num_threads(args.threads or available_cores())
     warnings.filterwarnings("ignore", category=FutureWarning)

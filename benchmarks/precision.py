@@ -40,12 +40,14 @@ def run_precision(precision: str, model: Path, out: Path, cache: Path, steps: in
     """One DPO run in a fresh process; its train stage's seconds per step and peak memory."""
     sets = [f"model.name_or_path={model}", f"precision={precision}", f"dpo.max_steps={steps}",
             f"dpo.batch_size={batch}", "dpo.checkpoint_every=0", "preferences.n_prompts=64",
-            "preferences.max_new_tokens=16", "eval.n_prompts=8", "eval.max_new_tokens=8", "eval.temperatures=[]",
+            "preferences.max_new_tokens=16", "eval.n_prompts=8", "eval.max_new_tokens=8",
+            "eval.temperatures=[]",
             "eval.diversity=false"]
     command = [sys.executable, "-m", "alignkit", "run", "dpo_imdb", "--out", str(out),
                *(a for s in sets for a in ("--set", s))]
     env = {**__import__("os").environ, "ALIGNKIT_CACHE": str(cache)}
-    subprocess.run(command, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(command, check=True, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
     manifest = json.loads((out / "manifest.json").read_text())
     stage = manifest["stage_peak_memory_mb"]["train dpo"]
     return {"s_per_step": manifest["timings_s"]["train dpo"] / steps,
@@ -63,7 +65,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="alignkit-precision-") as tmp:
         tmp = Path(tmp)
         n_params = build_model(tmp / "model", args.width, args.layers)
-        print(f"model: random GPT-2, {n_params / 1e6:.1f}M parameters; CPU bf16 instructions: {cpu_bf16_support()}")
+        print(f"model: random GPT-2, {n_params / 1e6:.1f}M parameters; CPU bf16 instructions: "
+              f"{cpu_bf16_support()}")
         # a warm-up run builds the shared pairs and reference log-probs, so the timed runs only train
         run_precision("fp32", tmp / "model", tmp / "warmup", tmp / "cache", 1, args.batch)
         results = {p: run_precision(p, tmp / "model", tmp / p, tmp / "cache", args.steps, args.batch)

@@ -62,8 +62,10 @@ def main() -> None:
     parser.add_argument("folder", nargs="?", type=Path, help="a finished comparison folder")
     parser.add_argument("--csv", type=Path, help="a comparison.csv instead (entry train + eval times only)")
     parser.add_argument("--workers", default="1,8,64", help="worker counts to predict (GPUs, or --jobs)")
-    parser.add_argument("--shared-timings", type=Path, help="phase 1's stage times from elsewhere (a JSON object of "
-                        "seconds by stage, as benchmarks/parallel_compare.py writes when it fills the cache first)")
+    parser.add_argument("--shared-timings", type=Path,
+                        help="phase 1's stage times from elsewhere (a JSON object of "
+                        "seconds by stage, as benchmarks/parallel_compare.py writes when it fills the cache "
+                        "first)")
     args = parser.parse_args()
     if bool(args.folder) == bool(args.csv):
         parser.error("give a comparison folder or --csv, not both")
@@ -83,10 +85,11 @@ def main() -> None:
     for label, stages in entries.items():
         train = sum(v for k, v in stages.items() if k.startswith("train"))
         evaluate = stages.get("evaluate", 0.0)
-        print(f"  {label:<26} train {train:>8.1f} s  evaluate {evaluate:>7.1f} s  all stages {totals[label]:>8.1f} s")
+        print(f"  {label:<26} train {train:>8.1f} s  evaluate {evaluate:>7.1f} s  all stages "
+              f"{totals[label]:>8.1f} s")
     longest = max(totals, key=totals.get)
-    print(f"critical path: shared stages {fmt(shared_total)} + longest entry {longest} {fmt(totals[longest])} = "
-          f"{fmt(shared_total + totals[longest])}")
+    print(f"critical path: shared stages {fmt(shared_total)} + longest entry {longest} "
+          f"{fmt(totals[longest])} = {fmt(shared_total + totals[longest])}")
     one = shared_total + sum(totals.values())
     for workers in (int(w) for w in args.workers.split(",")):
         wall = shared_total + makespan(list(totals.values()), workers)

@@ -4,7 +4,8 @@ Each simulated method has 4 settings whose trajectories climb an IMDb-like front
 by 0.35 with a 3-nat scale, settings ending at 3, 5, 7 and 9 nats); method a evaluates 2 checkpoints per
 setting, method b 7 (unequal counts: more chances at a lucky maximum). Every point's gold on each half of the
 256 prompts has evaluation noise sd 0.035; each run (setting x unit) shifts its gold by N(0, run sd) and its
-KL by 5% (log-normal); with a replicate effect each unit is a replicate whose draw N(0, sd) shifts every run of
+KL by 5% (log-normal); with a replicate effect each unit is a replicate whose draw N(0, sd) shifts every run
+of
 a method. The statistic and interval are alignkit.eval.matched_kl's; a winner is named when the interval
 excludes 0 (one comparison: no Holm; every run flat, so nothing threatens it; one unit never names one).
 
@@ -36,7 +37,8 @@ def frontier(kl: np.ndarray) -> np.ndarray:
 
 
 def method_points(checkpoints: int) -> np.ndarray:
-    """The KL of every point: each setting's checkpoints evenly along its path, flattened [settings x ckpts]."""
+    """The KL of every point: each setting's checkpoints evenly along its path, flattened [settings
+    x ckpts]."""
     return np.concatenate([end * np.arange(1, checkpoints + 1) / checkpoints for end in ENDS])
 
 
@@ -52,7 +54,8 @@ def brackets(rng, sims: int, units: int, run_sd: float, rep_sd: float, gap: floa
         rep = rng.normal(0, rep_sd, (sims, units, 1))
         truth = frontier(kl * run_kl) + lift + run_gold + rep           # [S, k, n]
         pos = (kl * run_kl).mean(axis=1)                               # pooled over units [S, n]
-        halves.append((pos, truth + rng.normal(0, HALF_SD, truth.shape), truth + rng.normal(0, HALF_SD, truth.shape)))
+        halves.append((pos, truth + rng.normal(0, HALF_SD, truth.shape), truth + rng.normal(0, HALF_SD,
+                                                                                            truth.shape)))
     lows, highs = np.empty((sims, units)), np.empty((sims, units))
     (pa, a1, a2), (pb, b1, b2) = halves
     for s in range(sims):  # the grid differs per simulation (pooled KLs); the units are vectorised
@@ -114,7 +117,8 @@ def power_table(sims: int, seed: int, units=(3, 5, 8), gap: float = 0.05, run_sd
 
 
 def trajectory(values: np.ndarray, every: int = 25) -> list[dict]:
-    return [{"step": every * (i + 1), "gold_reward_mean": float(v), "gold_reward_ci_high": float(v) + 1.96 * 0.015}
+    return [{"step": every * (i + 1), "gold_reward_mean": float(v),
+             "gold_reward_ci_high": float(v) + 1.96 * 0.015}
             for i, v in enumerate(values)]
 
 

@@ -1,15 +1,19 @@
 """Every command README.md and docs/*.md show is checked, so none can rot.
 
-Commands are the lines of fenced ``bash``/``shell``/``sh`` blocks (``\\`` continuations joined) and the inline code
+Commands are the lines of fenced ``bash``/``shell``/``sh`` blocks (``\\`` continuations joined) and the inline
+code
 spans that start with ``alignkit``, ``python``, ``pip`` or ``accelerate``. Each one is, in this order:
 
-- **mapped**: it matches a pattern of ``MAPPED`` below, and the test named there (which runs it, on a tiny model
+- **mapped**: it matches a pattern of ``MAPPED`` below, and the test named there (which runs it, on a tiny
+model
   where it trains) exists, by ``pytest --collect-only -q``;
 - **run**: ``alignkit list`` and ``--help`` run for real (``python -m alignkit``);
-- **dry**: a concrete ``alignkit run`` or ``alignkit compare`` goes through the command's own option parsing and
+- **dry**: a concrete ``alignkit run`` or ``alignkit compare`` goes through the command's own option parsing
+and
   then every check the command makes before it trains (the recipe or comparison plan is loaded and validated,
   fairness, unread overrides, the default-task refusal), in a scratch folder holding what the docs name:
-  ``./my-model`` (a tiny random GPT-2), ``pairs.jsonl``, ``my_loss.py`` (docs/plugins.md's plugin), ``recipes/`` and ``plugins/``;
+  ``./my-model`` (a tiny random GPT-2), ``pairs.jsonl``, ``my_loss.py`` (docs/plugins.md's plugin),
+  ``recipes/`` and ``plugins/``;
 - **synopsis**: a command with placeholders (``RUN_DIR``, ``[--flag]``, ``...``) has every option it names
   in that subcommand's ``--help``;
 - **checked**: a ``pip install 'alignkit[EXTRA]'`` names an extra of setup.cfg; a ``python scripts/X.py``
@@ -32,8 +36,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 INLINE_START = re.compile(r"^(alignkit|python3?|pip|accelerate)\s")
-PLACEHOLDER = re.compile(r"\[|\.\.\.|\b(RUN_DIR|RUN|DIR|D|RECIPE|ENTRY|ORG/NAME|N|K|ADDR|SPEC\.json|MODULE_OR_PATH|"
-                         r"RUN_DIR_OR_COMPARE_DIR|T1,T2|KEY\.PATH=VALUE|ID|URL)\b")
+PLACEHOLDER = re.compile(
+    r"\[|\.\.\.|\b(RUN_DIR|RUN|DIR|D|RECIPE|ENTRY|ORG/NAME|N|K|ADDR|SPEC\.json|MODULE_OR_PATH|"
+    r"RUN_DIR_OR_COMPARE_DIR|T1,T2|KEY\.PATH=VALUE|ID|URL)\b"
+)
 
 # command pattern (regex, searched) -> the test that runs it
 MAPPED: list[tuple[str, str]] = [
@@ -72,7 +78,8 @@ MAPPED: list[tuple[str, str]] = [
 # inline spans that name a tool in prose rather than show a command -> what the prose says
 MENTIONS = {
     "pip install": "quickstart.md: 'after a plain `pip install`' (the first README command is that install)",
-    "pip freeze": "quickstart.md: constraints-lock.txt is `pip freeze` less alignkit (scripts/lock_constraints.py)",
+    "pip freeze": "quickstart.md: constraints-lock.txt is `pip freeze` less alignkit "
+                  "(scripts/lock_constraints.py)",
 }
 
 
@@ -110,7 +117,8 @@ def commands() -> list[tuple[str, str]]:
 
 def collected_tests(ids: set[str]) -> set[str]:
     files = sorted({i.split("::")[0] for i in ids})
-    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *files],
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                          *files],
                          cwd=ROOT, capture_output=True, text=True)
     return {line.split("[")[0].strip() for line in out.stdout.splitlines() if "::" in line}
 
@@ -130,7 +138,8 @@ def scratch_folder() -> Path:
     import json
 
     (folder / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    plugin = re.search(r"(?ms)^```python\n(.*?)^```", (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8"))
+    plugin = re.search(r"(?ms)^```python\n(.*?)^```",
+                       (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8"))
     (folder / "my_loss.py").write_text(plugin.group(1))  # the plugin docs/plugins.md writes
     for name in ("recipes", "plugins"):
         (folder / name).symlink_to(ROOT / name)
@@ -138,14 +147,17 @@ def scratch_folder() -> Path:
 
 
 def dry(args: list[str], cwd: Path) -> str:
-    """Parse ``alignkit ARGS`` with the command's own options, then make every check it makes before training."""
-    from alignkit.cli import flag_overrides, main
+    """Parse ``alignkit ARGS`` with the command's own options, then make every check it makes
+    before training."""
+    from alignkit.cli import main
     from alignkit.errors import AlignkitError
+    from alignkit.trl_names import flag_overrides
 
     sub = main.commands[args[0]]
     ctx = sub.make_context(args[0], list(args[1:]))
     p = ctx.params
-    flags = {k: p[k] for k in ("model_name_or_path", "dataset_name", "dataset_split", "dataset_config", "report_to")}
+    flags = {k: p[k] for k in ("model_name_or_path", "dataset_name", "dataset_split", "dataset_config",
+                               "report_to")}
     here = os.getcwd()
     os.chdir(cwd)
     try:

@@ -5,7 +5,8 @@ polite and actionable**. Each prompt is a customer's question (trl's conversatio
 says what to do in one or two friendly sentences; each rejected reply fails the criterion one way: curt or
 rude, polite but rambling, or polite but evasive. The ``group`` column is the topic and product, so the two
 phrasings of one question never straddle the train / held-out / judge splits (the same topic asked about the
-other product may: held-out questions are new questions on known topics, as a support desk's are). Deterministic: rerun to regenerate byte for byte.
+other product may: held-out questions are new questions on known topics, as a support desk's are).
+Deterministic: rerun to regenerate byte for byte.
 
     python scripts/make_support_chat.py
 """
@@ -21,41 +22,53 @@ PRODUCTS = ("the Nimbus app", "my Aurora account")
 
 # topic: (two questions, the concise polite answer, the fix in a few words)
 TOPICS = {
-    "password": (("I forgot my password for {p}. How do I get back in?", "Can't log in to {p}, password won't work."),
-                 "Sorry about that! Tap 'Forgot password' on the login screen and follow the link we email you.",
+    "password": (("I forgot my password for {p}. How do I get back in?",
+                  "Can't log in to {p}, password won't work."),
+                 "Sorry about that! Tap 'Forgot password' on the login screen and follow the link we email "
+                 "you.",
                  "tap 'Forgot password' and use the emailed link"),
     "refund": (("I want a refund for last month's charge on {p}.", "How do I get my money back for {p}?"),
-               "Of course. Open Billing > History, choose the charge and press 'Request refund'; it takes 3-5 days.",
+               "Of course. Open Billing > History, choose the charge and press 'Request refund'; it takes "
+               "3-5 days.",
                "request it under Billing > History"),
     "cancel": (("How do I cancel my subscription to {p}?", "Please stop renewing {p}, I want to cancel."),
                "You can cancel anytime in Settings > Subscription > Cancel. Thanks for being with us!",
                "cancel in Settings > Subscription"),
-    "shipping": (("Where is my order? I bought it with {p} a week ago.", "My package from {p} hasn't arrived yet."),
-                 "Sorry for the wait! Your tracking link is under Orders; if it shows no movement in 2 days, reply here.",
+    "shipping": (("Where is my order? I bought it with {p} a week ago.",
+                  "My package from {p} hasn't arrived yet."),
+                 "Sorry for the wait! Your tracking link is under Orders; if it shows no movement in 2 days, "
+                 "reply here.",
                  "check the tracking link under Orders"),
-    "address": (("How can I change my delivery address on {p}?", "I moved. Where do I update my address in {p}?"),
+    "address": (("How can I change my delivery address on {p}?",
+                 "I moved. Where do I update my address in {p}?"),
                 "Happy to help: edit it in Profile > Addresses before the order ships.",
                 "edit it in Profile > Addresses"),
     "email": (("I need to change the email on {p}.", "How do I update the email address linked to {p}?"),
               "Sure! Go to Profile > Email, enter the new address and confirm the code we send.",
               "change it in Profile > Email"),
     "delete": (("Please delete {p} and all my data.", "How do I permanently close {p}?"),
-               "We're sorry to see you go. Settings > Privacy > Delete account removes everything within 30 days.",
+               "We're sorry to see you go. Settings > Privacy > Delete account removes everything within 30 "
+               "days.",
                "use Settings > Privacy > Delete account"),
     "crash": (("{p} crashes every time I open it.", "Why does {p} keep closing on startup?"),
-              "Sorry about the crashes! Please update to the latest version and restart your phone; that fixes most cases.",
+              "Sorry about the crashes! Please update to the latest version and restart your phone; that "
+              "fixes most cases.",
               "update the app and restart"),
     "invoice": (("Where can I download an invoice from {p}?", "I need a receipt for a payment on {p}."),
                 "Certainly. Invoices are under Billing > Invoices, each with a PDF download button.",
                 "download it from Billing > Invoices"),
     "two_factor": (("How do I turn on two-factor login for {p}?", "Can I add extra security to {p}?"),
-                   "Great idea! Enable it in Settings > Security > Two-factor and scan the code with your authenticator.",
+                   "Great idea! Enable it in Settings > Security > Two-factor and scan the code with your "
+                   "authenticator.",
                    "enable it in Settings > Security"),
-    "lost_phone": (("I lost my phone with {p} on it. What should I do?", "My phone was stolen and {p} was logged in."),
-                   "I'm sorry to hear that. Sign in on the web, open Security > Devices and log out the lost phone.",
+    "lost_phone": (("I lost my phone with {p} on it. What should I do?",
+                    "My phone was stolen and {p} was logged in."),
+                   "I'm sorry to hear that. Sign in on the web, open Security > Devices and log out the lost "
+                   "phone.",
                    "log it out under Security > Devices"),
     "double_charge": (("I was charged twice for {p}.", "Why are there two identical charges from {p}?"),
-                      "Sorry for the trouble! One is a temporary hold that drops off in 3 days; if not, reply and we'll refund it.",
+                      "Sorry for the trouble! One is a temporary hold that drops off in 3 days; if not, "
+                      "reply and we'll refund it.",
                       "wait 3 days for the hold to drop"),
     "upgrade": (("How do I upgrade {p} to the Pro plan?", "I'd like more features in {p}. How do I upgrade?"),
                 "Glad you like it! Choose Settings > Plan > Pro; the price difference is prorated.",
@@ -69,7 +82,8 @@ TOPICS = {
     "export": (("How do I export my data from {p}?", "I want a copy of everything in {p}."),
                "Sure. Settings > Privacy > Export sends you a download link within an hour.",
                "use Settings > Privacy > Export"),
-    "sync": (("{p} isn't syncing between my laptop and phone.", "My changes in {p} don't show on my other device."),
+    "sync": (("{p} isn't syncing between my laptop and phone.",
+              "My changes in {p} don't show on my other device."),
              "Sorry about that! Sign out and back in on both devices; sync resumes within a minute.",
              "sign out and back in on both devices"),
     "promo": (("My promo code doesn't work on {p}.", "Why was my discount code for {p} rejected?"),
@@ -81,7 +95,8 @@ TOPICS = {
     "family": (("Can I share {p} with my family?", "How do I add my partner to {p}?"),
                "Yes! The Family plan covers 5 people; invite them from Settings > Family.",
                "invite them from Settings > Family"),
-    "payment_method": (("How do I change the card I pay {p} with?", "My card expired. How do I update it in {p}?"),
+    "payment_method": (("How do I change the card I pay {p} with?",
+                        "My card expired. How do I update it in {p}?"),
                        "Thanks for keeping it current! Update the card in Billing > Payment method.",
                        "update it in Billing > Payment method"),
     "slow": (("{p} is really slow today.", "Why is {p} taking forever to load?"),
@@ -94,7 +109,8 @@ TOPICS = {
                "No problem. Start a return under Orders > Return item and print the free label.",
                "start it under Orders > Return item"),
     "locked": (("{p} says my account is locked.", "Why was I locked out of {p}?"),
-               "Sorry about that! Too many sign-in attempts lock it for 15 minutes; then reset your password if needed.",
+               "Sorry about that! Too many sign-in attempts lock it for 15 minutes; then reset your password "
+               "if needed.",
                "wait 15 minutes and reset the password"),
     "contact": (("How can I talk to a person about {p}?", "Is there a support phone number for {p}?"),
                 "Of course. Call 0800 555 0100, 8am-8pm on weekdays, or use the chat in Help.",
@@ -121,14 +137,15 @@ TOPICS = {
 
 RUDE = ("Obviously, {fix}. It's not hard.", "Read the help page next time: {fix}.", "Ugh, again? Just {fix}.",
         "That's on you. {Fix} and stop writing in.")
-RAMBLING = ("Well, first of all, thank you so much for reaching out to us today, we truly appreciate every single "
-            "one of our customers and we completely understand how frustrating these things can be, so after "
-            "thinking it over from many angles, what I would probably suggest, if that is alright with you, is "
-            "that you {fix}, which in most cases tends to work, although of course every situation is different.",
-            "Hello and good day! I hope you are doing well. I have read your message very carefully, twice in fact, "
-            "and I want you to know that we take this seriously and that your satisfaction matters to us a great "
-            "deal, so, to answer your question, in general the usual approach, more or less, is to {fix}, and "
-            "then see how it goes from there, and let us know, and so on.")
+RAMBLING = ("Well, first of all, thank you so much for reaching out to us today, we truly appreciate every "
+            "single one of our customers and we completely understand how frustrating these things can be, "
+            "so after thinking it over from many angles, what I would probably suggest, if that is alright "
+            "with you, is that you {fix}, which in most cases tends to work, although of course every "
+            "situation is different.",
+            "Hello and good day! I hope you are doing well. I have read your message very carefully, twice "
+            "in fact, and I want you to know that we take this seriously and that your satisfaction matters "
+            "to us a great deal, so, to answer your question, in general the usual approach, more or less, "
+            "is to {fix}, and then see how it goes from there, and let us know, and so on.")
 EVASIVE = ("Thanks for your message! We'll look into it at some point.",
            "Hmm, I'm not sure about that one. Maybe try again later?",
            "Thank you for contacting us. Your request is important to us.",

@@ -10,8 +10,18 @@ from pathlib import Path
 
 import numpy as np
 
-from alignkit.eval.summary import (GOLD_CI_HIGH, GOLD_CI_LOW, GOLD_MEAN, KL_KIND, KL_MEAN, N_SAMPLES,
-                                   REFERENCE_GOLD_MEAN, TEMPERATURE, WIN_RATE, EvalSummary)
+from alignkit.eval.summary import (
+    GOLD_CI_HIGH,
+    GOLD_CI_LOW,
+    GOLD_MEAN,
+    KL_KIND,
+    KL_MEAN,
+    N_SAMPLES,
+    REFERENCE_GOLD_MEAN,
+    TEMPERATURE,
+    WIN_RATE,
+    EvalSummary,
+)
 from alignkit.report.html import write_html
 from alignkit.report.plots import plot_compute, plot_frontier, plot_temperature
 from alignkit.report.records import HEAD_TO_HEAD_METHOD, N_BOOT, RunRecord, comparison_rows, winrate_matrix

@@ -48,12 +48,14 @@ def invoke(*args):
 def test_run_flags_are_their_set_keys(tmp_path, captured):
     data = pairs_file(tmp_path)
     flags = invoke("run", "--config", RECIPES / "dpo_imdb.yaml", "--output_dir", tmp_path / "o",
-                   "--model_name_or_path", "my-org/my-model", "--dataset_name", data, "--dataset_split", "test",
+                   "--model_name_or_path", "my-org/my-model", "--dataset_name", data, "--dataset_split",
+                   "test",
                    "--dataset_config", "default", "--set", "eval.judge=heldout-reward-model")
     assert flags.exit_code == 0, flags.output
     by_flags = to_dict(captured["recipe"])
     assert captured["out"] == tmp_path / "o"
-    sets = invoke("run", RECIPES / "dpo_imdb.yaml", "--out", tmp_path / "o", "--set", "model.name_or_path=my-org/my-model",
+    sets = invoke("run", RECIPES / "dpo_imdb.yaml", "--out", tmp_path / "o", "--set",
+                  "model.name_or_path=my-org/my-model",
                   "--set", f"preferences.source={data}", "--set", "task.dataset=preferences",
                   "--set", "preferences.split=test", "--set", "preferences.config=default",
                   "--set", "eval.judge=heldout-reward-model")
@@ -65,7 +67,7 @@ def test_run_flags_are_their_set_keys(tmp_path, captured):
 
 
 def test_dataset_name_of_the_hub_becomes_hf_source_and_a_conflicting_set_is_refused(tmp_path, captured):
-    from alignkit.cli import trl_overrides
+    from alignkit.trl_names import trl_overrides
     assert trl_overrides(dataset_name="Anthropic/hh-rlhf")[0] == 'preferences.source="hf:Anthropic/hh-rlhf"'
     assert trl_overrides(model_name_or_path="123") == ['model.name_or_path="123"']  # a string, never a number
     result = CliRunner().invoke(main, ["run", str(RECIPES / "dpo_imdb.yaml"), "--out", str(tmp_path / "o"),
@@ -111,7 +113,8 @@ def test_compare_flags_reach_every_entry(tmp_path, captured):
 
 def test_compare_config_is_a_comparison_yaml(tmp_path, captured):
     spec = tmp_path / "cmp.yaml"
-    spec.write_text("name: mine\nentries: [{label: dpo, method: dpo}, {label: ipo, method: dpo, dpo: {loss: ipo}}]\n")
+    spec.write_text("name: mine\nentries: [{label: dpo, method: dpo}, {label: ipo, method: dpo, dpo: {loss: "
+                    "ipo}}]\n")
     result = invoke("compare", "--config", spec, "--out", tmp_path / "c")
     assert result.exit_code == 0, result.output
     assert [e.label for e in captured["plan"].entries] == ["dpo", "ipo"]
@@ -132,7 +135,8 @@ def test_missing_or_doubled_recipe_is_one_line(args, fragment):
 def test_dash_h_is_help_and_documents_the_flags(command):
     text = invoke(command, "-h").output
     assert text == invoke(command, "--help").output
-    for flag, key in (("--model_name_or_path", "model.name_or_path"), ("--dataset_name", "preferences.source"),
+    for flag, key in (("--model_name_or_path", "model.name_or_path"), ("--dataset_name",
+                                                                       "preferences.source"),
                       ("--dataset_split", "preferences.split"), ("--dataset_config", "preferences.config"),
                       ("--output_dir", ""), ("--config", "")):
         assert flag in text and key in text

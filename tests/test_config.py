@@ -55,9 +55,11 @@ def test_unknown_task_dataset_and_gold_reward_fail_at_load(tmp_path):
 
 
 def test_loss_params_are_checked_against_the_loss_signature(tmp_path):
-    message = error_of(write(tmp_path, "method: dpo\ndpo: {loss: hinge, loss_params: {label_smoothing: 0.1}}\n"))
+    message = error_of(write(tmp_path,
+                             "method: dpo\ndpo: {loss: hinge, loss_params: {label_smoothing: 0.1}}\n"))
     assert "dpo.loss_params.label_smoothing: loss 'hinge' takes no parameter" in message
-    ok = load_recipe(write(tmp_path, "method: dpo\ndpo: {loss: robust, loss_params: {label_smoothing: 0.1}}\n"))
+    ok = load_recipe(write(tmp_path,
+                           "method: dpo\ndpo: {loss: robust, loss_params: {label_smoothing: 0.1}}\n"))
     assert ok.method_config("dpo").loss_params == {"label_smoothing": 0.1}
 
 

@@ -14,12 +14,13 @@ import os
 
 import pytest
 import torch
-
-from alignkit.models.sequences import forward
 from tiny import tiny_gpt2, tiny_tokenizer  # tests/tiny.py (pytest puts tests/ on sys.path)
 
+from alignkit.models.sequences import forward
+
 DEVICE = os.environ.get("ALIGNKIT_CUDA_TESTS_DEVICE", "cuda")  # "cpu": a dry run of these tests on the CPU
-pytestmark = [pytest.mark.cuda, pytest.mark.skipif(DEVICE.startswith("cuda") and not torch.cuda.is_available(),
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(DEVICE.startswith("cuda") and not torch.cuda.is_available(),
                                                    reason="needs a CUDA device")]
 
 CUDA = torch.device(DEVICE)
@@ -34,7 +35,8 @@ COMPLETIONS = ["great and the acting was superb", "it was moving", "boring and a
 
 def sample(policy, prompts: list[str], *, max_new_tokens: int, temperature: float):
     """``Policy.sample`` in one process."""
-    return policy.sample(prompts, max_new_tokens=max_new_tokens, temperature=temperature, runtime=cuda_runtime())
+    return policy.sample(prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                         runtime=cuda_runtime())
 
 
 def sequence_kl(policy, reference, rollout):
@@ -64,7 +66,8 @@ def policy_on(device: torch.device, seed: int = 0, **model_kwargs):
     from alignkit.models.policy import Policy
 
     tokenizer = tiny_tokenizer()
-    return Policy(tiny_gpt2(tokenizer, seed=seed, **model_kwargs).to(device), tokenizer, device, max_length=32)
+    return Policy(tiny_gpt2(tokenizer, seed=seed, **model_kwargs).to(device), tokenizer, device,
+                  max_length=32)
 
 
 def train_steps(runtime, policy, steps: int) -> list[float]:

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OPTIONAL = {"gguf"}  # read by transformers for the SmolLM2 plugin; alignkit checks for it and names the install
+# read by transformers for the SmolLM2 plugin; alignkit checks for it and names the install
+OPTIONAL = {"gguf"}
 
 
 def _declared() -> set[str]:

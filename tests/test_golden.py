@@ -38,8 +38,11 @@ CASES = {
 
 
 def logged(run_dir: Path, stage: str, keys: tuple[str, ...]) -> list[dict]:
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [{"step": r["step"], **{k: r[k] for k in keys if k in r}} for r in records if r.get("stage") == stage]
+    records = [
+        json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()
+    ]
+    return [{"step": r["step"],
+             **{k: r[k] for k in keys if k in r}} for r in records if r.get("stage") == stage]
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

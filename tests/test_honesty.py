@@ -15,19 +15,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import cpu_runtime, make_workspace, tiny_gpt2, tiny_tokenizer
 
 from alignkit.data.preferences import PreferenceData
 from alignkit.methods.ppo import PPOTrainer
 from alignkit.models.config import LoraSettings
-from alignkit.models.policy import Policy
 from alignkit.models.loading import apply_lora
+from alignkit.models.policy import Policy
 from alignkit.models.scalar_head import ScalarModel, Scorer
 from alignkit.models.sequences import encode_pairs
-from alignkit.run.pipeline import run_recipe
 from alignkit.recipe import load_recipe
-from tiny import make_workspace
-from tiny import tiny_gpt2, tiny_tokenizer
-from tiny import cpu_runtime
+from alignkit.run.pipeline import run_recipe
 
 RECIPES = Path(__file__).resolve().parent.parent / "alignkit" / "recipes"
 
@@ -56,12 +54,14 @@ def test_sampled_completions_record_eos_and_retokenize_to_the_sampled_ids():
     torch.manual_seed(0)
     rollout = policy.sample(["the movie", "i hated this story"] * 16, max_new_tokens=6, runtime=cpu_runtime())
     eos = policy.tokenizer.eos_token_id
-    sampled = [ids[mask.bool()].tolist() for ids, mask in zip(rollout.batch.input_ids, rollout.batch.completion_mask)]
+    sampled = [ids[mask.bool()].tolist() for ids, mask in zip(rollout.batch.input_ids,
+                                                              rollout.batch.completion_mask)]
     assert rollout.ended == [row[-1] == eos for row in sampled]
     rows = plain_rows(rollout, policy.tokenizer)
     assert any(rollout.ended[i] for i in rows) and not all(rollout.ended[i] for i in rows)
     part = rollout.select(rows)
-    again = encode_pairs(policy.tokenizer, part.prompts, part.completions, max_length=32, append_eos=part.ended)
+    again = encode_pairs(policy.tokenizer, part.prompts, part.completions, max_length=32,
+                         append_eos=part.ended)
     assert [ids[mask.bool()].tolist() for ids, mask in zip(again.input_ids, again.completion_mask)] == \
         [sampled[i] for i in rows]
 
@@ -96,8 +96,13 @@ def test_prompt_is_cut_once_whatever_the_completion():
     """(f) A long prompt keeps the same last max_prompt_length tokens before a short and a long completion."""
     tok = tiny_tokenizer()
     prompt = "the movie was great and the acting was superb i loved this story"
-    batch = encode_pairs(tok, [prompt, prompt], ["good", "it was moving and brilliant and really quite good and great"],
-                         max_length=16, max_prompt_length=6)
+    batch = encode_pairs(
+        tok,
+        [prompt, prompt],
+        ["good", "it was moving and brilliant and really quite good and great"],
+        max_length=16,
+        max_prompt_length=6,
+    )
     prompts = [ids[(attn - comp).bool()].tolist() for ids, attn, comp in
                zip(batch.input_ids, batch.attention_mask, batch.completion_mask)]
     assert prompts[0] == prompts[1] == tok(prompt, add_special_tokens=False)["input_ids"][-6:]
@@ -126,7 +131,8 @@ def tiny_recipe(tiny_overrides):
 def test_every_method_learns_from_the_same_training_pairs(tmp_path, tiny_recipe):
     """(c) The reward model, DPO and Preferred-FT all train on ``ws.train_pairs``; the held-out prompt
     groups are never trained on; each budget counts exactly those pairs."""
-    recipe = tiny_recipe("dpo_imdb.yaml", "dpo.epochs=1", "dpo.batch_size=16", "preferences.heldout_fraction=0.25")
+    recipe = tiny_recipe("dpo_imdb.yaml", "dpo.epochs=1", "dpo.batch_size=16",
+                         "preferences.heldout_fraction=0.25")
     ws = make_workspace(recipe, tmp_path / "ws")
     train, heldout = ws.train_pairs, ws.heldout_pairs
     assert len(train) + len(heldout) == len(ws.preferences) and set(train.group).isdisjoint(heldout.group)
@@ -143,7 +149,8 @@ def test_every_method_learns_from_the_same_training_pairs(tmp_path, tiny_recipe)
 def test_value_learning_rate_follows_the_policy_schedule(tmp_path, tiny_recipe):
     """(h) Both optimisers decay on the same schedule, each from its own peak rate."""
     recipe = tiny_recipe("ppo_imdb.yaml", "ppo.reward=gold", "ppo.value_init=policy", "ppo.steps=3",
-                         "ppo.rollout_size=8", "ppo.minibatch_size=4", "ppo.max_new_tokens=6", "ppo.prompt_pool=32")
+                         "ppo.rollout_size=8", "ppo.minibatch_size=4", "ppo.max_new_tokens=6",
+                         "ppo.prompt_pool=32")
     ws = make_workspace(recipe, tmp_path)
     trainer = PPOTrainer(ws, recipe.method_config("ppo"))
     trainer.train()
@@ -160,7 +167,9 @@ def test_summary_records_its_training_budget(tmp_path, tiny_recipe):
     summary = run_recipe(recipe, tmp_path / "run")
     budget = json.loads((tmp_path / "run" / "eval" / "summary.json").read_text())["budget"]
     assert budget == summary.budget
-    assert budget["steps"] == 3 and budget["train_sequences"] == 3 * 8 * 2 and budget["train_tokens"] > 3 * 8 * 2
+    assert (
+        budget["steps"] == 3 and budget["train_sequences"] == 3 * 8 * 2 and budget["train_tokens"] > 3 * 8 * 2
+    )
     assert budget["generated_sequences"] == 0  # DPO samples nothing while training
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["cost"]["train_wall_s"] > 0 and "cost" not in summary.to_dict()  # measured elsewhere

@@ -23,7 +23,7 @@ LAYERS = [
     ("reports: run folders to conclusions", ["alignkit.report"]),
     ("shared stages", ["alignkit.stages"]),
     ("run folders", ["alignkit.runfolder", "alignkit.runformat"]),
-    ("recipe", ["alignkit.recipe", "alignkit.trl_names"]),
+    ("recipe", ["alignkit.recipe", "alignkit.recipes", "alignkit.trl_names"]),
     ("evaluation", ["alignkit.eval"]),
     ("models", ["alignkit.models"]),
     ("data", ["alignkit.data"]),
@@ -31,7 +31,8 @@ LAYERS = [
     ("run context", ["alignkit.context"]),
     ("runtime and checkpoints", ["alignkit.runtime", "alignkit.checkpoint"]),
     ("registry and config", ["alignkit.registry", "alignkit.config", "alignkit.runlog", "alignkit.signatures",
-                             "alignkit.threads", "alignkit.memory", "alignkit.rl", "alignkit.trackers", "alignkit"]),
+                             "alignkit.threads", "alignkit.memory", "alignkit.rl", "alignkit.trackers",
+                             "alignkit"]),
     ("errors, notices and bars", ["alignkit.errors", "alignkit.console"]),
 ]
 LAZY_IMPORTS_ALLOWED = {"alignkit.cli"}
@@ -56,7 +57,8 @@ def modules() -> dict[str, Path]:
 
 
 def internal_imports(path: Path) -> list[tuple[str, bool, int]]:
-    """(imported alignkit module, whether at module top, line) for every import of alignkit code in ``path``."""
+    """(imported alignkit module, whether at module top, line) for every import of alignkit code
+    in ``path``."""
     tree = ast.parse(path.read_text())
     top = {id(node) for node in tree.body}
     known = set(modules())
@@ -67,7 +69,8 @@ def internal_imports(path: Path) -> list[tuple[str, bool, int]]:
                 target = f"{node.module}.{alias.name}"
                 found.append((target if target in known else node.module, id(node) in top, node.lineno))
         elif isinstance(node, ast.Import):
-            found += [(a.name, id(node) in top, node.lineno) for a in node.names if a.name.split(".")[0] == "alignkit"]
+            found += [(a.name, id(node) in top,
+                       node.lineno) for a in node.names if a.name.split(".")[0] == "alignkit"]
     return found
 
 

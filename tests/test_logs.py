@@ -9,9 +9,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from alignkit.cli import main
+from alignkit.console import CliFormatter, bar, bars_disabled, get_logger, quiet_module_bars
 from alignkit.errors import warn
-from alignkit.console import CliFormatter, get_logger
-from alignkit.console import bar, bars_disabled, quiet_module_bars
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 

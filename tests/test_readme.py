@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 INSTALL_AND_COMPARE = ("python3 -m venv .venv && . .venv/bin/activate && pip install -c constraints.txt . && "
                        "alignkit compare dpo ppo")
-INSTALL_AND_TEST = ("python3 -m venv .venv && . .venv/bin/activate && pip install -c constraints.txt -e \".[test]\" "
-                    "&& python -m pytest -q")
+INSTALL_AND_TEST = ("python3 -m venv .venv && . .venv/bin/activate && pip install -c constraints.txt -e "
+                    "\".[test]\" && python -m pytest -q")
 
 
 def test_every_documented_command_is_run_or_mapped_to_its_test():
@@ -50,8 +50,13 @@ LINKED_BACK = {"quickstart.md", "comparing.md", "your_data.md", "methods.md", "f
 
 
 def test_lock_file_pins_what_the_readme_says():
-    """`pip install -c constraints-lock.txt .` reproduces the figures' environment: torch as constraints.txt."""
+    """`pip install -c constraints-lock.txt .` reproduces the figures' environment: torch
+    as constraints.txt."""
     lock = (ROOT / "constraints-lock.txt").read_text().splitlines()
-    torch = [line for line in (ROOT / "constraints.txt").read_text().splitlines() if line.startswith("torch==")]
+    torch = [
+        line for line in (ROOT / "constraints.txt").read_text().splitlines() if line.startswith("torch==")
+    ]
     assert torch and torch[0] in lock
-    assert any(line.startswith("transformers==") for line in lock) and any(line.startswith("trl==") for line in lock)
+    assert any(line.startswith("transformers==") for line in lock) and any(
+        line.startswith("trl==") for line in lock
+    )

@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tiny import assert_method_section_applied
 
 from alignkit.compare.plan import plan_comparison, resolved_recipe
-from alignkit.report.records import check_shared
 from alignkit.config import read_yaml
-from alignkit.recipe import BUNDLED, load_recipe
-from tiny import assert_method_section_applied
+from alignkit.recipe import load_recipe
+from alignkit.recipes.bundled import BUNDLED
+from alignkit.report.records import check_shared
 
 RECIPES = sorted(BUNDLED.glob("*.yaml"))
 SINGLE = [p for p in RECIPES if "entries" not in read_yaml(p)]
@@ -22,9 +23,11 @@ def test_the_documented_recipes_ship_inside_the_package():
     names = {p.name for p in RECIPES}
     assert {"dpo_imdb.yaml", "ppo_imdb.yaml", "rm_imdb.yaml", "sft_imdb.yaml", "preferred_ft_imdb.yaml",
             "best_of_n_imdb.yaml", "unlikelihood_imdb.yaml", "compare_imdb.yaml"} <= names
-    assert BUNDLED.parent.name == "alignkit"  # inside the package: a wheel carries them (setup.cfg package_data)
+    # inside the package: a wheel carries them (setup.cfg package_data)
+    assert BUNDLED.parent.name == "alignkit"
     repo_link = Path(__file__).resolve().parent.parent / "recipes"
-    assert sorted(p.name for p in repo_link.glob("*.yaml")) == sorted(names)  # recipes/ in a checkout is the same
+    # recipes/ in a checkout is the same
+    assert sorted(p.name for p in repo_link.glob("*.yaml")) == sorted(names)
 
 
 @pytest.mark.parametrize("path", SINGLE, ids=lambda p: p.name)
@@ -38,7 +41,8 @@ def test_recipe_validates_and_documents_its_command(path):
 def test_comparison_validates_and_documents_its_command(path):
     assert plan_comparison([str(path)]).entries
     assert path.read_text().splitlines()[0] in (f"# alignkit compare recipes/{path.name}",
-                                                f"# alignkit compare {path.stem}")  # runnable by name from anywhere
+                                                # runnable by name from anywhere
+                                                f"# alignkit compare {path.stem}")
 
 
 def test_a_bundled_recipe_loads_by_name_from_anywhere(tmp_path, monkeypatch):

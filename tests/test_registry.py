@@ -15,7 +15,8 @@ from alignkit.registry import LOSSES, Registry, load_plugin, load_plugins
 def test_duplicate_name_is_refused_with_the_current_names():
     reg = Registry("widget")
     reg.register("a")(lambda: 1)
-    with pytest.raises(AlignkitError, match="widget 'a' is already registered by builtin.*registered widgets: a"):
+    with pytest.raises(AlignkitError,
+                       match="widget 'a' is already registered by builtin.*registered widgets: a"):
         reg.register("a")(lambda: 2)
 
 

@@ -1,9 +1,12 @@
-"""No setting is accepted and then ignored. Every key of every config section, read from the recipe's dataclasses
+"""No setting is accepted and then ignored. Every key of every config section, read from the recipe's
+dataclasses
 (so a key added later is swept too), is set to another valid-looking value through each command that takes
 ``--set``: it fails at load with one line, or (a method section no run of the command reads) is named in a
 one-line warning, or it reaches the recipe the command would run and record
-(the manifest's ``recipe``) and changes what is trained (the training identity), a shared stage (its cache key),
-or is one of the declared kinds that change neither: evaluation-only, where results go, how a step is computed.
+(the manifest's ``recipe``) and changes what is trained (the training identity), a shared stage (its cache
+key),
+or is one of the declared kinds that change neither: evaluation-only, where results go, how a step is
+computed.
 Nothing trains here: the recipe each command would use is checked, not its run."""
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 load_builtins()
 # keys that change neither the training identity nor a cache key, and why that is right
 DECLARED = {
-    "name": "the run folder's name (runs/NAME)", "device": "where it runs, not what", "plugins": "what is importable",
+    "name": "the run folder's name (runs/NAME)", "device": "where it runs, not what",
+    "plugins": "what is importable",
     **{k: "where results go, what is kept on the way" for k in OUTPUTS},
     **{f"eval.{k}": "evaluation only (alignkit eval changes it without retraining)" for k in EVAL_ONLY},
     **{f"model.{k}": "memory/speed, not the result" for k in not_identity(ModelConfig)},
@@ -83,8 +87,17 @@ def other_value(f: dataclasses.Field, tp, current):
         return (current or "x") + "-other"
     if origin is list:
         inner = typing.get_args(tp)[0] if typing.get_args(tp) else str
-        return [0.5] if inner is float else [1] if inner is int else ["tensorboard"] if f.name == "report_to" \
-            else ["c_attn"] if f.name == "target_modules" else ["other"]
+        return (
+            [0.5]
+            if inner is float
+            else [1]
+            if inner is int
+            else ["tensorboard"]
+            if f.name == "report_to"
+            else ["c_attn"]
+            if f.name == "target_modules"
+            else ["other"]
+        )
     if origin is dict:
         return {"prompt": "question"} if f.name == "columns" else {"other": 1}
     return "other"
@@ -106,8 +119,10 @@ def sweep_cases():
     """(method whose run reads the key, dotted key) for every key of every section."""
     cases = [("dpo", key) for key, _, _ in leaf_keys(Recipe) if key not in ("method",)]
     for method in sorted(METHODS.names()):
-        cases += [(method, f"{method}.{key}") for key, _, _ in leaf_keys(METHODS.entry(method).meta["config"])]
-    cases += [("ppo", f"reward_model.{key}") for key, _, _ in leaf_keys(METHODS.entry("reward_model").meta["config"])]
+        cases += [(method, f"{method}.{key}") for key, _,
+                  _ in leaf_keys(METHODS.entry(method).meta["config"])]
+    cases += [("ppo", f"reward_model.{key}") for key, _,
+              _ in leaf_keys(METHODS.entry("reward_model").meta["config"])]
     return cases
 
 
@@ -119,7 +134,8 @@ def field_of(key: str):
 
 
 def applied_or_refused(method: str, key: str, tmp_path: Path, base: list[str] = ()) -> str:
-    """'refused' (one line) or 'applied' (reached the recipe and changed what is run or is declared); fails the
+    """'refused' (one line) or 'applied' (reached the recipe and changed what is run or is declared); fails
+    the
     test otherwise. ``base`` sets up what a key depends on (``model.lora`` for its fields)."""
     f, tp = field_of(key)
     setup = [*base, "model.lora={r: 4}"] if key.startswith("model.lora.") else list(base)
@@ -157,7 +173,8 @@ def test_run_applies_or_refuses_every_key(method, key, tmp_path):
 def test_the_sweep_covers_every_section():
     keys = {key for _, key in sweep_cases()}
     for section in ("model.lora.r", "task.heldout_fraction", "preferences.source", "eval.judge", "report_to",
-                    "save_every_steps", "dpo.beta", "ppo.target_kl", "reward_model.lr", "grpo.num_generations"):
+                    "save_every_steps", "dpo.beta", "ppo.target_kl", "reward_model.lr",
+                    "grpo.num_generations"):
         assert section in keys
     assert len(keys) > 150
 
@@ -169,7 +186,8 @@ def test_run_refuses_a_section_it_does_not_read_in_one_line(section, tmp_path, m
                                        "--set", f"{section}.lr=0.001", "--set", "dpo.beta=0.2"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        f"alignkit: error: --set {section}.lr=0.001: {section} settings would change nothing: no run here uses "
+        f"alignkit: error: --set {section}.lr=0.001: {section} settings would change nothing: no run here "
+        "uses "
         f"{section} (methods: dpo; reward_model is read by methods that train on a reward model)"]
     assert not (tmp_path / "o").exists()
 
@@ -177,7 +195,8 @@ def test_run_refuses_a_section_it_does_not_read_in_one_line(section, tmp_path, m
 def test_reward_model_settings_apply_only_where_a_reward_model_trains(tmp_path):
     assert applied_or_refused("ppo", "reward_model.lr", tmp_path) == "applied"
     assert applied_or_refused("dpo", "reward_model.lr", tmp_path) == "refused"
-    assert applied_or_refused("dpo", "reward_model.lr", tmp_path, ["eval.judge=heldout-reward-model"]) == "applied"
+    assert applied_or_refused("dpo", "reward_model.lr", tmp_path,
+                              ["eval.judge=heldout-reward-model"]) == "applied"
 
 
 def test_compare_warns_of_a_setting_no_entry_reads(capsys):

@@ -1,5 +1,6 @@
 """CPU threads: --threads beats $ALIGNKIT_THREADS beats the process's CPU affinity; bad values are one
-error line; torch really gets the count (checked in fresh processes, where inter-op threads can still be set)."""
+error line; torch really gets the count (checked in fresh processes, where inter-op threads can still
+be set)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from tiny import cpu_runtime
 
 import alignkit.cli
-from tiny import cpu_runtime
 from alignkit.errors import AlignkitError
 from alignkit.threads import ENV_VAR, available_cores, thread_count
 
@@ -74,7 +75,8 @@ def test_every_training_command_configures_threads_first(monkeypatch, command):
 
 def _fresh_python(code: str, **env: str) -> dict:
     """Run ``code`` in a new interpreter (nothing imported, no thread settings) and return its JSON output."""
-    clean = {k: v for k, v in os.environ.items() if k not in (ENV_VAR, "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS")}
+    clean = {k: v for k, v in os.environ.items() if k not in (ENV_VAR, "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+                                                              "OMP_NUM_THREADS")}
     out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
@@ -82,7 +84,8 @@ def _fresh_python(code: str, **env: str) -> dict:
 
 
 _REPORT = ("import json, os, torch; print(json.dumps({'count': n, 'intra': torch.get_num_threads(), "
-           "'interop': torch.get_num_interop_threads(), 'wait': os.environ.get('OMP_WAIT_POLICY'), 'spin': os.environ.get('GOMP_SPINCOUNT')}))")
+           "'interop': torch.get_num_interop_threads(), 'wait': os.environ.get('OMP_WAIT_POLICY'), 'spin': "
+           "os.environ.get('GOMP_SPINCOUNT')}))")
 
 
 def test_torch_gets_the_count_and_idle_threads_spin_briefly():
@@ -106,8 +109,8 @@ def test_second_configure_in_one_process_keeps_interop_pool_and_users_wait_polic
 def test_manifest_records_the_thread_count(tmp_path):
     import torch
 
-    from alignkit.run.pipeline import Run
     from alignkit.recipe import load_recipe
+    from alignkit.run.pipeline import Run
 
     run = Run(load_recipe(RECIPE), tmp_path / "run", cpu_runtime(), cache_dir=tmp_path / "cache")
     assert run.manifest["threads"] == torch.get_num_threads()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import glob
 import json
+import struct
 import subprocess
 import sys
-import struct
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,8 @@ from alignkit.trackers import Trackers, project_for, report_comparison
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 SUMMARY = {"method": "dpo", "gold_reward_mean": 0.7, "budget": {"steps": 3},
-           "by_temperature": [{"temperature": 1.0, "gold_reward_mean": 0.7}, {"temperature": 0.0, "gold_reward_mean": 0.8}]}
+           "by_temperature": [{"temperature": 1.0, "gold_reward_mean": 0.7}, {"temperature": 0.0,
+                                                                              "gold_reward_mean": 0.8}]}
 
 
 def log_some(names, folder: Path) -> None:
@@ -60,10 +61,14 @@ def test_report_to_is_validated(tmp_path, text, fragment):
 def test_a_missing_tracker_library_is_one_line_with_the_pip_command(tmp_path, monkeypatch):
     import importlib.util
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name,
+                                                                                                        *a))
     result = CliRunner().invoke(main, ["run", str(RECIPES / "dpo_imdb.yaml"), "--report-to", "wandb",
                                        "--out", str(tmp_path / "o")])
-    assert result.exit_code == 1 and "report_to: wandb is not installed: pip install 'alignkit[wandb]'" in result.output
+    assert (
+        result.exit_code == 1
+        and "report_to: wandb is not installed: pip install 'alignkit[wandb]'" in result.output
+    )
     assert not (tmp_path / "o").exists()
 
 
@@ -103,9 +108,10 @@ def test_wandb_offline_run_reads_back(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     # in a process of its own: wandb keeps process-wide state (its service, settings read at first use) that
     # tests run earlier in the suite left behind, and the offline file then lacked its run record
-    code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); from test_trackers import log_some; "
-            "log_some(['wandb'], Path(sys.argv[2]))")
-    subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(tmp_path)], check=True, timeout=300)
+    code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); from test_trackers "
+            "import log_some; log_some(['wandb'], Path(sys.argv[2]))")
+    subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(tmp_path)], check=True,
+                   timeout=300)
     (path,) = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "run-*.wandb"))
     history, summary, runs = {}, {}, []
     for record in _wandb_records(path):
@@ -117,13 +123,17 @@ def test_wandb_offline_run_reads_back(tmp_path, monkeypatch):
                 if f"{stage}/step" in row and key != f"{stage}/step":
                     history.setdefault(key, []).append((row[f"{stage}/step"], value))
         elif kind == "summary":
-            summary.update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.summary.update})
+            summary.update(
+                {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.summary.update}
+            )
         elif kind == "run":
             runs.append((record.run.display_name, record.run.run_group, record.run.project))
     assert ("run-a", "cmp-1", "alignkit") in runs
     for tag, points in EXPECTED.items():
         assert_points(history[tag], points)
-    assert summary["eval/gold_reward_mean"] == pytest.approx(0.7) and summary["eval/by_temperature/nrows"] == 2
+    assert (
+        summary["eval/gold_reward_mean"] == pytest.approx(0.7) and summary["eval/by_temperature/nrows"] == 2
+    )
 
 
 def test_mlflow_file_store_reads_back(tmp_path, monkeypatch):
@@ -133,7 +143,8 @@ def test_mlflow_file_store_reads_back(tmp_path, monkeypatch):
     log_some(["mlflow"], tmp_path)
     client = mlflow.MlflowClient((tmp_path / "mlruns").as_uri())
     (run,) = client.search_runs([client.get_experiment_by_name("alignkit").experiment_id])
-    assert (run.info.run_name, run.data.tags["alignkit.group"], run.info.status) == ("run-a", "cmp-1", "FINISHED")
+    assert (run.info.run_name, run.data.tags["alignkit.group"], run.info.status) == ("run-a", "cmp-1",
+                                                                                     "FINISHED")
     assert run.data.params == {"dpo/beta": "0.1"}
     for tag, points in EXPECTED.items():
         assert_points([(m.step, m.value) for m in client.get_metric_history(run.info.run_id, tag)], points)
@@ -143,11 +154,13 @@ def test_mlflow_file_store_reads_back(tmp_path, monkeypatch):
 def test_project_names_follow_the_usual_variables(monkeypatch):
     for name in ("WANDB_PROJECT", "MLFLOW_EXPERIMENT_NAME", "TRACKIO_PROJECT", "ALIGNKIT_PROJECT"):
         monkeypatch.delenv(name, raising=False)
-    assert {t: project_for(t) for t in ("wandb", "mlflow", "trackio")} == dict.fromkeys(("wandb", "mlflow", "trackio"),
+    assert {t: project_for(t) for t in ("wandb", "mlflow", "trackio")} == dict.fromkeys(("wandb", "mlflow",
+                                                                                         "trackio"),
                                                                                         "alignkit")
     monkeypatch.setenv("ALIGNKIT_PROJECT", "mine")
     monkeypatch.setenv("WANDB_PROJECT", "team-rlhf")
-    assert (project_for("wandb"), project_for("mlflow"), project_for("trackio")) == ("team-rlhf", "mine", "mine")
+    assert (project_for("wandb"), project_for("mlflow"), project_for("trackio")) == ("team-rlhf", "mine",
+                                                                                     "mine")
 
 
 def test_mlflow_logs_to_the_experiment_mlflow_experiment_name_names(tmp_path, monkeypatch):
@@ -189,7 +202,8 @@ def test_comparison_table_and_plots_reach_tensorboard(tmp_path):
     plt.plot([0, 1], [0, 1])
     plt.savefig(tmp_path / "frontier.png")
     report_comparison(["tensorboard"], tmp_path, "cmp-1", {})
-    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0, "tensors": 0}).Reload()
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0,
+                                                                            "tensors": 0}).Reload()
     assert events.Tags()["images"] == ["frontier"]
     image = events.Images("frontier")[0]
     assert image.width > 100 and image.height > 100
@@ -202,7 +216,8 @@ def test_a_run_logs_its_metrics_jsonl_and_summary_to_tensorboard(tmp_path, tiny_
     sets = [a for o in tiny_overrides for a in ("--set", o)]
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["run", str(RECIPES / "dpo_imdb.yaml"), "--out", str(out),
-                                                       *sets, "--set", "dpo.epochs=1", "--report-to", "tensorboard"])
+                                                       *sets, "--set", "dpo.epochs=1", "--report-to",
+                                                       "tensorboard"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["method"] == "dpo"  # stdout is still the summary alone
     scalars = event_scalars(out / "tensorboard")

@@ -1,5 +1,6 @@
 """The shared training loop (alignkit.training): what one optimiser step does with a non-finite loss, how
-``fit`` averages and logs, and how :class:`TrainingLoop` resumes from its checkpoint with the loop's extras."""
+``fit`` averages and logs, and how :class:`TrainingLoop` resumes from its checkpoint with the
+loop's extras."""
 
 from __future__ import annotations
 
@@ -7,13 +8,21 @@ import math
 
 import pytest
 import torch
+from tiny import cpu_runtime
 
 from alignkit.checkpoint import Checkpointer, NumericalError, TrainState
 from alignkit.context import RunContext
 from alignkit.runlog import MetricsLog
-from alignkit.training import (APPLIED, SKIPPED, OptimConfig, TrainingConfig, TrainingLoop, apply_update, fit,
-                               make_optimizer)
-from tiny import cpu_runtime
+from alignkit.training import (
+    APPLIED,
+    SKIPPED,
+    OptimConfig,
+    TrainingConfig,
+    TrainingLoop,
+    apply_update,
+    fit,
+    make_optimizer,
+)
 
 
 def _state(weight: torch.nn.Parameter, ctx: RunContext) -> TrainState:
@@ -32,7 +41,8 @@ def test_apply_update_steps_or_skips_and_counts():
     assert ctx.budget.steps == 1 and weight.grad is None and not torch.equal(weight.detach(), torch.ones(2))
     before = weight.detach().clone()
     (weight * 3).sum().backward()
-    status, _ = apply_update(ctx, state, [[weight]], torch.tensor(float("nan")), OptimConfig(skip_nonfinite=True),
+    status, _ = apply_update(ctx, state, [[weight]], torch.tensor(float("nan")),
+                             OptimConfig(skip_nonfinite=True),
                              stage="t", step=2, checkpointer=None)
     assert status == SKIPPED and ctx.budget.nonfinite_skipped == 1 and ctx.budget.steps == 1
     assert torch.equal(weight.detach(), before) and weight.grad is None  # no update, gradients cleared
@@ -87,4 +97,5 @@ def test_training_loop_resumes_after_its_last_checkpoint_with_its_extras(tmp_pat
     assert float(weight) == 6.0
     other = TrainingLoop(RunContext(cpu_runtime(), checkpointer=ctx2.checkpointer), "another stage",
                          _state(weight, ctx2), 5, checkpoint_every=3)
-    assert other.checkpointer is None and other.start == 0  # the first loop of the run claimed the checkpoints
+    # the first loop of the run claimed the checkpoints
+    assert other.checkpointer is None and other.start == 0

@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
+from tiny import write_pairs  # tests/tiny.py
 
 from alignkit.cli import main
 from alignkit.recipe import load_recipe
-from tiny import write_pairs  # tests/tiny.py
 
 TRL_DPO = Path(__file__).parent / "fixtures" / "trl_dpo.yaml"
 

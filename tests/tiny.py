@@ -35,7 +35,8 @@ def tiny_tokenizer(texts: list[str] | tuple[str, ...] | None = None) -> PreTrain
     ``prompt + " " + completion`` gives the same ids as tokenizing the two parts separately."""
     pre = pre_tokenizers.Whitespace()
     words = sorted({w for text in (texts or DEFAULT_TEXTS) for w, _ in pre.pre_tokenize_str(text)})
-    vocab = {tok: i for i, tok in enumerate(list(SPECIAL_TOKENS) + [w for w in words if w not in SPECIAL_TOKENS])}
+    vocab = {tok: i for i,
+             tok in enumerate(list(SPECIAL_TOKENS) + [w for w in words if w not in SPECIAL_TOKENS])}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre
     return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>",
@@ -66,7 +67,8 @@ def cpu_runtime():
 
 
 def make_workspace(recipe, run_dir=None, *, cache_dir=None, log=None):
-    """A run's workspace built through its public constructor, with the recipe's runtime and its own context."""
+    """A run's workspace built through its public constructor, with the recipe's runtime and its
+    own context."""
     from alignkit.stages.builder import StageBuilder
 
     return StageBuilder.for_recipe(recipe, run_dir, cache_dir=cache_dir, log=log)

@@ -1,4 +1,5 @@
-"""Test-only plugin (loaded with ``--plugins``): a comparison's worker process dies with ``os._exit`` right after
+"""Test-only plugin (loaded with ``--plugins``): a comparison's worker process dies with ``os._exit`` right
+after
 it checkpoints step STEP or later of the entry named by ``$ALIGNKIT_TEST_KILL=LABEL:STEP``, as a killed or
 preempted worker would: no cleanup, its manifest left ``running``."""
 

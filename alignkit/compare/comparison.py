@@ -8,21 +8,21 @@ from pathlib import Path
 
 import torch
 
+from alignkit.compare.executors import Job, run_jobs
+from alignkit.compare.plan import ComparisonPlan, PlannedRun
+from alignkit.compare.shared_stages import SHARED_FOLDER, build_shared_stages
+from alignkit.compare.worker import job_spec
+from alignkit.compare.writer import ComparisonWriter
 from alignkit.config import to_dict
+from alignkit.console import bar as progress_bar
+from alignkit.console import get_logger
 from alignkit.errors import AlignkitError
 from alignkit.eval.verdict import ALPHA
-from alignkit.compare.executors import Job, run_jobs
-from alignkit.trackers import report_comparison
 from alignkit.report.build import build_report
 from alignkit.run.decision import refuse_replacing, run_decision
 from alignkit.runfolder import claim_comparison_dir
 from alignkit.runtime import start
-from alignkit.compare.shared_stages import SHARED_FOLDER, build_shared_stages
-from alignkit.compare.worker import job_spec
-from alignkit.compare.plan import ComparisonPlan, PlannedRun
-from alignkit.compare.writer import ComparisonWriter
-from alignkit.console import get_logger
-from alignkit.console import bar as progress_bar
+from alignkit.trackers import report_comparison
 
 LOG = get_logger()
 
@@ -48,10 +48,12 @@ def _run(plan: ComparisonPlan, cache_dir: Path | None, writer: ComparisonWriter,
     settings = plan.executor
     settings.preflight(torch.get_num_threads())
     first = plan.entries[0].recipe  # one runtime for every run (a run with other settings makes its own)
-    runtime = start(first.device, first.precision)  # under accelerate launch: the main process decides and writes
+    # under accelerate launch: the main process decides and writes
+    runtime = start(first.device, first.precision)
     if settings.parallel and runtime.world > 1:
-        raise AlignkitError("compare: --jobs/--executor start a process per entry; run alignkit compare itself, not "
-                            "under accelerate launch (--gpus-per-entry K launches each entry on K GPUs)")
+        raise AlignkitError("compare: --jobs/--executor start a process per entry; run alignkit compare "
+                            "itself, not under accelerate launch (--gpus-per-entry K launches each entry on "
+                            "K GPUs)")
     runs_dir = plan.out / "runs"
     decisions = None
     if runtime.is_main:

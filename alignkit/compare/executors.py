@@ -1,6 +1,7 @@
 """Where a comparison's entries run once its shared stages exist (phase 2): N worker processes on this
 machine (``--jobs N``, each with its own GPU(s) or its share of the CPU threads), or one Ray task per entry
-(``--executor ray``). Each entry is ``python -m alignkit.compare.worker SPEC.json`` (:mod:`alignkit.compare.worker`), its
+(``--executor ray``). Each entry is ``python -m alignkit.compare.worker SPEC.json``
+(:mod:`alignkit.compare.worker`), its
 output in ``OUT/logs/<label>.log``. A failed entry is retried once (resuming its checkpoint), then reported
 by name; the others go on. :func:`run_jobs` is the one dispatch every caller uses (a comparison, each
 ``--until-converged`` round): sequentially in this process, or on the executor. Every entry runs with the
@@ -21,11 +22,11 @@ from typing import Any, Callable
 import torch
 
 from alignkit.cache import default_cache_dir
-from alignkit.errors import AlignkitError
 from alignkit.compare.ray_entry import UNSEEN, exit_with_parent, last_error, run_entry, worker_command
 from alignkit.compare.worker import check_round_trip, run_job
-from alignkit.runlog import write_json
 from alignkit.console import get_logger
+from alignkit.errors import AlignkitError
+from alignkit.runlog import write_json
 
 LOG = get_logger()
 
@@ -98,14 +99,16 @@ def local_slots(jobs: int, gpus_per_entry: int | None, threads: int) -> list[tup
     gpus = visible_gpus()
     per = (1 if gpus else 0) if gpus_per_entry is None else gpus_per_entry
     if per and jobs * per > len(gpus):
-        raise AlignkitError(f"--jobs {jobs} with --gpus-per-entry {per} needs {jobs * per} GPU(s); {len(gpus)} "
-                            f"visible ({','.join(gpus) or 'none'}); lower --jobs, or --gpus-per-entry 0 for CPU")
+        raise AlignkitError(f"--jobs {jobs} with --gpus-per-entry {per} needs {jobs * per} GPU(s); "
+                            f"{len(gpus)} visible ({','.join(gpus) or 'none'}); lower --jobs, or "
+                            "--gpus-per-entry 0 for CPU")
     return [({"ALIGNKIT_THREADS": str(threads),
               "CUDA_VISIBLE_DEVICES": ",".join(gpus[i * per:(i + 1) * per])}, per) for i in range(jobs)]
 
 
 def write_spec(job: Job, out: Path) -> Path:
-    """The job's spec as ``OUT/.alignkit-jobs/<label>.json`` (in the comparison folder: every node sees it)."""
+    """The job's spec as ``OUT/.alignkit-jobs/<label>.json`` (in the comparison folder: every node
+    sees it)."""
     path = (out / JOBS_FOLDER / f"{job.label}.json").resolve()
     write_json(path, job.spec)
     return path
@@ -123,8 +126,10 @@ def _retry(job: Job, reason: str, queue: deque, failures: dict[str, str], done: 
     done(job.label, reason)
 
 
-def run_local(jobs: list[Job], settings: ExecutorSettings, out: Path, threads: int, done: Done) -> dict[str, str]:
-    """Run the jobs ``settings.jobs`` at a time as worker processes; returns {label: why} of those that failed."""
+def run_local(jobs: list[Job], settings: ExecutorSettings, out: Path, threads: int,
+              done: Done) -> dict[str, str]:
+    """Run the jobs ``settings.jobs`` at a time as worker processes; returns {label: why} of those
+    that failed."""
     slots = local_slots(settings.jobs, settings.gpus_per_entry, threads)
     queue, failures = deque(jobs), {}
     running: dict[int, tuple[Job, subprocess.Popen, Path]] = {}
@@ -139,7 +144,8 @@ def run_local(jobs: list[Job], settings: ExecutorSettings, out: Path, threads: i
                 log.parent.mkdir(parents=True, exist_ok=True)
                 env, gpus = slots[slot]
                 with open(log, "ab") as handle:
-                    process = subprocess.Popen([*worker_command(gpus, 29500 + slot), str(spec)], stdout=handle,
+                    process = subprocess.Popen([*worker_command(gpus, 29500 + slot), str(spec)],
+                                               stdout=handle,
                                                stderr=subprocess.STDOUT, env={**os.environ, **env},
                                                preexec_fn=exit_with_parent())
                 running[slot] = (job, process, log)
@@ -173,7 +179,8 @@ def run_ray(jobs: list[Job], settings: ExecutorSettings, out: Path, cache: Path,
     """One Ray task per entry, asking for its CPUs (its thread count) and GPUs; a node that cannot see the
     comparison folder or the cache stops the comparison with one line."""
     ray = _import_ray()
-    started = not ray.is_initialized()  # a cluster this command connected to (or started) is left again at the end
+    # a cluster this command connected to (or started) is left again at the end
+    started = not ray.is_initialized()
     if started:
         try:
             ray.init(address=settings.ray_address, log_to_driver=False, include_dashboard=False)

@@ -1,6 +1,7 @@
 """``alignkit compare``: several methods on one task, as ordinary runs that share every shared stage.
 
-A comparison is a list of entries (a method name, a recipe file, or a labelled variant ``LABEL=BASE:k=v,...``),
+A comparison is a list of entries (a method name, a recipe file, or a labelled variant
+``LABEL=BASE:k=v,...``),
 expanded by sweeps and training seeds into runs under ``DIR/runs/<label>/``. Every entry must agree on the
 shared sections (task, model/reference, gold judge, pairs, evaluation), so the comparison is fair by
 construction; the shared stages are cached once and reused. A finished run whose training inputs match is
@@ -21,19 +22,20 @@ from typing import Any, Iterable
 import yaml
 
 from alignkit.artifacts import Artifact
+from alignkit.compare.executors import ExecutorSettings
 from alignkit.config import ConfigError, apply_overrides, load_yaml_text, read_yaml, to_dict
 from alignkit.errors import AlignkitError, warn
 from alignkit.eval.verdict import MARGIN
-from alignkit.compare.executors import ExecutorSettings
-from alignkit.run.pipeline import method_needs
-from alignkit.report.records import SHARED, check_shared
-from alignkit.recipe import (BUNDLED, Recipe, bundled_recipe, default_task_problem, recipe_from_data,
-                             resolve_recipe_path, unread_override)
+from alignkit.recipe import Recipe, default_task_problem, recipe_from_data, unread_override
+from alignkit.recipes.bundled import BUNDLED, bundled_recipe, resolve_recipe_path
 from alignkit.registry import METHODS, load_plugins
+from alignkit.report.records import SHARED, check_shared
+from alignkit.run.pipeline import method_needs
 from alignkit.runfolder import ComparisonEntry
 
 DEFAULT_TASK = "imdb"
-COMPARE_KEYS = ("name", "entries", "sweep", "seeds", "plugins", "until_converged")  # the last: alignkit.compare.until_converged
+# the last: alignkit.compare.until_converged
+COMPARE_KEYS = ("name", "entries", "sweep", "seeds", "plugins", "until_converged")
 
 
 @dataclass
@@ -56,7 +58,8 @@ class PlannedRun:
 def _method_of(raw: dict, source: str) -> str:
     method = raw.get("method")
     if not isinstance(method, str):
-        raise ConfigError(f"{source}: method: required key is missing (a registered method, see `alignkit list`)")
+        raise ConfigError(f"{source}: method: required key is missing (a registered method, see `alignkit "
+                          "list`)")
     return method
 
 
@@ -71,13 +74,16 @@ def default_recipe(method: str, dataset: str = DEFAULT_TASK) -> dict:
 def named_recipes(dataset: str = DEFAULT_TASK) -> list[str]:
     """The entry names with a bundled recipe for ``dataset``: methods and variants such as ipo or simpo."""
     suffix = f"_{dataset}.yaml"
-    return sorted(p.name[:-len(suffix)] for p in BUNDLED.glob(f"*{suffix}") if not p.name.startswith("compare_"))
+    return sorted(
+        p.name[: -len(suffix)] for p in BUNDLED.glob(f"*{suffix}") if not p.name.startswith("compare_")
+    )
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in extra.items():
-        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key),
+                                                                                          dict) \
             else copy.deepcopy(value)
     return out
 
@@ -104,11 +110,13 @@ def parse_entry(spec: str, dataset: str = DEFAULT_TASK) -> tuple[str, dict]:
     else:
         path = resolve_recipe_path(base)
         if not path.is_file():
-            raise ConfigError(f"compare: entry {spec!r}: not a registered method ({', '.join(METHODS.names())}), "
-                              f"a bundled recipe name ({', '.join(named_recipes(dataset))}) nor a recipe file")
+            raise ConfigError(f"compare: entry {spec!r}: not a registered method "
+                              f"({', '.join(METHODS.names())}), a bundled recipe name "
+                              f"({', '.join(named_recipes(dataset))}) nor a recipe file")
         raw = read_yaml(path)
         if "entries" in raw:
-            raise ConfigError(f"compare: entry {spec!r}: {path} is a whole comparison; pass it as the only entry")
+            raise ConfigError(f"compare: entry {spec!r}: {path} is a whole comparison; pass it as the only "
+                              "entry")
     method = _method_of(raw, base)
     overrides = []
     for item in filter(None, (sets or "").split(",")):
@@ -120,7 +128,8 @@ def parse_entry(spec: str, dataset: str = DEFAULT_TASK) -> tuple[str, dict]:
     return label or (base if named else str(raw.get("name") or Path(base).stem)), raw
 
 
-# sections of shared stages: they reach every entry (each entry that uses the stage reads them; it is one stage)
+# sections of shared stages: they reach every entry (each entry that uses the stage reads them; it is one
+# stage)
 SHARED_STAGE_SECTIONS = ("reward_model",)
 
 
@@ -175,7 +184,8 @@ class ComparisonPlan:
     out: Path
     argv: list[str]
     overwrite: bool = False  # replace finished runs whose training identity changed
-    plugins: list[str] = field(default_factory=list)  # what a worker process loads (absolute paths or modules)
+    # what a worker process loads (absolute paths or modules)
+    plugins: list[str] = field(default_factory=list)
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)  # phase 2: sequential, --jobs N, ray
     margin: float = MARGIN  # the verdicts' equivalence margin in gold reward (--margin)
 
@@ -233,7 +243,9 @@ def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: 
         raise ConfigError("compare: no entries (name methods, recipe files or LABEL=BASE:key=value variants)")
     cli_sweeps = dict(_sweep_values(s) for s in sweeps)
     _check_sweeps_match(groups, cli_sweeps, sweeps)
-    extra = list(overrides) + ([f"eval.temperatures={json.dumps(temperatures)}"] if temperatures is not None else [])
+    extra = list(overrides) + (
+        [f"eval.temperatures={json.dumps(temperatures)}"] if temperatures is not None else []
+    )
     for _, raw, entry_sweeps in groups:
         apply_overrides(raw, [o for o in extra if _scoped(o.split("=", 1)[0], raw["method"])])
         entry_sweeps.update(cli_sweeps)
@@ -249,8 +261,10 @@ def plan_comparison(specs: Iterable[str], *, sweeps: Iterable[str] = (), seeds: 
         warn(f"compare: {problem}")
     pushed = next((e for e in entries if e.recipe.push_to_hub), None)
     if pushed:  # one repository cannot hold every entry's policy
-        raise ConfigError(f"compare entry {pushed.label}: push_to_hub: a comparison does not push; push a run "
-                          f"of it with alignkit push {Path(out or Path('runs') / name) / 'runs' / pushed.label} REPO_ID")
+        raise ConfigError(f"compare entry {pushed.label}: push_to_hub: a comparison does not push; push a "
+                          "run "
+                          "of it with alignkit push "
+                          f"{Path(out or Path('runs') / name) / 'runs' / pushed.label} REPO_ID")
     check_shared([(e.label, *resolved_recipe(e.recipe)) for e in entries])
     problem = default_task_problem(entries[0].recipe)  # every entry shares the task, pairs and judge
     if problem:
@@ -267,7 +281,8 @@ def _check_sweeps_match(groups: list, cli_sweeps: dict[str, list], specs: Iterab
             **{k: f"sweep {k}" for _, _, own in groups for k in own}}
     for key, where in keys.items():
         if not any(_scoped(key, raw["method"]) for _, raw, _ in groups):
-            raise ConfigError(f"compare: {where}: applies to no entry ({key.split('.', 1)[0]} is not the method of "
+            raise ConfigError(f"compare: {where}: applies to no entry ({key.split('.', 1)[0]} is not the "
+                              "method of "
                               f"any; the entries' methods: {', '.join(methods)})")
 
 
@@ -312,8 +327,12 @@ def _groups_from_file(path: Path, data: dict) -> tuple[list, str, int]:
 
 
 def _file_plugins(path: Path, data: dict) -> list[str]:
-    """A comparison file's plugins: paths relative to the file (made absolute for worker processes) or modules."""
-    return [str((path.parent / p).resolve()) if (path.parent / p).exists() else p for p in data.get("plugins") or []]
+    """A comparison file's plugins: paths relative to the file (made absolute for worker processes)
+    or modules."""
+    return [
+        str((path.parent / p).resolve()) if (path.parent / p).exists() else p
+        for p in data.get("plugins") or []
+    ]
 
 
 def _as_list(value: Any, where: str) -> list:

@@ -1,6 +1,7 @@
 """What one Ray task of ``alignkit compare --executor ray`` runs on its node: check that the node sees the
 comparison folder and the cache (the driver's marker files, read back), then start the entry's worker process
-(``python -m alignkit.compare.worker SPEC.json``) with the GPUs Ray gave the task. Standard library only, so a Ray
+(``python -m alignkit.compare.worker SPEC.json``) with the GPUs Ray gave the task. Standard library only, so a
+Ray
 worker imports nothing heavy to run it. A worker never outlives the process that started it
 (:func:`exit_with_parent`); why a worker failed is read from its log (:func:`last_error`)."""
 
@@ -29,9 +30,9 @@ def run_entry(spec_path: str, markers: list[tuple[str, str]], env: dict[str, str
             seen = False
         if not seen:
             folder = Path(path).parent
-            return UNSEEN, (f"Ray node {socket.gethostname()} cannot see {folder} as the driver wrote it; the "
-                            "comparison folder (--out) and the cache (ALIGNKIT_CACHE) must be on a filesystem every "
-                            "node mounts at the same path (NFS, Lustre, a shared volume)")
+            return UNSEEN, (f"Ray node {socket.gethostname()} cannot see {folder} as the driver wrote it; "
+                            "the comparison folder (--out) and the cache (ALIGNKIT_CACHE) must be on a "
+                            "filesystem every node mounts at the same path (NFS, Lustre, a shared volume)")
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         done = subprocess.run([*worker_command(gpus, port), spec_path], stdout=log, stderr=subprocess.STDOUT,

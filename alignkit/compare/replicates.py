@@ -6,12 +6,15 @@ verdict can see how far the pipeline's own randomness moves it.
 Replicate k is an ordinary comparison in ``OUT/replicate-k/`` whose shared ``seed`` is the recipe's plus
 ``SEED_STRIDE * k`` (replicate 0 is the comparison without ``--replicates``); replicates share only the data
 and the gold judge. The combined report (``OUT/report.md``, ``OUT/replicates.csv``, ``OUT/replicates.json``)
-gives each method's replicate-to-replicate standard deviation of gold reward and KL, and one matched-KL verdict
+gives each method's replicate-to-replicate standard deviation of gold reward and KL, and one matched-KL
+verdict
 per pair of methods from a replicate-level bootstrap: in every resample the replicates (with the seeds within
-them) are drawn with replacement, then the prompts, and both frontiers are rebuilt; a winner is named only when
+them) are drawn with replacement, then the prompts, and both frontiers are rebuilt; a winner is named only
+when
 the sign holds in every replicate alone, under the verdict rule (:mod:`alignkit.report.verdicts`).
 
-``python -m alignkit.compare.replicates OUT`` rebuilds the combined report from finished replicate folders and prints
+``python -m alignkit.compare.replicates OUT`` rebuilds the combined report from finished replicate folders and
+prints
 the standard-deviation table.
 """
 
@@ -24,16 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
-from alignkit.compare.plan import ComparisonPlan, command_line, plan_comparison
 from alignkit.compare.comparison import run_comparison
+from alignkit.compare.executors import ExecutorSettings
+from alignkit.compare.plan import ComparisonPlan, command_line, plan_comparison
+from alignkit.compare.writer import ComparisonWriter
 from alignkit.errors import AlignkitError
 from alignkit.eval.verdict import MARGIN
-from alignkit.compare.executors import ExecutorSettings
-from alignkit.compare.writer import ComparisonWriter
 from alignkit.report.records import RunRecord, load_runs
+from alignkit.report.verdicts import FAMILY, convergence_of, matched_kl_verdicts, table_rows
 from alignkit.runfolder import ComparisonEntry, claim_comparison_dir
 from alignkit.runlog import write_json, write_text
-from alignkit.report.verdicts import FAMILY, convergence_of, matched_kl_verdicts, table_rows
 
 SEED_STRIDE = 1000  # replicate k's shared seed: the recipe's + 1000 k (far from --seeds' training seeds)
 BOOTSTRAP = ("the replicate is the unit: each replicate's difference from its own staircases (its seeds "
@@ -93,7 +96,8 @@ def replicate_dirs(out: Path) -> list[Path]:
     found = sorted((p for p in Path(out).glob("replicate-*") if (p / "compare.json").is_file()),
                    key=lambda p: int(p.name.split("-")[1]) if p.name.split("-")[1].isdigit() else 10**9)
     if not found:
-        raise AlignkitError(f"{out}: no finished replicate folders (replicate-0, replicate-1, ...) with a compare.json")
+        raise AlignkitError(f"{out}: no finished replicate folders (replicate-0, replicate-1, ...) with a "
+                            "compare.json")
     return found
 
 
@@ -120,7 +124,8 @@ def spread_rows(per_replicate: list[list[RunRecord]]) -> list[dict]:
     for (group, sweep), pairs in values.items():
         gold, kl = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
         sd = (lambda x: float(x.std(ddof=1)) if len(x) > 1 else None)  # noqa: E731
-        rows.append({"group": group, "sweep": sweep, "replicates": len(pairs), "gold_mean": float(gold.mean()),
+        rows.append({"group": group, "sweep": sweep, "replicates": len(pairs),
+                     "gold_mean": float(gold.mean()),
                      "gold_sd": sd(gold), "kl_mean": float(kl.mean()), "kl_sd": sd(kl),
                      "gold_by_replicate": [round(float(x), 4) for x in gold],
                      "kl_by_replicate": [round(float(x), 3) for x in kl]})
@@ -128,7 +133,8 @@ def spread_rows(per_replicate: list[list[RunRecord]]) -> list[dict]:
 
 
 def combined_report(out: Path, folders: list[Path], margin: float = MARGIN) -> dict:
-    """``out/report.md``, ``out/replicates.csv`` and ``out/replicates.json`` from finished replicate folders."""
+    """``out/report.md``, ``out/replicates.csv`` and ``out/replicates.json`` from finished
+    replicate folders."""
     import pandas as pd
 
     per_replicate = [load_runs([folder])[0] for folder in folders]
@@ -137,11 +143,13 @@ def combined_report(out: Path, folders: list[Path], margin: float = MARGIN) -> d
     verdicts = matched_kl_verdicts(runs, labels, units="replicate", margin=margin)
     rows = spread_rows(per_replicate)
     seeds = sorted({run.manifest["recipe"]["seed"] for run in runs})
-    index = {"replicates": [str(f) for f in folders], "shared_seeds": seeds, "spread": rows, "matched_kl": verdicts,
+    index = {"replicates": [str(f) for f in folders], "shared_seeds": seeds, "spread": rows,
+             "matched_kl": verdicts,
              "bootstrap": BOOTSTRAP, "family": FAMILY,
              "per_replicate_sentences": [[v["sentence"] for v in json.loads((f / "compare.json").read_text())
                                           .get("matched_kl", [])] for f in folders]}
-    write_text(out / "replicates.csv", pd.DataFrame([{k: v for k, v in r.items() if "_by_" not in k} for r in rows])
+    write_text(out / "replicates.csv", pd.DataFrame([{k: v for k,
+                                                      v in r.items() if "_by_" not in k} for r in rows])
                .to_csv(index=False, float_format="%.6g"))
     write_json(out / "replicates.json", index)
     write_text(out / "report.md", render(index))
@@ -154,8 +162,8 @@ def spread_table(rows: list[dict]) -> str:
     lines = [f"{'entry':<28} {'n':>3} {'gold mean':>9} {'gold sd':>8} {'KL mean':>8} {'KL sd':>7}"]
     for r in rows:
         name = r["group"] + (f" ({r['sweep']})" if r["sweep"] else "")
-        lines.append(f"{name[:28]:<28} {r['replicates']:>3} {fmt(r['gold_mean'], 3):>9} {fmt(r['gold_sd'], 3):>8} "
-                     f"{fmt(r['kl_mean'], 2):>8} {fmt(r['kl_sd'], 2):>7}")
+        lines.append(f"{name[:28]:<28} {r['replicates']:>3} {fmt(r['gold_mean'], 3):>9} "
+                     f"{fmt(r['gold_sd'], 3):>8} {fmt(r['kl_mean'], 2):>8} {fmt(r['kl_sd'], 2):>7}")
     return "\n".join(lines)
 
 
@@ -168,15 +176,18 @@ def render(index: dict) -> str:
              f"replicate's own report: " + ", ".join(f"[{Path(f).name}]({Path(f).name}/report.md)"
                                                      for f in index["replicates"]) + ".", "",
              "## Replicate-to-replicate spread (final evaluations, primary temperature, seeds averaged)", "",
-             "| entry | replicates | gold mean | gold sd | KL mean | KL sd | gold by replicate | KL by replicate |",
+             "| entry | replicates | gold mean | gold sd | KL mean | KL sd | gold by replicate | KL by "
+             "replicate |",
              "|---" * 8 + "|"]
     for r in index["spread"]:
         sd = lambda x, d: "–" if x is None else f"{x:.{d}f}"  # noqa: E731
         lines.append(f"| {r['group']}{' (' + r['sweep'] + ')' if r['sweep'] else ''} | {r['replicates']} | "
-                     f"{r['gold_mean']:.3f} | {sd(r['gold_sd'], 3)} | {r['kl_mean']:.2f} | {sd(r['kl_sd'], 2)} | "
-                     f"{r['gold_by_replicate']} | {r['kl_by_replicate']} |")
+                     f"{r['gold_mean']:.3f} | {sd(r['gold_sd'], 3)} | {r['kl_mean']:.2f} | "
+                     f"{sd(r['kl_sd'], 2)} | {r['gold_by_replicate']} | {r['kl_by_replicate']} |")
     lines += ["", "## At matched KL, over every replicate", ""]
-    lines += table_rows(index["matched_kl"]) if index["matched_kl"] else ["Only one method: nothing to match."]
+    lines += (
+        table_rows(index["matched_kl"]) if index["matched_kl"] else ["Only one method: nothing to match."]
+    )
     adjusted = index["matched_kl"][0]["family"] if index["matched_kl"] else 0
     lines += ["", f"Interval: {index['bootstrap']}; it combines evaluation noise with replicate-to-replicate "
               f"variance. Multiplicity: {index['family']} ({adjusted} comparisons adjusted).", "",
@@ -187,9 +198,11 @@ def render(index: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m alignkit.compare.replicates OUT``: rebuild the combined report and print the spread table."""
+    """``python -m alignkit.compare.replicates OUT``: rebuild the combined report and print the
+    spread table."""
     if len(argv) != 1:
-        print("usage: python -m alignkit.compare.replicates OUT (a folder written by alignkit compare --replicates N)",
+        print("usage: python -m alignkit.compare.replicates OUT (a folder written by alignkit compare "
+              "--replicates N)",
               file=sys.stderr)
         return 2
     out = Path(argv[0])

@@ -16,19 +16,17 @@ import time
 from pathlib import Path
 from typing import Callable
 
-
 from alignkit.artifacts import Artifact
-from alignkit.context import RunContext
-from alignkit.runtime import seed_everything
-from alignkit.recipe import Recipe, method_needs
 from alignkit.config import to_dict
+from alignkit.console import get_logger
+from alignkit.context import RunContext
+from alignkit.recipe import Recipe, method_needs
 from alignkit.registry import METHODS
 from alignkit.rewards.judge_check import check_judge, checks_judge
 from alignkit.runlog import MetricsLog, write_json
-from alignkit.runtime import Runtime, start
-from alignkit.stages.keys import JUDGE_SPLIT_JUDGE, StageKeys
+from alignkit.runtime import Runtime, seed_everything, start
 from alignkit.stages.builder import StageBuilder
-from alignkit.console import get_logger
+from alignkit.stages.keys import JUDGE_SPLIT_JUDGE, StageKeys
 
 LOG = get_logger()
 
@@ -46,23 +44,28 @@ def stage_plan(recipe: Recipe, cache_dir: Path) -> list[tuple[str, str, Callable
     model = _identity(recipe.model)
     work: list[tuple[str, str, Callable[[StageBuilder], object]]] = [
         ("load SFT policy", model, lambda ws: ws.sft),
-        ("gold reward", _identity([recipe.gold_reward, recipe.gold_reward_options, model]), lambda ws: ws.gold)]
+        ("gold reward", _identity([recipe.gold_reward, recipe.gold_reward_options, model]),
+         lambda ws: ws.gold)]
     if checks_judge(recipe):  # before any entry trains (alignkit.rewards.judge_check)
         work.insert(1, ("judge check", _identity([to_dict(recipe.eval), to_dict(recipe.preferences), model]),
                         check_judge))
     for need in method_needs(recipe.method, recipe.method_config(recipe.method)):
         if need is Artifact.TRAIN_PAIRS:
             work.append((need.stage, keys.split_key(), lambda ws: ws.train_pairs))
-        elif need in (Artifact.REWARD_MODEL, Artifact.REWARD_MODEL_4BIT):  # one folder; 4-bit only loads it so
-            work.append((Artifact.REWARD_MODEL.stage, keys.reward_model_key(), lambda ws: ws.reward_model_folder))
+        # one folder; 4-bit only loads it so
+        elif need in (Artifact.REWARD_MODEL, Artifact.REWARD_MODEL_4BIT):
+            work.append((Artifact.REWARD_MODEL.stage, keys.reward_model_key(),
+                         lambda ws: ws.reward_model_folder))
         elif need is Artifact.REFERENCE_LOGPS:
             work.append((need.stage, keys.reference_logps_key(), lambda ws: ws.reference_logps))
-    if "fit_on" not in METHODS.entry(recipe.method).meta:  # a reward-model run evaluates itself, without samples
+    # a reward-model run evaluates itself, without samples
+    if "fit_on" not in METHODS.entry(recipe.method).meta:
         for t in recipe.eval.all_temperatures():
             work.append((f"reference samples T={t:g}", keys.reference_samples_key(t),
                          lambda ws, t=t: ws.reference_samples(t)))
     if recipe.eval.judge == JUDGE_SPLIT_JUDGE:
-        work.append(("judge reward model", keys.judge_reward_model_key(), lambda ws: ws.judge_reward_model_folder))
+        work.append(("judge reward model", keys.judge_reward_model_key(),
+                     lambda ws: ws.judge_reward_model_folder))
     return work
 
 
@@ -90,5 +93,6 @@ def build_shared_stages(recipes: list[Recipe], cache_dir: Path | None, runtime: 
             timings[label] = round(time.perf_counter() - began, 2)
             done.add((name, key))
     if folder is not None and runtime.is_main:
-        write_json(folder / "timings.json", {"timings_s": timings, "total_s": round(sum(timings.values()), 2)})
+        write_json(folder / "timings.json", {"timings_s": timings, "total_s": round(sum(timings.values()),
+                                                                                    2)})
     return timings

@@ -1,4 +1,5 @@
-"""``alignkit compare --until-converged``: extend every entry that has not converged, in rounds, until the stated
+"""``alignkit compare --until-converged``: extend every entry that has not converged, in rounds, until the
+stated
 convergence test (:mod:`alignkit.eval.convergence`) says converged or the rounds run out.
 
 The first round is the planned comparison, trained with ``keep_final_state`` so each run keeps its last
@@ -6,9 +7,12 @@ training state. Round r of an entry whose first budget was B steps (PPO: iterati
 ``runs/<label>.round<r>``: a copy of the previous round's folder resumed from that state and trained to
 B + r * ceil(B * round_fraction) steps, its learning-rate schedule still spanning the first B steps
 (``lr_schedule_steps``) and every later step at the **peak rate, constant** (so a run that flattens in the
-tail flattened at a rate that could still move it; "budget-limited" cannot be the reason). Its trajectory keeps
-every checkpoint of the earlier rounds. A run reused from before (trained without its final state) resumes from
-its newest kept checkpoint, or retrains from the start with the same schedule: slower, the same steps. GRPO and
+tail flattened at a rate that could still move it; "budget-limited" cannot be the reason). Its trajectory
+keeps
+every checkpoint of the earlier rounds. A run reused from before (trained without its final state) resumes
+from
+its newest kept checkpoint, or retrains from the start with the same schedule: slower, the same steps. GRPO
+and
 RLOO (trl's loop) and Best-of-N are not extended. The report is built from each entry's last round, and
 ``until_converged.json`` records every round's label and budget.
 
@@ -31,9 +35,12 @@ from alignkit.compare.plan import ComparisonPlan, PlannedRun
 from alignkit.compare.worker import job_spec
 from alignkit.compare.writer import ComparisonWriter
 from alignkit.config import ConfigError, build, option, read_yaml, to_dict
+from alignkit.console import bar as progress_bar
+from alignkit.console import get_logger
 from alignkit.errors import AlignkitError
 from alignkit.eval.convergence import ConvergenceTest
-from alignkit.recipe import recipe_from_data, resolve_recipe_path
+from alignkit.recipe import recipe_from_data
+from alignkit.recipes.bundled import resolve_recipe_path
 from alignkit.report.build import EntriesFailed, build_report
 from alignkit.report.records import read_record
 from alignkit.report.verdicts import convergence_of
@@ -41,8 +48,6 @@ from alignkit.run.decision import run_decision
 from alignkit.runfolder import ComparisonEntry, read_run
 from alignkit.runlog import atomic_dir, jsonable, write_json, write_text
 from alignkit.runtime import start
-from alignkit.console import get_logger
-from alignkit.console import bar as progress_bar
 
 LOG = get_logger()
 
@@ -53,7 +58,8 @@ DONE = ("converged", "declining", "no training")  # a declining run only falls f
 class UntilConverged:
     """How far ``--until-converged`` may extend an entry."""
 
-    max_rounds: int = option(3, "rounds of extension at most (each adds round_fraction of the first budget)", ge=1)
+    max_rounds: int = option(3, "rounds of extension at most (each adds round_fraction of the first budget)",
+                             ge=1)
     round_fraction: float = option(1.0, "each round adds this fraction of the entry's first budget", gt=0)
 
 
@@ -72,7 +78,8 @@ def settings_from(specs, enabled: bool) -> UntilConverged | None:
 
 
 def _budget_key(config) -> str | None:
-    """The key that sets a method's length (``max_steps``; PPO: ``steps``), None when it cannot be extended."""
+    """The key that sets a method's length (``max_steps``; PPO: ``steps``), None when it cannot
+    be extended."""
     if not hasattr(config, "keep_final_state"):
         return None
     return "max_steps" if hasattr(config, "max_steps") else "steps" if hasattr(config, "steps") else None
@@ -84,7 +91,8 @@ def prepare(plan: ComparisonPlan) -> list[PlannedRun]:
     extendable = []
     for entry in plan.entries:
         if not entry.recipe.eval.every_steps:
-            raise ConfigError(f"compare --until-converged: entry {entry.label}: eval.every_steps is 0; the convergence "
+            raise ConfigError(f"compare --until-converged: entry {entry.label}: eval.every_steps is 0; the "
+                              "convergence "
                               f"test reads checkpoints (set --set eval.every_steps=N)")
         if _budget_key(entry.recipe.method_config(entry.method)) is None:
             continue
@@ -103,7 +111,8 @@ def first_budget(entry: PlannedRun, run_dir: Path) -> int:
     return int(max((p["step"] for p in record.trajectory), default=record.summary.steps or 0))
 
 
-def extend(entry: PlannedRun, previous: Path, round_: int, budget: int, cfg: UntilConverged, plan: ComparisonPlan,
+def extend(entry: PlannedRun, previous: Path, round_: int, budget: int, cfg: UntilConverged,
+           plan: ComparisonPlan,
            cache_dir: Path | None) -> tuple[Path, Job | None]:
     """Round ``round_`` of ``entry`` made ready (module docstring): its folder, and the job that resumes (or
     re-evaluates) it there; None when the folder holds this round already."""
@@ -121,7 +130,8 @@ def extend(entry: PlannedRun, previous: Path, round_: int, budget: int, cfg: Unt
         return folder, None
     if state == "train":
         if folder.exists() and not plan.overwrite:
-            raise AlignkitError(f"compare --until-converged: {folder} holds another run; pass --overwrite to replace it")
+            raise AlignkitError(f"compare --until-converged: {folder} holds another run; pass --overwrite to "
+                                "replace it")
         copy_round(previous, folder, recipe, info)
     state = "evaluate" if state == "evaluate" else "resume"  # a copied round resumes the previous one's state
     spec = job_spec(folder.name, state, recipe, folder, cache_dir, info, plan.plugins)
@@ -154,7 +164,8 @@ SHARED_STAGES = ("train pairs", "reward model", "reference logps")
 def carry_cost(previous: Path, folder: Path) -> None:
     """A resumed round measured its wall seconds from where it resumed: add the earlier rounds' (the
     previous round's training wall at that step, to its checkpoints' and to the run's ``train_wall_s``, so the
-    table's train seconds are the whole run's, as its steps are), and keep the time the shared stages took when
+    table's train seconds are the whole run's, as its steps are), and keep the time the shared stages took
+    when
     they were built, so the compute-matched view (:mod:`alignkit.report.cost`) charges the whole run."""
     old, new = (read_run(p).manifest for p in (previous, folder))
     resumed = (new.get("resumed") or [{}])[-1].get("from_step", 0)
@@ -162,11 +173,13 @@ def carry_cost(previous: Path, folder: Path) -> None:
     offset = before.get(str(resumed), before.get("last") if resumed else 0.0) or 0.0
     training = new.setdefault("cost", {}).setdefault("training", {})
     walls = {k: v for k, v in before.items() if k != "last" and int(k) <= resumed}
-    walls.update({k: round(v + offset, 3) for k, v in (training.get("wall_s") or {}).items() if v is not None})
+    walls.update({k: round(v + offset, 3) for k,
+                  v in (training.get("wall_s") or {}).items() if v is not None})
     training["wall_s"] = walls
     cost, earlier = new["cost"], (old.get("cost") or {}).get("train_wall_s")
     if resumed and earlier and cost.get("train_wall_s") is not None and before.get("last"):
-        # the earlier rounds' training time up to where this round resumed (their share of it, by training wall)
+        # the earlier rounds' training time up to where this round resumed (their share of it, by training
+        # wall)
         cost["train_wall_s"] = round(cost["train_wall_s"] + earlier * min(1.0, offset / before["last"]), 3)
     timings = new.setdefault("timings_s", {})
     for stage in SHARED_STAGES:
@@ -212,7 +225,8 @@ def _rounds(plan: ComparisonPlan, cfg: UntilConverged, cache_dir: Path | None,
             rounds.append((entry, current[entry.label], *extend(entry, current[entry.label], round_,
                                                                 budgets[entry.label], cfg, plan, cache_dir)))
         jobs = [job for *_, job in rounds if job is not None]
-        bar = progress_bar(total=len(jobs), desc=f"round {round_}", unit="run", position=0, main=runtime.is_main)
+        bar = progress_bar(total=len(jobs), desc=f"round {round_}", unit="run", position=0,
+                           main=runtime.is_main)
         try:
             failed = run_jobs(jobs, plan.executor, plan.out, cache_dir, runtime, bar, what=f"round {round_}")
         finally:
@@ -252,9 +266,12 @@ def _state(run_dir: Path, round_: int, test: ConvergenceTest) -> dict:
 def render(history: dict, budgets: dict, cfg: UntilConverged) -> str:
     """The report's section: each entry's rounds, with its label and gold reward after each."""
     lines = ["", "## Until converged", "",
-             f"Entries not converged were extended in rounds of {cfg.round_fraction:g} x their first budget (at "
-             f"most {cfg.max_rounds}), resumed from their last training state, the learning-rate schedule kept over "
-             f"the first budget and every later step at the peak rate (constant). GRPO, RLOO and Best-of-N are not "
+             f"Entries not converged were extended in rounds of {cfg.round_fraction:g} x their first budget "
+             "(at "
+             f"most {cfg.max_rounds}), resumed from their last training state, the learning-rate schedule "
+             "kept over "
+             "the first budget and every later step at the peak rate (constant). GRPO, RLOO and Best-of-N "
+             "are not "
              f"extended. `until_converged.json` holds every round.", "",
              "| entry | first budget | rounds: last step, convergence, gold |", "|---|---|---|"]
     for label, states in history.items():

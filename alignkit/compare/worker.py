@@ -1,6 +1,8 @@
-"""Phase 2 of a comparison, one entry: ``python -m alignkit.compare.worker SPEC.json`` trains, resumes or re-evaluates
+"""Phase 2 of a comparison, one entry: ``python -m alignkit.compare.worker SPEC.json`` trains, resumes or
+re-evaluates
 one run directory from the entry's resolved recipe and the cache path alone (its shared stages are in the
-cache already, :mod:`alignkit.compare.shared_stages`). The local-process and Ray executors start it; a sequential
+cache already, :mod:`alignkit.compare.shared_stages`). The local-process and Ray executors start it; a
+sequential
 comparison calls :func:`run_job` in its own process. Exit status 0 done, 2 one-line error, else a crash."""
 
 from __future__ import annotations
@@ -15,16 +17,15 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from alignkit.config import to_dict
+from alignkit.console import install_cli_handler, quiet_third_party
 from alignkit.errors import AlignkitError
-from alignkit.run.reevaluate import adopt_recipe, reevaluate
-from alignkit.run.pipeline import run_recipe
 from alignkit.recipe import Recipe, recipe_from_data
+from alignkit.run.pipeline import run_recipe
+from alignkit.run.reevaluate import adopt_recipe, reevaluate
 from alignkit.runfolder import ComparisonEntry
 from alignkit.runlog import jsonable
 from alignkit.runtime import Runtime
 from alignkit.threads import configure_threads, launched_rank
-from alignkit.console import install_cli_handler
-from alignkit.console import quiet_third_party
 
 
 def job_spec(label: str, state: str, recipe: Recipe, run_dir: Path, cache_dir: Path | None,
@@ -47,8 +48,8 @@ def recipe_of(spec: dict) -> Recipe:
 def check_round_trip(spec: dict, recipe: Recipe) -> None:
     """Refuse, before anything runs, an entry whose recipe a worker would not rebuild exactly."""
     if jsonable(to_dict(recipe_of(spec))) != jsonable(to_dict(recipe)):
-        raise AlignkitError(f"compare: entry {spec['label']}: its recipe does not survive being written for a worker "
-                            "process; run this comparison without --jobs/--executor")
+        raise AlignkitError(f"compare: entry {spec['label']}: its recipe does not survive being written for "
+                            "a worker process; run this comparison without --jobs/--executor")
 
 
 def run_job(spec: dict, recipe: Recipe | None = None, runtime: Runtime | None = None) -> None:

@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from alignkit.data.checks import kind_of
 from alignkit.errors import DataError
 
 COLUMNS = ("prompt", "chosen", "rejected")
@@ -49,7 +50,8 @@ def conversational_rows(rows: list[dict], origin: str) -> bool:
     chat_row = 0 if kinds[0] else odd
     column = next(c for c in COLUMNS if isinstance(rows[chat_row].get(c), list))
     first, then = ("lists of messages", "plain text") if kinds[0] else ("plain text", "lists of messages")
-    raise DataError(f"{origin}: row {odd}: column {column!r} holds {then} but row 0 holds {first}; every row must "
+    raise DataError(f"{origin}: row {odd}: column {column!r} holds {then} but row 0 holds {first}; every row "
+                    "must "
                     f"be one kind (all conversational, as trl defines it, or all plain text)")
 
 
@@ -68,25 +70,31 @@ def read_conversation(row: dict, where: str) -> Conversation:
         prompt, chosen, rejected = split_shared_prompt(chosen, rejected, where)
         prompt_name = "the leading messages shared by 'chosen' and 'rejected' (the prompt)"
     if prompt[-1]["role"] == "assistant":
-        raise DataError(f"{where}: {prompt_name} ends with an assistant message; a prompt ends with the message "
+        raise DataError(f"{where}: {prompt_name} ends with an assistant message; a prompt ends with the "
+                        "message "
                         f"the completion answers (e.g. the user's)")
     for column, completion in (("chosen", chosen), ("rejected", rejected)):
         if completion[0]["role"] != "assistant":
-            raise DataError(f"{where}: column {column!r}: the completion must start with an assistant message, "
+            raise DataError(f"{where}: column {column!r}: the completion must start with an assistant "
+                            "message, "
                             f"got role {completion[0]['role']!r}")
     return Conversation(prompt, chosen, rejected, where)
 
 
 def split_shared_prompt(chosen: list[dict], rejected: list[dict], where: str):
-    """trl's implicit prompt: the longest run of leading messages both conversations share, always leaving each
-    its last message (identical conversations then make an identical pair, which is dropped like any other)."""
+    """trl's implicit prompt: the longest run of leading messages both conversations share, always leaving
+    each
+    its last message (identical conversations then make an identical pair, which is dropped like
+    any other)."""
     limit = min(len(chosen), len(rejected)) - 1
     shared = 0
     while shared < limit and chosen[shared] == rejected[shared]:
         shared += 1
     if not shared:
-        raise DataError(f"{where}: columns 'chosen' and 'rejected' share no leading message, so there is no prompt; "
-                        f"add a 'prompt' column of messages, or start both conversations with the prompt's messages")
+        raise DataError(f"{where}: columns 'chosen' and 'rejected' share no leading message, so there is no "
+                        "prompt; "
+                        "add a 'prompt' column of messages, or start both conversations with the prompt's "
+                        "messages")
     return chosen[:shared], chosen[shared:], rejected[shared:]
 
 
@@ -97,8 +105,9 @@ def _messages(row: dict, column: str, where: str) -> list[dict]:
                         f"map yours with preferences.columns)")
     value = row[column]
     if not isinstance(value, list):
-        raise DataError(f"{where}: column {column!r} must be a list of messages like the row's other columns, "
-                        f"got {_kind(value)}")
+        raise DataError(f"{where}: column {column!r} must be a list of messages like the row's other "
+                        "columns, "
+                        f"got {kind_of(value)}")
     if not value:
         raise DataError(f"{where}: column {column!r} is an empty list of messages")
     for n, message in enumerate(value):
@@ -108,18 +117,15 @@ def _messages(row: dict, column: str, where: str) -> list[dict]:
 
 def _check_message(message: Any, where: str) -> None:
     if not isinstance(message, dict):
-        raise DataError(f"{where}: expected a mapping {MESSAGE_SHAPE}, got {_kind(message)}")
+        raise DataError(f"{where}: expected a mapping {MESSAGE_SHAPE}, got {kind_of(message)}")
     for key in ("role", "content"):
         if key not in message:
             raise DataError(f"{where}: no {key!r} (a message is {MESSAGE_SHAPE})")
         if not isinstance(message[key], str):
-            raise DataError(f"{where}: {key!r} must be text, got {_kind(message[key])}")
+            raise DataError(f"{where}: {key!r} must be text, got {kind_of(message[key])}")
     if message["role"] not in ROLES:
         raise DataError(f"{where}: unknown role {message['role'][:60]!r} (roles: {', '.join(ROLES)})")
 
-
-def _kind(value: Any) -> str:
-    return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:60]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -130,8 +136,10 @@ def require_chat_template(tokenizer, origin: str) -> None:
     """Conversational rows need a chat template to become text; say so once, before any row is tried."""
     if not getattr(tokenizer, "chat_template", None):
         name = getattr(tokenizer, "name_or_path", None) or "the model"
-        raise DataError(f"{origin}: the rows are conversational (lists of messages) but {name}'s tokenizer has no "
-                        f"chat_template; use a model whose tokenizer has a chat_template (an instruct model), "
+        raise DataError(f"{origin}: the rows are conversational (lists of messages) but {name}'s tokenizer "
+                        "has no "
+                        "chat_template; use a model whose tokenizer has a chat_template (an instruct "
+                        "model), "
                         f"or give prompt, chosen and rejected as plain text")
 
 
@@ -150,9 +158,11 @@ def _completion(tokenizer, conversation: Conversation, column: str, prompt: str)
                   add_generation_prompt=False)
     if not full.startswith(prompt):
         at = next((i for i, (a, b) in enumerate(zip(prompt, full)) if a != b), min(len(prompt), len(full)))
-        raise DataError(f"{conversation.where}: column {column!r}: the chat template's rendering of the conversation "
+        raise DataError(f"{conversation.where}: column {column!r}: the chat template's rendering of the "
+                        "conversation "
                         f"does not start with its rendering of the prompt (they differ at character {at}: "
-                        f"{prompt[at:at + 24]!r} vs {full[at:at + 24]!r}), so the completion cannot be cut from it")
+                        f"{prompt[at:at + 24]!r} vs {full[at:at + 24]!r}), so the completion cannot be cut "
+                        "from it")
     return full[len(prompt):]
 
 
@@ -162,18 +172,21 @@ def _apply(tokenizer, messages: list[dict], where: str, *, add_generation_prompt
     from jinja2 import TemplateError
 
     try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        text = tokenizer.apply_chat_template(messages, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
     except (TemplateError, ValueError, TypeError, KeyError, IndexError) as exc:
         detail = (str(exc).strip().splitlines() or [""])[0]
-        raise DataError(f"{where}: the chat template failed on these messages: {type(exc).__name__}: {detail}") \
-            from None
+        raise DataError(
+            f"{where}: the chat template failed on these messages: {type(exc).__name__}: {detail}"
+        ) from None
     if not isinstance(text, str):
         raise DataError(f"{where}: the chat template gave {type(text).__name__}, not text")
     return text
 
 
 def render_rows(rows: list[dict], origin: str, tokenizer: Optional[Callable[[], Any]]) -> list[dict]:
-    """Conversational rows as plain-text rows (other columns kept), rendered with ``tokenizer()``'s chat template.
+    """Conversational rows as plain-text rows (other columns kept), rendered with ``tokenizer()``'s chat
+    template.
 
     Without a tokenizer (a recipe checked before its model is on disk) the rows are still checked, and each
     column becomes a JSON stand-in: exact for comparing and counting pairs, never meant to train on."""
@@ -194,7 +207,8 @@ def plain_text(tokenizer) -> Callable[[str], str]:
     marker, reply = "\x1e", "\x1d"
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": marker}], tokenize=False,
                                            add_generation_prompt=True)
-    full = tokenizer.apply_chat_template([{"role": "user", "content": marker}, {"role": "assistant", "content": reply}],
+    full = tokenizer.apply_chat_template([{"role": "user", "content": marker}, {"role": "assistant",
+                                                                                "content": reply}],
                                          tokenize=False)
     prompt_before, prompt_after = prompt.split(marker, 1)
     reply_before, reply_after = full[len(prompt):].split(reply, 1) if full.startswith(prompt) else ("", "")
@@ -217,10 +231,11 @@ def _stand_in(messages: list[dict]) -> str:
 
 
 def render_prompt(messages: Any, tokenizer, where: str) -> str:
-    """A prompt on its own (an evaluation prompt), rendered exactly as a pair's prompt is: the template applied
+    """A prompt on its own (an evaluation prompt), rendered exactly as a pair's prompt is: the template
+    applied
     with the assistant's generation header. Without ``tokenizer`` the checked messages' stand-in."""
     if not isinstance(messages, list) or not messages:
-        raise DataError(f"{where}: expected a non-empty list of messages, got {_kind(messages)}")
+        raise DataError(f"{where}: expected a non-empty list of messages, got {kind_of(messages)}")
     for n, message in enumerate(messages):
         _check_message(message, f"{where}: message {n}")
     if tokenizer is None:

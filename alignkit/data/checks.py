@@ -60,3 +60,8 @@ def check_texts(rows: list[dict], origin: str, specials: list[str] = ()) -> None
                         f"policy's tokenizer ({count} row(s) hold one); it would be read as the real control "
                         f"token, not as text: remove it from the data (preferences.append_eos adds a real "
                         f"EOS after completions)")
+
+
+def kind_of(value) -> str:
+    """A value as an error line shows it: its type and (the start of) its repr, or "nothing"."""
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:60]

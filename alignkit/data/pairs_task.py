@@ -31,13 +31,15 @@ def preferences_task(cfg: TaskConfig, train: PreferenceData | UnpairedData | Non
                      heldout: PreferenceData | UnpairedData | None = None) -> Task:
     """Prompts and demonstrations from the preference data's train/held-out split (a Workspace passes it)."""
     if train is None or heldout is None:
-        raise DataError("task.dataset preferences is built from the preference data's split; build it through a "
-                        "Workspace (Workspace.task)")
+        raise DataError("task.dataset preferences is built from the preference data's split; build it "
+                        "through a Workspace (Workspace.task)")
     return Task(NAME, demonstrations(train), demonstrations(heldout),
-                train_prompts=list(dict.fromkeys(train.prompts)), heldout_prompts=list(dict.fromkeys(heldout.prompts)))
+                train_prompts=list(dict.fromkeys(train.prompts)),
+                heldout_prompts=list(dict.fromkeys(heldout.prompts)))
 
 
-def read_prompt_set(source: str, *, conversational: bool, tokenizer=None, split: str = "train", config: str = "",
+def read_prompt_set(source: str, *, conversational: bool, tokenizer=None, split: str = "train",
+                    config: str = "",
                     column: str = "prompt") -> list[str]:
     """``eval.prompts``: the distinct prompts of a .txt file (one per line) or of rows with a prompt column
     (prompts alone, or pairs whose prompts are used), in any format ``preferences.source`` takes. Prompts are
@@ -45,7 +47,9 @@ def read_prompt_set(source: str, *, conversational: bool, tokenizer=None, split:
     prompt as one user message, goes through the chat template of ``tokenizer`` (a stand-in without one)."""
     what = "eval.prompts"
     if source.endswith(".txt") and Path(source).is_file():
-        rows = [{column: line} for line in Path(source).read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = [
+            {column: line} for line in Path(source).read_text(encoding="utf-8").splitlines() if line.strip()
+        ]
     else:
         rows = read_rows(source, split, config, what=what)
     if not rows:
@@ -60,16 +64,19 @@ def read_prompt_set(source: str, *, conversational: bool, tokenizer=None, split:
         elif isinstance(value, list) and conversational:
             prompts.append(chat.render_prompt(value, tokenizer, where))
         elif isinstance(value, list):
-            raise DataError(f"{where}: the prompt is a list of messages but the preference pairs are plain text; "
+            raise DataError(f"{where}: the prompt is a list of messages but the preference pairs are plain "
+                            "text; "
                             f"give evaluation prompts of the same kind as the pairs")
         else:
-            raise DataError(f"{where}: no prompt (a row needs a non-empty {column!r} column; a .txt file holds "
+            raise DataError(f"{where}: no prompt (a row needs a non-empty {column!r} column; a .txt file "
+                            "holds "
                             f"one prompt per line)")
     return list(dict.fromkeys(prompts))
 
 
 def completions_per_prompt(data) -> str:
-    """How many distinct completions each prompt has in the data, as counted ("2", or "2-5" when it varies)."""
+    """How many distinct completions each prompt has in the data, as counted ("2", or "2-5" when
+    it varies)."""
     per_prompt: dict[str, set] = {}
     completions = data.completions if getattr(data, "unpaired", False) else None
     for i, prompt in enumerate(data.prompts):

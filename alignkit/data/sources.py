@@ -1,6 +1,7 @@
 """Rows of preference (or prompt) data from where a user keeps them: a .jsonl, .json, .csv/.tsv or .parquet
 file, a folder written by ``datasets``' ``save_to_disk``, or a Hub dataset ``hf:ORG/NAME`` (with a split and
-an optional config name), or a dataset shipped with alignkit, ``builtin:NAME`` (``alignkit/datasets/NAME.jsonl``,
+an optional config name), or a dataset shipped with alignkit, ``builtin:NAME``
+(``alignkit/datasets/NAME.jsonl``,
 e.g. ``builtin:support-chat``). Every reader returns plain Python rows (lists of messages stay lists), so each
 format yields exactly the rows a JSONL file of the same data does."""
 
@@ -23,7 +24,8 @@ def bundled_datasets() -> list[str]:
 
 
 def local_source(source: str, what: str = "preferences.source") -> str:
-    """``builtin:NAME`` as the path of the file shipped with alignkit (so a plain ``pip install`` has it, from any
+    """``builtin:NAME`` as the path of the file shipped with alignkit (so a plain ``pip install`` has it, from
+    any
     folder); any other source as given."""
     if not source.startswith(BUILTIN_PREFIX):
         return source
@@ -36,7 +38,8 @@ def local_source(source: str, what: str = "preferences.source") -> str:
 
 
 def read_rows(source: str, split: str = "train", config: str = "", what: str = "preferences.source") -> list:
-    """The rows of ``source`` (see the module docstring); errors are one line naming ``what`` and the source."""
+    """The rows of ``source`` (see the module docstring); errors are one line naming ``what`` and
+    the source."""
     if source.startswith("hf:"):
         return read_hub(source[3:], split, config, what)
     path = Path(local_source(source, what))
@@ -64,12 +67,14 @@ def source_digest(source: str) -> str | None:
 
 
 def read_file(path: Path, what: str = "preferences.source") -> list:
-    """Rows of a .jsonl, .json (a list of rows, or {"data": [...]}), .csv/.tsv (all values text) or .parquet file."""
+    """Rows of a .jsonl, .json (a list of rows, or {"data": [...]}), .csv/.tsv (all values text) or
+    .parquet file."""
     if not path.is_file():
         raise DataError(f"{what}: file not found: {path}")
     suffix = path.suffix.lower()
     if suffix not in FILE_TYPES:
-        raise DataError(f"{what}: {path}: unsupported file type {suffix!r} (use .jsonl, .json, .csv, .parquet, "
+        raise DataError(f"{what}: {path}: unsupported file type {suffix!r} (use .jsonl, .json, .csv, "
+                        ".parquet, "
                         f"a save_to_disk folder or hf:DATASET_ID)")
     origin = f"{what}: {path}"
     if suffix == ".parquet":
@@ -114,7 +119,9 @@ def read_file(path: Path, what: str = "preferences.source") -> list:
         frame = pd.read_csv(io.StringIO(text), sep="\t" if suffix == ".tsv" else ",", dtype=str,
                             keep_default_na=False)
     except (ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"{origin}: cannot parse {suffix[1:].upper()}: {str(exc).strip().splitlines()[0]}") from None
+        raise DataError(
+            f"{origin}: cannot parse {suffix[1:].upper()}: {str(exc).strip().splitlines()[0]}"
+        ) from None
     return frame.to_dict("records")
 
 
@@ -125,8 +132,10 @@ def read_saved_dataset(path: Path, split: str, what: str = "preferences.source")
     try:
         dataset = datasets.load_from_disk(str(path))
     except Exception as exc:  # not a saved dataset: one line naming the folder
-        raise DataError(f"{what}: {path} is a folder but not one written by datasets' save_to_disk "
-                        f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})") from None
+        raise DataError(
+            f"{what}: {path} is a folder but not one written by datasets' save_to_disk "
+            f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
+        ) from None
     if isinstance(dataset, datasets.DatasetDict):
         if split not in dataset:
             raise DataError(f"{what}: {path}: no split {split!r} (splits: {', '.join(dataset)}; "
@@ -136,7 +145,8 @@ def read_saved_dataset(path: Path, split: str, what: str = "preferences.source")
 
 
 def read_hub(name: str, split: str, config: str = "", what: str = "preferences.source") -> list[dict]:
-    """Rows of ``datasets.load_dataset(name, config, split=split)``; any failure (offline, unknown id, split or
+    """Rows of ``datasets.load_dataset(name, config, split=split)``; any failure (offline, unknown id, split
+    or
     config) is one line naming the dataset."""
     import datasets
 

@@ -8,11 +8,8 @@ import random
 from dataclasses import dataclass
 
 from alignkit.data import chat
+from alignkit.data.checks import kind_of
 from alignkit.errors import DataError
-
-
-def _kind(value) -> str:
-    return "nothing" if value is None else f"{type(value).__name__} {value!r}"[:60]
 
 
 def split_groups(group: list[int], heldout_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -49,12 +46,14 @@ class UnpairedData:
 
     def subset(self, index: list[int]) -> "UnpairedData":
         pick = lambda seq: [seq[i] for i in index]  # noqa: E731
-        return UnpairedData(pick(self.prompts), pick(self.completions), pick(self.desirable), pick(self.group),
+        return UnpairedData(pick(self.prompts), pick(self.completions), pick(self.desirable),
+                            pick(self.group),
                             self.conversational)
 
 
 def is_unpaired(row) -> bool:
-    """Whether a row is in trl's unpaired preference format (prompt, completion, label; no chosen/rejected)."""
+    """Whether a row is in trl's unpaired preference format (prompt, completion, label;
+    no chosen/rejected)."""
     return isinstance(row, dict) and "completion" in row and "label" in row and "chosen" not in row
 
 
@@ -66,12 +65,15 @@ def prompt_groups(rows: list[dict], origin: str) -> list[int]:
     for i, row in enumerate(rows):
         value = row.get("group")
         if has_group and (isinstance(value, bool) or not isinstance(value, (int, str))):
-            raise DataError(f"{origin}: row {i}: column 'group' must be an integer or text naming the row's group, "
-                            f"got {_kind(value)}")
+            raise DataError(f"{origin}: row {i}: column 'group' must be an integer or text naming the row's "
+                            "group, "
+                            f"got {kind_of(value)}")
     key = lambda value: json.dumps(value, sort_keys=True, default=str)  # noqa: E731
     ids: dict[str, int] = {}
-    groups = [ids.setdefault(key(row.get("group") if has_group else row.get("prompt")), len(ids)) for row in rows]
-    if has_group and all(isinstance(row.get("group"), int) and not isinstance(row.get("group"), bool) for row in rows):
+    groups = [ids.setdefault(key(row.get("group") if has_group else row.get("prompt")),
+                             len(ids)) for row in rows]
+    if has_group and all(isinstance(row.get("group"), int) and not isinstance(row.get("group"),
+                                                                              bool) for row in rows):
         groups = [row["group"] for row in rows]  # integer groups are kept as they are
     if has_group:
         first: dict[str, int] = {}
@@ -79,7 +81,8 @@ def prompt_groups(rows: list[dict], origin: str) -> list[int]:
             j = first.setdefault(key(row.get("prompt")), i)
             if groups[j] != groups[i]:
                 raise DataError(f"{origin}: rows {j} and {i} have the same prompt but different groups "
-                                f"({rows[j].get('group')!r}, {row.get('group')!r}); every row of one prompt must be "
+                                f"({rows[j].get('group')!r}, {row.get('group')!r}); every row of one prompt "
+                                "must be "
                                 f"in one group, so that no prompt is both trained on and held out")
     return groups
 
@@ -98,15 +101,17 @@ def read_unpaired(rows: list[dict], origin: str, tokenizer, max_rows: int = 0) -
     for i, row in enumerate(rows):
         for column in ("prompt", "completion"):
             if not isinstance(row.get(column), str):
-                raise DataError(f"{origin}: row {i}: column {column!r} must be text, got {_kind(row.get(column))}"
+                raise DataError(f"{origin}: row {i}: column {column!r} must be text, got "
+                                f"{kind_of(row.get(column))}"
                                 if column in row else f"{origin}: row {i}: missing column {column!r}")
             if not row[column].strip():
                 raise DataError(f"{origin}: row {i}: column {column!r} is empty")
         label = row.get("label")
         label = label.strip().lower() if isinstance(label, str) else label
         if label not in (True, False, 1, 0, "true", "false", "1", "0"):
-            raise DataError(f"{origin}: row {i}: column 'label' must be true (desirable) or false (undesirable), "
-                            f"got {_kind(row.get('label'))}")
+            raise DataError(f"{origin}: row {i}: column 'label' must be true (desirable) or false "
+                            "(undesirable), "
+                            f"got {kind_of(row.get('label'))}")
         labels.append(label in (True, 1, "true", "1"))
     data = UnpairedData([r["prompt"] for r in rows], [r["completion"] for r in rows], labels,
                         prompt_groups(rows, origin), conversational)

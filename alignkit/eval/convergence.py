@@ -1,6 +1,8 @@
-"""Has a run converged? A stated test on its trajectory, free of the checkpoint interval and the reward's units.
+"""Has a run converged? A stated test on its trajectory, free of the checkpoint interval and the reward's
+units.
 
-Over the checkpoints in the last ``window_fraction`` of the run's steps (at least 3), the gold reward's rise is
+Over the checkpoints in the last ``window_fraction`` of the run's steps (at least 3), the gold reward's rise
+is
 estimated by a least-squares line (weighted by each point's standard error). Its standard error is the larger
 of the model's (from those standard errors) and the residuals' (checkpoints share prompts and sampling seed,
 and training noise is not in the model). The tolerance is ``tolerance`` times the gain over the reference
@@ -10,7 +12,8 @@ and training noise is not in the model). The tolerance is ``tolerance`` times th
 * ``declining`` when the rise's upper bound lies below 0 (it is falling: over-optimisation, or instability);
 * ``still improving`` when the rise's lower bound lies above 0, ``budget-limited`` when it is still improving
   and its learning rate had decayed below ``lr_floor`` of its peak (more steps at that rate would help little:
-  a longer schedule would); a flat run under a decayed schedule is converged, not budget-limited (changed rule:
+  a longer schedule would); a flat run under a decayed schedule is converged, not budget-limited (changed
+  rule:
   the default schedule decays to 0.1 of its peak, and flattening under it is what that schedule delivers);
 * ``converged`` when the rise's upper bound lies below the tolerance;
 * ``unknown`` otherwise (too few or too noisy checkpoints to tell), or without a trajectory.
@@ -35,7 +38,8 @@ class ConvergenceTest:
 
     window_fraction: float = 0.5   # the last half of the run's steps
     tolerance: float = 0.15        # rise over the window that still counts as flat, as a fraction of the gain
-    lr_floor: float = 0.25         # a learning rate below this fraction of its peak means the schedule ran out
+    # a learning rate below this fraction of its peak means the schedule ran out
+    lr_floor: float = 0.25
     looks: int = 1                 # how many times the test is applied to one run (--until-converged: rounds)
 
     @property
@@ -46,12 +50,15 @@ class ConvergenceTest:
         looks = f", Bonferroni over {self.looks} looks" if self.looks > 1 else ""
         return (f"gold-reward rise over the last {self.window_fraction:g} of the run's steps (weighted least "
                 f"squares, the larger of the model's and the residuals' standard error, one-sided 95% bounds"
-                f"{looks}) against {self.tolerance:g} of the gain over the reference; declining when it falls; "
-                f"budget-limited when still improving with the learning rate below {self.lr_floor:g} of its peak")
+                f"{looks}) against {self.tolerance:g} of the gain over the reference; declining when it "
+                "falls; "
+                f"budget-limited when still improving with the learning rate below {self.lr_floor:g} of its "
+                "peak")
 
 
 def rise_over_window(steps: np.ndarray, values: np.ndarray, sems: np.ndarray) -> tuple[float, float]:
-    """The fitted rise from the first to the last of these points and its standard error: weighted least squares
+    """The fitted rise from the first to the last of these points and its standard error: weighted least
+    squares
     (weights 1/sem^2; equal where a standard error is missing or 0), the larger of the model's and the
     residuals' error."""
     steps, values, sems = (np.asarray(x, float) for x in (steps, values, sems))

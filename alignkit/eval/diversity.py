@@ -56,14 +56,16 @@ def closest_ref_length(sorted_lengths: list[int], c: int) -> int:
     lo, hi = bisect.bisect_left(sorted_lengths, c), bisect.bisect_right(sorted_lengths, c)
     if hi - lo >= 2:  # another text has exactly the hypothesis' length
         return c
-    candidates = ([sorted_lengths[lo - 1]] if lo > 0 else []) + ([sorted_lengths[hi]] if hi < len(sorted_lengths)
-                                                                 else [])
+    candidates = ([sorted_lengths[lo - 1]] if lo > 0 else []) + (
+        [sorted_lengths[hi]] if hi < len(sorted_lengths) else []
+    )
     return min(candidates, key=lambda r: (abs(r - c), r))
 
 
 def sentence_bleu(matches: list[int], totals: list[int], c: int, r: int, max_order: int) -> float:
     """BLEU from clipped matches and n-gram totals per order (index n - 1), hypothesis length ``c`` and
-    reference length ``r``: unsmoothed p_1, add-one smoothed p_n for n > 1, uniform weights, brevity penalty."""
+    reference length ``r``: unsmoothed p_1, add-one smoothed p_n for n > 1, uniform weights,
+    brevity penalty."""
     if c == 0 or matches[0] == 0:
         return 0.0
     log_precision = math.log(matches[0] / totals[0])
@@ -81,7 +83,8 @@ def self_bleu(texts: list[str], max_order: int = 4) -> float:
     if len(token_lists) < 2:
         return 0.0
     counts = [ngram_counts(tokens, max_order) for tokens in token_lists]
-    best: dict[tuple, list[int]] = {}  # per n-gram: [largest count, the text holding it, second-largest count]
+    # per n-gram: [largest count, the text holding it, second-largest count]
+    best: dict[tuple, list[int]] = {}
     for doc, doc_counts in enumerate(counts):
         for gram, count in doc_counts.items():
             entry = best.get(gram)

@@ -23,8 +23,18 @@ from alignkit.eval.judges import is_pairwise
 from alignkit.eval.kl import sequence_kl
 from alignkit.eval.length_control import char_lengths, length_controlled
 from alignkit.eval.stats import mean_interval, wilson_interval, win_rate
-from alignkit.eval.summary import (GOLD_CI_HIGH, GOLD_CI_LOW, GOLD_MEAN, GOLD_STD, KL_KIND, KL_MEAN,
-                                   N_SAMPLES, REFERENCE_GOLD_MEAN, TEMPERATURE, WIN_RATE)
+from alignkit.eval.summary import (
+    GOLD_CI_HIGH,
+    GOLD_CI_LOW,
+    GOLD_MEAN,
+    GOLD_STD,
+    KL_KIND,
+    KL_MEAN,
+    N_SAMPLES,
+    REFERENCE_GOLD_MEAN,
+    TEMPERATURE,
+    WIN_RATE,
+)
 from alignkit.models.policy import KLEstimatingPolicy
 from alignkit.registry import REWARDS
 from alignkit.runtime import Runtime
@@ -37,32 +47,37 @@ class EvalConfig:
     """How policies are evaluated: the same prompts, sampling settings and judge for every method."""
 
     n_prompts: int = option(256, "held-out prompts to sample", ge=1)
-    prompts: str = option("", "a separate evaluation prompt set: a .txt file (one prompt per line), or a file, "
-                              "save_to_disk folder or hf:ID of prompts or of pairs whose prompts are used "
-                              "(default: the task's held-out prompts)")
-    temperature: float = option(1.0, "primary sampling temperature (summary, frontier); 0 = greedy (no KL)", ge=0)
-    temperatures: list[float] = option([], "further temperatures for win rate vs temperature, e.g. [0, 0.5, 1.5]")
+    prompts: str = option("", "a separate evaluation prompt set: a .txt file (one prompt per line), or a "
+                              "file, save_to_disk folder or hf:ID of prompts or of pairs whose prompts are "
+                              "used (default: the task's held-out prompts)")
+    temperature: float = option(1.0, "primary sampling temperature (summary, frontier); 0 = greedy (no KL)",
+                                ge=0)
+    temperatures: list[float] = option([], "further temperatures for win rate vs temperature, e.g. [0, 0.5, "
+                                           "1.5]")
     top_p: float = option(1.0, "nucleus sampling mass (KL is then taken between the truncated distributions)",
                           gt=0, le=1)
     max_new_tokens: int = option(32, "completion length", ge=1)
     batch_size: int = option(64, "prompts per generate call", ge=1)
     judge: str = option("gold", "what decides win rates: gold (the recipe's gold_reward) or a registered "
-                                "reward/judge, e.g. heldout-reward-model, llm-judge, endpoint-judge, reward-model "
-                                "or your own (see `alignkit list`)")
-    judge_options: dict[str, Any] = option({}, "settings of a judge that takes them, e.g. llm-judge's {model: PATH} or "
+                                "reward/judge, e.g. heldout-reward-model, llm-judge, endpoint-judge, "
+                                "reward-model or your own (see `alignkit list`)")
+    judge_options: dict[str, Any] = option({}, "settings of a judge that takes them, e.g. llm-judge's "
+                                               "{model: PATH} or "
                                      "endpoint-judge's {base_url: URL, model: NAME, api_key_env: VAR}")
-    judge_fraction: float = option(0.1, "heldout-reward-model only: prompt groups of the preference pairs carved "
-                                        "out, before the train/held-out split, to train the judge on (no method "
-                                        "sees them)", gt=0, lt=1)
-    agreement_pairs: int = option(512, "held-out preference pairs the judge's agreement with them is measured on "
-                                       "(the first N; 0: all)", ge=0)
+    judge_fraction: float = option(0.1, "heldout-reward-model only: prompt groups of the preference pairs "
+                                        "carved out, before the train/held-out split, to train the judge on "
+                                        "(no method sees them)", gt=0, lt=1)
+    agreement_pairs: int = option(512, "held-out preference pairs the judge's agreement with them is "
+                                       "measured on (the first N; 0: all)", ge=0)
     allow_self_judging: bool = option(False, "let the reward model judge a method that optimised it (refused "
                                              "otherwise); the report then says so in its caveats")
     every_steps: int = option(0, "also evaluate checkpoints every N optimiser steps (PPO: iterations) on "
-                                 "trajectory_prompts prompts, tracing the run on the reward-vs-KL plane (0: off)",
+                                 "trajectory_prompts prompts, tracing the run on the reward-vs-KL plane (0: "
+                                 "off)",
                               ge=0)
-    trajectory_prompts: int = option(256, "evaluation prompts (the first N) for trajectory points; fewer is cheaper "
-                                          "but puts checkpoints on another basis than final results", ge=1)
+    trajectory_prompts: int = option(256, "evaluation prompts (the first N) for trajectory points; fewer is "
+                                          "cheaper but puts checkpoints on another basis than final results",
+                                          ge=1)
     diversity: bool = option(True, "report distinct-1/2 and self-BLEU of the samples")
 
     def check(self):
@@ -97,7 +112,8 @@ class ReferenceSamples:
 
     @classmethod
     def from_records(cls, rows: list[dict]) -> "ReferenceSamples":
-        return cls([r["prompt"] for r in rows], [r["completion"] for r in rows], [bool(r["ended"]) for r in rows],
+        return cls([r["prompt"] for r in rows], [r["completion"] for r in rows],
+                   [bool(r["ended"]) for r in rows],
                    np.array([r["gold_reward"] for r in rows], dtype=np.float64))
 
 
@@ -109,7 +125,8 @@ def kl_kind(temperature: float, top_p: float) -> str:
     return "exact" if temperature == 1 and top_p == 1 else "sampled-distribution"
 
 
-def score_texts(reward: RewardFn, prompts: list[str], completions: list[str], ended: list[bool]) -> np.ndarray:
+def score_texts(reward: RewardFn, prompts: list[str], completions: list[str],
+                ended: list[bool]) -> np.ndarray:
     """Call a reward or judge, passing where each completion stopped with EOS if it takes ``ended``."""
     try:
         takes_ended = "ended" in inspect.signature(reward).parameters
@@ -119,7 +136,8 @@ def score_texts(reward: RewardFn, prompts: list[str], completions: list[str], en
     return np.asarray(scores, dtype=np.float64).reshape(-1)
 
 
-def _policy_kl(policy, reference, rollout, temperature: float, top_p: float, runtime: Runtime) -> Optional[np.ndarray]:
+def _policy_kl(policy, reference, rollout, temperature: float, top_p: float,
+               runtime: Runtime) -> Optional[np.ndarray]:
     if temperature == 0:
         return None
     if isinstance(policy, KLEstimatingPolicy):  # log-probs intractable (Best-of-N): it estimates its own KL
@@ -133,8 +151,10 @@ def evaluate_at(policy, reference, samples: ReferenceSamples, gold: RewardFn, cf
     """One row of results for ``policy`` sampled at ``temperature`` on the reference samples' prompts."""
     prompts, cost = samples.prompts, Budget()
     torch.manual_seed(seed)
-    rollout = policy.sample(prompts, max_new_tokens=cfg.max_new_tokens, temperature=temperature, top_p=cfg.top_p,
-                            batch_size=cfg.batch_size, progress=f"sampling policy (T={temperature:g})", budget=cost,
+    rollout = policy.sample(prompts, max_new_tokens=cfg.max_new_tokens, temperature=temperature,
+                            top_p=cfg.top_p,
+                            batch_size=cfg.batch_size, progress=f"sampling policy (T={temperature:g})",
+                            budget=cost,
                             runtime=runtime)
     scores = score_texts(gold, prompts, rollout.completions, rollout.ended)
     judged, judged_reference, preferences = scores, samples.gold, None
@@ -176,15 +196,18 @@ def evaluate_at(policy, reference, samples: ReferenceSamples, gold: RewardFn, cf
                                                                  samples.ended).mean()))
     verdicts = preferences if preferences is not None else \
         (judged > judged_reference) + 0.5 * (judged == judged_reference)
-    row.update(length_controlled(verdicts, char_lengths(rollout.completions), char_lengths(samples.completions)))
-    if preferences is not None:  # the share of prompts whose verdict flipped with the order of the two replies
+    row.update(length_controlled(verdicts, char_lengths(rollout.completions),
+                                 char_lengths(samples.completions)))
+    # the share of prompts whose verdict flipped with the order of the two replies
+    if preferences is not None:
         row.update(pairwise, judge_ties=int(np.sum(preferences == 0.5)),
                    judge_position_bias=pairwise["judge_order_disagreements"] / len(prompts))
     if cfg.diversity if diversity is None else diversity:
         row.update(diversity_of(rollout.completions))
     rows = [{"prompt": p, "completion": c, "ended": e, "gold_reward": float(s),
              "kl": None if kl is None else float(k), "judge_score": float(j),
-             "reference_completion": rc, "reference_gold_reward": float(rs), "reference_judge_score": float(rj)}
+             "reference_completion": rc, "reference_gold_reward": float(rs),
+             "reference_judge_score": float(rj)}
             for p, c, e, s, k, j, rc, rs, rj in zip(prompts, rollout.completions, rollout.ended, scores,
                                                      kl if kl is not None else [None] * len(prompts), judged,
                                                      samples.completions, samples.gold, judged_reference)]
@@ -200,7 +223,8 @@ def evaluate_at(policy, reference, samples: ReferenceSamples, gold: RewardFn, cf
 
 def trajectory_point(policy, reference, samples: ReferenceSamples, gold: RewardFn, cfg: EvalConfig, *,
                      seed: int, step: int, runtime: Runtime) -> dict:
-    """A checkpoint's point on the reward-vs-KL plane, at the primary temperature on the trajectory prompts."""
+    """A checkpoint's point on the reward-vs-KL plane, at the primary temperature on the
+    trajectory prompts."""
     row, rows = evaluate_at(policy, reference, samples, gold, cfg, temperature=cfg.temperature, seed=seed,
                             runtime=runtime, diversity=False)
     return {"step": step, **{k: row[k] for k in TRAJECTORY_KEYS}, **per_prompt(rows)}

@@ -32,18 +32,21 @@ DEFAULT_TEMPLATE = ("Which response to the prompt is better? Answer with a singl
 TEMPLATE_FIELDS = ("{prompt}", "{a}", "{b}")
 
 _NOISE = re.compile(r"[*_`#\"'~]")
-_WHOLE = re.compile(r"^\W*(?:(?:response|answer|output|option|assistant|choice)\s*:?\s*)?[(\[]*([ab])[)\]]*\W*$")
+_WHOLE = re.compile(
+    r"^\W*(?:(?:response|answer|output|option|assistant|choice)\s*:?\s*)?[(\[]*([ab])[)\]]*\W*$"
+)
 _BRACKETED = re.compile(r"\[\[\s*([ab])\s*\]\]")
 _NAMED = re.compile(r"\b(?:response|answer|output|option|assistant|choice)\s*:?\s*[(\[]?([ab])\b")
-_STATED = re.compile(r"\b(?:better(?: one)?(?: response)? is|prefer|verdict\s*:?|winner\s*:?|choose|choice\s*:)"
-                     r"\s*[(\[]?([ab])\b")
+_STATED = re.compile(r"\b(?:better(?: one)?(?: response)? "
+                     r"is|prefer|verdict\s*:?|winner\s*:?|choose|choice\s*:)\s*[(\[]?([ab])\b")
 _LEADING = re.compile(r"^\W*([ab])(?:$|[.,:;)\]!])")
 _TIE = re.compile(r"^\W*(?:tie|equal|neither|both|same)\b")
 
 
 def parse_verdict(text: str) -> Optional[str]:
     """``"A"``, ``"B"``, ``"tie"`` or None (unparseable) from a judge's answer: ``A``, ``Response B``,
-    ``**A**``, ``[[b]]``, ``The better response is A.``, ``b) because ...`` (a lone leading ``a`` is an article, not a verdict); an answer naming both
+    ``**A**``, ``[[b]]``, ``The better response is A.``, ``b) because ...`` (a lone leading ``a`` is an
+    article, not a verdict); an answer naming both
     responses without a stated choice is None."""
     text = _NOISE.sub("", text or "").strip().lower()
     if not text:
@@ -142,11 +145,15 @@ class PairwiseJudge:
     problem: Optional[str] = None  # why the last missing answer is missing, for messages
     setting = "eval.judge_options"  # where its settings are, for messages
 
-    def __init__(self, name: str, identity: str, template: str = DEFAULT_TEMPLATE, cache_dir: Path | None = None):
+    def __init__(self, name: str, identity: str, template: str = DEFAULT_TEMPLATE,
+                 cache_dir: Path | None = None):
         self.name, self.identity, self.template = name, identity, template
-        self.cache = VerdictCache(Path(cache_dir) / "judge_verdicts" / f"{identity}.jsonl") if cache_dir else None
+        self.cache = (
+            VerdictCache(Path(cache_dir) / "judge_verdicts" / f"{identity}.jsonl") if cache_dir else None
+        )
         self.stats = {"questions": 0, "asked": 0, "cached": 0, "unparseable": 0, "order_disagreements": 0}
-        self.readable: Callable[[str], str] = lambda text: text  # the policy's chat markup off (set by the run)
+        # the policy's chat markup off (set by the run)
+        self.readable: Callable[[str], str] = lambda text: text
 
     def render(self, prompt: str, first: str, second: str) -> str:
         return self.template.replace("{prompt}", prompt).replace("{a}", first).replace("{b}", second)
@@ -183,7 +190,8 @@ class PairwiseJudge:
         if self.cache:
             self.cache.add({k: a for k, a in answers.items() if a is not None})
             self.cache.hits += len(keys) - len(todo)
-        self.stats.update(questions=self.stats["questions"] + len(keys), asked=self.stats["asked"] + len(todo),
+        self.stats.update(questions=self.stats["questions"] + len(keys),
+                          asked=self.stats["asked"] + len(todo),
                           cached=self.stats["cached"] + len(keys) - len(todo))
         fresh = {k: parse_verdict(a or "") for k, a in answers.items()}
         found = [fresh[k] if k in fresh else known[k] for k in keys]
@@ -225,8 +233,10 @@ def is_pairwise(judge) -> bool:
     return isinstance(judge, PairwiseJudge)
 
 
-def labelled_pairs(data: PreferenceData | UnpairedData, append_eos: bool) -> tuple[list, list, list, list, list]:
-    """(prompts, chosen, rejected, chosen_ended, rejected_ended) of held-out human judgements: the pairs, or of
+def labelled_pairs(data: PreferenceData | UnpairedData, append_eos: bool) -> tuple[list, list, list, list,
+                                                                                   list]:
+    """(prompts, chosen, rejected, chosen_ended, rejected_ended) of held-out human judgements: the pairs, or
+    of
     unpaired rows each desirable completion against each undesirable one of the same prompt."""
     data = as_pairs(data)
     chosen_ended, rejected_ended = data.eos_flags(list(range(len(data))), append_eos)
@@ -234,7 +244,8 @@ def labelled_pairs(data: PreferenceData | UnpairedData, append_eos: bool) -> tup
             list(rejected_ended))
 
 
-def judge_agreement(judge, pairs: PreferenceData | UnpairedData, append_eos: bool, score: Callable[..., np.ndarray],
+def judge_agreement(judge, pairs: PreferenceData | UnpairedData, append_eos: bool,
+                    score: Callable[..., np.ndarray],
                     limit: int = 0) -> dict:
     """How often ``judge`` prefers the chosen completion of held-out human preference pairs (ties count one
     half), on the first ``limit`` pairs (0: all). ``score``: how a score judge is called

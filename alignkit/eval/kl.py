@@ -20,8 +20,8 @@ CHUNK_ROWS = 64
 
 def _check_settings(temperature: float, top_p: float) -> None:
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}: greedy decoding (T = 0) has no sampling "
-                         "distribution to take a KL of")
+        raise ValueError(f"temperature must be > 0, got {temperature}: greedy decoding (T = 0) has no "
+                         "sampling distribution to take a KL of")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
@@ -66,7 +66,8 @@ def sampled_distribution_kl(logits: Tensor, ref_logits: Tensor, temperature: flo
     return kl.masked_fill(excluded, float("inf"))
 
 
-def sequence_kl(policy, reference, rollout, runtime: Runtime, temperature: float = 1.0, top_p: float = 1.0) -> np.ndarray:
+def sequence_kl(policy, reference, rollout, runtime: Runtime, temperature: float = 1.0,
+                top_p: float = 1.0) -> np.ndarray:
     """Per-sample sequence KL [B] (float64) between the processed policy and processed reference: the exact
     per-token :func:`sampled_distribution_kl` summed over the completion tokens (EOS included) of each
     sampled row. Its mean over samples drawn at the same (T, top_p) is an unbiased estimate of the sequence
@@ -87,7 +88,8 @@ def sequence_kl(policy, reference, rollout, runtime: Runtime, temperature: float
         kl = sampled_distribution_kl(logits[mask], ref_logits[mask], temperature, top_p).double()
         return torch.zeros(mask.shape[0], dtype=torch.float64, device=kl.device).index_add_(0, rows, kl).cpu()
 
-    out = runtime.map_chunks(chunk_kl, range(0, len(batch), CHUNK_ROWS))  # chunks shared out between processes
+    # chunks shared out between processes
+    out = runtime.map_chunks(chunk_kl, range(0, len(batch), CHUNK_ROWS))
     if not out:
         return np.zeros(0, dtype=np.float64)
     return torch.cat(out).numpy()

@@ -66,7 +66,8 @@ def length_controlled(preferences: np.ndarray, lengths: np.ndarray, reference_le
     theta = fit_logistic(x, y, np.vstack([np.ones(n), counts]))
     rates = 1.0 / (1.0 + np.exp(-theta[:, 0]))
     low, high = np.quantile(rates[1:], [0.025, 0.975])
-    return {"lc_win_rate": float(rates[0]), "lc_win_rate_ci_low": float(low), "lc_win_rate_ci_high": float(high),
+    return {"lc_win_rate": float(rates[0]), "lc_win_rate_ci_low": float(low),
+            "lc_win_rate_ci_high": float(high),
             "lc_length_slope": float(theta[0, 1]),
             "mean_length_difference_chars": float(np.mean(np.asarray(lengths, float) - reference_lengths))}
 

@@ -3,13 +3,15 @@
 **The frontier is a staircase.** With more KL allowed one can always keep a lower-KL policy, so a method's
 frontier at KL k is at least the best gold reward of its points at KL <= k (:func:`lower_at`). It is at most
 its staircase at its next measured point at or above k (:func:`upper_at`). So A's frontier lies above B's at k
-when A's lower step beats B's upper step there, and nothing is ever interpolated: A at (4.0 nats, 0.80) against
+when A's lower step beats B's upper step there, and nothing is ever interpolated: A at (4.0 nats, 0.80)
+against
 B at (5.5 nats, 0.75) is compared at 5.5 nats, and two single points at the same KL are compared at it. Points
 within :data:`KL_MATCH` (relative) of a KL count as at that KL (KL is itself measured). The comparison grid is
 every measured point of either method from the higher of their lowest KLs to the lower of their highest.
 
 **Selection is cross-fitted.** A staircase is a maximum over noisy points, and a method with more checkpoints
-has more chances at a lucky one. Each step is therefore chosen on one half of the prompts (even or odd) and read
+has more chances at a lucky one. Each step is therefore chosen on one half of the prompts (even or odd) and
+read
 on the other, and the two readings averaged: the value read is unbiased for the point chosen, which is never
 better than the best point.
 
@@ -34,7 +36,8 @@ KL_MATCH = 0.05  # points within 5% of a KL (relative) count as at it: KL is mea
 
 @dataclass
 class Setting:
-    """One point of a method (a sweep point at one checkpoint): per-prompt gold reward and KL of each unit's run,
+    """One point of a method (a sweep point at one checkpoint): per-prompt gold reward and KL of each unit's
+    run,
     arrays [units, prompts] on the prompts every method was evaluated on; ``units``: their ids (seed or
     replicate), paired across methods."""
 
@@ -44,7 +47,8 @@ class Setting:
     units: tuple = ()
 
     def __post_init__(self):
-        self.gold, self.kl = np.atleast_2d(np.asarray(self.gold, float)), np.atleast_2d(np.asarray(self.kl, float))
+        self.gold, self.kl = np.atleast_2d(np.asarray(self.gold, float)), np.atleast_2d(np.asarray(self.kl,
+                                                                                                   float))
         if self.gold.shape != self.kl.shape:
             raise ValueError(f"{self.label}: gold {self.gold.shape} and kl {self.kl.shape} differ")
         self.units = tuple(self.units) or tuple(range(self.gold.shape[0]))
@@ -85,7 +89,8 @@ def _halves(gold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def lower_at(pos: np.ndarray, g1: np.ndarray, g2: np.ndarray, ks: np.ndarray) -> np.ndarray:
-    """The cross-fitted staircase at each KL of ``ks`` [G] (NaN where no point is at or below it, or k is NaN):
+    """The cross-fitted staircase at each KL of ``ks`` [G] (NaN where no point is at or below it, or k is
+    NaN):
     the point of highest gold on one half of the prompts among those at KL <= k, read on the other half, both
     ways averaged. ``pos`` [n]: the points' KL; ``g1``, ``g2`` [..., n]: their gold on each half."""
     eligible = pos[None, :] <= ks[:, None] * (1 + KL_MATCH)           # [G, n]; NaN k: no point
@@ -93,7 +98,8 @@ def lower_at(pos: np.ndarray, g1: np.ndarray, g2: np.ndarray, ks: np.ndarray) ->
     for choose, read in ((g1, g2), (g2, g1)):
         masked = np.where(eligible, choose[..., None, :], -np.inf)       # [..., G, n]
         pick = masked.argmax(axis=-1)
-        out.append(np.take_along_axis(np.broadcast_to(read[..., None, :], masked.shape), pick[..., None], -1)[..., 0])
+        out.append(np.take_along_axis(np.broadcast_to(read[..., None, :], masked.shape), pick[..., None],
+                                      -1)[..., 0])
     value = (out[0] + out[1]) / 2
     return np.where(eligible.any(axis=1), value, np.nan)
 
@@ -105,7 +111,8 @@ def next_point(pos: np.ndarray, ks: np.ndarray) -> np.ndarray:
 
 
 def grid_of(pos_a: np.ndarray, pos_b: np.ndarray) -> np.ndarray:
-    """The measured KLs of either method from the higher lowest KL to the lower highest (at least the first)."""
+    """The measured KLs of either method from the higher lowest KL to the lower highest (at least
+    the first)."""
     if not (pos_a.size and pos_b.size):
         return np.zeros(0)
     low = max(pos_a.min(), pos_b.min())
@@ -199,8 +206,10 @@ def matched_kl(a: list[Setting], b: list[Setting], *, unit_kind: str = "seed") -
 
 
 def _sem(settings: list[Setting]) -> float:
-    """The typical standard error of one point's gold reward (median over the points of sd / sqrt(prompts))."""
-    return float(np.median([s.gold.std(axis=1, ddof=1).mean() / math.sqrt(s.gold.shape[1]) for s in settings]))
+    """The typical standard error of one point's gold reward (median over the points of sd
+    / sqrt(prompts))."""
+    return float(np.median([s.gold.std(axis=1,
+                                       ddof=1).mean() / math.sqrt(s.gold.shape[1]) for s in settings]))
 
 
 def holm(p_values: list[float]) -> list[float]:

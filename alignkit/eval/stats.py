@@ -11,7 +11,8 @@ def win_rate(scores: np.ndarray, reference_scores: np.ndarray) -> float:
     """Fraction of prompts where the policy's sample beats the reference's (ties count one half)."""
     scores, reference_scores = np.asarray(scores, float), np.asarray(reference_scores, float)
     if scores.shape != reference_scores.shape or scores.size == 0:
-        raise ValueError(f"win_rate needs two equal, non-empty arrays, got {scores.shape} and {reference_scores.shape}")
+        raise ValueError(f"win_rate needs two equal, non-empty arrays, got {scores.shape} and "
+                         f"{reference_scores.shape}")
     return float(np.mean((scores > reference_scores) + 0.5 * (scores == reference_scores)))
 
 
@@ -32,9 +33,11 @@ def mean_and_sem(values: np.ndarray) -> tuple[float, float]:
 
 
 def mean_interval(values: np.ndarray, z: float = 1.96) -> tuple[float, float, float]:
-    """Mean of [N] values and its normal-approximation interval mean ± z·sem (sem with ddof=1), for seed spreads.
+    """Mean of [N] values and its normal-approximation interval mean ± z·sem (sem with ddof=1), for seed
+    spreads.
 
-    With one value there is no spread to estimate, so the interval is (nan, nan); with none, all three are nan.
+    With one value there is no spread to estimate, so the interval is (nan, nan); with none, all three are
+    nan.
     """
     values = np.asarray(values, float).ravel()
     if values.size == 0:
@@ -46,8 +49,10 @@ def mean_interval(values: np.ndarray, z: float = 1.96) -> tuple[float, float, fl
     return mean, mean - half, mean + half
 
 
-def head_to_head(scores: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairwise win rates W [E, E] of E entries judged on the same P prompts (scores [E, P]), with 95% intervals.
+def head_to_head(scores: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray,
+                                                                                 np.ndarray]:
+    """Pairwise win rates W [E, E] of E entries judged on the same P prompts (scores [E, P]), with 95%
+    intervals.
 
     W[i, j] is the fraction of prompts where entry i's score beats entry j's, ties counting one half, so the
     diagonal is 0.5. LOW, HIGH [E, E] are percentile intervals (2.5%, 97.5%) of a paired bootstrap over

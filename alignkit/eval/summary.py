@@ -94,5 +94,6 @@ class EvalSummary:
                    results={k: v for k, v in data.items() if k not in names})
 
     def write(self, run_dir: Path) -> None:
-        """``eval/summary.json`` in ``run_dir``, atomically (reading it: :class:`alignkit.runfolder.RunFolder`)."""
+        """``eval/summary.json`` in ``run_dir``, atomically (reading
+        it: :class:`alignkit.runfolder.RunFolder`)."""
         write_json(Path(run_dir) / SUMMARY_FILE, self.to_dict())

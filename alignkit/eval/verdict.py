@@ -101,7 +101,8 @@ def decide(a: str, b: str, result: MatchedKL | None, runs: list[Run], *, margin:
         threat = threats(trailing, runs, result.kl_high)
         gap = result.ci_low if lead == a else -result.ci_high
         if threat:
-            return Verdict("inconclusive", None, f"inconclusive: {lead} leads, but {trailing} could still improve",
+            return Verdict("inconclusive", None,
+                           f"inconclusive: {lead} leads, but {trailing} could still improve",
                            f"{_named(threat)} trained on (--until-converged) without gaining {gap:.3f} at "
                            f"{result.kl_low:.3g}-{result.kl_high:.3g} nats")
         return Verdict("winner", lead, f"{lead} higher",
@@ -110,11 +111,13 @@ def decide(a: str, b: str, result: MatchedKL | None, runs: list[Run], *, margin:
         open_runs = [r.label for r in runs if r.state not in OPEN
                      and (r.final_kl is None or r.final_kl <= result.kl_high * (1 + KL_MATCH))]
         if open_runs:
-            return Verdict("inconclusive", None, f"inconclusive: within \u00b1{margin:g}, but runs could improve",
+            return Verdict("inconclusive", None,
+                           f"inconclusive: within \u00b1{margin:g}, but runs could improve",
                            f"{_named(sorted(open_runs))} trained on (--until-converged)")
         return Verdict("equivalent", None, f"equivalent within \u00b1{margin:g}",
                        f"flips if either gains {margin - max(abs(result.ci_low), abs(result.ci_high)):.3f}")
-    return Verdict("inconclusive", None, "inconclusive" + (" after Holm" if lead else ""), _would_take(a, b, result))
+    return Verdict("inconclusive", None, "inconclusive" + (" after Holm" if lead else ""), _would_take(a, b,
+                                                                                                       result))
 
 
 def _would_take(a: str, b: str, result: MatchedKL) -> str:
@@ -127,7 +130,8 @@ def _would_take(a: str, b: str, result: MatchedKL) -> str:
     unit = "replicates" if result.unit_kind == "replicate" else "paired seeds"
     if need is None:
         return f"more {unit} (the difference is 0 at the measured sd)"
-    return f"about {need} {unit} at this difference and the measured sd {result.unit_sd:.3f} (now {result.units})"
+    return (f"about {need} {unit} at this difference and the measured sd {result.unit_sd:.3f} (now "
+            f"{result.units})")
 
 
 def interval_text(ci_low: float, ci_high: float) -> str:
@@ -148,8 +152,9 @@ def sentence(a: str, b: str, result: MatchedKL | None, verdict: Verdict, *, fami
     head = f"At matched KL ({result.kl_low:.3g}\u2013{result.kl_high:.3g} nats), {a} vs {b}: "
     body = {"winner": f"{verdict.winner} reaches a higher gold reward",
             "equivalent": verdict.answer}.get(verdict.kind, verdict.answer)
-    return (f"{head}{body}, difference {result.difference:.3f} (95% interval {interval_text(result.ci_low, result.ci_high)}, "
-            f"{result.units} unit{'s' if result.units > 1 else ''}, covering {result.covers}{holm}; "
-            f"equivalence margin \u00b1{margin:g}). "
+    return (f"{head}{body}, difference {result.difference:.3f} (95% interval "
+            f"{interval_text(result.ci_low, result.ci_high)}, {result.units} "
+            f"unit{'s' if result.units > 1 else ''}, covering {result.covers}{holm}; equivalence margin "
+            f"\u00b1{margin:g}). "
             f"{'What would flip it' if verdict.kind in ('winner', 'equivalent') else 'What it would take'}: "
             f"{verdict.would_take}.")

@@ -2,8 +2,23 @@
 loss registry. Importing this package registers the built-ins."""
 
 from alignkit.losses import (  # noqa: F401  (registration)
-    aot, aot_unpaired, apo_down, apo_zero, bco_pair, discopop, exo_pair, hinge, ipo, nca_pair, orpo, robust, sft,
-    sigmoid, sigmoid_norm, simpo, sppo_hard,
+    aot,
+    aot_unpaired,
+    apo_down,
+    apo_zero,
+    bco_pair,
+    discopop,
+    exo_pair,
+    hinge,
+    ipo,
+    nca_pair,
+    orpo,
+    robust,
+    sft,
+    sigmoid,
+    sigmoid_norm,
+    simpo,
+    sppo_hard,
 )
 from alignkit.losses.base import LossOutput, PreferenceLogps, implicit_rewards, log_ratios, loss_parameters
 

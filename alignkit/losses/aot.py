@@ -23,6 +23,8 @@ def aot_loss(logps: PreferenceLogps, *, beta: float, label_smoothing: float = 0.
     else:
         reference_margin = logps.reference_chosen - logps.reference_rejected
     delta = torch.sort(policy_margin, dim=0).values - torch.sort(reference_margin, dim=0).values
-    losses = -(1 - label_smoothing) * F.logsigmoid(beta * delta) - label_smoothing * F.logsigmoid(-beta * delta)
+    losses = -(1 - label_smoothing) * F.logsigmoid(beta * delta) - label_smoothing * F.logsigmoid(
+        -beta * delta
+    )
     chosen, rejected = log_ratios(logps)
     return LossOutput(losses, *implicit_rewards(chosen, rejected, beta))

@@ -18,5 +18,7 @@ def aot_unpaired_loss(logps: PreferenceLogps, *, beta: float, label_smoothing: f
     The implicit rewards are per pair, unsorted. Equals trl 1.16's ``aot_unpaired``."""
     chosen, rejected = log_ratios(logps)
     delta = torch.sort(chosen, dim=0).values - torch.sort(rejected, dim=0).values
-    losses = -(1 - label_smoothing) * F.logsigmoid(beta * delta) - label_smoothing * F.logsigmoid(-beta * delta)
+    losses = -(1 - label_smoothing) * F.logsigmoid(beta * delta) - label_smoothing * F.logsigmoid(
+        -beta * delta
+    )
     return LossOutput(losses, *implicit_rewards(chosen, rejected, beta))

@@ -93,12 +93,14 @@ def contract_problem(loss: Callable, beta: float, params: dict) -> str | None:
         except Exception as exc:  # a plugin's own bug, reported in one line
             return f"failed on a test batch{where}: {type(exc).__name__}: {exc}"
         if not isinstance(out, LossOutput):
-            return f"must return a LossOutput(losses, chosen_rewards, rejected_rewards), got {type(out).__name__}"
+            return ("must return a LossOutput(losses, chosen_rewards, rejected_rewards), got "
+                    f"{type(out).__name__}")
         for field in ("losses", "chosen_rewards", "rejected_rewards"):
             value = getattr(out, field)
             if not isinstance(value, Tensor) or tuple(value.shape) != (3,):
                 shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                return f"LossOutput.{field} must be a per-pair tensor of shape [B] (B = 3 here), got {shape}{where}"
+                return (f"LossOutput.{field} must be a per-pair tensor of shape [B] (B = 3 here), got "
+                        f"{shape}{where}")
             if not torch.isfinite(value).all():
                 return f"LossOutput.{field} is not finite on a test batch{where}: {value.tolist()}"
         if not out.losses.requires_grad:

@@ -13,7 +13,8 @@ from alignkit.registry import register_loss
 @register_loss("exo_pair", bounds={"label_smoothing": {"gt": 0.0, "lt": 1.0}})
 def exo_pair_loss(logps: PreferenceLogps, *, beta: float, label_smoothing: float = 1e-3) -> LossOutput:
     """KL(q || p) over {chosen, rejected}: q = (sig(beta m), sig(-beta m)), p = (1 - eps, eps), m the
-    log-ratio margin, i.e. ``sig(beta m) (log sig(beta m) - log(1-eps)) + sig(-beta m) (log sig(-beta m) - log eps)``.
+    log-ratio margin, i.e. ``sig(beta m) (log sig(beta m) - log(1-eps)) + sig(-beta m) (log sig(-beta m) - log
+    eps)``.
 
     eps = label_smoothing must be > 0 (log eps); the default 1e-3 is the paper's recommendation (trl's
     ``label_smoothing`` defaults to 0, which trl rejects for ``exo_pair``). Equals trl 1.16's ``exo_pair``

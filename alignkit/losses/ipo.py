@@ -1,4 +1,5 @@
-"""IPO (Azar et al. 2023, Eq. 17): regress the log-ratio margin to 1/(2 beta) instead of pushing it to infinity."""
+"""IPO (Azar et al. 2023, Eq. 17): regress the log-ratio margin to 1/(2 beta) instead of pushing it
+to infinity."""
 
 from alignkit.losses.base import LossOutput, PreferenceLogps, implicit_rewards, log_ratios
 from alignkit.registry import register_loss

@@ -22,5 +22,6 @@ def kto_loss(policy_logps: Tensor, reference_logps: Tensor, desirable: Tensor, k
     undesirable one, with r = log pi(y|x) - log pi_ref(y|x). Equals trl 1.16's ``loss_type='kto'``."""
     ratio = policy_logps - reference_logps
     value = torch.where(desirable, torch.sigmoid(beta * (ratio - kl)), torch.sigmoid(beta * (kl - ratio)))
-    weight = torch.where(desirable, torch.full_like(ratio, desirable_weight), torch.full_like(ratio, undesirable_weight))
+    weight = torch.where(desirable, torch.full_like(ratio, desirable_weight), torch.full_like(ratio,
+                                                                                              undesirable_weight))
     return weight * (1 - value), beta * ratio.detach()

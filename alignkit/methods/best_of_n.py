@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from alignkit.artifacts import RewardSettings, reward_needs
 from alignkit.config import option
 from alignkit.models.policy import KLEstimatingPolicy, Policy, Rollout
@@ -76,7 +77,8 @@ class BestOfNPolicy(KLEstimatingPolicy):
         reference samples, stays as a diagnostic."""
         analytic = analytic_kl(self.n)
         row.update(kl_sampled_estimate=row["kl_mean"], kl_sampled_estimate_sem=row["kl_sem"],
-                       kl_mean=analytic, kl_sem=0.0, kl_ci_low=analytic, kl_ci_high=analytic, kl_kind="analytic",
+                       kl_mean=analytic, kl_sem=0.0, kl_ci_low=analytic, kl_ci_high=analytic,
+                       kl_kind="analytic",
                        best_of_n=self.n)
 
     def sample(self, prompts: list[str], **sampling) -> Rollout:
@@ -110,13 +112,15 @@ class BestOfNPolicy(KLEstimatingPolicy):
 
 
 def reward_function(ws: Workspace, cfg: BestOfNConfig):
-    """``rollout -> scores``: what ``cfg`` ranks by (:meth:`~alignkit.stages.workspace.Workspace.reward_for`), the
+    """``rollout -> scores``: what ``cfg`` ranks by (:meth:`~alignkit.stages.workspace.Workspace.reward_for`),
+    the
     reward model scoring text as it was trained (EOS where the sampler stopped), or the gold reward."""
     proxy = ws.reward_for(cfg)
     if proxy is None:
         gold = ws.gold
         return lambda rollout: np.asarray(gold(rollout.prompts, rollout.completions), dtype=np.float64)
-    return lambda rollout: np.asarray(proxy(rollout.prompts, rollout.completions, rollout.ended), dtype=np.float64)
+    return lambda rollout: np.asarray(proxy(rollout.prompts, rollout.completions, rollout.ended),
+                                      dtype=np.float64)
 
 
 @register_method("best_of_n", config=BestOfNConfig, trains=False, needs=reward_needs)

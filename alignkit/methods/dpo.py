@@ -14,20 +14,22 @@ import torch
 from alignkit.artifacts import Artifact
 from alignkit.config import option
 from alignkit.errors import UnknownNameError
-from alignkit.models.pairs import pair_batch
 from alignkit.losses.base import PreferenceLogps, contract_problem, loss_parameters, param_problem
+from alignkit.models.pairs import pair_batch
 from alignkit.registry import LOSSES, register_method
-from alignkit.training import TrainingConfig, batch_indices, fit
 from alignkit.stages.workspace import Workspace
+from alignkit.training import TrainingConfig, batch_indices, fit
 
 
 @dataclass
 class DPOConfig(TrainingConfig):
     """Direct preference optimisation settings (loss from the loss registry)."""
 
-    loss: str = option("sigmoid", "registered preference loss (sigmoid = DPO, ipo, simpo, orpo, ...: `alignkit list`)")
+    loss: str = option("sigmoid",
+                       "registered preference loss (sigmoid = DPO, ipo, simpo, orpo, ...: `alignkit list`)")
     beta: float = option(0.1, "KL strength beta: implicit reward = beta * log(pi / pi_ref)", gt=0)
-    loss_params: dict[str, Any] = option({}, "extra keyword parameters of the loss, e.g. {label_smoothing: 0.1}")
+    loss_params: dict[str, Any] = option({}, "extra keyword parameters of the loss, e.g. {label_smoothing: "
+                                             "0.1}")
     reference_free: bool = option(False, "drop pi_ref (an implicit uniform reference)")
 
     def check(self):
@@ -53,7 +55,10 @@ class DPOConfig(TrainingConfig):
         if not bad:
             problem = contract_problem(entry.obj, self.beta, self.loss_params)
             if problem:
-                yield ("loss_params" if self.loss_params else "loss"), f"loss {self.loss!r} ({entry.source}): {problem}"
+                yield (
+                    ("loss_params" if self.loss_params else "loss"),
+                    f"loss {self.loss!r} ({entry.source}): {problem}",
+                )
 
 
 def uses_reference(cfg: DPOConfig) -> bool:
@@ -63,7 +68,8 @@ def uses_reference(cfg: DPOConfig) -> bool:
 
 
 def _needs(cfg: DPOConfig) -> tuple[Artifact, ...]:
-    return (Artifact.TRAIN_PAIRS, Artifact.REFERENCE_LOGPS) if uses_reference(cfg) else (Artifact.TRAIN_PAIRS,)
+    return (Artifact.TRAIN_PAIRS, Artifact.REFERENCE_LOGPS) if uses_reference(cfg) else (Artifact.TRAIN_PAIRS,
+                                                                                         )
 
 
 @register_method("dpo", config=DPOConfig, needs=_needs)
@@ -85,7 +91,8 @@ def train_dpo(ws: Workspace, cfg: DPOConfig):
         lengths = batch.target_mask.sum(-1)
         ref = ((ref_chosen[index].to(policy.device), ref_rejected[index].to(policy.device)) if with_reference
                else (None, None))
-        out = loss_fn(PreferenceLogps(chosen, rejected, *ref, *lengths.chunk(2)), beta=cfg.beta, **cfg.loss_params)
+        out = loss_fn(PreferenceLogps(chosen, rejected, *ref, *lengths.chunk(2)), beta=cfg.beta,
+                      **cfg.loss_params)
         return out.losses.mean(), preference_metrics(out, chosen, rejected)
 
     fit(ws.ctx, policy.trainable_parameters(), batch_indices(len(data), cfg, ws.train_seed), step, cfg,

@@ -21,8 +21,8 @@ from alignkit.config import option
 from alignkit.data.unpaired import UnpairedData
 from alignkit.losses.kto import kl_reference_point, kto_loss
 from alignkit.registry import register_method
-from alignkit.training import TrainingConfig, batch_indices, fit
 from alignkit.stages.workspace import Workspace
+from alignkit.training import TrainingConfig, batch_indices, fit
 
 
 @dataclass
@@ -38,11 +38,16 @@ class KTOConfig(TrainingConfig):
 
 
 def unpaired_examples(data, append_eos: bool) -> tuple[list[str], list[str], list[bool], list[bool]]:
-    """Prompts, completions, desirable flags and EOS flags: unpaired data (prompt, completion, label) as given;
+    """Prompts, completions, desirable flags and EOS flags: unpaired data (prompt, completion, label) as
+    given;
     pair i becomes examples 2i (chosen, desirable) and 2i+1 (rejected, undesirable)."""
     if isinstance(data, UnpairedData):
-        return list(data.prompts), list(data.completions), list(data.desirable), data.eos_flags(range(len(data)),
-                                                                                                append_eos)
+        return (
+            list(data.prompts),
+            list(data.completions),
+            list(data.desirable),
+            data.eos_flags(range(len(data)), append_eos),
+        )
     chosen_eos, rejected_eos = data.eos_flags(range(len(data)), append_eos)
     prompts, completions, desirable, eos = [], [], [], []
     for i in range(len(data)):
@@ -53,7 +58,8 @@ def unpaired_examples(data, append_eos: bool) -> tuple[list[str], list[str], lis
     return prompts, completions, desirable, eos
 
 
-@register_method("kto", config=KTOConfig, needs=(Artifact.TRAIN_PAIRS, Artifact.REFERENCE_LOGPS), takes_unpaired=True)
+@register_method("kto", config=KTOConfig, needs=(Artifact.TRAIN_PAIRS, Artifact.REFERENCE_LOGPS),
+                 takes_unpaired=True)
 def train_kto(ws: Workspace, cfg: KTOConfig):
     """KTO (Ethayarajh et al. 2024): desirable/undesirable completions from the same pairs, no pairing."""
     prompts, completions, desirable, eos = unpaired_examples(ws.train_pairs, ws.recipe.preferences.append_eos)
@@ -61,23 +67,27 @@ def train_kto(ws: Workspace, cfg: KTOConfig):
     if isinstance(ws.train_pairs, UnpairedData):  # one reference log-prob per example, in the data's order
         reference_logps = ref_chosen
     else:
-        reference_logps = torch.stack([ref_chosen, ref_rejected], dim=1).reshape(-1)  # example order: 2i, 2i+1
+        # example order: 2i, 2i+1
+        reference_logps = torch.stack([ref_chosen, ref_rejected], dim=1).reshape(-1)
     policy = ws.load_policy()
     reference = ws.reference_for(policy)
     labels = torch.tensor(desirable)
 
     def step(index: list[int]):
-        batch = policy.encode([prompts[i] for i in index], [completions[i] for i in index], [eos[i] for i in index])
+        batch = policy.encode([prompts[i] for i in index], [completions[i] for i in index],
+                              [eos[i] for i in index])
         cycled = index[-1:] + index[:-1]  # prompt of example k with the completion of example k-1
         mismatched = policy.encode([prompts[i] for i in index], [completions[i] for i in cycled],
                                    [eos[i] for i in cycled])
         ws.budget.add_batch(batch)
         with torch.no_grad():
-            kl = kl_reference_point(policy.sequence_logprobs(mismatched), reference.sequence_logprobs(mismatched))
+            kl = kl_reference_point(policy.sequence_logprobs(mismatched),
+                                    reference.sequence_logprobs(mismatched))
         logps = policy.sequence_logprobs(batch)
         good = labels[index].to(policy.device)
         losses, rewards = kto_loss(logps, reference_logps[index].to(policy.device), good, kl, beta=cfg.beta,
-                                   desirable_weight=cfg.desirable_weight, undesirable_weight=cfg.undesirable_weight)
+                                   desirable_weight=cfg.desirable_weight,
+                                   undesirable_weight=cfg.undesirable_weight)
         metrics = {"kl": kl, "rewards/desirable": _masked_mean(rewards, good),
                    "rewards/undesirable": _masked_mean(rewards, ~good)}
         return losses.mean(), metrics

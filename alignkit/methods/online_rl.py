@@ -44,10 +44,10 @@ import numpy as np
 
 from alignkit.artifacts import RewardSettings, reward_needs
 from alignkit.config import option
+from alignkit.console import bar as progress_bar
 from alignkit.errors import AlignkitError
 from alignkit.methods.trl_resume import CheckpointedTrainer
 from alignkit.models.policy import Policy
-from alignkit.console import bar as progress_bar
 from alignkit.registry import register_method
 from alignkit.stages.workspace import Workspace
 
@@ -191,7 +191,8 @@ class RunBridge:
                                 unit="step", leave=False, main=self.ws.runtime.is_main)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.num_input_tokens_seen != self.tokens_seen:  # a new generation batch was sampled for this step
+        # a new generation batch was sampled for this step
+        if state.num_input_tokens_seen != self.tokens_seen:
             self.batch_tokens = state.num_input_tokens_seen - self.tokens_seen
             self.tokens_seen = state.num_input_tokens_seen
         budget = self.ws.budget
@@ -218,7 +219,8 @@ class RunBridge:
 
 
 def bridge_callback(ws: Workspace, stage: str, policy: Policy, completions_per_step: int):
-    """A :class:`RunBridge` that is a transformers ``TrainerCallback`` (no-op defaults for the other events)."""
+    """A :class:`RunBridge` that is a transformers ``TrainerCallback`` (no-op defaults for the
+    other events)."""
     from transformers import TrainerCallback
 
     callback_cls = type("RunBridge", (RunBridge, TrainerCallback), {})
@@ -233,10 +235,12 @@ def trl_arguments(ws: Workspace, cfg: OnlineRLConfig, output_dir: str) -> dict:
     """trl config values for this recipe: every optimiser step trains on one whole generation batch, shared
     out between the processes (no gradient accumulation); sampling with alignkit's settings (temperature
     only, no top-k/top-p); the run's precision; no gradient checkpointing, no vLLM, no reporting; metrics
-    every step; checkpoints every ``checkpoint_every`` steps (written by :mod:`alignkit.methods.trl_resume`)."""
+    every step; checkpoints every ``checkpoint_every`` steps (written
+    by :mod:`alignkit.methods.trl_resume`)."""
     world = ws.runtime.world
     if cfg.completions_per_step % world:
-        raise AlignkitError(f"prompts_per_step x num_generations = {cfg.completions_per_step} completions cannot "
+        raise AlignkitError(f"prompts_per_step x num_generations = {cfg.completions_per_step} completions "
+                            "cannot "
                             f"be shared out evenly between {world} processes")
     return dict(
         output_dir=output_dir, max_steps=cfg.steps, seed=ws.train_seed,
@@ -254,12 +258,14 @@ def trl_arguments(ws: Workspace, cfg: OnlineRLConfig, output_dir: str) -> dict:
 
 
 def train_dataset(ws: Workspace, cfg: OnlineRLConfig):
-    """The train prompts as the plain-text ``{"prompt": [...]}`` dataset trl samples generation batches from."""
+    """The train prompts as the plain-text ``{"prompt": [...]}`` dataset trl samples generation
+    batches from."""
     from datasets import Dataset
 
     prompts = ws.prompts("train", cfg.prompt_pool)
     if len(prompts) < cfg.prompts_per_step:
-        raise AlignkitError(f"prompts_per_step: the task has only {len(prompts)} train prompts, fewer than one "
+        raise AlignkitError(f"prompts_per_step: the task has only {len(prompts)} train prompts, fewer than "
+                            "one "
                             f"generation batch ({cfg.prompts_per_step})")
     return Dataset.from_dict({"prompt": prompts})
 

@@ -23,8 +23,8 @@ from alignkit.models.scalar_head import ScalarModel
 from alignkit.models.value_head import SharedTrunkValue
 from alignkit.registry import register_method
 from alignkit.rl import ops
-from alignkit.training import APPLIED, OptimConfig, TrainingLoop, accumulate, apply_update, make_optimizer
 from alignkit.stages.workspace import Workspace
+from alignkit.training import APPLIED, OptimConfig, TrainingLoop, accumulate, apply_update, make_optimizer
 
 
 @dataclass
@@ -36,9 +36,11 @@ class PPOConfig(OptimConfig, RewardSettings):
     prompt_pool: int = option(4000, "train prompts to draw rollouts from", ge=1)
     max_new_tokens: int = option(32, "completion length", ge=1)
     kl_coef: float = option(0.1, "initial per-token KL penalty coefficient beta", ge=0)
-    target_kl: Optional[float] = option(None, "adapt beta towards this sequence KL in nats (None: fixed beta)", gt=0)
-    kl_horizon: int = option(256, "adaptive-KL horizon in samples: beta moves at most 20% x rollout_size / horizon "
-                                  "per iteration, so short runs need short horizons", ge=1)
+    target_kl: Optional[float] = option(None,
+                                        "adapt beta towards this sequence KL in nats (None: fixed beta)",
+                                        gt=0)
+    kl_horizon: int = option(256, "adaptive-KL horizon in samples: beta moves at most 20% x rollout_size / "
+                                  "horizon per iteration, so short runs need short horizons", ge=1)
     gamma: float = option(1.0, "GAE discount", ge=0, le=1)
     lam: float = option(0.95, "GAE lambda", ge=0, le=1)
     ppo_epochs: int = option(4, "optimisation passes over each rollout batch", ge=1)
@@ -50,8 +52,10 @@ class PPOConfig(OptimConfig, RewardSettings):
     value_lr: float = option(5e-4, "value-model learning rate", gt=0)
     whiten_advantages: bool = option(True, "normalise advantages per rollout batch")
     value_init: str = option("reward_model", "initialise the value model from the reward model (InstructGPT) "
-                                             "or the SFT policy's backbone", choices=("reward_model", "policy"))
-    value_model: str = option("separate", "separate: a full value model (InstructGPT's layout); shared: a value "
+                                             "or the SFT policy's backbone", choices=("reward_model",
+                                                                                      "policy"))
+    value_model: str = option("separate",
+                              "separate: a full value model (InstructGPT's layout); shared: a value "
                                           "head on the policy's own trunk (memory-lean: no second model, and "
                                           "with LoRA policy, reference and value share one base)",
                               choices=("separate", "shared"))
@@ -65,7 +69,10 @@ class PPOConfig(OptimConfig, RewardSettings):
         if self.gradient_accumulation_steps > self.minibatch_size:
             yield "gradient_accumulation_steps", f"must be <= minibatch_size ({self.minibatch_size})"
         if self.value_model == "shared" and self.value_init == "reward_model":
-            yield "value_init", "value_model: shared puts a fresh value head on the policy; use value_init: policy"
+            yield (
+                "value_init",
+                "value_model: shared puts a fresh value head on the policy; use value_init: policy",
+            )
         elif self.value_init == "reward_model" and self.reward == "gold":
             yield "value_init", "reward: gold trains no reward model; use value_init: policy"
         if self.reward_model_4bit and self.value_init == "reward_model" and self.reward != "gold":
@@ -97,12 +104,17 @@ class PPOTrainer:
         self.prompts = ws.prompts("train", cfg.prompt_pool)
         self.kl_ctl = ops.AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
         per_iteration = cfg.ppo_epochs * -(-cfg.rollout_size // cfg.minibatch_size)
-        total, tail = (cfg.lr_schedule_steps or cfg.steps) * per_iteration, cfg.lr_schedule_steps * per_iteration
+        total, tail = (
+            (cfg.lr_schedule_steps or cfg.steps) * per_iteration,
+            cfg.lr_schedule_steps * per_iteration,
+        )
         # collected once (not per minibatch): policy and value model have their own optimisers
         self.policy_params, self.value_params = self.policy.trainable_parameters(), self.value.parameters()
         # policy and value model follow the same learning-rate schedule, each from its own peak rate
-        self.opt, self.sched = make_optimizer(self.policy_params, lr=cfg.lr, total_steps=total, tail_after=tail)
-        self.value_opt, self.value_sched = make_optimizer(self.value_params, lr=cfg.value_lr, total_steps=total,
+        self.opt, self.sched = make_optimizer(self.policy_params, lr=cfg.lr, total_steps=total,
+                                              tail_after=tail)
+        self.value_opt, self.value_sched = make_optimizer(self.value_params, lr=cfg.value_lr,
+                                                          total_steps=total,
                                                           tail_after=tail)
         self.ptx_texts = ws.task.train_texts if cfg.ptx_coef > 0 else []
         self.rng = random.Random(ws.train_seed)
@@ -115,7 +127,8 @@ class PPOTrainer:
         """PPO iterations on the shared training loop (resume, progress, logging, trajectory, checkpoints);
         a checkpoint also keeps the adaptive KL coefficient."""
         self.policy.model.train()
-        self.loop = TrainingLoop(self.ctx, "ppo", self.state, self.cfg.steps, checkpoint_every=self.cfg.checkpoint_every,
+        self.loop = TrainingLoop(self.ctx, "ppo", self.state, self.cfg.steps,
+                                 checkpoint_every=self.cfg.checkpoint_every,
                                  trace=self.policy, unit="iter", keep_final=self.cfg.keep_final_state)
         self.kl_ctl.value = self.loop.restored.get("kl_coef", self.kl_ctl.value)
         self.loop.run(self.iterate, lambda: {"kl_coef": self.kl_ctl.value})
@@ -138,7 +151,8 @@ class PPOTrainer:
         cfg, policy = self.cfg, self.policy
         prompts = self.rng.sample(self.prompts, min(cfg.rollout_size, len(self.prompts)))
         # one generate call per process: its share of the rollout
-        sampled = policy.sample(prompts, max_new_tokens=cfg.max_new_tokens, temperature=1.0, runtime=self.runtime,
+        sampled = policy.sample(prompts, max_new_tokens=cfg.max_new_tokens, temperature=1.0,
+                                runtime=self.runtime,
                                 batch_size=-(-len(prompts) // self.runtime.world), budget=self.ctx.budget)
         batch = sampled.batch.to(policy.device)
         mask = batch.target_mask
@@ -155,7 +169,8 @@ class PPOTrainer:
             "entropy": scored["entropy"].sum() / mask.sum(), "kl_coef": self.kl_ctl.value,
             "completion_length": mask.sum(-1).mean(), "lr": self.sched.get_last_lr()[0],
         }
-        data = dict(batch=batch, mask=mask, logps=logps, values=values, advantages=advantages, returns=returns)
+        data = dict(batch=batch, mask=mask, logps=logps, values=values, advantages=advantages,
+                    returns=returns)
         return data, {k: float(v) for k, v in stats.items()}
 
     def score(self, sampled) -> dict[str, torch.Tensor]:
@@ -171,11 +186,14 @@ class PPOTrainer:
             mask = batch.target_mask
             logps, logits = policy.token_logprobs(batch, return_logits=True)
             ref_logps, ref_logits = self.reference.token_logprobs(batch, return_logits=True)
-            gold = torch.as_tensor(np.asarray(self.ws.gold(part.prompts, part.completions)), dtype=torch.float32)
-            proxy = (torch.as_tensor(self.proxy(part.prompts, part.completions, part.ended), dtype=torch.float32)
+            gold = torch.as_tensor(np.asarray(self.ws.gold(part.prompts, part.completions)),
+                                   dtype=torch.float32)
+            proxy = (torch.as_tensor(self.proxy(part.prompts, part.completions, part.ended),
+                                     dtype=torch.float32)
                      if self.proxy else gold)
             # V(s_t) is read where token t+1 is predicted
-            out = {"logps": logps, "ref_logps": ref_logps, "values": self.value.token_values(batch)[:, :-1] * mask,
+            out = {"logps": logps, "ref_logps": ref_logps,
+                   "values": self.value.token_values(batch)[:, :-1] * mask,
                    "seq_kl": (ops.full_kl_from_logits(logits, ref_logits) * mask).sum(-1),
                    "entropy": (ops.entropy_from_logits(logits) * mask).sum(-1), "gold": gold, "proxy": proxy}
             return {key: value.cpu() for key, value in out.items()} if self.runtime.world > 1 else out
@@ -206,7 +224,8 @@ class PPOTrainer:
                                 cfg.gradient_accumulation_steps, runtime, budget)
             loss = loss + ptx
             stats["loss/ptx"] = float(ptx) / cfg.ptx_coef
-        status, _ = apply_update(self.ctx, self.state, [self.policy_params, self.value_params], loss, cfg, stage="ppo",
+        status, _ = apply_update(self.ctx, self.state, [self.policy_params, self.value_params], loss, cfg,
+                                 stage="ppo",
                                  step=self.iteration, checkpointer=self.loop.checkpointer)
         return stats if status == APPLIED else {}
 
@@ -219,7 +238,8 @@ class PPOTrainer:
         pg_loss, pg_stats = ops.clipped_policy_loss(logps, data["logps"][index], data["advantages"][index],
                                                     mask, cfg.clip_range)
         values = self.value.token_values(batch)[:, :-1]
-        vf_loss, vf_stats = ops.clipped_value_loss(values, data["values"][index], data["returns"][index], mask,
+        vf_loss, vf_stats = ops.clipped_value_loss(values, data["values"][index], data["returns"][index],
+                                                   mask,
                                                    cfg.clip_range_value)
         stats = {"loss/policy": pg_loss.detach(), "loss/value": vf_loss.detach(), **pg_stats, **vf_stats}
         return pg_loss + cfg.vf_coef * vf_loss, stats

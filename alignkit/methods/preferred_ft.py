@@ -14,8 +14,8 @@ from alignkit.artifacts import Artifact
 from alignkit.config import option
 from alignkit.models.finetune import finetune_on_completions
 from alignkit.registry import register_method
-from alignkit.training import TrainingConfig
 from alignkit.stages.workspace import Workspace
+from alignkit.training import TrainingConfig
 
 
 @dataclass
@@ -24,7 +24,8 @@ class PreferredFTConfig(TrainingConfig):
 
     lr: float = option(5e-4, "peak learning rate (AdamW)", gt=0)
     deduplicate: bool = option(True, "fit each distinct (prompt, chosen) once; false weights a completion by "
-                                     "the number of pairs it wins (K completions per prompt give K-1 to the best)")
+                                     "the number of pairs it wins (K completions per prompt give K-1 to the "
+                                     "best)")
 
 
 def chosen_examples(data, deduplicate: bool, append_eos: bool) -> tuple[list[str], list[str], list[bool]]:
@@ -42,5 +43,6 @@ def train_preferred_ft(ws: Workspace, cfg: PreferredFTConfig):
     policy = ws.load_policy()
     prompts, chosen, eos = chosen_examples(ws.train_pairs, cfg.deduplicate, ws.recipe.preferences.append_eos)
     # the loss covers completion tokens only: prompts are conditioning, not targets
-    finetune_on_completions(ws.ctx, policy, prompts, chosen, cfg, stage="preferred_ft", seed=ws.train_seed, eos=eos)
+    finetune_on_completions(ws.ctx, policy, prompts, chosen, cfg, stage="preferred_ft", seed=ws.train_seed,
+                            eos=eos)
     return policy

@@ -26,8 +26,8 @@ from alignkit.errors import DataError
 from alignkit.losses.bradley_terry import bradley_terry_loss
 from alignkit.models.scalar_head import ScalarModel, Scorer
 from alignkit.registry import register_method
-from alignkit.training import TrainingConfig, batch_indices, fit
 from alignkit.stages.workspace import Workspace
+from alignkit.training import TrainingConfig, batch_indices, fit
 
 
 @dataclass
@@ -57,7 +57,8 @@ def unique_completions(data: PreferenceData, append_eos: bool, index: list[int] 
 
 @torch.no_grad()
 def score_pairs(scorer: Scorer, data: PreferenceData, append_eos: bool):
-    """Chosen and rejected scores of every pair [N], [N] (on CPU), plus the distinct items and their scores."""
+    """Chosen and rejected scores of every pair [N], [N] (on CPU), plus the distinct items and
+    their scores."""
     items, where = unique_completions(data, append_eos)
     scores = scorer([p for p, _, _ in items], [c for _, c, _ in items], [e for _, _, e in items]).cpu()
     return scores[where[:, 0]], scores[where[:, 1]], items, scores
@@ -103,15 +104,18 @@ def fit_reward_model(ws: Workspace, cfg: RewardModelConfig, train: PreferenceDat
     train_chosen, train_rejected, _, train_scores = score_pairs(scorer, train, append_eos)
     scalar.bias += float(train_scores.double().mean())  # scores above were taken at the old bias
     train_accuracy = float((train_chosen > train_rejected).float().mean())
-    ws.ctx.log.log("reward_model", cfg.total_steps(len(groups)), {"bias": scalar.bias, "train_accuracy": train_accuracy})
+    ws.ctx.log.log("reward_model", cfg.total_steps(len(groups)), {"bias": scalar.bias,
+                                                                  "train_accuracy": train_accuracy})
     return TrainedRewardModel(scalar, scorer, heldout, append_eos, n_train=len(train),
                               train_accuracy=train_accuracy)
 
 
-@register_method("reward_model", config=RewardModelConfig, needs=(Artifact.TRAIN_PAIRS,), fit_on=fit_reward_model,
+@register_method("reward_model", config=RewardModelConfig, needs=(Artifact.TRAIN_PAIRS,),
+                 fit_on=fit_reward_model,
                  trains_policy=False)
 def train_reward_model(ws: Workspace, cfg: RewardModelConfig) -> "TrainedRewardModel":
-    """Bradley-Terry reward model: a scalar head on the SFT backbone, rewards centred on the training prompts."""
+    """Bradley-Terry reward model: a scalar head on the SFT backbone, rewards centred on the
+    training prompts."""
     return fit_reward_model(ws, cfg, ws.train_pairs, ws.heldout_pairs)
 
 
@@ -155,7 +159,8 @@ class TrainedRewardModel:
         return summary, samples
 
 
-def spearman_vs_gold(data: PreferenceData, items: list[tuple[str, str, bool]], scores: Tensor) -> float | None:
+def spearman_vs_gold(data: PreferenceData, items: list[tuple[str, str, bool]],
+                     scores: Tensor) -> float | None:
     """Spearman rank correlation between RM scores and gold scores over the distinct completions (None
     when undefined: fewer than two completions or constant scores)."""
     gold = {}

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from alignkit.config import option
 from alignkit.models.finetune import finetune_on_completions
 from alignkit.registry import register_method
-from alignkit.training import TrainingConfig
 from alignkit.stages.workspace import Workspace
+from alignkit.training import TrainingConfig
 
 CHARS_PER_TOKEN = 8  # generous: a cheap character cut that (almost) never shortens the token window
 

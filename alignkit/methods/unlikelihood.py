@@ -13,8 +13,8 @@ from alignkit.config import option
 from alignkit.losses.unlikelihood import unlikelihood_loss
 from alignkit.models.pairs import pair_batch
 from alignkit.registry import register_method
-from alignkit.training import TrainingConfig, batch_indices, fit
 from alignkit.stages.workspace import Workspace
+from alignkit.training import TrainingConfig, batch_indices, fit
 
 
 @dataclass

@@ -19,7 +19,8 @@ from alignkit.data.task import TaskConfig
 from alignkit.models.shipped import shipped_identity, shipped_model
 from alignkit.models.smollm2 import ALIAS as SMOLLM2_ALIAS
 from alignkit.models.smollm2 import locate_smollm2, smollm2_135m_instruct
-from alignkit.models.tiny_chat import identity as tiny_chat_identity, locate_tiny_chat, tiny_chat_support
+from alignkit.models.tiny_chat import identity as tiny_chat_identity
+from alignkit.models.tiny_chat import locate_tiny_chat, tiny_chat_support
 from alignkit.models.tiny_gpt2 import TinyGPT2Shape, train_tiny_gpt2
 from alignkit.registry import register_model
 from alignkit.runlog import write_json

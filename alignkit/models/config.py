@@ -21,14 +21,17 @@ class LoraSettings:
 
     r: int = option(8, "adapter rank", ge=1)
     alpha: int = option(16, "scaling numerator (scale = alpha / r)", ge=1)
-    target_modules: Optional[list[str]] = option(None, "module names to adapt (default: peft's per-architecture list)")
+    target_modules: Optional[list[str]] = option(None,
+                                                 "module names to adapt (default: peft's per-architecture "
+                                                 "list)")
 
 
 @dataclass
 class ModelConfig:
     """Which model is the starting (SFT) policy and reference, and how to load it."""
 
-    name_or_path: str = option("builtin:tiny-gpt2-imdb", "Hub id, local folder, or builtin:ALIAS (see `alignkit list`)")
+    name_or_path: str = option("builtin:tiny-gpt2-imdb",
+                               "Hub id, local folder, or builtin:ALIAS (see `alignkit list`)")
     revision: Optional[str] = option(None, "Hub revision (branch, tag or commit)")
     gguf_file: Optional[str] = option(None, "load this GGUF file inside name_or_path (dequantized)")
     dtype: str = option("float32", "parameter dtype", choices=("float32", "bfloat16", "float16"))
@@ -37,11 +40,14 @@ class ModelConfig:
     lora: Optional[LoraSettings] = option(None, "train a LoRA adapter instead of all weights")
     trust_remote_code: bool = option(False, "allow model code from the Hub")
     max_length: int = option(128, "longest prompt + completion in tokens", ge=8)
-    max_prompt_length: Optional[int] = option(None, "prompts are cut to their last N tokens, the same whatever "
+    max_prompt_length: Optional[int] = option(None,
+                                              "prompts are cut to their last N tokens, the same whatever "
                                                     "completion follows (default: max_length // 2)", ge=1)
-    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass instead of keeping "
-                                                 "them (less memory, slower steps; every model a run trains: policy, "
-                                                 "reward and value model, LoRA included)", identity=False)
+    gradient_checkpointing: bool = option(False,
+                                          "recompute activations in the backward pass instead of keeping "
+                                                 "them (less memory, slower steps; every model a run trains: "
+                                                 "policy, reward and value model, LoRA included)",
+                                                 identity=False)
 
     def check(self):
         if (self.load_in_4bit or self.load_in_8bit) and self.lora is None:
@@ -49,14 +55,18 @@ class ModelConfig:
         if self.load_in_4bit and self.load_in_8bit:
             yield "load_in_8bit", "choose one of load_in_4bit and load_in_8bit"
         if self.max_prompt_length is not None and self.max_prompt_length >= self.max_length:
-            yield "max_prompt_length", f"must be < max_length ({self.max_length}), leaving room for a completion"
+            yield (
+                "max_prompt_length",
+                f"must be < max_length ({self.max_length}), leaving room for a completion",
+            )
         problem = model_source_problem(self)
         if problem:
             yield problem
 
     @property
     def prompt_limit(self) -> int:
-        """Prompts are cut to their last this-many tokens (see :func:`~alignkit.models.sequences.encode_pairs`)."""
+        """Prompts are cut to their last this-many tokens
+        (see :func:`~alignkit.models.sequences.encode_pairs`)."""
         return self.max_prompt_length if self.max_prompt_length is not None else max(1, self.max_length // 2)
 
 
@@ -65,7 +75,8 @@ class ModelConfig:
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                  "pytorch_model.bin.index.json")
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model",
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model",
+                    "spiece.model",
                     "vocab.txt")
 # config.json keys that transformers needs as positive integers when present
 _POSITIVE_INT_KEYS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_ctx", "hidden_size",
@@ -122,7 +133,9 @@ def _folder_problem(path: Path, cfg: ModelConfig) -> str | None:
     for key in _TOKEN_ID_KEYS:
         value = data.get(key)
         ids = value if isinstance(value, list) else [value]
-        if value is not None and not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+        if value is not None and not all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids
+        ):
             return f"config.json: {key} must be a token id (an integer >= 0), got {value!r}"
     if not any((path / f).is_file() for f in _TOKENIZER_FILES):
         return f"no tokenizer files in it (expected one of {', '.join(_TOKENIZER_FILES)})"
@@ -139,7 +152,8 @@ def _folder_problem(path: Path, cfg: ModelConfig) -> str | None:
 
 def local_tokenizer_folder(cfg: ModelConfig, cache_dir: Path) -> Path | None:
     """The folder holding the tokenizer when it is on disk already (a local folder, or a ``builtin:``
-    model already built, if its alias registered ``locate=fn(cache_dir) -> folder or None``); None otherwise."""
+    model already built, if its alias registered ``locate=fn(cache_dir) -> folder or None``);
+    None otherwise."""
     name = cfg.name_or_path
     if name.startswith(BUILTIN_PREFIX):
         locate = MODELS.entry(name[len(BUILTIN_PREFIX):]).meta.get("locate")

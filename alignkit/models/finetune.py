@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from alignkit.models.sequences import SequenceBatch, token_logprobs
 from alignkit.context import RunContext
+from alignkit.models.sequences import SequenceBatch, token_logprobs
 from alignkit.training import TrainingConfig, batch_indices, fit
 
 
@@ -17,7 +17,8 @@ def completion_nll(model, batch: SequenceBatch) -> torch.Tensor:
 
 
 def finetune_on_completions(ctx: RunContext, policy, prompts: list[str], completions: list[str],
-                            cfg: TrainingConfig, *, stage: str, seed: int, eos: bool | list[bool] = False) -> list[dict]:
+                            cfg: TrainingConfig, *, stage: str, seed: int,
+                            eos: bool | list[bool] = False) -> list[dict]:
     """Fit ``policy`` to the completions given their prompts (empty prompts: plain language modelling) under
     ``ctx`` (which records ``policy``'s trajectory if it traces one); ``eos`` appends EOS to every
     completion, or to those flagged."""
@@ -30,5 +31,6 @@ def finetune_on_completions(ctx: RunContext, policy, prompts: list[str], complet
         loss = completion_nll(policy.model, batch)
         return loss, {"ppl": torch.exp(loss.detach())}
 
-    return fit(ctx, policy.trainable_parameters(), batch_indices(len(prompts), cfg, seed), step, cfg, stage=stage,
+    return fit(ctx, policy.trainable_parameters(), batch_indices(len(prompts), cfg, seed), step, cfg,
+               stage=stage,
                models=[policy.model], trace=policy)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from alignkit.errors import AlignkitError
 from alignkit.console import quiet_module_bars
+from alignkit.errors import AlignkitError
 from alignkit.models.config import BUILTIN_PREFIX, LoraSettings, ModelConfig, local_tokenizer_folder
 from alignkit.registry import MODELS
 from alignkit.runtime import Runtime
@@ -43,7 +43,8 @@ def _quiet_gguf(cfg: ModelConfig):
 def load_pretrained(auto_cls, cfg: ModelConfig, path: str, **extra):
     from transformers import BitsAndBytesConfig
 
-    kwargs = dict(revision=cfg.revision, dtype=getattr(torch, cfg.dtype), trust_remote_code=cfg.trust_remote_code)
+    kwargs = dict(revision=cfg.revision, dtype=getattr(torch, cfg.dtype),
+                  trust_remote_code=cfg.trust_remote_code)
     if cfg.gguf_file:
         kwargs["gguf_file"] = cfg.gguf_file
     if cfg.load_in_4bit or cfg.load_in_8bit:
@@ -54,7 +55,8 @@ def load_pretrained(auto_cls, cfg: ModelConfig, path: str, **extra):
         model = auto_cls.from_pretrained(path, **kwargs, **extra)
     if cfg.load_in_4bit:
         _keep_one_4bit_cpu_path(model)
-    if cfg.gradient_checkpointing:  # acts only in training mode with gradients on: sampling and scoring keep caches
+    # acts only in training mode with gradients on: sampling and scoring keep caches
+    if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return model
 
@@ -143,7 +145,8 @@ def load_adapter(model, folder: str | Path, *, trainable: bool):
 
 def record_absolute_base(model) -> None:
     """Make a peft adapter record the base it was loaded from as an absolute path when that is a local folder
-    (a Hub id stays as it is), so the saved adapter loads from any folder, not only the one it was trained in."""
+    (a Hub id stays as it is), so the saved adapter loads from any folder, not only the one it was
+    trained in."""
     for config in getattr(model, "peft_config", {}).values():
         base = config.base_model_name_or_path
         if base and Path(base).expanduser().exists():

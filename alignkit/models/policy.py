@@ -12,12 +12,25 @@ from pathlib import Path
 
 import torch
 
-from alignkit.models.config import ModelConfig
-from alignkit.models.loading import apply_lora, disable_dropout, load_adapter, load_pretrained, load_tokenizer, \
-    record_absolute_base, resolve_model_path
 from alignkit.console import bar as progress_bar
+from alignkit.models.config import ModelConfig
+from alignkit.models.loading import (
+    apply_lora,
+    disable_dropout,
+    load_adapter,
+    load_pretrained,
+    load_tokenizer,
+    record_absolute_base,
+    resolve_model_path,
+)
+from alignkit.models.sequences import (
+    SequenceBatch,
+    concat_batches,
+    encode_pairs,
+    sequence_logprobs,
+    token_logprobs,
+)
 from alignkit.runtime import Runtime
-from alignkit.models.sequences import SequenceBatch, concat_batches, encode_pairs, sequence_logprobs, token_logprobs
 
 
 @dataclass
@@ -82,7 +95,8 @@ class Policy:
 
     @classmethod
     def load(cls, cfg: ModelConfig, *, cache_dir: Path, runtime: Runtime) -> "Policy":
-        """``cfg``'s model on ``runtime``'s device (a ``builtin:`` model is built into ``cache_dir`` first)."""
+        """``cfg``'s model on ``runtime``'s device (a ``builtin:`` model is built into
+        ``cache_dir`` first)."""
         from transformers import AutoModelForCausalLM
 
         device = runtime.device
@@ -113,7 +127,8 @@ class Policy:
     def is_adapter(self) -> bool:
         return hasattr(self.model, "disable_adapter")
 
-    def encode(self, prompts: list[str], completions: list[str], eos: bool | list[bool] = False) -> SequenceBatch:
+    def encode(self, prompts: list[str], completions: list[str],
+               eos: bool | list[bool] = False) -> SequenceBatch:
         """Text pairs as this policy's training and scoring batches (its length limits, on its device)."""
         return encode_pairs(self.tokenizer, prompts, completions, max_length=self.max_length,
                             max_prompt_length=self.max_prompt_length, append_eos=eos).to(self.device)
@@ -156,7 +171,8 @@ class Policy:
         parts = [batch for batch, _, _ in drawn]
         completions = [text for _, texts, _ in drawn for text in texts]
         ended = [stop for _, _, stops in drawn for stop in stops]
-        rollout = Rollout(list(prompts), completions, concat_batches(parts, self.tokenizer.pad_token_id), ended)
+        rollout = Rollout(list(prompts), completions, concat_batches(parts, self.tokenizer.pad_token_id),
+                          ended)
         if budget is not None:
             budget.add_rollout(rollout)
         return rollout

@@ -12,11 +12,18 @@ import torch
 from torch import Tensor
 
 from alignkit.models.config import ModelConfig
-from alignkit.runtime import Runtime
-from alignkit.models.loading import (apply_lora, disable_dropout, load_adapter, load_pretrained, load_tokenizer,
-                                     record_absolute_base, resolve_model_path)
+from alignkit.models.loading import (
+    apply_lora,
+    disable_dropout,
+    load_adapter,
+    load_pretrained,
+    load_tokenizer,
+    record_absolute_base,
+    resolve_model_path,
+)
 from alignkit.models.sequences import SequenceBatch, encode_pairs, position_ids
 from alignkit.runlog import write_json
+from alignkit.runtime import Runtime
 
 META_FILE = "alignkit_scalar_head.json"
 

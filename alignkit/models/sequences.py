@@ -57,7 +57,8 @@ def concat_batches(batches: list[SequenceBatch], pad_token_id: int) -> SequenceB
 
 
 def encode_pairs(tokenizer, prompts: list[str], completions: list[str], *, max_length: int,
-                 max_prompt_length: int | None = None, append_eos: bool | Sequence[bool] = False) -> SequenceBatch:
+                 max_prompt_length: int | None = None,
+                 append_eos: bool | Sequence[bool] = False) -> SequenceBatch:
     """Tokenize prompt and completion separately and join them, right-padded.
 
     The prompt is cut once, to its last ``max_prompt_length`` tokens (default ``max_length // 2``),

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from alignkit.cache import CacheEntry
 from alignkit.config import fingerprint
-from alignkit.errors import AlignkitError
 from alignkit.console import quiet_module_bars
+from alignkit.errors import AlignkitError
 from alignkit.runlog import write_json
 from alignkit.runtime import Runtime
 
@@ -54,7 +54,8 @@ def package_folder() -> Path:
 
 
 def gguf_path() -> Path:
-    """The GGUF file inside the installed package, checking that ``gguf`` (transformers' reader) is there too."""
+    """The GGUF file inside the installed package, checking that ``gguf`` (transformers' reader) is
+    there too."""
     path = package_folder() / GGUF_FILE
     if not path.is_file():
         raise AlignkitError(f"model.name_or_path builtin:{ALIAS}: {path} is missing from the installed "
@@ -92,7 +93,8 @@ def _provenance(source: Path) -> dict:
         version = importlib.metadata.version(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:
         version = None
-    return {"distribution": DISTRIBUTION, "version": version, "file": source.name, "bytes": source.stat().st_size}
+    return {"distribution": DISTRIBUTION, "version": version, "file": source.name,
+            "bytes": source.stat().st_size}
 
 
 def cache_entry(cache_dir: Path, recipe: SmolLM2Recipe = SmolLM2Recipe()) -> CacheEntry:
@@ -111,6 +113,7 @@ def smollm2_135m_instruct(cache_dir: Path, runtime: Runtime, recipe: SmolLM2Reci
 
 
 def locate_smollm2(cache_dir: Path) -> Path | None:
-    """The folder if it is built and verifies already (the tokenizer can be read at recipe load), else None."""
+    """The folder if it is built and verifies already (the tokenizer can be read at recipe load),
+    else None."""
     entry = cache_entry(cache_dir)
     return entry.path if entry.problem() is None else None

@@ -1,4 +1,5 @@
-"""``builtin:tiny-chat-support``: the starting policy of the bundled ``support_chat`` comparison in miniature, a
+"""``builtin:tiny-chat-support``: the starting policy of the bundled ``support_chat`` comparison in miniature,
+a
 small GPT-2 with a ChatML chat template trained from scratch on the replies of ``builtin:support-chat``.
 
 It learns every reply style of the 32 topics equally (the concise polite answer and the three ways the data's
@@ -24,8 +25,8 @@ from alignkit.runtime import Runtime
 
 ALIAS, DATA = "tiny-chat-support", "builtin:support-chat"
 PAD, TURN_START, TURN_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
-CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] "
+          "}}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ def chat_tokenizer(texts: list[str], vocab_size: int):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, TURN_START, TURN_END],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     raw.train_from_iterator(texts, trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token=TURN_END, bos_token=PAD, pad_token=PAD,
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token=TURN_END, bos_token=PAD,
+                                        pad_token=PAD,
                                         unk_token=PAD, clean_up_tokenization_spaces=False)
     tokenizer.chat_template = CHATML
     return tokenizer

@@ -1,4 +1,5 @@
-"""A small GPT-2 trained from scratch on a few thousand texts, the recipe both offline ``builtin:`` models share
+"""A small GPT-2 trained from scratch on a few thousand texts, the recipe both offline ``builtin:`` models
+share
 (:mod:`alignkit.models.builtin`'s IMDb policy, :mod:`alignkit.models.tiny_chat`'s support-chat policy): their
 tokenizers and texts differ, the architecture and the training loop do not."""
 
@@ -34,7 +35,8 @@ def train_tiny_gpt2(ctx: RunContext, tokenizer, texts: list[str], shape: TinyGPT
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(shape.seed)
-    config = GPT2Config(vocab_size=len(tokenizer), n_embd=shape.n_embd, n_layer=shape.n_layer, n_head=shape.n_head,
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=shape.n_embd, n_layer=shape.n_layer,
+                        n_head=shape.n_head,
                         n_positions=shape.n_positions, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                         bos_token_id=bos_token_id, eos_token_id=tokenizer.eos_token_id,
                         pad_token_id=tokenizer.pad_token_id)

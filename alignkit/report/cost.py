@@ -1,6 +1,7 @@
 """The compute-matched view: what each run's training cost, point by point, with the shared stages it needed.
 
-Every trajectory checkpoint records the run's budget so far (``budget_*`` keys, :mod:`alignkit.run.trajectory`);
+Every trajectory checkpoint records the run's budget so far (``budget_*`` keys,
+:mod:`alignkit.run.trajectory`);
 here those counters become cumulative compute: tokens through a forward and backward pass (trained), tokens
 through a forward pass only (sampling, scoring rollouts, the reference pass), tokens sampled, wall seconds,
 and FLOPs estimated as 6N per trained token and 2N per forward-only token (N: the policy's parameter count).
@@ -20,16 +21,16 @@ from alignkit.eval.matched_kl import seeds_needed, t_bounds
 from alignkit.eval.summary import GOLD_MEAN
 from alignkit.report.records import RunRecord
 
-RULE = ("FLOPs estimated as 6N per trained token (forward and backward) and 2N per forward-only token (sampling, "
-        "scoring rollouts, the reference pass), N the policy's parameter count (the reward model and PPO's "
-        "value model share its backbone, so N for them too; PPO's value model, shared trunk or not, doubles its "
-        "trained and adds to its scoring passes; LoRA counted as full training; prompt tokens of "
-        "rollouts not counted). Each entry is charged the shared stages its method needed: the reward model's "
-        "training (PPO, GRPO, RLOO, Best-of-N) and the reference pass over the training pairs (DPO family, "
-        "KTO: tokens estimated from the mean tokens per trained sequence); the SFT policy and the preference "
-        "pairs, shared by every compared method, are charged to none. Wall seconds: training only (checkpoint "
-        "evaluation excluded), plus the longest time any run of the comparison spent on a shared stage it "
-        "needed (the run that built it; the others loaded it from the cache)")
+RULE = ("FLOPs estimated as 6N per trained token (forward and backward) and 2N per forward-only token "
+        "(sampling, scoring rollouts, the reference pass), N the policy's parameter count (the reward model "
+        "and PPO's value model share its backbone, so N for them too; PPO's value model, shared trunk or "
+        "not, doubles its trained and adds to its scoring passes; LoRA counted as full training; prompt "
+        "tokens of rollouts not counted). Each entry is charged the shared stages its method needed: the "
+        "reward model's training (PPO, GRPO, RLOO, Best-of-N) and the reference pass over the training pairs "
+        "(DPO family, KTO: tokens estimated from the mean tokens per trained sequence); the SFT policy and "
+        "the preference pairs, shared by every compared method, are charged to none. Wall seconds: training "
+        "only (checkpoint evaluation excluded), plus the longest time any run of the comparison spent on a "
+        "shared stage it needed (the run that built it; the others loaded it from the cache)")
 FIRST_RULE = ("target: the highest gold reward every method reaches at some evaluated point in every "
               "training seed (the lowest of the methods' best points, seed by seed); per seed, a method's "
               "cost is the least compute at which one of its settings reaches it, and its cost is the "
@@ -88,7 +89,8 @@ def _passes(run: RunRecord) -> tuple[int, int]:
 
 
 def point_compute(run: RunRecord, budget: dict, wall: float | None, shared: SharedCost) -> dict:
-    """Cumulative compute at a point whose own budget is ``budget`` (keys as :class:`~alignkit.context.Budget`)."""
+    """Cumulative compute at a point whose own budget is ``budget`` (keys
+    as :class:`~alignkit.context.Budget`)."""
     models, forward_per_sampled = _passes(run)
     sampled = float(budget.get("generated_tokens") or 0)
     trained = models * float(budget.get("train_tokens") or 0) + shared.trained_tokens
@@ -165,7 +167,8 @@ def first_to_reach(by_seed: dict[tuple, list[dict]], axis: str = "flops") -> dic
         if reached:
             cost[group, seed] = min(cost.get((group, seed), math.inf), min(reached))
     if set(cost) != set(best):
-        return None  # a method reached it only at points whose compute is unknown (runs recorded before it was)
+        # a method reached it only at points whose compute is unknown (runs recorded before it was)
+        return None
     log_cost = {g: {seed: math.log(max(c, 1e-12)) for (h, seed), c in cost.items() if h == g} for g in groups}
     order = sorted(groups, key=lambda g: np.mean(list(log_cost[g].values())))
     return {"target": target, "axis": axis, "first": order[0], "runner_up": order[1],

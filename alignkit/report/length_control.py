@@ -18,17 +18,19 @@ def length_control_lines(primary) -> list[str]:
     if "lc_win_rate" not in primary or primary["lc_win_rate"].isna().all():
         return []
     lines = ["## Win rates controlled for length", "",
-             "| entry | win rate [95% CI] | length-controlled [95% CI] | length slope | mean length difference "
-             "(chars) | position bias |", "|---" * 6 + "|"]
+             "| entry | win rate [95% CI] | length-controlled [95% CI] | length slope | mean length "
+             "difference (chars) | position bias |", "|---" * 6 + "|"]
     for _, row in primary.iterrows():
         bias = row.get("judge_position_bias")
-        lines.append(f"| {row['label']} | {_num(row['win_rate_vs_reference'])} [{_num(row['win_rate_ci_low'], 2)}, "
-                     f"{_num(row['win_rate_ci_high'], 2)}] | {_num(row['lc_win_rate'])} "
-                     f"[{_num(row['lc_win_rate_ci_low'], 2)}, {_num(row['lc_win_rate_ci_high'], 2)}] | "
-                     f"{_num(row['lc_length_slope'], 2)} | {_num(row['mean_length_difference_chars'], 1)} | "
+        lines.append(f"| {row['label']} | {_num(row['win_rate_vs_reference'])} "
+                     f"[{_num(row['win_rate_ci_low'], 2)}, {_num(row['win_rate_ci_high'], 2)}] | "
+                     f"{_num(row['lc_win_rate'])} [{_num(row['lc_win_rate_ci_low'], 2)}, "
+                     f"{_num(row['lc_win_rate_ci_high'], 2)}] | {_num(row['lc_length_slope'], 2)} | "
+                     f"{_num(row['mean_length_difference_chars'], 1)} | "
                      f"{_num(bias) if bias is not None and not math.isnan(bias) else 'n/a (score judge)'} |")
     return lines + ["", "Length-controlled: a logistic regression of each prompt's verdict (ties half) on "
-                    "tanh(length difference / its standard deviation), read at zero difference, AlpacaEval-style "
-                    "with length as the only term; interval: 1000 bootstrap resamples of the prompts. Length "
-                    "slope > 0: the judge favours the longer reply. Position bias: the share of prompts whose "
-                    "verdict flipped when the two replies swapped places (counted as ties in the win rate).", ""]
+                    "tanh(length difference / its standard deviation), read at zero difference, "
+                    "AlpacaEval-style with length as the only term; interval: 1000 bootstrap resamples of "
+                    "the prompts. Length slope > 0: the judge favours the longer reply. Position bias: the "
+                    "share of prompts whose verdict flipped when the two replies swapped places (counted as "
+                    "ties in the win rate).", ""]

@@ -40,7 +40,8 @@ def plot_run(run_dir: Path, summary: EvalSummary) -> Path:
 
 def _policy_panels(ax_reward, ax_kl, samples, summary):
     bins = [i / 20 for i in range(21)]
-    ax_reward.hist([s["reference_gold_reward"] for s in samples], bins=bins, alpha=0.6, label="reference (SFT)")
+    ax_reward.hist([s["reference_gold_reward"] for s in samples], bins=bins, alpha=0.6,
+                   label="reference (SFT)")
     ax_reward.hist([s["gold_reward"] for s in samples], bins=bins, alpha=0.6, label=summary.method)
     ax_reward.set(title=f"gold reward (win rate {summary.win_rate_vs_reference:.2f})", xlabel="gold reward")
     ax_reward.legend()
@@ -133,7 +134,10 @@ def plot_frontier(runs, out: Path) -> Path:
             kl = np.array([s.kl_mean for s in summaries])
             gold = np.array([s.gold_reward_mean for s in summaries])
             if len(summaries) > 1:  # several seeds: intervals over seeds
-                kl_err, gold_err = 1.96 * kl.std(ddof=1) / len(kl) ** 0.5, 1.96 * gold.std(ddof=1) / len(gold) ** 0.5
+                kl_err, gold_err = (
+                    1.96 * kl.std(ddof=1) / len(kl) ** 0.5,
+                    1.96 * gold.std(ddof=1) / len(gold) ** 0.5,
+                )
             else:
                 s = summaries[0]
                 high = s.results.get("kl_ci_high")

@@ -15,15 +15,25 @@ from alignkit.config import first_difference
 from alignkit.errors import AlignkitError
 from alignkit.eval.evaluator import PER_PROMPT_KEYS
 from alignkit.eval.stats import head_to_head
-from alignkit.eval.summary import (GOLD_CI_HIGH, GOLD_CI_LOW, GOLD_MEAN, KL_KIND, KL_MEAN, N_SAMPLES,
-                                   REFERENCE_GOLD_MEAN, TEMPERATURE, WIN_RATE, EvalSummary)
+from alignkit.eval.summary import (
+    GOLD_CI_HIGH,
+    GOLD_CI_LOW,
+    GOLD_MEAN,
+    KL_KIND,
+    KL_MEAN,
+    N_SAMPLES,
+    REFERENCE_GOLD_MEAN,
+    TEMPERATURE,
+    WIN_RATE,
+    EvalSummary,
+)
 from alignkit.runfolder import ComparisonEntry, RunFolderError, read_json, read_run
 from alignkit.runlog import read_jsonl
 
 N_BOOT = 2000
-HEAD_TO_HEAD_METHOD = ("paired bootstrap over the shared evaluation prompts ({n_boot} resamples of the prompts, "
-                       "the same resample for every pair; percentile 95% interval); the judge scores each "
-                       "entry's completion for the same prompt, ties count one half")
+HEAD_TO_HEAD_METHOD = ("paired bootstrap over the shared evaluation prompts ({n_boot} resamples of the "
+                       "prompts, the same resample for every pair; percentile 95% interval); the judge "
+                       "scores each entry's completion for the same prompt, ties count one half")
 
 
 # sections every entry must share; reward_model only among the entries that use a reward model
@@ -80,20 +90,23 @@ def find_run_dirs(paths: list[Path]) -> list[tuple[Path, bool]]:
         if (path / "manifest.json").is_file():
             found.append((path, False))
         elif (path / "compare.json").is_file():
-            index = read_json(path / "compare.json", "rebuild it with alignkit compare (or report) into a new --out")
+            index = read_json(path / "compare.json",
+                              "rebuild it with alignkit compare (or report) into a new --out")
             entries = index.get("entries") if isinstance(index, dict) else None
             if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("run"), str)
                                                         and e["run"] and Path(e["run"]).name == e["run"]
                                                         for e in entries):
-                raise RunFolderError(f"{path / 'compare.json'}: entries: expected a list of runs; rebuild it with "
-                                     "alignkit compare into a new --out")
+                raise RunFolderError(f"{path / 'compare.json'}: entries: expected a list of runs; rebuild it "
+                                     "with alignkit compare into a new --out")
             if not (path / "runs").is_dir():
-                raise RunFolderError(f"{path}: a report folder (alignkit report's output holds no runs), not a run or "
-                                     "comparison folder; point report at the run or comparison folders it was "
-                                     "built from")
+                raise RunFolderError(f"{path}: a report folder (alignkit report's output holds no runs), not "
+                                     "a run or comparison folder; point report at the run or comparison "
+                                     "folders it was built from")
             found.extend((path / "runs" / e["run"], True) for e in entries)
         elif (path / "runs").is_dir():
-            found.extend((p, True) for p in sorted((path / "runs").iterdir()) if (p / "manifest.json").is_file())
+            found.extend(
+                (p, True) for p in sorted((path / "runs").iterdir()) if (p / "manifest.json").is_file()
+            )
         else:
             raise AlignkitError(f"{path}: not a run directory (no manifest.json) nor a comparison folder")
     return found
@@ -121,7 +134,8 @@ def load_runs(paths: list[Path]) -> tuple[list[RunRecord], list[str]]:
         raise AlignkitError(broken[0] if broken else "report: no finished runs found")
     labels = [r.label for r in runs]
     if len(set(labels)) != len(labels):
-        raise AlignkitError(f"report: two runs share a label: {sorted({x for x in labels if labels.count(x) > 1})}")
+        raise AlignkitError("report: two runs share a label: "
+                            f"{sorted({x for x in labels if labels.count(x) > 1})}")
     return runs, broken
 
 
@@ -147,7 +161,8 @@ def comparison_rows(runs: list[RunRecord], convergence: dict[str, dict]) -> list
                 "sweep": ";".join(f"{k}={v}" for k, v in run.sweep.items()),
                 "sweep_value": next(iter(run.sweep.values()), None) if len(run.sweep) == 1 else None,
                 "train_seed": run.manifest.get("train_seed"),
-                **{f"convergence{'_' + k if k != 'label' else ''}": v for k, v in convergence[run.label].items()
+                **{f"convergence{'_' + k if k != 'label' else ''}": v for k,
+                   v in convergence[run.label].items()
                    if k != "window_steps"}}
         for row in s.by_temperature:
             rows.append({**base, **{k: row.get(k) for k in ROW_KEYS},
@@ -179,9 +194,12 @@ def winrate_matrix(runs: list[RunRecord]) -> tuple[list[str], np.ndarray, np.nda
     a pairwise judge decided: it compared each policy with the reference only, and gave no scores)."""
     policies = [r for r in runs if r.is_policy]
     samples = [r.samples() for r in policies]
-    if len(policies) < 2 or any([s["prompt"] for s in x] != [s["prompt"] for s in samples[0]] for x in samples):
+    if len(policies) < 2 or any(
+        [s["prompt"] for s in x] != [s["prompt"] for s in samples[0]] for x in samples
+    ):
         return None
-    if any("judge_score" not in s for x in samples for s in x):  # a pairwise judge only compared with the reference
+    # a pairwise judge only compared with the reference
+    if any("judge_score" not in s for x in samples for s in x):
         return None
     scores = np.array([[s["judge_score"] for s in x] for x in samples], dtype=np.float64)
     wins, low, high = head_to_head(scores, n_boot=N_BOOT, seed=0)
@@ -198,11 +216,13 @@ def check_shared(resolved: list[tuple[str, dict, bool]]) -> None:
         _refuse_difference(first_label, _shared_sections(first), label, _shared_sections(recipe))
     rm_users = [(label, recipe["methods"]["reward_model"]) for label, recipe, uses in resolved if uses]
     for label, settings in rm_users[1:]:
-        _refuse_difference(rm_users[0][0], {"reward_model": rm_users[0][1]}, label, {"reward_model": settings})
+        _refuse_difference(rm_users[0][0], {"reward_model": rm_users[0][1]}, label,
+                           {"reward_model": settings})
 
 
 def _shared_sections(recipe: dict) -> dict:
-    """A resolved recipe's shared sections (a run recorded before ``gold_reward_options`` existed has none)."""
+    """A resolved recipe's shared sections (a run recorded before ``gold_reward_options`` existed
+    has none)."""
     return {k: recipe.get(k, {}) if k == "gold_reward_options" else recipe[k] for k in SHARED}
 
 
@@ -211,5 +231,6 @@ def _refuse_difference(label_a: str, a: dict, label_b: str, b: dict) -> None:
     if found:
         path, value_a, value_b = found
         raise AlignkitError(f"compare: entries {label_a!r} and {label_b!r} disagree on shared key {path}: "
-                            f"{json.dumps(value_a)} vs {json.dumps(value_b)} (every entry must share the task, "
+                            f"{json.dumps(value_a)} vs {json.dumps(value_b)} (every entry must share the "
+                            "task, "
                             f"reference, judge, pairs and evaluation; set it once with --set {path}=...)")

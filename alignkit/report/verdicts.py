@@ -18,8 +18,10 @@ from alignkit.runlog import read_jsonl
 
 CONVERGENCE = ConvergenceTest()
 METHOD = (f"each method's frontier as a staircase (at KL k: the best gold of its points at KL <= k, points "
-          f"within {KL_MATCH:.0%} of a KL counting as at it; never interpolated), each step chosen on half of "
-          f"the prompts and read on the other; per paired unit (seed, or replicate) the mean over the measured "
+          f"within {KL_MATCH:.0%} of a KL counting as at it; never interpolated), each step chosen on half "
+          "of "
+          "the prompts and read on the other; per paired unit (seed, or replicate) the mean over the "
+          "measured "
           f"KLs of one method's lower step against the other's upper step; a t interval over units (k - 1 "
           f"degrees of freedom); one unit covers evaluation noise only and names no winner")
 
@@ -28,7 +30,8 @@ def lr_fraction(run: RunRecord) -> float | None:
     """The training learning rate at the run's last trajectory checkpoint over its peak (None when the run
     logged no learning rate or has no trajectory)."""
     stage, steps = run.summary.method, [p["step"] for p in run.trajectory]
-    logged = [(r["step"], r.get("lr", r.get("learning_rate"))) for r in read_jsonl(run.run_dir / "metrics.jsonl")
+    logged = [(r["step"], r.get("lr",
+                                r.get("learning_rate"))) for r in read_jsonl(run.run_dir / "metrics.jsonl")
               if r.get("stage") == stage and isinstance(r.get("lr", r.get("learning_rate")), (int, float))]
     if not logged or not steps:
         return None
@@ -67,7 +70,8 @@ def unit_of(run: RunRecord, units: str) -> object:
     return run.label.split("/")[0] if units == "replicate" else run.manifest.get("train_seed")
 
 
-def settings(runs: list[RunRecord], checkpoints: bool = True, units: str = "seed") -> dict[str, list[Setting]]:
+def settings(runs: list[RunRecord], checkpoints: bool = True,
+             units: str = "seed") -> dict[str, list[Setting]]:
     """Each method's evaluated points as settings with one row per unit (a replicate's seeds averaged); a
     setting is a sweep point at one position (a checkpoint step, or the final evaluation)."""
     grouped: dict[tuple, dict[object, list[tuple[np.ndarray, np.ndarray]]]] = {}
@@ -76,7 +80,8 @@ def settings(runs: list[RunRecord], checkpoints: bool = True, units: str = "seed
             continue
         sweep = tuple(sorted(run.sweep.items()))
         for position, gold, kl in _points(run, checkpoints):
-            grouped.setdefault((run.group, sweep, position), {}).setdefault(unit_of(run, units), []).append((gold, kl))
+            grouped.setdefault((run.group, sweep, position), {}).setdefault(unit_of(run, units),
+                                                                            []).append((gold, kl))
     out: dict[str, list[Setting]] = {}
     for (group, sweep, position), by_unit in grouped.items():
         label = f"{group}{''.join(f'@{k}={v}' for k, v in sweep)}@{position}"
@@ -106,7 +111,8 @@ def matched_kl_verdicts(runs: list[RunRecord], labels: dict[str, str], *, units:
         p_all, p_final = adjusted[i], adjusted[len(pairs) + i]
         verdict = decide(a, b, result, facts, margin=margin, adjusted_p=p_all, alpha=alpha)
         last_verdict = decide(a, b, last, facts, margin=margin, adjusted_p=p_final, alpha=alpha)
-        out.append({"a": a, "b": b, "result": _as_dict(result, p_all), "final_points_only": _as_dict(last, p_final),
+        out.append({"a": a, "b": b, "result": _as_dict(result, p_all), "final_points_only": _as_dict(last,
+                                                                                                     p_final),
                     "verdict": verdict.kind, "winner": verdict.winner, "answer": verdict.answer,
                     "would_take": verdict.would_take, "final_verdict": last_verdict.answer,
                     "family": family, "margin": margin, "alpha": alpha,
@@ -141,7 +147,8 @@ def headline(verdicts: list[dict], groups: list[str]) -> dict | None:
 
 
 def _family(results: list) -> tuple[list[float | None], int]:
-    """Holm-adjusted p-values of the results with two or more units (None elsewhere), and how many were adjusted."""
+    """Holm-adjusted p-values of the results with two or more units (None elsewhere), and how many
+    were adjusted."""
     defined = [i for i, r in enumerate(results) if r is not None and r.units > 1]
     adjusted = holm([results[i].p_value for i in defined])
     out: list[float | None] = [None] * len(results)

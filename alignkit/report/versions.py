@@ -28,11 +28,16 @@ def version_warning(differences: dict[str, dict[str, list[str]]]) -> str | None:
         return None
     parts = []
     for package, seen in differences.items():
-        parts.append(f"{package} " + " vs ".join(f"{version} ({labels[0]}" + (f" +{len(labels) - 1}" if len(labels) > 1
-                                                                              else "") + ")"
-                                                  for version, labels in seen.items()))
-    return ("warning: the compared runs were made with different package versions, which alone can move their "
-            "numbers: " + "; ".join(parts) + " (pip install -c constraints-lock.txt . pins the README's)")
+        parts.append(
+            f"{package} "
+            + " vs ".join(
+                f"{version} ({labels[0]}" + (f" +{len(labels) - 1}" if len(labels) > 1 else "") + ")"
+                for version, labels in seen.items()
+            )
+        )
+    return ("warning: the compared runs were made with different package versions, which alone can move "
+            "their numbers: " + "; ".join(parts) + " (pip install -c constraints-lock.txt . pins the "
+                                                   "README's)")
 
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "scikit-learn")

@@ -3,7 +3,8 @@
 The reward of a completion is the log-odds of one label of the classifier on prompt + completion (the same
 text ``imdb-sentiment`` scores): ``log p / (1 - p)`` = ``logit[label] - logsumexp(other logits)``, which for
 a two-label model is simply ``logit[label] - logit[other]``. A one-output (regression) head's score is its
-logit. Settings come from the recipe's ``gold_reward_options`` (validated at load by :class:`HFClassifierOptions`).
+logit. Settings come from the recipe's ``gold_reward_options`` (validated at load by
+:class:`HFClassifierOptions`).
 The DPO paper's IMDb ground truth is ``siebert/sentiment-roberta-large-english`` (``recipes/paper/``).
 """
 
@@ -32,7 +33,8 @@ _SANE_LENGTH = 100_000  # tokenizers without a known limit report a huge model_m
 class HFClassifierOptions:
     """Settings of the ``hf-classifier`` gold reward (the recipe's ``gold_reward_options``)."""
 
-    model: str = option(help="Hub id or local folder of a sequence classifier (AutoModelForSequenceClassification)")
+    model: str = option(help="Hub id or local folder of a sequence classifier "
+                             "(AutoModelForSequenceClassification)")
     revision: Optional[str] = option(None, "Hub revision (branch, tag or commit) of the classifier")
     label: Optional[str] = option(None, "label whose log-odds is the reward, by name from the model's "
                                         "config.id2label, any case (default: positive)")
@@ -41,7 +43,8 @@ class HFClassifierOptions:
                                              "model_max_length, else the position embeddings)", ge=2)
 
     def check(self):
-        """Cheap offline checks at recipe load: a local folder exists and, when its config.json is there, has the
+        """Cheap offline checks at recipe load: a local folder exists and, when its config.json is there, has
+        the
         label. A Hub id is checked when it is downloaded, at the first scoring."""
         path = Path(self.model).expanduser()
         if not path.exists():
@@ -53,7 +56,8 @@ class HFClassifierOptions:
             yield "model", f"{self.model!r} is not a model folder (no config.json in it)"
             return
         try:
-            labels = {int(i): name for i, name in (json.loads(config.read_text()).get("id2label") or {}).items()}
+            labels = {int(i): name for i,
+                      name in (json.loads(config.read_text()).get("id2label") or {}).items()}
         except (ValueError, UnicodeDecodeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
             yield "model", f"{self.model}/config.json: cannot read its id2label: {str(exc).splitlines()[0]}"
             return
@@ -104,7 +108,8 @@ class HFClassifier:
         self.options = options
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(options.model, revision=options.revision)
-            model = AutoModelForSequenceClassification.from_pretrained(options.model, revision=options.revision)
+            model = AutoModelForSequenceClassification.from_pretrained(options.model,
+                                                                       revision=options.revision)
         except (OSError, ValueError) as exc:
             where = "local folder" if Path(options.model).expanduser().exists() else \
                 "Hub id (no Hub access, or no such model?)"
@@ -130,7 +135,8 @@ class HFClassifier:
         if limit and limit < _SANE_LENGTH:
             return int(limit)
         config = self.model.config
-        return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 512)
+        return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions",
+                                                                               None) or 512)
 
     @torch.inference_mode()
     def score(self, texts: list[str]) -> np.ndarray:
@@ -150,7 +156,8 @@ class HFClassifier:
         labels = config.id2label or {}
         return {"reward": "hf-classifier", "model": self.options.model,
                 "revision": self.options.revision or getattr(config, "_commit_hash", None),
-                "label": None if self.index is None else labels.get(self.index), "num_labels": config.num_labels,
+                "label": None if self.index is None else labels.get(self.index),
+                "num_labels": config.num_labels,
                 "max_length": self.max_length, "score": "log-odds of the label on prompt + completion"}
 
 

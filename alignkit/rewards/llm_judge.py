@@ -39,15 +39,18 @@ def unparseable_option():
 def _template_problem(template: str):
     missing = [f for f in TEMPLATE_FIELDS if f not in template]
     if missing:
-        yield "template", f"the judge's question must contain {', '.join(TEMPLATE_FIELDS)} (missing {', '.join(missing)})"
+        yield (
+            "template",
+            f"the judge's question must contain {', '.join(TEMPLATE_FIELDS)} (missing {', '.join(missing)})",
+        )
 
 
 @dataclass
 class LLMJudgeOptions:
     """Settings of the local LLM judge (``eval.judge_options``)."""
 
-    model: str = option(help="folder, Hub id or builtin:ALIAS of a transformers causal LM asked which response is "
-                             "better")
+    model: str = option(help="folder, Hub id or builtin:ALIAS of a transformers causal LM asked which "
+                             "response is better")
     template: str = option(DEFAULT_TEMPLATE, "the question asked; {prompt}, {a} and {b} are filled in")
     chat: bool = option(True, "wrap the question in the tokenizer's chat template, when it has one")
     max_new_tokens: int = option(8, "tokens the judge may answer with (greedy)", ge=1)
@@ -70,7 +73,8 @@ def _folder_signature(path: str) -> list:
 class LLMJudge(PairwiseJudge):
     """A local causal LM answering the question greedily; its answer is parsed for A or B."""
 
-    def __init__(self, options: LLMJudgeOptions, device: torch.device | str = "cpu", cache_dir: Path | None = None):
+    def __init__(self, options: LLMJudgeOptions, device: torch.device | str = "cpu",
+                 cache_dir: Path | None = None):
         identity = fingerprint("llm-judge", options, _folder_signature(options.model))
         super().__init__("llm-judge", identity, options.template, cache_dir)
         self.options, self.device = options, torch.device(device)
@@ -130,7 +134,8 @@ class LLMJudge(PairwiseJudge):
             self._check_length(batch["input_ids"].shape[1])  # a question longer than checked at load
             generated = model.generate(**batch, max_new_tokens=self.options.max_new_tokens, do_sample=False,
                                        pad_token_id=tokenizer.pad_token_id)
-            out += tokenizer.batch_decode(generated[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+            out += tokenizer.batch_decode(generated[:, batch["input_ids"].shape[1]:],
+                                          skip_special_tokens=True)
         return out
 
 
@@ -140,14 +145,15 @@ class EndpointJudgeOptions:
 
     base_url: str = option(help="API root; the judge POSTs to {base_url}/chat/completions")
     model: str = option(help="the model the endpoint serves, e.g. gpt-4o")
-    api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the API key (the key itself never "
+    api_key_env: str = option("OPENAI_API_KEY",
+                              "environment variable holding the API key (the key itself never "
                                                 "goes in a recipe); empty: send no key")
     template: str = option(DEFAULT_TEMPLATE, "the question asked; {prompt}, {a} and {b} are filled in")
     max_tokens: int = option(16, "tokens the judge may answer with (temperature 0)", ge=1)
     requests_per_second: float = option(2.0, "rate limit on requests (0: none)", ge=0)
     max_retries: int = option(6, "retries of a request answered 429 or 5xx, or that failed to connect", ge=0)
-    backoff_s: float = option(1.0, "wait before the first retry, doubled at each (a Retry-After header decides "
-                                   "instead, when the endpoint sends one)", ge=0)
+    backoff_s: float = option(1.0, "wait before the first retry, doubled at each (a Retry-After header "
+                                   "decides instead, when the endpoint sends one)", ge=0)
     max_backoff_s: float = option(60.0, "longest wait between retries, a Retry-After header's too (each "
                                         "wait is shown)", ge=0)
     timeout_s: float = option(60.0, "seconds to wait for one answer", gt=0)
@@ -190,7 +196,8 @@ def link_local_host(url: str, resolve: bool = False) -> str | None:
 
 
 def retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (seconds, or an HTTP date); None when absent or unreadable."""
+    """Seconds to wait from a Retry-After header (seconds, or an HTTP date); None when absent
+    or unreadable."""
     if not value:
         return None
     try:
@@ -209,15 +216,18 @@ class EndpointJudge(PairwiseJudge):
     Retry-After says), never waiting more than ``max_backoff_s`` at once, and saying so each time."""
 
     def __init__(self, options: EndpointJudgeOptions, cache_dir: Path | None = None):
-        identity = fingerprint("endpoint-judge", options.base_url, options.model, options.template, options.max_tokens)
+        identity = fingerprint("endpoint-judge", options.base_url, options.model, options.template,
+                               options.max_tokens)
         super().__init__("endpoint-judge", identity, options.template, cache_dir)
         self.options, self.max_unparseable = options, options.max_unparseable
         self.url = options.base_url.rstrip("/") + "/chat/completions"
         key = os.environ.get(options.api_key_env, "") if options.api_key_env else ""
         if options.api_key_env and not key:
-            raise AlignkitError(f"endpoint-judge: the environment variable {options.api_key_env} holding the API "
+            raise AlignkitError(f"endpoint-judge: the environment variable {options.api_key_env} holding the "
+                                "API "
                                 f"key is not set (eval.judge_options.api_key_env)")
-        self.headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+        self.headers = {"Content-Type": "application/json",
+                        **({"Authorization": f"Bearer {key}"} if key else {})}
         self.sleep, self.clock = time.sleep, time.monotonic  # replaceable (tests)
         self.requests, self.retries, self._last = 0, 0, None
 
@@ -308,7 +318,8 @@ def _detail(err: urllib.error.HTTPError) -> str:
 def llm_judge(workspace: Workspace):
     """Pairwise judge: a local transformers causal LM asked which response is better, both orders."""
     options = build(LLMJudgeOptions, workspace.recipe.eval.judge_options, where="eval.judge_options")
-    options.model = resolve_model_path(options.model, workspace.cache_dir, workspace.runtime)  # builtin: -> folder
+    # builtin: -> folder
+    options.model = resolve_model_path(options.model, workspace.cache_dir, workspace.runtime)
     return LLMJudge(options, workspace.device, workspace.cache_dir)
 
 

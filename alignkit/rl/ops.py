@@ -111,7 +111,8 @@ def clipped_policy_loss(
 def clipped_value_loss(
     values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, clip_range: float
 ) -> tuple[Tensor, dict]:
-    """Clipped value loss: keeps the critic within ``clip_range`` of its rollout-time values, ``[B, T]`` inputs."""
+    """Clipped value loss: keeps the critic within ``clip_range`` of its rollout-time values, ``[B,
+    T]`` inputs."""
     clipped_values = torch.clamp(values, old_values - clip_range, old_values + clip_range)
     unclipped_err, clipped_err = (values - returns) ** 2, (clipped_values - returns) ** 2
     loss = 0.5 * masked_mean(torch.maximum(unclipped_err, clipped_err), mask)
@@ -133,7 +134,8 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
 
 
 class AdaptiveKLController:
-    """Adaptive KL coefficient (Ziegler et al. 2019): nudges ``value`` so the measured KL tracks ``target_kl``.
+    """Adaptive KL coefficient (Ziegler et al. 2019): nudges ``value`` so the measured KL tracks
+    ``target_kl``.
 
     With ``target_kl=None`` the coefficient stays fixed.
     """

@@ -16,14 +16,15 @@ from alignkit.errors import AlignkitError
 from alignkit.models.config import ModelConfig
 from alignkit.recipe import Recipe
 from alignkit.registry import METHODS
-from alignkit.runfolder import COMPARISON_MARKER
+from alignkit.runfolder import COMPARISON_MARKER, RunFolderError, live_writer, model_problem, read_run
 from alignkit.runformat import ADDED_DEFAULTS, ADDED_EVAL_DEFAULTS
-from alignkit.runfolder import RunFolderError, live_writer, model_problem, read_run
 from alignkit.runlog import jsonable
 from alignkit.stages.keys import StageKeys
 
-EVAL_ONLY = ("temperatures", "judge", "diversity", "batch_size", "judge_options", "judge_fraction", "agreement_pairs",
-             "allow_self_judging")  # change no training, only its evaluation (the judge split: by its stage key)
+EVAL_ONLY = ("temperatures", "judge", "diversity", "batch_size", "judge_options", "judge_fraction",
+             "agreement_pairs",
+             # change no training, only its evaluation (the judge split: by its stage key)
+             "allow_self_judging")
 # where results are sent and what is kept on the way, not what is trained or measured
 OUTPUTS = ("report_to", "push_to_hub", "hub_private", "save_every_steps")
 STAGES = ("preferences", "pair_split", "reward_model", "reference_logps")
@@ -38,16 +39,24 @@ def training_identity(recipe: dict) -> dict:
     """What decides a run's trained model, as plain data: its method and settings, model, task, gold
     reward, seeds and the evaluation settings that shape its trajectory. The shared stages it used are
     checked by their cache keys instead, so a setting that only other stages read changes nothing here."""
-    identity = {k: v for k, v in recipe.items() if k not in ("name", "device", "plugins", "preferences", "methods",
+    identity = {k: v for k, v in recipe.items() if k not in ("name", "device", "plugins", "preferences",
+                                                             "methods",
                                                              *OUTPUTS)
                 and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
-    prefs = recipe["preferences"]  # append_eos means nothing for generated pairs (PreferenceConfig.eos_identity)
+    # append_eos means nothing for generated pairs (PreferenceConfig.eos_identity)
+    prefs = recipe["preferences"]
     identity["append_eos"] = prefs["append_eos"] and prefs["source"] != "generated"
     identity["model"] = {k: v for k, v in recipe["model"].items() if k not in not_identity(ModelConfig)}
     method_config = recipe["methods"].get(recipe["method"])
-    identity["method_config"] = ({k: v for k, v in method_config.items()
-                                  if k not in SAME_UPDATE and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
-                                 if isinstance(method_config, dict) else method_config)
+    identity["method_config"] = (
+        {
+            k: v
+            for k, v in method_config.items()
+            if k not in SAME_UPDATE and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])
+        }
+        if isinstance(method_config, dict)
+        else method_config
+    )
     identity["eval"] = {k: v for k, v in recipe["eval"].items()
                         if k not in EVAL_ONLY and not (k == "prompts" and not v)}  # unset: as older runs were
     return identity
@@ -112,7 +121,9 @@ def run_decision(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, o
         if k in used and used[k] != keys[k]:
             found = first_difference({x: y for x, y in manifest["recipe"].items() if x != "name"},
                                      {x: y for x, y in wanted.items() if x != "name"})
-            detail = f"{found[0]}: {_shown(found[1])} -> {_shown(found[2])}" if found else "its inputs changed"
+            detail = (
+                f"{found[0]}: {_shown(found[1])} -> {_shown(found[2])}" if found else "its inputs changed"
+            )
             return RunDecision("train", True, f"its {k} stage changed ({detail})")
     problem = model_problem(run_dir, manifest)
     if problem:
@@ -143,18 +154,23 @@ def check_evaluation_only(run_dir: Path, recorded: dict, wanted: dict, *, in_com
     training = {k: v for k, v in recorded.items() if k not in ("eval", "device", "plugins", "report_to")}
     added = sorted(set(wanted.get("methods", {})) - set(recorded.get("methods", {})))
     if added:
-        raise AlignkitError(f"eval: {added[0]} is a training section that {run_dir} was not trained with; eval takes "
+        raise AlignkitError(f"eval: {added[0]} is a training section that {run_dir} was not trained with; "
+                            "eval takes "
                             f"evaluation settings only (eval.*)")
     found = first_difference(training, _keys_of(training, wanted))
     if found:
         key = found[0].removeprefix("methods.")
-        raise AlignkitError(f"eval: {key} is a training setting ({found[1]!r} -> {found[2]!r}); {run_dir} was trained "
-                            f"with the first, so eval takes evaluation settings only (eval.*): train a new run for it")
+        raise AlignkitError(f"eval: {key} is a training setting ({found[1]!r} -> {found[2]!r}); {run_dir} "
+                            "was trained "
+                            "with the first, so eval takes evaluation settings only (eval.*): train a new "
+                            "run for it")
     if in_comparison and first_difference(recorded["eval"], wanted["eval"]):
         key, old, new = first_difference(recorded["eval"], wanted["eval"])
-        raise AlignkitError(f"eval: {run_dir} belongs to a comparison, whose runs share their evaluation (eval.{key}: "
-                            f"{old!r} -> {new!r}); re-evaluate them together with alignkit compare ... "
-                            f"--set eval.{key}=..., which retrains nothing (or copy the run out of the comparison)")
+        raise AlignkitError(f"eval: {run_dir} belongs to a comparison, whose runs share their evaluation "
+                            f"(eval.{key}: {old!r} -> {new!r}); re-evaluate them together with alignkit "
+                            "compare ... "
+                            f"--set eval.{key}=..., which retrains nothing (or copy the run out of the "
+                            "comparison)")
 
 
 def free_form_keys(cls: type = Recipe) -> set[str]:
@@ -179,7 +195,8 @@ def _keys_of(recorded: dict, wanted: dict, free: frozenset = frozenset()) -> dic
     recorded is no change to it; a free-form mapping (``free``) is compared whole."""
     free = free or frozenset(free_form_keys())
     return {k: wanted.get(k) if k in free else _keys_of(v, wanted[k], free)
-            if isinstance(v, dict) and isinstance(wanted.get(k), dict) else wanted.get(k) for k, v in recorded.items()}
+            if isinstance(v, dict) and isinstance(wanted.get(k), dict) else wanted.get(k) for k,
+            v in recorded.items()}
 
 
 def refuse_replacing(runs_dir: Path, entries: list, decisions: list[RunDecision]) -> None:
@@ -190,5 +207,6 @@ def refuse_replacing(runs_dir: Path, entries: list, decisions: list[RunDecision]
         return
     shown = "; ".join(f"{label} ({reason})" for label, reason in stale[:4])
     more = f"; and {len(stale) - 4} more" if len(stale) > 4 else ""
-    raise AlignkitError(f"compare: {runs_dir} holds {len(stale)} finished run(s) this comparison would retrain and "
+    raise AlignkitError(f"compare: {runs_dir} holds {len(stale)} finished run(s) this comparison would "
+                        "retrain and "
                         f"replace: {shown}{more}; pass --overwrite to replace them, or choose another --out")

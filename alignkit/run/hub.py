@@ -9,8 +9,16 @@ from pathlib import Path
 
 from alignkit import __version__
 from alignkit.errors import AlignkitError
-from alignkit.eval.summary import (GOLD_MEAN, GOLD_STD, KL_MEAN, N_SAMPLES, SUMMARY_FILE, TEMPERATURE,
-                                   WIN_RATE, EvalSummary)
+from alignkit.eval.summary import (
+    GOLD_MEAN,
+    GOLD_STD,
+    KL_MEAN,
+    N_SAMPLES,
+    SUMMARY_FILE,
+    TEMPERATURE,
+    WIN_RATE,
+    EvalSummary,
+)
 from alignkit.models.config import looks_like_local_path
 from alignkit.models.scalar_head import META_FILE as SCALAR_META
 from alignkit.runfolder import CARD, RunFolder, model_problem, read_run
@@ -39,40 +47,68 @@ def card_text(recipe: dict, summary: EvalSummary, adapter: bool) -> str:
     judge = summary.judge or "gold"
     judge_name = recipe.get("gold_reward", "") if judge == "gold" else judge
     numbers = summary.results
-    results = [EvalResult(task_type="text-generation", dataset_type=hub_data or task, dataset_name=hub_data or task,
+    results = [EvalResult(task_type="text-generation", dataset_type=hub_data or task,
+                          dataset_name=hub_data or task,
                           metric_type=key, metric_name=f"{key} (judge: {judge_name})",
                           metric_value=numbers[key])
                for key in (GOLD_MEAN, WIN_RATE, KL_MEAN) if isinstance(numbers.get(key), (int, float))]
-    data = ModelCardData(model_name=name, base_model=hub_base, library_name="peft" if adapter else "transformers",
+    data = ModelCardData(model_name=name, base_model=hub_base,
+                         library_name="peft" if adapter else "transformers",
                          tags=["alignkit", method, *([settings["loss"]] if settings.get("loss") else [])],
                          datasets=[hub_data] if hub_data else None, eval_results=results or None)
     budget = summary.budget or {}
     rows = summary.by_temperature or [summary.results]
-    lines = [f"# {name}", "",
-             f"A policy trained with **{method}**" + (f" (loss `{settings['loss']}`)" if settings.get("loss") else "")
-             + f" by [alignkit](https://pypi.org/project/alignkit/) {__version__}, starting from `{base}`"
-             + (" (a LoRA adapter on it)." if adapter else "."), "",
-             "## Data", "",
-             f"- task: `{task}`; preference pairs: `{prefs['source']}`"
-             + (f" (split `{prefs['split']}`)" if prefs["source"] != "generated" else
-                f" (sampled from the starting policy, labelled by `{recipe.get('gold_reward')}`)"),
-             *(f"- {k.replace('_', ' ')}: {v}" for k, v in (summary.training_data or {}).items()), "",
-             "## Training budget", "",
-             *(f"- {k}: {v}" for k, v in budget.items()), "",
-             "## Hyper-parameters", "", "| key | value |", "|---|---|",
-             *(f"| {method}.{k} | `{v}` |" for k, v in settings.items()),
-             f"| seed | `{recipe.get('seed')}` |", f"| precision | `{recipe.get('precision')}` |", "",
-             "## Evaluation", "",
-             f"On {summary.results.get(N_SAMPLES, 'n/a')} held-out prompts, judged by `{judge_name}` "
-             f"({summary.judge_kind or 'score'}); win rate against the starting policy with its confidence "
-             f"interval, KL to it per sequence.", "",
-             "| temperature | gold reward (mean ± std) | KL | win rate [interval] |", "|---|---|---|---|",
-             *(f"| {r.get(TEMPERATURE)} | {_number(r.get(GOLD_MEAN))} ± {_number(r.get(GOLD_STD))}"
-               f" | {_number(r.get(KL_MEAN))} | {_number(r.get(WIN_RATE))} "
-               f"[{_number(r.get('win_rate_ci_low'))}, {_number(r.get('win_rate_ci_high'))}] |" for r in rows), ""]
-    load = ("from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained(\"REPO\")"
+    lines = [
+        f"# {name}",
+        "",
+        f"A policy trained with **{method}**"
+        + (f" (loss `{settings['loss']}`)" if settings.get("loss") else "")
+        + f" by [alignkit](https://pypi.org/project/alignkit/) {__version__}, starting from `{base}`"
+        + (" (a LoRA adapter on it)." if adapter else "."),
+        "",
+        "## Data",
+        "",
+        f"- task: `{task}`; preference pairs: `{prefs['source']}`"
+        + (
+            f" (split `{prefs['split']}`)"
+            if prefs["source"] != "generated"
+            else f" (sampled from the starting policy, labelled by `{recipe.get('gold_reward')}`)"
+        ),
+        *(f"- {k.replace('_', ' ')}: {v}" for k, v in (summary.training_data or {}).items()),
+        "",
+        "## Training budget",
+        "",
+        *(f"- {k}: {v}" for k, v in budget.items()),
+        "",
+        "## Hyper-parameters",
+        "",
+        "| key | value |",
+        "|---|---|",
+        *(f"| {method}.{k} | `{v}` |" for k, v in settings.items()),
+        f"| seed | `{recipe.get('seed')}` |",
+        f"| precision | `{recipe.get('precision')}` |",
+        "",
+        "## Evaluation",
+        "",
+        f"On {summary.results.get(N_SAMPLES, 'n/a')} held-out prompts, judged by `{judge_name}` "
+        f"({summary.judge_kind or 'score'}); win rate against the starting policy with its confidence "
+        f"interval, KL to it per sequence.",
+        "",
+        "| temperature | gold reward (mean ± std) | KL | win rate [interval] |",
+        "|---|---|---|---|",
+        *(
+            f"| {r.get(TEMPERATURE)} | {_number(r.get(GOLD_MEAN))} ± {_number(r.get(GOLD_STD))}"
+            f" | {_number(r.get(KL_MEAN))} | {_number(r.get(WIN_RATE))} "
+            f"[{_number(r.get('win_rate_ci_low'))}, {_number(r.get('win_rate_ci_high'))}] |"
+            for r in rows
+        ),
+        "",
+    ]
+    load = ("from peft import AutoPeftModelForCausalLM\nmodel = "
+            "AutoPeftModelForCausalLM.from_pretrained(\"REPO\")"
             if adapter else
-            "from transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained(\"REPO\")")
+            "from transformers import AutoModelForCausalLM\nmodel = "
+            "AutoModelForCausalLM.from_pretrained(\"REPO\")")
     lines += ["## Use", "", "```python", load, "```", ""]
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
 
@@ -85,7 +121,8 @@ def saved_policy(folder: Path) -> bool:
 
 
 def write_card(run_dir: Path, recipe: dict, summary: EvalSummary) -> Path | None:
-    """``model/README.md`` of a run that saved a policy (None when it saved none: Best-of-N, a reward model)."""
+    """``model/README.md`` of a run that saved a policy (None when it saved none: Best-of-N, a
+    reward model)."""
     folder = Path(run_dir) / "model"
     if not saved_policy(folder):
         return None
@@ -141,9 +178,11 @@ def push_run(run_dir: Path, repo_id: str, *, private: bool = False, token: str |
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
-        commit = api.create_commit(repo_id, operations, commit_message=f"alignkit: {run.manifest.get('name')} "
+        commit = api.create_commit(repo_id, operations,
+                                   commit_message=f"alignkit: {run.manifest.get('name')} "
                                    f"({run.manifest.get('method')})")
-    except Exception as exc:  # the network boundary: refused, unreachable, no token: one line, never a traceback
+    # the network boundary: refused, unreachable, no token: one line, never a traceback
+    except Exception as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise AlignkitError(f"push: {repo_id}: {detail} ({type(exc).__name__}); the run folder is "
                             "unchanged") from None

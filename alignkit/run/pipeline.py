@@ -3,7 +3,8 @@
 Layout (the contract users script against): ``manifest.json`` (resolved recipe, versions, seeds, timings,
 peak memory, the cache keys of the shared stages it used, status), ``metrics.jsonl``, ``model/``,
 ``eval/summary.json`` (the primary temperature's results, every temperature under ``by_temperature``, the
-training budget; the measured cost, wall time and memory, is in the manifest), ``eval/samples.jsonl`` (``eval/samples_T<t>.jsonl`` for further temperatures),
+training budget; the measured cost, wall time and memory, is in the manifest), ``eval/samples.jsonl``
+(``eval/samples_T<t>.jsonl`` for further temperatures),
 ``eval/trajectory.jsonl`` (checkpoints, with ``eval.every_steps``) and ``eval/summary.png``; while training,
 ``checkpoints/`` (see :mod:`alignkit.checkpoint`) and the ``.alignkit-run`` marker that claims the folder.
 """
@@ -26,30 +27,43 @@ import torch
 from alignkit import __version__
 from alignkit.checkpoint import Checkpointer, nonfinite_modules, numerical_error
 from alignkit.config import to_dict
+from alignkit.console import get_logger
 from alignkit.context import Budget, RunContext
 from alignkit.data.pairs_task import completions_per_prompt
 from alignkit.errors import AlignkitError
 from alignkit.eval.evaluator import TRAJECTORY_KEYS, evaluate_at
 from alignkit.eval.judges import is_pairwise
 from alignkit.eval.summary import TEMPERATURE, EvalSummary
-from alignkit.report.plots import plot_run
-from alignkit.run.hub import push_run, write_card
 from alignkit.memory import PeakMemory, process_peak_mb
 from alignkit.models.policy import Policy
 from alignkit.recipe import Recipe, default_task_problem, method_needs, self_judging
 from alignkit.registry import METHODS
-from alignkit.rewards.judge_check import check_judge
-from alignkit.runfolder import RUN_MARKER, ComparisonEntry, check_run_name, claim_run_dir, read_manifest
-from alignkit.runformat import RUN_FORMAT
-from alignkit.runfolder import folder_checksums
-from alignkit.runlog import MetricsLog, WriteError, append_jsonl, atomic_dir, read_jsonl, write_json, write_jsonl
-from alignkit.runtime import Runtime, start
-from alignkit.trackers import Trackers
-from alignkit.run.trajectory import TrajectoryRecorder
-from alignkit.stages.builder import StageBuilder
+from alignkit.report.plots import plot_run
 from alignkit.report.versions import package_versions
-from alignkit.runtime import seed_everything
-from alignkit.console import get_logger
+from alignkit.rewards.judge_check import check_judge
+from alignkit.run.hub import push_run, write_card
+from alignkit.run.trajectory import TrajectoryRecorder
+from alignkit.runfolder import (
+    RUN_MARKER,
+    ComparisonEntry,
+    check_run_name,
+    claim_run_dir,
+    folder_checksums,
+    read_manifest,
+)
+from alignkit.runformat import RUN_FORMAT
+from alignkit.runlog import (
+    MetricsLog,
+    WriteError,
+    append_jsonl,
+    atomic_dir,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+)
+from alignkit.runtime import Runtime, seed_everything, start
+from alignkit.stages.builder import StageBuilder
+from alignkit.trackers import Trackers
 
 LOG = get_logger()
 
@@ -94,7 +108,8 @@ class Run:
         self.ws = StageBuilder(recipe, self.ctx, self.run_dir, cache_dir)
         self.trajectory = TrajectoryRecorder(self.ws)  # what training reached and cost, too
         self.ctx.trace = self.trajectory.hook  # checkpoints evaluated every eval.every_steps
-        self.manifest = {"alignkit_run": RUN_FORMAT, "name": recipe.name, "method": recipe.method, "seed": recipe.seed,
+        self.manifest = {"alignkit_run": RUN_FORMAT, "name": recipe.name, "method": recipe.method,
+                         "seed": recipe.seed,
                          "train_seed": self.ws.train_seed, "recipe": to_dict(recipe),
                          "versions": package_versions(), "argv": sys.argv, "device": str(self.ws.device),
                          "runtime": self.ws.runtime.describe(),
@@ -133,7 +148,8 @@ class Run:
                  "the start of training (no intact checkpoint)" if self.checkpointer.skipped else
                  "the start of training (no checkpoint yet)")
         if self.ws.runtime.is_main:
-            LOG.info(f"{self.recipe.name}: resuming the {old.get('status', 'interrupted')} run in {self.run_dir} from {where}")
+            LOG.info(f"{self.recipe.name}: resuming the {old.get('status', 'interrupted')} run in "
+                     f"{self.run_dir} from {where}")
         return step
 
     def execute(self, resume: bool = False) -> EvalSummary:
@@ -164,16 +180,19 @@ class Run:
             model = getattr(artifact, "model", None)
             if isinstance(model, torch.nn.Module) and nonfinite_modules(model):
                 raise numerical_error(self.checkpointer.stage or self.recipe.method, self.ws.budget.steps,
-                                      "trained weights are not finite (not saved)", self.checkpointer.last_good())
+                                      "trained weights are not finite (not saved)",
+                                      self.checkpointer.last_good())
             with self.stage("save model"), atomic_dir(self.run_dir / "model") as tmp:
                 artifact.save(tmp)
             self.manifest["model_sha256"] = folder_checksums(self.run_dir / "model")  # what reuse verifies
             self.manifest["trained_budget"] = self.ws.budget.as_dict()  # for eval, if evaluating fails
             with self.stage("evaluate"):
                 summary, samples = evaluate_artifact(self.ws, artifact, trajectory=self.trajectory)
-            # measured, not determined by the recipe: in the manifest, so the summary is reproducible byte for byte
+            # measured, not determined by the recipe: in the manifest, so the summary is reproducible byte for
+            # byte
             self.manifest["cost"] = {"train_wall_s": self.timings[train_stage],
-                                     "eval_wall_s": self.timings["evaluate"], "peak_memory": process_peak_mb(),
+                                     "eval_wall_s": self.timings["evaluate"],
+                                     "peak_memory": process_peak_mb(),
                                      "train_peak_memory": self.stage_memory[train_stage],
                                      # wall by checkpoint, N (alignkit.report.cost)
                                      "training": self.trajectory.training_cost}
@@ -189,7 +208,8 @@ class Run:
             self.ctx.log.sink.finish()
             raise
         self.checkpointer.clear()
-        self._write_manifest(status="done", stage_keys=self.ws.stage_keys(), gold_reward_meta=self.ws.gold_meta,
+        self._write_manifest(status="done", stage_keys=self.ws.stage_keys(),
+                             gold_reward_meta=self.ws.gold_meta,
                              reward_model=self.ws.reward_model_summary)
         self.ctx.log.sink.summary(summary.to_dict())
         self.ctx.log.sink.finish()
@@ -212,7 +232,8 @@ def evaluate_artifact(ws: StageBuilder, artifact, *, trajectory: TrajectoryRecor
     proxy = ws.proxy_for(method_needs(recipe.method, recipe.method_config(recipe.method)))
     rows, samples = [], {}
     for temperature in cfg.all_temperatures():
-        row, samples[temperature] = evaluate_at(artifact, reference, ws.reference_samples(temperature), ws.gold,
+        row, samples[temperature] = evaluate_at(artifact, reference, ws.reference_samples(temperature),
+                                                ws.gold,
                                                 cfg, temperature=temperature, seed=ws.train_seed,
                                                 runtime=ws.runtime, judge=ws.judge, proxy=proxy)
         rows.append(row)
@@ -221,14 +242,17 @@ def evaluate_artifact(ws: StageBuilder, artifact, *, trajectory: TrajectoryRecor
         steps = trajectory.trained_steps
         recorded = any(p["step"] == steps for p in read_jsonl(ws.run_dir / "eval" / "trajectory.jsonl"))
         if steps and not ws.runtime.broadcast(recorded):  # the main process's trajectory file decides
-            if cfg.trajectory_prompts >= cfg.n_prompts:  # the same prompts, seed and policy: the final row itself
+            # the same prompts, seed and policy: the final row itself
+            if cfg.trajectory_prompts >= cfg.n_prompts:
                 append_jsonl(ws.run_dir / "eval" / "trajectory.jsonl",
                              {"step": steps, **{k: rows[0][k] for k in TRAJECTORY_KEYS},
                               **trajectory.training_compute})
             else:
                 trajectory.record(artifact, steps, closing=True)
     agreement = ws.judge_agreement()  # once per run: how far the judge itself can be trusted
-    gold_agreement = None if ws.gold_is_judge or not ws.recipe.preferences.is_user_data else ws.judge_agreement("gold")
+    gold_agreement = (
+        None if ws.gold_is_judge or not ws.recipe.preferences.is_user_data else ws.judge_agreement("gold")
+    )
     summary = EvalSummary(recipe.method, recipe.name, rows[0], judge=cfg.judge,
                           judge_kind="pairwise" if is_pairwise(ws.judge) else "score",
                           judge_agreement=agreement or None, gold_agreement=gold_agreement or None,

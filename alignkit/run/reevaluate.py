@@ -14,21 +14,21 @@ from alignkit.config import apply_overrides, to_dict
 from alignkit.context import RunContext
 from alignkit.errors import AlignkitError, warn
 from alignkit.eval.summary import EvalSummary
-from alignkit.run.hub import write_card
 from alignkit.models.policy import Policy
 from alignkit.models.scalar_head import META_FILE as SCALAR_META
 from alignkit.recipe import Recipe, method_needs, recipe_from_data
 from alignkit.registry import METHODS, REWARDS
 from alignkit.rewards.judge_check import check_judge
 from alignkit.run.decision import check_evaluation_only, in_comparison_folder
+from alignkit.run.hub import write_card
+from alignkit.run.pipeline import evaluate_artifact, write_outputs
 from alignkit.runfolder import RunFolder, model_problem, read_run
 from alignkit.runformat import CARD
 from alignkit.runlog import all_or_nothing, write_json
-from alignkit.runtime import Runtime, start
-from alignkit.trackers import Trackers
+from alignkit.runtime import Runtime, seed_everything, start
 from alignkit.stages.builder import StageBuilder
-from alignkit.runtime import seed_everything
-from alignkit.run.pipeline import evaluate_artifact, write_outputs
+from alignkit.trackers import Trackers
+
 
 def adopt_recipe(run_dir: Path, recipe: Recipe, runtime: Runtime) -> None:
     """Record ``recipe`` as a current run's recipe: it would train exactly this run (same training identity
@@ -52,7 +52,8 @@ def load_trained(ws: StageBuilder, run_dir: Path):
         return entry.obj(ws, config)
     folder = Path(run_dir) / "model"
     if (folder / SCALAR_META).is_file():
-        raise AlignkitError(f"{run_dir}: a {recipe.method} run trained a scalar model, not a policy to evaluate")
+        raise AlignkitError(f"{run_dir}: a {recipe.method} run trained a scalar model, not a policy to "
+                            "evaluate")
     return Policy.load_trained(recipe.model, folder, cache_dir=ws.cache_dir, runtime=ws.runtime)
 
 
@@ -68,7 +69,8 @@ def reevaluate(run_dir: Path, recipe: Recipe, cache_dir: Path | None = None, run
     folder = read_run(run_dir, hint)
     folder.require_trained("eval")
     manifest, (budget, training_data) = folder.manifest, _trained_record(folder, hint)
-    problem = model_problem(run_dir, manifest) if METHODS.entry(recipe.method).meta.get("trains") is not False \
+    problem = model_problem(run_dir,
+                            manifest) if METHODS.entry(recipe.method).meta.get("trains") is not False \
         else None
     if problem:
         raise AlignkitError(f"{run_dir}: eval: {problem}; {hint}")
@@ -99,7 +101,8 @@ def _record(run_dir: Path, recipe: Recipe, ws: StageBuilder, folder: RunFolder, 
     manifest = folder.manifest
     write_outputs(run_dir, summary, samples)
     write_card(run_dir, to_dict(recipe), summary)
-    manifest.update(recipe=to_dict(recipe), artifact_keys={**manifest.get("artifact_keys", {}), **ws.artifact_keys},
+    manifest.update(recipe=to_dict(recipe), artifact_keys={**manifest.get("artifact_keys", {}),
+                                                           **ws.artifact_keys},
                     cost={**manifest.get("cost", {}), "eval_wall_s": round(time.perf_counter() - began, 2)})
     if folder.failed_in_evaluation:  # finished now, as the run would have finished
         manifest.pop("error", None), manifest.pop("failed_in", None)
@@ -181,7 +184,8 @@ def eval_recipe(run_dir: Path, recorded: dict, overrides: list[str], plugins=())
     return recipe
 
 
-def reevaluate_run(run_dir: Path, overrides: list[str], plugins=(), reuse_endpoint: bool = False) -> EvalSummary:
+def reevaluate_run(run_dir: Path, overrides: list[str], plugins=(),
+                   reuse_endpoint: bool = False) -> EvalSummary:
     """``alignkit eval``: a finished run's own recipe, with ``overrides`` (evaluation settings), evaluated
     again. Nothing the run folder records is executed or contacted unless the user names it again: neither
     its plugins (:func:`eval_recipe`) nor its judge's endpoint (:func:`check_endpoint`)."""

@@ -1,4 +1,5 @@
-"""Trajectories: every ``eval.every_steps`` optimiser steps (PPO: iterations) a run's policy is evaluated on the
+"""Trajectories: every ``eval.every_steps`` optimiser steps (PPO: iterations) a run's policy is evaluated on
+the
 first ``eval.trajectory_prompts`` evaluation prompts and the point appended to ``eval/trajectory.jsonl``, so
 the run's path on the reward-vs-KL plane, and its convergence, can be read afterwards; every
 ``save_every_steps`` the policy's weights are kept too (``RUN/saved/step-N``). The run installs
@@ -41,7 +42,8 @@ class TrajectoryRecorder:
 
     def wall(self) -> float | None:
         """Seconds of training itself since the loop began (checkpoint evaluation excluded)."""
-        return round(time.perf_counter() - self.began - self.evaluating, 3) if self.began is not None else None
+        return round(time.perf_counter() - self.began - self.evaluating,
+                     3) if self.began is not None else None
 
     def hook(self, policy: Policy):
         """``on_step(step)`` for a loop training ``policy``; None when trajectories are off and no weights are

@@ -14,9 +14,9 @@ import torch
 from alignkit.artifacts import Artifact
 from alignkit.cache import CacheEntry, default_cache_dir
 from alignkit.context import Budget, RunContext
-from alignkit.data.preferences import PreferenceData, generate_preferences, load_preferences
 from alignkit.data.chat import plain_text
 from alignkit.data.pairs_task import read_prompt_set
+from alignkit.data.preferences import PreferenceData, generate_preferences, load_preferences
 from alignkit.data.task import Task, sample_prompts
 from alignkit.data.unpaired import UnpairedData
 from alignkit.errors import AlignkitError, DataError

@@ -27,7 +27,8 @@ from alignkit.registry import DATASETS, MODELS
 JUDGE_SPLIT_JUDGE = "heldout-reward-model"  # the judge that trains on a split of the pairs of its own
 # gold rewards whose score depends on whether a completion ended (the reward models): reference-samples-2
 GOLD_READS_ENDED = ("reward-model", "heldout-reward-model")
-JUDGE_SPLIT_SEED = 104729  # added to the shared seed: the judge split is drawn apart from the train/held-out one
+# added to the shared seed: the judge split is drawn apart from the train/held-out one
+JUDGE_SPLIT_SEED = 104729
 
 
 def chat_template_text(model: ModelConfig, cache_dir: Path) -> tuple[str, ...]:
@@ -76,7 +77,11 @@ class StageKeys:
         (``register_model(..., identity=...)``), that too (a shipped model's files' checksums), so stages
         built with an older build of it are not reused (``model identity`` in FORMATS)."""
         model = self.recipe.model
-        alias = model.name_or_path[len(BUILTIN_PREFIX):] if model.name_or_path.startswith(BUILTIN_PREFIX) else None
+        alias = (
+            model.name_or_path[len(BUILTIN_PREFIX) :]
+            if model.name_or_path.startswith(BUILTIN_PREFIX)
+            else None
+        )
         made_by = MODELS.entry(alias).meta.get("identity") if alias and alias in MODELS else None
         identity = made_by() if made_by else None  # None: a build whose keys stay as they were
         return (model, identity) if identity is not None else (model,)
@@ -89,14 +94,16 @@ class StageKeys:
     def pairs_key(self) -> str:
         """Everything that decides which pairs are generated or read (not how they are split or tokenized)."""
         cfg = self.recipe.preferences
-        deciding = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("heldout_fraction", "append_eos")}
+        deciding = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("heldout_fraction",
+                                                                                  "append_eos")}
         if not cfg.config:
             deciding.pop("config")  # left out unset (FORMATS)
         source, template = cfg.source, ()
         digest = source_digest(source) if cfg.is_file else None
         if digest is not None:
             source = digest  # the file's (or saved folder's) content, not its name
-            template = chat_template_text(self.recipe.model, self.cache_dir)  # conversational rows render with it
+            # conversational rows render with it
+            template = chat_template_text(self.recipe.model, self.cache_dir)
         return fingerprint(*self.model_identity, self.recipe.task, *self.gold_identity(), deciding, source,
                            self.seed, GENERATION_VERSION, *template)
 
@@ -116,12 +123,14 @@ class StageKeys:
         return self.reward_model_key("judge-split-rm-1")
 
     def reference_logps_key(self) -> str:
-        return fingerprint(self.split_key(), *self.model_identity, self.recipe.preferences.eos_identity, "ref-logps-1")
+        return fingerprint(self.split_key(), *self.model_identity, self.recipe.preferences.eos_identity,
+                           "ref-logps-1")
 
     def reference_samples_key(self, temperature: float) -> str:
         cfg = self.recipe.eval
         ended = ("reference-samples-2",) if self.recipe.gold_reward in GOLD_READS_ENDED else ()
-        return fingerprint(*self.model_identity, self.recipe.task, *self.gold_identity(), *ended, cfg.n_prompts,
+        return fingerprint(*self.model_identity, self.recipe.task, *self.gold_identity(), *ended,
+                           cfg.n_prompts,
                            cfg.top_p, cfg.max_new_tokens, float(temperature), self.seed, GENERATION_VERSION,
                            *self.eval_prompts_identity())
 

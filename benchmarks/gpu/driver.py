@@ -64,8 +64,10 @@ GPU = Sizes(width=768, layers=12, positions=1024, vocab=50257, tokenizer_texts=1
 TINY_TASK = ("task.max_examples=600", "preferences.max_new_tokens=12", "model.max_length=48")
 DRY = Sizes(width=64, layers=2, positions=128, vocab=512, tokenizer_texts=400, task_examples=600,
             pair_prompts=48, dpo_steps=2, dpo_batch=4, dpo_repeats=1, ppo_steps=1, fsdp_steps=2,
-            compare_sets=(*TINY_TASK, "preferences.n_prompts=48", "eval.n_prompts=16", "eval.max_new_tokens=8",
-                          "eval.temperatures=[1.0]", "eval.every_steps=0", "dpo.max_steps=2", "dpo.batch_size=8",
+            compare_sets=(*TINY_TASK, "preferences.n_prompts=48", "eval.n_prompts=16",
+                          "eval.max_new_tokens=8",
+                          "eval.temperatures=[1.0]", "eval.every_steps=0", "dpo.max_steps=2",
+                          "dpo.batch_size=8",
                           "ppo.steps=1", "ppo.rollout_size=8", "ppo.minibatch_size=8", "ppo.max_new_tokens=8",
                           "ppo.prompt_pool=32", "reward_model.max_steps=2"),
             caps_s={"cuda_tests": 120, "fsdp": 60, "model": 60, "dpo_vs_trl": 180, "ppo_memory": 180,
@@ -96,7 +98,8 @@ class Context:
         return {**os.environ, "ALIGNKIT_CACHE": str(self.work / "cache"), "HF_HUB_OFFLINE": "1",
                 "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "TQDM_DISABLE": "1",
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-                **({} if self.cuda else {"ALIGNKIT_CUDA_TESTS_DEVICE": "cpu"})}  # dry run: the same tests on CPU
+                # dry run: the same tests on CPU
+                **({} if self.cuda else {"ALIGNKIT_CUDA_TESTS_DEVICE": "cpu"})}
 
     def left_s(self) -> float:
         return self.deadline - time.monotonic()
@@ -168,7 +171,8 @@ def environment(ctx: Context) -> dict:
 
 
 def cuda_tests(ctx: Context) -> dict:
-    """The test suite's CUDA-marked tests (tests/test_cuda.py); in a dry run they run on the CPU instead, which
+    """The test suite's CUDA-marked tests (tests/test_cuda.py); in a dry run they run on the CPU instead,
+    which
     checks the calls they make but proves nothing about CUDA (reported as skipped)."""
     needs("pytest")
     command = [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "cuda", "-p", "no:cacheprovider",
@@ -190,15 +194,16 @@ def cuda_tests(ctx: Context) -> dict:
 def fsdp(ctx: Context) -> dict:
     """FSDP2 (accelerate's plugin, one process) against plain training: loss curves within a tolerance."""
     result_file = ctx.work / "fsdp.json"
-    run_child(ctx, "fsdp", [sys.executable, str(BENCHMARKS / "gpu" / "fsdp_check.py"), "--json", str(result_file),
+    run_child(ctx, "fsdp", [sys.executable, str(BENCHMARKS / "gpu" / "fsdp_check.py"), "--json",
+                            str(result_file),
                             "--steps", str(ctx.sizes.fsdp_steps)],
               ctx.sizes.caps_s["fsdp"])
     result = read_json(result_file)
     if result["status"] == "skipped":
         raise Skip(f"{result['reason']} (plain curve ran: {len(result['plain_losses'])} steps)")
     if result["status"] == "failed":
-        raise RuntimeError(f"FSDP loss curve off by {result['max_abs_diff']:.2e} nats > {result['tolerance_nats']} "
-                           f"(distributed type {result['distributed_type']})")
+        raise RuntimeError(f"FSDP loss curve off by {result['max_abs_diff']:.2e} nats > "
+                           f"{result['tolerance_nats']} (distributed type {result['distributed_type']})")
     return result
 
 
@@ -245,7 +250,8 @@ def dpo_vs_trl(ctx: Context) -> dict:
     need_model(ctx)
     s, result_file = ctx.sizes, ctx.work / "dpo_vs_trl.json"
     sets = [*model_sets(ctx), f"preferences.n_prompts={s.pair_prompts}"]
-    command = [sys.executable, str(BENCHMARKS / "dpo_vs_trl.py"), "--device", ctx.device, "--precision", "bf16",
+    command = [sys.executable, str(BENCHMARKS / "dpo_vs_trl.py"), "--device", ctx.device, "--precision",
+               "bf16",
                "--model", str(ctx.model), "--steps", str(s.dpo_steps), "--batch-size", str(s.dpo_batch),
                "--repeats", str(s.dpo_repeats), "--warmup-steps", "1", "--json", str(result_file),
                *(a for x in sets for a in ("--set", x))]
@@ -259,7 +265,8 @@ def ppo_memory(ctx: Context) -> dict:
     """PPO peak memory (CUDA peak allocation on a GPU), lean / classic layout, and iterations/s."""
     need_model(ctx)
     result_file = ctx.work / "ppo_memory.json"
-    command = [sys.executable, str(BENCHMARKS / "ppo_memory.py"), "--device", ctx.device, "--model", str(ctx.model),
+    command = [sys.executable, str(BENCHMARKS / "ppo_memory.py"), "--device", ctx.device, "--model",
+               str(ctx.model),
                "--steps", str(ctx.sizes.ppo_steps), "--json", str(result_file),
                *(a for x in model_sets(ctx)[1:] for a in ("--set", x))]
     run_child(ctx, "ppo_memory", command, ctx.sizes.caps_s["ppo_memory"])
@@ -289,10 +296,12 @@ def compare_rows(csv: Path) -> dict:
     import pandas as pd
 
     columns = {"gold_reward_mean": "gold", "kl_mean": "kl", "win_rate_vs_reference": "win_rate",
-               "train_steps": "steps", "train_wall_s": "train_s", "eval_wall_s": "eval_s", "convergence": "convergence"}
+               "train_steps": "steps", "train_wall_s": "train_s", "eval_wall_s": "eval_s",
+               "convergence": "convergence"}
     frame = pd.read_csv(csv)
     frame = frame[frame["temperature"] == 1.0]
-    return {row["label"]: {short: row[long] for long, short in columns.items()} for _, row in frame.iterrows()}
+    return {row["label"]: {short: row[long] for long, short in columns.items()} for _,
+            row in frame.iterrows()}
 
 
 STEPS = {"environment": environment, "cuda_tests": cuda_tests, "fsdp": fsdp, "model": random_model,
@@ -325,7 +334,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true",
                         help="tiny sizes on whatever device is here; CUDA-only steps report skipped")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "gpu_out"),
-                        help="where results.json, nvidia-smi.txt and the logs go (default: $OUT, else ./gpu_out)")
+                        help="where results.json, nvidia-smi.txt and the logs go (default: $OUT, else "
+                             "./gpu_out)")
     parser.add_argument("--budget-s", type=float, default=480, help="wall-time budget of all steps together")
     parser.add_argument("--steps", default=",".join(STEPS), help="comma-separated steps to run, in order")
     parser.add_argument("--build-model", type=Path, help=argparse.SUPPRESS)  # internal: random_model's child
@@ -351,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="alignkit-gpu-") as work:
         ctx = Context(out=args.out.resolve(), work=Path(work), sizes=DRY if args.dry_run else GPU, cuda=cuda,
                       deadline=time.monotonic() + args.budget_s)
-        report = {"dry_run": args.dry_run, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "steps": ctx.results}
+        report = {"dry_run": args.dry_run, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  "steps": ctx.results}
         for name in args.steps.split(","):
             ctx.results[name] = run_step(ctx, name)
             print(summary_line(name, ctx.results[name]), flush=True)

@@ -93,7 +93,8 @@ def check(steps: int) -> dict:
     plain = plain_curve(data, torch.device("cuda" if cuda else "cpu"))
     result = {"steps": steps, "tolerance_nats": TOLERANCE, "plain_losses": plain}
     if not cuda:
-        return {**result, "status": "skipped", "reason": "no CUDA: accelerate enables FSDP only on accelerators"}
+        return {**result, "status": "skipped",
+                "reason": "no CUDA: accelerate enables FSDP only on accelerators"}
     sharded, kind = fsdp_curve(data)
     worst = max(abs(a - b) for a, b in zip(plain, sharded))
     within = kind == "FSDP" and worst <= TOLERANCE

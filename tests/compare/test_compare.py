@@ -15,12 +15,14 @@ from click.testing import CliRunner
 import alignkit.stages.builder as builder
 from alignkit.cli import main
 from alignkit.compare.plan import parse_entry, plan_comparison
-from alignkit.recipe import load_recipe
 from alignkit.errors import ConfigError
+from alignkit.recipe import load_recipe
 
 RECIPES = Path(__file__).resolve().parents[2] / "alignkit" / "recipes"
-FAST = ["eval.every_steps=2", "eval.temperatures=[0.0]", "eval.n_prompts=16", "dpo.max_steps=4", "dpo.batch_size=8",
-        "sft.max_steps=2", "ppo.steps=2", "ppo.rollout_size=8", "ppo.minibatch_size=8", "ppo.max_new_tokens=8",
+FAST = ["eval.every_steps=2", "eval.temperatures=[0.0]", "eval.n_prompts=16", "dpo.max_steps=4",
+        "dpo.batch_size=8",
+        "sft.max_steps=2", "ppo.steps=2", "ppo.rollout_size=8", "ppo.minibatch_size=8",
+        "ppo.max_new_tokens=8",
         "ppo.prompt_pool=32", "reward_model.max_steps=4", "preferred_ft.max_steps=2"]
 
 
@@ -36,7 +38,12 @@ def compare(*args):
 
 def test_entries_variants_and_sweeps_expand_into_labelled_runs(tiny_overrides):
     label, raw = parse_entry("ipo=dpo:loss=ipo,beta=0.5")
-    assert label == "ipo" and raw["method"] == "dpo" and raw["dpo"]["loss"] == "ipo" and raw["dpo"]["beta"] == 0.5
+    assert (
+        label == "ipo"
+        and raw["method"] == "dpo"
+        and raw["dpo"]["loss"] == "ipo"
+        and raw["dpo"]["beta"] == 0.5
+    )
     assert parse_entry("dpo")[1] == parse_entry(str(RECIPES / "dpo_imdb.yaml"))[1]  # one place for defaults
     plan = plan_comparison(["dpo", "ipo=dpo:loss=ipo", "ppo"], sweeps=["dpo.beta=0.1,1"], seeds=2,
                            overrides=[*tiny_overrides, *FAST])
@@ -111,7 +118,8 @@ def test_compare_writes_every_output(finished):
     primary = frame[frame["temperature"] == 1]
     assert (primary["kl_kind"] == "exact").all() and (primary["kl_mean"] >= 0).all()
     by_label = primary.set_index("label")
-    assert math.isfinite(by_label.loc["ppo", "proxy_reward_mean"])  # PPO is scored by the reward model it used
+    # PPO is scored by the reward model it used
+    assert math.isfinite(by_label.loc["ppo", "proxy_reward_mean"])
     assert pd.isna(by_label.loc["dpo", "proxy_reward_mean"])  # DPO used none, so it has no proxy column
     assert primary.set_index("label").loc["dpo", "train_steps"] == 4
     wins = pd.read_csv(out / "winrates.csv").set_index(["row", "column"])
@@ -120,20 +128,29 @@ def test_compare_writes_every_output(finished):
         assert row["ci_low"] + wins.loc[(b, a), "ci_high"] == pytest.approx(1.0)
     trajectory = pd.read_csv(out / "trajectories.csv")
     assert set(trajectory[trajectory["label"] == "dpo"]["step"]) == {2, 4}
-    dpo_points = trajectory[trajectory["label"] == "dpo"].sort_values("step")  # each checkpoint's budget so far
-    assert list(dpo_points["budget_steps"]) == [2, 4] and dpo_points["budget_train_tokens"].is_monotonic_increasing
+    # each checkpoint's budget so far
+    dpo_points = trajectory[trajectory["label"] == "dpo"].sort_values("step")
+    assert (
+        list(dpo_points["budget_steps"]) == [2, 4]
+        and dpo_points["budget_train_tokens"].is_monotonic_increasing
+    )
     assert (primary["compute_flops"] > 0).all() and by_label.loc["ppo", "compute_sampled_tokens"] > 0
     assert by_label.loc["dpo", "compute_forward_tokens"] > 0  # its reference pass over the pairs
     report = (out / "report.md").read_text()
     assert "paired bootstrap" in report and "## At matched KL" in report and "## Caveats" in report
     assert "## At matched compute" in report and "6N per trained token" in report
     assert "Holm-adjusted" in report and "0 comparisons adjusted" in report  # one seed: nothing to adjust
-    assert report.count(" | inconclusive (one run each: evaluation noise only) |") == 6  # 4 methods: a row a pair
-    assert "**dpo vs ipo** (the first two methods named)" in report and "What it would take: paired seeds" in report
+    # 4 methods: a row a pair
+    assert report.count(" | inconclusive (one run each: evaluation noise only) |") == 6
+    assert (
+        "**dpo vs ipo** (the first two methods named)" in report
+        and "What it would take: paired seeds" in report
+    )
     kl_of = by_label["kl_mean"]
     assert f"| dpo (KL {kl_of['dpo']:.2f}) |" in report  # head to head: each entry's KL beside its win rates
     assert wins.loc[("dpo", "ppo"), "row_kl"] == pytest.approx(kl_of["dpo"], rel=1e-5)
-    assert report.startswith("# Comparison: compare\n\nCommand: `alignkit compare dpo ipo=dpo:loss=ipo ppo sft")
+    assert report.startswith("# Comparison: compare\n\nCommand: `alignkit compare dpo ipo=dpo:loss=ipo ppo "
+                             "sft")
     assert "frontier.png" in report and "temperature.png" in report
     assert "win rate" in output and "dpo" in output  # the one-screen table
 
@@ -144,7 +161,8 @@ def test_rerun_reuses_adding_an_entry_trains_only_it(finished, monkeypatch):
     stamp = model.stat().st_mtime_ns
     assert compare("dpo", "ipo=dpo:loss=ipo", "ppo", "sft", "--out", out, *sets(overrides)).exit_code == 0
     assert set(run_states(out).values()) == {"current"} and model.stat().st_mtime_ns == stamp
-    result = compare("dpo", "ipo=dpo:loss=ipo", "ppo", "sft", "pft=preferred_ft", "--out", out, *sets(overrides))
+    result = compare("dpo", "ipo=dpo:loss=ipo", "ppo", "sft", "pft=preferred_ft", "--out", out,
+                     *sets(overrides))
     assert result.exit_code == 0
     assert run_states(out) == {"dpo": "current", "ipo": "current", "ppo": "current", "sft": "current",
                                "pft": "train"}
@@ -161,7 +179,8 @@ def test_upstream_change_invalidates_exactly_what_is_downstream(finished):
     assert run_states(out) == {"dpo": "train", "sft": "current"}
     model = out / "runs" / "sft" / "model" / "model.safetensors"
     stamp = model.stat().st_mtime_ns
-    result = compare("dpo", "sft", "--out", out, "--temperatures", "0.5", *sets(overrides, "preferences.n_prompts=40"))
+    result = compare("dpo", "sft", "--out", out, "--temperatures", "0.5", *sets(overrides,
+                                                                                "preferences.n_prompts=40"))
     assert result.exit_code == 0
     assert run_states(out) == {"dpo": "evaluate", "sft": "evaluate"} and model.stat().st_mtime_ns == stamp
     summary = json.loads((out / "runs" / "sft" / "eval" / "summary.json").read_text())
@@ -170,7 +189,8 @@ def test_upstream_change_invalidates_exactly_what_is_downstream(finished):
 
 def test_report_rebuilds_the_tables_identically(finished, tmp_path):
     out, _, _ = finished
-    result = CliRunner().invoke(main, ["report", str(out), "--out", str(tmp_path / "again")], catch_exceptions=False)
+    result = CliRunner().invoke(main, ["report", str(out), "--out", str(tmp_path / "again")],
+                                catch_exceptions=False)
     assert result.exit_code == 0, result.output
     for name in ("comparison.csv", "winrates.csv", "trajectories.csv"):
         assert (tmp_path / "again" / name).read_text() == (out / name).read_text(), name
@@ -199,9 +219,14 @@ def test_eval_reevaluates_a_finished_run_with_another_judge(finished, tmp_path):
     out, _, _ = finished
     inside = out / "runs" / "ppo"
     before = {p: p.read_bytes() for p in inside.rglob("*") if p.is_file()}
-    result = CliRunner().invoke(main, ["eval", str(inside), "--judge", "gold", "--set", "eval.temperatures=[0.5]"],
+    result = CliRunner().invoke(main, ["eval", str(inside), "--judge", "gold", "--set",
+                                       "eval.temperatures=[0.5]"],
                                 catch_exceptions=False)  # a comparison's runs share their evaluation
-    assert result.exit_code == 1 and "belongs to a comparison" in result.output and "eval.temperatures" in result.output
+    assert (
+        result.exit_code == 1
+        and "belongs to a comparison" in result.output
+        and "eval.temperatures" in result.output
+    )
     assert {p: p.read_bytes() for p in inside.rglob("*") if p.is_file()} == before
     assert CliRunner().invoke(main, ["report", str(out), "--out", str(tmp_path / "rep")]).exit_code == 0
     run = tmp_path / "ppo"  # the same run copied out of the comparison may be re-evaluated on its own
@@ -235,7 +260,8 @@ def test_beta_sweep_computes_reference_logprobs_once(tmp_path, tiny_overrides, m
 def test_eval_and_report_of_a_folder_that_is_no_run_fail_in_one_line(tmp_path, command):
     result = CliRunner().invoke(main, [c.format(d=tmp_path) for c in command], catch_exceptions=False)
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert result.output.strip().splitlines()[-1].startswith(f"alignkit: error: {tmp_path}: not a run directory")
+    assert result.output.strip().splitlines()[-1].startswith(f"alignkit: error: {tmp_path}: not a run "
+                                                             "directory")
 
 
 @pytest.mark.parametrize("command", ["compare", "report"])
@@ -255,7 +281,8 @@ def test_an_interrupted_run_inside_a_comparison_is_resumed(finished):
     manifest = json.loads(manifest_path.read_text())
     manifest.update(status="running", pid=2 ** 22 + 12345)  # a writer that no longer exists
     manifest_path.write_text(json.dumps(manifest))
-    result = compare("dpo", "sft", "--out", out, "--temperatures", "0.5", *sets(overrides, "preferences.n_prompts=40"))
+    result = compare("dpo", "sft", "--out", out, "--temperatures", "0.5", *sets(overrides,
+                                                                                "preferences.n_prompts=40"))
     assert result.exit_code == 0, result.output
     assert run_states(out) == {"dpo": "current", "sft": "resume"}
     assert json.loads(manifest_path.read_text())["status"] == "done"
@@ -265,12 +292,15 @@ def test_an_interrupted_run_inside_a_comparison_is_resumed(finished):
 def test_an_impossible_out_is_one_line(finished, command):
     """Found in the second new-user pass: a folder that cannot be created ended in a traceback."""
     out, overrides, _ = finished
-    args = {"compare": ["dpo", *sets(overrides)], "run": [str(RECIPES / "dpo_imdb.yaml"), *sets(overrides, method="dpo")],
+    args = {"compare": ["dpo", *sets(overrides)], "run": [str(RECIPES / "dpo_imdb.yaml"), *sets(overrides,
+                                                                                                method="dpo")],
             "report": [str(out)]}[command]
     result = CliRunner().invoke(main, [command, *args, "--out", "/proc/alignkit-cannot-write-here"],
                                 catch_exceptions=False)
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "alignkit: error: /proc/alignkit-cannot-write-here: cannot" in result.output.strip().splitlines()[-1]
+    assert (
+        "alignkit: error: /proc/alignkit-cannot-write-here: cannot" in result.output.strip().splitlines()[-1]
+    )
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -290,7 +320,8 @@ def test_bad_compare_input_is_one_line_and_writes_nothing(tmp_path, args, fragme
     (tmp_path / "nomethod.yaml").write_text("name: c\nentries:\n  - {label: x}\n")
     paths = {"notlist": tmp_path / "notlist.yaml", "nomethod": tmp_path / "nomethod.yaml",
              "compare": RECIPES / "compare_imdb.yaml"}
-    result = CliRunner().invoke(main, ["compare", *(a.format(**paths) for a in args), "--out", str(tmp_path / "out")],
+    result = CliRunner().invoke(main, ["compare", *(a.format(**paths) for a in args), "--out",
+                                       str(tmp_path / "out")],
                                 catch_exceptions=False)
     assert result.exit_code == 1 and "Traceback" not in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("alignkit: error: ")]
@@ -310,7 +341,8 @@ def test_eval_refuses_a_training_setting_and_changes_nothing(finished, tmp_path)
 
 def test_a_shared_stage_setting_reaches_every_entry_that_uses_it(tiny_overrides):
     plan = plan_comparison(["dpo", "ppo"], overrides=[*tiny_overrides, "reward_model.max_steps=10"])
-    assert {e.label: e.recipe.method_config("reward_model").max_steps for e in plan.entries} == {"dpo": 10, "ppo": 10}
+    assert {e.label: e.recipe.method_config("reward_model").max_steps for e in plan.entries} == {"dpo": 10,
+                                                                                                 "ppo": 10}
     with pytest.raises(ConfigError, match="reward_model.bogus_key: unknown key"):
         plan_comparison(["dpo", "ppo"], overrides=[*tiny_overrides, "reward_model.bogus_key=1"])
 
@@ -319,12 +351,14 @@ def test_report_warns_when_the_runs_used_different_package_versions(finished, tm
     out, _, _ = finished
     copy = tmp_path / "cmp"
     shutil.copytree(out, copy)
-    last = json.loads((copy / "compare.json").read_text())["entries"][-1]["label"]  # earlier tests change the entries
+    # earlier tests change the entries
+    last = json.loads((copy / "compare.json").read_text())["entries"][-1]["label"]
     manifest = copy / "runs" / last / "manifest.json"
     data = json.loads(manifest.read_text())
     data["versions"]["transformers"] = "0.0.1"
     manifest.write_text(json.dumps(data))
-    result = CliRunner().invoke(main, ["report", str(copy), "--out", str(tmp_path / "again")], catch_exceptions=False)
+    result = CliRunner().invoke(main, ["report", str(copy), "--out", str(tmp_path / "again")],
+                                catch_exceptions=False)
     assert result.exit_code == 0, result.output
     warning = [line for line in result.output.splitlines() if "different package versions" in line]
     assert len(warning) == 1 and "transformers" in warning[0] and f"vs 0.0.1 ({last})" in warning[0]
@@ -346,6 +380,7 @@ def test_run_folders_hold_the_summary_and_entry_types_byte_for_byte(finished, tm
         assert summary.is_policy and summary.gold_reward_mean == summary.by_temperature[0]["gold_reward_mean"]
         recorded = folder.manifest["compare_entry"]
         assert list(recorded) == ["label", "group", "sweep", "seed_index", "comparison"]
-        assert recorded == {"label": label, "group": label, "sweep": {}, "seed_index": 0, "comparison": "compare"}
+        assert recorded == {"label": label, "group": label, "sweep": {}, "seed_index": 0,
+                            "comparison": "compare"}
         assert folder.entry == ComparisonEntry(label, label, comparison="compare")
         assert folder.entry.to_dict() == recorded

@@ -15,15 +15,18 @@ import torch
 from click.testing import CliRunner
 
 from alignkit.cli import main
-from alignkit.errors import AlignkitError
 from alignkit.compare.executors import local_slots
 from alignkit.compare.ray_entry import UNSEEN, run_entry
+from alignkit.errors import AlignkitError
 
 ENTRIES = ["dpo", "ipo=dpo:loss=ipo", "ppo", "sft"]
-FAST = ["eval.every_steps=0", "eval.temperatures=[]", "eval.n_prompts=12", "dpo.max_steps=4", "dpo.batch_size=8",
-        "dpo.checkpoint_every=2", "sft.max_steps=2", "ppo.steps=2", "ppo.rollout_size=8", "ppo.minibatch_size=8",
+FAST = ["eval.every_steps=0", "eval.temperatures=[]", "eval.n_prompts=12", "dpo.max_steps=4",
+        "dpo.batch_size=8",
+        "dpo.checkpoint_every=2", "sft.max_steps=2", "ppo.steps=2", "ppo.rollout_size=8",
+        "ppo.minibatch_size=8",
         "ppo.max_new_tokens=8", "ppo.prompt_pool=32", "reward_model.max_steps=4"]
-MEASURED = ["train_wall_s", "eval_wall_s", "compute_wall_s", "peak_rss_mb"]  # wall time and memory: the only columns that may differ
+# wall time and memory: the only columns that may differ
+MEASURED = ["train_wall_s", "eval_wall_s", "compute_wall_s", "peak_rss_mb"]
 HOOKS = Path(__file__).parents[1] / "worker_hooks.py"
 
 
@@ -47,7 +50,8 @@ def sequential(tmp_path_factory, compare_overrides, cache_dir):
     result = compare(out, compare_overrides)
     assert result.exit_code == 0, result.output
     timings = json.loads((out / "shared" / "timings.json").read_text())["timings_s"]
-    assert {"load SFT policy", "gold reward", "train pairs", "reward model", "reference logps"} <= set(timings)
+    assert {"load SFT policy", "gold reward", "train pairs", "reward model",
+            "reference logps"} <= set(timings)
     return out
 
 
@@ -63,7 +67,8 @@ def test_ray_gives_the_sequential_table(sequential, compare_overrides, tmp_path)
         ray.shutdown()
 
 
-def test_jobs_2_gives_the_sequential_table_after_a_killed_worker_resumes(sequential, compare_overrides, tmp_path,
+def test_jobs_2_gives_the_sequential_table_after_a_killed_worker_resumes(sequential, compare_overrides,
+                                                                         tmp_path,
                                                                          monkeypatch):
     """Entries in two worker processes; dpo's worker dies after its step-2 checkpoint, and again on its retry:
     it is named while the others finish, and the next run resumes it to the sequential table."""
@@ -72,7 +77,10 @@ def test_jobs_2_gives_the_sequential_table_after_a_killed_worker_resumes(sequent
     result = compare(out, compare_overrides, "--jobs", "2", "--plugins", str(HOOKS))
     assert result.exit_code == 1
     error = result.output.strip().splitlines()[-1]
-    assert error.startswith("alignkit: error: compare: 1 entry failed: dpo (") and "rerun the same command" in error
+    assert (
+        error.startswith("alignkit: error: compare: 1 entry failed: dpo (")
+        and "rerun the same command" in error
+    )
     assert "dpo failed (" in result.output and "retrying it once" in result.output
     assert "sft" in result.output.split("alignkit: error:")[0]  # the others' table is on screen
     index = json.loads((out / "compare.json").read_text())
@@ -80,7 +88,9 @@ def test_jobs_2_gives_the_sequential_table_after_a_killed_worker_resumes(sequent
     assert index["failed"][0]["label"] == "dpo" and "**dpo**" in (out / "report.md").read_text()
     manifest = json.loads((out / "runs" / "dpo" / "manifest.json").read_text())
     assert manifest["status"] == "running" and [r["from_step"] for r in manifest["resumed"]] == [2]
-    pids = {json.loads((out / "runs" / label / "manifest.json").read_text())["pid"] for label in ("ipo", "ppo", "sft")}
+    pids = {json.loads((out / "runs" / label / "manifest.json").read_text())["pid"] for label in ("ipo",
+                                                                                                  "ppo",
+                                                                                                  "sft")}
     assert len(pids) == 3  # each entry in a process of its own
     assert sorted(p.name for p in (out / "logs").iterdir()) == ["dpo.log", "ipo.log", "ppo.log", "sft.log"]
     monkeypatch.delenv("ALIGNKIT_TEST_KILL")
@@ -96,23 +106,27 @@ def test_jobs_2_gives_the_sequential_table_after_a_killed_worker_resumes(sequent
 
 @pytest.mark.parametrize("args, fragment", [
     (["--executor", "ray"], "--executor ray: the ray package is not installed; pip install 'alignkit[ray]'"),
-    (["--jobs", "2", "--gpus-per-entry", "1"], "--jobs 2 with --gpus-per-entry 1 needs 2 GPU(s); 0 visible (none); lower --jobs, "
+    (["--jobs", "2", "--gpus-per-entry", "1"],
+     "--jobs 2 with --gpus-per-entry 1 needs 2 GPU(s); 0 visible (none); lower --jobs, "
                                               "or --gpus-per-entry 0 for CPU"),
     (["--ray-address", "auto"], "--ray-address is for --executor ray"),
 ])
-def test_what_phase_2_cannot_start_is_one_line_before_anything_is_written(args, fragment, tmp_path, monkeypatch,
+def test_what_phase_2_cannot_start_is_one_line_before_anything_is_written(args, fragment, tmp_path,
+                                                                          monkeypatch,
                                                                           tiny_overrides):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU
     result = CliRunner().invoke(main, ["compare", "dpo", "--out", str(tmp_path / "cmp"), *args,
-                                       *[a for o in tiny_overrides for a in ("--set", o)]], catch_exceptions=False)
+                                       *[a for o in tiny_overrides for a in ("--set", o)]],
+                                       catch_exceptions=False)
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.strip().splitlines()[-1] == f"alignkit: error: {fragment}"
     assert not (tmp_path / "cmp").exists()
 
 
 def test_a_node_that_cannot_see_the_shared_folders_is_refused(tmp_path):
-    (tmp_path / "marker").write_text("another driver's token")  # what a node sees of a folder not shared with it
+    # what a node sees of a folder not shared with it
+    (tmp_path / "marker").write_text("another driver's token")
     status, reason = run_entry(str(tmp_path / "spec.json"), [(str(tmp_path / "marker"), "token")], {},
                                str(tmp_path / "log"))
     assert status == UNSEEN and f"cannot see {tmp_path} as the driver wrote it" in reason

@@ -1,4 +1,5 @@
-"""`alignkit compare --replicates N` (alignkit.compare.replicates): each replicate re-draws the shared stages, and the
+"""`alignkit compare --replicates N` (alignkit.compare.replicates): each replicate re-draws the shared stages,
+and the
 combined report gives the replicate-to-replicate spread and one verdict per pair over every replicate."""
 
 from __future__ import annotations
@@ -8,9 +9,11 @@ import json
 from click.testing import CliRunner
 
 from alignkit.cli import main
-from alignkit.compare.replicates import main as replicates_main, spread_rows
+from alignkit.compare.replicates import main as replicates_main
+from alignkit.compare.replicates import spread_rows
 
-FAST = ["eval.every_steps=2", "eval.temperatures=[]", "eval.n_prompts=16", "dpo.max_steps=4", "dpo.batch_size=8"]
+FAST = ["eval.every_steps=2", "eval.temperatures=[]", "eval.n_prompts=16", "dpo.max_steps=4",
+        "dpo.batch_size=8"]
 
 
 def test_two_replicates_redraw_the_pairs_and_write_a_combined_report(tmp_path, compare_overrides, capsys):
@@ -19,10 +22,13 @@ def test_two_replicates_redraw_the_pairs_and_write_a_combined_report(tmp_path, c
     result = CliRunner().invoke(main, ["compare", "dpo", "--replicates", "2", "--out", str(out),
                                        *args], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    manifests = [json.loads((out / f"replicate-{k}" / "runs" / "dpo" / "manifest.json").read_text()) for k in (0, 1)]
+    manifests = [
+        json.loads((out / f"replicate-{k}" / "runs" / "dpo" / "manifest.json").read_text()) for k in (0, 1)
+    ]
     assert [m["recipe"]["seed"] for m in manifests] == [0, 1000]
     keys = [m["artifact_keys"] for m in manifests]
-    assert keys[0]["preferences"] != keys[1]["preferences"]  # other pairs, another split, another reference pass
+    # other pairs, another split, another reference pass
+    assert keys[0]["preferences"] != keys[1]["preferences"]
     assert keys[0]["reference_logps"] != keys[1]["reference_logps"]
     pairs = [(out / f"replicate-{k}" / "runs" / "dpo" / "eval" / "summary.json") for k in (0, 1)]
     golds = [json.loads(p.read_text())["gold_reward_mean"] for p in pairs]
@@ -49,7 +55,8 @@ def test_spread_of_seed_averaged_replicates():
                          EvalSummary(results={"gold_reward_mean": gold, "kl_mean": kl}, by_temperature=[]))
 
     rows = spread_rows([[run("a#seed0", 0.6, 4.0), run("a#seed1", 0.8, 6.0)], [run("a", 0.9, 7.0)]])
-    assert rows == [{"group": "dpo", "sweep": "", "replicates": 2, "gold_mean": 0.8, "gold_sd": rows[0]["gold_sd"],
+    assert rows == [{"group": "dpo", "sweep": "", "replicates": 2, "gold_mean": 0.8,
+                     "gold_sd": rows[0]["gold_sd"],
                      "kl_mean": 6.0, "kl_sd": rows[0]["kl_sd"], "gold_by_replicate": [0.7, 0.9],
                      "kl_by_replicate": [5.0, 7.0]}]
     assert abs(rows[0]["gold_sd"] - 0.1414) < 1e-3 and abs(rows[0]["kl_sd"] - 1.4142) < 1e-3
@@ -59,8 +66,11 @@ def test_replicates_run_their_entries_on_the_executor_asked_for(tmp_path, compar
     import alignkit.compare.replicates as replicates
 
     seen = []
-    monkeypatch.setattr(replicates, "run_replicates", lambda plans, out: seen.extend(plans) or {"spread": [],
-                                                                                               "matched_kl": []})
+    monkeypatch.setattr(
+        replicates,
+        "run_replicates",
+        lambda plans, out: seen.extend(plans) or {"spread": [], "matched_kl": []},
+    )
     sets = [a for o in compare_overrides for a in ("--set", o)]
     result = CliRunner().invoke(main, ["compare", "dpo", "sft", "--replicates", "2", "--jobs", "2",
                                        "--out", str(tmp_path / "reps"), *sets])
@@ -78,8 +88,11 @@ def test_replicates_record_the_command_line_with_every_option(tmp_path, compare_
     import alignkit.compare.replicates as replicates
 
     seen = []
-    monkeypatch.setattr(replicates, "run_replicates", lambda plans, out: seen.extend(plans) or {"spread": [],
-                                                                                               "matched_kl": []})
+    monkeypatch.setattr(
+        replicates,
+        "run_replicates",
+        lambda plans, out: seen.extend(plans) or {"spread": [], "matched_kl": []},
+    )
     sets = [a for o in compare_overrides for a in ("--set", o)]
     result = CliRunner().invoke(main, ["compare", "dpo", "--replicates", "2", "--sweep", "dpo.beta=0.1,1",
                                        "--seeds", "2", "--temperatures", "0,0.5", "--overwrite",
@@ -88,7 +101,8 @@ def test_replicates_record_the_command_line_with_every_option(tmp_path, compare_
     assert len(seen) == 2 and seen[0].argv == seen[1].argv
     argv = seen[0].argv
     assert argv[:3] == ["alignkit", "compare", "dpo"]
-    for option in ("--sweep dpo.beta=0.1,1", "--seeds 2", "--temperatures 0,0.5", "--replicates 2", "--overwrite",
+    for option in ("--sweep dpo.beta=0.1,1", "--seeds 2", "--temperatures 0,0.5", "--replicates 2",
+                   "--overwrite",
                    f"--out {tmp_path / 'reps'}", f"--set {compare_overrides[0]}"):
         assert option in argv
     assert all(p.overwrite for p in seen) and [p.out.name for p in seen] == ["replicate-0", "replicate-1"]

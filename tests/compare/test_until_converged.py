@@ -1,4 +1,5 @@
-"""`alignkit compare --until-converged` (alignkit.compare.until_converged): entries that have not converged are resumed
+"""`alignkit compare --until-converged` (alignkit.compare.until_converged): entries that have not converged
+are resumed
 from their last training state and trained further in rounds, at a constant peak learning rate after their
 first budget, keeping every checkpoint on the trajectory; one that converged stops."""
 
@@ -11,13 +12,14 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
+from test_executors import MEASURED  # tests/compare/ (pytest puts this folder on sys.path)
 
 import alignkit.compare.until_converged as until_converged
 from alignkit.cli import main
-from test_executors import MEASURED  # tests/compare/ (pytest puts this folder on sys.path)
 from alignkit.training import make_optimizer
 
-FAST = ["eval.every_steps=2", "eval.temperatures=[]", "eval.n_prompts=16", "dpo.max_steps=4", "dpo.batch_size=8",
+FAST = ["eval.every_steps=2", "eval.temperatures=[]", "eval.n_prompts=16", "dpo.max_steps=4",
+        "dpo.batch_size=8",
         "dpo.warmup_steps=1", "dpo.log_every=1"]
 
 
@@ -39,7 +41,8 @@ def test_entries_are_extended_in_rounds_from_their_last_state(tmp_path, compare_
     monkeypatch.setattr(until_converged, "convergence_of", lambda run, test: {"label": next(labels)})
     out = tmp_path / "out"
     args = [a for o in [*compare_overrides, *FAST] for a in ("--set", o)]
-    result = CliRunner().invoke(main, ["compare", str(spec), "--out", str(out), *args], catch_exceptions=False)
+    result = CliRunner().invoke(main, ["compare", str(spec), "--out", str(out), *args],
+                                catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["dpo", "dpo.round1", "dpo.round2"]
     last = out / "runs" / "dpo.round2"
@@ -50,16 +53,20 @@ def test_entries_are_extended_in_rounds_from_their_last_state(tmp_path, compare_
     assert not (out / "runs" / "dpo.round1" / "checkpoints").exists()
     trajectory = [json.loads(line) for line in (last / "eval" / "trajectory.jsonl").read_text().splitlines()]
     assert [p["step"] for p in trajectory] == [2, 4, 6, 8, 10, 12]  # every earlier checkpoint kept
-    assert [p["budget_steps"] for p in trajectory] == [2, 4, 6, 8, 10, 12]  # the budget continues across rounds
-    walls = manifest["cost"]["training"]["wall_s"]  # wall seconds too, each round's added to the earlier ones'
-    assert [walls[str(s)] for s in (2, 4, 6, 8, 10, 12)] == sorted(walls[str(s)] for s in (2, 4, 6, 8, 10, 12))
+    # the budget continues across rounds
+    assert [p["budget_steps"] for p in trajectory] == [2, 4, 6, 8, 10, 12]
+    # wall seconds too, each round's added to the earlier ones'
+    walls = manifest["cost"]["training"]["wall_s"]
+    assert [walls[str(s)] for s in (2, 4, 6, 8, 10, 12)] == sorted(walls[str(s)] for s in (2, 4, 6, 8, 10,
+                                                                                           12))
     assert walls["last"] >= walls["12"]
     rounds_train = [json.loads((out / "runs" / r / "manifest.json").read_text())["timings_s"]["train dpo"]
                     for r in ("dpo", "dpo.round1", "dpo.round2")]  # each round's own training stage
     assert manifest["cost"]["train_wall_s"] == pytest.approx(sum(rounds_train), abs=0.01)  # the whole run's
     rates = {r["step"]: r["lr"] for r in map(json.loads, (last / "metrics.jsonl").read_text().splitlines())
              if r.get("stage") == "dpo" and "lr" in r}
-    assert rates[4] < 5e-4 and all(rates[s] == pytest.approx(5e-4) for s in range(5, 13))  # the constant peak tail
+    # the constant peak tail
+    assert rates[4] < 5e-4 and all(rates[s] == pytest.approx(5e-4) for s in range(5, 13))
     index = json.loads((out / "compare.json").read_text())
     assert index["entries"][0]["run"] == "dpo.round2" and index["entries"][0]["budget"]["steps"] == 12
     rounds = json.loads((out / "until_converged.json").read_text())["rounds"]["dpo"]

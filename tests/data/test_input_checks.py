@@ -8,6 +8,9 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from test_cli import assert_one_line_error
+from test_conversational import chat_model_dir, explicit  # noqa: F401 (fixture)
+from test_task_data import QUESTIONS, support_rows, write_jsonl
 
 from alignkit.cli import main
 from alignkit.data.checks import MAX_TEXT_CHARS
@@ -20,9 +23,6 @@ from alignkit.methods.reward_model import fit_reward_model
 from alignkit.models.builtin import EOS
 from alignkit.models.config import ModelConfig
 from alignkit.models.loading import load_tokenizer
-from test_cli import assert_one_line_error
-from test_conversational import chat_model_dir, explicit  # noqa: F401 (fixture)
-from test_task_data import QUESTIONS, support_rows, write_jsonl
 
 
 def run_on(tmp_path, tiny_overrides, data, *extra):

@@ -28,7 +28,8 @@ def test_ties_give_no_deterministic_pair():
 def test_bradley_terry_labels_follow_the_sigmoid_of_the_score_gap():
     """P(a wins) = sigmoid((0.6 - 0.5) / 0.1) = sigmoid(1) = 0.731 over 4000 prompts."""
     n = 4000
-    data = rank_into_pairs(["p"] * n, [["a", "b"]] * n, np.tile([[0.6, 0.5]], (n, 1)), labeling="bradley_terry",
+    data = rank_into_pairs(["p"] * n, [["a", "b"]] * n, np.tile([[0.6, 0.5]], (n, 1)),
+                           labeling="bradley_terry",
                            bt_temperature=0.1, seed=0)
     share = np.mean([c == "a" for c in data.chosen])
     assert abs(share - 1 / (1 + np.exp(-1.0))) < 0.02
@@ -38,7 +39,8 @@ def test_csv_with_column_mapping(tmp_path):
     path = tmp_path / "pairs.csv"
     path.write_text("question,good,bad\nWhy?,Because.,No.\nHow?,Like this.,Dunno.\n")
     data = load_preferences(PreferenceConfig(source=str(path),
-                                             columns={"prompt": "question", "chosen": "good", "rejected": "bad"}))
+                                             columns={"prompt": "question", "chosen": "good",
+                                                      "rejected": "bad"}))
     assert data.prompts == ["Why?", "How?"] and data.chosen == ["Because.", "Like this."]
     with pytest.raises(DataError, match="column 'better' named in preferences.columns is not in the data"):
         load_preferences(PreferenceConfig(source=str(path), columns={"chosen": "better"}))

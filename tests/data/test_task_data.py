@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from test_conversational import CHATML, HEADER, chat_model_dir, explicit  # noqa: F401 (fixture)
 
 from alignkit.cli import main
 from alignkit.data.preferences import PreferenceConfig, read_preferences
 from alignkit.data.unpaired import UnpairedData
 from alignkit.errors import AlignkitError
 from alignkit.registry import REWARDS, register_reward
-from test_conversational import CHATML, HEADER, chat_model_dir, explicit  # noqa: F401 (fixture)
 
 if "test-length" not in REWARDS:
     @register_reward("test-length")
@@ -78,7 +78,6 @@ def test_each_format_loads_the_same_pairs_as_jsonl(fmt, tmp_path, monkeypatch):
 
 def test_conversational_parquet_and_unpaired_rows(tmp_path):
     import pandas as pd
-
     from test_conversational import assistant, user
 
     chat_rows = [explicit(q, "Open settings.", "No idea.") for q in QUESTIONS[:3]]
@@ -93,9 +92,13 @@ def test_conversational_parquet_and_unpaired_rows(tmp_path):
     assert isinstance(data, UnpairedData) and data.desirable == [True, False] * 4
     assert data.group == [0, 0, 1, 1, 2, 2, 3, 3]  # grouped by prompt
     pd.DataFrame(unpaired).astype(str).to_csv(tmp_path / "kto.csv", index=False)  # labels as text
-    assert read_preferences(PreferenceConfig(source=str(tmp_path / "kto.csv"))).data.desirable == data.desirable
-    chat_unpaired = [{"prompt": [user(q)], "completion": [assistant("Sure.")], "label": True} for q in QUESTIONS[:2]]
-    assert read_preferences(PreferenceConfig(source=str(write_jsonl(tmp_path / "ck.jsonl", chat_unpaired)))).unrendered
+    assert (
+        read_preferences(PreferenceConfig(source=str(tmp_path / "kto.csv"))).data.desirable == data.desirable
+    )
+    chat_unpaired = [{"prompt": [user(q)], "completion": [assistant("Sure.")],
+                      "label": True} for q in QUESTIONS[:2]]
+    assert read_preferences(PreferenceConfig(source=str(write_jsonl(tmp_path / "ck.jsonl",
+                                                                    chat_unpaired)))).unrendered
 
 
 def test_split_is_by_prompt_and_honours_a_group_column(tmp_path):
@@ -118,23 +121,26 @@ def tiny_run_args(tiny_overrides, data: Path, *extra: str) -> list[str]:
     return [a for s in sets for a in ("--set", s)]
 
 
-def test_default_task_on_your_data_is_refused_in_one_line_writing_nothing(tmp_path, tiny_overrides, cache_dir):
+def test_default_task_on_your_data_is_refused_in_one_line_writing_nothing(tmp_path, tiny_overrides,
+                                                                          cache_dir):
     data = write_jsonl(tmp_path / "pairs.jsonl", support_rows())
     before = sorted(os.listdir(cache_dir))
     sets = [a for s in [*tiny_overrides, f"preferences.source={data}"] for a in ("--set", s)]
     result = CliRunner().invoke(main, ["run", "dpo_imdb", "--out", str(tmp_path / "run"), *sets])
     assert result.exit_code != 0
     assert result.output.strip().splitlines() == [
-        f"alignkit: error: preferences.source is your data ({data}), but task.dataset is still the IMDb default: "
+        f"alignkit: error: preferences.source is your data ({data}), but task.dataset is still the IMDb "
+        "default: "
         f"set task.dataset=preferences (and gold_reward, eval.judge to judges for your task)"]
     sets += ["--set", "task.dataset=preferences"]
     result = CliRunner().invoke(main, ["compare", "dpo", "ppo", "--out", str(tmp_path / "cmp"), *sets])
     assert result.output.strip().splitlines() == [
         "alignkit: error: compare: task.dataset is preferences, but gold_reward is still the IMDb default "
-        "(imdb-sentiment), which would score your replies as movie-review sentiment on every reward axis: set "
-        "gold_reward to a score judge for your task (e.g. heldout-reward-model) and eval.judge to what decides win "
-        "rates (gold, llm-judge, endpoint-judge)"]
-    sets += ["--set", "eval.judge=heldout-reward-model"]  # a judge for win rates alone leaves the reward axis IMDb's
+        "(imdb-sentiment), which would score your replies as movie-review sentiment on every reward axis: "
+        "set gold_reward to a score judge for your task (e.g. heldout-reward-model) and eval.judge to what "
+        "decides win rates (gold, llm-judge, endpoint-judge)"]
+    # a judge for win rates alone leaves the reward axis IMDb's
+    sets += ["--set", "eval.judge=heldout-reward-model"]
     result = CliRunner().invoke(main, ["compare", "dpo", "ppo", "--out", str(tmp_path / "cmp"), *sets])
     assert result.exit_code == 1 and "gold_reward is still the IMDb default" in result.output
     assert not (tmp_path / "run").exists() and not (tmp_path / "cmp").exists()
@@ -169,7 +175,8 @@ def test_unpaired_rows_refused_by_paired_methods_at_load(tmp_path, tiny_override
 
     rows = [{"prompt": q, "completion": " Sure.", "label": i % 2 == 0} for i, q in enumerate(QUESTIONS)]
     data = write_jsonl(tmp_path / "kto.jsonl", rows)
-    with pytest.raises(AlignkitError, match="the rows are unpaired .* which only kto learns from; dpo needs pairs"):
+    with pytest.raises(AlignkitError,
+                       match="the rows are unpaired .* which only kto learns from; dpo needs pairs"):
         load_recipe(None, [*tiny_overrides, "method=dpo", f"preferences.source={data}"])
     load_recipe(None, [*tiny_overrides, "method=kto", f"preferences.source={data}"])
 
@@ -189,17 +196,21 @@ def test_kto_trains_on_unpaired_rows_end_to_end(tmp_path, tiny_overrides):
     summary = json.loads((out / "eval" / "summary.json").read_text())
     assert summary["method"] == "kto" and summary["training_data"]["heldout_prompts"] == 3  # split by prompt
     # the judge's agreement on unpaired rows: each held-out prompt's desirable reply against its 2 undesirable
-    assert summary["judge_agreement"]["n_pairs"] == 3 * 2 and summary["judge_agreement"]["agreement"] is not None
+    assert (
+        summary["judge_agreement"]["n_pairs"] == 3 * 2 and summary["judge_agreement"]["agreement"] is not None
+    )
 
 
 def test_rollouts_and_evaluation_use_the_datas_prompts(tmp_path, tiny_overrides):
-    from alignkit.recipe import load_recipe
     from tiny import make_workspace
+
+    from alignkit.recipe import load_recipe
 
     data = write_jsonl(tmp_path / "pairs.jsonl", support_rows())
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["run", "sft_imdb", "--out", str(out), *tiny_run_args(
-        tiny_overrides, data, "sft.max_steps=1", "sft.batch_size=4", "eval.every_steps=0", "eval.temperatures=[]")])
+        tiny_overrides, data, "sft.max_steps=1", "sft.batch_size=4", "eval.every_steps=0",
+        "eval.temperatures=[]")])
     assert result.exit_code == 0, result.output
     recipe = load_recipe(None, [*tiny_overrides, "method=ppo", "task.dataset=preferences",
                                 f"preferences.source={data}", "preferences.heldout_fraction=0.25",
@@ -216,15 +227,17 @@ def test_rollouts_and_evaluation_use_the_datas_prompts(tmp_path, tiny_overrides)
 
 
 def test_ppo_rollouts_draw_from_the_training_prompts(tmp_path, tiny_overrides, monkeypatch):
+    from tiny import make_workspace
+
     from alignkit.methods.ppo import train_ppo
     from alignkit.models.policy import Policy
     from alignkit.recipe import load_recipe
-    from tiny import make_workspace
 
     data = write_jsonl(tmp_path / "pairs.jsonl", support_rows())
     recipe = load_recipe(None, [*tiny_overrides, "method=ppo", "task.dataset=preferences",
                                 f"preferences.source={data}", "preferences.heldout_fraction=0.25",
-                                "gold_reward=test-length", "ppo.reward=gold", "ppo.value_init=policy", "ppo.steps=1", "ppo.rollout_size=4",
+                                "gold_reward=test-length", "ppo.reward=gold", "ppo.value_init=policy",
+                                "ppo.steps=1", "ppo.rollout_size=4",
                                 "ppo.minibatch_size=4", "ppo.max_new_tokens=4"])
     seen, sample = [], Policy.sample
 
@@ -238,15 +251,19 @@ def test_ppo_rollouts_draw_from_the_training_prompts(tmp_path, tiny_overrides, m
     assert seen and set(seen) <= set(ws.train_pairs.prompts)
 
 
-def test_chat_template_is_applied_to_evaluation_prompts(tmp_path, tiny_overrides, chat_model_dir):  # noqa: F811
-    from alignkit.recipe import load_recipe
+def test_chat_template_is_applied_to_evaluation_prompts(tmp_path, tiny_overrides,
+                                                        chat_model_dir):  # noqa: F811
     from tiny import make_workspace
 
-    data = write_jsonl(tmp_path / "chat.jsonl", [explicit(q, "Open settings.", "No idea.") for q in QUESTIONS])
+    from alignkit.recipe import load_recipe
+
+    data = write_jsonl(tmp_path / "chat.jsonl", [explicit(q, "Open settings.",
+                                                          "No idea.") for q in QUESTIONS])
     extra = tmp_path / "eval.txt"
     extra.write_text("A new question?\nAnother one?\n")
     common = [*tiny_overrides, "method=dpo", "task.dataset=preferences", f"preferences.source={data}",
-              f"model.name_or_path={chat_model_dir}", "model.max_length=96", "preferences.heldout_fraction=0.25",
+              f"model.name_or_path={chat_model_dir}", "model.max_length=96",
+              "preferences.heldout_fraction=0.25",
               "gold_reward=test-length"]
     ws = make_workspace(load_recipe(None, common))
     assert set(ws.eval_prompts) == set(ws.heldout_pairs.prompts) and len(ws.eval_prompts) == 3
@@ -256,5 +273,6 @@ def test_chat_template_is_applied_to_evaluation_prompts(tmp_path, tiny_overrides
                                              for q in ("A new question?", "Another one?"))
     overlap = tmp_path / "overlap.txt"
     overlap.write_text(QUESTIONS[0] + "\n" + "\n".join(QUESTIONS[1:]) + "\n")
-    with pytest.raises(AlignkitError, match="eval.prompts: 9 of its 12 prompts are also prompts of the training"):
+    with pytest.raises(AlignkitError,
+                       match="eval.prompts: 9 of its 12 prompts are also prompts of the training"):
         load_recipe(None, [*common, f"eval.prompts={overlap}"])

@@ -10,13 +10,13 @@ import types
 
 import pytest
 import torch
+from tiny import CHATML  # tests/tiny.py
 from transformers import AutoTokenizer
 
 from alignkit.data.preferences import PreferenceConfig, load_preferences
 from alignkit.data.unpaired import UnpairedData
 from alignkit.models.pairs import pair_batch
 from alignkit.models.policy import Policy
-from tiny import CHATML  # tests/tiny.py
 
 pytest.importorskip("trl")
 

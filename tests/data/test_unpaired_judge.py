@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
+from test_task_data import QUESTIONS, tiny_run_args, write_jsonl
 
 from alignkit.cli import main
-from test_task_data import QUESTIONS, tiny_run_args, write_jsonl
 
 
 def test_kto_on_unpaired_rows_with_the_heldout_reward_model_judge(tmp_path, tiny_overrides):

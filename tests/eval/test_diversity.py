@@ -95,8 +95,10 @@ def test_diversity_needs_neither_evaluate_nor_the_network(monkeypatch, capfd):
     texts = ["the cat sat", "the cat ran", "a dog ran"]
     capfd.readouterr()
     out = div.diversity(texts)
-    assert out == pytest.approx({"distinct_1": 6 / 9, "distinct_2": 5 / 6, "self_bleu": naive_self_bleu(texts)},
+    assert out == pytest.approx({"distinct_1": 6 / 9, "distinct_2": 5 / 6,
+                                 "self_bleu": naive_self_bleu(texts)},
                                 abs=1e-12)
     assert capfd.readouterr() == ("", "")  # no warnings or progress bars
-    assert div.diversity(["same words here"] * 3) == {"distinct_1": 1 / 3, "distinct_2": 2 / 6, "self_bleu": 1.0}
+    assert div.diversity(["same words here"] * 3) == {"distinct_1": 1 / 3, "distinct_2": 2 / 6,
+                                                      "self_bleu": 1.0}
     assert div.diversity([]) == {"distinct_1": 0.0, "distinct_2": 0.0, "self_bleu": 0.0}

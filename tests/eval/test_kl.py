@@ -24,15 +24,14 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
+from tiny import cpu_runtime, tiny_gpt2, tiny_tokenizer
 from transformers import GenerationConfig
 
 from alignkit.eval import kl as kl_module
 from alignkit.eval.kl import sampled_distribution_kl, sampling_logprobs, sequence_kl
 from alignkit.models.policy import Policy, Reference, Rollout, sampling_config
-from tiny import cpu_runtime
 from alignkit.models.sequences import SequenceBatch
 from alignkit.rl.ops import full_kl_from_logits
-from tiny import tiny_gpt2, tiny_tokenizer
 
 SETTINGS = [(1.0, 1.0), (0.7, 1.0), (1.5, 1.0), (1.0, 0.8), (0.7, 0.9)]
 MAX_NEW = 3
@@ -100,7 +99,8 @@ def _reference(policy: Policy, model) -> Reference:
 
 
 def _enumerated_rollout() -> Rollout:
-    """All SEQS as a rollout batch laid out like ``Policy._sample_chunk``: prompt + completion, positions after
+    """All SEQS as a rollout batch laid out like ``Policy._sample_chunk``: prompt + completion, positions
+    after
     the first <eos> padded with attention 0 and completion mask 0."""
     width = len(PROMPT_IDS) + MAX_NEW
     ids = torch.full((len(SEQS), width), PAD, dtype=torch.long)
@@ -225,7 +225,8 @@ def test_plain_kl_at_temperature_one(models):
     with torch.no_grad():
         a = models["policy"](input_ids=batch.input_ids).logits
         b = models["independent"](input_ids=batch.input_ids).logits
-    assert torch.allclose(sampled_distribution_kl(a, b, 1.0, 1.0), full_kl_from_logits(a, b), rtol=1e-5, atol=1e-6)
+    assert torch.allclose(sampled_distribution_kl(a, b, 1.0, 1.0), full_kl_from_logits(a, b), rtol=1e-5,
+                          atol=1e-6)
 
 
 def test_sampled_distribution_kl_by_hand():
@@ -322,7 +323,8 @@ def test_samples_follow_enumerated_distribution(models, temperature, top_p):
     logP = _exact_logprobs(models["policy"], temperature, top_p)
     P = logP.exp().numpy()
     torch.manual_seed(1000 + SETTINGS.index((temperature, top_p)))
-    rollout = policy.sample([PROMPT] * N_SAMPLES, max_new_tokens=MAX_NEW, temperature=temperature, top_p=top_p, runtime=CPU,
+    rollout = policy.sample([PROMPT] * N_SAMPLES, max_new_tokens=MAX_NEW, temperature=temperature,
+                            top_p=top_p, runtime=CPU,
                             batch_size=1000)
     counts = np.bincount(_sampled_indices(rollout), minlength=len(SEQS))
     assert counts[P == 0].sum() == 0, "sampled a completion outside the nucleus"
@@ -336,7 +338,8 @@ def test_samples_follow_enumerated_distribution(models, temperature, top_p):
         assert abs(seq.mean() - exact) < 4 * sem, (ref_name, seq.mean(), exact, sem)
 
 
-# ------------------------------------------------------------------ (d) the model's generation_config is ignored
+# ------------------------------------------------------------------ (d) the model's generation_config is
+# ignored
 
 
 def test_model_generation_config_does_not_leak():
@@ -357,7 +360,8 @@ def test_model_generation_config_does_not_leak():
     assert not (leaked[:, 0] == EOS).any() and not (leaked == A).any()
 
     torch.manual_seed(8)
-    rollout = _policy(model).sample([PROMPT] * N_SAMPLES, max_new_tokens=MAX_NEW, temperature=1.0, top_p=1.0, runtime=CPU,
+    rollout = _policy(model).sample([PROMPT] * N_SAMPLES, max_new_tokens=MAX_NEW, temperature=1.0, top_p=1.0,
+                                    runtime=CPU,
                                     batch_size=1000)
     assert model.generation_config is hostile  # restored afterwards
     index = _sampled_indices(rollout)

@@ -1,5 +1,7 @@
-"""Verdicts that survive a second look (alignkit.eval.convergence, alignkit.eval.matched_kl, alignkit.eval.verdict):
-one convergence label per kind of trajectory, the staircase that compares points without interpolating, the run
+"""Verdicts that survive a second look (alignkit.eval.convergence, alignkit.eval.matched_kl,
+alignkit.eval.verdict):
+one convergence label per kind of trajectory, the staircase that compares points without interpolating, the
+run
 as the unit, the rule's four answers, and the false-winner rate measured on simulated identical methods."""
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ def trajectory(values, every=25, sem=0.01):
 
 
 def test_convergence_labels_rising_flat_declining_unknown():
-    assert convergence(trajectory([0.50, 0.55, 0.60, 0.65, 0.70]), reference=0.4)["label"] == "still improving"
+    assert convergence(trajectory([0.50, 0.55, 0.60, 0.65, 0.70]),
+                       reference=0.4)["label"] == "still improving"
     flat = trajectory([0.50, 0.70, 0.701, 0.699, 0.700, 0.702])
     assert convergence(flat, reference=0.4)["label"] == "converged"
     assert convergence(trajectory([0.5, 0.8, 0.78, 0.74, 0.70, 0.66]), reference=0.4)["label"] == "declining"
@@ -73,14 +76,20 @@ def test_the_staircase_takes_the_best_point_at_or_below_each_kl_without_interpol
 def test_a_point_with_lower_kl_and_higher_gold_settles_dominance():
     a = [point(0.80, 4.0, units=3, run_shift=[0.0, 0.01, -0.01])]
     b = [point(0.75, 5.5, units=3, run_shift=[0.005, -0.005, 0.0], seed=1)]
-    result = matched_kl(a, b)  # compared at B's 5.5 nats: the old rule had no verdict ("never at the same KL")
+    # compared at B's 5.5 nats: the old rule had no verdict ("never at the same KL")
+    result = matched_kl(a, b)
     assert result.kl_low == pytest.approx(5.5) and result.ci_low > 0 and math.isinf(result.ci_high)
     verdict = decide("a", "b", result, [Run("b", "b", "converged", 5.5)])
     assert verdict.kind == "winner" and verdict.winner == "a"
     assert "What would flip it: flips only if b gains" in sentence("a", "b", result, verdict, family=1)
     still = decide("a", "b", result, [Run("b", "b", "still improving", 5.5)])
-    assert still.kind == "inconclusive" and "b could still improve" in still.answer and "b trained on" in still.would_take
-    past = decide("a", "b", result, [Run("b", "b", "still improving", 9.0)])  # b's run is past that KL already
+    assert (
+        still.kind == "inconclusive"
+        and "b could still improve" in still.answer
+        and "b trained on" in still.would_take
+    )
+    # b's run is past that KL already
+    past = decide("a", "b", result, [Run("b", "b", "still improving", 9.0)])
     assert past.kind == "winner"
 
 
@@ -104,7 +113,8 @@ def test_one_run_each_names_no_winner_and_says_what_it_would_take():
 def test_runs_are_paired_by_unit_and_a_run_effect_is_drawn_once_per_run():
     # every unit's run is shifted as a whole; b's unit 1 is far better: the sign does not hold, no winner
     a = [point(0.70, 1.0, units=3, run_shift=[0.0, 0.0, 0.0]), point(0.72, 2.0, units=3)]
-    b = [point(0.65, 1.0, units=3, run_shift=[0.0, 0.2, 0.0], seed=2), point(0.67, 2.0, units=3, run_shift=[0.0, 0.2, 0.0])]
+    b = [point(0.65, 1.0, units=3, run_shift=[0.0, 0.2, 0.0], seed=2), point(0.67, 2.0, units=3,
+                                                                             run_shift=[0.0, 0.2, 0.0])]
     result = matched_kl(a, b)
     assert result.units == 3 and result.unit_differences[1] < 0 < result.unit_differences[0]
     verdict = decide("a", "b", result, [])
@@ -119,7 +129,8 @@ def test_seeds_needed_and_holm():
 
 def test_identical_methods_rarely_get_a_winner_in_simulation():
     """The calibration suite at a fixed seed and 300 simulations per null regime (benchmarks/
-    verdict_calibration.py runs 1000): the upper Wilson bound of the false-winner rate stays below 0.10 (at n=300
+    verdict_calibration.py runs 1000): the upper Wilson bound of the false-winner rate stays below 0.10 (at
+    n=300
     a true rate of 0.05 gives an upper bound near 0.08; a rule at 0.10 or more fails)."""
     from benchmarks.verdict_calibration import null_table, wilson
 

@@ -23,7 +23,8 @@ def test_wilson_interval_covers_true_rate(p):
 
 @pytest.mark.parametrize("p", [0.5, 0.8])
 def test_head_to_head_paired_bootstrap_covers_true_rate(p):
-    """Entry 0 beats entry 1 on each of 200 prompts with probability p (no ties): the bootstrap interval covers p."""
+    """Entry 0 beats entry 1 on each of 200 prompts with probability p (no ties): the bootstrap
+    interval covers p."""
     n_prompts, reps = 200, 300
     outcomes = np.random.default_rng(99).random((reps, n_prompts)) < p
     covered = 0

@@ -26,7 +26,8 @@ def test_a_summary_round_trips_key_for_key_in_order(tmp_path):
 
 def test_named_numbers_and_the_rest():
     policy, model = EvalSummary.from_dict(POLICY), EvalSummary.from_dict(REWARD_MODEL)
-    assert (policy.gold_reward_mean, policy.kl_mean, policy.win_rate_vs_reference, policy.steps) == (0.6, 1.5, 0.5, 3)
+    assert (policy.gold_reward_mean, policy.kl_mean, policy.win_rate_vs_reference, policy.steps) == (0.6, 1.5,
+                                                                                                     0.5, 3)
     assert policy.results["a_future_number"] == 7 and policy.is_policy and policy.training_data == {}
     assert not model.is_policy and model.gold_reward_mean is None and model.results["n_train_pairs"] == 43
     assert "name" not in model.to_dict() and "training_data" not in model.to_dict()  # None: absent

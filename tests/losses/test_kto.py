@@ -7,12 +7,12 @@ import math
 
 import pytest
 import torch
+from test_losses_match_trl import CHOSEN, MAX_LENGTH, PROMPTS, REJECTED, _models
 from torch.testing import assert_close
 
 from alignkit.losses.kto import kl_reference_point, kto_loss
 from alignkit.methods.kto import unpaired_examples
 from alignkit.models.sequences import encode_pairs, sequence_logprobs
-from test_losses_match_trl import CHOSEN, MAX_LENGTH, PROMPTS, REJECTED, _models
 
 T = torch.tensor
 
@@ -60,7 +60,8 @@ def test_kto_matches_trl(tmp_path):
     completions = [c for pair in zip(CHOSEN, REJECTED) for c in pair]
     labels = [True, False] * len(PROMPTS)
     args = trl.KTOConfig(output_dir=str(tmp_path), beta=0.3, per_device_train_batch_size=len(prompts),
-                         train_sampling_strategy="sequential", max_length=MAX_LENGTH, use_cpu=True, bf16=False,
+                         train_sampling_strategy="sequential", max_length=MAX_LENGTH, use_cpu=True,
+                         bf16=False,
                          gradient_checkpointing=False, report_to="none", dataloader_num_workers=0, seed=0)
     dataset = datasets.Dataset.from_dict({"prompt": prompts, "completion": completions, "label": labels})
     trainer = trl.KTOTrainer(model=policy, ref_model=reference, args=args, train_dataset=dataset,
@@ -97,8 +98,8 @@ def test_kto_recipe_trains_desirable_up_and_undesirable_down(tmp_path, tiny_over
     from pathlib import Path
 
     import alignkit
-    from alignkit.run.pipeline import run_recipe
     from alignkit.recipe import load_recipe
+    from alignkit.run.pipeline import run_recipe
     from alignkit.runlog import read_jsonl
 
     recipe_path = Path(alignkit.__file__).resolve().parent / "recipes" / "kto_imdb.yaml"

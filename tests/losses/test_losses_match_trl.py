@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import tiny_gpt2, tiny_tokenizer  # tests/tiny.py (pytest puts tests/ on sys.path)
 from torch.testing import assert_close
 
 from alignkit.losses import PreferenceLogps
 from alignkit.models.sequences import concat_batches, encode_pairs, sequence_logprobs
 from alignkit.registry import LOSSES
-from tiny import tiny_gpt2, tiny_tokenizer  # tests/tiny.py (pytest puts tests/ on sys.path)
 
 datasets = pytest.importorskip("datasets")
 trl = pytest.importorskip("trl")
@@ -82,7 +82,8 @@ def _our_logps() -> tuple[PreferenceLogps, object, object]:
     rejected = encode_pairs(tokenizer, PROMPTS, REJECTED, max_length=MAX_LENGTH, append_eos=True)
     with torch.no_grad():
         logps = PreferenceLogps(
-            policy_chosen=sequence_logprobs(policy, chosen), policy_rejected=sequence_logprobs(policy, rejected),
+            policy_chosen=sequence_logprobs(policy, chosen), policy_rejected=sequence_logprobs(policy,
+                                                                                               rejected),
             reference_chosen=sequence_logprobs(reference, chosen),
             reference_rejected=sequence_logprobs(reference, rejected),
             chosen_lengths=chosen.completion_lengths, rejected_lengths=rejected.completion_lengths,

@@ -1,6 +1,7 @@
 """SimPO and ORPO: reference-free preference losses, checked against their papers' formulas by hand and
 against trl 1.16's experimental ``CPOTrainer`` (``loss_type='simpo'``) and ``ORPOTrainer`` on the batch of
-``tests/losses/test_losses_match_trl.py`` (trl's own tokenization, collator and forward pass). Also the example
+``tests/losses/test_losses_match_trl.py`` (trl's own tokenization, collator and forward pass). Also the
+example
 plugin's DPO-Positive formula, and that a reference-free loss makes DPO skip the reference pass."""
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ import math
 
 import pytest
 import torch
+from test_losses_match_trl import BETA, CHOSEN, MAX_LENGTH, PROMPTS, REJECTED, _models, _our_logps
 from torch.testing import assert_close
 
 from alignkit.losses import PreferenceLogps
 from alignkit.losses.base import contract_problem
 from alignkit.registry import LOSSES
-from test_losses_match_trl import BETA, CHOSEN, MAX_LENGTH, PROMPTS, REJECTED, _models, _our_logps
 
 datasets = pytest.importorskip("datasets")
 trl = pytest.importorskip("trl")
@@ -23,7 +24,8 @@ T = torch.tensor
 
 
 def _hand_batch() -> PreferenceLogps:
-    """Two pairs with different lengths and a reference that differs from the policy (which must not matter)."""
+    """Two pairs with different lengths and a reference that differs from the policy (which must
+    not matter)."""
     return PreferenceLogps(T([-6.0, -2.0]), T([-6.0, -9.0]), T([-1.0, -1.0]), T([-20.0, -3.0]),
                            T([3, 2]), T([2, 6]))
 
@@ -36,7 +38,8 @@ def test_simpo_formula_by_hand():
     """-log sig(beta * (lp_c/|y_c| - lp_r/|y_r|) - gamma), no reference: pair 0 has avg -2 vs -3."""
     beta, gamma = 2.0, 0.5
     out = LOSSES.get("simpo")(_hand_batch(), beta=beta, gamma=gamma)
-    expected = [-math.log(_sig(beta * (-6 / 3 - -6 / 2) - gamma)), -math.log(_sig(beta * (-2 / 2 - -9 / 6) - gamma))]
+    expected = [-math.log(_sig(beta * (-6 / 3 - -6 / 2) - gamma)),
+                -math.log(_sig(beta * (-2 / 2 - -9 / 6) - gamma))]
     assert_close(out.losses, T(expected))
     assert_close(out.chosen_rewards, T([beta * -2.0, beta * -1.0]))  # beta * mean log-prob
     smoothed = LOSSES.get("simpo")(_hand_batch(), beta=beta, gamma=gamma, label_smoothing=0.2).losses[0]

@@ -1,11 +1,14 @@
 """The losses named after trl's other ``loss_type`` values equal trl 1.16's ``DPOTrainer`` loss for that type.
 
-Same harness as ``tests/losses/test_losses_match_trl.py`` (whose helpers and batch this file reuses): a tiny random
+Same harness as ``tests/losses/test_losses_match_trl.py`` (whose helpers and batch this file reuses): a tiny
+random
 GPT-2 policy, a differently seeded tiny GPT-2 reference, 4 pairs of different lengths, alignkit's
-``encode_pairs -> sequence_logprobs -> LOSSES.get(name)`` against ``DPOTrainer.compute_loss`` on the batch from
+``encode_pairs -> sequence_logprobs -> LOSSES.get(name)`` against ``DPOTrainer.compute_loss`` on the batch
+from
 trl's own dataloader. Each type is checked at trl's defaults (for ``exo_pair``, whose trl default
 ``label_smoothing=0`` trl rejects, at the paper's 1e-3, alignkit's default), and the ones with a parameter
-also at a non-default value. With the four of ``tests/losses/test_losses_match_trl.py`` this covers all 15 of trl
+also at a non-default value. With the four of ``tests/losses/test_losses_match_trl.py`` this covers all 15 of
+trl
 1.16's loss types.
 """
 
@@ -13,12 +16,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_losses_match_trl import BETA, CHOSEN, MAX_LENGTH, PROMPTS, REJECTED, _models, _our_logps, _trl_batch
 from torch.testing import assert_close
 
 from alignkit.losses import PreferenceLogps
 from alignkit.losses.base import contract_problem
 from alignkit.registry import LOSSES
-from test_losses_match_trl import BETA, CHOSEN, MAX_LENGTH, PROMPTS, REJECTED, _models, _our_logps, _trl_batch
 
 datasets = pytest.importorskip("datasets")
 trl = pytest.importorskip("trl")
@@ -70,7 +73,8 @@ def logps() -> PreferenceLogps:
 
 
 @pytest.mark.parametrize(("loss_type", "config", "params"), CASES,
-                         ids=[f"{t}-{'-'.join(f'{k}{v}' for k, v in p.items()) or 'default'}" for t, _, p in CASES])
+                         ids=[f"{t}-{'-'.join(f'{k}{v}' for k, v in p.items()) or 'default'}" for t, _,
+                              p in CASES])
 def test_loss_matches_trl(tmp_path, logps, loss_type, config, params):
     trl_loss, metrics = _trl_loss(tmp_path, loss_type, **config)
     loss_fn = LOSSES.get(loss_type)
@@ -104,8 +108,10 @@ def _aot_hand(margins_a, margins_b, beta, eps):
     import math
 
     d = [x - y for x, y in zip(sorted(margins_a), sorted(margins_b))]
-    return [-(1 - eps) * math.log(1 / (1 + math.exp(-beta * v))) - eps * math.log(1 / (1 + math.exp(beta * v)))
-            for v in d]
+    return [
+        -(1 - eps) * math.log(1 / (1 + math.exp(-beta * v))) - eps * math.log(1 / (1 + math.exp(beta * v)))
+        for v in d
+    ]
 
 
 def test_aot_sorts_across_the_batch():

@@ -11,6 +11,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from tiny import make_workspace, tiny_gpt2, tiny_tokenizer  # tests/tiny.py (pytest puts tests/ on sys.path)
 
 import alignkit.methods.best_of_n as bon  # the three modules register "sft", "preferred_ft", "best_of_n"
 import alignkit.methods.preferred_ft as pft
@@ -21,13 +22,11 @@ from alignkit.models import finetune
 from alignkit.models.finetune import completion_nll
 from alignkit.models.scalar_head import ScalarModel
 from alignkit.models.sequences import encode_pairs, gather_logprobs
-from alignkit.run.pipeline import Run, evaluate_artifact
 from alignkit.recipe import load_recipe
 from alignkit.registry import DATASETS, METHODS, register_dataset
+from alignkit.run.pipeline import Run, evaluate_artifact
 from alignkit.stages.builder import StageBuilder
 from alignkit.stages.workspace import Workspace
-from tiny import make_workspace
-from tiny import tiny_gpt2, tiny_tokenizer  # tests/tiny.py (pytest puts tests/ on sys.path)
 
 DATASET = "tiny-test-baselines"
 SUBJECTS = ["the movie", "the film", "this story", "the plot", "the acting", "the cast", "the ending"]
@@ -45,7 +44,8 @@ def review(rng: random.Random, good: bool) -> str:
 def make_task() -> Task:
     rng = random.Random(0)
     texts = [review(rng, good=i % 2 == 0) for i in range(240)]
-    return Task(DATASET, texts[:200], texts[200:], [1 - i % 2 for i in range(200)], [1 - i % 2 for i in range(40)])
+    return Task(DATASET, texts[:200], texts[200:], [1 - i % 2 for i in range(200)],
+                [1 - i % 2 for i in range(40)])
 
 
 TASK = make_task()
@@ -76,7 +76,8 @@ def make_ws(tmp_path):
     TOKENIZER.save_pretrained(folder)
 
     def make(method: str, *overrides: str) -> StageBuilder:
-        recipe = load_recipe(None, overrides=[f"method={method}", f"model.name_or_path={folder}", "device=cpu",
+        recipe = load_recipe(None, overrides=[f"method={method}", f"model.name_or_path={folder}",
+                                              "device=cpu",
                                               "model.max_length=32", f"task.dataset={DATASET}", *overrides])
         ws = make_workspace(recipe, tmp_path / "run", cache_dir=tmp_path / "cache")
         ws.provide(gold=letter_count)
@@ -112,7 +113,8 @@ def test_sft_lowers_heldout_nll(make_ws):
     assert after < before - 1.5, (before, after)
     assert after < 1.6
     # training the returned policy leaves the workspace's starting policy untouched
-    assert mean_nll(ws.sft.model, ws.sft.tokenizer, [""] * 40, ws.task.train_texts[:40]) == pytest.approx(train_before)
+    assert mean_nll(ws.sft.model, ws.sft.tokenizer, [""] * 40,
+                    ws.task.train_texts[:40]) == pytest.approx(train_before)
 
 
 def test_sft_demonstrations_subset_and_truncation():
@@ -158,7 +160,8 @@ def preference_pairs(n: int = 48) -> PreferenceData:
 
 def test_preferred_ft_raises_chosen_logprob_and_trains_on_completion_tokens_only(make_ws, monkeypatch):
     data = preference_pairs()
-    ws = make_ws("preferred_ft", "preferred_ft.lr=0.01", "preferred_ft.batch_size=16", "preferred_ft.epochs=4",
+    ws = make_ws("preferred_ft", "preferred_ft.lr=0.01", "preferred_ft.batch_size=16",
+                 "preferred_ft.epochs=4",
                  "preferred_ft.warmup_steps=2")
     ws.provide(preferences=data)
     tok = ws.sft.tokenizer
@@ -218,8 +221,10 @@ def test_completion_nll_ignores_prompt_tokens():
 def test_preferred_ft_deduplicates_chosen():
     data = PreferenceData(["p", "p", "p", "q"], ["best", "best", "mid", "x"], ["mid", "low", "low", "y"])
     assert pft.chosen_examples(data, True, False) == (["p", "p", "q"], ["best", "mid", "x"], [False] * 3)
-    assert pft.chosen_examples(data, False, True) == (["p", "p", "p", "q"], ["best", "best", "mid", "x"], [True] * 4)
-    data.chosen_ended, data.rejected_ended = [True, False, True, False], [False] * 4  # sampled: EOS where it stopped
+    assert pft.chosen_examples(data, False, True) == (["p", "p", "p", "q"], ["best", "best", "mid", "x"],
+                                                      [True] * 4)
+    # sampled: EOS where it stopped
+    data.chosen_ended, data.rejected_ended = [True, False, True, False], [False] * 4
     assert pft.chosen_examples(data, True, False) == (["p", "p", "p", "q"], ["best", "best", "mid", "x"],
                                                       [True, False, True, False])
 
@@ -267,7 +272,8 @@ def test_best_of_n_gold_picks_highest_scoring_candidate(make_ws):
 def test_best_of_n_reward_model_picks_highest_scoring_candidate(make_ws):
     ws = make_ws("best_of_n", "best_of_n.n=3")  # reward: reward_model (a random scalar head is enough here)
     torch.manual_seed(5)
-    ws.provide(reward_model=ScalarModel.from_backbone(ws.recipe.model, cache_dir=ws.cache_dir, runtime=ws.runtime,
+    ws.provide(reward_model=ScalarModel.from_backbone(ws.recipe.model, cache_dir=ws.cache_dir,
+                                                      runtime=ws.runtime,
                                                       path=str(make_ws.folder)))
     policy = run_method(ws)
     candidates = spy_on_candidates(policy)
@@ -346,7 +352,8 @@ def test_best_of_n_through_the_evaluator(make_ws, tmp_path):
     samples = samples[1.0]
     assert summary["best_of_n"] == 2 and summary["kl_kind"] == "analytic"
     assert summary["kl_mean"] == pytest.approx(math.log(2) - 0.5)
-    assert summary["kl_ci_low"] == summary["kl_ci_high"] == summary["kl_mean"]  # a closed form has no interval
+    # a closed form has no interval
+    assert summary["kl_ci_low"] == summary["kl_ci_high"] == summary["kl_mean"]
     assert math.isfinite(summary["kl_sampled_estimate"])
     assert all(k["kl"] <= math.log(2) + 1e-9 for k in samples)
     assert summary["eval_generated_sequences"] == 2 * 6 == 2 * summary["n_samples"]

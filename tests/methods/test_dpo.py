@@ -6,23 +6,25 @@ import json
 
 import pytest
 import torch
+from tiny import make_workspace
 
 from alignkit.losses import PreferenceLogps
 from alignkit.methods.dpo import train_dpo
 from alignkit.recipe import load_recipe
 from alignkit.registry import LOSSES
-from tiny import make_workspace
 
 
 def pairs_file(tmp_path):
     rows = [{"prompt": p, "chosen": " a wonderful and great film", "rejected": " a terrible and awful film"}
-            for p in ("This movie is", "I think it was", "Overall", "The story is", "My verdict:", "Honestly")]
+            for p in ("This movie is", "I think it was", "Overall", "The story is", "My verdict:",
+                      "Honestly")]
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
-@pytest.mark.parametrize("loss, extra", [("sigmoid", []), ("ipo", []), ("sigmoid", ["dpo.reference_free=true"])])
+@pytest.mark.parametrize("loss, extra", [("sigmoid", []), ("ipo", []), ("sigmoid",
+                                                                        ["dpo.reference_free=true"])])
 def test_dpo_learns_to_prefer_chosen(tmp_path, tiny_overrides, loss, extra):
     recipe = load_recipe(None, [*tiny_overrides, "method=dpo", f"preferences.source={pairs_file(tmp_path)}",
                                 f"dpo.loss={loss}", "dpo.lr=0.003", "dpo.batch_size=6", "dpo.max_steps=15",
@@ -39,10 +41,13 @@ def test_dpo_learns_to_prefer_chosen(tmp_path, tiny_overrides, loss, extra):
 def test_hand_computed_loss_values():
     """margins: chosen ratio 1.0 - 0.0, rejected ratio -1.0 - 0.0 -> margin 2; beta 0.5 -> beta*m = 1.
     sigmoid: -log sigma(1) = 0.313262; hinge: max(0, 1 - 1) = 0; ipo with lengths 2 and 4:
-    (1/2 - (-1/4) - 1/(2*0.5))^2 = (0.75 - 1)^2 = 0.0625; robust eps 0.1: (0.9*0.313262 - 0.1*1.313262)/0.8."""
-    logps = PreferenceLogps(torch.tensor([1.0]), torch.tensor([-1.0]), torch.tensor([0.0]), torch.tensor([0.0]),
+    (1/2 - (-1/4) - 1/(2*0.5))^2 = (0.75 - 1)^2 = 0.0625; robust eps 0.1: (0.9*0.313262
+    - 0.1*1.313262)/0.8."""
+    logps = PreferenceLogps(torch.tensor([1.0]), torch.tensor([-1.0]), torch.tensor([0.0]),
+                            torch.tensor([0.0]),
                             torch.tensor([2.0]), torch.tensor([4.0]))
-    expected = {"sigmoid": 0.313262, "hinge": 0.0, "ipo": 0.0625, "robust": (0.9 * 0.313262 - 0.1 * 1.313262) / 0.8}
+    expected = {"sigmoid": 0.313262, "hinge": 0.0, "ipo": 0.0625,
+                "robust": (0.9 * 0.313262 - 0.1 * 1.313262) / 0.8}
     for name, value in expected.items():
         extra = {"label_smoothing": 0.1} if name == "robust" else {}
         out = LOSSES.get(name)(logps, beta=0.5, **extra)

@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import make_workspace
 
 from alignkit.methods.dpo import train_dpo
 from alignkit.methods.ppo import train_ppo
 from alignkit.recipe import load_recipe
-from tiny import make_workspace
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-TOLERANCE = dict(rtol=1e-5, atol=1e-6)  # recomputation repeats the same float ops: only summation order may differ
+# recomputation repeats the same float ops: only summation order may differ
+TOLERANCE = dict(rtol=1e-5, atol=1e-6)
 
 
 @pytest.fixture
@@ -41,19 +42,22 @@ def train_dpo_steps(tmp_path, tiny_overrides, extra):
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     recipe = load_recipe(None, [*tiny_overrides, "method=dpo", f"preferences.source={data}", "dpo.lr=0.01",
-                                "dpo.batch_size=4", "dpo.max_steps=4", "dpo.warmup_steps=0", "dpo.log_every=1", *extra])
+                                "dpo.batch_size=4", "dpo.max_steps=4", "dpo.warmup_steps=0",
+                                "dpo.log_every=1", *extra])
     ws = make_workspace(recipe, tmp_path / ("on" if recipe.model.gradient_checkpointing else "off"))
     torch.manual_seed(0)
     policy = train_dpo(ws, recipe.method_config("dpo"))
     return ws.ctx.log.records, {n: p.detach().clone() for n, p in policy.model.named_parameters()}
 
 
-@pytest.mark.parametrize("lora", [[], ["model.lora.r=4", "model.lora.target_modules=[c_attn]"]], ids=["full", "lora"])
+@pytest.mark.parametrize("lora", [[], ["model.lora.r=4", "model.lora.target_modules=[c_attn]"]], ids=["full",
+                                                                                                      "lora"])
 def test_dpo_with_gradient_checkpointing_matches_without(tmp_path, tiny_overrides, lora, checkpointed):
     off, weights_off = train_dpo_steps(tmp_path, tiny_overrides, lora)
     assert checkpointed == []
     on, weights_on = train_dpo_steps(tmp_path, tiny_overrides, [*lora, "model.gradient_checkpointing=true"])
-    assert len(checkpointed) >= 4 * 2 and set(checkpointed) == {False}  # every block of every step, non-reentrant
+    # every block of every step, non-reentrant
+    assert len(checkpointed) >= 4 * 2 and set(checkpointed) == {False}
     assert [r["step"] for r in on] == [r["step"] for r in off] == [1, 2, 3, 4]
     for a, b in zip(off, on):
         torch.testing.assert_close(torch.tensor([a["loss"], a["rewards/margins"]]),
@@ -123,7 +127,8 @@ def test_save_every_steps_keeps_loadable_weights_along_the_way(tmp_path, tiny_ov
     name = "transformer.h.0.attn.c_attn.weight"
     assert not torch.equal(weights[0][name], weights[1][name])  # each kept folder is its own step
     if steps % 2 == 0:
-        torch.testing.assert_close(weights[-2][name], weights[-1][name])  # the last kept step is the final model
+        # the last kept step is the final model
+        torch.testing.assert_close(weights[-2][name], weights[-1][name])
     else:
         assert not torch.equal(weights[-2][name], weights[-1][name])
 
@@ -136,8 +141,9 @@ def test_save_every_steps_is_refused_where_no_policy_trains():
 
 
 def test_grpo_through_trl_checkpoints_and_matches(tiny_overrides, checkpointed):
-    from alignkit.methods.online_rl import train_grpo
     from test_online_rl import recipe_for, small
+
+    from alignkit.methods.online_rl import train_grpo
 
     def run(extra):
         recipe = recipe_for("grpo", tiny_overrides, [*small("grpo", steps=2, reward="gold"), *extra])
@@ -151,5 +157,6 @@ def test_grpo_through_trl_checkpoints_and_matches(tiny_overrides, checkpointed):
     on = run(["model.gradient_checkpointing=true"])
     assert checkpointed and set(checkpointed) == {False}  # trl's trainer kept our non-reentrant checkpointing
     for a, b in zip(off, on, strict=True):
-        torch.testing.assert_close(torch.tensor([a["loss"], a["reward"]]), torch.tensor([b["loss"], b["reward"]]),
+        torch.testing.assert_close(torch.tensor([a["loss"], a["reward"]]), torch.tensor([b["loss"],
+                                                                                         b["reward"]]),
                                    **TOLERANCE)

@@ -11,18 +11,17 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from tiny import cpu_runtime, make_workspace
 
+from alignkit.artifacts import reward_needs
+from alignkit.context import Budget
 from alignkit.errors import ConfigError
 from alignkit.methods.online_rl import OnlineReward, RLOOConfig, make_trainer, train_grpo
 from alignkit.models.policy import Policy
-from alignkit.run.pipeline import method_needs, run_recipe
 from alignkit.recipe import load_recipe
 from alignkit.registry import BUILTIN_MODULES, METHODS, REWARDS, register_reward
+from alignkit.run.pipeline import method_needs, run_recipe
 from alignkit.runlog import read_jsonl
-from alignkit.context import Budget
-from tiny import make_workspace
-from tiny import cpu_runtime
-from alignkit.artifacts import reward_needs
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 EXPECTED = {"loss", "reward", "reward/gold", "kl", "entropy", "grad_norm", "learning_rate",
@@ -37,7 +36,8 @@ if LETTER not in REWARDS:
 
 
 def small(method: str, steps: int = 4, **extra) -> list[str]:
-    """Overrides for a seconds-long run: 4 prompts x 4 completions of 8 tokens per step, a new batch each step."""
+    """Overrides for a seconds-long run: 4 prompts x 4 completions of 8 tokens per step, a new batch
+    each step."""
     settings = {"steps": steps, "prompts_per_step": 4, "num_generations": 4, "num_iterations": 1,
                 "max_new_tokens": 8, "prompt_pool": 32, **extra}
     return [f"{method}.{key}={value}" for key, value in settings.items()]
@@ -46,7 +46,8 @@ def small(method: str, steps: int = 4, **extra) -> list[str]:
 def recipe_for(method: str, tiny_overrides: list[str], overrides: list[str]):
     """The bundled recipe on the tiny model, judged by the letter-e reward (building the IMDb sentiment
     classifier would take longer than all of these runs)."""
-    return load_recipe(RECIPES / f"{method}_imdb.yaml", [*tiny_overrides, f"gold_reward={LETTER}", *overrides])
+    return load_recipe(RECIPES / f"{method}_imdb.yaml", [*tiny_overrides, f"gold_reward={LETTER}",
+                                                         *overrides])
 
 
 def test_both_methods_are_registered_and_need_the_reward_model_only_when_they_use_it():
@@ -157,7 +158,8 @@ def test_reward_function_tells_the_reward_model_where_the_sampler_stopped():
     assert (ws.budget.generated_sequences, ws.budget.generated_tokens) == (2, 4)
 
 
-def test_trl_reference_is_the_starting_policy_even_when_its_path_holds_other_weights(tmp_path, tiny_overrides):
+def test_trl_reference_is_the_starting_policy_even_when_its_path_holds_other_weights(tmp_path,
+                                                                                     tiny_overrides):
     recipe = recipe_for("grpo", tiny_overrides, small("grpo", reward="gold", kl_coef=0.1))
     ws = make_workspace(recipe, None)
     policy = ws.load_policy()
@@ -172,7 +174,8 @@ def test_trl_reference_is_the_starting_policy_even_when_its_path_holds_other_wei
 
 
 def test_grpo_raises_a_learnable_reward(tmp_path, tiny_overrides):
-    recipe = recipe_for("grpo", tiny_overrides, small("grpo", steps=20, reward="gold", prompts_per_step=8, lr=0.01,
+    recipe = recipe_for("grpo", tiny_overrides, small("grpo", steps=20, reward="gold", prompts_per_step=8,
+                                                      lr=0.01,
                                                       kl_coef=0.0))
     ws = make_workspace(recipe, None)
     train_grpo(ws, recipe.method_config("grpo"))
@@ -209,14 +212,16 @@ def test_too_few_train_prompts_for_one_generation_batch_is_one_line():
     ws = SimpleNamespace(prompts=lambda split, n: [f"prompt {i}" for i in range(min(n, 5))])
     with pytest.raises(AlignkitError) as info:
         train_dataset(ws, GRPOConfig(prompts_per_step=8))
-    assert str(info.value) == ("prompts_per_step: the task has only 5 train prompts, fewer than one generation "
-                               "batch (8)")
+    assert str(info.value) == ("prompts_per_step: the task has only 5 train prompts, fewer than one "
+                               "generation batch (8)")
     assert len(train_dataset(ws, GRPOConfig(prompts_per_step=4))) == 5
 
 
 @pytest.mark.parametrize("method", ["grpo", "rloo"])
 def test_grpo_and_rloo_can_score_with_the_4bit_reward_model(method):
-    cfg = load_recipe(RECIPES / f"{method}_imdb.yaml", [f"{method}.reward_model_4bit=true"]).method_config(method)
+    cfg = load_recipe(RECIPES / f"{method}_imdb.yaml",
+                      [f"{method}.reward_model_4bit=true"]).method_config(method)
     assert method_needs(method, cfg) == ("train_pairs", "reward_model_4bit")
     with pytest.raises(ConfigError, match=f"{method}.reward_model_4bit: reward: gold uses no reward model"):
-        load_recipe(RECIPES / f"{method}_imdb.yaml", [f"{method}.reward=gold", f"{method}.reward_model_4bit=true"])
+        load_recipe(RECIPES / f"{method}_imdb.yaml", [f"{method}.reward=gold",
+                                                      f"{method}.reward_model_4bit=true"])

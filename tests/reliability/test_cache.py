@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny import cpu_runtime, make_workspace
 
 from alignkit import cache
-from alignkit.cache import ENTRY_MARKER as MARKER, CacheEntry, CorruptEntry
+from alignkit.cache import ENTRY_MARKER as MARKER
+from alignkit.cache import CacheEntry, CorruptEntry
 from alignkit.recipe import load_recipe
 from alignkit.stages.builder import StageBuilder
-from tiny import make_workspace
-from tiny import cpu_runtime
 
 RECIPE = Path(__file__).resolve().parents[2] / "alignkit" / "recipes" / "dpo_imdb.yaml"
 GOLD_TEXTS = ["a wonderful, moving film", "the plot was dull and the acting awful", "it was fine"]
@@ -81,7 +81,7 @@ def _notice(capsys, kind: str, detail: str) -> None:
     assert detail in lines[0] and lines[0].endswith("; rebuilding"), lines[0]
 
 
-# -------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # (1) corrupt entries of each shared stage are detected and rebuilt into the original
 
 
@@ -125,7 +125,7 @@ def test_truncated_reference_logps_are_rebuilt(cache_copy, capsys):
     _notice(capsys, "reference_logps", "failed its checksum (")
 
 
-# -------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # (2) an entry without its marker (a build killed before the end, or an older alignkit) is rebuilt
 
 
@@ -138,7 +138,8 @@ def test_entry_missing_its_marker_is_rebuilt(cache_copy, capsys):
     (rm / MARKER).unlink()  # whole files, but no proof that the build finished
     ws = _workspace(recipe, root)
     np.testing.assert_allclose(_rm_scores(ws), original["rm"], rtol=0, atol=1e-6)
-    _notice(capsys, "reward_models", "is incomplete (no CACHE_ENTRY.json marker: written by an older alignkit")
+    _notice(capsys, "reward_models",
+            "is incomplete (no CACHE_ENTRY.json marker: written by an older alignkit")
     assert ws.reference_samples(1.0).records() == original["samples"]
     _notice(capsys, "reference_samples", "is incomplete (no CACHE_ENTRY.json marker")
     assert (rm / MARKER).is_file() and samples.with_name(f"{samples.name}.{MARKER}").is_file()
@@ -153,7 +154,7 @@ def test_intact_entries_are_loaded_silently(cache_copy, capsys):
     assert "alignkit: cache:" not in capsys.readouterr().err
 
 
-# -------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # (3) two processes building one entry at once
 
 
@@ -193,7 +194,7 @@ def test_concurrent_builders_run_one_build(tmp_path):
     assert entry.load() == entry.path
 
 
-# -------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------
 # (4) tampering that keeps every size is caught by the checksum
 
 

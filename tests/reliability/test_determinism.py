@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alignkit.run.pipeline import run_recipe
 from alignkit.recipe import load_recipe
+from alignkit.run.pipeline import run_recipe
 
 RECIPE = Path(__file__).resolve().parents[2] / "alignkit" / "recipes" / "dpo_imdb.yaml"
 
 
 def test_same_recipe_and_seed_give_an_identical_summary(tmp_path, tiny_overrides):
-    recipe = lambda: load_recipe(RECIPE, [*tiny_overrides, "device=cpu", "dpo.max_steps=6", "dpo.batch_size=8",  # noqa: E731
+    recipe = lambda: load_recipe(RECIPE, [*tiny_overrides, "device=cpu", "dpo.max_steps=6",
+                                          "dpo.batch_size=8",  # noqa: E731
                                           "eval.every_steps=3", "eval.temperatures=[0.5]"])
     run_recipe(recipe(), tmp_path / "first")
     run_recipe(recipe(), tmp_path / "second")

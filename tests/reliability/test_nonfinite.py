@@ -9,25 +9,27 @@ import math
 import pytest
 import torch
 from click.testing import CliRunner
+from reliability_helpers import PLUGIN, QUICK, RECIPES, nan_loss, strict_jsonl, strict_loads
+from test_cli import assert_one_line_error
 
 from alignkit.checkpoint import Checkpointer, NumericalError, TrainState
-
 from alignkit.cli import main
-from alignkit.run.pipeline import run_recipe
 from alignkit.recipe import load_recipe
+from alignkit.run.pipeline import run_recipe
 from alignkit.runlog import MetricsLog, dumps, write_json
-from reliability_helpers import PLUGIN, QUICK, nan_loss, RECIPES, strict_jsonl, strict_loads
-from test_cli import assert_one_line_error
 
 
 def test_a_nan_loss_fails_in_one_line_and_saves_nothing(tmp_path, tiny_overrides):
     out = tmp_path / "run"
-    sets = [a for o in [*tiny_overrides, *QUICK, "dpo.max_steps=6", "dpo.checkpoint_every=1", "dpo.log_every=1",
+    sets = [a for o in [*tiny_overrides, *QUICK, "dpo.max_steps=6", "dpo.checkpoint_every=1",
+                        "dpo.log_every=1",
                                    nan_loss()]
             for a in ("--set", o)]
-    result = CliRunner().invoke(main, ["run", str(RECIPES / "dpo_imdb.yaml"), "--out", str(out), "--plugins", PLUGIN,
+    result = CliRunner().invoke(main, ["run", str(RECIPES / "dpo_imdb.yaml"), "--out", str(out), "--plugins",
+                                       PLUGIN,
                                        *sets], catch_exceptions=False)
-    assert_one_line_error(result, "dpo: step 2: loss is nan", f"last good checkpoint: {out}/checkpoints/step-1")
+    assert_one_line_error(result, "dpo: step 2: loss is nan",
+                          f"last good checkpoint: {out}/checkpoints/step-1")
     assert not (out / "model").exists() and not (out / "eval" / "summary.json").exists()
     manifest = strict_loads((out / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "loss is nan" in manifest["error"]

@@ -12,13 +12,13 @@ import time
 
 import pytest
 import torch
+from reliability_helpers import PLUGIN, QUICK, RECIPES, ROOT, strict_jsonl, summary, weights
 
 from alignkit.checkpoint import Checkpointer, TrainState, flatten, unflatten
-from alignkit.run.pipeline import run_recipe
-from alignkit.run.decision import run_state
 from alignkit.recipe import load_recipe
+from alignkit.run.decision import run_state
+from alignkit.run.pipeline import run_recipe
 from alignkit.training import make_optimizer
-from reliability_helpers import PLUGIN, QUICK, RECIPES, ROOT, strict_jsonl, summary, weights
 
 DPO = [*QUICK, "dpo.loss=zz_slow_loss", "dpo.max_steps=12", "dpo.checkpoint_every=4", "dpo.log_every=3"]
 
@@ -34,7 +34,8 @@ def assert_same_run(a, b, stage):
 
 def test_sigkilled_dpo_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_overrides, cache_dir):
     overrides = [*tiny_overrides, *DPO]
-    run_recipe(load_recipe(RECIPES / "dpo_imdb.yaml", overrides, [PLUGIN]), tmp_path / "straight")  # warms the cache
+    # warms the cache
+    run_recipe(load_recipe(RECIPES / "dpo_imdb.yaml", overrides, [PLUGIN]), tmp_path / "straight")
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "alignkit", "run", str(RECIPES / "dpo_imdb.yaml"), "--out", str(out),
                "--plugins", PLUGIN, *[a for o in overrides for a in ("--set", o)]]
@@ -111,8 +112,12 @@ def test_state_round_trip_has_no_pickle_and_is_exact(tmp_path):
     checkpointer = Checkpointer(tmp_path / "checkpoints")
     checkpointer.claim("unit")
     path = checkpointer.save(1, state, {"x": float("inf")})
-    assert sorted(p.name for p in path.iterdir()) == ["CHECKSUMS.json", "COMPLETE", "state.json", "state.safetensors"]
-    before = [p.detach().clone() for p in model.parameters()], optimizer.state_dict()["state"][0]["exp_avg"].clone()
+    assert sorted(p.name for p in path.iterdir()) == ["CHECKSUMS.json", "COMPLETE", "state.json",
+                                                      "state.safetensors"]
+    before = (
+        [p.detach().clone() for p in model.parameters()],
+        optimizer.state_dict()["state"][0]["exp_avg"].clone(),
+    )
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()

@@ -12,11 +12,11 @@ import time
 
 import pytest
 import torch
+from reliability_helpers import PLUGIN, RECIPES, ROOT, strict_jsonl, summary, weights
 
 from alignkit.methods.online_rl import RunBridge
 from alignkit.recipe import load_recipe
 from alignkit.run.pipeline import run_recipe
-from reliability_helpers import PLUGIN, RECIPES, ROOT, strict_jsonl, summary, weights
 
 # 6 steps of 4 prompts x 4 completions, checkpoints at 2 and 4; the gold reward (slow on purpose: a window to
 # kill the run in) is maximised directly, so no shared stage is built; 12 prompts: it resumes in epoch 2

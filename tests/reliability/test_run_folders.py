@@ -1,4 +1,5 @@
-"""Everything that reads a run folder (``run`` resuming, ``compare``, ``eval``, ``report``) survives what earlier
+"""Everything that reads a run folder (``run`` resuming, ``compare``, ``eval``, ``report``) survives what
+earlier
 runs left behind: corrupt or empty manifests, foreign-version folders, missing checkpoint files, failed or
 running runs, a report folder, names too long for a folder and a full disk. Each ends in one line naming the
 file and what to do, a non-zero exit, and nothing of the user's changed (sha256 of every file). And a
@@ -17,18 +18,19 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from reliability_helpers import RECIPES, summary, weights
+from test_cli import assert_one_line_error
 
 import alignkit.runfolder as runfolder
 import alignkit.runformat as runformat
 import alignkit.runlog as runlog
 from alignkit.checkpoint import Checkpointer
 from alignkit.cli import main
-from alignkit.run.pipeline import run_recipe
 from alignkit.recipe import load_recipe
-from reliability_helpers import RECIPES, summary, weights
-from test_cli import assert_one_line_error
+from alignkit.run.pipeline import run_recipe
 
-FAST = ["eval.every_steps=0", "eval.temperatures=[]", "eval.n_prompts=8", "dpo.max_steps=2", "dpo.batch_size=8",
+FAST = ["eval.every_steps=0", "eval.temperatures=[]", "eval.n_prompts=8", "dpo.max_steps=2",
+        "dpo.batch_size=8",
         "sft.max_steps=2"]
 
 
@@ -98,7 +100,8 @@ def test_a_finished_run_without_its_model_is_not_reused(cmp):
 
 
 def test_a_sweep_that_matches_no_entry_is_an_error(tmp_path, tiny_overrides):
-    result = cli("compare", "dpo", "--sweep", "ppo.nosuch=1,2", "--out", tmp_path / "cmp", *sets(tiny_overrides))
+    result = cli("compare", "dpo", "--sweep", "ppo.nosuch=1,2", "--out", tmp_path / "cmp",
+                 *sets(tiny_overrides))
     assert_one_line_error(result, "compare: --sweep ppo.nosuch=1,2: applies to no entry",
                           "the entries' methods: dpo")
     assert not (tmp_path / "cmp").exists()
@@ -124,12 +127,14 @@ def test_a_corrupt_manifest_is_one_line_naming_it(cmp, tmp_path, command, how, f
     manifest = folder / "runs" / "dpo" / "manifest.json"
     damage(manifest, how)
     before = sha256s(folder)
-    args = {"run": ["run", RECIPES / "dpo_imdb.yaml", "--out", folder / "runs" / "dpo", *sets(overrides, method="dpo")],
+    args = {"run": ["run", RECIPES / "dpo_imdb.yaml", "--out", folder / "runs" / "dpo", *sets(overrides,
+                                                                                              method="dpo")],
             "compare": ["compare", "dpo", "sft", "--out", folder, *sets(overrides)],
             "eval": ["eval", folder / "runs" / "dpo"],
             "report": ["report", folder, "--out", tmp_path / "report"]}[command]
     hint = {"run": "pass --overwrite to start the run over", "compare": "pass --overwrite to train it again",
-            "eval": "rerun the run with --overwrite", "report": "with --overwrite) to train it again"}[command]
+            "eval": "rerun the run with --overwrite",
+            "report": "with --overwrite) to train it again"}[command]
     assert_one_line_error(cli(*args), f"{manifest}: {fragment}", hint)
     assert sha256s(folder) == before
     if command == "report":  # the other run is still reported, and the broken one named
@@ -147,9 +152,11 @@ def test_report_of_a_run_with_a_corrupt_summary_names_it(cmp, tmp_path):
 
 
 @pytest.mark.parametrize("fmt, version, fragment", [
-    (2, "0.9.0", "run format 2, written by alignkit 0.9.0; this alignkit (0.1.0) reads format 1 only: read it "
+    (2, "0.9.0",
+     "run format 2, written by alignkit 0.9.0; this alignkit (0.1.0) reads format 1 only: read it "
                  "with alignkit 0.9.0"),
-    (None, "0.0.1", "run format unknown, written by alignkit 0.0.1; this alignkit (0.1.0) reads format 1 only"),
+    (None, "0.0.1",
+     "run format unknown, written by alignkit 0.0.1; this alignkit (0.1.0) reads format 1 only"),
 ])
 @pytest.mark.parametrize("command", ["report", "eval"])
 def test_a_run_folder_of_another_version_names_it(cmp, tmp_path, fmt, version, fragment, command):
@@ -157,7 +164,8 @@ def test_a_run_folder_of_another_version_names_it(cmp, tmp_path, fmt, version, f
     path = folder / "runs" / "dpo" / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest.pop("alignkit_run")
-    manifest.update({"versions": {**manifest["versions"], "alignkit": version}, **({"alignkit_run": fmt} if fmt else {})})
+    manifest.update({"versions": {**manifest["versions"], "alignkit": version},
+                     **({"alignkit_run": fmt} if fmt else {})})
     path.write_text(json.dumps(manifest))
     before = sha256s(folder)
     args = ["report", folder / "runs" / "dpo", "--out", tmp_path / "report"] if command == "report" \
@@ -173,7 +181,8 @@ def test_a_format_added_to_the_table_upgrades_older_folders_in_memory(monkeypatc
     monkeypatch.setattr(runfolder, "FORMATS", (*runfolder.FORMATS, runformat.Format(2, "a test", upgrade)))
     monkeypatch.setattr(runfolder, "RUN_FORMAT", 2)
     path = tmp_path / "manifest.json"
-    old = {"alignkit_run": 1, "status": "done", "name": "x", "method": "dpo", "recipe": {"method": "dpo", "eval": {}},
+    old = {"alignkit_run": 1, "status": "done", "name": "x", "method": "dpo", "recipe": {"method": "dpo",
+                                                                                         "eval": {}},
            "versions": {"alignkit": "0.1.0"}}
     path.write_text(json.dumps(old))
     assert runfolder.read_run(tmp_path).manifest == {**old, "alignkit_run": 2, "upgraded": True}
@@ -181,9 +190,9 @@ def test_a_format_added_to_the_table_upgrades_older_folders_in_memory(monkeypatc
     path.write_text(json.dumps({**old, "alignkit_run": 3, "versions": {"alignkit": "0.9.0"}}))
     with pytest.raises(runfolder.RunFolderError) as refused:
         runfolder.read_run(tmp_path)
-    assert str(refused.value) == (f"{path}: run format 3, written by alignkit 0.9.0; this alignkit (0.1.0) reads "
-                                  "formats 1 to 2: read it with alignkit 0.9.0, or rerun with --overwrite to train "
-                                  "it again")
+    assert str(refused.value) == (f"{path}: run format 3, written by alignkit 0.9.0; this alignkit (0.1.0) "
+                                  "reads formats 1 to 2: read it with alignkit 0.9.0, or rerun with "
+                                  "--overwrite to train it again")
 
 
 def test_report_of_a_report_is_refused(cmp, tmp_path):
@@ -212,7 +221,8 @@ def test_eval_refuses_runs_that_are_not_finished(cmp, status, fragment):
     writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         manifest = json.loads(path.read_text())
-        manifest.update(status="running" if status in ("running", "dead") else status, error="RuntimeError: boom",
+        manifest.update(status="running" if status in ("running", "dead") else status,
+                        error="RuntimeError: boom",
                         pid=writer.pid if status == "running" else 2 ** 22 + 11)
         path.write_text(json.dumps(manifest))
         before = sha256s(folder)
@@ -229,8 +239,10 @@ def test_eval_refuses_runs_that_are_not_finished(cmp, status, fragment):
 DPO = [*FAST[:4], "dpo.batch_size=8", "dpo.max_steps=6", "dpo.checkpoint_every=2"]
 
 
-@pytest.mark.parametrize("how", ["delete state.safetensors", "delete state.json", "flip a byte in state.json"])
-def test_resume_skips_a_damaged_checkpoint_and_uses_the_previous_one(tmp_path, tiny_overrides, monkeypatch, how):
+@pytest.mark.parametrize("how", ["delete state.safetensors", "delete state.json",
+                                 "flip a byte in state.json"])
+def test_resume_skips_a_damaged_checkpoint_and_uses_the_previous_one(tmp_path, tiny_overrides, monkeypatch,
+                                                                     how):
     overrides = [*tiny_overrides, *DPO]
     recipe = lambda: load_recipe(RECIPES / "dpo_imdb.yaml", overrides)  # noqa: E731
     run_recipe(recipe(), tmp_path / "straight")
@@ -255,7 +267,8 @@ def test_resume_skips_a_damaged_checkpoint_and_uses_the_previous_one(tmp_path, t
         data = bytearray((newest / name).read_bytes())
         data[len(data) // 2] ^= 0x01
         (newest / name).write_bytes(bytes(data))
-    result = cli("run", RECIPES / "dpo_imdb.yaml", "--out", out, *[a for o in overrides for a in ("--set", o)])
+    result = cli("run", RECIPES / "dpo_imdb.yaml", "--out", out, *[a for o in overrides for a in ("--set",
+                                                                                                  o)])
     assert result.exit_code == 0, result.output
     problem = f"{name} is missing" if action == "delete" else f"{name} fails its checksum"
     assert f"alignkit: warning: checkpoint {newest}: {problem}; skipped, never loaded half" in result.output
@@ -277,7 +290,8 @@ def test_resume_skips_a_damaged_checkpoint_and_uses_the_previous_one(tmp_path, t
 def test_a_run_name_is_checked_at_load(tmp_path, tiny_overrides, monkeypatch, name, fragment):
     monkeypatch.chdir(tmp_path)
     for out in ((), ("--out", tmp_path / "run")):
-        result = cli("run", RECIPES / "dpo_imdb.yaml", *out, *sets(tiny_overrides, f"name={name}", method="dpo"))
+        result = cli("run", RECIPES / "dpo_imdb.yaml", *out, *sets(tiny_overrides, f"name={name}",
+                                                                   method="dpo"))
         assert_one_line_error(result, fragment)
         assert len(result.output) < 1000  # the name is shown cut short, never whole
     assert list(tmp_path.iterdir()) == []
@@ -299,18 +313,22 @@ def test_a_full_disk_is_one_line_and_keeps_the_finished_run(cmp, monkeypatch):
     run_dir = folder / "runs" / "dpo"
     before = sha256s(folder)
     monkeypatch.setattr(runlog, "_fill", no_space_for("summary.json"))
-    result = cli("run", RECIPES / "dpo_imdb.yaml", "--out", run_dir, "--overwrite", *sets(overrides, "name=dpo",
+    result = cli("run", RECIPES / "dpo_imdb.yaml", "--out", run_dir, "--overwrite", *sets(overrides,
+                                                                                          "name=dpo",
                                                                                          method="dpo"))
-    assert_one_line_error(result, f"{run_dir / 'eval' / 'summary.json'}: could not be written (No space left on "
+    assert_one_line_error(result,
+                          f"{run_dir / 'eval' / 'summary.json'}: could not be written (No space left on "
                           "device); what was there before is kept")
     assert sha256s(folder) == before
     assert sorted(p.name for p in (folder / "runs").iterdir()) == ["dpo", "sft"]  # no temporary siblings left
 
 
-def test_a_full_disk_in_a_new_run_names_the_file_and_records_the_failure(tmp_path, tiny_overrides, monkeypatch):
+def test_a_full_disk_in_a_new_run_names_the_file_and_records_the_failure(tmp_path, tiny_overrides,
+                                                                         monkeypatch):
     out = tmp_path / "run"
     monkeypatch.setattr(runlog, "_fill", no_space_for("summary.json"))
     result = cli("run", RECIPES / "dpo_imdb.yaml", "--out", out, *sets(tiny_overrides, method="dpo"))
-    assert_one_line_error(result, f"{out / 'eval' / 'summary.json'}: could not be written (No space left on device)")
+    assert_one_line_error(result,
+                          f"{out / 'eval' / 'summary.json'}: could not be written (No space left on device)")
     assert json.loads((out / "manifest.json").read_text())["status"] == "failed"
     assert not list((out / "eval").glob(".summary.json.*"))  # no half-written temporary left behind

@@ -9,12 +9,12 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from reliability_helpers import PLUGIN, QUICK, RECIPES, nan_loss, snapshot
+from test_cli import assert_one_line_error
 
 from alignkit.cli import main
 from alignkit.errors import AlignkitError
 from alignkit.runfolder import check_run_name
-from reliability_helpers import PLUGIN, QUICK, RECIPES, nan_loss, snapshot
-from test_cli import assert_one_line_error
 
 STEPS = [*QUICK, "dpo.max_steps=2"]
 
@@ -43,7 +43,8 @@ def test_failed_overwrite_keeps_the_old_run_and_a_good_one_replaces_it(tmp_path,
     assert run(tmp_path, tiny_overrides, "--out", out).exit_code == 0
     before = snapshot(out)
     assert (out / ".alignkit-run").is_file()
-    failed = run(tmp_path, tiny_overrides, "--out", out, "--overwrite", "--plugins", PLUGIN, "--set", nan_loss())
+    failed = run(tmp_path, tiny_overrides, "--out", out, "--overwrite", "--plugins", PLUGIN, "--set",
+                 nan_loss())
     assert_one_line_error(failed, "dpo: step 2: loss is nan")
     assert snapshot(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
@@ -72,7 +73,8 @@ def test_a_run_still_being_written_is_left_alone(tmp_path, tiny_overrides):
 @pytest.mark.parametrize("name", ["../escape", "/tmp/abs", "a/b", "..", "a\\b"])
 def test_recipe_names_cannot_escape_the_runs_folder(tmp_path, tiny_overrides, monkeypatch, name):
     monkeypatch.chdir(tmp_path)
-    assert_one_line_error(run(tmp_path, tiny_overrides, "--set", f"name={name}"), "is not a plain folder name")
+    assert_one_line_error(run(tmp_path, tiny_overrides, "--set", f"name={name}"),
+                          "is not a plain folder name")
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(AlignkitError):
         check_run_name(name)

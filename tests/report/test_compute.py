@@ -1,5 +1,7 @@
-"""The compute-matched view (alignkit.report.cost) on synthetic finished runs: shared stages charged to the methods
-that needed them, FLOPs from the stated rule, seeds averaged, and which method reaches the common target first."""
+"""The compute-matched view (alignkit.report.cost) on synthetic finished runs: shared stages charged to the
+methods
+that needed them, FLOPs from the stated rule, seeds averaged, and which method reaches the common
+target first."""
 
 from __future__ import annotations
 
@@ -23,13 +25,16 @@ def _run(label: str, method: str, points: list[tuple[int, float, int, int]], *, 
                    "budget_train_sequences": t // 10, "budget_generated_tokens": gen}
                   for s, g, t, gen in points[:-1]]
     step, gold, tokens, generated = points[-1]
-    summary = {"method": method, "by_temperature": [], "gold_reward_mean": gold, "reference_gold_reward_mean": 0.3,
+    summary = {"method": method, "by_temperature": [], "gold_reward_mean": gold,
+               "reference_gold_reward_mean": 0.3,
                "budget": {"steps": step, "train_tokens": tokens, "train_sequences": tokens // 10,
                           "generated_tokens": generated},
                "training_data": {"train_pairs": train_pairs} if train_pairs else {}}
-    manifest = {"train_seed": seed, "compare_entry": {"label": label, "group": group or method, "sweep": sweep or {}},
+    manifest = {"train_seed": seed, "compare_entry": {"label": label, "group": group or method,
+                                                      "sweep": sweep or {}},
                 "recipe": {"methods": {method: {}}}, "artifact_keys": keys or {}, "timings_s": timings or {},
-                "cost": {"training": {"wall_s": {**{str(s): float(s) for s, *_ in points[:-1]}, "last": float(step)},
+                "cost": {"training": {"wall_s": {**{str(s): float(s) for s, *_ in points[:-1]},
+                                                 "last": float(step)},
                                       "policy_parameters": N}},
                 **({"reward_model": {"budget": {"train_tokens": rm_tokens}}} if rm_tokens else {})}
     return RunRecord(Path(label), manifest, EvalSummary.from_dict(summary), trajectory)
@@ -56,7 +61,8 @@ def test_shared_stages_are_charged_to_the_methods_that_needed_them():
     assert budget_columns(ppo_cached, runs)["compute_wall_s"] == pytest.approx(10 + 7.0)
     curve = run_curve(dpo, runs)
     assert [p["step"] for p in curve] == [0, 5, 10]
-    assert curve[0]["flops"] == 2 * N * 800 and curve[0]["gold"] == 0.3  # the reference, after the shared stage
+    # the reference, after the shared stage
+    assert curve[0]["flops"] == 2 * N * 800 and curve[0]["gold"] == 0.3
 
 
 def test_first_to_reach_names_nothing_first_from_one_seed():
@@ -89,7 +95,9 @@ def test_first_to_reach_is_a_t_interval_over_paired_seeds():
     noisy = first_to_reach(curves(_seeds("dpo", [1000, 3000, 900]) + _seeds("ipo", [2000, 1500, 1900]),
                                   by_seed=True))
     assert noisy["first"] == "dpo" and not noisy["decided"] and noisy["ratio_low"] < 1 < noisy["ratio_high"]
-    assert noisy["seeds_needed"] > 3 and f"about {noisy['seeds_needed']} paired seeds" in first_sentence(noisy)
+    assert noisy["seeds_needed"] > 3 and f"about {noisy['seeds_needed']} paired seeds" in first_sentence(
+        noisy
+    )
 
 
 def test_seeds_of_a_setting_are_averaged_at_each_step():

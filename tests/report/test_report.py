@@ -1,4 +1,5 @@
-"""Reading finished runs (alignkit.report.records) for the report: convergence labels from a run's trajectory, the
+"""Reading finished runs (alignkit.report.records) for the report: convergence labels from a run's trajectory,
+the
 frontier's points, and the refusal of runs that do not share their shared sections."""
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def test_convergence_labels_of_runs(tmp_path):
     (tmp_path / "decayed").mkdir()
     (tmp_path / "decayed" / "metrics.jsonl").write_text("".join(
         f'{{"stage": "dpo", "step": {s}, "lr": {lr}}}\n' for s, lr in ((10, 0.001), (125, 0.0001))))
-    for trajectory, label in ((rising, "budget-limited"), (flat, "converged")):  # flat under a decayed schedule:
+    # flat under a decayed schedule:
+    for trajectory, label in ((rising, "budget-limited"), (flat, "converged")):
         decayed = _run(str(tmp_path / "decayed"), trajectory)                   # converged (the changed rule)
         decayed.summary.method = "dpo"
         result = convergence_of(decayed)
@@ -47,5 +49,6 @@ def test_runs_that_disagree_on_a_shared_section_are_refused_in_one_line():
             "preferences": {"n_prompts": 10}, "eval": {"n_prompts": 8}, "methods": {}}
     other = {**base, "eval": {"n_prompts": 16}}
     check_shared([("a", base, False), ("b", dict(base), False)])
-    with pytest.raises(AlignkitError, match="entries 'a' and 'b' disagree on shared key eval.n_prompts: 8 vs 16"):
+    with pytest.raises(AlignkitError,
+                       match="entries 'a' and 'b' disagree on shared key eval.n_prompts: 8 vs 16"):
         check_shared([("a", base, False), ("b", other, False)])

@@ -14,18 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny import assert_method_section_applied, make_workspace, tiny_tokenizer
 from transformers import BertConfig, BertForSequenceClassification
 
 from alignkit.compare.plan import plan_comparison, resolved_recipe
-from alignkit.report.records import check_shared
 from alignkit.config import ConfigError
 from alignkit.errors import AlignkitError
-from alignkit.recipe import BUNDLED, load_recipe, resolve_recipe_path
+from alignkit.recipe import load_recipe
+from alignkit.recipes.bundled import BUNDLED, resolve_recipe_path
 from alignkit.registry import REWARDS, load_builtins
+from alignkit.report.records import check_shared
 from alignkit.rewards.hf_classifier import HFClassifier, HFClassifierOptions
-from tiny import assert_method_section_applied
-from tiny import make_workspace
-from tiny import tiny_tokenizer
 
 load_builtins()
 
@@ -37,7 +36,8 @@ COMPLETIONS = [" great and the acting was superb", " story it was dull and dread
 
 
 def save_classifier(folder: Path, labels: dict[int, str], seed: int = 0, max_positions: int = 32) -> Path:
-    """A random 1-layer BERT classifier over ``tests/tiny.py``'s word-level tokenizer, saved like a Hub model."""
+    """A random 1-layer BERT classifier over ``tests/tiny.py``'s word-level tokenizer, saved like a
+    Hub model."""
     tokenizer = tiny_tokenizer()
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=32, max_position_embeddings=max_positions, pad_token_id=0,
@@ -55,7 +55,8 @@ def classifier_dir(tmp_path_factory) -> Path:
 
 
 def gold_of(folder: Path | str, *options: str):
-    """The gold reward of a bundled recipe switched to ``hf-classifier`` on ``folder``, built as a run builds it."""
+    """The gold reward of a bundled recipe switched to ``hf-classifier`` on ``folder``, built as a run
+    builds it."""
     recipe = load_recipe("dpo_imdb", ["gold_reward=hf-classifier", f"gold_reward_options.model={folder}",
                                       *(f"gold_reward_options.{o}" for o in options)])
     workspace = make_workspace(recipe)
@@ -79,7 +80,8 @@ def test_scores_are_the_log_odds_of_positive_on_prompt_plus_completion(classifie
     assert isinstance(scores, np.ndarray) and scores.dtype == np.float64 and scores.shape == (len(PROMPTS),)
     np.testing.assert_allclose(scores, (logits[:, 1] - logits[:, 0]).numpy(), rtol=0, atol=1e-5)
     probability = torch.softmax(logits, -1)[:, 1].numpy()
-    np.testing.assert_allclose(1 / (1 + np.exp(-scores)), probability, atol=1e-6)  # sigmoid(score) = P(POSITIVE)
+    # sigmoid(score) = P(POSITIVE)
+    np.testing.assert_allclose(1 / (1 + np.exp(-scores)), probability, atol=1e-6)
     assert np.ptp(scores) > 0.1  # the random model tells these texts apart: the checks above are not vacuous
     assert workspace.gold_meta["model"] == str(classifier_dir) and workspace.gold_meta["label"] == "POSITIVE"
     assert workspace.gold_meta["max_length"] == 32  # no tokenizer limit: the model's position embeddings
@@ -95,20 +97,24 @@ def test_choosing_the_other_label_flips_the_sign(classifier_dir):
 def test_batches_give_the_numbers_of_one_batch(classifier_dir):
     one = gold_of(classifier_dir, "batch_size=64")[0](PROMPTS, COMPLETIONS)
     for size in (1, 2, 3):
-        np.testing.assert_allclose(gold_of(classifier_dir, f"batch_size={size}")[0](PROMPTS, COMPLETIONS), one,
+        np.testing.assert_allclose(gold_of(classifier_dir, f"batch_size={size}")[0](PROMPTS, COMPLETIONS),
+                                   one,
                                    rtol=0, atol=1e-5)
     assert gold_of(classifier_dir)[0]([], []).shape == (0,)
 
 
 def test_long_texts_are_cut_to_the_model_limit(classifier_dir):
-    """200 words on a model with 32 positions: truncated, not an index error; max_length cuts shorter still."""
+    """200 words on a model with 32 positions: truncated, not an index error; max_length cuts
+    shorter still."""
     words = " ".join(["great"] * 200)
     gold = gold_of(classifier_dir)[0]
-    np.testing.assert_allclose(gold(["the movie"], [" " + words]), gold(["the movie"], [" " + words + " awful"]),
+    np.testing.assert_allclose(gold(["the movie"], [" " + words]), gold(["the movie"],
+                                                                        [" " + words + " awful"]),
                                atol=1e-6)
     short = gold_of(classifier_dir, "max_length=3")[0]
     logits = direct_logits(classifier_dir, ["the movie was"])
-    np.testing.assert_allclose(short(["the movie was"], [" great fun"]), (logits[:, 1] - logits[:, 0]).numpy(),
+    np.testing.assert_allclose(short(["the movie was"], [" great fun"]),
+                               (logits[:, 1] - logits[:, 0]).numpy(),
                                atol=1e-5)
 
 
@@ -140,7 +146,8 @@ def test_a_bad_label_is_one_line_naming_the_key_and_the_labels(classifier_dir):
 
 
 def test_missing_model_is_one_line_naming_the_key(tmp_path, monkeypatch):
-    with pytest.raises(ConfigError, match=r"gold_reward_options\.model: cannot load '\./nowhere/model' as a local "
+    with pytest.raises(ConfigError,
+                       match=r"gold_reward_options\.model: cannot load '\./nowhere/model' as a local "
                                           r"folder: it does not exist"):
         gold_of("./nowhere/model")
     with pytest.raises(ConfigError, match=r"gold_reward_options\.model: required key is missing"):
@@ -150,16 +157,20 @@ def test_missing_model_is_one_line_naming_the_key(tmp_path, monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as on a machine without the Hub
-    with pytest.raises(AlignkitError, match=rf"^gold_reward_options\.model: cannot load '{SIEBERT}' as a Hub id "
+    with pytest.raises(AlignkitError,
+                       match=rf"^gold_reward_options\.model: cannot load '{SIEBERT}' as a Hub id "
                                             r"\(no Hub access, or no such model\?\)"):
         HFClassifier(HFClassifierOptions(model=SIEBERT), torch.device("cpu"))
 
 
 def test_it_judges_only_as_the_gold_reward(classifier_dir):
-    """Its settings live in gold_reward_options, so as a separate eval.judge it would have none: refused at load."""
-    with pytest.raises(ConfigError, match=r"eval\.judge: hf-classifier takes its settings from gold_reward_options"):
+    """Its settings live in gold_reward_options, so as a separate eval.judge it would have none: refused
+    at load."""
+    with pytest.raises(ConfigError,
+                       match=r"eval\.judge: hf-classifier takes its settings from gold_reward_options"):
         load_recipe("dpo_imdb", ["eval.judge=hf-classifier"])
-    recipe = load_recipe("dpo_imdb", ["gold_reward=hf-classifier", f"gold_reward_options.model={classifier_dir}",
+    recipe = load_recipe("dpo_imdb", ["gold_reward=hf-classifier",
+                                      f"gold_reward_options.model={classifier_dir}",
                                       "eval.judge=hf-classifier"])
     workspace = make_workspace(recipe)
     assert workspace.judge is workspace.gold
@@ -175,7 +186,8 @@ def test_a_run_labels_and_judges_with_the_classifier(classifier_dir, tiny_overri
     from alignkit.run.pipeline import run_recipe
 
     recipe = load_recipe("dpo_imdb", [*tiny_overrides, "gold_reward=hf-classifier",
-                                      f"gold_reward_options.model={classifier_dir}", "preferences.n_prompts=8",
+                                      f"gold_reward_options.model={classifier_dir}",
+                                      "preferences.n_prompts=8",
                                       "eval.n_prompts=8", "eval.temperatures=[]", "eval.every_steps=0",
                                       "dpo.max_steps=1", "dpo.batch_size=4"])
     workspace = make_workspace(recipe)
@@ -186,7 +198,8 @@ def test_a_run_labels_and_judges_with_the_classifier(classifier_dir, tiny_overri
     run_recipe(recipe, tmp_path / "run")
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["gold_reward_meta"]["model"] == str(classifier_dir)
-    assert manifest["recipe"]["gold_reward_options"]["label"] is None  # defaults filled in: the same judge reads the same
+    # defaults filled in: the same judge reads the same
+    assert manifest["recipe"]["gold_reward_options"]["label"] is None
 
 
 def test_comparisons_refuse_entries_judged_by_different_classifiers(classifier_dir):
@@ -215,7 +228,9 @@ def test_paper_recipe_validates_offline_without_writing(path, monkeypatch, tmp_p
     recipe = load_recipe(path, paper_overrides())
     assert recipe.model.name_or_path == "gpt2-large" and recipe.model.lora is None
     assert recipe.gold_reward == "hf-classifier"
-    assert recipe.gold_reward_options["model"] == SIEBERT and recipe.gold_reward_options["label"] == "POSITIVE"
+    assert (
+        recipe.gold_reward_options["model"] == SIEBERT and recipe.gold_reward_options["label"] == "POSITIVE"
+    )
     assert_method_section_applied(recipe, path)
     assert (recipe.task.prompt_min_tokens, recipe.task.prompt_max_tokens) == (2, 8)
     text = path.read_text()
@@ -227,7 +242,8 @@ def test_paper_recipe_validates_offline_without_writing(path, monkeypatch, tmp_p
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_paper_recipe_without_cuda_stops_at_load_saying_so():
-    with pytest.raises(ConfigError, match=r"paper/dpo_imdb\.yaml: device: 'cuda' requested but CUDA is not available"):
+    with pytest.raises(ConfigError,
+                       match=r"paper/dpo_imdb\.yaml: device: 'cuda' requested but CUDA is not available"):
         load_recipe("paper/dpo_imdb")
 
 
@@ -252,7 +268,8 @@ def test_documented_commands_validate(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     sft_model = tmp_path / "runs" / "paper_sft_imdb" / "model"  # what paper/sft_imdb writes (a tiny stand-in)
     save_classifier(sft_model, {0: "NEGATIVE", 1: "POSITIVE"})
-    recipe = load_recipe("paper/dpo_imdb", [*paper_overrides(), "model.name_or_path=runs/paper_sft_imdb/model"])
+    recipe = load_recipe("paper/dpo_imdb", [*paper_overrides(),
+                                            "model.name_or_path=runs/paper_sft_imdb/model"])
     assert recipe.model.name_or_path == "runs/paper_sft_imdb/model"
     header = " ".join(line.lstrip("#").strip() for line in (BUNDLED / "paper" / "dpo_imdb.yaml").read_text()
                       .splitlines() if line.startswith("#"))

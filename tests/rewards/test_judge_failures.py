@@ -9,13 +9,13 @@ import json
 import time
 
 import pytest
+from fake_endpoint import Server, chat, send
+from test_judges import BAD, GOOD, PROMPTS, recording, tiny_judge_folder
+from tiny import tiny_gpt2, tiny_tokenizer
 
 from alignkit.errors import AlignkitError
 from alignkit.eval.judges import ANSWER_CHARS, PROBE, JudgeError, PairwiseJudge, VerdictCache
 from alignkit.rewards.llm_judge import EndpointJudge, EndpointJudgeOptions, LLMJudge, LLMJudgeOptions
-from test_judges import BAD, GOOD, PROMPTS, recording, tiny_judge_folder
-from fake_endpoint import Server, chat, send
-from tiny import tiny_gpt2, tiny_tokenizer
 
 
 class Scripted(PairwiseJudge):

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import numpy as np
 import pytest
+from tiny import tiny_gpt2, tiny_tokenizer
 
 from alignkit.config import ConfigError
 from alignkit.data.preferences import PreferenceData
@@ -17,8 +18,13 @@ from alignkit.errors import AlignkitError
 from alignkit.eval.evaluator import score_texts
 from alignkit.eval.judges import PairwiseJudge, judge_agreement, parse_verdict
 from alignkit.recipe import load_recipe
-from alignkit.rewards.llm_judge import EndpointJudge, EndpointJudgeOptions, LLMJudge, LLMJudgeOptions, retry_after
-from tiny import tiny_gpt2, tiny_tokenizer
+from alignkit.rewards.llm_judge import (
+    EndpointJudge,
+    EndpointJudgeOptions,
+    LLMJudge,
+    LLMJudgeOptions,
+    retry_after,
+)
 
 PROMPTS = ["the movie", "the film", "this story", "a cast"]
 GOOD = ["was great", "was superb", "was brilliant", "was wonderful"]
@@ -38,7 +44,8 @@ def test_answers_are_parsed_robustly(answer, verdict):
 
 def tiny_judge_folder(tmp_path):
     words = ("which response to the prompt is better ? answer with a single letter , a or b . prompt : "
-             "response a b movie film story cast was great superb brilliant wonderful awful boring dull dreadful")
+             "response a b movie film story cast was great superb brilliant wonderful awful boring dull "
+             "dreadful")
     tokenizer = tiny_tokenizer([words])
     folder = tmp_path / "judge_model"
     tiny_gpt2(tokenizer, seed=3, n_positions=256).save_pretrained(folder)
@@ -131,7 +138,8 @@ class FakeChatServer:
                     self.wfile.write(b'{"error": "slow down"}')
                     return
                 answer = first_shown_is_good(body["messages"][0]["content"])
-                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]}).encode()
+                data = json.dumps({"choices": [{"message": {"role": "assistant",
+                                                            "content": answer}}]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -156,7 +164,8 @@ class FakeChatServer:
 
 def endpoint(url, tmp_path=None, **options):
     options = {"requests_per_second": 0, **options}
-    judge = EndpointJudge(EndpointJudgeOptions(base_url=url, model="judge-model", api_key_env="TEST_JUDGE_KEY",
+    judge = EndpointJudge(EndpointJudgeOptions(base_url=url, model="judge-model",
+                                               api_key_env="TEST_JUDGE_KEY",
                                                **options),
                           cache_dir=tmp_path / "cache" if tmp_path else None)
     judge.sleeps = []
@@ -171,7 +180,8 @@ def test_endpoint_judge_retries_429_and_5xx_honouring_retry_after(monkeypatch, t
         judge = endpoint(server.url, tmp_path, backoff_s=0.5)
         prefs = judge.compare(PROMPTS[:2], GOOD[:2], BAD[:2])
         assert prefs.tolist() == [1.0, 1.0]
-        assert len(server.requests) == 4 + 3 and judge.requests == 7 and judge.retries == 3  # 4 questions, 3 retried
+        # 4 questions, 3 retried
+        assert len(server.requests) == 4 + 3 and judge.requests == 7 and judge.retries == 3
         assert judge.sleeps == [3.0, 1.0, 2.0]  # Retry-After as given; then backoff 0.5 doubled per retry
         path, body = server.requests[0]
         assert path == "/v1/chat/completions" and body["model"] == "judge-model" and body["temperature"] == 0
@@ -216,7 +226,8 @@ def test_endpoint_judge_keeps_its_rate_limit(monkeypatch):
     monkeypatch.setenv("TEST_JUDGE_KEY", "sk-test")
     with FakeChatServer() as server:
         judge = endpoint(server.url, requests_per_second=2)
-        judge.clock = lambda: 100.0  # time stands still: every request after the first waits the full interval
+        # time stands still: every request after the first waits the full interval
+        judge.clock = lambda: 100.0
         judge.compare(["p"], ["was great"], ["was awful"])
     assert judge.sleeps == [0.5]
 
@@ -235,7 +246,8 @@ def test_agreement_of_a_score_judge_is_known_by_construction():
         return np.array([1.0 if c in GOOD else 0.0 for c in completions])
 
     def half(prompts, completions):  # right on the first four pairs, wrong on the last four
-        return np.array([(1.0 if c in GOOD else 0.0) * (1 if i < 4 else -1) for i, c in enumerate(completions)])
+        return np.array([(1.0 if c in GOOD else 0.0) * (1 if i < 4 else -1) for i,
+                         c in enumerate(completions)])
 
     assert judge_agreement(knows, HELD_OUT, False, score_texts)["agreement"] == 1.0
     assert judge_agreement(half, HELD_OUT, False, score_texts)["agreement"] == 0.5

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from alignkit.context import RunContext
+from alignkit.runlog import MetricsLog, read_jsonl
 from alignkit.runtime import Runtime
 from alignkit.training import TrainingConfig, accumulate, fit, micro_batches
-from alignkit.runlog import MetricsLog, read_jsonl
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "dpo_imdb.yaml"
 # the global batch is the same for both runs; one process sums 8 pairs' gradients, two sum 4 each and then
@@ -32,14 +32,17 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-LAUNCH_TWO = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
+LAUNCH_TWO = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes",
+              "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
               "--main_process_port", str(_free_port())]
-needs_launcher = pytest.mark.skipif(not Path(LAUNCH_TWO[0]).exists(), reason="accelerate's launcher is not installed")
+needs_launcher = pytest.mark.skipif(not Path(LAUNCH_TWO[0]).exists(),
+                                    reason="accelerate's launcher is not installed")
 
 
 def _run(tmp_path: Path, name: str, overrides: list[str], launcher: list[str]) -> tuple[Path, str]:
-    run_dir, cache = tmp_path / name, tmp_path / f"cache-{name}"  # separate caches: each run samples its pairs
+    # separate caches: each run samples its pairs
+    run_dir, cache = tmp_path / name, tmp_path / f"cache-{name}"
     sets = [arg for item in overrides for arg in ("--set", item)]
     env = {**os.environ, "ALIGNKIT_CACHE": str(cache), "ALIGNKIT_THREADS": "1"}
     out = subprocess.run([*launcher, "-m", "alignkit", "run", str(RECIPE), "--out", str(run_dir), *sets],
@@ -60,9 +63,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, ti
     # and each process accumulates its 4 pairs in 2 micro-batches: still the same step
     two, two_out = _run(tmp_path, "two", [*overrides, "dpo.gradient_accumulation_steps=2"], LAUNCH_TWO)
 
-    # sampling is shared out by chunks with one seed per chunk: the two processes drew exactly the pairs one did
+    # sampling is shared out by chunks with one seed per chunk: the two processes drew exactly the pairs one
+    # did
     # (the gold classifier each cache trained may differ in the last digits: BLAS threads differ per launcher)
-    pairs = [read_jsonl(next((tmp_path / f"cache-{n}" / "preferences").glob("*.jsonl"))) for n in ("one", "two")]
+    pairs = [read_jsonl(next((tmp_path / f"cache-{n}" / "preferences").glob("*.jsonl"))) for n in ("one",
+                                                                                                   "two")]
     texts = [[(r["prompt"], r["chosen"], r["rejected"]) for r in rows] for rows in pairs]
     assert texts[0] == texts[1] and len(texts[0]) > 100
     assert max(abs(a["chosen_score"] - b["chosen_score"]) for a, b in zip(*pairs)) < 1e-4
@@ -108,7 +113,8 @@ def test_ppo_trains_in_two_processes_and_only_the_main_one_writes(tmp_path, tiny
 @needs_launcher
 def test_compare_in_two_processes_writes_one_report(tmp_path, tiny_overrides):
     # device auto: on a machine without CUDA it must still form the CPU process group, not two lone processes
-    sets = [*tiny_overrides, "sft.max_steps=3", "sft.batch_size=4", "eval.diversity=false", "eval.temperatures=[]"]
+    sets = [*tiny_overrides, "sft.max_steps=3", "sft.batch_size=4", "eval.diversity=false",
+            "eval.temperatures=[]"]
     env = {**os.environ, "ALIGNKIT_CACHE": str(tmp_path / "cache"), "ALIGNKIT_THREADS": "1"}
     out = subprocess.run([*LAUNCH_TWO, "-m", "alignkit", "compare", "sft", "--out", str(tmp_path / "cmp"),
                           *(a for item in sets for a in ("--set", item))],
@@ -142,7 +148,8 @@ def _train(cfg: TrainingConfig, runtime: Runtime | None = None) -> torch.Tensor:
         loss = ((x[index] @ weight - y[index]) ** 2).mean()
         return loss, {"mse": loss.detach()}
 
-    fit(RunContext(runtime or Runtime("cpu"), MetricsLog(None)), [weight], [list(range(12))] * 5, step, cfg, stage="test")
+    fit(RunContext(runtime or Runtime("cpu"), MetricsLog(None)), [weight], [list(range(12))] * 5, step, cfg,
+        stage="test")
     return weight.detach().clone()
 
 
@@ -206,7 +213,8 @@ def test_one_named_device_under_several_processes_is_refused(monkeypatch):
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr("accelerate.Accelerator.num_processes", 2, raising=False)
-    with pytest.raises(AlignkitError, match="device: 'cuda:1' names one device, but accelerate launched 2 processes"):
+    with pytest.raises(AlignkitError,
+                       match="device: 'cuda:1' names one device, but accelerate launched 2 processes"):
         Runtime("cuda:1", "fp32")
 
 
@@ -236,11 +244,14 @@ def test_trl_generation_batch_must_split_evenly_between_processes():
     from alignkit.methods.online_rl import trl_arguments
     from alignkit.recipe import load_recipe
 
-    recipe = load_recipe(RECIPE.with_name("grpo_imdb.yaml"), ["grpo.prompts_per_step=3", "grpo.num_generations=3"])
+    recipe = load_recipe(RECIPE.with_name("grpo_imdb.yaml"), ["grpo.prompts_per_step=3",
+                                                              "grpo.num_generations=3"])
     cfg = recipe.method_config("grpo")
-    ws = SimpleNamespace(train_seed=0, device=torch.device("cpu"), runtime=SimpleNamespace(world=2, precision="fp32"),
+    ws = SimpleNamespace(train_seed=0, device=torch.device("cpu"), runtime=SimpleNamespace(world=2,
+                                                                                           precision="fp32"),
                          recipe=recipe)
-    with pytest.raises(AlignkitError, match="= 9 completions cannot be shared out evenly between 2 processes"):
+    with pytest.raises(AlignkitError,
+                       match="= 9 completions cannot be shared out evenly between 2 processes"):
         trl_arguments(ws, cfg, "unused")
     ws.runtime.world = 3
     assert trl_arguments(ws, cfg, "unused")["per_device_train_batch_size"] == 3

@@ -1,4 +1,5 @@
-"""Model cards and ``alignkit push``: the card of a trained LoRA policy says what trained it and how it scored,
+"""Model cards and ``alignkit push``: the card of a trained LoRA policy says what trained it and how it
+scored,
 the adapter names its base by an absolute path, and the upload goes through huggingface_hub's own HTTP
 client (answered here by a fake Hub, no network)."""
 
@@ -15,12 +16,12 @@ import huggingface_hub
 import pytest
 from click.testing import CliRunner
 from huggingface_hub import ModelCard
+from test_cli import assert_one_line_error
 
 from alignkit.cli import main
 from alignkit.eval.summary import EvalSummary
 from alignkit.run.hub import card_text
 from alignkit.runfolder import model_problem, read_run
-from test_cli import assert_one_line_error
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
@@ -73,7 +74,8 @@ def lora_run(tmp_path_factory, imdb_model_dir):
     try:
         result = CliRunner().invoke(main, [
             "run", str(RECIPES / "dpo_imdb.yaml"), "--out", str(out), "--model_name_or_path",
-            f"./{Path(imdb_model_dir).name}", "--set", "model.max_length=48", "--set", "task.max_examples=600",
+            f"./{Path(imdb_model_dir).name}", "--set", "model.max_length=48", "--set",
+            "task.max_examples=600",
             "--set", "preferences.n_prompts=48", "--set", "preferences.max_new_tokens=12", "--set",
             "eval.n_prompts=24", "--set", "eval.max_new_tokens=12", "--set", "model.lora={r: 4}",
             "--set", "dpo.epochs=1", "--set", "eval.temperatures=[0.0]"], catch_exceptions=False)
@@ -99,9 +101,12 @@ def test_the_card_says_what_trained_the_policy_and_how_it_scored(lora_run):
     assert f"- steps: {summary['budget']['steps']}" in text and "task: `imdb`" in text
     assert "judged by `imdb-sentiment`" in text and f"On {summary['n_samples']} held-out prompts" in text
     for row in summary["by_temperature"]:  # every temperature with its interval
-        f = {k: "n/a" if row.get(k) is None else f"{row[k]:.3f}" for k in ("gold_reward_mean", "gold_reward_std", "kl_mean",
-                                                                   "win_rate_vs_reference", "win_rate_ci_low", "win_rate_ci_high")}
-        assert (f"| {row['temperature']} | {f['gold_reward_mean']} ± {f['gold_reward_std']} | {f['kl_mean']} | "
+        f = {k: "n/a" if row.get(k) is None else f"{row[k]:.3f}" for k in ("gold_reward_mean",
+                                                                           "gold_reward_std", "kl_mean",
+                                                                   "win_rate_vs_reference", "win_rate_ci_low",
+                                                                   "win_rate_ci_high")}
+        assert (f"| {row['temperature']} | {f['gold_reward_mean']} ± {f['gold_reward_std']} | {f['kl_mean']} "
+                "| "
                 f"{f['win_rate_vs_reference']} [{f['win_rate_ci_low']}, {f['win_rate_ci_high']}] |") in text
     results = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert results["gold_reward_mean"] == summary["gold_reward_mean"]
@@ -111,7 +116,8 @@ def test_the_card_says_what_trained_the_policy_and_how_it_scored(lora_run):
 def test_a_full_model_card_names_a_hub_base_and_dataset():
     recipe = {"method": "ppo", "name": "r", "seed": 0, "precision": "bf16", "gold_reward": "gold",
               "model": {"name_or_path": "HuggingFaceTB/SmolLM2-135M"}, "task": {"dataset": "preferences"},
-              "preferences": {"source": "hf:me/pairs", "split": "train"}, "methods": {"ppo": {"target_kl": 6}}}
+              "preferences": {"source": "hf:me/pairs", "split": "train"},
+              "methods": {"ppo": {"target_kl": 6}}}
     summary = {"judge": "llm-judge", "judge_kind": "pairwise", "n_samples": 8, "gold_reward_mean": 0.5,
                "budget": {"steps": 3, "sequences": 24, "tokens": 400}}
     card = ModelCard(card_text(recipe, EvalSummary.from_dict(summary), adapter=False))

@@ -9,14 +9,14 @@ import hashlib
 import json
 
 import pytest
-
-from alignkit.errors import AlignkitError
-from alignkit.eval.judges import PROBE, PairwiseJudge
-from alignkit.registry import register_reward
 from fake_endpoint import Server, chat, send
 from test_cli import assert_one_line_error
 from test_judge_runs import always_first  # noqa: F401  (registers test-always-first)
 from test_untrusted_runs import FAST, finished_run, invoke, run  # noqa: F401  (fixtures)
+
+from alignkit.errors import AlignkitError
+from alignkit.eval.judges import PROBE, PairwiseJudge
+from alignkit.registry import register_reward
 
 
 def sets(items):

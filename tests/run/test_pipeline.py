@@ -9,8 +9,8 @@ import pytest
 
 from alignkit.artifacts import Artifact
 from alignkit.errors import AlignkitError
-from alignkit.run.pipeline import method_needs
 from alignkit.registry import METHODS, load_plugins, register_method
+from alignkit.run.pipeline import method_needs
 
 
 @dataclass
@@ -28,9 +28,11 @@ def test_builtin_needs_are_artifacts():
 
 
 def test_plugin_needs_given_as_names_are_checked():
-    register_method("test-needs-names", config=_Empty, needs=("train_pairs", "reward_model"))(lambda ws, cfg: None)
+    register_method("test-needs-names", config=_Empty, needs=("train_pairs", "reward_model"))(lambda ws,
+                                                                                              cfg: None)
     assert method_needs("test-needs-names", _Empty()) == (Artifact.TRAIN_PAIRS, Artifact.REWARD_MODEL)
     register_method("test-needs-typo", config=_Empty, needs=("train_pair",))(lambda ws, cfg: None)
-    with pytest.raises(AlignkitError, match="method 'test-needs-typo' declares an unknown need: 'train_pair' is not "
+    with pytest.raises(AlignkitError,
+                       match="method 'test-needs-typo' declares an unknown need: 'train_pair' is not "
                                             "a valid Artifact \\(known: train_pairs, reward_model"):
         method_needs("test-needs-typo", _Empty())

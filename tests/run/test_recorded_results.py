@@ -8,11 +8,11 @@ import errno
 import hashlib
 
 import pytest
+from test_cli import assert_one_line_error
+from test_untrusted_runs import finished_run, invoke, run  # noqa: F401  (fixtures)
 
 from alignkit import runlog
 from alignkit.run import pipeline
-from test_cli import assert_one_line_error
-from test_untrusted_runs import finished_run, invoke, run  # noqa: F401  (fixtures)
 
 
 def digests(run_dir) -> dict[str, str]:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from alignkit.config import to_dict
-from alignkit.run.decision import training_identity
-from alignkit.recipe import load_recipe
 from tiny import write_pairs  # tests/tiny.py
+
+from alignkit.config import to_dict
+from alignkit.recipe import load_recipe
+from alignkit.run.decision import training_identity
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 

@@ -12,12 +12,12 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from click.testing import CliRunner
+from test_cli import assert_one_line_error
 
 from alignkit.cli import main
 from alignkit.config import to_dict
 from alignkit.recipe import load_recipe
 from alignkit.run.reevaluate import recorded_endpoint
-from test_cli import assert_one_line_error
 
 FAST = ["eval.n_prompts=8", "eval.every_steps=0", "eval.temperatures=[1.0]", "dpo.max_steps=2",
         "dpo.batch_size=8"]

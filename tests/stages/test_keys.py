@@ -6,11 +6,11 @@ import inspect
 import re
 
 import pytest
+from tiny import write_pairs  # tests/tiny.py
 
 import alignkit.stages.keys as keys
 from alignkit.errors import ConfigError
 from alignkit.runformat import CHANGES
-from tiny import write_pairs  # tests/tiny.py
 
 
 def test_every_tag_in_a_stage_key_is_in_the_format_table():

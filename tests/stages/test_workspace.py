@@ -9,16 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import make_workspace
 
 import alignkit
-
 from alignkit.artifacts import Artifact, RewardSettings
 from alignkit.data.preferences import PreferenceData
 from alignkit.errors import AlignkitError
 from alignkit.recipe import load_recipe
 from alignkit.stages.builder import StageBuilder
 from alignkit.stages.workspace import Workspace
-from tiny import make_workspace
 
 PAIRS = PreferenceData(prompts=["a", "a", "b", "b", "c", "c"], chosen=["x", "y", "x", "y", "x", "y"],
                        rejected=["z", "w", "z", "w", "z", "w"], group=[0, 0, 1, 1, 2, 2])
@@ -35,7 +34,8 @@ def ws(tmp_path, imdb_model_dir):
 def test_provide_takes_known_artifacts_and_names_the_rest(ws):
     gold = lambda prompts, completions: np.zeros(len(prompts))  # noqa: E731
     assert ws.provide(gold=gold, preferences=PAIRS).gold is gold
-    with pytest.raises(AlignkitError, match="cannot provide pairs \\(can: gold, judge, preferences, proxy_reward"):
+    with pytest.raises(AlignkitError,
+                       match="cannot provide pairs \\(can: gold, judge, preferences, proxy_reward"):
         ws.provide(pairs=PAIRS)
 
 
