@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from click.testing import CliRunner
+from fake_endpoint import Server, chat, send
 from test_cli import assert_one_line_error
 
 from alignkit.cli import main
@@ -86,42 +85,18 @@ def test_eval_imports_the_plugin_the_user_names_again(run):
     assert recipe["plugins"] == ["canary.py"]  # the record keeps what trained the run
 
 
-class CountingServer:
-    """An OpenAI-compatible /chat/completions on 127.0.0.1 that counts requests and the keys they carry and
-    always answers "A"; serves in a thread until the ``with`` block ends."""
+def counting_server() -> Server:
+    """An OpenAI-compatible /chat/completions on 127.0.0.1 that counts requests and the keys they carry
+    (``auth``) and always answers "A"."""
+    auth = []
 
-    def __init__(self):
-        self.requests, self.auth = 0, []
-        server = self
+    def respond(handler) -> None:
+        auth.append(handler.headers.get("Authorization"))
+        send(handler, 200, chat("A"), headers=[("Content-Type", "application/json")])
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                self.rfile.read(int(self.headers["Content-Length"]))
-                server.requests += 1
-                server.auth.append(self.headers.get("Authorization"))
-                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": "A"}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
+    server = Server(respond)
+    server.auth = auth
+    return server
 
 
 def record_endpoint(run_dir, url: str) -> None:
@@ -134,7 +109,7 @@ def record_endpoint(run_dir, url: str) -> None:
 
 def test_eval_never_sends_the_key_to_an_endpoint_only_the_run_folder_names(run, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-canary")
-    with CountingServer() as server:
+    with counting_server() as server:
         record_endpoint(run, server.url)
         result = invoke("eval", run, "--temperatures", "0.5")
     assert server.requests == 0 and server.auth == []
@@ -145,7 +120,7 @@ def test_eval_never_sends_the_key_to_an_endpoint_only_the_run_folder_names(run, 
 
 def test_eval_reuses_a_recorded_endpoint_when_told_and_says_so(run, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-canary")
-    with CountingServer() as server:
+    with counting_server() as server:
         record_endpoint(run, server.url)
         result = invoke("eval", run, "--reuse-recorded-endpoint")
     assert result.exit_code == 0, result.output
