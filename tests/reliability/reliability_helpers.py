@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,3 +56,31 @@ def nan_loss() -> str:
     load_plugins([PLUGIN])
     LOSSES.get("zz_nan_loss").count = 0
     return "dpo.loss=zz_nan_loss"
+
+
+def assert_same_run(a: Path, b: Path, stage: str, ignore: tuple[str, ...] = ()) -> None:
+    """Same summary, bit-identical weights, the same training records of ``stage`` (but the ``ignore`` keys:
+    wall-clock metrics; shared stages may log only once)."""
+    assert summary(a) == summary(b)
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    records = [[{k: v for k, v in r.items() if k not in ignore} for r in strict_jsonl(run / "metrics.jsonl")
+                if r["stage"] == stage] for run in (a, b)]
+    assert records[0] == records[1] and records[0]
+
+
+def kill_at_checkpoint(recipe: Path, out: Path, overrides: list[str], cache_dir: Path,
+                       step: int) -> tuple[list[str], dict]:
+    """``alignkit run RECIPE --out OUT`` in a process of its own, SIGKILLed once ``checkpoints/step-STEP``
+    is complete; returns the command and its environment, to run it again and resume."""
+    command = [sys.executable, "-m", "alignkit", "run", str(recipe), "--out", str(out), "--plugins", PLUGIN,
+               *[a for o in overrides for a in ("--set", o)]]
+    env = {**os.environ, "ALIGNKIT_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (out / "checkpoints" / f"step-{step}" / "COMPLETE").is_file():
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return command, env

@@ -4,15 +4,18 @@ uninterrupted run ends (same summary, same weights, same metrics); PPO restores 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 
 import pytest
 import torch
-from reliability_helpers import PLUGIN, QUICK, RECIPES, ROOT, strict_jsonl, summary, weights
+from reliability_helpers import (
+    PLUGIN,
+    QUICK,
+    RECIPES,
+    ROOT,
+    assert_same_run,
+    kill_at_checkpoint,
+)
 
 from alignkit.checkpoint import Checkpointer, TrainState, flatten, unflatten
 from alignkit.recipe import load_recipe
@@ -23,30 +26,12 @@ from alignkit.training import make_optimizer
 DPO = [*QUICK, "dpo.loss=zz_slow_loss", "dpo.max_steps=12", "dpo.checkpoint_every=4", "dpo.log_every=3"]
 
 
-def assert_same_run(a, b, stage):
-    """Same summary, bit-identical weights, the same training records (shared stages may log only once)."""
-    assert summary(a) == summary(b)
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    records = [[r for r in strict_jsonl(run / "metrics.jsonl") if r["stage"] == stage] for run in (a, b)]
-    assert records[0] == records[1] and records[0]
-
-
 def test_sigkilled_dpo_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_overrides, cache_dir):
     overrides = [*tiny_overrides, *DPO]
     # warms the cache
     run_recipe(load_recipe(RECIPES / "dpo_imdb.yaml", overrides, [PLUGIN]), tmp_path / "straight")
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "alignkit", "run", str(RECIPES / "dpo_imdb.yaml"), "--out", str(out),
-               "--plugins", PLUGIN, *[a for o in overrides for a in ("--set", o)]]
-    env = {**os.environ, "ALIGNKIT_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not (out / "checkpoints" / "step-4" / "COMPLETE").is_file():
-        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    command, env = kill_at_checkpoint(RECIPES / "dpo_imdb.yaml", out, overrides, cache_dir, 4)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "running" and not (out / "model").exists()  # killed mid-training
     recipe = load_recipe(RECIPES / "dpo_imdb.yaml", overrides, [PLUGIN])

@@ -4,15 +4,19 @@ SIGKILL after a checkpoint resumes with the same command to the uninterrupted ru
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 
 import pytest
-import torch
-from reliability_helpers import PLUGIN, RECIPES, ROOT, strict_jsonl, summary, weights
+from reliability_helpers import (
+    PLUGIN,
+    RECIPES,
+    ROOT,
+    assert_same_run,
+    kill_at_checkpoint,
+    strict_jsonl,
+    summary,
+    weights,
+)
 
 from alignkit.methods.online_rl import RunBridge
 from alignkit.recipe import load_recipe
@@ -25,37 +29,18 @@ GRPO = ["gold_reward=zz_slow_letter_e", "grpo.reward=gold", "grpo.steps=6", "grp
         "eval.every_steps=0", "eval.temperatures=[]", "eval.n_prompts=8"]
 
 
-def assert_same_run(a, b, stage):
-    """Bit-identical summary, weights and training records, but for trl's step_time (wall seconds)."""
-    assert summary(a) == summary(b)
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    records = [[{k: v for k, v in r.items() if k != "step_time"} for r in strict_jsonl(run / "metrics.jsonl")
-                if r["stage"] == stage] for run in (a, b)]
-    assert records[0] == records[1] and records[0]
-
-
 def test_sigkilled_grpo_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_overrides, cache_dir):
     overrides = [*tiny_overrides, *GRPO]
     run_recipe(load_recipe(RECIPES / "grpo_imdb.yaml", overrides, [PLUGIN]), tmp_path / "straight")
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "alignkit", "run", str(RECIPES / "grpo_imdb.yaml"), "--out", str(out),
-               "--plugins", PLUGIN, *[a for o in overrides for a in ("--set", o)]]
-    env = {**os.environ, "ALIGNKIT_CACHE": str(cache_dir), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not (out / "checkpoints" / "step-4" / "COMPLETE").is_file():
-        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    command, env = kill_at_checkpoint(RECIPES / "grpo_imdb.yaml", out, overrides, cache_dir, 4)
     assert json.loads((out / "manifest.json").read_text())["status"] == "running"
     assert [r["step"] for r in strict_jsonl(out / "metrics.jsonl") if r["stage"] == "grpo"][-1] >= 4
 
     resumed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert "from its checkpoint at step 4" in resumed.stderr
-    assert_same_run(tmp_path / "straight", out, "grpo")
+    assert_same_run(tmp_path / "straight", out, "grpo", ("step_time",))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "done" and manifest["resumed"][0]["from_step"] == 4
     assert not (out / "checkpoints").exists()
@@ -83,5 +68,5 @@ def test_rloo_crashed_while_reusing_a_generation_batch_resumes_exactly(tmp_path,
     saved = json.loads((tmp_path / "crashed" / "checkpoints" / "step-3" / "state.json").read_text())["extra"]
     assert saved["trl_step"] == 3 and saved["buffered"]  # half-way through the 2nd generation batch
     run_recipe(recipe(), tmp_path / "crashed")
-    assert_same_run(tmp_path / "straight", tmp_path / "crashed", "rloo")
+    assert_same_run(tmp_path / "straight", tmp_path / "crashed", "rloo", ("step_time",))
     assert summary(tmp_path / "crashed")["budget"]["steps"] == 5
