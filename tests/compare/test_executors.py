@@ -165,4 +165,4 @@ def test_an_entry_runs_with_the_commands_thread_count_whatever_the_executor(comp
             assert json.loads((tmp_path / out / "runs" / label / "manifest.json").read_text())["threads"] == 2
     pd.testing.assert_frame_equal(table(tmp_path / "jobs"), table(tmp_path / "seq"), check_exact=False,
                                   atol=1e-3)
-    assert refused.exit_code == 2 and "threads: 2 -> 1" in refused.output.strip().splitlines()[-1]
+    assert refused.exit_code == 1 and "threads: 2 -> 1" in refused.output.strip().splitlines()[-1]

@@ -185,9 +185,11 @@ def test_preferred_ft_raises_chosen_logprob_and_trains_on_completion_tokens_only
     assert (after > before).float().mean() >= 0.9
 
     # every training row: prompt tokens are context (mask 0), the targets are exactly a chosen completion
+    # (with trl's EOS after it: preferences.append_eos, on by default)
+    eos = (tok.eos_token_id,) if ws.recipe.preferences.append_eos else ()
     prompt_ids = {tuple(tok(p, add_special_tokens=False)["input_ids"]) for p in data.prompts}
-    chosen_ids = {tuple(tok(c, add_special_tokens=False)["input_ids"]) for c in data.chosen}
-    rejected_ids = {tuple(tok(r, add_special_tokens=False)["input_ids"]) for r in data.rejected}
+    chosen_ids = {tuple(tok(c, add_special_tokens=False)["input_ids"]) + eos for c in data.chosen}
+    rejected_ids = {tuple(tok(r, add_special_tokens=False)["input_ids"]) + eos for r in data.rejected}
     assert batches
     for batch in batches:
         for ids, attn, comp in zip(batch.input_ids, batch.attention_mask, batch.completion_mask):

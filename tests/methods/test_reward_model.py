@@ -144,7 +144,7 @@ def test_rewards_have_mean_zero_on_training_prompts(setup):
     _, ws, cfg, trained = setup
     train, heldout = ws.train_pairs, ws.heldout_pairs
     assert set(train.group).isdisjoint(heldout.group)
-    *_, scores = rm.score_pairs(trained.scorer, train, False)
+    *_, scores = rm.score_pairs(trained.scorer, train, ws.recipe.preferences.append_eos)
     assert len(scores) == 3 * len(set(train.group))  # each distinct completion scored once
     assert abs(trained.scalar.bias) > 1e-3  # the shift actually did something
     assert abs(scores.double().mean().item()) < 1e-4
