@@ -28,7 +28,7 @@ def write_csv(path: Path, rows: dict[str, tuple[float, float]]) -> Path:
 
 
 def test_the_published_report_and_csv_give_the_headline_numbers():
-    assert headline(DOCS / "compare_dpo_ppo.md") == {"dpo": (0.741, 9.36), "ppo": (0.759, 5.38)}
+    assert headline(DOCS / "compare_dpo_ppo.md") == {"dpo": (0.823, 12.48), "ppo": (0.771, 5.66)}
     table = headline(DOCS / "figure2_comparison.csv")
     assert table["dpo@beta=0.05@lr=0.0005"] == pytest.approx((0.768445, 17.958))
 
@@ -37,8 +37,8 @@ def test_each_entry_is_said_to_reproduce_or_differ(tmp_path):
     write_csv(tmp_path / "run" / "comparison.csv", {"dpo": (0.822, 11.24), "ppo": (0.735, 5.57)})
     lines, ok = check_against(tmp_path / "run", DOCS / "compare_dpo_ppo.md", parse_spread(None))
     assert not ok and lines[1:] == [
-        "  dpo: gold 0.822 vs 0.741 (+0.081), KL 11.24 vs 9.36 (+1.88): differs",
-        "  ppo: gold 0.735 vs 0.759 (-0.024), KL 5.57 vs 5.38 (+0.19): reproduces"]
+        "  dpo: gold 0.822 vs 0.823 (-0.001), KL 11.24 vs 12.48 (-1.24): differs",
+        "  ppo: gold 0.735 vs 0.771 (-0.036), KL 5.57 vs 5.66 (-0.09): reproduces"]
     lines, ok = check_against(tmp_path / "run", DOCS / "compare_dpo_ppo.md", parse_spread("0.1,2"))
     assert ok and all(line.endswith("reproduces") for line in lines[1:])
     published = write_csv(tmp_path / "published.csv", {"dpo": (0.822, 11.24)})
