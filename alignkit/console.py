@@ -69,14 +69,6 @@ def install_cli_handler(level: int = logging.INFO) -> logging.Handler:
     return handler
 
 
-def remove_cli_handler() -> None:
-    """Undo :func:`install_cli_handler` (tests; an application embedding the CLI)."""
-    logger = get_logger()
-    for handler in [h for h in logger.handlers if isinstance(h, CliHandler)]:
-        logger.removeHandler(handler)
-    logger.setLevel(logging.NOTSET)
-
-
 # progress bars
 
 OFF = {"", "0", "false", "no", "off"}
