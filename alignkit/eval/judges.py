@@ -69,10 +69,16 @@ def parse_verdict(text: str) -> Optional[str]:
 
 def quoted_reply(answer: Optional[str], a: str, b: str) -> Optional[str]:
     """``"A"`` or ``"B"`` when the answer is one reply's text word for word (a small judge that names the
-    better reply by repeating it, as SmolLM2-135M does to the probe question), else None."""
+    better reply by repeating it, as SmolLM2-135M does), else None."""
     words = _NOISE.sub("", answer or "").strip().lower().rstrip(".!").split()
     found = [letter for letter, reply in (("A", a), ("B", b)) if words == reply.lower().rstrip(".!").split()]
     return found[0] if len(found) == 1 else None
+
+
+def read_verdict(answer: Optional[str], question: tuple[str, str, str]) -> Optional[str]:
+    """The verdict of an answer to ``(prompt, first, second)``: a stated A, B or tie, else the reply it
+    repeats word for word; None when it gives neither."""
+    return parse_verdict(answer or "") or quoted_reply(answer, *question[1:])
 
 
 ANSWER_CHARS = 4096  # of a judge's answer kept in the verdict cache (its verdict is parsed from all of it)
@@ -120,9 +126,10 @@ class VerdictCache:
     def key(judge: str, prompt: str, first: str, second: str) -> str:
         return hashlib.sha256(json.dumps([judge, prompt, first, second]).encode()).hexdigest()
 
-    def add(self, answers: dict[str, str]) -> None:
-        """Record the parseable answers: their verdicts, and at most ``ANSWER_CHARS`` of each text."""
-        rows = {k: (parse_verdict(a), a[:ANSWER_CHARS]) for k, a in answers.items() if parse_verdict(a)}
+    def add(self, answers: dict[str, tuple[Optional[str], str]]) -> None:
+        """Record the answers that gave a verdict (``key: (verdict, answer)``): the verdict, and at most
+        ``ANSWER_CHARS`` of the text."""
+        rows = {k: (v, a[:ANSWER_CHARS]) for k, (v, a) in answers.items() if v is not None}
         if not rows:
             return
         self.verdicts.update({k: verdict for k, (verdict, _) in rows.items()})
@@ -174,7 +181,7 @@ class PairwiseJudge:
         answers a probe question parseably; else one line saying what to change."""
         self.fits(questions)
         answer = self.ask([PROBE])[0]
-        if parse_verdict(answer or "") is None and quoted_reply(answer, *PROBE[1:]) is None:
+        if read_verdict(answer, PROBE) is None:
             raise JudgeError(f"{self.name}: its answer to a probe question cannot be parsed as A, B or a tie "
                              f"({self._shown(answer)}); choose a judge that answers the question with A or B "
                              f"({self.setting}: its model, template or endpoint)")
@@ -187,13 +194,13 @@ class PairwiseJudge:
         todo = list(dict.fromkeys(k for k in keys if k not in known))
         where = {k: q for k, q in zip(keys, questions)}
         answers = dict(zip(todo, self.ask([where[k] for k in todo]))) if todo else {}
+        fresh = {k: read_verdict(a, where[k]) for k, a in answers.items()}
         if self.cache:
-            self.cache.add({k: a for k, a in answers.items() if a is not None})
+            self.cache.add({k: (fresh[k], a) for k, a in answers.items() if a is not None})
             self.cache.hits += len(keys) - len(todo)
         self.stats.update(questions=self.stats["questions"] + len(keys),
                           asked=self.stats["asked"] + len(todo),
                           cached=self.stats["cached"] + len(keys) - len(todo))
-        fresh = {k: parse_verdict(a or "") for k, a in answers.items()}
         found = [fresh[k] if k in fresh else known[k] for k in keys]
         examples = [answers.get(k) for k, v in zip(keys, found) if v is None and k in fresh]
         self._refuse_unparseable(found, examples)

@@ -151,12 +151,15 @@ def test_http_protocol_errors_are_retried_then_one_line(respond, reason, capsys)
     assert len(notices) == 2 and all(f"completions: {reason}" in n and "; retry " in n for n in notices)
 
 
-def test_a_probe_answer_repeating_one_reply_names_it():
-    """SmolLM2-135M answers the probe by repeating the better reply ('Two plus two is four.'): that names A;
-    an answer that is neither reply, or both, names none."""
-    from alignkit.eval.judges import PROBE, quoted_reply
+def test_an_answer_repeating_one_reply_names_it():
+    """SmolLM2-135M answers by repeating the better reply ('Two plus two is four.'): that names it, for the
+    probe and every question alike; an answer that is neither reply, or both, names none."""
+    from alignkit.eval.judges import PROBE, quoted_reply, read_verdict
 
     assert quoted_reply("Two plus two is four.", *PROBE[1:]) == "A"
     assert quoted_reply("**two plus two is five**", *PROBE[1:]) == "B"
     assert quoted_reply("Two plus two is four, not five.", *PROBE[1:]) is None
     assert quoted_reply("same", "same", "same") is None
+    question = ("Which reply?", "Reset it in Settings.", "No idea.")
+    assert read_verdict("No idea.", question) == "B" and read_verdict("Response A", question) == "A"
+    assert read_verdict("I cannot say", question) is None
