@@ -26,6 +26,8 @@ from alignkit.config import option
 from alignkit.console import bar as progress_bar
 from alignkit.context import Budget, RunContext
 from alignkit.runtime import Runtime
+from alignkit.schedule import DEFAULT as DEFAULT_SCHEDULE
+from alignkit.schedule import multiplier
 
 
 @dataclass
@@ -118,20 +120,17 @@ def step_is_finite(loss: torch.Tensor, grad_norms: Sequence[torch.Tensor], *, sk
 
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], *, lr: float, total_steps: int,
-                   warmup_steps: int = 0,
-                   weight_decay: float = 0.0, tail_after: int = 0):
-    """AdamW with linear warm-up then linear decay to 10% of the peak rate over ``total_steps``; with
-    ``tail_after``, every step from then on at the peak rate again (a constant tail)."""
+                   warmup_steps: int = 0, weight_decay: float = 0.0, tail_after: int = 0,
+                   schedule: str = DEFAULT_SCHEDULE):
+    """AdamW with ``schedule`` (:mod:`alignkit.schedule`) over ``total_steps`` after ``warmup_steps`` of
+    warm-up; with ``tail_after``, every step from then on at the peak rate again (a constant tail)."""
     params = [p for p in params if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
     def scale(step: int) -> float:
         if tail_after and step >= tail_after:
             return 1.0
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return max(0.1, 1.0 - 0.9 * progress)
+        return multiplier(step, schedule=schedule, warmup=warmup_steps, total=total_steps)
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, scale)
 
