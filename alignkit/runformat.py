@@ -42,6 +42,13 @@ FORMATS = (Format(1, "the first: manifest, eval/, model/ and stage keys as align
     Change("option", "gold_reward_options", "the gold reward's options; runs before it had none", {}),
     Change("option", "reward_model_4bit", "PPO's reward model in 4 bits; before, it loaded whole", False),
     Change("option", "lr_schedule_steps", "a schedule past the run (until-converged); 0: its own", 0),
+    Change("option", "lr_schedule", "the schedule by name (trl: lr_scheduler_type); before it, linear "
+                                    "warm-up then linear decay to 10% of the peak", "linear_to_tenth"),
+    Change("option", "grpo.lr_schedule", "trl's schedule for GRPO; before it, trl's default", "linear"),
+    Change("option", "rloo.lr_schedule", "trl's schedule for RLOO; before it, trl's default", "linear"),
+    Change("option", "warmup_ratio", "warm-up as a fraction of the steps (trl's); before it, none", 0.0),
+    Change("option", "grpo.warmup_steps", "trl's warm-up for GRPO; before it, trl's default (none)", 0),
+    Change("option", "rloo.warmup_steps", "trl's warm-up for RLOO; before it, trl's default (none)", 0),
     Change("eval", "judge_options", "a judge's settings; runs before them judged with none", {}),
     Change("eval", "judge_fraction", "the heldout-reward-model judge's split of the pairs", 0.1),
     Change("eval", "agreement_pairs", "pairs the judge's agreement with the gold reward is measured on", 512),
@@ -66,6 +73,8 @@ FORMATS = (Format(1, "the first: manifest, eval/, model/ and stage keys as align
     Change("key", "shipped model",
            "a builtin model the package ships: its files' checksums (models/shipped.py); "
                                    "a local build of tiny-gpt2-imdb keeps the keys it had"),
+    Change("key", "lr_schedule", "left out of the reward model's key at linear_to_tenth (keys before it)"),
+    Change("key", "warmup_ratio", "left out of the reward model's key at 0 (keys before it)"),
     Change("key", "preferences.config", "left out of the pairs' key when unset (data without a config name)"),
     Change("field", "model_sha256", "the saved model's checksums; runs before them: model/ must exist"),
     Change("field", CARD, "the model card, outside the checksums; older runs recorded the one peft wrote"),
@@ -73,5 +82,14 @@ FORMATS = (Format(1, "the first: manifest, eval/, model/ and stage keys as align
 RUN_FORMAT = FORMATS[-1].number  # the format this alignkit writes
 CHANGES = tuple(c for f in FORMATS for c in f.changes)
 # settings added since runs were first recorded, at the value older runs have: a run without them is current
+# (``grpo.lr_schedule``: a method section's own value, where its older runs differ from the others')
 ADDED_DEFAULTS = {c.name: c.default for c in CHANGES if c.kind == "option"}
 ADDED_EVAL_DEFAULTS = {c.name: c.default for c in CHANGES if c.kind == "eval"}
+
+
+def older_default(name: str, value: Any, section: str = "") -> bool:
+    """Whether setting ``name`` (of method section ``section``) holds the value that runs recorded before it
+    existed were trained with, so that leaving it out keeps them the same run."""
+    qualified = f"{section}.{name}"
+    key = qualified if qualified in ADDED_DEFAULTS else name
+    return key in ADDED_DEFAULTS and ADDED_DEFAULTS[key] == value

@@ -27,16 +27,21 @@ from alignkit.console import bar as progress_bar
 from alignkit.context import Budget, RunContext
 from alignkit.runtime import Runtime
 from alignkit.schedule import DEFAULT as DEFAULT_SCHEDULE
-from alignkit.schedule import multiplier
+from alignkit.schedule import SCHEDULES, multiplier, schedule_problems, warmup_from_aliases, warmup_length
 
 
 @dataclass
 class OptimConfig:
     """What every alignkit training loop accepts, whatever it iterates over (batches, PPO iterations)."""
 
-    ALIASES: ClassVar[dict[str, str]] = {"learning_rate": "lr", "save_steps": "checkpoint_every"}
+    ALIASES: ClassVar[dict[str, str]] = {"learning_rate": "lr", "save_steps": "checkpoint_every",
+                                         "lr_scheduler_type": "lr_schedule"}
 
     lr: float = option(1e-4, "peak learning rate (AdamW; trl: learning_rate)", gt=0)
+    lr_schedule: str = option(DEFAULT_SCHEDULE, "learning-rate schedule after warm-up: linear_to_tenth "
+                                                "(linear decay to 10% of the peak), or trl's linear (to 0), "
+                                                "cosine (to 0), constant (no warm-up), constant_with_warmup "
+                                                "(trl: lr_scheduler_type)", choices=SCHEDULES)
     gradient_accumulation_steps: int = option(1, "split each process's share of a batch (PPO: minibatch) "
                                                  "into this many micro-batches, one backward each: the same "
                                                  "step in less memory", ge=1)
@@ -69,14 +74,19 @@ class TrainingConfig(OptimConfig):
                                "epochs)",
                             ge=0)
     warmup_steps: int = option(10, "linear learning-rate warm-up steps", ge=0)
+    warmup_ratio: float = option(0.0, "warm-up as a fraction of the schedule's steps, rounded up; given "
+                                      "without warmup_steps, it replaces their default (trl: warmup_ratio, "
+                                      "or warmup_steps below 1)", ge=0, lt=1)
     weight_decay: float = option(0.0, "AdamW weight decay", ge=0)
     log_every: int = option(10, "log averaged metrics every N steps (trl: logging_steps)", ge=1)
 
     @staticmethod
     def from_aliases(data: dict) -> tuple[dict, tuple[str, str] | None]:
-        """trl's per_device_train_batch_size as batch_size: it times gradient_accumulation_steps times the
-        processes (WORLD_SIZE), trl's effective batch; each micro-batch is then per_device_train_batch_size
-        (a wrong value is a problem; both sizes given are refused)."""
+        """trl's warm-up (:func:`~alignkit.schedule.warmup_from_aliases`), and per_device_train_batch_size as
+        batch_size: it times gradient_accumulation_steps times the processes (WORLD_SIZE), trl's effective
+        batch; each micro-batch is then per_device_train_batch_size (a wrong value is a problem; both sizes
+        given are refused)."""
+        data = warmup_from_aliases(data)
         if "per_device_train_batch_size" not in data:
             return data, None
         per_device = data.pop("per_device_train_batch_size")
@@ -93,6 +103,7 @@ class TrainingConfig(OptimConfig):
     def check(self):
         if self.gradient_accumulation_steps > self.batch_size:
             yield "gradient_accumulation_steps", f"must be <= batch_size ({self.batch_size})"
+        yield from schedule_problems(self.lr_schedule, self.warmup_steps, self.warmup_ratio)
 
     def total_steps(self, n_examples: int) -> int:
         if self.max_steps:
@@ -268,10 +279,11 @@ def fit(ctx: RunContext, params: Sequence[torch.nn.Parameter] | Iterable[torch.n
     and saves one every ``cfg.checkpoint_every`` steps; ``trace`` is the policy whose trajectory checkpoints
     are evaluated (None: no trajectory)."""
     params, runtime = list(params), ctx.runtime
-    optimizer, scheduler = make_optimizer(params, lr=cfg.lr,
-                                          total_steps=cfg.lr_schedule_steps or len(batches),
-                                          warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
-                                          tail_after=cfg.lr_schedule_steps)
+    span = cfg.lr_schedule_steps or len(batches)
+    warmup = warmup_length(span, cfg.warmup_steps, cfg.warmup_ratio)
+    optimizer, scheduler = make_optimizer(params, lr=cfg.lr, total_steps=span, warmup_steps=warmup,
+                                          weight_decay=cfg.weight_decay, tail_after=cfg.lr_schedule_steps,
+                                          schedule=cfg.lr_schedule)
     state = TrainState(params, [optimizer], [scheduler], budget=ctx.budget)
     loop = TrainingLoop(ctx, stage, state, len(batches), checkpoint_every=cfg.checkpoint_every, trace=trace,
                         keep_final=cfg.keep_final_state)

@@ -17,11 +17,14 @@ from alignkit.errors import AlignkitError, ConfigError
 from alignkit.registry import METHODS, load_builtins
 
 BATCH_ALIAS = "per_device_train_batch_size"  # becomes batch_size (TrainingConfig.from_aliases)
+# an override of the first replaces the recipe's second: one batch size, one warm-up
+REPLACES = {BATCH_ALIAS: "batch_size", "warmup_ratio": "warmup_steps", "warmup_steps": "warmup_ratio"}
 
 
 def canonical_overrides(raw: dict, overrides: Iterable[str]) -> list[str]:
     """``overrides`` with a method section's trl names renamed to alignkit's; a per-device batch size
-    replaces the recipe's ``batch_size`` (dropped from ``raw``, in place)."""
+    replaces the recipe's ``batch_size``, and one warm-up the other (``REPLACES``: dropped from ``raw``, in
+    place)."""
     load_builtins()
     out = []
     for item in overrides:
@@ -33,8 +36,7 @@ def canonical_overrides(raw: dict, overrides: Iterable[str]) -> list[str]:
             section = raw.get(parts[0])
             if isinstance(section, dict):
                 section.pop(name if name != parts[1] else "", None)
-                if parts[1] == BATCH_ALIAS:
-                    section.pop("batch_size", None)
+                section.pop(REPLACES.get(parts[1], ""), None)
             item = f"{parts[0]}.{name}={value}"
         out.append(item)
     return out
@@ -48,9 +50,6 @@ TOP = {"model_name_or_path": "model.name_or_path", "dataset_train_split": "prefe
 RECIPE_KEYS = ("method", "name", "seed", "device", "report_to", "plugins", "gold_reward",
                "gold_reward_options",
                "model", "task", "preferences", "eval", "train_seed", "precision")
-HINTS = {"warmup_ratio": "give warmup_steps",
-         "lr_scheduler_type": "alignkit's schedule is linear warm-up, then linear decay to 10% of the peak "
-                              "(GRPO and RLOO: trl's own); remove it"}
 
 
 def is_trl_config(raw: dict) -> bool:
@@ -105,9 +104,7 @@ def from_trl_config(raw: dict, source: str, stem: str = "") -> dict:
                           f"per_device_train_batch_size (8 unless given); give "
                           f"per_device_train_batch_size too")
     if raw:
-        hints = "; ".join(f"{k}: {HINTS[k]}" for k in raw if k in HINTS)
-        hints = f" ({hints})" if hints else ""
-        raise ConfigError(f"{source}: trl keys alignkit does not take: {', '.join(raw)}: remove them{hints}; "
+        raise ConfigError(f"{source}: trl keys alignkit does not take: {', '.join(raw)}: remove them; "
                           f"{method}'s settings: alignkit list, recipes/")
     return out
 

@@ -15,6 +15,8 @@ and training noise is not in the model). The tolerance is ``tolerance`` times th
   a longer schedule would); a flat run under a decayed schedule is converged, not budget-limited (changed
   rule:
   the default schedule decays to 0.1 of its peak, and flattening under it is what that schedule delivers);
+  the fraction is of the rate the run logged, so it holds for every ``lr_schedule``: 0 at the end of trl's
+  linear or cosine, 1 under a constant one, where a run still improving is never budget-limited;
 * ``converged`` when the rise's upper bound lies below the tolerance;
 * ``unknown`` otherwise (too few or too noisy checkpoints to tell), or without a trajectory.
 """

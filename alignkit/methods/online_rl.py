@@ -49,6 +49,7 @@ from alignkit.errors import AlignkitError
 from alignkit.methods.trl_resume import CheckpointedTrainer
 from alignkit.models.policy import Policy
 from alignkit.registry import register_method
+from alignkit.schedule import TRL_SCHEDULES, schedule_problems, warmup_from_aliases
 from alignkit.stages.workspace import Workspace
 
 
@@ -58,7 +59,7 @@ class OnlineRLConfig(RewardSettings):
 
     ALIASES: ClassVar[dict[str, str]] = {"learning_rate": "lr", "max_steps": "steps", "epsilon": "clip_range",
                                          "max_completion_length": "max_new_tokens", "beta": "kl_coef",
-                                         "save_steps": "checkpoint_every"}
+                                         "save_steps": "checkpoint_every", "lr_scheduler_type": "lr_schedule"}
 
     steps: int = option(60, "optimiser steps (trl max_steps)", ge=1)
     prompts_per_step: int = option(16, "prompts per generation batch: every optimiser step trains on "
@@ -72,18 +73,29 @@ class OnlineRLConfig(RewardSettings):
     temperature: float = option(1.0, "sampling temperature; log-probs, ratios and KL are taken at it too",
                                 gt=0)
     clip_range: float = option(0.2, "policy ratio clip epsilon (trl epsilon)", gt=0)
-    lr: float = option(2e-4, "peak learning rate (AdamW, linear decay to 0: trl's default schedule; trl: "
-                             "learning_rate)", gt=0)
+    lr: float = option(2e-4, "peak learning rate (AdamW; trl: learning_rate)", gt=0)
+    lr_schedule: str = option("linear", "trl's learning-rate schedule after warm-up: linear or cosine (to "
+                                        "0), constant (no warm-up), constant_with_warmup (trl: "
+                                        "lr_scheduler_type)", choices=TRL_SCHEDULES)
+    warmup_steps: int = option(0, "linear learning-rate warm-up steps (trl's)", ge=0)
+    warmup_ratio: float = option(0.0, "warm-up as a fraction of the steps, rounded up (trl: warmup_ratio, "
+                                      "or warmup_steps below 1)", ge=0, lt=1)
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: off)", ge=0)
     checkpoint_every: int = option(50, "save a resumable checkpoint every N optimiser steps (0: off; trl: "
                                        "save_steps)", ge=0)
 
     trl_names: ClassVar[tuple[str, str]]  # (trl config class, trl trainer class)
 
+    @staticmethod
+    def from_aliases(data: dict) -> tuple[dict, None]:
+        """trl's warm-up as written for trl (:func:`~alignkit.schedule.warmup_from_aliases`)."""
+        return warmup_from_aliases(data), None
+
     def check(self):
         if self.prompts_per_step > self.prompt_pool:
             yield "prompts_per_step", (f"must be <= prompt_pool ({self.prompt_pool}): trl drops a generation "
                                        f"batch it cannot fill")
+        yield from schedule_problems(self.lr_schedule, self.warmup_steps, self.warmup_ratio)
 
     @property
     def completions_per_step(self) -> int:
@@ -235,8 +247,8 @@ def trl_arguments(ws: Workspace, cfg: OnlineRLConfig, output_dir: str) -> dict:
     """trl config values for this recipe: every optimiser step trains on one whole generation batch, shared
     out between the processes (no gradient accumulation); sampling with alignkit's settings (temperature
     only, no top-k/top-p); the run's precision; no gradient checkpointing, no vLLM, no reporting; metrics
-    every step; checkpoints every ``checkpoint_every`` steps (written
-    by :mod:`alignkit.methods.trl_resume`)."""
+    every step; checkpoints every ``checkpoint_every`` steps (written by :mod:`alignkit.methods.trl_resume`);
+    the schedule and warm-up as given, a ratio as transformers 5 takes one (``warmup_steps`` below 1)."""
     world = ws.runtime.world
     if cfg.completions_per_step % world:
         raise AlignkitError(f"prompts_per_step x num_generations = {cfg.completions_per_step} completions "
@@ -248,6 +260,7 @@ def trl_arguments(ws: Workspace, cfg: OnlineRLConfig, output_dir: str) -> dict:
         num_generations=cfg.num_generations, num_iterations=cfg.num_iterations,
         max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature, top_p=1.0, top_k=0,
         beta=cfg.kl_coef, epsilon=cfg.clip_range, learning_rate=cfg.lr, max_grad_norm=cfg.max_grad_norm,
+        lr_scheduler_type=cfg.lr_schedule, warmup_steps=cfg.warmup_ratio or cfg.warmup_steps,  # < 1: a ratio
         use_cpu=ws.device.type == "cpu", bf16=ws.runtime.precision == "bf16",
         fp16=ws.runtime.precision == "fp16", activation_checkpointing=ws.recipe.model.gradient_checkpointing,
         activation_checkpointing_kwargs={"use_reentrant": False},

@@ -48,7 +48,7 @@ class PPOConfig(OptimConfig, RewardSettings):
     clip_range: float = option(0.2, "policy ratio clip epsilon", gt=0)
     clip_range_value: float = option(0.2, "value clip epsilon", gt=0)
     vf_coef: float = option(0.5, "value-loss weight", ge=0)
-    lr: float = option(2e-4, "policy learning rate (AdamW, linear decay to 10%)", gt=0)
+    lr: float = option(2e-4, "policy peak learning rate (AdamW, on lr_schedule; no warm-up)", gt=0)
     value_lr: float = option(5e-4, "value-model learning rate", gt=0)
     whiten_advantages: bool = option(True, "normalise advantages per rollout batch")
     value_init: str = option("reward_model", "initialise the value model from the reward model (InstructGPT) "
@@ -112,10 +112,10 @@ class PPOTrainer:
         self.policy_params, self.value_params = self.policy.trainable_parameters(), self.value.parameters()
         # policy and value model follow the same learning-rate schedule, each from its own peak rate
         self.opt, self.sched = make_optimizer(self.policy_params, lr=cfg.lr, total_steps=total,
-                                              tail_after=tail)
+                                              tail_after=tail, schedule=cfg.lr_schedule)
         self.value_opt, self.value_sched = make_optimizer(self.value_params, lr=cfg.value_lr,
-                                                          total_steps=total,
-                                                          tail_after=tail)
+                                                          total_steps=total, tail_after=tail,
+                                                          schedule=cfg.lr_schedule)
         self.ptx_texts = ws.task.train_texts if cfg.ptx_coef > 0 else []
         self.rng = random.Random(ws.train_seed)
         # everything a resumed run restores: both models' weights, optimisers and schedules, our own RNG

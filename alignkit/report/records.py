@@ -28,6 +28,7 @@ from alignkit.eval.summary import (
     EvalSummary,
 )
 from alignkit.runfolder import ComparisonEntry, RunFolderError, read_json, read_run
+from alignkit.runformat import older_default
 from alignkit.runlog import read_jsonl
 
 N_BOOT = 2000
@@ -214,7 +215,10 @@ def check_shared(resolved: list[tuple[str, dict, bool]]) -> None:
     first_label, first, _ = resolved[0]
     for label, recipe, _ in resolved[1:]:
         _refuse_difference(first_label, _shared_sections(first), label, _shared_sections(recipe))
-    rm_users = [(label, recipe["methods"]["reward_model"]) for label, recipe, uses in resolved if uses]
+    # a setting added since, at the value runs recorded before it have, is no difference
+    rm_users = [(label, {k: v for k, v in recipe["methods"]["reward_model"].items()
+                         if not older_default(k, v, "reward_model")})
+                for label, recipe, uses in resolved if uses]
     for label, settings in rm_users[1:]:
         _refuse_difference(rm_users[0][0], {"reward_model": rm_users[0][1]}, label,
                            {"reward_model": settings})

@@ -17,7 +17,7 @@ from alignkit.models.config import ModelConfig
 from alignkit.recipe import Recipe
 from alignkit.registry import METHODS
 from alignkit.runfolder import COMPARISON_MARKER, RunFolderError, live_writer, model_problem, read_run
-from alignkit.runformat import ADDED_DEFAULTS, ADDED_EVAL_DEFAULTS
+from alignkit.runformat import ADDED_EVAL_DEFAULTS, older_default
 from alignkit.runlog import jsonable
 from alignkit.stages.keys import StageKeys
 
@@ -32,7 +32,7 @@ STAGES = ("preferences", "pair_split", "reward_model", "reference_logps")
 
 # settings that change how a step is computed, not what it is: a run trained with either is the same run
 SAME_UPDATE = ("checkpoint_every", "gradient_accumulation_steps", "keep_final_state")
-# ADDED_DEFAULTS, ADDED_EVAL_DEFAULTS: settings added since runs were first recorded (runfolder.FORMATS)
+# older_default, ADDED_EVAL_DEFAULTS: settings added since runs were first recorded (runformat.FORMATS)
 
 
 def training_identity(recipe: dict) -> dict:
@@ -42,7 +42,7 @@ def training_identity(recipe: dict) -> dict:
     identity = {k: v for k, v in recipe.items() if k not in ("name", "device", "plugins", "preferences",
                                                              "methods",
                                                              *OUTPUTS)
-                and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
+                and not older_default(k, v)}
     # append_eos means nothing for generated pairs (PreferenceConfig.eos_identity)
     prefs = recipe["preferences"]
     identity["append_eos"] = prefs["append_eos"] and prefs["source"] != "generated"
@@ -52,7 +52,7 @@ def training_identity(recipe: dict) -> dict:
         {
             k: v
             for k, v in method_config.items()
-            if k not in SAME_UPDATE and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])
+            if k not in SAME_UPDATE and not older_default(k, v, recipe["method"])
         }
         if isinstance(method_config, dict)
         else method_config

@@ -17,18 +17,21 @@ import json
 from functools import cached_property
 from pathlib import Path
 
-from alignkit.config import fingerprint
+from alignkit.config import fingerprint, identity_dict
 from alignkit.data.preferences import GENERATION_VERSION
 from alignkit.data.sources import source_digest
 from alignkit.models.config import BUILTIN_PREFIX, ModelConfig, local_tokenizer_folder
 from alignkit.recipe import Recipe
 from alignkit.registry import DATASETS, MODELS
+from alignkit.runformat import older_default
 
 JUDGE_SPLIT_JUDGE = "heldout-reward-model"  # the judge that trains on a split of the pairs of its own
 # gold rewards whose score depends on whether a completion ended (the reward models): reference-samples-2
 GOLD_READS_ENDED = ("reward-model", "heldout-reward-model")
 # added to the shared seed: the judge split is drawn apart from the train/held-out one
 JUDGE_SPLIT_SEED = 104729
+# the reward model's settings added since its keys were first made: left out of them at their older value
+KEYED_SINCE = ("lr_schedule", "warmup_ratio")
 
 
 def chat_template_text(model: ModelConfig, cache_dir: Path) -> tuple[str, ...]:
@@ -115,8 +118,14 @@ class StageKeys:
     def reward_model_key(self, *tag: str) -> str:
         precision = () if self.recipe.precision == "fp32" else (self.recipe.precision,)  # left out at fp32
         lora = ("lora-adapter",) if self.recipe.model.lora else ()
-        return fingerprint(self.split_key(), self.recipe.method_config("reward_model"), *self.model_identity,
+        return fingerprint(self.split_key(), self.reward_model_settings(), *self.model_identity,
                            self.recipe.preferences.eos_identity, "rm-2", *precision, *lora, *tag)
+
+    def reward_model_settings(self) -> dict:
+        """The reward model's settings in its keys, those added since (``KEYED_SINCE``) left out at the value
+        older keys were made with (FORMATS), so the reward models cached before them are reused."""
+        settings = identity_dict(self.recipe.method_config("reward_model"))
+        return {k: v for k, v in settings.items() if k not in KEYED_SINCE or not older_default(k, v)}
 
     def judge_reward_model_key(self) -> str:
         """The judge's reward model: the reward model's settings, trained on the judge split."""

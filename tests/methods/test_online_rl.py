@@ -225,3 +225,23 @@ def test_grpo_and_rloo_can_score_with_the_4bit_reward_model(method):
     with pytest.raises(ConfigError, match=f"{method}.reward_model_4bit: reward: gold uses no reward model"):
         load_recipe(RECIPES / f"{method}_imdb.yaml", [f"{method}.reward=gold",
                                                       f"{method}.reward_model_4bit=true"])
+
+
+@pytest.mark.parametrize("sets, schedule, warmup", [
+    ([], "linear", 0),  # trl's defaults, as before the settings existed
+    (["grpo.lr_scheduler_type=cosine", "grpo.warmup_ratio=0.1", "grpo.max_steps=55"], "cosine", 6),  # 5.5 up
+    (["grpo.lr_scheduler_type=constant_with_warmup", "grpo.warmup_steps=4"], "constant_with_warmup", 4),
+])
+def test_grpo_passes_its_schedule_and_warmup_to_trl(tmp_path, sets, schedule, warmup):
+    """trl's own GRPOConfig, built from alignkit's arguments, runs the schedule and warm-up the recipe gives
+    (a ratio as transformers 5 takes one: warmup_steps below 1)."""
+    import trl
+
+    from alignkit.methods.online_rl import trl_arguments
+
+    recipe = load_recipe(RECIPES / "grpo_imdb.yaml", sets)
+    cfg = recipe.method_config("grpo")
+    ws = SimpleNamespace(train_seed=0, device=torch.device("cpu"),
+                         runtime=SimpleNamespace(world=1, precision="fp32"), recipe=recipe)
+    args = trl.GRPOConfig(**trl_arguments(ws, cfg, str(tmp_path)))
+    assert (args.lr_scheduler_type.value, args.get_warmup_steps(cfg.steps)) == (schedule, warmup)

@@ -119,6 +119,21 @@ CASES = [
         recipe="method: dpo\ndpo: {betta: 0.1}\n",
     ),
     Case(
+        "schedule-unknown",
+        "recipe",
+        "a schedule alignkit does not run (`lr_scheduler_type: polynomial`)",
+        "dpo.lr_schedule: must be one of linear_to_tenth, linear, cosine, constant, constant_with_warmup, "
+        "got 'polynomial'",
+        recipe="method: dpo\ndpo: {lr_scheduler_type: polynomial}\n",
+    ),
+    Case(
+        "warmup-twice",
+        "recipe",
+        "a warm-up in steps and as a ratio",
+        "dpo.warmup_ratio: warmup_steps (5) is also given; give one (or warmup_steps: 0)",
+        recipe="method: dpo\ndpo: {warmup_steps: 5, warmup_ratio: 0.1}\n",
+    ),
+    Case(
         "wrong-type-int",
         "recipe",
         "text where an integer belongs",

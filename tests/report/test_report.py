@@ -52,3 +52,41 @@ def test_runs_that_disagree_on_a_shared_section_are_refused_in_one_line():
     with pytest.raises(AlignkitError,
                        match="entries 'a' and 'b' disagree on shared key eval.n_prompts: 8 vs 16"):
         check_shared([("a", base, False), ("b", other, False)])
+
+
+@pytest.mark.parametrize("schedule, fraction, rising_label", [
+    ("linear", 0.0, "budget-limited"), ("cosine", 0.0, "budget-limited"),
+    ("constant", 1.0, "still improving"), ("constant_with_warmup", 1.0, "still improving")])
+def test_convergence_reads_the_learning_rate_each_schedule_recorded(tmp_path, schedule, fraction,
+                                                                     rising_label):
+    """The label reads the learning rate the run logged (what fit records after each step), whatever its
+    schedule: one that decays to 0 ran out (a rising run is budget-limited), a constant one did not."""
+    from alignkit.schedule import multiplier
+
+    rising = [_point(25 * i, 0.4 + 0.05 * i, half=0.01) for i in range(1, 6)]
+    flat = [_point(25 * i, 0.6 + (0.002 if i % 2 else 0), half=0.01) for i in range(1, 6)]
+    folder = tmp_path / schedule
+    folder.mkdir()
+    rates = {s: 1e-3 * multiplier(s, schedule=schedule, warmup=5, total=125) for s in range(25, 126, 25)}
+    (folder / "metrics.jsonl").write_text("".join(
+        f'{{"stage": "dpo", "step": {s}, "lr": {lr}}}\n' for s, lr in rates.items()))
+    for trajectory, label in ((rising, rising_label), (flat, "converged")):
+        run = _run(str(folder), trajectory, steps=125)
+        run.summary.method = "dpo"
+        result = convergence_of(run)
+        assert result["label"] == label and result["lr_fraction"] == pytest.approx(fraction)
+
+
+def test_reward_model_settings_added_since_are_no_disagreement():
+    """A run recorded before lr_schedule and warmup_ratio shares the reward model of one that has them at
+    their defaults; another schedule is another reward model."""
+    base = {"seed": 0, "model": {"name_or_path": "m"}, "task": {"dataset": "imdb"}, "gold_reward": "g",
+            "preferences": {"n_prompts": 10}, "eval": {"n_prompts": 8}}
+    older = {**base, "methods": {"reward_model": {"lr": 1e-3}}}
+    today = {**base, "methods": {"reward_model": {"lr": 1e-3, "lr_schedule": "linear_to_tenth",
+                                                  "warmup_ratio": 0.0}}}
+    check_shared([("old", older, True), ("new", today, True)])
+    today["methods"]["reward_model"]["lr_schedule"] = "cosine"
+    with pytest.raises(AlignkitError, match="disagree on shared key reward_model.lr_schedule: null vs "
+                                            '"cosine"'):
+        check_shared([("old", older, True), ("new", today, True)])

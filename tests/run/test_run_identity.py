@@ -47,3 +47,26 @@ def test_append_eos_is_a_training_setting_of_your_data_only(tmp_path):
     older = copy.deepcopy(mine)
     older["preferences"]["append_eos"] = False  # trained without trl's EOS: another run
     assert training_identity(older) != training_identity(mine)
+
+
+def test_a_run_recorded_before_the_schedule_settings_is_the_same_run():
+    """lr_schedule and warmup_ratio (and GRPO/RLOO's warmup_steps) at the values runs were trained with
+    before they existed leave a run as it was; any other value is another run. GRPO and RLOO ran trl's
+    default, linear decay to 0, so theirs is "linear", not alignkit's linear_to_tenth."""
+    added = {"dpo": ("lr_schedule", "warmup_ratio"), "ppo": ("lr_schedule",),
+             "grpo": ("lr_schedule", "warmup_steps", "warmup_ratio")}
+    for method, keys in added.items():
+        today = _resolved(f"{method}_imdb.yaml")
+        older = copy.deepcopy(today)
+        for key in keys:
+            del older["methods"][method][key]
+        assert training_identity(older) == training_identity(today)
+        other = _resolved(f"{method}_imdb.yaml", [f"{method}.lr_scheduler_type=cosine"])
+        assert training_identity(other) != training_identity(older)
+    ratio = _resolved("dpo_imdb.yaml", ["dpo.warmup_ratio=0.1"])
+    assert training_identity(ratio) != training_identity(_resolved("dpo_imdb.yaml"))
+    grpo = _resolved("grpo_imdb.yaml")
+    grpo["methods"]["grpo"]["lr_schedule"] = "linear_to_tenth"  # not what older GRPO runs ran
+    older = copy.deepcopy(grpo)
+    del older["methods"]["grpo"]["lr_schedule"]
+    assert training_identity(older) != training_identity(grpo)

@@ -38,3 +38,26 @@ def test_append_eos_keys_your_data_only(tmp_path):
     new, old = stage_keys(*mine), stage_keys(*mine, "preferences.append_eos=false")
     assert new["preferences"] == old["preferences"]  # the same rows are read; they tokenize differently
     assert new["reward_model"] != old["reward_model"] and new["reference_logps"] != old["reference_logps"]
+
+
+def test_the_reward_models_schedule_settings_keep_its_older_keys(tmp_path):
+    """The reward model's key, with lr_schedule and warmup_ratio at their defaults, is the key it had before
+    they existed (its settings fingerprinted without them), so cached reward models are reused; set, they key
+    a new one. Each is listed in FORMATS, as a setting and as a part left out of the key."""
+    from alignkit.config import fingerprint, identity_dict
+    from alignkit.recipe import load_recipe
+    from alignkit.stages.keys import KEYED_SINCE, StageKeys
+
+    assert all({("option", k), ("key", k)} <= {(c.kind, c.name) for c in CHANGES} for k in KEYED_SINCE)
+    stage_keys = StageKeys(load_recipe("ppo_imdb"), tmp_path)
+    settings = identity_dict(stage_keys.recipe.method_config("reward_model"))
+    assert {"lr_schedule", "warmup_ratio", "lr_schedule_steps"} <= set(settings)
+    # as keys were made before the two existed (lr_schedule_steps, older, is keyed)
+    before = {k: v for k, v in settings.items() if k not in ("lr_schedule", "warmup_ratio")}
+    older = fingerprint(stage_keys.split_key(), before, *stage_keys.model_identity,
+                        stage_keys.recipe.preferences.eos_identity, "rm-2")
+    assert stage_keys.reward_model_key() == older
+    for change in ("reward_model.lr_scheduler_type=cosine", "reward_model.warmup_ratio=0.1"):
+        changed = StageKeys(load_recipe("ppo_imdb", [change]), tmp_path)
+        assert changed.reward_model_key() != older
+        assert changed.pairs_key() == stage_keys.pairs_key()
