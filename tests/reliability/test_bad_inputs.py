@@ -1,5 +1,6 @@
 """Bad inputs, tried as a new user would: every one ends in exactly one ``alignkit: error: `` line, exit
-code 2, no traceback, and nothing written (the run directory is never created).
+code 1 (click's code for errors; 2 is kept for usage errors), no traceback, and nothing written (the run
+directory is never created).
 
 ``CASES`` is the single list behind both this test and the table in ``docs/errors.md``. After changing a
 case or a message, regenerate the table with ``python tests/reliability/test_bad_inputs.py --write``: it
@@ -997,7 +998,7 @@ def test_package_reads_no_pickles():
 
 
 def render_table(lines: dict[str, str]) -> str:
-    out = ["| id | topic | bad input | what you see (stderr, exit code 2) |", "|---|---|---|---|"]
+    out = ["| id | topic | bad input | what you see (stderr, exit code 1) |", "|---|---|---|---|"]
     for case in CASES:
         line = lines[case.id].replace("|", "\\|")
         out.append(f"| `{case.id}` | {case.topic} | {case.what.replace('|', '/')} | `{line}` |")
