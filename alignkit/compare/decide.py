@@ -5,7 +5,7 @@ Each look is the comparison again, its finished runs reused (the run decision), 
 schedule (:data:`~alignkit.eval.verdict.LOOKS`: 2, 3, 5 and 8 paired seeds per setting; asked for with more
 seeds it starts at the next look), plus what the previous look's undecided verdicts asked for
 (:mod:`alignkit.compare.look_additions`): a setting past a method's sweep where its points end below the
-matched KL (its KL knob, :mod:`alignkit.methods.kl_knob`), and a round more of training for each run that
+matched KL (its KL knob, :mod:`alignkit.eval.kl_knob`), and a round more of training for each run that
 could still improve there (``--until-converged``'s rounds). Look j is tested at its share of 0.05 under an
 O'Brien-Fleming-type spending function (:func:`~alignkit.eval.verdict.look_alpha`) whatever it added: every
 look counts, whether it changed the seeds, the settings or the runs' length, and each is tested at a level

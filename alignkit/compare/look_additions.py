@@ -3,7 +3,7 @@ verdicts (their ``needs``, :func:`alignkit.eval.verdict.decide`): a setting past
 points end below the matched KL, and one more round of training for a run that could still improve there.
 
 At most one new setting per method a look (the first pair's that asks), added as runs of the method's
-highest-KL sweep point with its KL knob moved (:mod:`alignkit.methods.kl_knob`), at the look's seeds; a run is
+highest-KL sweep point with its KL knob moved (:mod:`alignkit.eval.kl_knob`), at the look's seeds; a run is
 extended a round at a time with the ``--until-converged`` machinery, at most its ``max_rounds``, resumed from
 its last training state (every extendable run keeps it, as under ``--until-converged``). What a
 verdict asks for but cannot be added is named with why (no KL setting, a method whose runs are not extended,

@@ -6,7 +6,7 @@
   and nothing threatens it;
 * **inconclusive** otherwise, with what it would take: the paired seeds a t test needs at the observed
   difference and the measured per-unit sd, or the points a side lacks (and the setting that would reach them,
-  :mod:`alignkit.methods.kl_knob`);
+  :mod:`alignkit.eval.kl_knob`);
 * one unit covers evaluation noise only and never names a winner.
 
 **Repeated looks** (``compare --decide``) test look j at its share of 0.05 under an O'Brien-Fleming-type

@@ -16,7 +16,7 @@ import numpy as np
 
 from alignkit.artifacts import RewardSettings, reward_needs
 from alignkit.config import option
-from alignkit.methods.kl_knob import KLKnob
+from alignkit.eval.kl_knob import KLKnob
 from alignkit.models.policy import KLEstimatingPolicy, Policy, Rollout
 from alignkit.registry import register_method
 from alignkit.runlog import write_json

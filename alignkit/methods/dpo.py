@@ -14,8 +14,8 @@ import torch
 from alignkit.artifacts import Artifact
 from alignkit.config import option
 from alignkit.errors import UnknownNameError
+from alignkit.eval.kl_knob import KLKnob
 from alignkit.losses.base import PreferenceLogps, contract_problem, loss_parameters, param_problem
-from alignkit.methods.kl_knob import KLKnob
 from alignkit.models.pairs import pair_batch
 from alignkit.registry import LOSSES, register_method
 from alignkit.stages.workspace import Workspace

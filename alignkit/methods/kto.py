@@ -19,8 +19,8 @@ import torch
 from alignkit.artifacts import Artifact
 from alignkit.config import option
 from alignkit.data.unpaired import UnpairedData
+from alignkit.eval.kl_knob import KLKnob
 from alignkit.losses.kto import kl_reference_point, kto_loss
-from alignkit.methods.kl_knob import KLKnob
 from alignkit.registry import register_method
 from alignkit.stages.workspace import Workspace
 from alignkit.training import TrainingConfig, batch_indices, fit

@@ -46,7 +46,7 @@ from alignkit.artifacts import RewardSettings, reward_needs
 from alignkit.config import option
 from alignkit.console import bar as progress_bar
 from alignkit.errors import AlignkitError
-from alignkit.methods.kl_knob import KLKnob
+from alignkit.eval.kl_knob import KLKnob
 from alignkit.methods.trl_resume import CheckpointedTrainer
 from alignkit.models.policy import Policy
 from alignkit.registry import register_method

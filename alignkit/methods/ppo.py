@@ -18,7 +18,7 @@ import torch
 from alignkit.artifacts import RewardSettings, reward_needs
 from alignkit.checkpoint import TrainState
 from alignkit.config import option
-from alignkit.methods.kl_knob import KLKnob
+from alignkit.eval.kl_knob import KLKnob
 from alignkit.models.finetune import completion_nll
 from alignkit.models.scalar_head import ScalarModel
 from alignkit.models.value_head import SharedTrunkValue

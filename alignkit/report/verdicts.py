@@ -11,9 +11,9 @@ import itertools
 import numpy as np
 
 from alignkit.eval.convergence import ConvergenceTest, convergence
+from alignkit.eval.kl_knob import GroupRun, next_setting
 from alignkit.eval.matched_kl import KL_MATCH, MatchedKL, Setting, holm, matched_kl
 from alignkit.eval.verdict import ALPHA, MARGIN, Run, SettingFor, decide, interval_text, sentence
-from alignkit.methods.kl_knob import GroupRun, next_setting
 from alignkit.report.records import RunRecord
 from alignkit.runlog import read_jsonl
 
@@ -129,7 +129,7 @@ def matched_kl_verdicts(runs: list[RunRecord], labels: dict[str, str], *, units:
 
 def settings_ahead(runs: list[RunRecord]) -> SettingFor:
     """For the verdicts: the setting that moves a method's points toward a KL
-    (:mod:`alignkit.methods.kl_knob`), read from its runs' recorded method sections."""
+    (:mod:`alignkit.eval.kl_knob`), read from its runs' recorded method sections."""
     by_group: dict[str, list[GroupRun]] = {}
     for run in (r for r in runs if r.is_policy):
         method = run.summary.method

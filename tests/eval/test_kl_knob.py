@@ -1,13 +1,13 @@
-"""Each method's KL knob (alignkit.methods.kl_knob): the setting declared where the method registers, the rule
+"""Each method's KL knob (alignkit.eval.kl_knob): the setting declared where the method registers, the rule
 for the value past a sweep, and the verdict that names the setting it would add."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from alignkit.eval.kl_knob import GroupRun, KLKnob, knob_of, next_setting
 from alignkit.eval.matched_kl import Setting, matched_kl
 from alignkit.eval.verdict import Run, decide
-from alignkit.methods.kl_knob import GroupRun, KLKnob, knob_of, next_setting
 from alignkit.registry import load_builtins
 
 load_builtins()

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Iterable
 
+from alignkit.registry import METHODS
+
 FACTOR = 2
 
 
@@ -58,8 +60,6 @@ class GroupRun:
 
 def knob_of(method: str, settings: Any) -> KLKnob | None:
     """The knob ``method`` declares for these settings (a config object or its plain dict), None without."""
-    from alignkit.registry import METHODS
-
     declare = METHODS.entry(method).meta.get("kl_knob") if method in METHODS else None
     if declare is None:
         return None
