@@ -75,8 +75,8 @@ def _needs(cfg: DPOConfig) -> tuple[Artifact, ...]:
 
 def _kl_knob(cfg: DPOConfig) -> KLKnob | None:
     """beta, smaller for a higher KL; none for a loss without pi_ref (SimPO, ORPO), whose beta holds nothing
-    to it."""
-    return KLKnob("beta", rises=False) if uses_reference(cfg) else None
+    to it (a loss not registered here, a plugin the report did not load, is taken to use pi_ref)."""
+    return KLKnob("beta", rises=False) if cfg.loss not in LOSSES or uses_reference(cfg) else None
 
 
 @register_method("dpo", config=DPOConfig, needs=_needs, kl_knob=_kl_knob)

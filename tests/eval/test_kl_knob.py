@@ -19,6 +19,7 @@ def test_each_method_declares_its_knob_or_none():
     assert knob_of("dpo", {**dpo, "loss": "ipo"}) == KLKnob("beta", rises=False)
     assert knob_of("dpo", {**dpo, "loss": "simpo"}) is None  # no pi_ref: beta holds nothing to it
     assert knob_of("dpo", {**dpo, "reference_free": True}) is None
+    assert knob_of("dpo", {**dpo, "loss": "a_plugin_not_loaded"}) == KLKnob("beta", rises=False)
     assert knob_of("kto", {}) == KLKnob("beta", rises=False)
     assert knob_of("ppo", {"target_kl": 6.0, "kl_coef": 0.1}) == KLKnob("target_kl", rises=True, nats=True)
     assert knob_of("ppo", {"target_kl": None, "kl_coef": 0.1}) == KLKnob("kl_coef", rises=False)
