@@ -212,8 +212,9 @@ def _floats(text: str | None, option: str) -> list[float] | None:
                    "accelerate)")
 @_margin_option
 @click.option("--decide", is_flag=True,
-              help="add paired seeds (looks at 2, 3, 5, 8) until each pair is decided")
-@click.option("--budget", metavar="DURATION", help="with --decide: time the added seeds may take (90s, 2h)")
+              help="add paired seeds (looks at 2, 3, 5, 8), KL settings and training until each pair is "
+                   "decided")
+@click.option("--budget", metavar="DURATION", help="with --decide: time the added looks may take (90s, 2h)")
 @click.option("--check-against", "check_against", type=click.Path(path_type=Path), metavar="REPORT_OR_CSV",
               help="then say, entry by entry, whether this run reproduces a comparison.csv or report.md")
 @click.option("--check-spread", "check_spread", metavar="GOLD,KL",

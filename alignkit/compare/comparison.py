@@ -28,23 +28,25 @@ LOG = get_logger()
 
 
 def run_comparison(plan: ComparisonPlan, *, cache_dir: Path | None = None, alpha: float = ALPHA,
-                   writer: ComparisonWriter | None = None) -> dict:
+                   writer: ComparisonWriter | None = None, folders: dict[str, Path] | None = None) -> dict:
     """Phase 1: build every shared stage the entries need, once, into the cache. Phase 2: train (or reuse,
     or re-evaluate) every entry as a run under ``OUT/runs/``, one after another in this process or with
     ``plan.executor`` (N local processes, Ray tasks); then write the comparison's outputs from those run
-    directories (its verdicts at level ``alpha``). One progress bar covers the whole comparison. ``OUT`` is
+    directories (its verdicts at level ``alpha``; an entry in ``folders`` is read from its folder there, an
+    extended round). One progress bar covers the whole comparison. ``OUT`` is
     claimed for this process (refused while another compare runs there) until the end, or until ``writer``'s
     owner releases it."""
     own = writer is None
     writer = writer or ComparisonWriter(plan.out)
     try:
-        return _run(plan, cache_dir, writer, alpha)
+        return _run(plan, cache_dir, writer, alpha, folders or {})
     finally:
         if own:
             writer.release()
 
 
-def _run(plan: ComparisonPlan, cache_dir: Path | None, writer: ComparisonWriter, alpha: float) -> dict:
+def _run(plan: ComparisonPlan, cache_dir: Path | None, writer: ComparisonWriter, alpha: float,
+         folders: dict[str, Path]) -> dict:
     settings = plan.executor
     settings.preflight(torch.get_num_threads())
     first = plan.entries[0].recipe  # one runtime for every run (a run with other settings makes its own)
@@ -92,7 +94,8 @@ def _run(plan: ComparisonPlan, cache_dir: Path | None, writer: ComparisonWriter,
     if not runtime.is_main:
         return {}
     done = [e for e in plan.entries if e.label not in failures]
-    report = build_report([runs_dir / e.label for e in done], plan.out, name=plan.name, argv=plan.argv,
+    paths = [folders.get(e.label, runs_dir / e.label) for e in done]
+    report = build_report(paths, plan.out, name=plan.name, argv=plan.argv,
                           states=dict(zip((e.label for e in plan.entries), states)), failed=failures,
                           margin=plan.margin, alpha=alpha)
     report_comparison(first.report_to, plan.out, plan.name, to_dict(first))

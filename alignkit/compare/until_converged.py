@@ -85,6 +85,16 @@ def _budget_key(config) -> str | None:
     return "max_steps" if hasattr(config, "max_steps") else "steps" if hasattr(config, "steps") else None
 
 
+def not_extendable(entry: PlannedRun) -> str | None:
+    """Why ``entry`` cannot be extended (no checkpoints for the convergence test to read, or a method whose
+    runs are not extended), None when it can."""
+    if not entry.recipe.eval.every_steps:
+        return "no checkpoints to test (eval.every_steps 0)"
+    if _budget_key(entry.recipe.method_config(entry.method)) is None:
+        return f"{entry.method} runs are not extended"
+    return None
+
+
 def prepare(plan: ComparisonPlan) -> list[PlannedRun]:
     """Every extendable entry set to keep its final state; returns those entries. Refuses, in one line, a
     comparison without checkpoints to test."""
@@ -96,10 +106,16 @@ def prepare(plan: ComparisonPlan) -> list[PlannedRun]:
                               f"test reads checkpoints (set --set eval.every_steps=N)")
         if _budget_key(entry.recipe.method_config(entry.method)) is None:
             continue
-        entry.raw.setdefault(entry.method, {})["keep_final_state"] = True
-        entry.recipe = recipe_from_data(entry.raw, f"compare entry {entry.label}", Path.cwd())
+        keep_final_state(entry)
         extendable.append(entry)
     return extendable
+
+
+def keep_final_state(entry: PlannedRun) -> None:
+    """The entry set to keep its last training state (not part of its identity: a finished run is reused), so
+    a later round resumes from it instead of training again from the start."""
+    entry.raw.setdefault(entry.method, {})["keep_final_state"] = True
+    entry.recipe = recipe_from_data(entry.raw, f"compare entry {entry.label}", Path.cwd())
 
 
 def first_budget(entry: PlannedRun, run_dir: Path) -> int:
@@ -188,6 +204,31 @@ def carry_cost(previous: Path, folder: Path) -> None:
     write_json(folder / "manifest.json", new)
 
 
+def run_round(plan: ComparisonPlan, todo: list[tuple[PlannedRun, int]], current: dict[str, Path],
+              budgets: dict[str, int], cfg: UntilConverged, cache_dir: Path | None, runtime,
+              what: str) -> dict[str, tuple[str, str]]:
+    """One round of extension (:func:`extend`) for each (entry, round number) of ``todo``, dispatched as the
+    comparison's runs are; ``current`` (entry label -> folder) moves to each finished round's folder.
+    Returns {entry label: (round folder, why)} of those whose round failed: they stay at their last round."""
+    rounds = [(entry, current[entry.label], *extend(entry, current[entry.label], round_, budgets[entry.label],
+                                                     cfg, plan, cache_dir)) for entry, round_ in todo]
+    jobs = [job for *_, job in rounds if job is not None]
+    bar = progress_bar(total=len(jobs), desc=what, unit="run", position=0, main=runtime.is_main)
+    try:
+        failed = run_jobs(jobs, plan.executor, plan.out, cache_dir, runtime, bar, what=what)
+    finally:
+        bar.close()
+    failures = {}
+    for entry, previous, folder, job in rounds:
+        if job is not None and job.label in failed:
+            failures[entry.label] = (job.label, failed[job.label])
+            continue
+        if job is not None and job.spec["state"] == "resume":
+            finish(entry, previous, folder)
+        current[entry.label] = folder
+    return failures
+
+
 def run_until_converged(plan: ComparisonPlan, cfg: UntilConverged, *, cache_dir: Path | None = None) -> dict:
     """The comparison, then rounds of extension (module docstring), each round's runs dispatched as the
     comparison's are (in this process, ``--jobs N`` worker processes, Ray tasks); returns the report's index.
@@ -218,28 +259,16 @@ def _rounds(plan: ComparisonPlan, cfg: UntilConverged, cache_dir: Path | None,
                    if history[e.label][-1]["convergence"] not in DONE and e.label not in stopped]
         if not pending:
             break
-        rounds = []
         for entry in pending:
             LOG.info(f"until converged: round {round_}: extending {entry.label} "
                      f"({history[entry.label][-1]['convergence']})")
-            rounds.append((entry, current[entry.label], *extend(entry, current[entry.label], round_,
-                                                                budgets[entry.label], cfg, plan, cache_dir)))
-        jobs = [job for *_, job in rounds if job is not None]
-        bar = progress_bar(total=len(jobs), desc=f"round {round_}", unit="run", position=0,
-                           main=runtime.is_main)
-        try:
-            failed = run_jobs(jobs, plan.executor, plan.out, cache_dir, runtime, bar, what=f"round {round_}")
-        finally:
-            bar.close()
-        for entry, previous, folder, job in rounds:
-            if job is not None and job.label in failed:
-                failures[job.label] = failed[job.label]
-                stopped.add(entry.label)
-                continue
-            if job is not None and job.spec["state"] == "resume":
-                finish(entry, previous, folder)
-            current[entry.label] = folder
-            history[entry.label].append(_state(folder, round_, looks))
+        failed = run_round(plan, [(e, round_) for e in pending], current, budgets, cfg, cache_dir, runtime,
+                           f"round {round_}")
+        for label, (folder, why) in failed.items():
+            failures[folder] = why
+            stopped.add(label)
+        for entry in (e for e in pending if e.label not in failed):
+            history[entry.label].append(_state(current[entry.label], round_, looks))
     error = None
     try:
         index = build_report([current[e.label] for e in plan.entries], plan.out, name=plan.name,

@@ -5,7 +5,8 @@
 * **equivalent within +-margin** when, with at least two units, the interval lies inside (-margin, margin)
   and nothing threatens it;
 * **inconclusive** otherwise, with what it would take: the paired seeds a t test needs at the observed
-  difference and the measured per-unit sd, or the points a side lacks;
+  difference and the measured per-unit sd, or the points a side lacks (and the setting that would reach them,
+  :mod:`alignkit.eval.kl_knob`);
 * one unit covers evaluation noise only and never names a winner.
 
 **Repeated looks** (``compare --decide``) test look j at its share of 0.05 under an O'Brien-Fleming-type
@@ -24,7 +25,8 @@ is behind).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 from scipy import stats
 
@@ -72,6 +74,7 @@ class Verdict:
     winner: str | None
     answer: str      # the verdict cell
     would_take: str  # what would decide it (inconclusive), or what would flip it (decided)
+    needs: dict = field(default_factory=dict)  # the same for compare --decide: seeds, setting, runs to extend
 
 
 def threats(trailing: str, runs: list[Run], kl_high: float) -> list[str]:
@@ -84,9 +87,14 @@ def _named(labels: list[str]) -> str:
     return ", ".join(labels) if len(labels) <= 3 else f"{len(labels)} runs ({', '.join(labels[:2])}, ...)"
 
 
+SettingFor = Callable[[str, float], tuple[str, dict | None]]  # (method, KL) -> (phrase, setting or None)
+
+
 def decide(a: str, b: str, result: MatchedKL | None, runs: list[Run], *, margin: float = MARGIN,
-           adjusted_p: float | None = None, alpha: float = ALPHA) -> Verdict:
-    """The rule of the module docstring for a against b, a winner's (Holm-adjusted) p below ``alpha``."""
+           adjusted_p: float | None = None, alpha: float = ALPHA,
+           setting_for: SettingFor | None = None) -> Verdict:
+    """The rule of the module docstring for a against b, a winner's (Holm-adjusted) p below ``alpha``;
+    ``setting_for`` names the setting that would give a side the points it lacks."""
     if result is None:
         return Verdict("no verdict", None, "no verdict", f"points of both {a} and {b} on the same prompts")
     if result.units == 1:
@@ -104,7 +112,7 @@ def decide(a: str, b: str, result: MatchedKL | None, runs: list[Run], *, margin:
             return Verdict("inconclusive", None,
                            f"inconclusive: {lead} leads, but {trailing} could still improve",
                            f"{_named(threat)} trained on (--until-converged) without gaining {gap:.3f} at "
-                           f"{result.kl_low:.3g}-{result.kl_high:.3g} nats")
+                           f"{result.kl_low:.3g}-{result.kl_high:.3g} nats", {"extend": threat})
         return Verdict("winner", lead, f"{lead} higher",
                        f"flips only if {trailing} gains {gap:.3f} at these KLs (its runs there are flat)")
     if -margin < result.ci_low and result.ci_high < margin:
@@ -113,25 +121,33 @@ def decide(a: str, b: str, result: MatchedKL | None, runs: list[Run], *, margin:
         if open_runs:
             return Verdict("inconclusive", None,
                            f"inconclusive: within \u00b1{margin:g}, but runs could improve",
-                           f"{_named(sorted(open_runs))} trained on (--until-converged)")
+                           f"{_named(sorted(open_runs))} trained on (--until-converged)",
+                           {"extend": sorted(open_runs)})
         return Verdict("equivalent", None, f"equivalent within \u00b1{margin:g}",
                        f"flips if either gains {margin - max(abs(result.ci_low), abs(result.ci_high)):.3f}")
-    return Verdict("inconclusive", None, "inconclusive" + (" after Holm" if lead else ""), _would_take(a, b,
-                                                                                                       result))
+    return Verdict("inconclusive", None, "inconclusive" + (" after Holm" if lead else ""),
+                   *_would_take(a, b, result, setting_for))
 
 
-def _would_take(a: str, b: str, result: MatchedKL) -> str:
-    """What would decide an inconclusive pair: the side the points cannot bound, else paired seeds."""
+def _would_take(a: str, b: str, result: MatchedKL, setting_for: SettingFor | None = None) -> tuple[str, dict]:
+    """What would decide an inconclusive pair, in words and as ``needs``: the side the points cannot bound
+    (with the setting that would reach past them), else paired seeds."""
     for unbounded, short, other in ((result.ci_high, a, b), (result.ci_low, b, a)):
         if not math.isfinite(unbounded) and (result.difference < 0) == (short == a):
-            return (f"points of {short} at {result.kl_high:.3g} nats or above (its points end below, so only "
-                    f"{short}'s lead over {other} can be shown there)")
+            points = f"points of {short} at {result.kl_high:.3g} nats or above"
+            why = f"its points end below, so only {short}'s lead over {other} can be shown there"
+            phrase, setting = setting_for(short, result.kl_high) if setting_for else ("", None)
+            if setting:
+                return f"{phrase} ({points}: {why})", {"setting": setting}
+            if phrase:
+                return f"{points} ({why}; {phrase})", {"points": short, "no_setting": phrase}
+            return f"{points} ({why})", {}
     need = seeds_needed(result.difference, result.unit_sd)
     unit = "replicates" if result.unit_kind == "replicate" else "paired seeds"
     if need is None:
-        return f"more {unit} (the difference is 0 at the measured sd)"
+        return f"more {unit} (the difference is 0 at the measured sd)", {}
     return (f"about {need} {unit} at this difference and the measured sd {result.unit_sd:.3f} (now "
-            f"{result.units})")
+            f"{result.units})", {"seeds": need})
 
 
 def interval_text(ci_low: float, ci_high: float) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 
 from alignkit.artifacts import RewardSettings, reward_needs
 from alignkit.config import option
+from alignkit.eval.kl_knob import KLKnob
 from alignkit.models.policy import KLEstimatingPolicy, Policy, Rollout
 from alignkit.registry import register_method
 from alignkit.runlog import write_json
@@ -123,7 +124,8 @@ def reward_function(ws: Workspace, cfg: BestOfNConfig):
                                       dtype=np.float64)
 
 
-@register_method("best_of_n", config=BestOfNConfig, trains=False, needs=reward_needs)
+@register_method("best_of_n", config=BestOfNConfig, trains=False, needs=reward_needs,
+                 kl_knob=lambda cfg: KLKnob("n", rises=True, integer=True))
 def best_of_n(ws: Workspace, cfg: BestOfNConfig):
     """Best-of-N sampling from the SFT policy, ranked by the reward model or the gold reward (no training)."""
     return BestOfNPolicy(ws.sft, reward_function(ws, cfg), cfg.n, cfg.kl_reference_samples)

@@ -14,6 +14,7 @@ import torch
 from alignkit.artifacts import Artifact
 from alignkit.config import option
 from alignkit.errors import UnknownNameError
+from alignkit.eval.kl_knob import KLKnob
 from alignkit.losses.base import PreferenceLogps, contract_problem, loss_parameters, param_problem
 from alignkit.models.pairs import pair_batch
 from alignkit.registry import LOSSES, register_method
@@ -72,7 +73,13 @@ def _needs(cfg: DPOConfig) -> tuple[Artifact, ...]:
                                                                                          )
 
 
-@register_method("dpo", config=DPOConfig, needs=_needs)
+def _kl_knob(cfg: DPOConfig) -> KLKnob | None:
+    """beta, smaller for a higher KL; none for a loss without pi_ref (SimPO, ORPO), whose beta holds nothing
+    to it (a loss not registered here, a plugin the report did not load, is taken to use pi_ref)."""
+    return KLKnob("beta", rises=False) if cfg.loss not in LOSSES or uses_reference(cfg) else None
+
+
+@register_method("dpo", config=DPOConfig, needs=_needs, kl_knob=_kl_knob)
 def train_dpo(ws: Workspace, cfg: DPOConfig):
     """Direct Preference Optimization (Rafailov et al. 2023) with a pluggable preference loss."""
     data = ws.train_pairs

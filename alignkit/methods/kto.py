@@ -19,6 +19,7 @@ import torch
 from alignkit.artifacts import Artifact
 from alignkit.config import option
 from alignkit.data.unpaired import UnpairedData
+from alignkit.eval.kl_knob import KLKnob
 from alignkit.losses.kto import kl_reference_point, kto_loss
 from alignkit.registry import register_method
 from alignkit.stages.workspace import Workspace
@@ -59,7 +60,7 @@ def unpaired_examples(data, append_eos: bool) -> tuple[list[str], list[str], lis
 
 
 @register_method("kto", config=KTOConfig, needs=(Artifact.TRAIN_PAIRS, Artifact.REFERENCE_LOGPS),
-                 takes_unpaired=True)
+                 takes_unpaired=True, kl_knob=lambda cfg: KLKnob("beta", rises=False))
 def train_kto(ws: Workspace, cfg: KTOConfig):
     """KTO (Ethayarajh et al. 2024): desirable/undesirable completions from the same pairs, no pairing."""
     prompts, completions, desirable, eos = unpaired_examples(ws.train_pairs, ws.recipe.preferences.append_eos)

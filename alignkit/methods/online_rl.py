@@ -46,6 +46,7 @@ from alignkit.artifacts import RewardSettings, reward_needs
 from alignkit.config import option
 from alignkit.console import bar as progress_bar
 from alignkit.errors import AlignkitError
+from alignkit.eval.kl_knob import KLKnob
 from alignkit.methods.trl_resume import CheckpointedTrainer
 from alignkit.models.policy import Policy
 from alignkit.registry import register_method
@@ -137,6 +138,9 @@ class RLOOConfig(OnlineRLConfig):
 
     def method_settings(self) -> dict:
         return {"normalize_advantages": self.normalize_advantages}
+
+
+KL_COEF = KLKnob("kl_coef", rises=False)  # GRPO's and RLOO's KL knob: a smaller beta, a higher KL
 
 
 # --------------------------------------------------------------------------------------------------
@@ -340,13 +344,13 @@ def train_with_trl(ws: Workspace, cfg: OnlineRLConfig, stage: str) -> Policy:
     return _release(policy)
 
 
-@register_method("grpo", config=GRPOConfig, needs=reward_needs)
+@register_method("grpo", config=GRPOConfig, needs=reward_needs, kl_knob=lambda cfg: KL_COEF)
 def train_grpo(ws: Workspace, cfg: GRPOConfig):
     """GRPO via trl's GRPOTrainer: group-normalised advantages, clipped ratio, k3 KL term in the loss."""
     return train_with_trl(ws, cfg, "grpo")
 
 
-@register_method("rloo", config=RLOOConfig, needs=reward_needs)
+@register_method("rloo", config=RLOOConfig, needs=reward_needs, kl_knob=lambda cfg: KL_COEF)
 def train_rloo(ws: Workspace, cfg: RLOOConfig):
     """RLOO via trl's RLOOTrainer: leave-one-out baseline, sequence KL penalty in the reward."""
     return train_with_trl(ws, cfg, "rloo")

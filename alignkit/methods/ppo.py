@@ -18,6 +18,7 @@ import torch
 from alignkit.artifacts import RewardSettings, reward_needs
 from alignkit.checkpoint import TrainState
 from alignkit.config import option
+from alignkit.eval.kl_knob import KLKnob
 from alignkit.models.finetune import completion_nll
 from alignkit.models.scalar_head import ScalarModel
 from alignkit.models.value_head import SharedTrunkValue
@@ -251,7 +252,13 @@ class PPOTrainer:
         return completion_nll(self.policy.model, batch)
 
 
-@register_method("ppo", config=PPOConfig, needs=reward_needs)
+def _kl_knob(cfg: PPOConfig) -> KLKnob:
+    """target_kl (nats, larger for a higher KL) when beta adapts to it, else the fixed beta (smaller)."""
+    return KLKnob("target_kl", rises=True, nats=True) if cfg.target_kl is not None else KLKnob("kl_coef",
+                                                                                                rises=False)
+
+
+@register_method("ppo", config=PPOConfig, needs=reward_needs, kl_knob=_kl_knob)
 def train_ppo(ws: Workspace, cfg: PPOConfig):
     """RLHF with PPO against a Bradley-Terry reward model (or the gold reward) and a per-token KL penalty."""
     return PPOTrainer(ws, cfg).train()

@@ -11,8 +11,9 @@ import itertools
 import numpy as np
 
 from alignkit.eval.convergence import ConvergenceTest, convergence
+from alignkit.eval.kl_knob import GroupRun, next_setting
 from alignkit.eval.matched_kl import KL_MATCH, MatchedKL, Setting, holm, matched_kl
-from alignkit.eval.verdict import ALPHA, MARGIN, Run, decide, interval_text, sentence
+from alignkit.eval.verdict import ALPHA, MARGIN, Run, SettingFor, decide, interval_text, sentence
 from alignkit.report.records import RunRecord
 from alignkit.runlog import read_jsonl
 
@@ -106,20 +107,35 @@ def matched_kl_verdicts(runs: list[RunRecord], labels: dict[str, str], *, units:
              for a, b in pairs]
     adjusted, family = _family(results + final)
     facts = [Run(r.label, r.group, labels[r.label], r.summary.kl_mean) for r in runs if r.is_policy]
+    setting_for = settings_ahead(runs)
     out = []
     for i, ((a, b), result, last) in enumerate(zip(pairs, results, final)):
         p_all, p_final = adjusted[i], adjusted[len(pairs) + i]
-        verdict = decide(a, b, result, facts, margin=margin, adjusted_p=p_all, alpha=alpha)
-        last_verdict = decide(a, b, last, facts, margin=margin, adjusted_p=p_final, alpha=alpha)
+        verdict = decide(a, b, result, facts, margin=margin, adjusted_p=p_all, alpha=alpha,
+                         setting_for=setting_for)
+        last_verdict = decide(a, b, last, facts, margin=margin, adjusted_p=p_final, alpha=alpha,
+                              setting_for=setting_for)
         out.append({"a": a, "b": b, "result": _as_dict(result, p_all), "final_points_only": _as_dict(last,
                                                                                                      p_final),
                     "verdict": verdict.kind, "winner": verdict.winner, "answer": verdict.answer,
-                    "would_take": verdict.would_take, "final_verdict": last_verdict.answer,
+                    "would_take": verdict.would_take, "needs": verdict.needs,
+                    "final_verdict": last_verdict.answer,
                     "family": family, "margin": margin, "alpha": alpha,
                     "sentence": sentence(a, b, result, verdict, family=family, margin=margin, alpha=alpha),
                     "final_sentence": sentence(a, b, last, last_verdict, family=family, margin=margin,
                                                alpha=alpha)})
     return out
+
+
+def settings_ahead(runs: list[RunRecord]) -> SettingFor:
+    """For the verdicts: the setting that moves a method's points toward a KL
+    (:mod:`alignkit.eval.kl_knob`), read from its runs' recorded method sections."""
+    by_group: dict[str, list[GroupRun]] = {}
+    for run in (r for r in runs if r.is_policy):
+        method = run.summary.method
+        section = ((run.manifest.get("recipe") or {}).get("methods") or {}).get(method) or {}
+        by_group.setdefault(run.group, []).append(GroupRun(method, section, run.sweep, run.summary.kl_mean))
+    return lambda group, kl: next_setting(group, by_group.get(group, []), kl)
 
 
 FAMILY = ("every matched-KL comparison of a report (all points and final points only, every pair with two or "
