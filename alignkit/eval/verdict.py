@@ -116,7 +116,7 @@ def decide(a: str, b: str, result: MatchedKL | None, runs: list[Run], *, margin:
         return Verdict("winner", lead, f"{lead} higher",
                        f"flips only if {trailing} gains {gap:.3f} at these KLs (its runs there are flat)")
     if -margin < result.ci_low and result.ci_high < margin:
-        open_runs = [r.label for r in runs if r.state not in OPEN
+        open_runs = [r.label for r in runs if r.group in (a, b) and r.state not in OPEN
                      and (r.final_kl is None or r.final_kl <= result.kl_high * (1 + KL_MATCH))]
         if open_runs:
             return Verdict("inconclusive", None,

@@ -100,6 +100,13 @@ def test_two_single_points_at_the_same_kl_get_a_verdict_and_equivalence_is_an_an
     assert result is not None and result.units == 4 and abs(result.difference) < 0.01
     verdict = decide("a", "b", result, [Run("a", "a", "converged", 0.36), Run("b", "b", "converged", 0.361)])
     assert verdict.kind == "equivalent" and "\u00b10.02" in verdict.answer
+    # a third method's unfinished run at that KL does not hold up the answer about a and b
+    third = decide("a", "b", result, [Run("a", "a", "converged", 0.36), Run("b", "b", "converged", 0.361),
+                                      Run("c", "c", "still improving", 0.2)])
+    assert third.kind == "equivalent"
+    own = decide("a", "b", result, [Run("a", "a", "still improving", 0.36),
+                                    Run("b", "b", "converged", 0.361)])
+    assert own.kind == "inconclusive" and "a trained on" in own.would_take
 
 
 def test_one_run_each_names_no_winner_and_says_what_it_would_take():
