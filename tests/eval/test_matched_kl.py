@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from alignkit.eval.convergence import ConvergenceTest, convergence
-from alignkit.eval.matched_kl import Setting, holm, lower_at, matched_kl, seeds_needed
+from alignkit.eval.matched_kl import Setting, holm, lower_at, matched_kl, next_point, seeds_needed
 from alignkit.eval.verdict import Run, decide, sentence
 
 
@@ -71,6 +71,13 @@ def test_the_staircase_takes_the_best_point_at_or_below_each_kl_without_interpol
     gold = np.array([0.5, 0.7, 0.6])  # the third point is worse: the staircase keeps 0.7 beyond 2 nats
     assert np.allclose(lower_at(pos, gold, gold, np.array([0.5, 1.5, 2.0, 3.5])), [np.nan, 0.5, 0.7, 0.7],
                        equal_nan=True)
+
+
+def test_the_kl_allowance_is_granted_once_an_upper_step_starts_at_or_above_its_kl():
+    # a lower step at 1.04 nats may count a point at 1.09 (within 5%); the upper step it is compared with must
+    # then come from a point at or above 1.04 (2.0 here), not from 1.0, which would leave 1.0-1.09 uncovered
+    assert np.allclose(next_point(np.array([1.0, 2.0]), np.array([0.9, 1.0, 1.04, 2.05])),
+                       [1.0, 1.0, 2.0, np.nan], equal_nan=True)
 
 
 def test_a_point_with_lower_kl_and_higher_gold_settles_dominance():
