@@ -13,7 +13,7 @@ Convergence labels (alignkit.eval.convergence) are measured on trajectories with
 rising 0.04 over the test's window, and rising then falling by 0.1; at 30 checkpoints (16 in the window: what
 telling flat from that rise at these rates takes) and at 12 (what the label gives with fewer).
 
-    python benchmarks/verdict_calibration.py --sims 1000
+    python benchmarks/verdict_calibration.py --sims 10000
 """
 
 from __future__ import annotations

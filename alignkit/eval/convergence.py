@@ -24,7 +24,7 @@ the run is
 Telling a flat run from one still rising by about the tolerance takes checkpoints: at checkpoint noise sd
 0.015 and a gain of 0.3, a flat curve is converged at least 90% of the time and one rising 0.04 per window at
 most 5% with 16 checkpoints in the window (30 in the run); with 12 in the run a flat curve is unknown a
-quarter of the time (benchmarks/README.md).
+fifth of the time (benchmarks/README.md).
 """
 
 from __future__ import annotations
