@@ -9,10 +9,11 @@ of
 a method. The statistic and interval are alignkit.eval.matched_kl's; a winner is named when the interval
 excludes 0 (one comparison: no Holm; every run flat, so nothing threatens it; one unit never names one).
 
-Convergence labels (alignkit.eval.convergence) are measured on trajectories of 12 checkpoints (the default
-budget's) with checkpoint sd 0.015: flat, rising 0.04 over the test's window, and rising then falling by 0.1.
+Convergence labels (alignkit.eval.convergence) are measured on trajectories with checkpoint sd 0.015: flat,
+rising 0.04 over the test's window, and rising then falling by 0.1; at 30 checkpoints (16 in the window: what
+telling flat from that rise at these rates takes) and at 12 (what the label gives with fewer).
 
-    python benchmarks/verdict_calibration.py --sims 1000
+    python benchmarks/verdict_calibration.py --sims 10000
 """
 
 from __future__ import annotations
@@ -122,13 +123,14 @@ def trajectory(values: np.ndarray, every: int = 25) -> list[dict]:
             for i, v in enumerate(values)]
 
 
-def label_rates(sims: int, seed: int, n_points: int = 12, sd: float = 0.015, test=ConvergenceTest()):
-    """Label frequencies for flat, rising (0.04 over the window) and rise-then-fall curves."""
+def label_rates(sims: int, seed: int, n_points: int = 30, sd: float = 0.015, test=ConvergenceTest()):
+    """Label frequencies for flat, rising (0.04 over the test's window of steps) and rise-then-fall curves of
+    ``n_points`` checkpoints, 25 steps apart."""
     rng = np.random.default_rng(seed)
     x = np.arange(n_points) / (n_points - 1)
-    window = test.window_fraction
+    steps = 25.0 * np.arange(1, n_points + 1)
     shapes = {"flat": 0.8 + 0 * x,
-              "rising 0.04 per window": 0.7 + 0.04 * x / window,
+              "rising 0.04 per window": 0.7 + 0.04 * steps / (test.window_fraction * steps[-1]),
               "rise then fall (0.1)": 0.7 + np.where(x < 0.5, 0.2 * x, 0.1 - 0.2 * (x - 0.5)) + 0.1}
     out = {}
     for name, curve in shapes.items():
@@ -161,11 +163,13 @@ def main(argv=None) -> int:
         named, right, stop = sequential(rng, args.sims, run_sd, gap)
         methods = "identical" if gap == 0 else f"gap {gap:g}"
         print(f"| {methods} | {run_sd:g} | {rate(right if gap else named)} | {stop.mean():.2f} |")
-    print(f"\nconvergence labels, 12 checkpoints at sd 0.015, {args.sims} simulations per curve [95% Wilson]")
-    print("| curve | label | rate |\n|---|---|---|")
-    for name, labels in label_rates(args.sims, args.seed + 2).items():
-        for label, hits in sorted(labels.items()):
-            print(f"| {name} | {label} | {rate(hits)} |")
+    for n_points in (30, 12):
+        print(f"\nconvergence labels, {n_points} checkpoints at sd 0.015, {args.sims} simulations per curve "
+              "[95% Wilson]")
+        print("| curve | label | rate |\n|---|---|---|")
+        for name, labels in label_rates(args.sims, args.seed + 2, n_points).items():
+            for label, hits in sorted(labels.items()):
+                print(f"| {name} | {label} | {rate(hits)} |")
     print(f"\n({time.perf_counter() - start:.0f} s)")
     return 0
 

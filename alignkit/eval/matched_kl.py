@@ -2,18 +2,23 @@
 
 **The frontier is a staircase.** With more KL allowed one can always keep a lower-KL policy, so a method's
 frontier at KL k is at least the best gold reward of its points at KL <= k (:func:`lower_at`). It is at most
-its staircase at its next measured point at or above k (:func:`upper_at`). So A's frontier lies above B's at k
-when A's lower step beats B's upper step there, and nothing is ever interpolated: A at (4.0 nats, 0.80)
-against
-B at (5.5 nats, 0.75) is compared at 5.5 nats, and two single points at the same KL are compared at it. Points
-within :data:`KL_MATCH` (relative) of a KL count as at that KL (KL is itself measured). The comparison grid is
-every measured point of either method from the higher of their lowest KLs to the lower of their highest.
+its staircase at its next measured point at or above k (:func:`next_point`). So A's frontier lies above B's at
+k when A's lower step beats B's upper step there, and nothing is ever interpolated: A at (4.0 nats, 0.80)
+against B at (5.5 nats, 0.75) is compared at 5.5 nats, and two single points at the same KL are compared at
+it. Points within :data:`KL_MATCH` (relative) of a KL count as at that KL (KL is itself measured), and that
+allowance is granted once: a lower step counts points up to k (1 + KL_MATCH), and the upper step it is
+compared with starts at the first point at or above k itself, so it covers every point the lower step may use
+(granting it on both sides let a lower step reach 5% past the upper one, so the upper bracket sat below 0 for
+identical methods: false winners 0.038 instead of 0.031 at 3 units, run sd 0.05, benchmarks/README.md). The
+comparison grid is every measured point of either method from the higher of their lowest KLs to the lower of
+their highest.
 
 **Selection is cross-fitted.** A staircase is a maximum over noisy points, and a method with more checkpoints
 has more chances at a lucky one. Each step is therefore chosen on one half of the prompts (even or odd) and
-read
-on the other, and the two readings averaged: the value read is unbiased for the point chosen, which is never
-better than the best point.
+read on the other, and the two readings averaged: the value read is unbiased for the point chosen, which is
+never better than the best point. A run's own luck is shared by both halves, so cross-fitting cannot remove
+it: a method with more runs reaching a KL gets more of it there (identical methods, run sd 0.05: the upper
+bracket's mean sits 0.014 lower than at run sd 0, still at or above 0; benchmarks/README.md).
 
 **The run is the unit.** A run's seed moves its whole trajectory, and a replicate (a re-drawn reward model,
 SFT policy and pairs) moves every run of it. Each unit (a seed; a replicate when there are several, its seeds
@@ -105,8 +110,10 @@ def lower_at(pos: np.ndarray, g1: np.ndarray, g2: np.ndarray, ks: np.ndarray) ->
 
 
 def next_point(pos: np.ndarray, ks: np.ndarray) -> np.ndarray:
-    """Each k's nearest measured KL of this method at or above it (within :data:`KL_MATCH`), NaN if none."""
-    above = np.where(pos[None, :] * (1 + KL_MATCH) >= ks[:, None], pos[None, :], np.inf).min(axis=1)
+    """Each k's nearest measured KL of this method at or above it, NaN if none: no :data:`KL_MATCH` allowance
+    here, since the staircase read there already counts points up to that KL (1 + KL_MATCH) (module
+    docstring)."""
+    above = np.where(pos[None, :] >= ks[:, None], pos[None, :], np.inf).min(axis=1)
     return np.where(np.isfinite(above), above, np.nan)
 
 

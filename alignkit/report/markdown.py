@@ -189,8 +189,9 @@ def _caveats(runs, primary, shared, index) -> list[str]:
         lines.append(f"- **W{index['version_warning'][1:]}**")
     by_label = {e["label"]: e["convergence"]["label"] for e in index["entries"]}
     for state, what in (("still improving",
-                         "Still improving when training stopped (the gold reward's rise over "
-                                             "the last checkpoints is above 0 with 95% confidence)"),
+                         "Still improving when training stopped (the gold reward's rise over the last "
+                         "checkpoints is above 0 with 95% confidence, and not shown to be within the "
+                         "tolerance)"),
                         ("budget-limited",
                          "Still improving when the learning-rate schedule had decayed (budget-limited)"),
                         ("declining", "Declining when training stopped (over-optimisation or instability)"),
