@@ -134,7 +134,8 @@ def register_reward(name: str, **meta: Any) -> Callable:
     A gold reward with settings passes ``options=`` its config dataclass
     (validated against ``gold_reward_options`` at load); a judge, ``judge_options=``
     (validated against ``eval.judge_options``). ``proxy=True`` marks the learned reward model methods
-    optimise: it may not judge them unless ``eval.allow_self_judging``."""
+    optimise: it may not judge them unless ``eval.allow_self_judging``. ``identity=fn(recipe) -> str | None``
+    adds what the reward is made of (shipped weights' checksums) to the keys of the stages it labels."""
     return REWARDS.register(name, **meta)
 
 

@@ -75,6 +75,11 @@ FORMATS = (Format(1, "the first: manifest, eval/, model/ and stage keys as align
                                    "a local build of tiny-gpt2-imdb keeps the keys it had"),
     Change("key", "lr_schedule", "left out of the reward model's key at linear_to_tenth (keys before it)"),
     Change("key", "warmup_ratio", "left out of the reward model's key at 0 (keys before it)"),
+    Change("key", "shipped stages",
+           "the IMDb gold reward's weights, pairs and reference log-probs the package ships for the default "
+           "recipe: their files' checksums in their keys and in the keys built on them "
+           "(stages/shipped_stages.py); other recipes keep their keys, but the gold reward's own key is "
+           "format-2 (safetensors weights, not an .npz that records when it was written)"),
     Change("key", "preferences.config", "left out of the pairs' key when unset (data without a config name)"),
     Change("field", "model_sha256", "the saved model's checksums; runs before them: model/ must exist"),
     Change("field", CARD, "the model card, outside the checksums; older runs recorded the one peft wrote"),

@@ -4,11 +4,13 @@ CPU's float order). Each folder holds safetensors weights and JSON tokenizer fil
 execute) and ``alignkit_shipped.json``: what made it (the builder's identity: recipe, and data where it has
 some), the thread count and versions it was built with, and every file's sha256.
 ``scripts/make_builtin_models.py`` writes them, byte for byte the same on a rerun with the same versions and
-thread count (``--check`` verifies that)."""
+thread count (``--check`` verifies that). The IMDb task's shipped stages are checked the same way
+(:mod:`alignkit.stages.shipped_stages`)."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 from pathlib import Path
 
@@ -17,27 +19,25 @@ from alignkit.errors import AlignkitError
 
 SHIPPED = Path(__file__).resolve().parent / "shipped"
 MANIFEST = "alignkit_shipped.json"
-SAFE_SUFFIXES = (".safetensors", ".json", ".jinja", ".txt")  # data only: no pickle, no code
+SAFE_SUFFIXES = (".safetensors", ".json", ".jsonl", ".jinja", ".txt")  # data only: no pickle, no code
+MODEL_PACKAGES = ("torch", "transformers", "tokenizers")  # the versions a model's manifest records
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def describe(folder: Path, made_by: str, recipe: dict, threads: int) -> dict:
-    """The manifest of a freshly built ``folder``: what made it, how, and each file's checksum."""
-    import tokenizers
-    import torch
-    import transformers
-
+def describe(folder: Path, made_by: str, recipe: dict, threads: int,
+             packages: tuple[str, ...] = MODEL_PACKAGES) -> dict:
+    """The manifest of a freshly built ``folder``: what made it, how (thread count, the versions of
+    ``packages``), and each file's checksum."""
     files = {p.name: sha256(p) for p in sorted(Path(folder).iterdir()) if p.name != MANIFEST}
     unsafe = [name for name in files if not name.endswith(SAFE_SUFFIXES)]
     if unsafe:
         raise AlignkitError(f"{folder}: {', '.join(unsafe)}: not a data-only file "
                             f"({', '.join(SAFE_SUFFIXES)})")
     return {"made_by": made_by, "recipe": recipe, "threads": threads,
-            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                         "tokenizers": tokenizers.__version__}, "files": files}
+            "versions": {name: importlib.metadata.version(name) for name in packages}, "files": files}
 
 
 def _manifest(alias: str, root: Path) -> dict | None:
@@ -49,7 +49,7 @@ def _manifest(alias: str, root: Path) -> dict | None:
         files = data["files"]
         return data if isinstance(files, dict) and isinstance(data["made_by"], str) else None
     except (ValueError, KeyError, TypeError):
-        raise AlignkitError(f"{path}: unreadable manifest of a shipped model; reinstall alignkit") from None
+        raise AlignkitError(f"{path}: unreadable manifest of a shipped folder; reinstall alignkit") from None
 
 
 def shipped_model(alias: str, made_by: str, root: Path | None = None) -> Path | None:
@@ -65,7 +65,7 @@ def shipped_model(alias: str, made_by: str, root: Path | None = None) -> Path | 
     listed = set(data["files"]) | {MANIFEST}
     for path in sorted(folder.iterdir()):
         if path.name not in listed:
-            raise AlignkitError(f"{path}: not listed in {MANIFEST} of the shipped model; remove it or "
+            raise AlignkitError(f"{path}: not listed in {MANIFEST} of the shipped folder; remove it or "
                                 "reinstall")
     for name, digest in data["files"].items():
         path = folder / name

@@ -1,6 +1,7 @@
 """Registered gold rewards. ``imdb-sentiment`` is the DPO paper's IMDb ground truth in miniature:
 P(positive) of prompt + completion from a TF-IDF + logistic-regression classifier fit on the task's
-train split (cached without pickle; its held-out accuracy is recorded in the manifest)."""
+train split (cached without pickle; its held-out accuracy is recorded in the manifest). For the default task
+the package ships its weights (:mod:`alignkit.stages.shipped_stages`): loaded, not fit."""
 
 from __future__ import annotations
 
@@ -8,28 +9,43 @@ from alignkit.cache import CacheEntry
 from alignkit.config import fingerprint
 from alignkit.registry import register_reward
 from alignkit.rewards.sentiment import SentimentClassifier
+from alignkit.stages.shipped_stages import GOLD, asset_identity, shipped_stage, stage_key
 from alignkit.stages.workspace import RecordedReward, Workspace
 
 
-@register_reward("imdb-sentiment")
+def imdb_gold_key(task_config) -> str:
+    """What decides the fitted classifier: the task's settings and the storage format (safetensors since
+    format-2)."""
+    return fingerprint(task_config, "format-2")
+
+
+def fit_imdb_gold(task, folder) -> None:
+    """Fit the classifier on the task's train split into ``folder`` (its accuracy on the held-out split in
+    meta.json)."""
+    SentimentClassifier.fit(task.train_texts, task.train_labels, task.heldout_texts,
+                            task.heldout_labels).save(folder)
+
+
+def imdb_gold_identity(recipe) -> str | None:
+    """The shipped weights' checksums in the keys of stages the gold reward labels or scores; None when the
+    recipe's task fits its own (keys as before the weights shipped)."""
+    return asset_identity(GOLD, imdb_gold_key(recipe.task))
+
+
+@register_reward("imdb-sentiment", identity=imdb_gold_identity)
 def imdb_sentiment(workspace: Workspace):
     """Gold P(positive sentiment) of prompt + completion (TF-IDF + logistic regression on IMDb)."""
-    task = workspace.task
+    task, key = workspace.task, imdb_gold_key(workspace.recipe.task)
     if task.train_labels is None:
         raise ValueError(f"gold_reward imdb-sentiment needs a labelled task; {task.name!r} has no labels")
-    key = fingerprint(workspace.recipe.task, "format-1")
-
-    def build(folder):
-        SentimentClassifier.fit(task.train_texts, task.train_labels, task.heldout_texts,
-                                task.heldout_labels).save(folder)
-
-    folder = CacheEntry(workspace.cache_dir, "gold", f"imdb-sentiment-{key}").ensure(build, workspace.runtime)
+    entry = CacheEntry(workspace.cache_dir, "gold", f"imdb-sentiment-{key}")
+    folder = shipped_stage(GOLD, key) or entry.ensure(lambda tmp: fit_imdb_gold(task, tmp), workspace.runtime)
     classifier = SentimentClassifier.load(folder)
 
     def score(prompts: list[str], completions: list[str]):
         return classifier.score([p + c for p, c in zip(prompts, completions)])
 
-    return RecordedReward(score, key, classifier.meta)
+    return RecordedReward(score, stage_key(GOLD, key), classifier.meta)
 
 
 @register_reward("reward-model", proxy=True)

@@ -1,6 +1,7 @@
 """Gold sentiment reward (DPO paper, IMDb): TF-IDF word 1-2-grams + logistic regression.
 
-The fitted model is stored as plain JSON + a pickle-free .npz, so loading a reward never executes code.
+The fitted model is stored as plain JSON + safetensors, so loading a reward never executes code, and the same
+fit writes the same bytes (an .npz records when it was written), which lets the package ship one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from scipy.special import expit
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: weights.npz
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 
 
@@ -32,15 +33,12 @@ def _vectorizer(**kw) -> TfidfVectorizer:
     return TfidfVectorizer(lowercase=True, ngram_range=(1, 2), sublinear_tf=True, dtype=np.float64, **kw)
 
 
-def _atomic_write(path: Path, data: bytes | None = None, arrays: dict | None = None) -> None:
-    """Write bytes (or np.savez arrays) to a temp file in the same folder, then os.replace it into place."""
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write bytes to a temp file in the same folder, then os.replace it into place."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            if arrays is not None:
-                np.savez(f, **arrays)
-            else:
-                f.write(data)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -107,17 +105,22 @@ class SentimentClassifier:
         return expit(np.asarray(X @ self.coef[:, None]).reshape(-1) + self.intercept)
 
     def save(self, folder: str | Path) -> None:
-        """Write vocabulary.json, weights.npz (idf, coef, intercept) and meta.json, each atomically."""
+        """Write vocabulary.json, weights.safetensors (idf, coef, intercept) and meta.json, each
+        atomically."""
+        from safetensors.numpy import save
+
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         _atomic_write(folder / "vocabulary.json", json.dumps(self.vocabulary, ensure_ascii=False).encode())
-        _atomic_write(folder / "weights.npz", arrays={"idf": self.idf, "coef": self.coef,
-                                                      "intercept": np.array(self.intercept)})
+        _atomic_write(folder / "weights.safetensors", save({"idf": self.idf, "coef": self.coef,
+                                                            "intercept": np.array([self.intercept])}))
         _atomic_write(folder / "meta.json", json.dumps(self.meta, indent=2, sort_keys=True).encode())
 
     @classmethod
     def load(cls, folder: str | Path) -> SentimentClassifier:
-        """Read a saved model; plain JSON and np.load(allow_pickle=False), so no code can run."""
+        """Read a saved model; plain JSON and safetensors, so no code can run."""
+        from safetensors.numpy import load_file
+
         folder = Path(folder)
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         if meta.get("format_version") != FORMAT_VERSION:
@@ -125,5 +128,5 @@ class SentimentClassifier:
         vocabulary = json.loads((folder / "vocabulary.json").read_text(encoding="utf-8"))
         if not isinstance(vocabulary, dict) or not all(isinstance(v, int) for v in vocabulary.values()):
             raise ValueError(f"{folder}/vocabulary.json must map term -> integer column")
-        with np.load(folder / "weights.npz", allow_pickle=False) as w:
-            return cls(vocabulary, w["idf"], w["coef"], float(w["intercept"]), meta)
+        w = load_file(folder / "weights.safetensors")
+        return cls(vocabulary, w["idf"], w["coef"], float(w["intercept"][0]), meta)

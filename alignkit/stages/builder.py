@@ -31,6 +31,7 @@ from alignkit.runlog import MetricsLog, read_jsonl, write_jsonl
 from alignkit.runtime import Runtime, start
 from alignkit.stages.keys import JUDGE_SPLIT_JUDGE, JUDGE_SPLIT_SEED, StageKeys
 from alignkit.stages.reward_models import RewardModelStages
+from alignkit.stages.shipped_stages import LOGPS_FILE, PAIRS, PAIRS_FILE, REFERENCE_LOGPS, shipped_stage
 from alignkit.stages.stage import stage
 from alignkit.stages.workspace import RecordedReward
 
@@ -215,25 +216,28 @@ class StageBuilder(RewardModelStages):
 
     @stage
     def preferences(self) -> PreferenceData:
-        """Preference pairs from a file/dataset, or sampled from the SFT policy and gold-labelled (cached)."""
+        """Preference pairs from a file/dataset, or sampled from the SFT policy and gold-labelled (cached;
+        shipped for the default recipe, :mod:`~alignkit.stages.shipped_stages`)."""
         cfg = self.recipe.preferences
         if cfg.is_user_data:  # conversational rows are rendered with the policy's own chat template
             return load_preferences(cfg, self.tokenizer_loader())
         key = self.keys.pairs_key()
         self.artifact_keys["preferences"] = key
+        read = lambda path: PreferenceData.from_records(read_jsonl(path), str(path))  # noqa: E731
+        shipped = shipped_stage(PAIRS, self.keys.pairs_made_by())
+        if shipped is not None:
+            return read(shipped / PAIRS_FILE)
+        return self.cache_entry("preferences", key, ".jsonl").fetch(self.generate_pairs, read, self.runtime)
 
-        def build(path: Path) -> PreferenceData:
-            prompts = self.prompts("train", cfg.n_prompts)
-            data = generate_preferences(self.sft, prompts, self.gold, cfg, seed=self.seed,
-                                        runtime=self.runtime)
-            if cfg.max_pairs:
-                data = data.subset(list(range(min(len(data), cfg.max_pairs))))
-            write_jsonl(path, data.records())
-            return data
-
-        entry = self.cache_entry("preferences", key, ".jsonl")
-        return entry.fetch(build, lambda path: PreferenceData.from_records(read_jsonl(path), str(path)),
-                           self.runtime)
+    def generate_pairs(self, path: Path) -> PreferenceData:
+        """Sample the pairs from the SFT policy, label them with the gold reward, write them to ``path``."""
+        cfg = self.recipe.preferences
+        prompts = self.prompts("train", cfg.n_prompts)
+        data = generate_preferences(self.sft, prompts, self.gold, cfg, seed=self.seed, runtime=self.runtime)
+        if cfg.max_pairs:
+            data = data.subset(list(range(min(len(data), cfg.max_pairs))))
+        write_jsonl(path, data.records())
+        return data
 
     @stage
     def _pair_split(self) -> tuple[PreferenceData, PreferenceData, PreferenceData | None]:
@@ -271,28 +275,36 @@ class StageBuilder(RewardModelStages):
     @stage
     def reference_logps(self) -> tuple[torch.Tensor, torch.Tensor]:
         """pi_ref's summed log-probs of every training pair's chosen and rejected completion [N], [N]:
-        computed once per pairs and model, shared by every DPO-family run and sweep point."""
-        from safetensors.torch import load_file, save_file
+        computed once per pairs and model, shared by every DPO-family run and sweep point (shipped for the
+        default recipe)."""
+        from safetensors.torch import load_file
 
         key = self.keys.reference_logps_key()
         self.artifact_keys["reference_logps"] = key
-
-        def build(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-            if isinstance(self.train_pairs, UnpairedData):  # one log-prob per example; no second column
-                chosen = example_logprobs(self.reference_for(self.sft), self.train_pairs,
-                                          self.recipe.preferences.append_eos, self.runtime)
-                rejected = chosen.new_zeros(0)
-            else:
-                chosen, rejected = reference_logprobs(self.reference_for(self.sft), self.train_pairs,
-                                                      self.recipe.preferences.append_eos, self.runtime)
-            save_file({"chosen": chosen.contiguous(), "rejected": rejected.contiguous()}, str(path))
-            return chosen, rejected
 
         def load(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
             tensors = load_file(str(path))
             return tensors["chosen"], tensors["rejected"]
 
-        return self.cache_entry("reference_logps", key, ".safetensors").fetch(build, load, self.runtime)
+        shipped = shipped_stage(REFERENCE_LOGPS, self.keys.reference_logps_made_by())
+        if shipped is not None:
+            return load(shipped / LOGPS_FILE)
+        entry = self.cache_entry("reference_logps", key, ".safetensors")
+        return entry.fetch(self.compute_reference_logps, load, self.runtime)
+
+    def compute_reference_logps(self, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+        """Compute pi_ref's log-probs of the training pairs and write them to ``path`` (safetensors)."""
+        from safetensors.torch import save_file
+
+        if isinstance(self.train_pairs, UnpairedData):  # one log-prob per example; no second column
+            chosen = example_logprobs(self.reference_for(self.sft), self.train_pairs,
+                                      self.recipe.preferences.append_eos, self.runtime)
+            rejected = chosen.new_zeros(0)
+        else:
+            chosen, rejected = reference_logprobs(self.reference_for(self.sft), self.train_pairs,
+                                                  self.recipe.preferences.append_eos, self.runtime)
+        save_file({"chosen": chosen.contiguous(), "rejected": rejected.contiguous()}, str(path))
+        return chosen, rejected
 
     def reference_samples(self, temperature: float) -> ReferenceSamples:
         """The reference (SFT) policy's samples on the evaluation prompts at ``temperature``, with their

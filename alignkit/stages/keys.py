@@ -8,7 +8,9 @@ split out of the pairs); reward model and reference log-probs <- split + their o
 reward model <- split + the reward model's settings; reference samples <- (model, task, gold reward,
 evaluation sampling, temperature, seed). The tags in keys, and the parts left out of a key while they hold the
 value older keys were made with, are listed with why in ``alignkit.runfolder.FORMATS``: a key that changes
-rebuilds its stage, so a new tag is added there and here, never an old one edited."""
+rebuilds its stage, so a new tag is added there and here, never an old one edited. A stage the package ships
+(:mod:`alignkit.stages.shipped_stages`) is keyed by its shipped files' checksums too, and so is all built on
+it."""
 
 from __future__ import annotations
 
@@ -22,8 +24,9 @@ from alignkit.data.preferences import GENERATION_VERSION
 from alignkit.data.sources import source_digest
 from alignkit.models.config import BUILTIN_PREFIX, ModelConfig, local_tokenizer_folder
 from alignkit.recipe import Recipe
-from alignkit.registry import DATASETS, MODELS
+from alignkit.registry import DATASETS, MODELS, REWARDS
 from alignkit.runformat import older_default
+from alignkit.stages.shipped_stages import PAIRS, REFERENCE_LOGPS, stage_key
 
 JUDGE_SPLIT_JUDGE = "heldout-reward-model"  # the judge that trains on a split of the pairs of its own
 # gold rewards whose score depends on whether a completion ended (the reward models): reference-samples-2
@@ -90,11 +93,20 @@ class StageKeys:
         return (model, identity) if identity is not None else (model,)
 
     def gold_identity(self) -> tuple:
-        """The gold reward in a cache key: its name, and its options when it takes any (FORMATS)."""
-        options = self.recipe.gold_reward_options
-        return (self.recipe.gold_reward, options) if options else (self.recipe.gold_reward,)
+        """The gold reward in a cache key: its name, its options when it takes any, and the checksums of the
+        weights the package ships for it, when it declares them (``register_reward(..., identity=...)``)
+        (FORMATS)."""
+        name, options = self.recipe.gold_reward, self.recipe.gold_reward_options
+        made_by = REWARDS.entry(name).meta.get("identity") if name in REWARDS else None
+        shipped = made_by(self.recipe) if made_by else None
+        return (name, *((options,) if options else ()), *((shipped,) if shipped else ()))
 
     def pairs_key(self) -> str:
+        """The pairs' key: :meth:`pairs_made_by`, with the shipped pairs' checksums when the package ships
+        them for it."""
+        return stage_key(PAIRS, self.pairs_made_by())
+
+    def pairs_made_by(self) -> str:
         """Everything that decides which pairs are generated or read (not how they are split or tokenized)."""
         cfg = self.recipe.preferences
         deciding = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("heldout_fraction",
@@ -132,6 +144,12 @@ class StageKeys:
         return self.reward_model_key("judge-split-rm-1")
 
     def reference_logps_key(self) -> str:
+        """The reference log-probs' key: :meth:`reference_logps_made_by`, with the shipped log-probs'
+        checksums when the package ships them for it."""
+        return stage_key(REFERENCE_LOGPS, self.reference_logps_made_by())
+
+    def reference_logps_made_by(self) -> str:
+        """What decides the reference log-probs: the split pairs, the model, where an EOS is appended."""
         return fingerprint(self.split_key(), *self.model_identity, self.recipe.preferences.eos_identity,
                            "ref-logps-1")
 

@@ -98,10 +98,10 @@ def test_truncated_preferences_are_rebuilt(cache_copy, capsys):
 def test_truncated_gold_reward_weights_are_rebuilt(cache_copy, capsys):
     root, recipe, original = cache_copy
     folder = _only(root / "cache" / "gold", "imdb-sentiment-*")
-    _truncate(folder / "weights.npz")
+    _truncate(folder / "weights.safetensors")
     ws = _workspace(recipe, root)
     np.testing.assert_array_equal(ws.gold(GOLD_TEXTS, [""] * 3), original["gold"])
-    _notice(capsys, "gold", "(weights.npz: ")
+    _notice(capsys, "gold", "(weights.safetensors: ")
 
 
 def test_truncated_reward_model_weights_are_rebuilt(cache_copy, capsys):

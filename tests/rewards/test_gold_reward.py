@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
@@ -43,7 +44,7 @@ def model(data):
 
 def test_heldout_accuracy_recorded(model):
     assert model.meta["n_train"] == 300 and model.meta["n_heldout"] == 100
-    assert model.meta["format_version"] == 1
+    assert model.meta["format_version"] == 2
     assert model.meta["heldout_accuracy"] > 0.9
 
 
@@ -85,14 +86,22 @@ def test_saved_folder_has_no_pickle(model, tmp_path):
     folder = tmp_path / "gold"
     model.save(folder)
     model.save(folder)  # overwriting in place leaves no temp files behind
-    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "vocabulary.json", "weights.npz"]
-    with np.load(folder / "weights.npz", allow_pickle=False) as w:
-        assert sorted(w.files) == ["coef", "idf", "intercept"]
-        assert all(w[k].dtype == np.float64 for k in w.files)
-        assert w["idf"].shape == w["coef"].shape == (len(model.vocabulary),)
+    assert sorted(p.name for p in folder.iterdir()) == ["meta.json", "vocabulary.json", "weights.safetensors"]
+    w = load_file(folder / "weights.safetensors")
+    assert sorted(w) == ["coef", "idf", "intercept"]
+    assert all(w[k].dtype == np.float64 for k in w)
+    assert w["idf"].shape == w["coef"].shape == (len(model.vocabulary),)
     vocab = json.loads((folder / "vocabulary.json").read_text(encoding="utf-8"))
     assert sorted(vocab.values()) == list(range(len(vocab)))
     json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+
+
+def test_the_same_fit_saves_the_same_bytes(model, tmp_path):
+    """What lets the package ship a fitted gold reward that a rebuild reproduces byte for byte."""
+    model.save(tmp_path / "a")
+    model.save(tmp_path / "b")
+    for name in ("meta.json", "vocabulary.json", "weights.safetensors"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
 def test_br_tags_ignored(model):
