@@ -53,6 +53,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "dpo_imdb.yaml"
 SEEDED_KINDS = ("models", "gold", "preferences")  # what both sides need equally and neither should rebuild
+# The package ships the default recipe's pairs and reference log-probs (seed 0), which would leave the sweep
+# nothing to share: both sides run at a seed the package does not ship, so each builds its own reference pass.
+SEED = 1
 TARGET = 0.85
 
 
@@ -62,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--betas", default="0.05,0.1,1,5",
                         help="the sweep's dpo.beta values, comma-separated")
     parser.add_argument("--steps", type=int, default=20, help="dpo.max_steps of every run")
+    parser.add_argument("--seed", type=int, default=SEED,
+                        help="the shared stages' seed: one the package does not ship (0 ships)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="a further recipe override for every run, on both sides (repeatable)")
     parser.add_argument("--shared-cache-baseline", action="store_true",
@@ -82,25 +87,25 @@ def source_cache() -> Path:
     return default_cache_dir()
 
 
-def check_source(source: Path) -> None:
-    """Refuse to start when the pairs of the bundled recipe are not cached: both sides would sample them."""
+def check_source(source: Path, seed: int) -> None:
+    """Refuse to start when the pairs of the bundled recipe at ``seed`` are not cached: both sides would
+    sample them."""
     from alignkit.recipe import load_recipe
     from alignkit.stages.builder import StageBuilder
 
-    key = StageBuilder.for_recipe(load_recipe(RECIPE)).keys.pairs_key()
-    missing = [kind for kind in SEEDED_KINDS if not any((source / kind).glob("*"))]
+    key = StageBuilder.for_recipe(load_recipe(RECIPE, [f"seed={seed}"])).keys.pairs_key()
     if not (source / "preferences" / f"{key}.jsonl").is_file():
-        missing.append(f"preferences/{key}.jsonl")
-    if missing:
-        sys.exit(f"{source} lacks {', '.join(missing)}: run `alignkit run {RECIPE.relative_to(ROOT)} --set "
-                 f"dpo.max_steps=1` once to fill it")
+        recipe = RECIPE.relative_to(ROOT)
+        sys.exit(f"{source} lacks preferences/{key}.jsonl: run `alignkit run {recipe} --set seed={seed} "
+                 f"--set dpo.max_steps=1` once to fill it")
 
 
 def seeded_cache(source: Path, folder: Path) -> Path:
     """A fresh cache folder holding copies of the source cache's models, gold rewards and pairs only."""
     folder.mkdir(parents=True)
-    for kind in SEEDED_KINDS:
-        shutil.copytree(source / kind, folder / kind)
+    for kind in SEEDED_KINDS:  # the shipped model and gold reward are read from the package, not cached
+        if (source / kind).is_dir():
+            shutil.copytree(source / kind, folder / kind)
     return folder
 
 
@@ -141,7 +146,7 @@ def run_cli(args: list[str], cache: Path, log: Path, timing: Timing) -> None:
 
 def overrides(args) -> list[str]:
     """The ``--set`` arguments every run gets, on both sides."""
-    sets = [f"dpo.max_steps={args.steps}", "eval.every_steps=0", *args.sets]
+    sets = [f"seed={args.seed}", f"dpo.max_steps={args.steps}", "eval.every_steps=0", *args.sets]
     return [token for item in sets for token in ("--set", item)]
 
 
@@ -256,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     betas = [b for b in args.betas.split(",") if b]
     source = source_cache()
-    check_source(source)
+    check_source(source, args.seed)
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="alignkit_beta_sweep_", dir=args.keep))
