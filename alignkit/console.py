@@ -2,12 +2,10 @@
 
 Notices and warnings go through ``logging.getLogger("alignkit")`` and its children: a library user silences or
 redirects them like any other library's (``logging.getLogger("alignkit").setLevel(logging.ERROR)``, or a
-handler
-of their own); without any configuration Python prints the warnings bare on stderr. The CLI and the compare
-workers call :func:`install_cli_handler`, which prints them as the CLI always has: ``[alignkit] ...`` for
-notices, ``alignkit: warning: ...`` for warnings and ``alignkit: cache: ...`` for the cache, written around
-any
-progress bar.
+handler of their own); without any configuration Python prints the warnings bare on stderr. The CLI and the
+compare workers call :func:`install_cli_handler`, which prints them as the CLI always has: ``[alignkit] ...``
+for notices, ``alignkit: warning: ...`` for warnings and ``alignkit: cache: ...`` for the cache, written
+around any progress bar.
 
 Progress bars: one per process (the main one), ``TQDM_DISABLE`` honoured, other libraries' bars quiet. tqdm
 reads ``TQDM_*`` variables once, when it is imported, and only as defaults that an explicit ``disable=``

@@ -1,12 +1,11 @@
 """``alignkit compare``: several methods on one task, as ordinary runs that share every shared stage.
 
 A comparison is a list of entries (a method name, a recipe file, or a labelled variant
-``LABEL=BASE:k=v,...``),
-expanded by sweeps and training seeds into runs under ``DIR/runs/<label>/``. Every entry must agree on the
-shared sections (task, model/reference, gold judge, pairs, evaluation), so the comparison is fair by
-construction; the shared stages are cached once and reused. A finished run whose training inputs match is
-reused (re-evaluated only when just its evaluation settings changed). The outputs are built from the run
-directories alone (:mod:`alignkit.report`), exactly as ``alignkit report`` builds them.
+``LABEL=BASE:k=v,...``), expanded by sweeps and training seeds into runs under ``DIR/runs/<label>/``. Every
+entry must agree on the shared sections (task, model/reference, gold judge, pairs, evaluation), so the
+comparison is fair by construction; the shared stages are cached once and reused. A finished run whose
+training inputs match is reused (re-evaluated only when just its evaluation settings changed). The outputs are
+built from the run directories alone (:mod:`alignkit.report`), exactly as ``alignkit report`` builds them.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """What one Ray task of ``alignkit compare --executor ray`` runs on its node: check that the node sees the
 comparison folder and the cache (the driver's marker files, read back), then start the entry's worker process
 (``python -m alignkit.compare.worker SPEC.json``) with the GPUs Ray gave the task. Standard library only, so a
-Ray
-worker imports nothing heavy to run it. A worker never outlives the process that started it
+Ray worker imports nothing heavy to run it. A worker never outlives the process that started it
 (:func:`exit_with_parent`); why a worker failed is read from its log (:func:`last_error`)."""
 
 from __future__ import annotations

@@ -7,15 +7,12 @@ Replicate k is an ordinary comparison in ``OUT/replicate-k/`` whose shared ``see
 ``SEED_STRIDE * k`` (replicate 0 is the comparison without ``--replicates``); replicates share only the data
 and the gold judge. The combined report (``OUT/report.md``, ``OUT/replicates.csv``, ``OUT/replicates.json``)
 gives each method's replicate-to-replicate standard deviation of gold reward and KL, and one matched-KL
-verdict
-per pair of methods from a replicate-level bootstrap: in every resample the replicates (with the seeds within
-them) are drawn with replacement, then the prompts, and both frontiers are rebuilt; a winner is named only
-when
-the sign holds in every replicate alone, under the verdict rule (:mod:`alignkit.report.verdicts`).
+verdict per pair of methods from a replicate-level bootstrap: in every resample the replicates (with the seeds
+within them) are drawn with replacement, then the prompts, and both frontiers are rebuilt; a winner is named
+only when the sign holds in every replicate alone, under the verdict rule (:mod:`alignkit.report.verdicts`).
 
 ``python -m alignkit.compare.replicates OUT`` rebuilds the combined report from finished replicate folders and
-prints
-the standard-deviation table.
+prints the standard-deviation table.
 """
 
 from __future__ import annotations

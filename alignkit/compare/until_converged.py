@@ -1,6 +1,5 @@
 """``alignkit compare --until-converged``: extend every entry that has not converged, in rounds, until the
-stated
-convergence test (:mod:`alignkit.eval.convergence`) says converged or the rounds run out.
+stated convergence test (:mod:`alignkit.eval.convergence`) says converged or the rounds run out.
 
 The first round is the planned comparison, trained with ``keep_final_state`` so each run keeps its last
 training state. Round r of an entry whose first budget was B steps (PPO: iterations) is a new run folder
@@ -8,13 +7,10 @@ training state. Round r of an entry whose first budget was B steps (PPO: iterati
 B + r * ceil(B * round_fraction) steps, its learning-rate schedule still spanning the first B steps
 (``lr_schedule_steps``) and every later step at the **peak rate, constant** (so a run that flattens in the
 tail flattened at a rate that could still move it; "budget-limited" cannot be the reason). Its trajectory
-keeps
-every checkpoint of the earlier rounds. A run reused from before (trained without its final state) resumes
-from
-its newest kept checkpoint, or retrains from the start with the same schedule: slower, the same steps. GRPO
-and
-RLOO (trl's loop) and Best-of-N are not extended. The report is built from each entry's last round, and
-``until_converged.json`` records every round's label and budget.
+keeps every checkpoint of the earlier rounds. A run reused from before (trained without its final state)
+resumes from its newest kept checkpoint, or retrains from the start with the same schedule: slower, the same
+steps. GRPO and RLOO (trl's loop) and Best-of-N are not extended. The report is built from each entry's last
+round, and ``until_converged.json`` records every round's label and budget.
 
 Comparison YAML: ``until_converged: {max_rounds: 3, round_fraction: 1.0}``.
 """

@@ -1,8 +1,7 @@
 """Phase 2 of a comparison, one entry: ``python -m alignkit.compare.worker SPEC.json`` trains, resumes or
-re-evaluates
-one run directory from the entry's resolved recipe and the cache path alone (its shared stages are in the
-cache already, :mod:`alignkit.compare.shared_stages`). The local-process and Ray executors start it; a
-sequential
+re-evaluates one run directory from the entry's resolved recipe and the cache path alone (its shared stages
+are in the cache already, :mod:`alignkit.compare.shared_stages`). The local-process and Ray executors start
+it; a sequential
 comparison calls :func:`run_job` in its own process. Exit status 0 done, 2 one-line error, else a crash."""
 
 from __future__ import annotations

@@ -83,8 +83,7 @@ def read_conversation(row: dict, where: str) -> Conversation:
 
 def split_shared_prompt(chosen: list[dict], rejected: list[dict], where: str):
     """trl's implicit prompt: the longest run of leading messages both conversations share, always leaving
-    each
-    its last message (identical conversations then make an identical pair, which is dropped like
+    each its last message (identical conversations then make an identical pair, which is dropped like
     any other)."""
     limit = min(len(chosen), len(rejected)) - 1
     shared = 0

@@ -1,8 +1,8 @@
 """Rows of preference (or prompt) data from where a user keeps them: a .jsonl, .json, .csv/.tsv or .parquet
 file, a folder written by ``datasets``' ``save_to_disk``, or a Hub dataset ``hf:ORG/NAME`` (with a split and
 an optional config name), or a dataset shipped with alignkit, ``builtin:NAME``
-(``alignkit/datasets/NAME.jsonl``,
-e.g. ``builtin:support-chat``). Every reader returns plain Python rows (lists of messages stay lists), so each
+(``alignkit/datasets/NAME.jsonl``, e.g. ``builtin:support-chat``). Every reader returns plain Python rows
+(lists of messages stay lists), so each
 format yields exactly the rows a JSONL file of the same data does."""
 
 from __future__ import annotations

@@ -42,8 +42,7 @@ KL_MATCH = 0.05  # points within 5% of a KL (relative) count as at it: KL is mea
 @dataclass
 class Setting:
     """One point of a method (a sweep point at one checkpoint): per-prompt gold reward and KL of each unit's
-    run,
-    arrays [units, prompts] on the prompts every method was evaluated on; ``units``: their ids (seed or
+    run, arrays [units, prompts] on the prompts every method was evaluated on; ``units``: their ids (seed or
     replicate), paired across methods."""
 
     gold: np.ndarray

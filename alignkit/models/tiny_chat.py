@@ -1,6 +1,5 @@
 """``builtin:tiny-chat-support``: the starting policy of the bundled ``support_chat`` comparison in miniature,
-a
-small GPT-2 with a ChatML chat template trained from scratch on the replies of ``builtin:support-chat``.
+a small GPT-2 with a ChatML chat template trained from scratch on the replies of ``builtin:support-chat``.
 
 It learns every reply style of the 32 topics equally (the concise polite answer and the three ways the data's
 rejected replies fail: curt, rambling, evasive), so it starts by answering each question one of four ways and

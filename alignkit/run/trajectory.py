@@ -1,7 +1,6 @@
 """Trajectories: every ``eval.every_steps`` optimiser steps (PPO: iterations) a run's policy is evaluated on
-the
-first ``eval.trajectory_prompts`` evaluation prompts and the point appended to ``eval/trajectory.jsonl``, so
-the run's path on the reward-vs-KL plane, and its convergence, can be read afterwards; every
+the first ``eval.trajectory_prompts`` evaluation prompts and the point appended to ``eval/trajectory.jsonl``,
+so the run's path on the reward-vs-KL plane, and its convergence, can be read afterwards; every
 ``save_every_steps`` the policy's weights are kept too (``RUN/saved/step-N``). The run installs
 :meth:`TrajectoryRecorder.hook` as its context's ``trace``; training loops call it after every step, and the
 recorder keeps how far training got and what it cost, for the run's closing point and manifest."""
